@@ -1,0 +1,33 @@
+"""Every exception the hub raises on purpose, under one root.
+
+A `ProtocolError` carries a wire code (see docs/protocol.md, "Error codes")
+and, for decode failures, the JSON path of the offending field, so the I/O
+layer can turn it into an `error` message without knowing what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Root of every exception nodehub raises deliberately."""
+
+
+class ProtocolError(HubError):
+    """A peer sent something the protocol refuses; `code` is the wire code."""
+
+    def __init__(self, code: str, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"ProtocolError(code={self.code!r}, message={self.message!r}, path={self.path!r})"
+
+
+class ConfigError(HubError):
+    """The configuration is invalid; the message says which key and why."""
+
+
+class StoreUnavailable(HubError):
+    """The state store (Redis in cross-instance mode) cannot be reached right now."""

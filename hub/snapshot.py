@@ -1,0 +1,250 @@
+"""The immutable view of every node the hub can select from, with its indexes.
+
+A `Snapshot` holds one `NodeState` per node (capabilities, status, load,
+owning hub) and capability indexes, so that a selection looks at the nodes
+that serve a language pair (or ASR/TTS language) in a pool, not at every
+node. Each index entry is a `Ring`: its members sorted by a stable 64-bit
+hash of the node id, which is both a sampling array for load-aware picks and
+a consistent-hash ring for routing keys (the same order on every hub).
+
+Deriving the next snapshot is cheap by construction: a load or status change
+replaces one `NodeState` in a persistent map (microseconds, indexes shared);
+a join, leave or capability change additionally rewrites only the index
+entries the node belongs to. Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Final, Literal
+
+import msgspec
+
+from hub.capabilities import NodeCapabilities
+from hub.pmap import PMap
+
+NodeStatus = Literal["online", "draining", "offline"]
+ONLINE: Final = "online"
+DRAINING: Final = "draining"
+OFFLINE: Final = "offline"
+
+GLOBAL: Final = -1
+"""The pool slot of an index key that spans all pools."""
+
+# Index kinds: what a Ring's members have in common.
+PAIR: Final = "pair"  # key (PAIR, pool, src, tgt)
+ASR: Final = "asr"  # key (ASR, pool, lang, "")
+TTS: Final = "tts"  # key (TTS, pool, lang, "")
+ALL: Final = "all"  # key (ALL, pool, "", "")
+
+IndexKey = tuple[str, int, str, str]
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash that is the same in every process and on every hub."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class NodeState(msgspec.Struct, frozen=True, gc=False):
+    """One node as the selector sees it. `running` is counted by the owning hub.
+
+    A msgspec Struct rather than a dataclass: a load change builds a new one,
+    and Struct construction is several times cheaper.
+    """
+
+    node_id: str
+    caps: NodeCapabilities
+    hub_id: str = ""
+    status: NodeStatus = ONLINE
+    running: int = 0
+    ring_hash: int = 0
+
+    @classmethod
+    def create(
+        cls,
+        node_id: str,
+        caps: NodeCapabilities,
+        *,
+        hub_id: str = "",
+        status: NodeStatus = ONLINE,
+        running: int = 0,
+    ) -> NodeState:
+        return cls(node_id, caps, hub_id, status, running, stable_hash(node_id))
+
+    @property
+    def free_slots(self) -> int:
+        return self.caps.max_concurrency - self.running
+
+    def with_running(self, running: int) -> NodeState:
+        return NodeState(self.node_id, self.caps, self.hub_id, self.status, running, self.ring_hash)
+
+    def with_status(self, status: NodeStatus) -> NodeState:
+        return NodeState(self.node_id, self.caps, self.hub_id, status, self.running, self.ring_hash)
+
+
+class Ring:
+    """Members of one index entry, sorted by `NodeState.ring_hash`."""
+
+    __slots__ = ("hashes", "ids")
+
+    def __init__(self, hashes: tuple[int, ...] = (), ids: tuple[str, ...] = ()) -> None:
+        self.hashes = hashes
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"Ring({len(self.ids)} nodes)"
+
+    def with_member(self, ring_hash: int, node_id: str) -> Ring:
+        i = bisect_left(self.hashes, ring_hash)
+        hashes, ids = self.hashes, self.ids
+        return Ring(hashes[:i] + (ring_hash,) + hashes[i:], ids[:i] + (node_id,) + ids[i:])
+
+    def without_member(self, ring_hash: int, node_id: str) -> Ring:
+        i = bisect_left(self.hashes, ring_hash)
+        while i < len(self.ids) and self.ids[i] != node_id:
+            i += 1
+        if i == len(self.ids):
+            return self
+        hashes, ids = self.hashes, self.ids
+        return Ring(hashes[:i] + hashes[i + 1 :], ids[:i] + ids[i + 1 :])
+
+
+def index_keys(caps: NodeCapabilities) -> list[IndexKey]:
+    """Every index entry a node with `caps` belongs to, globally and in its pool."""
+    keys: list[IndexKey] = []
+    for pool in (GLOBAL, caps.pool):
+        keys.append((ALL, pool, "", ""))
+        keys.extend((PAIR, pool, src, tgt) for src, tgt in caps.language_pairs)
+        keys.extend((ASR, pool, lang, "") for lang in caps.asr_languages)
+        keys.extend((TTS, pool, lang, "") for lang in caps.tts_languages)
+    return keys
+
+
+_EMPTY_RING: Final = Ring()
+
+
+class Snapshot:
+    """An immutable view of all nodes; every `with_*` returns a new snapshot."""
+
+    __slots__ = ("_index", "_nodes", "version")
+
+    def __init__(self) -> None:
+        self._nodes: PMap[str, NodeState] = PMap()
+        self._index: PMap[IndexKey, Ring] = PMap()
+        self.version = 0
+
+    @classmethod
+    def _make(cls, nodes: PMap[str, NodeState], index: PMap[IndexKey, Ring], version: int) -> Snapshot:
+        new = cls.__new__(cls)
+        new._nodes = nodes
+        new._index = index
+        new.version = version
+        return new
+
+    @classmethod
+    def of(cls, states: list[NodeState]) -> Snapshot:
+        """A snapshot holding `states` (built in one pass, for tests and resyncs)."""
+        members: dict[IndexKey, list[tuple[int, str]]] = {}
+        nodes: dict[str, NodeState] = {}
+        for state in states:
+            nodes[state.node_id] = state
+        for state in nodes.values():
+            for key in index_keys(state.caps):
+                members.setdefault(key, []).append((state.ring_hash, state.node_id))
+        rings: dict[IndexKey, Ring] = {}
+        for key, pairs in members.items():
+            pairs.sort()
+            rings[key] = Ring(tuple(h for h, _ in pairs), tuple(n for _, n in pairs))
+        return cls._make(PMap.from_mapping(nodes), PMap.from_mapping(rings), 1)
+
+    # --- reading ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
+    def __iter__(self) -> Iterator[NodeState]:
+        return self._nodes.values()
+
+    def __repr__(self) -> str:
+        return f"Snapshot(version={self.version}, nodes={len(self._nodes)})"
+
+    def get(self, node_id: str) -> NodeState | None:
+        return self._nodes.get(node_id)
+
+    def ring(self, kind: str, pool: int, a: str = "", b: str = "") -> Ring:
+        """The members of one index entry (empty when none)."""
+        return self._index.get((kind, pool, a, b), _EMPTY_RING)
+
+    @property
+    def node_map(self) -> PMap[str, NodeState]:
+        """The persistent node map itself, for the selector's hot loop."""
+        return self._nodes
+
+    # --- deriving ----------------------------------------------------------------
+
+    def with_node(self, state: NodeState) -> Snapshot:
+        """Join a node, or replace it; indexes change only if its capabilities did."""
+        old = self._nodes.get(state.node_id)
+        nodes = self._nodes.set(state.node_id, state)
+        if old is not None and old.caps == state.caps and old.ring_hash == state.ring_hash:
+            return Snapshot._make(nodes, self._index, self.version + 1)
+        index = self._index
+        if old is not None:
+            index = _unindex(index, old)
+        return Snapshot._make(nodes, _index(index, state), self.version + 1)
+
+    def without_node(self, node_id: str) -> Snapshot:
+        old = self._nodes.get(node_id)
+        if old is None:
+            return self
+        return Snapshot._make(
+            self._nodes.delete(node_id), _unindex(self._index, old), self.version + 1
+        )
+
+    def with_running(self, node_id: str, running: int) -> Snapshot:
+        """The cheap path: a load change touches no index."""
+        old = self._nodes.get(node_id)
+        if old is None or old.running == running:
+            return self
+        return Snapshot._make(
+            self._nodes.set(node_id, old.with_running(running)), self._index, self.version + 1
+        )
+
+    def with_status(self, node_id: str, status: NodeStatus) -> Snapshot:
+        old = self._nodes.get(node_id)
+        if old is None or old.status == status:
+            return self
+        return Snapshot._make(
+            self._nodes.set(node_id, old.with_status(status)), self._index, self.version + 1
+        )
+
+
+def _index(index: PMap[IndexKey, Ring], state: NodeState) -> PMap[IndexKey, Ring]:
+    changes = {
+        key: index.get(key, _EMPTY_RING).with_member(state.ring_hash, state.node_id)
+        for key in index_keys(state.caps)
+    }
+    return index.update(changes)
+
+
+def _unindex(index: PMap[IndexKey, Ring], state: NodeState) -> PMap[IndexKey, Ring]:
+    changes: dict[IndexKey, Ring] = {}
+    gone: list[IndexKey] = []
+    for key in index_keys(state.caps):
+        ring = index.get(key)
+        if ring is None:
+            continue
+        smaller = ring.without_member(state.ring_hash, state.node_id)
+        if smaller.ids:
+            changes[key] = smaller
+        else:
+            gone.append(key)
+    return index.update(changes, deletions=tuple(gone))
