@@ -3,7 +3,10 @@
 The snapshot must derive its next version in microseconds when one node's
 load changes, even with 100,000 nodes. Copying a dict of that size costs a
 millisecond; this map is a fixed two-level trie of 64 x 64 leaves, so one
-update copies one small leaf dict and two 64-slot tuples and shares the rest.
+update copies one small leaf dict and two 64-slot arrays and shares the rest.
+The arrays are Python lists (copying a list is several times cheaper than
+slicing a tuple) that are never mutated once a map that holds them exists:
+every container reachable from a published `PMap` is frozen by convention.
 Keys are bucketed by Python's `hash`, so iteration order is stable within a
 process but not across processes: callers that need a portable order sort.
 """
@@ -21,7 +24,9 @@ _WIDTH = 64
 _MASK = _WIDTH - 1
 _SHIFT = 6
 _EMPTY_LEAF: dict[object, object] = {}  # shared; never mutated
-_EMPTY_MID: tuple[dict[object, object], ...] = (_EMPTY_LEAF,) * _WIDTH
+_EMPTY_MID: list[dict[object, object]] = [_EMPTY_LEAF] * _WIDTH  # shared; never mutated
+
+Root = list[list[dict[K, V]]]
 
 
 class PMap(Generic[K, V]):
@@ -30,11 +35,11 @@ class PMap(Generic[K, V]):
     __slots__ = ("_len", "_root")
 
     def __init__(self) -> None:
-        self._root: tuple[tuple[dict[K, V], ...], ...] = (_EMPTY_MID,) * _WIDTH  # type: ignore[assignment]
+        self._root: Root[K, V] = [_EMPTY_MID] * _WIDTH  # type: ignore[list-item]
         self._len = 0
 
     @classmethod
-    def _make(cls, root: tuple[tuple[dict[K, V], ...], ...], length: int) -> PMap[K, V]:
+    def _make(cls, root: Root[K, V], length: int) -> PMap[K, V]:
         new: PMap[K, V] = cls.__new__(cls)
         new._root = root
         new._len = length
@@ -64,18 +69,23 @@ class PMap(Generic[K, V]):
         return self._root[h & _MASK][(h >> _SHIFT) & _MASK][key]
 
     def set(self, key: K, value: V) -> PMap[K, V]:
-        # The hot path (one node's load changes): one leaf and two tuples copied.
+        # The hot path (one node's load changes): one leaf and two arrays copied.
         h = hash(key)
         i = h & _MASK
         j = (h >> _SHIFT) & _MASK
         root = self._root
         mid = root[i]
         leaf = mid[j]
-        length = self._len if key in leaf else self._len + 1
         new_leaf = leaf.copy()
         new_leaf[key] = value
-        new_mid = (*mid[:j], new_leaf, *mid[j + 1 :])
-        return PMap._make((*root[:i], new_mid, *root[i + 1 :]), length)
+        new_mid = mid.copy()
+        new_mid[j] = new_leaf
+        new_root = root.copy()
+        new_root[i] = new_mid
+        new = PMap.__new__(PMap)
+        new._root = new_root
+        new._len = self._len + (len(new_leaf) - len(leaf))
+        return new
 
     def delete(self, key: K) -> PMap[K, V]:
         """A map without `key`; the same map when `key` is absent."""
@@ -107,16 +117,14 @@ class PMap(Generic[K, V]):
             if key not in leaf:
                 length += 1
             leaf[key] = value
-        new_root = list(root)
-        mids: dict[int, list[dict[K, V]]] = {}
+        new_root = root.copy()
+        copied: set[int] = set()
         for (i, j), leaf in touched.items():
-            mid = mids.get(i)
-            if mid is None:
-                mid = mids[i] = list(root[i])
-            mid[j] = leaf
-        for i, mid in mids.items():
-            new_root[i] = tuple(mid)
-        return PMap._make(tuple(new_root), length)
+            if i not in copied:
+                new_root[i] = new_root[i].copy()
+                copied.add(i)
+            new_root[i][j] = leaf
+        return PMap._make(new_root, length)
 
     def items(self) -> Iterator[tuple[K, V]]:
         for mid in self._root:

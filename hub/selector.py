@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Final, Literal
 
 import msgspec
@@ -100,18 +100,11 @@ def select_node(snapshot: Snapshot, req: Requirements, rng: random.Random) -> Se
         preferred_reason = node_reason(snapshot.get(req.preferred_node_id), req)
         if preferred_reason is None:
             return Selection(req.preferred_node_id, 1, "preferred")
-    scopes = (GLOBAL,) if req.preferred_pool is None else (req.preferred_pool, GLOBAL)
+    scopes = _WIDE_ONLY if req.preferred_pool is None else (req.preferred_pool, GLOBAL)
     for attempt, pool in enumerate(scopes, start=1):
-        ring, base = _candidates(snapshot, req, pool)
-        if not ring.ids:
-            continue
-        if req.routing_key is not None:
-            node_id = _walk(snapshot, req, ring, base)
-            via: Via = "routing_key"
-        else:
-            node_id = _sample(snapshot, req, ring, base, rng)
-            via = "load"
+        node_id = _pick(snapshot, req, pool, rng)
         if node_id is not None:
+            via: Via = "load" if req.routing_key is None else "routing_key"
             return Selection(node_id, attempt, via, preferred_reason=preferred_reason)
     reasons = breakdown(snapshot, req)
     return Selection(
@@ -119,143 +112,229 @@ def select_node(snapshot: Snapshot, req: Requirements, rng: random.Random) -> Se
     )
 
 
-def _candidates(snapshot: Snapshot, req: Requirements, pool: int) -> tuple[Ring, str]:
-    """The narrowest index ring that every eligible node of `pool` belongs to."""
+_WIDE_ONLY: Final = (GLOBAL,)
+
+
+def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) -> str | None:
+    """One attempt: the chosen node among the members of `pool`, or None.
+
+    The candidates are the narrowest index ring every eligible node belongs
+    to; `mask`, when not None, is the ring's bitmap of the members that have
+    the capabilities the ring itself does not guarantee (bit i = `ids[i]`).
+    The per-member check below covers the rest: exclusion, status, load and,
+    for a non-translation pipeline, the other side's language.
+    """
     pipeline = req.pipeline
+    src, tgt = req.src_lang, req.tgt_lang
+    need_tts = False
+    mask: int | None = None
     if pipeline.nmt:
-        return snapshot.ring(PAIR, pool, req.src_lang, req.tgt_lang), PAIR
-    if pipeline.asr:
-        return snapshot.ring(ASR, pool, req.src_lang), ASR
-    if pipeline.tts:
-        return snapshot.ring(TTS, pool, req.tgt_lang), TTS
-    return snapshot.ring(ALL, pool), ALL
-
-
-def _walk(snapshot: Snapshot, req: Requirements, ring: Ring, base: str) -> str | None:
-    """Consistent hashing: the first eligible node clockwise from the key's position."""
-    assert req.routing_key is not None
-    eligible = _free_slots(snapshot, req, base)
+        ring = snapshot.ring(PAIR, pool, src, tgt)
+        if pipeline.asr:
+            mask = ring.asr
+        if pipeline.tts:
+            mask = ring.tts if mask is None else mask & ring.tts
+    elif pipeline.asr:
+        ring = snapshot.ring(ASR, pool, src)
+        need_tts = pipeline.tts
+    elif pipeline.tts:
+        ring = snapshot.ring(TTS, pool, tgt)
+    else:
+        ring = snapshot.ring(ALL, pool)
     ids = ring.ids
     n = len(ids)
-    start = bisect_left(ring.hashes, stable_hash(req.routing_key))
-    for offset in range(n):
-        node_id = ids[(start + offset) % n]
-        if eligible(node_id) > 0:
+    if not n:
+        return None
+    if req.features:
+        feats = ring.feats
+        for name in req.features:
+            bits = feats.get(name, 0)
+            mask = bits if mask is None else mask & bits
+    if mask is not None:
+        if not mask:
+            return None
+        if mask == ring.full:
+            mask = None
+
+    # The per-member check, inlined for speed (it runs a few times per call):
+    # the node map's two-level trie is walked directly (see hub.pmap).
+    root = snapshot.node_map._root
+    excluded = req.excluded
+
+    if req.routing_key is not None:
+        # Consistent hashing: the first eligible member clockwise from the key.
+        start = bisect_left(ring.hashes, stable_hash(req.routing_key))
+        positions = range(start, start + n) if mask is None else _set_bits(mask, start % n)
+        for pos in positions:
+            node_id = ids[pos % n]
+            if excluded and node_id in excluded:
+                continue
+            h = hash(node_id)
+            state = root[h & 63][(h >> 6) & 63][node_id]
+            if state.status != ONLINE or state.running >= state.caps.max_concurrency:
+                continue
+            if need_tts and tgt not in state.caps.tts_languages:
+                continue
             return node_id
-    return None
+        return None
 
-
-def _sample(
-    snapshot: Snapshot, req: Requirements, ring: Ring, base: str, rng: random.Random
-) -> str | None:
-    """Power of two choices over random probes, then an exhaustive scan."""
-    eligible = _free_slots(snapshot, req, base)
-    ids = ring.ids
-    n = len(ids)
+    # Load-aware: the best of the first two eligible random probes.
     draw = rng.random
     best_id: str | None = None
     best_free = 0
-    if n > SAMPLES:
-        found = 0
-        for _ in range(SAMPLES):
-            node_id = ids[int(draw() * n)]
-            free = eligible(node_id)
-            if free > 0:
-                if free > best_free:
-                    best_id, best_free = node_id, free
-                found += 1
-                if found == 2:
-                    return best_id
-        if best_id is not None:
-            return best_id
-    # Few candidates, or sampling found none free: look at every one, starting
-    # at a random offset so that equal nodes share the load.
-    start = int(draw() * n)
-    for offset in range(n):
-        node_id = ids[(start + offset) % n]
-        free = eligible(node_id)
+    found = 0
+    for _ in range(SAMPLES if n > SAMPLES else 0):
+        pos = int(draw() * n)
+        if mask is not None:
+            # The first capable member at or after the probe (wrapping around).
+            rest = mask >> pos
+            pos = (
+                pos + (rest & -rest).bit_length() - 1
+                if rest
+                else (mask & -mask).bit_length() - 1
+            )
+        node_id = ids[pos]
+        if excluded and node_id in excluded:
+            continue
+        h = hash(node_id)
+        state = root[h & 63][(h >> 6) & 63][node_id]
+        if state.status != ONLINE:
+            continue
+        caps = state.caps
+        free = caps.max_concurrency - state.running
+        if free <= 0 or (need_tts and tgt not in caps.tts_languages):
+            continue
         if free > best_free:
+            best_id, best_free = node_id, free
+        found += 1
+        if found == 2:
+            return best_id
+    if best_id is not None:
+        return best_id
+    # Few candidates, or sampling found none free: look at every capable one,
+    # starting at a random offset so that equal nodes share the load.
+    start = int(draw() * n)
+    positions = range(start, start + n) if mask is None else _set_bits(mask, start)
+    for pos in positions:
+        node_id = ids[pos % n]
+        if excluded and node_id in excluded:
+            continue
+        h = hash(node_id)
+        state = root[h & 63][(h >> 6) & 63][node_id]
+        if state.status != ONLINE:
+            continue
+        caps = state.caps
+        free = caps.max_concurrency - state.running
+        if free > best_free and not (need_tts and tgt not in caps.tts_languages):
             best_id, best_free = node_id, free
     return best_id
 
 
-def _free_slots(snapshot: Snapshot, req: Requirements, base: str) -> Callable[[str], int]:
-    """A check of the rules the candidate ring does not already guarantee.
+def _set_bits(mask: int, start: int) -> Iterator[int]:
+    """Positions of the set bits of `mask`, from `start` upwards, then from 0 to `start - 1`.
 
-    The returned function gives a node's free slots when it is eligible and
-    0 otherwise. It is specialised by what the request needs (a closure per
-    case) because it runs a few times per selection and every branch counts.
+    The first few come from big-integer arithmetic (cheap when the answer is
+    near); after that the bitmap is rendered once as a string and scanned,
+    which costs one linear pass however many positions follow.
     """
-    get = snapshot.node_map.get
-    excluded = req.excluded
-    features = req.features
-    src, tgt = req.src_lang, req.tgt_lang
-    # A PAIR ring already guarantees the pair; an ASR/TTS ring its language.
-    need_asr = req.pipeline.asr and base != ASR
-    need_tts = req.pipeline.tts and base != TTS
-
-    def free_slots(node_id: str) -> int:
-        if node_id in excluded:
-            return 0
-        state = get(node_id)
-        if state is None or state.status != ONLINE:
-            return 0
-        caps = state.caps
-        free = caps.max_concurrency - state.running
-        if free <= 0:
-            return 0
-        if need_asr and src not in caps.asr_languages:
-            return 0
-        if need_tts and tgt not in caps.tts_languages:
-            return 0
-        if features and not features <= caps.features:
-            return 0
-        return free
-
-    return free_slots
+    pos = start
+    for _ in range(4):
+        rest = mask >> pos
+        if not rest:
+            break
+        pos += (rest & -rest).bit_length() - 1
+        yield pos
+        pos += 1
+    else:
+        digits = format(mask, "b")[::-1]  # digits[i] is bit i
+        while (found := digits.find("1", pos)) >= 0:
+            yield found
+            pos = found + 1
+        digits_end = start
+        pos = 0
+        while (found := digits.find("1", pos, digits_end)) >= 0:
+            yield found
+            pos = found + 1
+        return
+    # Reached the top bit: wrap around to the bits below `start`.
+    low = mask & ((1 << start) - 1)
+    digits = format(low, "b")[::-1] if low else ""
+    pos = 0
+    while (found := digits.find("1", pos)) >= 0:
+        yield found
+        pos = found + 1
 
 
 def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) -> dict[str, int]:
     """Count every node of `snapshot` under the first rule it breaks for `req`.
 
     With `pool`, nodes outside it count as `pool_mismatch` (the narrow
-    attempt's view). Uses set operations on the index rings so that an
-    impossible language pair costs a few lookups, not a scan of the fleet.
-    The counts add up to `len(snapshot)`; eligible nodes are counted under
-    `"eligible"` (never present when the selector found nothing).
+    attempt's view). Works from the index rings and their capability bitmaps
+    so that an impossible request costs a few lookups and big-integer ANDs,
+    not a scan of the fleet; only nodes that have every capability are
+    visited, for status and load. The counts add up to `len(snapshot)`;
+    eligible nodes are counted under `"eligible"` (never present when the
+    selector found nothing).
     """
     counts: dict[str, int] = {}
-    excluded = {node_id for node_id in req.excluded if node_id in snapshot}
-    counts[EXCLUDED] = len(excluded)
-    remaining = len(snapshot) - len(excluded)
-    # `alive` is the set of nodes still in the running, or None for "all but excluded".
-    alive: set[str] | None = None
+    excluded = [snapshot.get(node_id) for node_id in req.excluded]
+    gone = [state for state in excluded if state is not None]
+    counts[EXCLUDED] = len(gone)
+    remaining = len(snapshot) - len(gone)
+    scope = GLOBAL
     if pool is not None:
-        alive = set(snapshot.ring(ALL, pool).ids) - excluded
-        counts[POOL_MISMATCH] = remaining - len(alive)
-        remaining = len(alive)
+        scope = pool
+        in_scope = len(snapshot.ring(ALL, pool)) - sum(1 for s in gone if s.caps.pool == pool)
+        counts[POOL_MISMATCH] = remaining - in_scope
+        remaining = in_scope
     pipeline = req.pipeline
-    stages: list[tuple[str, Ring]] = []
+    src, tgt = req.src_lang, req.tgt_lang
+    ids: list[str]
     if pipeline.nmt:
-        stages.append((LANG_PAIR_UNSUPPORTED, snapshot.ring(PAIR, GLOBAL, req.src_lang, req.tgt_lang)))
-    if pipeline.asr:
-        stages.append((ASR_LANG_UNSUPPORTED, snapshot.ring(ASR, GLOBAL, req.src_lang)))
-    if pipeline.tts:
-        stages.append((TTS_LANG_UNSUPPORTED, snapshot.ring(TTS, GLOBAL, req.tgt_lang)))
-    for reason, ring in stages:
-        alive = set(ring.ids) - excluded if alive is None else alive.intersection(ring.ids)
-        counts[reason] = remaining - len(alive)
-        remaining = len(alive)
-    states = (
-        [s for s in snapshot if s.node_id not in excluded]
-        if alive is None
-        else [s for node_id in alive if (s := snapshot.get(node_id)) is not None]
-    )
-    if req.features:
-        kept = [s for s in states if req.features <= s.caps.features]
-        counts[FEATURE_MISSING] = len(states) - len(kept)
-        states = kept
-    for state in states:
+        # Bitmaps over the pair ring: each stage is one AND and one popcount.
+        ring = snapshot.ring(PAIR, scope, src, tgt)
+        alive = ring.full
+        for state in gone:
+            pos = ring.position(state.ring_hash, state.node_id)
+            if pos >= 0:
+                alive &= ~(1 << pos)
+        stages: list[tuple[str, int | None]] = [(LANG_PAIR_UNSUPPORTED, None)]
+        if pipeline.asr:
+            stages.append((ASR_LANG_UNSUPPORTED, ring.asr))
+        if pipeline.tts:
+            stages.append((TTS_LANG_UNSUPPORTED, ring.tts))
+        for name in req.features:
+            stages.append((FEATURE_MISSING, ring.feats.get(name, 0)))
+        for reason, bits in stages:
+            if bits is not None:
+                alive &= bits
+            left = alive.bit_count()
+            counts[reason] = counts.get(reason, 0) + remaining - left
+            remaining = left
+        ids = [ring.ids[pos] for pos in _set_bits(alive, 0)]
+    else:
+        # No translation stage: start from the narrowest ring, check the rest per node.
+        if pipeline.asr:
+            first, ring = ASR_LANG_UNSUPPORTED, snapshot.ring(ASR, scope, src)
+        elif pipeline.tts:
+            first, ring = TTS_LANG_UNSUPPORTED, snapshot.ring(TTS, scope, tgt)
+        else:
+            first, ring = "", snapshot.ring(ALL, scope)
+        skip = {state.node_id for state in gone}
+        ids = [node_id for node_id in ring.ids if node_id not in skip]
+        if first:
+            counts[first] = remaining - len(ids)
+            remaining = len(ids)
+        if pipeline.asr and pipeline.tts:
+            ids = [i for i in ids if tgt in _state(snapshot, i).caps.tts_languages]
+            counts[TTS_LANG_UNSUPPORTED] = remaining - len(ids)
+            remaining = len(ids)
+        if req.features:
+            features = req.features
+            ids = [i for i in ids if features <= _state(snapshot, i).caps.features]
+            counts[FEATURE_MISSING] = remaining - len(ids)
+    for node_id in ids:
+        state = _state(snapshot, node_id)
         if state.status != ONLINE:
             reason = OFFLINE if state.status == "offline" else DRAINING
         elif state.running >= state.caps.max_concurrency:
@@ -264,6 +343,13 @@ def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) ->
             reason = "eligible"
         counts[reason] = counts.get(reason, 0) + 1
     return {reason: counts[reason] for reason in _REPORT_ORDER if counts.get(reason)}
+
+
+def _state(snapshot: Snapshot, node_id: str) -> NodeState:
+    """A node the index names; the index and the node map always agree."""
+    state = snapshot.get(node_id)
+    assert state is not None, node_id
+    return state
 
 
 _REPORT_ORDER: Final = (*REASON_ORDER, "eligible")

@@ -85,13 +85,34 @@ class NodeState(msgspec.Struct, frozen=True, gc=False):
 
 
 class Ring:
-    """Members of one index entry, sorted by `NodeState.ring_hash`."""
+    """Members of one index entry, sorted by `NodeState.ring_hash`.
 
-    __slots__ = ("hashes", "ids")
+    Besides the members, a ring keeps capability bitmaps over its positions
+    (bit `i` stands for `ids[i]`), so the selector can intersect requirements
+    with a few big-integer ANDs instead of visiting members: `feats` maps each
+    feature some member has to the members that have it; in a `PAIR` ring
+    `asr` and `tts` hold the members whose ASR languages contain the pair's
+    source and whose TTS languages contain its target (0 in other rings).
+    `full` has every position's bit set.
+    """
 
-    def __init__(self, hashes: tuple[int, ...] = (), ids: tuple[str, ...] = ()) -> None:
+    __slots__ = ("asr", "feats", "full", "hashes", "ids", "tts")
+
+    def __init__(
+        self,
+        hashes: tuple[int, ...] = (),
+        ids: tuple[str, ...] = (),
+        *,
+        feats: dict[str, int] | None = None,
+        asr: int = 0,
+        tts: int = 0,
+    ) -> None:
         self.hashes = hashes
         self.ids = ids
+        self.feats: dict[str, int] = {} if feats is None else feats  # never mutated once built
+        self.asr = asr
+        self.tts = tts
+        self.full = (1 << len(ids)) - 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,19 +120,89 @@ class Ring:
     def __repr__(self) -> str:
         return f"Ring({len(self.ids)} nodes)"
 
-    def with_member(self, ring_hash: int, node_id: str) -> Ring:
+    def position(self, ring_hash: int, node_id: str) -> int:
+        """The position of `node_id` in the ring, or -1 when it is not a member."""
+        hashes, ids = self.hashes, self.ids
+        i = bisect_left(hashes, ring_hash)
+        while i < len(ids) and hashes[i] == ring_hash:
+            if ids[i] == node_id:
+                return i
+            i += 1
+        return -1
+
+    def with_member(
+        self,
+        ring_hash: int,
+        node_id: str,
+        *,
+        features: frozenset[str] = frozenset(),
+        asr: bool = False,
+        tts: bool = False,
+    ) -> Ring:
+        """The ring plus one member with these capability bits."""
         i = bisect_left(self.hashes, ring_hash)
         hashes, ids = self.hashes, self.ids
-        return Ring(hashes[:i] + (ring_hash,) + hashes[i:], ids[:i] + (node_id,) + ids[i:])
+        low = (1 << i) - 1
+        feats = {
+            name: _insert_bit(bits, i, low, name in features) for name, bits in self.feats.items()
+        }
+        for name in features:
+            if name not in feats:
+                feats[name] = 1 << i
+        # Concatenation, not `(*a, x, *b)`: measured 25% faster on large rings.
+        return Ring(
+            hashes[:i] + (ring_hash,) + hashes[i:],  # noqa: RUF005
+            ids[:i] + (node_id,) + ids[i:],  # noqa: RUF005
+            feats=feats,
+            asr=_insert_bit(self.asr, i, low, asr),
+            tts=_insert_bit(self.tts, i, low, tts),
+        )
 
     def without_member(self, ring_hash: int, node_id: str) -> Ring:
-        i = bisect_left(self.hashes, ring_hash)
-        while i < len(self.ids) and self.ids[i] != node_id:
-            i += 1
-        if i == len(self.ids):
+        i = self.position(ring_hash, node_id)
+        if i < 0:
             return self
         hashes, ids = self.hashes, self.ids
-        return Ring(hashes[:i] + hashes[i + 1 :], ids[:i] + ids[i + 1 :])
+        low = (1 << i) - 1
+        feats: dict[str, int] = {}
+        for name, bits in self.feats.items():
+            smaller = _remove_bit(bits, i, low)
+            if smaller:
+                feats[name] = smaller
+        return Ring(
+            hashes[:i] + hashes[i + 1 :],
+            ids[:i] + ids[i + 1 :],
+            feats=feats,
+            asr=_remove_bit(self.asr, i, low),
+            tts=_remove_bit(self.tts, i, low),
+        )
+
+
+def _insert_bit(bits: int, i: int, low: int, value: bool) -> int:
+    """`bits` with a new bit at position `i` (higher bits move up by one)."""
+    return ((bits >> i) << (i + 1)) | (bits & low) | (value << i)
+
+
+def _remove_bit(bits: int, i: int, low: int) -> int:
+    """`bits` without position `i` (higher bits move down by one)."""
+    return ((bits >> (i + 1)) << i) | (bits & low)
+
+
+def _bitmap(positions: list[int], size: int) -> int:
+    """The integer with exactly the bits at `positions` set (linear time)."""
+    if not positions:
+        return 0
+    digits = bytearray(b"0" * size)
+    for p in positions:
+        digits[size - 1 - p] = 0x31  # "1"; the string is most significant bit first
+    return int(digits, 2)
+
+
+def _member_flags(kind: str, a: str, b: str, caps: NodeCapabilities) -> tuple[bool, bool]:
+    """The `asr`/`tts` bits of a member of ring `(kind, _, a, b)`."""
+    if kind != PAIR:
+        return False, False
+    return a in caps.asr_languages, b in caps.tts_languages
 
 
 def index_keys(caps: NodeCapabilities) -> list[IndexKey]:
@@ -139,7 +230,9 @@ class Snapshot:
         self.version = 0
 
     @classmethod
-    def _make(cls, nodes: PMap[str, NodeState], index: PMap[IndexKey, Ring], version: int) -> Snapshot:
+    def _make(
+        cls, nodes: PMap[str, NodeState], index: PMap[IndexKey, Ring], version: int
+    ) -> Snapshot:
         new = cls.__new__(cls)
         new._nodes = nodes
         new._index = index
@@ -149,17 +242,36 @@ class Snapshot:
     @classmethod
     def of(cls, states: list[NodeState]) -> Snapshot:
         """A snapshot holding `states` (built in one pass, for tests and resyncs)."""
-        members: dict[IndexKey, list[tuple[int, str]]] = {}
+        members: dict[IndexKey, list[tuple[int, str, NodeCapabilities]]] = {}
         nodes: dict[str, NodeState] = {}
         for state in states:
             nodes[state.node_id] = state
         for state in nodes.values():
             for key in index_keys(state.caps):
-                members.setdefault(key, []).append((state.ring_hash, state.node_id))
+                members.setdefault(key, []).append((state.ring_hash, state.node_id, state.caps))
         rings: dict[IndexKey, Ring] = {}
-        for key, pairs in members.items():
-            pairs.sort()
-            rings[key] = Ring(tuple(h for h, _ in pairs), tuple(n for _, n in pairs))
+        for key, entries in members.items():
+            entries.sort(key=lambda entry: (entry[0], entry[1]))
+            kind, _, a, b = key
+            size = len(entries)
+            feat_positions: dict[str, list[int]] = {}
+            asr_positions: list[int] = []
+            tts_positions: list[int] = []
+            for pos, (_, _, caps) in enumerate(entries):
+                for name in caps.features:
+                    feat_positions.setdefault(name, []).append(pos)
+                asr, tts = _member_flags(kind, a, b, caps)
+                if asr:
+                    asr_positions.append(pos)
+                if tts:
+                    tts_positions.append(pos)
+            rings[key] = Ring(
+                tuple(h for h, _, _ in entries),
+                tuple(n for _, n, _ in entries),
+                feats={name: _bitmap(ps, size) for name, ps in feat_positions.items()},
+                asr=_bitmap(asr_positions, size),
+                tts=_bitmap(tts_positions, size),
+            )
         return cls._make(PMap.from_mapping(nodes), PMap.from_mapping(rings), 1)
 
     # --- reading ---------------------------------------------------------------
@@ -228,10 +340,13 @@ class Snapshot:
 
 
 def _index(index: PMap[IndexKey, Ring], state: NodeState) -> PMap[IndexKey, Ring]:
-    changes = {
-        key: index.get(key, _EMPTY_RING).with_member(state.ring_hash, state.node_id)
-        for key in index_keys(state.caps)
-    }
+    caps = state.caps
+    changes: dict[IndexKey, Ring] = {}
+    for key in index_keys(caps):
+        asr, tts = _member_flags(key[0], key[2], key[3], caps)
+        changes[key] = index.get(key, _EMPTY_RING).with_member(
+            state.ring_hash, state.node_id, features=caps.features, asr=asr, tts=tts
+        )
     return index.update(changes)
 
 

@@ -1,0 +1,143 @@
+"""The hub's one frozen configuration: TOML file < environment < command-line flags.
+
+Every key has a production default; `HubConfig.load` merges the three
+sources and validates the result, raising `ConfigError` with the key's name.
+Environment variables are `NODEHUB_<KEY>` (upper case); flags are
+`--key-with-dashes`. Durations carry their unit in the name (`_ms`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from hub.errors import ConfigError
+
+DeploymentMode = Literal["local", "cross_instance"]
+ENV_PREFIX = "NODEHUB_"
+
+
+def _default_hub_id() -> str:
+    return f"hub-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    deployment_mode: DeploymentMode = "local"
+    hub_id: str = field(default_factory=_default_hub_id)
+    heartbeat_interval_ms: int = 5_000
+    node_timeout_ms: int = 15_000
+    accept_timeout_ms: int = 2_000
+    job_timeout_ms: int = 300_000
+    max_attempts: int = 3
+    idempotency_ttl_ms: int = 600_000
+    max_frame_bytes: int = 1_048_576
+    max_protocol_errors: int = 20
+    """Protocol errors one session may cause before it is closed with 1008."""
+    session_affinity: bool = False
+    """Use the client's session id as routing key when a submit has none."""
+    default_pool: int = 0
+    selection_seed: int | None = None
+    """Seed of the selector's random choices; None seeds from the OS."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "nodehub"
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def __post_init__(self) -> None:
+        if self.deployment_mode not in get_args(DeploymentMode):
+            raise ConfigError(
+                f"deployment_mode must be one of {get_args(DeploymentMode)}, "
+                f"not {self.deployment_mode!r}"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in 0..65535, not {self.port}")
+        for name in (
+            "heartbeat_interval_ms",
+            "node_timeout_ms",
+            "accept_timeout_ms",
+            "job_timeout_ms",
+            "idempotency_ttl_ms",
+            "max_frame_bytes",
+            "max_attempts",
+            "max_protocol_errors",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.node_timeout_ms <= self.heartbeat_interval_ms:
+            raise ConfigError("node_timeout_ms must be longer than heartbeat_interval_ms")
+        if not 0 <= self.default_pool <= 65535:
+            raise ConfigError(f"default_pool must be in 0..65535, not {self.default_pool}")
+        if not self.hub_id:
+            raise ConfigError("hub_id must not be empty")
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> HubConfig:
+        """Merge a TOML file, `NODEHUB_*` environment variables and overrides (flags)."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                with open(path, "rb") as fh:
+                    data = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            data = data.get("hub", data)
+            values.update({k: _coerce(k, v) for k, v in data.items()})
+        environ = os.environ if env is None else env
+        for name in _KEYS:
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = _coerce(name, raw)
+        if overrides:
+            values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> HubConfig:
+        return replace(self, **changes)
+
+
+_KEYS: dict[str, Any] = {f.name: f.type for f in fields(HubConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a file, env or flag value into the key's type, or raise ConfigError."""
+    if name not in _KEYS:
+        raise ConfigError(f"unknown configuration key {name!r}")
+    kind = str(_KEYS[name])
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind in ("int", "int | None"):
+            if value is None or (kind == "int | None" and str(value).lower() in ("", "none")):
+                return None
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"{name}: cannot use {value!r} (expected {kind})") from None
+
+
+def config_keys() -> list[str]:
+    """Every key, in declaration order (for `--help` and the CLI's flags)."""
+    return list(_KEYS)

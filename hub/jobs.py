@@ -1,0 +1,213 @@
+"""The job record and its state machine, with attempt fencing.
+
+A job moves `assigned -> accepted -> running -> done | failed`; a failed
+attempt (reject, accept timeout, attempt timeout, node lost) sends it back to
+`assigned` on another node with the failed node hard-excluded, until
+`max_attempts` is spent. Every node message names `(job_id, attempt)`; `fence`
+refuses anything that is not the current attempt on the node that holds it,
+so a late message from an earlier attempt changes nothing (docs/protocol.md,
+"Fencing"). Pure: time is passed in as `now_ms`, nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from hub.capabilities import Requirements
+from hub.errors import ProtocolError
+from hub.messages import ErrorInfo, JobAssign, Pipeline, Result
+
+
+class JobStatus(StrEnum):
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+ACTIVE = frozenset({JobStatus.ASSIGNED, JobStatus.ACCEPTED, JobStatus.RUNNING})
+
+
+class Watcher(msgspec.Struct, frozen=True):
+    """A client session waiting for a job's result: the submitter or a duplicate."""
+
+    hub_id: str
+    client_id: str
+    request_id: str
+
+
+class AttemptRecord(msgspec.Struct):
+    attempt: int
+    node_id: str
+    started_ms: int
+    outcome: str = "running"
+
+
+class Job:
+    """One job as its home hub tracks it; see the module docstring for the states."""
+
+    __slots__ = (
+        "attempt",
+        "created_ms",
+        "deadline_ms",
+        "features",
+        "history",
+        "home_hub",
+        "job_id",
+        "node_hub",
+        "node_id",
+        "payload",
+        "request_id",
+        "requirements",
+        "result",
+        "session_id",
+        "status",
+        "watchers",
+    )
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        request_id: str,
+        session_id: str,
+        requirements: Requirements,
+        payload: Any,
+        home_hub: str,
+        created_ms: int,
+        deadline_ms: int,
+        watcher: Watcher,
+    ) -> None:
+        self.job_id = job_id
+        self.request_id = request_id
+        self.session_id = session_id
+        self.requirements = requirements
+        self.features = sorted(requirements.features)
+        self.payload = payload
+        self.home_hub = home_hub
+        self.created_ms = created_ms
+        self.deadline_ms = deadline_ms
+        self.watchers = [watcher]
+        self.status = JobStatus.ASSIGNED
+        self.attempt = 0
+        self.node_id = ""
+        self.node_hub = ""
+        self.history: list[AttemptRecord] = []
+        self.result: Result | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Job({self.job_id!r}, status={self.status.value}, attempt={self.attempt}, "
+            f"node={self.node_id!r})"
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE
+
+    # --- transitions -----------------------------------------------------------
+
+    def assign(self, node_id: str, node_hub: str, now_ms: int, attempt_deadline_ms: int) -> JobAssign:
+        """Start the next attempt on `node_id`; returns the message the node must get."""
+        if self.finished:
+            raise ValueError(f"{self!r} is finished")
+        self.attempt += 1
+        self.node_id = node_id
+        self.node_hub = node_hub
+        self.status = JobStatus.ASSIGNED
+        self.history.append(AttemptRecord(self.attempt, node_id, now_ms))
+        req = self.requirements
+        return JobAssign(
+            job_id=self.job_id,
+            attempt=self.attempt,
+            session_id=self.session_id,
+            src_lang=req.src_lang,
+            tgt_lang=req.tgt_lang,
+            features=self.features,
+            pipeline=req.pipeline,
+            payload=self.payload,
+            deadline_ms=min(attempt_deadline_ms, self.deadline_ms),
+        )
+
+    def fence(self, node_id: str, attempt: int) -> None:
+        """Raise `ProtocolError` unless `(node_id, attempt)` is this job's live attempt."""
+        if self.finished:
+            raise ProtocolError("job_finished", f"job {self.job_id} is already finished")
+        if node_id != self.node_id:
+            raise ProtocolError("not_your_job", f"job {self.job_id} is not assigned to {node_id}")
+        if attempt != self.attempt:
+            raise ProtocolError(
+                "stale_attempt",
+                f"job {self.job_id} is at attempt {self.attempt}, not {attempt}",
+            )
+
+    def accept(self) -> bool:
+        """The node took the job; False when it had already (a repeated accept)."""
+        if self.status is JobStatus.ASSIGNED:
+            self.status = JobStatus.ACCEPTED
+            return True
+        return False
+
+    def progress(self) -> None:
+        """Progress implies acceptance; the job is now running."""
+        self.status = JobStatus.RUNNING
+
+    def fail_attempt(self, outcome: str) -> str:
+        """End the current attempt without a result; returns the node to exclude next."""
+        self.history[-1].outcome = outcome
+        self.requirements = self.requirements.excluding(self.node_id)
+        return self.node_id
+
+    def can_retry(self, max_attempts: int, now_ms: int) -> bool:
+        return self.attempt < max_attempts and now_ms < self.deadline_ms
+
+    def complete(
+        self, *, ok: bool, output: Any = None, error: ErrorInfo | None = None, outcome: str = ""
+    ) -> Result:
+        """Make the terminal result (exactly once); later calls return the same result."""
+        if self.result is not None:
+            return self.result
+        self.status = JobStatus.DONE if ok else JobStatus.FAILED
+        if self.history:
+            last = self.history[-1]
+            if last.outcome == "running":
+                last.outcome = outcome or ("ok" if ok else (error.code if error else "failed"))
+        self.result = Result(
+            request_id=self.request_id,
+            job_id=self.job_id,
+            node_id=self.node_id,
+            ok=ok,
+            attempts=self.attempt,
+            output=output,
+            error=error,
+        )
+        return self.result
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON view of `GET /v1/jobs/<id>`."""
+        req = self.requirements
+        return {
+            "job_id": self.job_id,
+            "request_id": self.request_id,
+            "session_id": self.session_id,
+            "status": self.status.value,
+            "node_id": self.node_id,
+            "hub_id": self.home_hub,
+            "attempt": self.attempt,
+            "src_lang": req.src_lang,
+            "tgt_lang": req.tgt_lang,
+            "features": self.features,
+            "pipeline": msgspec.to_builtins(req.pipeline),
+            "excluded": sorted(req.excluded),
+            "created_ms": self.created_ms,
+            "deadline_ms": self.deadline_ms,
+            "attempts": [msgspec.to_builtins(a) for a in self.history],
+            "result": None if self.result is None else msgspec.to_builtins(self.result),
+        }
+
+
+__all__ = ["ACTIVE", "AttemptRecord", "Job", "JobStatus", "Pipeline", "Watcher"]

@@ -1,0 +1,418 @@
+"""`JobService`: the one job path, from `submit` to the single terminal `result`.
+
+    submit -> bind request_id (store) -> select (the unified selector) ->
+    job record -> assign (node owner) -> accept/reject within accept_timeout ->
+    progress -> result -> `result` to every watcher of the job
+
+A reject, an accept timeout, the attempt's `job_timeout_ms`, or the node
+dropping starts the next attempt with that node hard-excluded, up to
+`max_attempts`; then exactly one failed `result`. Each handler decides first
+(all state changes happen before its first `await`), then performs the I/O,
+so an interleaved message always sees a consistent job.
+
+The service is the job's *home* role; the node's *owner* role is
+`NodeRegistry`. Neither knows whether the store is memory or Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import Any
+
+import msgspec
+from loguru import logger
+
+from hub.capabilities import Requirements
+from hub.config import HubConfig
+from hub.directory import NodeDirectory
+from hub.errors import ProtocolError
+from hub.jobs import Job, JobStatus, Watcher
+from hub.links import Link
+from hub.messages import (
+    Accepted,
+    Cancel,
+    ErrorInfo,
+    JobAccept,
+    JobProgress,
+    JobReject,
+    JobResult,
+    Progress,
+    Rejected,
+    Result,
+    Submit,
+)
+from hub.metrics import Metrics
+from hub.node_registry import JobMessage, NodeRegistry
+from hub.selector import Selection, select_node
+from hub.store.base import Store
+from hub.timers import DeadlineQueue
+
+ACCEPT = "accept"
+ATTEMPT = "attempt"
+OVERALL = "overall"
+Deadline = tuple[str, int, str]
+"""(job_id, attempt, kind) of a pending deadline."""
+
+
+class Clock:
+    """Monotonic milliseconds for deadlines, wall-clock milliseconds for the wire."""
+
+    def now_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
+
+    def wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class _StoredJob(msgspec.Struct):
+    """What the store keeps of a finished job."""
+
+    record: dict[str, Any]
+    result: Result
+
+
+_stored_encoder = msgspec.json.Encoder()
+_stored_decoder = msgspec.json.Decoder(_StoredJob)
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        store: Store,
+        directory: NodeDirectory,
+        metrics: Metrics,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.hub_id = config.hub_id
+        self.store = store
+        self.directory = directory
+        self.metrics = metrics
+        self.rng = rng if rng is not None else random.Random(config.selection_seed)
+        self.clock = clock if clock is not None else Clock()
+        self.nodes = NodeRegistry(config=config, directory=directory, store=store, events=self)
+        self.jobs: dict[str, Job] = {}
+        self.clients: dict[str, Link] = {}
+        self._deadlines: DeadlineQueue[Deadline] = DeadlineQueue()
+        self._wake = asyncio.Event()
+        self._job_prefix = f"{self.hub_id}.{os.urandom(4).hex()}."
+        self._job_counter = 0
+        self._submitted_ns: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"JobService(hub={self.hub_id!r}, active_jobs={len(self.jobs)}, {self.nodes!r})"
+
+    # --- clients ---------------------------------------------------------------------
+
+    def client_connected(self, link: Link) -> None:
+        self.clients[link.peer_id] = link
+
+    def client_disconnected(self, link: Link) -> None:
+        # Jobs go on: the client may reconnect and resubmit its request_id to get the result.
+        self.clients.pop(link.peer_id, None)
+
+    async def submit(self, link: Link, message: Submit) -> None:
+        started_ns = time.perf_counter_ns()
+        config = self.config
+        session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
+        routing_key = message.routing_key
+        if routing_key is None and config.session_affinity:
+            routing_key = session_id
+        self._job_counter += 1
+        job_id = f"{self._job_prefix}{self._job_counter}"
+        existing = await self.store.bind_request(
+            message.request_id, job_id, config.idempotency_ttl_ms
+        )
+        if existing is not None:
+            await self._attach_duplicate(link, message.request_id, existing)
+            return
+        req = Requirements.from_submit(message, routing_key=routing_key)
+        selection = self._select(req)
+        if selection.node_id is None:
+            await self.store.release_request(message.request_id, job_id)
+            self.metrics.submits.inc("no_node")
+            await link.send(
+                Rejected(
+                    request_id=message.request_id,
+                    code="no_node",
+                    message=_no_node_text(selection),
+                    reasons=selection.reasons,
+                )
+            )
+            return
+        now = self.clock.now_ms()
+        timeout_ms = message.timeout_ms or config.job_timeout_ms * config.max_attempts
+        job = Job(
+            job_id=job_id,
+            request_id=message.request_id,
+            session_id=session_id,
+            requirements=req,
+            payload=message.payload,
+            home_hub=self.hub_id,
+            created_ms=self.clock.wall_ms(),
+            deadline_ms=now + timeout_ms,
+            watcher=Watcher(self.hub_id, link.peer_id, message.request_id),
+        )
+        self.jobs[job_id] = job
+        self._submitted_ns[job_id] = started_ns
+        self._push_deadline(job.deadline_ms, (job_id, 0, OVERALL))
+        self.metrics.submits.inc("accepted")
+        await self._start_attempt(job, selection.node_id, announce=link)
+
+    async def cancel(self, link: Link, message: Cancel) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is None:
+            stored = await self._load(message.job_id)
+            if stored is None:
+                raise ProtocolError("unknown_job", f"no job {message.job_id}")
+            raise ProtocolError("job_finished", f"job {message.job_id} is already finished")
+        if not any(w.client_id == link.peer_id and w.hub_id == self.hub_id for w in job.watchers):
+            raise ProtocolError("not_your_job", f"job {message.job_id} was not submitted here")
+        await self._revoke(job, "cancelled")
+        await self._finish(job, ok=False, error=ErrorInfo("cancelled", "cancelled by the client"))
+
+    async def _attach_duplicate(self, link: Link, request_id: str, job_id: str) -> None:
+        self.metrics.submits.inc("duplicate")
+        job = self.jobs.get(job_id)
+        if job is not None:
+            job.watchers.append(Watcher(self.hub_id, link.peer_id, request_id))
+            await link.send(
+                Accepted(request_id=request_id, job_id=job_id, node_id=job.node_id, duplicate=True)
+            )
+            return
+        stored = await self._load(job_id)
+        if stored is None:
+            # Bound but not (yet) recorded anywhere this hub can see.
+            raise ProtocolError(
+                "duplicate_in_flight", f"request {request_id} is already being handled"
+            )
+        result = stored.result
+        await link.send(
+            Accepted(request_id=request_id, job_id=job_id, node_id=result.node_id, duplicate=True)
+        )
+        await link.send(result)
+
+    # --- attempts --------------------------------------------------------------------
+
+    def _select(self, req: Requirements) -> Selection:
+        started = time.perf_counter_ns()
+        selection = select_node(self.directory.snapshot, req, self.rng)
+        self.metrics.selection_seconds.observe((time.perf_counter_ns() - started) / 1e9)
+        if selection.node_id is None:
+            for reason, count in selection.reasons.items():
+                self.metrics.no_node.inc(reason, amount=count)
+        return selection
+
+    async def _start_attempt(self, job: Job, node_id: str, *, announce: Link | None = None) -> None:
+        """Assign `job` to `node_id`; on a refusal, go straight to the next attempt.
+
+        `announce` is the submitter on the first attempt: it gets `accepted`
+        after the slot is held and before the node hears of the job, so that
+        `accepted` always precedes the job's `result`.
+        """
+        config = self.config
+        state = self.directory.snapshot.get(node_id)
+        node_hub = state.hub_id if state is not None else self.hub_id
+        now = self.clock.now_ms()
+        attempt_deadline = now + config.accept_timeout_ms + config.job_timeout_ms
+        assign = job.assign(node_id, node_hub, now, attempt_deadline)
+        # The wire deadline is wall-clock; keep the remaining budget.
+        assign.deadline_ms = self.clock.wall_ms() + (assign.deadline_ms - now)
+        refused = self.nodes.reserve(node_id, job.job_id, job.attempt, self.hub_id)
+        if refused is not None:
+            await self._next_attempt(job, refused, announce=announce)
+            return
+        self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
+        self._push_deadline(attempt_deadline, (job.job_id, job.attempt, ATTEMPT))
+        if announce is not None:
+            await announce.send(
+                Accepted(
+                    request_id=job.request_id, job_id=job.job_id, node_id=node_id, duplicate=False
+                )
+            )
+        await self.nodes.deliver(node_id, assign)
+        if job.attempt == 1:
+            started = self._submitted_ns.get(job.job_id)
+            if started is not None:
+                self.metrics.dispatch_seconds.observe((time.perf_counter_ns() - started) / 1e9)
+
+    async def _next_attempt(self, job: Job, outcome: str, *, announce: Link | None = None) -> None:
+        """The current attempt failed with `outcome`: retry elsewhere or finish.
+
+        `announce` carries the submitter through refusals of the first dispatch.
+        """
+        job.fail_attempt(outcome)
+        self.metrics.attempts.inc(outcome)
+        if not job.can_retry(self.config.max_attempts, self.clock.now_ms()):
+            if self.clock.now_ms() >= job.deadline_ms:
+                error = ErrorInfo("timeout", f"the job's deadline passed (last: {outcome})")
+            else:
+                error = ErrorInfo(
+                    "attempts_exhausted",
+                    f"{job.attempt} attempts failed (last: {outcome})",
+                )
+            await self._finish(job, ok=False, error=error, announce=announce)
+            return
+        selection = self._select(job.requirements)
+        if selection.node_id is None:
+            error = ErrorInfo("no_node", _no_node_text(selection))
+            await self._finish(job, ok=False, error=error, announce=announce)
+            return
+        await self._start_attempt(job, selection.node_id, announce=announce)
+
+    async def _revoke(self, job: Job, reason: str) -> None:
+        await self.nodes.revoke(job.node_id, job.job_id, job.attempt, reason)
+
+    async def _finish(
+        self,
+        job: Job,
+        *,
+        ok: bool,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        announce: Link | None = None,
+    ) -> None:
+        """Send the job's one terminal result to every watcher and archive it.
+
+        With `announce` (the first dispatch never reached a node) the submitter
+        first gets the `accepted` it has not had yet.
+        """
+        if job.finished:
+            return
+        result = job.complete(ok=ok, output=output, error=error)
+        del self.jobs[job.job_id]
+        outcome = "ok" if ok else (error.code if error else "failed")
+        self.metrics.jobs.inc(outcome)
+        started = self._submitted_ns.pop(job.job_id, None)
+        if started is not None:
+            self.metrics.job_seconds.observe((time.perf_counter_ns() - started) / 1e9)
+        if announce is not None:
+            await announce.send(
+                Accepted(
+                    request_id=job.request_id, job_id=job.job_id, node_id=job.node_id,
+                    duplicate=False,
+                )
+            )
+        for watcher in job.watchers:
+            link = self.clients.get(watcher.client_id)
+            if link is not None:
+                if watcher.request_id == result.request_id:
+                    await link.send(result)
+                else:
+                    await link.send(_readdressed(result, watcher.request_id))
+        stored = _stored_encoder.encode(_StoredJob(record=job.to_record(), result=result))
+        await self.store.save_job(job.job_id, stored, self.config.idempotency_ttl_ms)
+
+    # --- events from node owners (JobEvents) ----------------------------------------------
+
+    async def node_event(self, node_id: str, message: JobMessage) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is None:
+            raise ProtocolError("job_finished", f"job {message.job_id} is no longer active")
+        job.fence(node_id, message.attempt)
+        match message:
+            case JobAccept():
+                if job.accept():
+                    self.metrics.attempts.inc("accepted")
+            case JobProgress():
+                job.progress()
+                progress = Progress(job_id=job.job_id, data=message.data)
+                for watcher in job.watchers:
+                    link = self.clients.get(watcher.client_id)
+                    if link is not None:
+                        await link.send(progress)
+            case JobResult():
+                self.metrics.attempts.inc("ok" if message.ok else "failed")
+                # A node's own failure is the job's outcome: it ran the job, and
+                # running it again elsewhere could repeat its effects. Nodes that
+                # want a retry elsewhere send job_reject instead.
+                await self._finish(job, ok=message.ok, output=message.output, error=message.error)
+            case JobReject():
+                await self._next_attempt(job, "rejected")
+
+    async def node_lost(self, node_id: str, job_id: str, attempt: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.node_id != node_id or job.attempt != attempt:
+            return
+        await self._next_attempt(job, "node_lost")
+
+    # --- deadlines ---------------------------------------------------------------------
+
+    def _push_deadline(self, due_ms: int, item: Deadline) -> None:
+        if self._deadlines.push(due_ms, item):
+            self._wake.set()
+
+    async def run_deadlines(self) -> None:
+        """Fire accept, attempt and overall deadlines; runs until cancelled."""
+        while True:
+            due = self._deadlines.next_due()
+            self._wake.clear()
+            if due is None:
+                await self._wake.wait()
+                continue
+            delay_s = (due - self.clock.now_ms()) / 1000
+            if delay_s > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay_s)
+                except TimeoutError:
+                    pass
+                continue
+            for job_id, attempt, kind in self._deadlines.pop_due(self.clock.now_ms()):
+                try:
+                    await self._deadline_passed(job_id, attempt, kind)
+                except Exception:  # one job's trouble must not stop every deadline
+                    logger.exception("deadline handling failed for job {}", job_id)
+
+    async def _deadline_passed(self, job_id: str, attempt: int, kind: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        if kind == OVERALL:
+            await self._revoke(job, "timeout")
+            await self._finish(job, ok=False, error=ErrorInfo("timeout", "the job's deadline passed"))
+            return
+        if job.attempt != attempt:
+            return
+        if kind == ACCEPT and job.status is JobStatus.ASSIGNED:
+            await self._revoke(job, "accept_timeout")
+            await self._next_attempt(job, "accept_timeout")
+        elif kind == ATTEMPT:
+            await self._revoke(job, "timeout")
+            await self._next_attempt(job, "timeout")
+
+    # --- reading and shutting down --------------------------------------------------------
+
+    async def job_record(self, job_id: str) -> dict[str, Any] | None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job.to_record()
+        stored = await self._load(job_id)
+        return None if stored is None else stored.record
+
+    async def _load(self, job_id: str) -> _StoredJob | None:
+        data = await self.store.load_job(job_id)
+        return None if data is None else _stored_decoder.decode(data)
+
+    async def shutdown(self) -> None:
+        """Stop every unfinished job: cancel at its node and tell its clients."""
+        for job in list(self.jobs.values()):
+            await self._revoke(job, "hub_shutdown")
+            await self._finish(
+                job, ok=False, error=ErrorInfo("hub_shutdown", "the hub is shutting down")
+            )
+
+
+def _no_node_text(selection: Selection) -> str:
+    detail = ", ".join(f"{reason}={count}" for reason, count in selection.reasons.items())
+    return f"no node can take this job ({detail or 'no nodes'})"
+
+
+def _readdressed(result: Result, request_id: str) -> Result:
+    return msgspec.structs.replace(result, request_id=request_id)
+

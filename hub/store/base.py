@@ -1,0 +1,103 @@
+"""The `Store` protocol: the only surface through which the job path touches shared state.
+
+The deployment mode picks a backend at start-up and nothing else branches on
+it (docs/architecture.md, "One code path"): `MemoryStore` keeps everything
+in this process (local mode), the Redis backend shares it between hubs
+(cross-instance mode). Every backend passes the same contract tests
+(tests/test_store_contract.py).
+
+What lives here:
+- idempotency bindings `request_id -> job_id`, with a TTL;
+- finished job records (for duplicate submits and `GET /v1/jobs/<id>`);
+- the node directory entries other hubs need (`publish_node`/`remove_node`);
+- hub presence and node ownership (leases with a fencing epoch);
+- an inbox per hub for messages from other hubs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class OwnershipConflict(Exception):
+    """Another live hub owns the node (see `Store.claim_node`)."""
+
+    def __init__(self, node_id: str, owner: str) -> None:
+        super().__init__(f"node {node_id} is owned by hub {owner}")
+        self.node_id = node_id
+        self.owner = owner
+
+
+class Store(Protocol):
+    """Shared state for one hub. All methods may raise `StoreUnavailable`."""
+
+    hub_id: str
+
+    async def start(self) -> None:
+        """Connect; raise `StoreUnavailable` with a clear message when that fails."""
+
+    async def aclose(self) -> None:
+        """Release connections and background work; idempotent."""
+
+    # --- idempotency --------------------------------------------------------------
+
+    async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
+        """Bind `request_id` to `job_id` unless bound: None when this call bound it,
+        else the job id it was already bound to. Atomic across hubs."""
+
+    async def release_request(self, request_id: str, job_id: str) -> None:
+        """Drop the binding if (and only if) it still points at `job_id`."""
+
+    # --- job records --------------------------------------------------------------
+
+    async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
+        """Keep a finished job's record (encoded) for `ttl_ms`."""
+
+    async def load_job(self, job_id: str) -> bytes | None:
+        """A record saved by any hub, or None when unknown or expired."""
+
+    # --- node directory -----------------------------------------------------------
+
+    async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:
+        """Publish (create or replace) a node's directory entry, cluster-wide."""
+
+    async def remove_node(self, node_id: str) -> None:
+        """Withdraw a node's directory entry, cluster-wide."""
+
+    async def directory(self) -> dict[str, bytes]:
+        """Every published directory entry (for a full resync)."""
+
+    # --- presence and ownership -----------------------------------------------------
+
+    async def announce(self, ttl_ms: int) -> None:
+        """Mark this hub alive for `ttl_ms` (renewed periodically by the hub)."""
+
+    async def live_hubs(self) -> set[str]:
+        """Hubs whose presence has not lapsed, this one included."""
+
+    async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
+        """Own `node_id` for `ttl_ms`; returns the ownership epoch (fencing token).
+
+        Raises `OwnershipConflict` when another live hub owns it, unless
+        `take_over` (then that hub's ownership ends and the epoch grows).
+        Renewing one's own claim keeps the epoch.
+        """
+
+    async def release_node(self, node_id: str, epoch: int) -> None:
+        """Give up ownership, if still held with `epoch`."""
+
+    async def node_owner(self, node_id: str) -> tuple[str, int] | None:
+        """(hub id, epoch) of the node's current owner, or None."""
+
+    # --- inbox ----------------------------------------------------------------------
+
+    async def send_to_hub(self, hub_id: str, envelope: bytes) -> None:
+        """Append one message to `hub_id`'s inbox."""
+
+    async def read_inbox(self, *, block_ms: int, count: int) -> Sequence[tuple[str, bytes]]:
+        """Up to `count` unacknowledged (entry id, envelope) pairs of this hub's inbox,
+        waiting up to `block_ms` for the first."""
+
+    async def ack_inbox(self, entry_ids: Sequence[str]) -> None:
+        """Acknowledge handled entries so they are not delivered again."""
