@@ -49,14 +49,16 @@ from hub.selector import select_node
 from hub.snapshot import DRAINING, OFFLINE, ONLINE, NodeState, NodeStatus, Snapshot
 
 LANGUAGES = (
-    "en zh es hi ar fr pt ru ja de ko it tr vi id pl nl th uk fa "
-    "ro el cs sv hu he da fi no sk bg hr sr lt sl lv et ms bn ta"
-).split()
+    "en", "zh", "es", "hi", "ar", "fr", "pt", "ru", "ja", "de", "ko", "it", "tr", "vi", "id",
+    "pl", "nl", "th", "uk", "fa", "ro", "el", "cs", "sv", "hu", "he", "da", "fi", "no", "sk",
+    "bg", "hr", "sr", "lt", "sl", "lv", "et", "ms", "bn", "ta",
+)
 FEATURES = (
-    "speaker_identification emotion_detection voice_cloning punctuation diarization "
-    "profanity_filter timestamps noise_suppression formality glossary accent_adaptation "
-    "summarization code_switching singing_voice whisper_mode lip_sync"
-).split()
+    "speaker_identification", "emotion_detection", "voice_cloning", "punctuation",
+    "diarization", "profanity_filter", "timestamps", "noise_suppression", "formality",
+    "glossary", "accent_adaptation", "summarization", "code_switching", "singing_voice",
+    "whisper_mode", "lip_sync",
+)
 
 SIZES = (100, 1_000, 10_000, 100_000)
 NAIVE_REQUESTS = {100: 5_000, 1_000: 2_000, 10_000: 500, 100_000: 200}

@@ -46,6 +46,10 @@ class HubConfig:
     default_pool: int = 0
     selection_seed: int | None = None
     """Seed of the selector's random choices; None seeds from the OS."""
+    load_publish_interval_ms: int = 20
+    """Cross-instance: how often coalesced load changes are published."""
+    resync_interval_ms: int = 30_000
+    """Cross-instance: how often the directory is rebuilt from the store."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "nodehub"
     log_level: str = "INFO"
@@ -68,6 +72,8 @@ class HubConfig:
             "max_frame_bytes",
             "max_attempts",
             "max_protocol_errors",
+            "load_publish_interval_ms",
+            "resync_interval_ms",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")

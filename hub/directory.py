@@ -56,7 +56,9 @@ class NodeDirectory:
         if old is None:
             return
         self.snapshot = self.snapshot.with_node(
-            NodeState.create(node_id, caps, hub_id=old.hub_id, status=old.status, running=old.running)
+            NodeState.create(
+                node_id, caps, hub_id=old.hub_id, status=old.status, running=old.running
+            )
         )
         self._changed(node_id)
 

@@ -111,7 +111,9 @@ class Job:
 
     # --- transitions -----------------------------------------------------------
 
-    def assign(self, node_id: str, node_hub: str, now_ms: int, attempt_deadline_ms: int) -> JobAssign:
+    def assign(
+        self, node_id: str, node_hub: str, now_ms: int, attempt_deadline_ms: int
+    ) -> JobAssign:
         """Start the next attempt on `node_id`; returns the message the node must get."""
         if self.finished:
             raise ValueError(f"{self!r} is finished")

@@ -129,10 +129,11 @@ class Metrics:
         self.gauges.append(Gauge(name, help_text, labels, sample))
 
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in (
+        metrics: list[Counter | Histogram | Gauge] = [
             self.jobs, self.submits, self.attempts, self.no_node, self.protocol_errors,
             self.selection_seconds, self.dispatch_seconds, self.job_seconds, *self.gauges,
-        ):
+        ]
+        lines: list[str] = []
+        for metric in metrics:
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

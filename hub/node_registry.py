@@ -11,6 +11,7 @@ jobs whoever submitted them. Node messages about jobs are fenced here first
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,17 +41,22 @@ JobMessage = JobAccept | JobReject | JobProgress | JobResult
 
 
 class JobEvents(Protocol):
-    """The job's home hub, as the node owner sees it (implemented by `JobService`)."""
+    """The jobs' home hubs, as the node owner sees them (implemented by `JobService`,
+    which handles its own jobs and forwards the others' to their home)."""
 
-    async def node_event(self, node_id: str, message: JobMessage) -> None: ...
+    async def node_event(
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+    ) -> None: ...
 
-    async def node_lost(self, node_id: str, job_id: str, attempt: int) -> None: ...
+    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
+        ...
 
 
 @dataclass(slots=True)
 class Assignment:
     attempt: int
     home_hub: str
+    request_id: str
 
 
 @dataclass(slots=True)
@@ -77,8 +83,11 @@ class NodeRegistry:
         directory: NodeDirectory,
         store: Store,
         events: JobEvents,
+        published: Callable[[str], None] = lambda node_id: None,
     ) -> None:
+        """`published` is told of every join and capability or status change."""
         self._config = config
+        self._published = published
         self._hub_id = config.hub_id
         self._directory = directory
         self._store = store
@@ -110,6 +119,7 @@ class NodeRegistry:
         session = NodeSession(node_id, link, caps, epoch, message.version, now_ms)
         self.sessions[node_id] = session
         self._directory.join(node_id, caps, hub_id=self._hub_id)
+        self._published(node_id)
         return session
 
     def registered_reply(self, session: NodeSession) -> Registered:
@@ -129,7 +139,9 @@ class NodeRegistry:
         lost = list(session.assignments.items())
         session.assignments.clear()
         for job_id, assignment in lost:
-            await self._events.node_lost(session.node_id, job_id, assignment.attempt)
+            await self._events.node_lost(
+                session.node_id, job_id, assignment.attempt, home_hub=assignment.home_hub
+            )
         await self._store.release_node(session.node_id, session.epoch)
 
     # --- messages from the node ------------------------------------------------------
@@ -138,12 +150,18 @@ class NodeRegistry:
         """Act on one message from a registered node; raises `ProtocolError` to refuse it."""
         match message:
             case JobAccept() | JobProgress():
-                self._fence(session, message.job_id, message.attempt)
-                await self._events.node_event(session.node_id, message)
+                assignment = self._fence(session, message.job_id, message.attempt)
+                await self._events.node_event(
+                    session.node_id, message,
+                    home_hub=assignment.home_hub, request_id=assignment.request_id,
+                )
             case JobResult() | JobReject():
-                self._fence(session, message.job_id, message.attempt)
+                assignment = self._fence(session, message.job_id, message.attempt)
                 self._release(session, message.job_id)
-                await self._events.node_event(session.node_id, message)
+                await self._events.node_event(
+                    session.node_id, message,
+                    home_hub=assignment.home_hub, request_id=assignment.request_id,
+                )
             case Heartbeat():
                 session.load = {
                     k: float(v)
@@ -163,13 +181,15 @@ class NodeRegistry:
                 self._directory.set_capabilities(session.node_id, caps)
                 if session.draining:
                     self._directory.drain(session.node_id)
+                self._published(session.node_id)
             case Drain():
                 session.draining = True
                 self._directory.drain(session.node_id)
+                self._published(session.node_id)
             case Register():
                 raise ProtocolError("already_registered", "this session is already registered")
 
-    def _fence(self, session: NodeSession, job_id: str, attempt: int) -> None:
+    def _fence(self, session: NodeSession, job_id: str, attempt: int) -> Assignment:
         assignment = session.assignments.get(job_id)
         if assignment is None:
             raise ProtocolError("not_your_job", f"job {job_id} is not assigned to this node")
@@ -177,6 +197,7 @@ class NodeRegistry:
             raise ProtocolError(
                 "stale_attempt", f"job {job_id} is at attempt {assignment.attempt}, not {attempt}"
             )
+        return assignment
 
     def _release(self, session: NodeSession, job_id: str) -> None:
         if session.assignments.pop(job_id, None) is not None:
@@ -184,7 +205,9 @@ class NodeRegistry:
 
     # --- commands from jobs' home hubs -------------------------------------------------
 
-    def reserve(self, node_id: str, job_id: str, attempt: int, home_hub: str) -> str | None:
+    def reserve(
+        self, node_id: str, job_id: str, attempt: int, home_hub: str, request_id: str
+    ) -> str | None:
         """Take one of a node's slots for a job's attempt; None when taken, else why not.
 
         Synchronous, so that the slot is held before the caller's next await.
@@ -196,7 +219,7 @@ class NodeRegistry:
             return DRAINING
         if len(session.assignments) >= session.caps.max_concurrency:
             return "at_capacity"
-        session.assignments[job_id] = Assignment(attempt, home_hub)
+        session.assignments[job_id] = Assignment(attempt, home_hub, request_id)
         self._directory.set_running(node_id, len(session.assignments))
         return None
 
@@ -217,6 +240,13 @@ class NodeRegistry:
             return
         self._release(session, job_id)
         await session.link.send(JobCancel(job_id=job_id, attempt=attempt, reason=reason))
+
+    async def home_lost(self, hub_id: str) -> None:
+        """A hub died: stop the attempts it was the home of (nobody awaits their results)."""
+        for session in list(self.sessions.values()):
+            for job_id, assignment in list(session.assignments.items()):
+                if assignment.home_hub == hub_id:
+                    await self.revoke(session.node_id, job_id, assignment.attempt, "home_lost")
 
     async def renew_leases(self) -> None:
         """Keep ownership of every connected node (called every heartbeat interval)."""

@@ -49,7 +49,7 @@ from hub.capabilities import (
     Requirements,
     capability_mismatch,
 )
-from hub.snapshot import ALL, ASR, GLOBAL, ONLINE, PAIR, TTS, NodeState, Ring, Snapshot, stable_hash
+from hub.snapshot import ALL, ASR, GLOBAL, ONLINE, PAIR, TTS, NodeState, Snapshot, stable_hash
 
 SAMPLES: Final = 8
 """Random probes before falling back to an exhaustive scan of the candidates."""

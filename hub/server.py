@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections.abc import Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self
@@ -25,10 +26,13 @@ from loguru import logger
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
+from hub.cluster import Cluster
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
 from hub.errors import ProtocolError
+from hub.inbound import InboundRouter
 from hub.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
@@ -67,21 +71,22 @@ class WsLink:
         self._encode = codec.encode
 
     async def send(self, message: msgspec.Struct) -> None:
-        try:
+        # A closed connection is noticed and cleaned up by the session's own loop.
+        with contextlib.suppress(ConnectionClosed):
             await self.ws.send(self._encode(message), text=not self._binary)
-        except ConnectionClosed:
-            pass  # the session's own loop notices the end and cleans up
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code, reason)
 
 
-def _select_subprotocol(connection: ServerConnection, offered: Any) -> str | None:
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
     # A peer offering nothing gets JSON without a subprotocol (docs/protocol.md).
     if MSGPACK_SUBPROTOCOL in offered:
-        return MSGPACK_SUBPROTOCOL
+        return Subprotocol(MSGPACK_SUBPROTOCOL)
     if JSON_SUBPROTOCOL in offered:
-        return JSON_SUBPROTOCOL
+        return Subprotocol(JSON_SUBPROTOCOL)
     return None
 
 
@@ -93,9 +98,13 @@ class Hub:
         self.store = store if store is not None else make_store(config)
         self.metrics = Metrics()
         self.directory = NodeDirectory()
+        self.cluster = Cluster(config=config, store=self.store, directory=self.directory)
         self.service = JobService(
-            config=config, store=self.store, directory=self.directory, metrics=self.metrics
+            config=config, store=self.store, directory=self.directory, metrics=self.metrics,
+            cluster=self.cluster,
         )
+        self.cluster.handler = InboundRouter(service=self.service, cluster=self.cluster)
+        self.cluster.renew_leases = self.service.nodes.renew_leases
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ids = itertools.count(1)
@@ -137,7 +146,7 @@ class Hub:
 
     async def start(self) -> None:
         await self.store.start()
-        await self.store.announce(self._presence_ttl_ms)
+        await self.cluster.start()
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -162,6 +171,7 @@ class Hub:
         if self._server is not None:
             self._server.close(close_connections=False)
         await self.service.shutdown()
+        await self.cluster.aclose()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -173,12 +183,8 @@ class Hub:
         await self.store.aclose()
         logger.bind(hub_id=self.config.hub_id).info("hub stopped")
 
-    @property
-    def _presence_ttl_ms(self) -> int:
-        return self.config.node_timeout_ms
-
     async def _maintain(self) -> None:
-        """Close silent nodes, renew node leases and this hub's presence."""
+        """Close node sessions that went silent for `node_timeout_ms`."""
         interval_s = min(self.config.heartbeat_interval_ms, self.config.node_timeout_ms / 4) / 1000
         timeout_s = self.config.node_timeout_ms / 1000
         while True:
@@ -190,11 +196,6 @@ class Hub:
                     self._last_seen.pop(peer_id, None)
                     logger.info("node session {} silent for {:.1f}s: closing", peer_id, now - seen)
                     await link.close(CLOSE_NODE_TIMEOUT, "node_timeout")
-            try:
-                await self.service.nodes.renew_leases()
-                await self.store.announce(self._presence_ttl_ms)
-            except Exception:
-                logger.exception("lease renewal failed")
 
     # --- WebSocket sessions -----------------------------------------------------------
 
@@ -314,7 +315,8 @@ class Hub:
             response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
             return response
         if path == "/v1/nodes":
-            return _respond(ws, HTTPStatus.OK, [self._node_view(s) for s in self.directory.snapshot])
+            nodes = [self._node_view(state) for state in self.directory.snapshot]
+            return _respond(ws, HTTPStatus.OK, nodes)
         if path.startswith("/v1/jobs/"):
             record = await self.service.job_record(path[len("/v1/jobs/"):])
             if record is None:

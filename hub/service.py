@@ -17,6 +17,7 @@ The service is the job's *home* role; the node's *owner* role is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -26,14 +27,17 @@ import msgspec
 from loguru import logger
 
 from hub.capabilities import Requirements
+from hub.cluster import Cluster
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
+from hub.envelopes import Deliver, Dispatch, NodeEvent, NodeLost, Revoke, Watch
 from hub.errors import ProtocolError
 from hub.jobs import Job, JobStatus, Watcher
 from hub.links import Link
 from hub.messages import (
     Accepted,
     Cancel,
+    ClientOutbound,
     ErrorInfo,
     JobAccept,
     JobProgress,
@@ -88,6 +92,7 @@ class JobService:
         metrics: Metrics,
         rng: random.Random | None = None,
         clock: Clock | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config
         self.hub_id = config.hub_id
@@ -96,7 +101,14 @@ class JobService:
         self.metrics = metrics
         self.rng = rng if rng is not None else random.Random(config.selection_seed)
         self.clock = clock if clock is not None else Clock()
-        self.nodes = NodeRegistry(config=config, directory=directory, store=store, events=self)
+        self.cluster = (
+            cluster if cluster is not None
+            else Cluster(config=config, store=store, directory=directory)
+        )
+        self.nodes = NodeRegistry(
+            config=config, directory=directory, store=store, events=self,
+            published=self.cluster.node_changed,
+        )
         self.jobs: dict[str, Job] = {}
         self.clients: dict[str, Link] = {}
         self._deadlines: DeadlineQueue[Deadline] = DeadlineQueue()
@@ -119,19 +131,27 @@ class JobService:
 
     async def submit(self, link: Link, message: Submit) -> None:
         started_ns = time.perf_counter_ns()
+        job_id = self._new_job_id()
+        existing = await self.store.bind_request(
+            message.request_id, job_id, self.config.idempotency_ttl_ms
+        )
+        if existing is not None:
+            await self._attach_duplicate(link, message, existing)
+            return
+        await self._create(link, message, job_id, started_ns)
+
+    def _new_job_id(self) -> str:
+        # `<home hub id>.<boot token>.<counter>`: any hub can tell a job's home.
+        self._job_counter += 1
+        return f"{self._job_prefix}{self._job_counter}"
+
+    async def _create(self, link: Link, message: Submit, job_id: str, started_ns: int) -> None:
+        """Select, record and dispatch a job whose request is bound to `job_id`."""
         config = self.config
         session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
         routing_key = message.routing_key
         if routing_key is None and config.session_affinity:
             routing_key = session_id
-        self._job_counter += 1
-        job_id = f"{self._job_prefix}{self._job_counter}"
-        existing = await self.store.bind_request(
-            message.request_id, job_id, config.idempotency_ttl_ms
-        )
-        if existing is not None:
-            await self._attach_duplicate(link, message.request_id, existing)
-            return
         req = Requirements.from_submit(message, routing_key=routing_key)
         selection = self._select(req)
         if selection.node_id is None:
@@ -177,26 +197,73 @@ class JobService:
         await self._revoke(job, "cancelled")
         await self._finish(job, ok=False, error=ErrorInfo("cancelled", "cancelled by the client"))
 
-    async def _attach_duplicate(self, link: Link, request_id: str, job_id: str) -> None:
+    async def _attach_duplicate(self, link: Link, message: Submit, job_id: str) -> None:
+        """A resubmitted request_id: answer for the job that exists, wherever it runs."""
         self.metrics.submits.inc("duplicate")
+        request_id = message.request_id
+        watcher = Watcher(self.hub_id, link.peer_id, request_id)
+        if await self.add_watcher(job_id, watcher):
+            return
+        home = job_home(job_id)
+        if home != self.hub_id and self.cluster.is_live(home):
+            watch = Watch(self.hub_id, job_id=job_id, client_id=link.peer_id, request_id=request_id)
+            self.cluster.send(home, watch)
+            return
+        if home != self.hub_id:
+            # The home hub died: results it never archived may still sit in its inbox.
+            await self.cluster.reap(home)
+            if await self.add_watcher(job_id, watcher):
+                return
+            # Its attempts were revoked when it died: run the job again, here.
+            new_job_id = self._new_job_id()
+            if await self.store.rebind_request(
+                request_id, job_id, new_job_id, self.config.idempotency_ttl_ms
+            ):
+                self.metrics.submits.inc("adopted")
+                await self._create(link, message, new_job_id, time.perf_counter_ns())
+                return
+        # Bound, but not recorded anywhere this hub can see.
+        raise ProtocolError("duplicate_in_flight", f"request {request_id} is already being handled")
+
+    async def add_watcher(self, job_id: str, watcher: Watcher) -> bool:
+        """Have `watcher` get the job's `accepted` (duplicate) and its one `result`.
+
+        False when this hub knows nothing of the job (not active here, no record).
+        """
         job = self.jobs.get(job_id)
         if job is not None:
-            job.watchers.append(Watcher(self.hub_id, link.peer_id, request_id))
-            await link.send(
-                Accepted(request_id=request_id, job_id=job_id, node_id=job.node_id, duplicate=True)
+            job.watchers.append(watcher)
+            await self._to_watcher(
+                watcher,
+                Accepted(
+                    request_id=watcher.request_id, job_id=job_id, node_id=job.node_id,
+                    duplicate=True,
+                ),
             )
-            return
+            return True
         stored = await self._load(job_id)
         if stored is None:
-            # Bound but not (yet) recorded anywhere this hub can see.
-            raise ProtocolError(
-                "duplicate_in_flight", f"request {request_id} is already being handled"
-            )
+            return False
         result = stored.result
-        await link.send(
-            Accepted(request_id=request_id, job_id=job_id, node_id=result.node_id, duplicate=True)
+        await self._to_watcher(
+            watcher,
+            Accepted(
+                request_id=watcher.request_id, job_id=job_id, node_id=result.node_id,
+                duplicate=True,
+            ),
         )
-        await link.send(result)
+        await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
+        return True
+
+    async def _to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
+        if watcher.hub_id == self.hub_id:
+            link = self.clients.get(watcher.client_id)
+            if link is not None:
+                await link.send(message)
+        elif self.cluster.is_live(watcher.hub_id):
+            self.cluster.send(
+                watcher.hub_id, Deliver(self.hub_id, client_id=watcher.client_id, message=message)
+            )
 
     # --- attempts --------------------------------------------------------------------
 
@@ -224,7 +291,23 @@ class JobService:
         assign = job.assign(node_id, node_hub, now, attempt_deadline)
         # The wire deadline is wall-clock; keep the remaining budget.
         assign.deadline_ms = self.clock.wall_ms() + (assign.deadline_ms - now)
-        refused = self.nodes.reserve(node_id, job.job_id, job.attempt, self.hub_id)
+        if node_hub != self.hub_id:
+            # The owner hub holds the slots: it takes one or answers `Refused`.
+            self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
+            self._push_deadline(attempt_deadline, (job.job_id, job.attempt, ATTEMPT))
+            self.cluster.send(
+                node_hub,
+                Dispatch(self.hub_id, node_id=node_id, request_id=job.request_id, assign=assign),
+            )
+            if announce is not None:
+                await announce.send(
+                    Accepted(
+                        request_id=job.request_id, job_id=job.job_id, node_id=node_id,
+                        duplicate=False,
+                    )
+                )
+            return
+        refused = self.nodes.reserve(node_id, job.job_id, job.attempt, self.hub_id, job.request_id)
         if refused is not None:
             await self._next_attempt(job, refused, announce=announce)
             return
@@ -267,7 +350,16 @@ class JobService:
         await self._start_attempt(job, selection.node_id, announce=announce)
 
     async def _revoke(self, job: Job, reason: str) -> None:
-        await self.nodes.revoke(job.node_id, job.job_id, job.attempt, reason)
+        if job.node_hub == self.hub_id:
+            await self.nodes.revoke(job.node_id, job.job_id, job.attempt, reason)
+        elif self.cluster.is_live(job.node_hub):
+            self.cluster.send(
+                job.node_hub,
+                Revoke(
+                    self.hub_id, node_id=job.node_id, job_id=job.job_id, attempt=job.attempt,
+                    reason=reason,
+                ),
+            )
 
     async def _finish(
         self,
@@ -300,18 +392,28 @@ class JobService:
                 )
             )
         for watcher in job.watchers:
-            link = self.clients.get(watcher.client_id)
-            if link is not None:
-                if watcher.request_id == result.request_id:
-                    await link.send(result)
-                else:
-                    await link.send(_readdressed(result, watcher.request_id))
+            if watcher.request_id == result.request_id:
+                await self._to_watcher(watcher, result)
+            else:
+                await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
         stored = _stored_encoder.encode(_StoredJob(record=job.to_record(), result=result))
         await self.store.save_job(job.job_id, stored, self.config.idempotency_ttl_ms)
 
     # --- events from node owners (JobEvents) ----------------------------------------------
 
-    async def node_event(self, node_id: str, message: JobMessage) -> None:
+    async def node_event(
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+    ) -> None:
+        """A fenced node message about a job; jobs of other homes are forwarded there."""
+        if home_hub != self.hub_id:
+            if self.cluster.is_live(home_hub):
+                self.cluster.send(
+                    home_hub,
+                    NodeEvent(self.hub_id, node_id=node_id, request_id=request_id, message=message),
+                )
+            elif isinstance(message, JobResult):
+                await self.archive_orphan(node_id, request_id, message)
+            return
         job = self.jobs.get(message.job_id)
         if job is None:
             raise ProtocolError("job_finished", f"job {message.job_id} is no longer active")
@@ -324,9 +426,7 @@ class JobService:
                 job.progress()
                 progress = Progress(job_id=job.job_id, data=message.data)
                 for watcher in job.watchers:
-                    link = self.clients.get(watcher.client_id)
-                    if link is not None:
-                        await link.send(progress)
+                    await self._to_watcher(watcher, progress)
             case JobResult():
                 self.metrics.attempts.inc("ok" if message.ok else "failed")
                 # A node's own failure is the job's outcome: it ran the job, and
@@ -336,11 +436,42 @@ class JobService:
             case JobReject():
                 await self._next_attempt(job, "rejected")
 
-    async def node_lost(self, node_id: str, job_id: str, attempt: int) -> None:
-        job = self.jobs.get(job_id)
-        if job is None or job.node_id != node_id or job.attempt != attempt:
+    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
+        if home_hub != self.hub_id:
+            if self.cluster.is_live(home_hub):
+                self.cluster.send(
+                    home_hub, NodeLost(self.hub_id, node_id=node_id, job_id=job_id, attempt=attempt)
+                )
             return
-        await self._next_attempt(job, "node_lost")
+        await self.attempt_failed(job_id, attempt, "node_lost", node_id=node_id)
+
+    async def attempt_failed(
+        self, job_id: str, attempt: int, outcome: str, *, node_id: str | None = None
+    ) -> None:
+        """An attempt ended without a result (node lost, refused by its owner)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.attempt != attempt or (node_id and job.node_id != node_id):
+            return
+        await self._next_attempt(job, outcome)
+
+    async def node_hub_lost(self, hub_id: str) -> None:
+        """A hub died: every attempt on one of its nodes failed."""
+        for job in list(self.jobs.values()):
+            if job.node_hub == hub_id and not job.finished:
+                await self._next_attempt(job, "hub_lost")
+
+    async def archive_orphan(self, node_id: str, request_id: str, message: JobResult) -> None:
+        """Keep the result of a job whose home hub died, for the client's resubmit."""
+        if await self.store.load_job(message.job_id) is not None:
+            return
+        result = Result(
+            request_id=request_id, job_id=message.job_id, node_id=node_id, ok=message.ok,
+            attempts=message.attempt, output=message.output, error=message.error,
+        )
+        record = {"job_id": message.job_id, "request_id": request_id, "node_id": node_id,
+                  "status": "done" if message.ok else "failed", "orphaned": True}
+        stored = _stored_encoder.encode(_StoredJob(record=record, result=result))
+        await self.store.save_job(message.job_id, stored, self.config.idempotency_ttl_ms)
 
     # --- deadlines ---------------------------------------------------------------------
 
@@ -358,10 +489,8 @@ class JobService:
                 continue
             delay_s = (due - self.clock.now_ms()) / 1000
             if delay_s > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay_s)
-                except TimeoutError:
-                    pass
                 continue
             for job_id, attempt, kind in self._deadlines.pop_due(self.clock.now_ms()):
                 try:
@@ -375,7 +504,8 @@ class JobService:
             return
         if kind == OVERALL:
             await self._revoke(job, "timeout")
-            await self._finish(job, ok=False, error=ErrorInfo("timeout", "the job's deadline passed"))
+            error = ErrorInfo("timeout", "the job's deadline passed")
+            await self._finish(job, ok=False, error=error)
             return
         if job.attempt != attempt:
             return
@@ -411,6 +541,11 @@ class JobService:
 def _no_node_text(selection: Selection) -> str:
     detail = ", ".join(f"{reason}={count}" for reason, count in selection.reasons.items())
     return f"no node can take this job ({detail or 'no nodes'})"
+
+
+def job_home(job_id: str) -> str:
+    """The hub a job was submitted to (job ids are `<hub id>.<boot>.<counter>`)."""
+    return job_id.rsplit(".", 2)[0]
 
 
 def _readdressed(result: Result, request_id: str) -> Result:

@@ -16,7 +16,7 @@ What lives here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 
@@ -49,6 +49,12 @@ class Store(Protocol):
     async def release_request(self, request_id: str, job_id: str) -> None:
         """Drop the binding if (and only if) it still points at `job_id`."""
 
+    async def rebind_request(
+        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int
+    ) -> bool:
+        """Point the binding at `new_job_id` if it still points at `old_job_id` (a job
+        whose home hub died is run again); False when someone else moved it first."""
+
     # --- job records --------------------------------------------------------------
 
     async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
@@ -66,7 +72,17 @@ class Store(Protocol):
         """Withdraw a node's directory entry, cluster-wide."""
 
     async def directory(self) -> dict[str, bytes]:
-        """Every published directory entry (for a full resync)."""
+        """Every published directory entry of every live hub (for a full resync)."""
+
+    async def publish_update(self, update: bytes) -> None:
+        """Broadcast a directory change batch to every hub (pub/sub, at most once)."""
+
+    def directory_updates(self) -> AsyncIterator[bytes]:
+        """Directory change batches from every hub, this one's included, as they come.
+
+        Ends (or raises `StoreUnavailable`) when the subscription is lost; the
+        caller resubscribes and resyncs with `directory()`."""
+        ...
 
     # --- presence and ownership -----------------------------------------------------
 
@@ -75,6 +91,12 @@ class Store(Protocol):
 
     async def live_hubs(self) -> set[str]:
         """Hubs whose presence has not lapsed, this one included."""
+
+    async def known_hubs(self) -> set[str]:
+        """Hubs that announced themselves and have not been dropped, live or not."""
+
+    async def drop_hub(self, hub_id: str) -> None:
+        """Forget a dead hub whose inbox has been drained (its inbox and directory)."""
 
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         """Own `node_id` for `ttl_ms`; returns the ownership epoch (fencing token).
@@ -95,9 +117,19 @@ class Store(Protocol):
     async def send_to_hub(self, hub_id: str, envelope: bytes) -> None:
         """Append one message to `hub_id`'s inbox."""
 
+    async def send_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Append messages to inboxes, in order, in one round trip where possible."""
+
     async def read_inbox(self, *, block_ms: int, count: int) -> Sequence[tuple[str, bytes]]:
         """Up to `count` unacknowledged (entry id, envelope) pairs of this hub's inbox,
         waiting up to `block_ms` for the first."""
 
-    async def ack_inbox(self, entry_ids: Sequence[str]) -> None:
-        """Acknowledge handled entries so they are not delivered again."""
+    async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
+        """Acknowledge handled entries (of `hub_id`'s inbox, by default this hub's)."""
+
+    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
+        """Take over up to `count` entries of a dead hub's inbox: those it never read
+        and those it read but never acknowledged. Empty when none are left."""
+
+    async def dead_letter(self, hub_id: str, entry_id: str, envelope: bytes, why: str) -> None:
+        """Move an entry that cannot be handled to the dead-letter stream and ack it."""

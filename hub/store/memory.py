@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from hub.store.base import OwnershipConflict
@@ -55,10 +55,17 @@ class _ExpiringDict:
         # Entries were appended in expiry order per TTL; stop at the first live one.
         expiries = self._expiries
         while expiries and expiries[0][0] <= now:
-            expires, key = expiries.popleft()
+            _, key = expiries.popleft()
             entry = self._data.get(key)
             if entry is not None and entry[0] <= now:
                 del self._data[key]
+
+
+@dataclass
+class _Inbox:
+    unread: deque[tuple[str, bytes]] = field(default_factory=deque)
+    pending: dict[str, bytes] = field(default_factory=dict)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -68,24 +75,26 @@ class MemoryBackplane:
     clock: Callable[[], int] = _monotonic_ms
     bindings: _ExpiringDict = field(init=False)
     jobs: _ExpiringDict = field(init=False)
-    nodes: _ExpiringDict = field(init=False)
     presence: _ExpiringDict = field(init=False)
+    known: set[str] = field(default_factory=set)
+    directories: dict[str, dict[str, bytes]] = field(default_factory=dict)
     owners: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     """node id -> (hub id, epoch, lease expiry ms)"""
-    inboxes: dict[str, asyncio.Queue[tuple[str, bytes]]] = field(default_factory=dict)
+    inboxes: dict[str, _Inbox] = field(default_factory=dict)
+    subscribers: list[asyncio.Queue[bytes | None]] = field(default_factory=list)
+    dead_letters: list[tuple[str, str, bytes, str]] = field(default_factory=list)
     sequence: int = 0
 
     def __post_init__(self) -> None:
         self.bindings = _ExpiringDict(self.clock)
         self.jobs = _ExpiringDict(self.clock)
-        self.nodes = _ExpiringDict(self.clock)
         self.presence = _ExpiringDict(self.clock)
 
-    def inbox(self, hub_id: str) -> asyncio.Queue[tuple[str, bytes]]:
-        queue = self.inboxes.get(hub_id)
-        if queue is None:
-            queue = self.inboxes[hub_id] = asyncio.Queue()
-        return queue
+    def inbox(self, hub_id: str) -> _Inbox:
+        inbox = self.inboxes.get(hub_id)
+        if inbox is None:
+            inbox = self.inboxes[hub_id] = _Inbox()
+        return inbox
 
 
 class MemoryStore:
@@ -94,6 +103,7 @@ class MemoryStore:
     def __init__(self, *, hub_id: str, backplane: MemoryBackplane | None = None) -> None:
         self.hub_id = hub_id
         self._plane = backplane if backplane is not None else MemoryBackplane()
+        self._updates: asyncio.Queue[bytes | None] | None = None
 
     def __repr__(self) -> str:
         return f"MemoryStore(hub_id={self.hub_id!r})"
@@ -102,7 +112,13 @@ class MemoryStore:
         return None
 
     async def aclose(self) -> None:
-        return None
+        if self._updates is not None:
+            if self._updates in self._plane.subscribers:
+                self._plane.subscribers.remove(self._updates)
+            self._updates.put_nowait(None)
+            self._updates = None
+
+    # --- idempotency and job records ---------------------------------------------------
 
     async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
         existing = self._plane.bindings.get(request_id)
@@ -115,32 +131,74 @@ class MemoryStore:
         if self._plane.bindings.get(request_id) == job_id:
             self._plane.bindings.delete(request_id)
 
+    async def rebind_request(
+        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int
+    ) -> bool:
+        if self._plane.bindings.get(request_id) != old_job_id:
+            return False
+        self._plane.bindings.set(request_id, new_job_id, ttl_ms)
+        return True
+
     async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
         self._plane.jobs.set(job_id, record, ttl_ms)
 
     async def load_job(self, job_id: str) -> bytes | None:
         record = self._plane.jobs.get(job_id)
-        return None if record is None else bytes(record) if isinstance(record, bytes) else None
+        return record if isinstance(record, bytes) else None
+
+    # --- directory -------------------------------------------------------------------
 
     async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:
-        self._plane.nodes.set(node_id, entry, ttl_ms)
+        self._plane.directories.setdefault(self.hub_id, {})[node_id] = entry
 
     async def remove_node(self, node_id: str) -> None:
-        self._plane.nodes.delete(node_id)
+        self._plane.directories.get(self.hub_id, {}).pop(node_id, None)
 
     async def directory(self) -> dict[str, bytes]:
-        return {k: v for k, v in self._plane.nodes.items() if isinstance(v, bytes)}
+        live = await self.live_hubs()
+        return {
+            node_id: entry
+            for hub_id, entries in self._plane.directories.items()
+            if hub_id in live
+            for node_id, entry in entries.items()
+        }
+
+    async def publish_update(self, update: bytes) -> None:
+        for queue in self._plane.subscribers:
+            queue.put_nowait(update)
+
+    async def directory_updates(self) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._updates = queue
+        self._plane.subscribers.append(queue)
+        try:
+            while (update := await queue.get()) is not None:
+                yield update
+        finally:
+            if queue in self._plane.subscribers:
+                self._plane.subscribers.remove(queue)
+
+    # --- presence and ownership ----------------------------------------------------------
 
     async def announce(self, ttl_ms: int) -> None:
         self._plane.presence.set(self.hub_id, self.hub_id, ttl_ms)
+        self._plane.known.add(self.hub_id)
 
     async def live_hubs(self) -> set[str]:
         return {k for k, _ in self._plane.presence.items()}
 
+    async def known_hubs(self) -> set[str]:
+        return set(self._plane.known)
+
+    async def drop_hub(self, hub_id: str) -> None:
+        self._plane.known.discard(hub_id)
+        self._plane.directories.pop(hub_id, None)
+        self._plane.inboxes.pop(hub_id, None)
+
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         now = self._plane.clock()
         current = self._plane.owners.get(node_id)
-        if current is None or current[2] <= now:
+        if current is None or current[2] <= now or self._plane.presence.get(current[0]) is None:
             epoch = 1 if current is None else current[1] + 1
         elif current[0] == self.hub_id:
             epoch = current[1]
@@ -163,24 +221,50 @@ class MemoryStore:
             return None
         return current[0], current[1]
 
+    # --- inboxes ---------------------------------------------------------------------------
+
     async def send_to_hub(self, hub_id: str, envelope: bytes) -> None:
-        self._plane.sequence += 1
-        self._plane.inbox(hub_id).put_nowait((f"{self._plane.sequence}-0", envelope))
+        await self.send_many([(hub_id, envelope)])
+
+    async def send_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        for hub_id, envelope in items:
+            self._plane.sequence += 1
+            inbox = self._plane.inbox(hub_id)
+            inbox.unread.append((f"{self._plane.sequence}-0", envelope))
+            inbox.arrived.set()
 
     async def read_inbox(self, *, block_ms: int, count: int) -> Sequence[tuple[str, bytes]]:
-        queue = self._plane.inbox(self.hub_id)
-        if queue.empty():
+        inbox = self._plane.inbox(self.hub_id)
+        if not inbox.unread:
+            inbox.arrived.clear()
             try:
-                first = await asyncio.wait_for(queue.get(), block_ms / 1000)
+                await asyncio.wait_for(inbox.arrived.wait(), block_ms / 1000)
             except TimeoutError:
                 return []
-        else:
-            first = queue.get_nowait()
-        entries = [first]
-        while len(entries) < count and not queue.empty():
-            entries.append(queue.get_nowait())
+        entries: list[tuple[str, bytes]] = []
+        while inbox.unread and len(entries) < count:
+            entry_id, envelope = inbox.unread.popleft()
+            inbox.pending[entry_id] = envelope
+            entries.append((entry_id, envelope))
         return entries
 
-    async def ack_inbox(self, entry_ids: Sequence[str]) -> None:
-        # Delivery within one process cannot be lost; nothing stays pending.
-        return None
+    async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
+        inbox = self._plane.inboxes.get(hub_id or self.hub_id)
+        if inbox is not None:
+            for entry_id in entry_ids:
+                inbox.pending.pop(entry_id, None)
+
+    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
+        inbox = self._plane.inboxes.get(hub_id)
+        if inbox is None:
+            return []
+        entries = list(inbox.pending.items())[:count]
+        while inbox.unread and len(entries) < count:
+            entry_id, envelope = inbox.unread.popleft()
+            inbox.pending[entry_id] = envelope
+            entries.append((entry_id, envelope))
+        return entries
+
+    async def dead_letter(self, hub_id: str, entry_id: str, envelope: bytes, why: str) -> None:
+        self._plane.dead_letters.append((hub_id, entry_id, envelope, why))
+        await self.ack_inbox([entry_id], hub_id=hub_id)

@@ -1,0 +1,350 @@
+"""`Cluster`: what makes several hubs one system, over the store.
+
+- presence: this hub announces itself every heartbeat interval and renews the
+  leases of the nodes it owns; hubs whose presence lapsed are *dead*;
+- the node directory: changes to this hub's nodes are published (structural
+  changes at once, load changes coalesced every `load_publish_interval_ms`),
+  other hubs' changes are applied to the local snapshot, and a periodic full
+  resync heals anything pub/sub dropped; a subscription that goes quiet (not
+  even this hub's own beacons arrive) is rebuilt;
+- delivery: envelopes to other hubs are batched into one store round trip per
+  event-loop turn; this hub's inbox is read in batches and acknowledged after
+  handling;
+- dead hubs: their jobs' attempts are failed over, their nodes leave the
+  directory, their inbox is claimed and handled, entries that keep failing go
+  to the dead-letter stream.
+
+In local mode the same object runs against the memory store: there is never
+another hub, so nothing is ever sent, and the loops idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from loguru import logger
+
+from hub.capabilities import NodeCapabilities
+from hub.config import HubConfig
+from hub.directory import NodeDirectory
+from hub.envelopes import (
+    DirectoryEntry,
+    DirectoryUpdate,
+    Envelope,
+    decode_entry,
+    decode_envelope,
+    decode_update,
+    encode,
+)
+from hub.errors import StoreUnavailable
+from hub.snapshot import NodeState, NodeStatus
+from hub.store.base import Store
+
+MAX_DELIVERIES = 3
+
+
+class EnvelopeHandler(Protocol):
+    async def handle_envelope(self, envelope: Envelope, *, reaped_from: str | None) -> None:
+        """Act on an envelope; `reaped_from` names the dead hub it was meant for."""
+
+    async def hub_lost(self, hub_id: str) -> None:
+        """A hub's presence lapsed: fail over what depended on it."""
+
+
+class Cluster:
+    def __init__(self, *, config: HubConfig, store: Store, directory: NodeDirectory) -> None:
+        self.config = config
+        self.hub_id = config.hub_id
+        self.store = store
+        self.directory = directory
+        self.handler: EnvelopeHandler | None = None
+        self.local_nodes: set[str] = set()
+        self.live: set[str] = {self.hub_id}
+        self._outbox: list[tuple[str, bytes]] = []
+        self._outbox_ready = asyncio.Event()
+        self._dirty_load: set[str] = set()
+        self._dirty_structure: dict[str, NodeState | None] = {}
+        self._structure_ready = asyncio.Event()
+        self._last_update_s = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._attempts: dict[str, int] = {}
+        self.renew_leases: Callable[[], Awaitable[None]] | None = None
+        directory.subscribe(self._on_directory_change)
+
+    def __repr__(self) -> str:
+        return f"Cluster(hub={self.hub_id!r}, live={sorted(self.live)})"
+
+    @property
+    def presence_ttl_ms(self) -> int:
+        return self.config.node_timeout_ms
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.announce(self.presence_ttl_ms)
+        self.live = await self.store.live_hubs() | {self.hub_id}
+        await self.resync()
+        for name, loop in (
+            ("inbox", self._inbox_loop),
+            ("outbox", self._outbox_loop),
+            ("directory-publish", self._publish_loop),
+            ("directory-subscribe", self._subscribe_loop),
+            ("presence", self._presence_loop),
+        ):
+            self._tasks.append(asyncio.create_task(loop(), name=f"{self.hub_id}:{name}"))
+
+    async def aclose(self) -> None:
+        await self._flush_outbox()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+                await task
+        self._tasks.clear()
+
+    # --- sending --------------------------------------------------------------------
+
+    def send(self, hub_id: str, envelope: Envelope) -> None:
+        """Queue an envelope for another hub; sent with the others of this loop turn."""
+        self._outbox.append((hub_id, encode(envelope)))
+        self._outbox_ready.set()
+
+    async def _flush_outbox(self) -> None:
+        if self._outbox:
+            batch, self._outbox = self._outbox, []
+            await self.store.send_many(batch)
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            try:
+                await self._flush_outbox()
+            except StoreUnavailable:
+                logger.warning("store unavailable: {} envelopes not sent", len(self._outbox))
+                await asyncio.sleep(0.1)
+
+    # --- receiving --------------------------------------------------------------------
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            try:
+                entries = await self.store.read_inbox(block_ms=1000, count=512)
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+                continue
+            if entries:
+                await self._handle_entries(self.hub_id, entries, reaped_from=None)
+
+    async def _handle_entries(
+        self, inbox_hub: str, entries: Sequence[tuple[str, bytes]], *, reaped_from: str | None
+    ) -> None:
+        assert self.handler is not None
+        done: list[str] = []
+        for entry_id, data in entries:
+            try:
+                envelope = decode_envelope(data)
+                await self.handler.handle_envelope(envelope, reaped_from=reaped_from)
+            except Exception as exc:
+                tries = self._attempts.get(entry_id, 0) + 1
+                self._attempts[entry_id] = tries
+                logger.exception("inbox entry {} failed ({} tries)", entry_id, tries)
+                if tries >= MAX_DELIVERIES or not isinstance(exc, StoreUnavailable):
+                    self._attempts.pop(entry_id, None)
+                    await self.store.dead_letter(inbox_hub, entry_id, data, repr(exc))
+                continue
+            done.append(entry_id)
+        if done:
+            await self.store.ack_inbox(done, hub_id=inbox_hub)
+
+    # --- the directory ------------------------------------------------------------------
+
+    def _on_directory_change(self, node_id: str, state: NodeState | None) -> None:
+        if node_id not in self.local_nodes:
+            return
+        if state is None:
+            self.local_nodes.discard(node_id)
+            self._dirty_structure[node_id] = None
+            self._structure_ready.set()
+        else:
+            # Load changes are coalesced; structure changes come through `node_changed`.
+            self._dirty_load.add(node_id)
+
+    def node_changed(self, node_id: str) -> None:
+        """A local node joined, changed capabilities or status: publish it promptly."""
+        self.local_nodes.add(node_id)
+        self._dirty_structure[node_id] = self.directory.snapshot.get(node_id)
+        self._structure_ready.set()
+
+    async def _publish_loop(self) -> None:
+        interval_s = self.config.load_publish_interval_ms / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._structure_ready.wait(), interval_s)
+            self._structure_ready.clear()
+            try:
+                await self._publish_dirty()
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+
+    async def _publish_dirty(self) -> None:
+        structure, self._dirty_structure = self._dirty_structure, {}
+        load, self._dirty_load = self._dirty_load, set()
+        upserts: list[DirectoryEntry] = []
+        removals: list[str] = []
+        snapshot = self.directory.snapshot
+        for node_id in structure:
+            state = snapshot.get(node_id) if node_id in self.local_nodes else None
+            if state is None:
+                removals.append(node_id)
+                await self.store.remove_node(node_id)
+            else:
+                entry = _entry(state, with_caps=True)
+                upserts.append(entry)
+                await self.store.publish_node(node_id, encode(entry), self.presence_ttl_ms)
+        for node_id in load - structure.keys():
+            state = snapshot.get(node_id)
+            if state is not None:
+                upserts.append(_entry(state, with_caps=False))
+        if upserts or removals:
+            await self.store.publish_update(
+                encode(DirectoryUpdate(self.hub_id, upserts=upserts, removals=removals))
+            )
+
+    async def _subscribe_loop(self) -> None:
+        while True:
+            try:
+                async for data in self.store.directory_updates():
+                    self._last_update_s = time.monotonic()
+                    self.apply_update(decode_update(data))
+            except StoreUnavailable as exc:
+                logger.warning("directory subscription lost: {}", exc)
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(StoreUnavailable):
+                await self.resync()
+
+    def apply_update(self, update: DirectoryUpdate) -> None:
+        if update.hub_id == self.hub_id:
+            return
+        snapshot = self.directory.snapshot
+        for node_id in update.removals:
+            state = snapshot.get(node_id)
+            if state is not None and state.hub_id == update.hub_id:
+                self.directory.leave(node_id)
+        for entry in update.upserts:
+            self._apply_entry(entry)
+
+    def _apply_entry(self, entry: DirectoryEntry) -> None:
+        if entry.node_id in self.local_nodes or entry.hub_id not in self.live | {entry.hub_id}:
+            return
+        current = self.directory.snapshot.get(entry.node_id)
+        status: NodeStatus = entry.status  # type: ignore[assignment]
+        if entry.caps is not None:
+            caps = NodeCapabilities.from_wire(entry.caps, default_pool=self.config.default_pool)
+        elif current is not None and current.hub_id == entry.hub_id:
+            caps = current.caps
+        else:
+            return  # a load update for a node we have not seen yet; the resync brings it
+        if current is None or current.caps != caps or current.hub_id != entry.hub_id:
+            self.directory.put(
+                NodeState.create(
+                    entry.node_id, caps, hub_id=entry.hub_id, status=status, running=entry.running
+                )
+            )
+            return
+        if current.status != status:
+            self.directory.set_status(entry.node_id, status)
+        if current.running != entry.running:
+            self.directory.set_running(entry.node_id, entry.running)
+
+    async def resync(self) -> None:
+        """Rebuild the remote part of the directory from the store."""
+        entries = [decode_entry(data) for data in (await self.store.directory()).values()]
+        seen = set()
+        for entry in entries:
+            if entry.hub_id != self.hub_id and entry.hub_id in self.live:
+                seen.add(entry.node_id)
+                self._apply_entry(entry)
+        for state in list(self.directory.snapshot):
+            if state.hub_id != self.hub_id and state.node_id not in seen:
+                self.directory.leave(state.node_id)
+
+    # --- presence and dead hubs ----------------------------------------------------------
+
+    async def _presence_loop(self) -> None:
+        interval_s = self.config.heartbeat_interval_ms / 1000
+        resync_every = max(1, self.config.resync_interval_ms // self.config.heartbeat_interval_ms)
+        ticks = 0
+        while True:
+            await asyncio.sleep(interval_s)
+            ticks += 1
+            try:
+                await self.tick(resync=ticks % resync_every == 0)
+            except StoreUnavailable as exc:
+                logger.warning("presence tick failed: {}", exc)
+            except Exception:
+                logger.exception("presence tick failed")
+
+    async def tick(self, *, resync: bool = False) -> None:
+        """One maintenance round: presence, leases, beacon, dead hubs, maybe a resync."""
+        await self.store.announce(self.presence_ttl_ms)
+        if self.renew_leases is not None:
+            await self.renew_leases()
+        # A beacon: every hub (this one too) hears it, which proves the subscription works.
+        await self.store.publish_update(encode(DirectoryUpdate(self.hub_id)))
+        quiet_s = time.monotonic() - self._last_update_s
+        if quiet_s > 3 * self.config.heartbeat_interval_ms / 1000:
+            logger.warning("no directory updates for {:.1f}s: resubscribing", quiet_s)
+            self._last_update_s = time.monotonic()
+            self._restart_subscription()
+        live = await self.store.live_hubs() | {self.hub_id}
+        lost = self.live - live
+        self.live = live
+        for hub_id in sorted(lost):
+            logger.warning("hub {} is gone: failing over its work", hub_id)
+            await self._bury(hub_id)
+        for hub_id in sorted(await self.store.known_hubs() - live):
+            await self.reap(hub_id)
+        if resync:
+            await self.resync()
+
+    def _restart_subscription(self) -> None:
+        for i, task in enumerate(self._tasks):
+            if task.get_name().endswith(":directory-subscribe"):
+                task.cancel()
+                self._tasks[i] = asyncio.create_task(
+                    self._subscribe_loop(), name=f"{self.hub_id}:directory-subscribe"
+                )
+
+    async def _bury(self, hub_id: str) -> None:
+        for state in list(self.directory.snapshot):
+            if state.hub_id == hub_id:
+                self.directory.leave(state.node_id)
+        if self.handler is not None:
+            await self.handler.hub_lost(hub_id)
+
+    async def reap(self, hub_id: str) -> None:
+        """Handle what is left in a dead hub's inbox, then forget the hub."""
+        while True:
+            entries = await self.store.claim_inbox(hub_id, count=256)
+            if not entries:
+                break
+            await self._handle_entries(hub_id, list(entries), reaped_from=hub_id)
+        await self.store.drop_hub(hub_id)
+
+    def is_live(self, hub_id: str) -> bool:
+        return hub_id in self.live
+
+
+def _entry(state: NodeState, *, with_caps: bool) -> DirectoryEntry:
+    return DirectoryEntry(
+        state.node_id,
+        state.hub_id,
+        state.status,
+        state.running,
+        state.caps.to_wire() if with_caps else None,
+    )

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need, then runs them.
+# - redis-server (Debian package) when missing: the test session starts its own
+#   on a free port for the cross-instance tests;
+# - a virtual environment in .venv with the project and its test extra;
+# - pytest (which also runs ruff and mypy, see tests/test_lint.py).
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing redis-server (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    # The package starts a system instance on 6379; the tests never use it.
+  else
+    echo "redis-server is missing: install it (Debian: apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+exec .venv/bin/python -m pytest -q "$@"

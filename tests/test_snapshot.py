@@ -1,0 +1,254 @@
+"""Snapshot derivation: node changes, index (ring) correctness, structural sharing."""
+
+from __future__ import annotations
+
+import random
+
+from hub.capabilities import NodeCapabilities
+from hub.pmap import PMap
+from hub.snapshot import (
+    ALL,
+    ASR,
+    DRAINING,
+    GLOBAL,
+    OFFLINE,
+    PAIR,
+    TTS,
+    IndexKey,
+    NodeState,
+    Ring,
+    Snapshot,
+    stable_hash,
+)
+
+LANGS = ["en", "de", "fr", "ja"]
+FEATURES = ["emo", "spk", "clone"]
+
+
+def caps(
+    pairs: list[tuple[str, str]] | None = None,
+    *,
+    asr: list[str] | None = None,
+    tts: list[str] | None = None,
+    features: list[str] | tuple[str, ...] = (),
+    pool: int = 0,
+    max_concurrency: int = 4,
+) -> NodeCapabilities:
+    pairs = [("en", "de")] if pairs is None else pairs
+    return NodeCapabilities(
+        language_pairs=frozenset(pairs),
+        asr_languages=frozenset(asr if asr is not None else [s for s, _ in pairs]),
+        tts_languages=frozenset(tts if tts is not None else [t for _, t in pairs]),
+        features=frozenset(features),
+        max_concurrency=max_concurrency,
+        pool=pool,
+    )
+
+
+def random_caps(rng: random.Random) -> NodeCapabilities:
+    pairs = [tuple(rng.sample(LANGS, 2)) for _ in range(rng.randint(0, 3))]
+    return NodeCapabilities(
+        language_pairs=frozenset(pairs),  # type: ignore[arg-type]
+        asr_languages=frozenset(rng.sample(LANGS, rng.randint(0, 3))),
+        tts_languages=frozenset(rng.sample(LANGS, rng.randint(0, 3))),
+        features=frozenset(rng.sample(FEATURES, rng.randint(0, 3))),
+        max_concurrency=rng.randint(1, 4),
+        pool=rng.randrange(3),
+    )
+
+
+RingView = tuple[tuple[int, ...], tuple[str, ...], dict[str, int], int, int]
+
+
+def index_of(snapshot: Snapshot) -> dict[IndexKey, RingView]:
+    """Every ring of the snapshot in comparable form."""
+    return {
+        key: (ring.hashes, ring.ids, ring.feats, ring.asr, ring.tts)
+        for key, ring in snapshot._index.items()
+    }
+
+
+def assert_index_consistent(snapshot: Snapshot) -> None:
+    """The incremental index equals the one built from scratch, and rings are sane."""
+    rebuilt = Snapshot.of(list(snapshot))
+    assert index_of(snapshot) == index_of(rebuilt)
+    for (kind, pool, a, b), ring in snapshot._index.items():
+        assert ring.ids, "empty rings are dropped"
+        assert list(ring.hashes) == sorted(ring.hashes)
+        assert ring.full == (1 << len(ring.ids)) - 1
+        for pos, node_id in enumerate(ring.ids):
+            state = snapshot.get(node_id)
+            assert state is not None
+            c = state.caps
+            assert ring.hashes[pos] == state.ring_hash == stable_hash(node_id)
+            assert pool in (GLOBAL, c.pool)
+            member = {
+                ALL: True,
+                PAIR: (a, b) in c.language_pairs,
+                ASR: a in c.asr_languages,
+                TTS: a in c.tts_languages,
+            }[kind]
+            assert member
+            for name in FEATURES:
+                assert bool(ring.feats.get(name, 0) >> pos & 1) == (name in c.features)
+            if kind == PAIR:
+                assert bool(ring.asr >> pos & 1) == (a in c.asr_languages)
+                assert bool(ring.tts >> pos & 1) == (b in c.tts_languages)
+    # And every node is in every ring it should be in.
+    for state in snapshot:
+        c = state.caps
+        for pool in (GLOBAL, c.pool):
+            assert state.node_id in snapshot.ring(ALL, pool).ids
+            for s, t in c.language_pairs:
+                assert state.node_id in snapshot.ring(PAIR, pool, s, t).ids
+            for lang in c.asr_languages:
+                assert state.node_id in snapshot.ring(ASR, pool, lang).ids
+            for lang in c.tts_languages:
+                assert state.node_id in snapshot.ring(TTS, pool, lang).ids
+
+
+def test_node_state_constructors() -> None:
+    c = caps(max_concurrency=3)
+    s = NodeState.create("gpu-1", c, hub_id="h", running=1)
+    assert (s.node_id, s.hub_id, s.status, s.running, s.ring_hash) == (
+        "gpu-1", "h", "online", 1, stable_hash("gpu-1"))
+    assert s.free_slots == 2
+    r = s.with_running(3)
+    assert r.free_slots == 0 and s.running == 1 and r.ring_hash == s.ring_hash
+    d = s.with_status(DRAINING)
+    assert d.status == DRAINING and d.running == 1 and s.status == "online"
+
+
+def test_stable_hash_is_stable() -> None:
+    # The same value in every process: a fixed expectation, not a recomputation.
+    assert stable_hash("gpu-1") == 0x87416778B11E68C4  # blake2b-64, same on every hub
+    assert stable_hash("a") != stable_hash("b")
+    assert 0 <= stable_hash("x") < 2**64
+
+
+def test_with_node_join_replace_and_leave() -> None:
+    s0 = Snapshot()
+    a = NodeState.create("a", caps([("en", "de")], features=["emo"], pool=1))
+    b = NodeState.create("b", caps([("en", "de"), ("de", "en")], pool=2))
+    s1 = s0.with_node(a)
+    s2 = s1.with_node(b)
+    assert (len(s0), len(s1), len(s2)) == (0, 1, 2)
+    assert s2.version == s1.version + 1 == s0.version + 2
+    assert "a" in s2 and "c" not in s2
+    assert s2.get("a") is a and s2.get("zz") is None
+    assert set(s2.ring(PAIR, GLOBAL, "en", "de").ids) == {"a", "b"}
+    assert s2.ring(PAIR, 1, "en", "de").ids == ("a",)
+    assert s2.ring(PAIR, GLOBAL, "de", "en").ids == ("b",)
+    assert len(s2.ring(PAIR, GLOBAL, "xx", "yy")) == 0
+    assert_index_consistent(s2)
+    # Capability change: b moves pool and drops a pair.
+    b2 = NodeState.create("b", caps([("en", "de")], features=["spk"], pool=1))
+    s3 = s2.with_node(b2)
+    assert len(s3) == 2
+    assert len(s3.ring(PAIR, GLOBAL, "de", "en")) == 0
+    assert set(s3.ring(PAIR, 1, "en", "de").ids) == {"a", "b"}
+    assert len(s3.ring(ALL, 2)) == 0
+    assert_index_consistent(s3)
+    s4 = s3.without_node("a")
+    assert len(s4) == 1 and "a" not in s4
+    assert s4.ring(PAIR, GLOBAL, "en", "de").ids == ("b",)
+    assert_index_consistent(s4)
+    assert s4.without_node("a") is s4  # unknown node: unchanged
+    # Old snapshots are unchanged.
+    assert set(s2.ring(PAIR, GLOBAL, "de", "en").ids) == {"b"}
+    assert s2.get("b") is b and s1.get("b") is None and len(s0) == 0
+    assert_index_consistent(s2)
+    assert_index_consistent(s1)
+
+
+def test_with_running_and_status_share_the_index() -> None:
+    nodes = [NodeState.create(f"n{i}", caps(max_concurrency=4)) for i in range(50)]
+    s1 = Snapshot.of(nodes)
+    s2 = s1.with_running("n3", 2)
+    assert s2._index is s1._index
+    got = s2.get("n3")
+    assert got is not None and got.running == 2 and got.free_slots == 2
+    assert s1.get("n3") is nodes[3] and nodes[3].running == 0
+    assert s2.version == s1.version + 1
+    s3 = s2.with_status("n3", OFFLINE)
+    assert s3._index is s1._index
+    got3 = s3.get("n3")
+    assert got3 is not None and got3.status == OFFLINE and got3.running == 2
+    s2_n3 = s2.get("n3")
+    assert s2_n3 is not None and s2_n3.status == "online"
+    # No-op changes and unknown nodes return the same snapshot.
+    assert s3.with_running("n3", 2) is s3
+    assert s3.with_status("n3", OFFLINE) is s3
+    assert s3.with_running("zz", 1) is s3
+    assert s3.with_status("zz", DRAINING) is s3
+    # Re-adding a node with the same capabilities (load change via with_node) shares too.
+    s4 = s3.with_node(nodes[7].with_running(1))
+    assert s4._index is s3._index
+    assert_index_consistent(s4)
+
+
+def test_random_joins_leaves_and_changes_match_rebuild() -> None:
+    rng = random.Random(3)
+    snap = Snapshot()
+    history: list[tuple[Snapshot, dict[str, NodeState]]] = []
+    live: dict[str, NodeState] = {}
+    for step in range(400):
+        node_id = f"n{rng.randrange(40)}"
+        op = rng.random()
+        if op < 0.5:
+            state = NodeState.create(node_id, random_caps(rng), running=rng.randint(0, 2))
+            snap = snap.with_node(state)
+            live[node_id] = state
+        elif op < 0.7:
+            snap = snap.without_node(node_id)
+            live.pop(node_id, None)
+        elif op < 0.85 and node_id in live:
+            snap = snap.with_running(node_id, rng.randint(0, 4))
+            live[node_id] = live[node_id].with_running(snap.get(node_id).running)  # type: ignore[union-attr]
+        elif node_id in live:
+            status = rng.choice(("online", DRAINING, OFFLINE))
+            snap = snap.with_status(node_id, status)
+            live[node_id] = live[node_id].with_status(status)
+        if step % 25 == 0:
+            assert_index_consistent(snap)
+            history.append((snap, dict(live)))
+        assert len(snap) == len(live)
+    assert_index_consistent(snap)
+    assert {s.node_id: s for s in snap} == live
+    for old, expected in history:
+        assert {s.node_id: s for s in old} == expected
+        assert_index_consistent(old)
+
+
+def test_snapshot_of_deduplicates_and_reads() -> None:
+    a1 = NodeState.create("a", caps())
+    a2 = NodeState.create("a", caps([("de", "en")]))
+    snap = Snapshot.of([a1, a2])
+    assert len(snap) == 1 and snap.get("a") is a2
+    assert len(snap.ring(PAIR, GLOBAL, "en", "de")) == 0
+    assert isinstance(snap.node_map, PMap)
+    assert [s.node_id for s in snap] == ["a"]
+    assert "Snapshot(" in repr(snap)
+
+
+def test_ring_members_and_bits() -> None:
+    ring = Ring()
+    ids = [f"n{i}" for i in range(30)]
+    for i, node_id in enumerate(ids):
+        ring = ring.with_member(
+            stable_hash(node_id), node_id,
+            features=frozenset({"emo"} if i % 2 else set()), asr=i % 3 == 0, tts=True,
+        )
+    assert sorted(ring.ids) == sorted(ids) and list(ring.hashes) == sorted(ring.hashes)
+    for pos, node_id in enumerate(ring.ids):
+        i = int(node_id[1:])
+        assert (ring.feats["emo"] >> pos & 1) == i % 2
+        assert (ring.asr >> pos & 1) == (i % 3 == 0)
+        assert ring.position(stable_hash(node_id), node_id) == pos
+    assert ring.tts == ring.full
+    smaller = ring.without_member(stable_hash("n1"), "n1")
+    assert "n1" not in smaller.ids and len(smaller) == 29 and "n1" in ring.ids
+    assert smaller.without_member(stable_hash("n1"), "n1") is smaller
+    assert ring.position(1, "nope") == -1
+    for pos, node_id in enumerate(smaller.ids):
+        assert (smaller.feats["emo"] >> pos & 1) == int(node_id[1:]) % 2
