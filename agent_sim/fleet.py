@@ -168,6 +168,8 @@ class Fleet:
             self._tasks.append(asyncio.create_task(self._disconnects(), name="fleet:chaos"))
 
     async def _launch(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             for agent in self.agents:
                 await agent.start()
@@ -175,7 +177,14 @@ class Fleet:
                     await asyncio.sleep(self._stagger_s)
         finally:
             self._launched.set()
-        logger.info("fleet launched {} agents against {}", len(self.agents), self.hub_urls)
+        logger.info("fleet launched {} agents against {}", len(self.agents), list(self.hub_urls))
+        for agent in self.agents:
+            await agent.registered.wait()
+        logger.info(
+            "fleet: all {} agents registered after {:.2f} s",
+            len(self.agents),
+            loop.time() - started,
+        )
 
     async def _disconnects(self) -> None:
         """Inject abrupt disconnects: a Poisson process over the whole fleet."""

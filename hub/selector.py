@@ -10,12 +10,14 @@ Every caller (first dispatch, failover, local or cross-instance mode) calls
 2. Attempt 1 is narrow (the preferred pool, when one is given); attempt 2 is
    wide (all pools). Without a preferred pool there is one, wide, attempt.
 3. Within an attempt the candidates are one index `Ring` of the snapshot (the
-   nodes serving the pair, or the ASR/TTS language, in scope); the remaining
-   rules are checked per candidate.
+   nodes serving the pair, or the ASR/TTS language, in scope), narrowed by
+   the ring's capability bitmaps (features; ASR/TTS for a pair ring) to the
+   capable members; exclusion, status and load are checked per candidate.
    - With a routing key the pick is sticky: the key's position on the ring
      (a stable hash) and the first eligible node clockwise from it. A key
      moves only when its node leaves, stops being eligible or fills up.
-   - Without one the pick is load-aware: up to `SAMPLES` random candidates,
+   - Without one the pick is load-aware: up to `SAMPLES` random candidates
+     (a random ring position, moved to the next capable member),
      the one with the most free slots among the first two eligible ones (the
      "power of two choices"); if sampling finds none, an exhaustive scan picks
      the eligible node with the most free slots. A full node is never chosen.

@@ -31,7 +31,7 @@ from hub.cluster import Cluster
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
 from hub.envelopes import Deliver, Dispatch, NodeEvent, NodeLost, Revoke, Watch
-from hub.errors import ProtocolError
+from hub.errors import ProtocolError, StoreUnavailable
 from hub.jobs import Job, JobStatus, Watcher
 from hub.links import Link
 from hub.messages import (
@@ -132,9 +132,17 @@ class JobService:
     async def submit(self, link: Link, message: Submit) -> None:
         started_ns = time.perf_counter_ns()
         job_id = self._new_job_id()
-        existing = await self.store.bind_request(
-            message.request_id, job_id, self.config.idempotency_ttl_ms
-        )
+        try:
+            existing = await self.store.bind_request(
+                message.request_id, job_id, self.config.idempotency_ttl_ms
+            )
+        except StoreUnavailable as exc:
+            # Fail fast: without the binding the hub cannot promise exactly-once.
+            self.metrics.submits.inc("store_unavailable")
+            await link.send(
+                Rejected(request_id=message.request_id, code="store_unavailable", message=str(exc))
+            )
+            return
         if existing is not None:
             await self._attach_duplicate(link, message, existing)
             return

@@ -5,7 +5,10 @@ owning hub) and capability indexes, so that a selection looks at the nodes
 that serve a language pair (or ASR/TTS language) in a pool, not at every
 node. Each index entry is a `Ring`: its members sorted by a stable 64-bit
 hash of the node id, which is both a sampling array for load-aware picks and
-a consistent-hash ring for routing keys (the same order on every hub).
+a consistent-hash ring for routing keys (the same order on every hub). A
+ring also carries capability bitmaps over its positions (features, and in a
+pair ring ASR/TTS support for the pair's languages), so that requirements the
+ring does not guarantee are intersected with big-integer ANDs.
 
 Deriving the next snapshot is cheap by construction: a load or status change
 replaces one `NodeState` in a persistent map (microseconds, indexes shared);

@@ -49,13 +49,14 @@ def test_valid_preferred_node_is_used() -> None:
     assert (sel.node_id, sel.attempt, sel.via, sel.preferred_reason) == ("p", 1, "preferred", None)
 
 
+EMO_SPK = frozenset({"emo", "spk"})
 PREFERRED_FAILURES = [
     ("unknown_node", "ghost", [], {}),
     ("excluded", "p", [node("p")], {"excluded": frozenset({"p"})}),
     ("lang_pair_unsupported", "p", [node("p", [("de", "en")])], {}),
     ("asr_lang_unsupported", "p", [node("p", asr=[])], {}),
     ("tts_lang_unsupported", "p", [node("p", tts=["fr"])], {}),
-    ("feature_missing", "p", [node("p", features=["emo"])], {"features": frozenset(["emo", "spk"])}),
+    ("feature_missing", "p", [node("p", features=["emo"])], {"features": EMO_SPK}),
     ("offline", "p", [node("p", status=OFFLINE)], {}),
     ("draining", "p", [node("p", status=DRAINING)], {}),
     ("at_capacity", "p", [node("p", running=4)], {}),

@@ -11,6 +11,8 @@ from hub.store.memory import MemoryStore
 def make_store(config: HubConfig) -> Store:
     if config.deployment_mode == "local":
         return MemoryStore(hub_id=config.hub_id)
-    raise ConfigError(
-        "deployment_mode 'cross_instance' needs the Redis store, which this build lacks"
-    )
+    if config.deployment_mode == "cross_instance":
+        from hub.store.redis import RedisStore
+
+        return RedisStore(hub_id=config.hub_id, url=config.redis_url, prefix=config.redis_prefix)
+    raise ConfigError(f"unknown deployment_mode {config.deployment_mode!r}")

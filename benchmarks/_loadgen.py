@@ -1,0 +1,169 @@
+"""The load generator: one raw-websockets client connection, no-op jobs.
+
+Against the hub (`--target hub`) it sends `submit` frames to `URL/v1/client`
+and a job is done at its `result`; against the relay floor (`--target floor`)
+it sends the same frames to `URL/client` and a job is done when its frame
+comes back from an echo node. Both are matched on `request_id`.
+
+Phases: RTT (1 job in flight; `--warmup` untimed jobs, then `--rtt-jobs`
+sequential jobs, each timed submit -> done with perf_counter_ns), then
+throughput (`--in-flight` jobs in flight until `--tp-jobs` are done; a new
+submit is written as soon as one finishes). Prints one JSON line.
+
+Usage: python benchmarks/_loadgen.py --url ws://127.0.0.1:P --target hub
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import time
+
+import msgspec
+import uvloop
+from _procs import emit
+from websockets.asyncio.client import ClientConnection, connect
+
+DONE_TYPES = frozenset(("result", "submit"))
+FAILED_TYPES = frozenset(("rejected", "error"))
+
+
+class Reply(msgspec.Struct):
+    type: str
+    request_id: str = ""
+    ok: bool = True
+
+
+_decode = msgspec.json.Decoder(Reply).decode
+
+
+class Load:
+    def __init__(self, ws: ClientConnection, args: argparse.Namespace) -> None:
+        self.ws = ws
+        self.prefix = args.prefix
+        self.head = f'{{"type":"submit","src_lang":"{args.src}","tgt_lang":"{args.tgt}",'
+        self.seq = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.failures = 0
+        self.failure_sample: str | None = None
+        # throughput phase
+        self.remaining_to_send = 0
+        self.outstanding = 0
+        self.finished: asyncio.Future[None] | None = None
+
+    def frame(self) -> str:
+        self.seq += 1
+        return f'{self.head}"request_id":"{self.prefix}{self.seq}","payload":"x"}}'
+
+    async def read(self) -> None:
+        async for frame in self.ws:
+            reply = _decode(frame)
+            if reply.type in DONE_TYPES:
+                if not reply.ok:
+                    self._fail(frame)
+            elif reply.type in FAILED_TYPES:
+                self._fail(frame)
+            else:
+                continue  # accepted, progress
+            await self._done()
+
+    def _fail(self, frame: str | bytes) -> None:
+        self.failures += 1
+        if self.failure_sample is None:
+            self.failure_sample = frame if isinstance(frame, str) else frame.decode()
+
+    async def _done(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.set_result(None)
+            return
+        self.outstanding -= 1
+        if self.remaining_to_send > 0:
+            self.remaining_to_send -= 1
+            self.outstanding += 1
+            await self.ws.send(self.frame())
+        elif self.outstanding == 0 and self.finished is not None:
+            self.finished.set_result(None)
+
+    async def one(self) -> int:
+        """One job alone; its round trip in ns."""
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        started = time.perf_counter_ns()
+        await self.ws.send(self.frame())
+        await self.waiter
+        return time.perf_counter_ns() - started
+
+    async def flood(self, total: int, in_flight: int) -> float:
+        """`total` jobs, `in_flight` at a time; the elapsed seconds."""
+        self.finished = asyncio.get_running_loop().create_future()
+        first = min(total, in_flight)
+        self.remaining_to_send = total - first
+        self.outstanding = first
+        started = time.perf_counter()
+        for _ in range(first):
+            await self.ws.send(self.frame())
+        await self.finished
+        return time.perf_counter() - started
+
+
+def _percentile(sorted_values: list[int], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return float(sorted_values[index])
+
+
+async def run(args: argparse.Namespace) -> None:
+    url = args.url.rstrip("/") + ("/v1/client" if args.target == "hub" else "/client")
+    async with connect(url, compression=None, ping_interval=None, max_size=None) as ws:
+        load = Load(ws, args)
+        reader = asyncio.create_task(load.read())
+        try:
+            for _ in range(args.warmup):
+                await asyncio.wait_for(load.one(), args.timeout)
+            gc.collect()
+            rtts = []
+            for _ in range(args.rtt_jobs):
+                rtts.append(await asyncio.wait_for(load.one(), args.timeout))
+            rtts.sort()
+            await asyncio.wait_for(load.flood(args.warmup, args.in_flight), args.timeout)
+            gc.collect()
+            elapsed = await asyncio.wait_for(
+                load.flood(args.tp_jobs, args.in_flight), args.timeout
+            )
+        finally:
+            reader.cancel()
+    emit(
+        result=args.target,
+        rtt_p50_us=_percentile(rtts, 0.50) / 1000,
+        rtt_p90_us=_percentile(rtts, 0.90) / 1000,
+        rtt_p99_us=_percentile(rtts, 0.99) / 1000,
+        rtt_mean_us=sum(rtts) / len(rtts) / 1000,
+        jobs_per_s=args.tp_jobs / elapsed,
+        tp_seconds=elapsed,
+        failures=load.failures,
+        failure_sample=load.failure_sample,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--target", choices=("hub", "floor"), required=True)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rtt-jobs", type=int, default=2000)
+    parser.add_argument("--tp-jobs", type=int, default=20000)
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--prefix", default="r", help="request_id prefix (unique per run)")
+    parser.add_argument("--src", default="en")
+    parser.add_argument("--tgt", default="de")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per phase, seconds")
+    args = parser.parse_args()
+    uvloop.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

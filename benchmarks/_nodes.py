@@ -1,0 +1,140 @@
+"""A fleet of minimal raw-websockets no-op nodes, one process (not the agent SDK).
+
+Modes:
+- `hub`: connect to `URL/v1/node`, register, and on every `job_assign` write
+  `job_accept` and an ok `job_result` at once (both frames in one write).
+- `echo`: connect to the relay floor's `URL/node` and send every frame back.
+- `idle`: connect to `URL/v1/node`, register, then do nothing (the memory
+  measurement); handshakes run `--batch` at a time.
+
+Prints `{"ready": N}` once every node is connected (and registered), then
+serves until SIGTERM.
+
+Usage: python benchmarks/_nodes.py --url ws://127.0.0.1:P --mode hub --count 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import msgspec
+import uvloop
+from _procs import emit, raise_nofile
+from websockets.asyncio.client import ClientConnection, connect
+
+
+class Assign(msgspec.Struct):
+    type: str
+    job_id: str = ""
+    attempt: int = 0
+
+
+class Accept(msgspec.Struct, tag_field="type", tag="job_accept"):
+    job_id: str
+    attempt: int
+
+
+class JobResult(msgspec.Struct, tag_field="type", tag="job_result"):
+    job_id: str
+    attempt: int
+    ok: bool
+    output: Any
+
+
+_decode = msgspec.json.Decoder(Assign).decode
+_encode = msgspec.json.Encoder().encode
+
+
+async def _register(ws: ClientConnection, node_id: str, src: str, tgt: str, slots: int) -> None:
+    register = {
+        "type": "register",
+        "node_id": node_id,
+        "version": "bench",
+        "capabilities": {
+            "language_pairs": [{"src": src, "tgt": tgt}],
+            "asr_languages": [src],
+            "tts_languages": [tgt],
+            "max_concurrency": slots,
+        },
+    }
+    await ws.send(_encode(register).decode())
+    reply = _decode(await ws.recv())
+    if reply.type != "registered":
+        raise RuntimeError(f"{node_id}: registration refused: {reply}")
+
+
+async def _serve_jobs(ws: ClientConnection) -> None:
+    protocol = ws.protocol
+    async for frame in ws:
+        message = _decode(frame)
+        if message.type != "job_assign":
+            continue
+        accept = _encode(Accept(message.job_id, message.attempt))
+        result = _encode(JobResult(message.job_id, message.attempt, True, "ok"))
+        # Both frames in one transport write, no await in between.
+        async with ws.send_context():
+            protocol.send_text(accept)
+            protocol.send_text(result)
+
+
+async def _echo(ws: ClientConnection) -> None:
+    async for frame in ws:
+        await ws.send(frame)
+
+
+async def _open(url: str, node_id: str, args: argparse.Namespace) -> ClientConnection:
+    ws = await connect(url, compression=None, ping_interval=None, max_size=None,
+                       open_timeout=60)
+    if args.mode != "echo":
+        await _register(ws, node_id, args.src, args.tgt, args.max_concurrency)
+    return ws
+
+
+async def run(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    base = args.url.rstrip("/")
+    url = base + ("/node" if args.mode == "echo" else "/v1/node")
+    conns: list[ClientConnection] = []
+    ids = [f"{args.prefix}-{args.start + i}" for i in range(args.count)]
+    for first in range(0, len(ids), args.batch):
+        batch = ids[first:first + args.batch]
+        conns.extend(await asyncio.gather(*(_open(url, node_id, args) for node_id in batch)))
+        if args.mode == "idle" and len(ids) > args.batch:
+            emit(connected=len(conns))
+    workers: list[asyncio.Task[None]] = []
+    if args.mode == "hub":
+        workers = [asyncio.create_task(_serve_jobs(ws)) for ws in conns]
+    elif args.mode == "echo":
+        workers = [asyncio.create_task(_echo(ws)) for ws in conns]
+    emit(ready=len(conns))
+    await stop.wait()
+    for task in workers:
+        task.cancel()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="ws://host:port of the hub or relay")
+    parser.add_argument("--mode", choices=("hub", "echo", "idle"), required=True)
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--start", type=int, default=0, help="first node index (node ids)")
+    parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--batch", type=int, default=200, help="concurrent handshakes")
+    parser.add_argument("--max-concurrency", type=int, default=16)
+    parser.add_argument("--src", default="en")
+    parser.add_argument("--tgt", default="de")
+    args = parser.parse_args()
+    raise_nofile(args.count + 1024)
+    uvloop.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

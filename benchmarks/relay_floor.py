@@ -1,0 +1,98 @@
+"""The raw relay floor: the least work a WebSocket hub could do per job.
+
+Echo nodes connect to `/node`, the load generator to `/client`. Every client
+frame goes to the next node (round-robin), every node frame goes back to the
+(single, latest) client connection, unchanged: no decoding, no tagging, no
+bookkeeping. Same websockets server settings as the hub (no compression, no
+pings), same event loop (uvloop). `GET /healthz` answers with the number of
+connected nodes, so the benchmark can wait for its fleet.
+
+Usage: python benchmarks/relay_floor.py --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from http import HTTPStatus
+
+import uvloop
+from _procs import emit
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.nodes: list[ServerConnection] = []
+        self.client: ServerConnection | None = None
+        self._next = 0
+
+    async def handle(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
+        try:
+            if path == "/node":
+                await self._node(ws)
+            elif path == "/client":
+                await self._client(ws)
+            else:
+                await ws.close(1008, "unknown endpoint")
+        except ConnectionClosed:
+            pass
+
+    async def _node(self, ws: ServerConnection) -> None:
+        self.nodes.append(ws)
+        try:
+            async for frame in ws:
+                client = self.client
+                if client is not None:
+                    await client.send(frame)
+        finally:
+            self.nodes.remove(ws)
+
+    async def _client(self, ws: ServerConnection) -> None:
+        self.client = ws
+        nodes = self.nodes
+        try:
+            async for frame in ws:
+                self._next += 1
+                await nodes[self._next % len(nodes)].send(frame)
+        finally:
+            if self.client is ws:
+                self.client = None
+
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/healthz":
+            return ws.respond(HTTPStatus.OK, json.dumps({"nodes": len(self.nodes)}) + "\n")
+        return None
+
+
+async def run(host: str, port: int) -> None:
+    relay = Relay()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(
+        relay.handle, host, port, process_request=relay.process_request,
+        ping_interval=None, compression=None,
+    ):
+        emit(ready=port)
+        await stop.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvloop.run(run(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

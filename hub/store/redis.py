@@ -1,0 +1,436 @@
+"""`RedisStore`: the cross-instance backend; the only module that imports redis.
+
+Every check-then-write is one Lua script (named constants below, each with a
+header saying KEYS, ARGV and what it returns), so ownership and idempotency
+are decided atomically inside Redis, never read-then-write from a hub. Every
+key is built by `hub.store.keys.Keys` and gets its TTL from the command that
+writes it. Redis errors are translated at this boundary into
+`StoreUnavailable`, whose message says what could not be reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from hub.errors import StoreUnavailable
+from hub.store.base import OwnershipConflict
+from hub.store.keys import (
+    CONSUMER_GROUP,
+    DEAD_LETTER_MAXLEN,
+    DEAD_LETTER_TTL_MS,
+    HUBS_TTL_MS,
+    INBOX_MAXLEN,
+    INBOX_TTL_MS,
+    REAPER_LOCK_TTL_MS,
+    Keys,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# KEYS[1] presence key, KEYS[2] hubs zset
+# ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms
+# Returns the Redis clock in ms.
+ANNOUNCE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return now
+"""
+
+# KEYS[1] hubs zset
+# Returns the ids of hubs whose presence has not lapsed (score > Redis clock).
+LIVE_HUBS = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+
+# KEYS[1] owner hash of the node, KEYS[2] hubs zset
+# ARGV[1] claiming hub id, ARGV[2] lease ttl ms, ARGV[3] '1' to take over a live owner
+# Returns {epoch, owner}: epoch > 0 when the claim holds (owner = ARGV[1]),
+# epoch = -1 when another live hub owns the node (owner = that hub).
+# A new epoch is max(old + 1, Redis clock ms), so it grows even after the
+# old lease's key has expired and its epoch is forgotten.
+CLAIM_NODE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
+local hub, epoch = cur[1], tonumber(cur[2])
+if hub == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {epoch, hub}
+end
+if hub then
+  local alive = redis.call('ZSCORE', KEYS[2], hub)
+  if alive and tonumber(alive) > now and ARGV[3] ~= '1' then
+    return {-1, hub}
+  end
+end
+local new = now
+if epoch and epoch + 1 > new then new = epoch + 1 end
+redis.call('HSET', KEYS[1], 'hub', ARGV[1], 'epoch', new)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {new, ARGV[1]}
+"""
+
+# KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch. Returns 1 when released.
+RELEASE_NODE = """
+local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] request binding. ARGV[1] expected job id. Returns 1 when deleted.
+RELEASE_REQUEST = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS[1] request binding. ARGV[1] old job id, ARGV[2] new job id, ARGV[3] ttl ms.
+# Returns 1 when the binding moved to the new job.
+REBIND_REQUEST = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] the hub's directory hash. ARGV[1] node id, ARGV[2] entry, ARGV[3] ttl ms.
+PUBLISH_NODE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[i] an inbox stream per envelope (repeats allowed)
+# ARGV[1] MAXLEN, ARGV[2] ttl ms, ARGV[2 + i] the envelope for KEYS[i]
+# Appends every envelope in order; returns how many.
+SEND_MANY = """
+for i, key in ipairs(KEYS) do
+  redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i + 2])
+  redis.call('PEXPIRE', key, ARGV[2])
+end
+return #KEYS
+"""
+
+# KEYS[1] dead-letter stream, KEYS[2] the inbox the entry came from
+# ARGV[1] MAXLEN, ARGV[2] ttl ms, ARGV[3] hub, ARGV[4] entry id, ARGV[5] envelope,
+# ARGV[6] why, ARGV[7] consumer group. Moves the entry; returns 1.
+DEAD_LETTER = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'hub', ARGV[3], 'entry', ARGV[4], 'e', ARGV[5], 'why', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('XACK', KEYS[2], ARGV[7], ARGV[4])
+return 1
+"""
+
+_UNAVAILABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    ConnectionError,
+    OSError,
+)
+
+
+def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Raise `StoreUnavailable` for any failure to talk to Redis."""
+
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        except redis_errors.ResponseError as exc:
+            if "LOADING" in str(exc) or "READONLY" in str(exc):
+                raise StoreUnavailable(f"Redis is not serving: {exc}") from exc
+            raise
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class RedisStore:
+    """The `Store` of cross-instance mode (see hub/store/base.py for the contract)."""
+
+    def __init__(self, *, hub_id: str, url: str, prefix: str) -> None:
+        self.hub_id = hub_id
+        self.url = url
+        self.keys = Keys(prefix)
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=2.0,
+            socket_timeout=10.0,
+            health_check_interval=0,
+            max_connections=64,
+        )
+        self._scripts = {
+            name: self._redis.register_script(source)
+            for name, source in (
+                ("announce", ANNOUNCE),
+                ("live_hubs", LIVE_HUBS),
+                ("claim_node", CLAIM_NODE),
+                ("release_node", RELEASE_NODE),
+                ("release_request", RELEASE_REQUEST),
+                ("rebind_request", REBIND_REQUEST),
+                ("publish_node", PUBLISH_NODE),
+                ("send_many", SEND_MANY),
+                ("dead_letter", DEAD_LETTER),
+            )
+        }
+        self._inbox = self.keys.inbox(hub_id)
+
+    def __repr__(self) -> str:
+        return f"RedisStore(hub_id={self.hub_id!r}, url={self.url!r})"
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def start(self) -> None:
+        try:
+            await self._redis.ping()
+        except (*_UNAVAILABLE, redis_errors.RedisError) as exc:
+            raise StoreUnavailable(f"cannot reach Redis at {self.url}: {exc}") from None
+        await self._ensure_group(self._inbox)
+
+    @_translated
+    async def _ensure_group(self, stream: str) -> None:
+        with contextlib.suppress(redis_errors.ResponseError):  # BUSYGROUP: it exists
+            await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+    # --- idempotency and job records ----------------------------------------------------
+
+    @_translated
+    async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
+        # One command: SET NX GET returns the job the request was already bound to.
+        old = await self._redis.set(
+            self.keys.request(request_id), job_id, px=ttl_ms, nx=True, get=True
+        )
+        return None if old is None else _text(old)
+
+    @_translated
+    async def release_request(self, request_id: str, job_id: str) -> None:
+        await self._script("release_request", [self.keys.request(request_id)], [job_id])
+
+    @_translated
+    async def rebind_request(
+        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int
+    ) -> bool:
+        moved = await self._script(
+            "rebind_request", [self.keys.request(request_id)], [old_job_id, new_job_id, ttl_ms]
+        )
+        return bool(moved)
+
+    @_translated
+    async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
+        await self._redis.set(self.keys.job(job_id), record, px=ttl_ms)
+
+    @_translated
+    async def load_job(self, job_id: str) -> bytes | None:
+        data: Any = await self._redis.get(self.keys.job(job_id))
+        return None if data is None else bytes(data)
+
+    # --- directory ---------------------------------------------------------------------
+
+    @_translated
+    async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:
+        await self._script(
+            "publish_node", [self.keys.directory(self.hub_id)], [node_id, entry, ttl_ms]
+        )
+
+    @_translated
+    async def remove_node(self, node_id: str) -> None:
+        await self._redis.hdel(self.keys.directory(self.hub_id), node_id)
+
+    @_translated
+    async def directory(self) -> dict[str, bytes]:
+        hubs = await self.live_hubs()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for hub_id in sorted(hubs):
+                pipe.hgetall(self.keys.directory(hub_id))
+            tables = await pipe.execute()
+        return {k.decode(): v for table in tables for k, v in table.items()}
+
+    @_translated
+    async def publish_update(self, update: bytes) -> None:
+        await self._redis.publish(self.keys.channel, update)
+
+    async def directory_updates(self) -> AsyncIterator[bytes]:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            try:
+                await pubsub.subscribe(self.keys.channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        yield message["data"]
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"directory subscription lost: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # --- presence and ownership -----------------------------------------------------------
+
+    @_translated
+    async def announce(self, ttl_ms: int) -> None:
+        await self._script(
+            "announce",
+            [self.keys.presence(self.hub_id), self.keys.hubs],
+            [self.hub_id, ttl_ms, HUBS_TTL_MS],
+        )
+        # Keep this hub's inbox (and its consumer group) from expiring while idle.
+        await self._redis.pexpire(self._inbox, INBOX_TTL_MS)
+
+    @_translated
+    async def live_hubs(self) -> set[str]:
+        hubs = await self._script("live_hubs", [self.keys.hubs], [])
+        return {h.decode() for h in hubs}
+
+    @_translated
+    async def known_hubs(self) -> set[str]:
+        hubs: Any = await self._redis.zrange(self.keys.hubs, 0, -1)
+        return {_text(h) for h in hubs}
+
+    @_translated
+    async def drop_hub(self, hub_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.inbox(hub_id), self.keys.directory(hub_id))
+            pipe.delete(self.keys.reaper(hub_id))
+            pipe.zrem(self.keys.hubs, hub_id)
+            await pipe.execute()
+
+    @_translated
+    async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
+        epoch, owner = await self._script(
+            "claim_node",
+            [self.keys.owner(node_id), self.keys.hubs],
+            [self.hub_id, ttl_ms, "1" if take_over else "0"],
+        )
+        if int(epoch) < 0:
+            raise OwnershipConflict(node_id, _text(owner))
+        return int(epoch)
+
+    @_translated
+    async def release_node(self, node_id: str, epoch: int) -> None:
+        await self._script("release_node", [self.keys.owner(node_id)], [self.hub_id, epoch])
+
+    @_translated
+    async def node_owner(self, node_id: str) -> tuple[str, int] | None:
+        hub, epoch = await self._redis.hmget(self.keys.owner(node_id), ["hub", "epoch"])
+        if hub is None or epoch is None:
+            return None
+        return _text(hub), int(epoch)
+
+    # --- inboxes ---------------------------------------------------------------------------
+
+    async def send_to_hub(self, hub_id: str, envelope: bytes) -> None:
+        await self.send_many([(hub_id, envelope)])
+
+    @_translated
+    async def send_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if not items:
+            return
+        await self._script(
+            "send_many",
+            [self.keys.inbox(hub_id) for hub_id, _ in items],
+            [INBOX_MAXLEN, INBOX_TTL_MS, *(envelope for _, envelope in items)],
+        )
+
+    @_translated
+    async def read_inbox(self, *, block_ms: int, count: int) -> Sequence[tuple[str, bytes]]:
+        try:
+            reply = await self._redis.xreadgroup(
+                CONSUMER_GROUP, self.hub_id, {self._inbox: ">"}, count=count, block=block_ms
+            )
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group(self._inbox)  # the stream expired or Redis restarted empty
+            return []
+        return _entries(reply)
+
+    @_translated
+    async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
+        if entry_ids:
+            stream = self.keys.inbox(hub_id or self.hub_id)
+            await self._redis.xack(stream, CONSUMER_GROUP, *entry_ids)
+
+    @_translated
+    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
+        stream = self.keys.inbox(hub_id)
+        lock = await self._redis.set(
+            self.keys.reaper(hub_id), self.hub_id, px=REAPER_LOCK_TTL_MS, nx=True, get=True
+        )
+        if lock is not None and _text(lock) != self.hub_id:
+            return []  # another live hub is draining it
+        await self._redis.pexpire(self.keys.reaper(hub_id), REAPER_LOCK_TTL_MS)
+        if not await self._redis.exists(stream):
+            return []
+        await self._ensure_group(stream)
+        # Entries the dead hub read but never acknowledged...
+        reply = await self._redis.xautoclaim(
+            stream, CONSUMER_GROUP, self.hub_id, min_idle_time=0, start_id="0-0", count=count
+        )
+        claimed = [(i.decode(), f[b"e"]) for i, f in reply[1] if f and b"e" in f]
+        if len(claimed) < count:
+            # ...and those it never read.
+            unread = await self._redis.xreadgroup(
+                CONSUMER_GROUP, self.hub_id, {stream: ">"}, count=count - len(claimed)
+            )
+            claimed.extend(_entries(unread))
+        return claimed
+
+    @_translated
+    async def dead_letter(self, hub_id: str, entry_id: str, envelope: bytes, why: str) -> None:
+        await self._script(
+            "dead_letter",
+            [self.keys.dead_letter, self.keys.inbox(hub_id)],
+            [DEAD_LETTER_MAXLEN, DEAD_LETTER_TTL_MS, hub_id, entry_id, envelope, why,
+             CONSUMER_GROUP],
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(reply: Any) -> list[tuple[str, bytes]]:
+    """Flatten an XREADGROUP reply into (entry id, envelope) pairs."""
+    entries: list[tuple[str, bytes]] = []
+    if not reply:
+        return entries
+    streams = reply.items() if isinstance(reply, dict) else reply
+    for _, messages in streams:
+        for entry_id, fields in messages:
+            if fields and b"e" in fields:
+                entries.append((entry_id.decode(), fields[b"e"]))
+    return entries
+
+
+async def redis_server_version(url: str) -> str:
+    """The server's version string (for diagnostics and `hub demo --hubs 2`)."""
+    client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+    try:
+        info = await client.info("server")
+        return str(info.get("redis_version", "?"))
+    finally:
+        await client.aclose()
+
