@@ -337,8 +337,15 @@ class NodeAgent:
         ws = self._ws
         if ws is None:
             return False
-        ws.transport.abort()
+        self._abort(ws)
         return True
+
+    def _abort(self, ws: ClientConnection) -> None:
+        # Forget the connection first so that nothing more is written to the
+        # aborted transport (asyncio logs a warning for repeated writes).
+        if ws is self._ws:
+            self._ws = None
+        ws.transport.abort()
 
     # --- connection loop ------------------------------------------------------------
 
@@ -371,7 +378,13 @@ class NodeAgent:
             except _RegistrationRefused as exc:
                 if exc.code == "node_id_conflict":
                     self.conflicts += 1
-                self._log.info("{} registration refused by {}: {}", self.node_id, url, exc)
+                self._log.log(
+                    "INFO" if failures == 0 else "DEBUG",
+                    "{} registration refused by {}: {}",
+                    self.node_id,
+                    url,
+                    exc,
+                )
                 failures += 1
             except Exception:  # a bug or an unexpected library error: never die silently
                 self._log.opt(exception=True).error("{} connection to {} failed", self.node_id, url)
@@ -553,7 +566,7 @@ class NodeAgent:
         await asyncio.sleep(delay_s)
         if key in self._jobs and ws is self._ws:
             self._log.debug("{} simulated crash during {}", self.node_id, key)
-            ws.transport.abort()
+            self._abort(ws)
 
     async def _run_job(
         self, ws: ClientConnection, assign: JobAssign, decision: FaultDecision

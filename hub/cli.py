@@ -75,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--faults", action=argparse.BooleanOptionalAction, default=True,
         help="inject rejects, crashes and slow nodes (default on)",
     )
+    demo_cmd.add_argument(
+        "--hubs", type=int, default=1, choices=(1, 2),
+        help="2: two hubs in cross-instance mode on a redis-server started for the demo",
+    )
     demo_cmd.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     try:
@@ -89,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             uvloop.run(
                 run_demo(
                     nodes=args.nodes, seconds=args.seconds, in_flight=args.in_flight,
-                    seed=args.seed, faults=args.faults,
+                    seed=args.seed, faults=args.faults, hubs=args.hubs,
                 )
             )
     except (ConfigError, StoreUnavailable) as exc:

@@ -35,6 +35,7 @@ from hub.envelopes import (
     DirectoryEntry,
     DirectoryUpdate,
     Envelope,
+    NodeEvent,
     decode_entry,
     decode_envelope,
     decode_update,
@@ -328,16 +329,32 @@ class Cluster:
             await self.handler.hub_lost(hub_id)
 
     async def reap(self, hub_id: str) -> None:
-        """Handle what is left in a dead hub's inbox, then forget the hub."""
-        while True:
-            entries = await self.store.claim_inbox(hub_id, count=256)
-            if not entries:
+        """Handle what is left in a dead hub's inbox, then forget the hub.
+
+        Node events (results to archive) go first, so that a job whose result
+        is already in the inbox is never run again for a resubmit queued
+        behind it."""
+        entries: list[tuple[str, bytes]] = []
+        while batch := await self.store.claim_inbox(hub_id, count=256):
+            known = {entry_id for entry_id, _ in entries}
+            fresh = [entry for entry in batch if entry[0] not in known]
+            if not fresh:
                 break
-            await self._handle_entries(hub_id, list(entries), reaped_from=hub_id)
+            entries.extend(fresh)
+        entries.sort(key=lambda entry: 0 if _is_node_event(entry[1]) else 1)
+        if entries:
+            await self._handle_entries(hub_id, entries, reaped_from=hub_id)
         await self.store.drop_hub(hub_id)
 
     def is_live(self, hub_id: str) -> bool:
         return hub_id in self.live
+
+
+def _is_node_event(data: bytes) -> bool:
+    try:
+        return isinstance(decode_envelope(data), NodeEvent)
+    except Exception:
+        return False
 
 
 def _entry(state: NodeState, *, with_caps: bool) -> DirectoryEntry:

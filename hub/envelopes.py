@@ -23,6 +23,7 @@ from hub.messages import (
     JobProgress,
     JobReject,
     JobResult,
+    Submit,
 )
 
 
@@ -74,11 +75,14 @@ class NodeLost(_Envelope, tag="node_lost"):
 
 
 class Watch(_Envelope, tag="watch"):
-    """Hub of a duplicate submit -> home: send me the job's `accepted` and `result`."""
+    """Hub of a duplicate submit -> home: send me the job's `accepted` and `result`.
+
+    Carries the submit itself, so that if the home hub turns out to be dead the
+    hub that drains its inbox can run the job again for this client."""
 
     job_id: str
     client_id: str
-    request_id: str
+    submit: Submit
 
 
 class Deliver(_Envelope, tag="deliver"):

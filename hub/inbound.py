@@ -80,7 +80,7 @@ class InboundRouter:
                     envelope.job_id, envelope.attempt, "node_lost", node_id=envelope.node_id
                 )
             case Watch():
-                watcher = Watcher(envelope.sender, envelope.client_id, envelope.request_id)
+                watcher = Watcher(envelope.sender, envelope.client_id, envelope.submit.request_id)
                 if not await service.add_watcher(envelope.job_id, watcher):
                     self.cluster.send(
                         envelope.sender,
@@ -116,6 +116,14 @@ class InboundRouter:
                 await self.service.archive_orphan(
                     envelope.node_id, envelope.request_id, envelope.message
                 )
+            case Watch() if envelope.sender == self.hub_id:
+                # Our own client asked the dead hub about its job: run it again here.
+                link = self.service.clients.get(envelope.client_id)
+                if link is not None and not await self.service.add_watcher(
+                    envelope.job_id,
+                    Watcher(self.hub_id, envelope.client_id, envelope.submit.request_id),
+                ):
+                    await self.service.adopt(link, envelope.submit, envelope.job_id)
             case Watch():
                 self.cluster.send(
                     envelope.sender,

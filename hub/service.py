@@ -214,24 +214,33 @@ class JobService:
             return
         home = job_home(job_id)
         if home != self.hub_id and self.cluster.is_live(home):
-            watch = Watch(self.hub_id, job_id=job_id, client_id=link.peer_id, request_id=request_id)
-            self.cluster.send(home, watch)
+            self.cluster.send(home, Watch(self.hub_id, job_id=job_id, client_id=link.peer_id,
+                                          submit=message))
             return
         if home != self.hub_id:
             # The home hub died: results it never archived may still sit in its inbox.
             await self.cluster.reap(home)
             if await self.add_watcher(job_id, watcher):
                 return
-            # Its attempts were revoked when it died: run the job again, here.
-            new_job_id = self._new_job_id()
-            if await self.store.rebind_request(
-                request_id, job_id, new_job_id, self.config.idempotency_ttl_ms
-            ):
-                self.metrics.submits.inc("adopted")
-                await self._create(link, message, new_job_id, time.perf_counter_ns())
+            if await self.adopt(link, message, job_id):
                 return
         # Bound, but not recorded anywhere this hub can see.
         raise ProtocolError("duplicate_in_flight", f"request {request_id} is already being handled")
+
+    async def adopt(self, link: Link, message: Submit, job_id: str) -> bool:
+        """Run again, here, a job whose home hub died before archiving its result.
+
+        Its attempts were revoked when the death was noticed (`NodeRegistry.home_lost`
+        on every hub), so the job is not running anywhere. False when another hub
+        rebound the request first."""
+        new_job_id = self._new_job_id()
+        if not await self.store.rebind_request(
+            message.request_id, job_id, new_job_id, self.config.idempotency_ttl_ms
+        ):
+            return False
+        self.metrics.submits.inc("adopted")
+        await self._create(link, message, new_job_id, time.perf_counter_ns())
+        return True
 
     async def add_watcher(self, job_id: str, watcher: Watcher) -> bool:
         """Have `watcher` get the job's `accepted` (duplicate) and its one `result`.
@@ -405,7 +414,11 @@ class JobService:
             else:
                 await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
         stored = _stored_encoder.encode(_StoredJob(record=job.to_record(), result=result))
-        await self.store.save_job(job.job_id, stored, self.config.idempotency_ttl_ms)
+        try:
+            await self.store.save_job(job.job_id, stored, self.config.idempotency_ttl_ms)
+        except StoreUnavailable as exc:
+            # The result reached its watchers; only a later resubmit misses it.
+            logger.warning("job {} finished but its record was not saved: {}", job.job_id, exc)
 
     # --- events from node owners (JobEvents) ----------------------------------------------
 

@@ -136,7 +136,7 @@ class Peer:
     async def wait_closed(self, timeout: float = TIMEOUT_S) -> int | None:
         """Wait for the connection to end; the close code the hub sent."""
         await asyncio.wait_for(self.closed.wait(), timeout)
-        rcvd = self.ws.close_rcvd
+        rcvd = self.ws.protocol.close_rcvd
         return None if rcvd is None else rcvd.code
 
     def abort(self) -> None:

@@ -218,9 +218,10 @@ class Gate:
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[ScriptedHub]:
-    async with ScriptedHub() as scripted:
-        yield scripted
+async def scripted() -> AsyncIterator[ScriptedHub]:
+    """A scripted hub (named so as not to shadow conftest's real `hub` fixture)."""
+    async with ScriptedHub() as hub:
+        yield hub
 
 
 def dead_url() -> str:
@@ -271,7 +272,7 @@ async def test_registers_then_heartbeats_with_running() -> None:
     assert conn.ws.close_code == 1000, exc
 
 
-async def test_job_accept_progress_result(hub: ScriptedHub) -> None:
+async def test_job_accept_progress_result(scripted: ScriptedHub) -> None:
     seen: list[JobContext] = []
 
     async def handler(ctx: JobContext) -> Any:
@@ -279,8 +280,8 @@ async def test_job_accept_progress_result(hub: ScriptedHub) -> None:
         await ctx.progress({"partial": "hal"})
         return {"text": "hallo", "job": ctx.job_id}
 
-    async with make_agent([hub.url], handler) as agent:
-        conn = await hub.next_conn()
+    async with make_agent([scripted.url], handler) as agent:
+        conn = await scripted.next_conn()
         await conn.send(assign("j1", 2, payload={"audio": "x"}))
         accept = await conn.expect(JobAccept)
         assert (accept.job_id, accept.attempt) == ("j1", 2)
@@ -296,7 +297,7 @@ async def test_job_accept_progress_result(hub: ScriptedHub) -> None:
         assert (agent.accepted, agent.completed, agent.running) == (1, 1, 0)
 
 
-async def test_handler_failures_report_ok_false(hub: ScriptedHub) -> None:
+async def test_handler_failures_report_ok_false(scripted: ScriptedHub) -> None:
     async def handler(ctx: JobContext) -> Any:
         if ctx.job_id == "typed":
             raise JobFailed("bad_audio", "cannot decode")
@@ -304,8 +305,8 @@ async def test_handler_failures_report_ok_false(hub: ScriptedHub) -> None:
             raise RuntimeError("boom")
         return object()  # not encodable
 
-    async with make_agent([hub.url], handler, caps=CAPS) as agent:
-        conn = await hub.next_conn()
+    async with make_agent([scripted.url], handler, caps=CAPS) as agent:
+        conn = await scripted.next_conn()
         outcomes: dict[str, JobResult] = {}
         for job_id in ("typed", "crash", "opaque"):
             await conn.send(assign(job_id))
@@ -326,11 +327,11 @@ async def test_handler_failures_report_ok_false(hub: ScriptedHub) -> None:
         assert agent.failed == 3
 
 
-async def test_rejects_when_busy(hub: ScriptedHub) -> None:
+async def test_rejects_when_busy(scripted: ScriptedHub) -> None:
     gate = Gate()
     caps = msgspec.structs.replace(CAPS, max_concurrency=1)
-    async with make_agent([hub.url], gate, caps=caps) as agent:
-        conn = await hub.next_conn()
+    async with make_agent([scripted.url], gate, caps=caps) as agent:
+        conn = await scripted.next_conn()
         await conn.send(assign("j1"))
         await conn.expect(JobAccept)
         assert await gate.wait_started() == "j1"
@@ -343,10 +344,10 @@ async def test_rejects_when_busy(hub: ScriptedHub) -> None:
         assert (agent.accepted, agent.rejected, agent.completed) == (1, 1, 1)
 
 
-async def test_job_cancel_cancels_the_handler_and_sends_nothing(hub: ScriptedHub) -> None:
+async def test_job_cancel_cancels_the_handler_and_sends_nothing(scripted: ScriptedHub) -> None:
     gate = Gate()
-    async with make_agent([hub.url], gate) as agent:
-        conn = await hub.next_conn()
+    async with make_agent([scripted.url], gate) as agent:
+        conn = await scripted.next_conn()
         await conn.send(assign("j1"))
         await conn.expect(JobAccept)
         await gate.wait_started()
@@ -367,9 +368,9 @@ async def test_job_cancel_cancels_the_handler_and_sends_nothing(hub: ScriptedHub
         assert agent.cancelled == 1
 
 
-async def test_hub_error_is_logged_and_the_connection_kept(hub: ScriptedHub) -> None:
-    async with make_agent([hub.url]) as agent:
-        conn = await hub.next_conn()
+async def test_hub_error_is_logged_and_the_connection_kept(scripted: ScriptedHub) -> None:
+    async with make_agent([scripted.url]) as agent:
+        conn = await scripted.next_conn()
         await conn.send(Error(code="not_assigned", message="stale attempt", job_id="zz"))
         await conn.send(assign("j1"))
         assert (await conn.expect(JobAccept)).job_id == "j1"
@@ -377,10 +378,10 @@ async def test_hub_error_is_logged_and_the_connection_kept(hub: ScriptedHub) -> 
         assert agent.connects == 1 and agent.registered.is_set()
 
 
-async def test_reconnects_and_reregisters_after_the_hub_closes(hub: ScriptedHub) -> None:
+async def test_reconnects_and_reregisters_after_the_hub_closes(scripted: ScriptedHub) -> None:
     gate = Gate()
-    async with make_agent([hub.url], gate) as agent:
-        first = await hub.next_conn()
+    async with make_agent([scripted.url], gate) as agent:
+        first = await scripted.next_conn()
         await first.send(assign("j1"))
         await first.expect(JobAccept)
         await gate.wait_started()
@@ -388,7 +389,7 @@ async def test_reconnects_and_reregisters_after_the_hub_closes(hub: ScriptedHub)
         # The running job is cancelled locally (the hub fails it over) ...
         assert await gate.wait_cancelled() == "j1"
         # ... and the agent comes back with a fresh register.
-        second = await hub.next_conn()
+        second = await scripted.next_conn()
         assert second.register is not None and second.register.node_id == "node-1"
         await agent.wait_registered(TIMEOUT_S)
         assert agent.connects == 2 and agent.disconnects == 1 and agent.lost == 1
@@ -401,12 +402,12 @@ async def test_reconnects_and_reregisters_after_the_hub_closes(hub: ScriptedHub)
         assert (await second.expect(JobResult)).ok
 
 
-async def test_fails_over_to_the_next_url(hub: ScriptedHub) -> None:
+async def test_fails_over_to_the_next_url(scripted: ScriptedHub) -> None:
     down = dead_url()
-    async with make_agent([down, hub.url]) as agent:
-        conn = await hub.next_conn()
+    async with make_agent([down, scripted.url]) as agent:
+        conn = await scripted.next_conn()
         await agent.wait_registered(TIMEOUT_S)
-        assert agent.connected_url == hub.url + "/v1/node"
+        assert agent.connected_url == scripted.url + "/v1/node"
         assert agent.connects == 1
         await conn.send(assign("j1"))
         await conn.expect(JobAccept)
@@ -447,11 +448,11 @@ async def test_node_id_conflict_backs_off_and_retries() -> None:
         assert agent.conflicts == 2 and agent.connects == 3
 
 
-async def test_drain_waits_for_running_jobs(hub: ScriptedHub) -> None:
+async def test_drain_waits_for_running_jobs(scripted: ScriptedHub) -> None:
     gate = Gate()
-    agent = make_agent([hub.url], gate)
+    agent = make_agent([scripted.url], gate)
     async with agent:
-        conn = await hub.next_conn()
+        conn = await scripted.next_conn()
         await conn.send(assign("j1"))
         await conn.expect(JobAccept)
         await gate.wait_started()
@@ -471,13 +472,13 @@ async def test_drain_waits_for_running_jobs(hub: ScriptedHub) -> None:
         assert not agent.registered.is_set()
 
 
-async def test_msgpack_mode(hub: ScriptedHub) -> None:
+async def test_msgpack_mode(scripted: ScriptedHub) -> None:
     async def handler(ctx: JobContext) -> Any:
         await ctx.progress(b"\x00\x01")
         return {"bytes": b"\xff", "n": 3}
 
-    async with make_agent([hub.url], handler, binary=True) as agent:
-        conn = await hub.next_conn()
+    async with make_agent([scripted.url], handler, binary=True) as agent:
+        conn = await scripted.next_conn()
         assert conn.ws.subprotocol == MSGPACK_SUBPROTOCOL
         await agent.wait_registered(TIMEOUT_S)
         await conn.send(assign("j1"))
@@ -488,11 +489,11 @@ async def test_msgpack_mode(hub: ScriptedHub) -> None:
         assert conn.frame_types == {bytes}
 
 
-async def test_bearer_token_is_sent(hub: ScriptedHub) -> None:
-    async with make_agent([hub.url], token="s3cret") as agent:
-        await hub.next_conn()
+async def test_bearer_token_is_sent(scripted: ScriptedHub) -> None:
+    async with make_agent([scripted.url], token="s3cret") as agent:
+        await scripted.next_conn()
         await agent.wait_registered(TIMEOUT_S)
-    assert hub.authorizations == ["Bearer s3cret"]
+    assert scripted.authorizations == ["Bearer s3cret"]
 
 
 class ScriptedFaults:
@@ -505,7 +506,7 @@ class ScriptedFaults:
         return self.decisions.get(assign.job_id, FaultDecision())
 
 
-async def test_fault_policy_reject_delay_and_crash(hub: ScriptedHub) -> None:
+async def test_fault_policy_reject_delay_and_crash(scripted: ScriptedHub) -> None:
     gate = Gate()
     faults = ScriptedFaults(
         {
@@ -513,8 +514,8 @@ async def test_fault_policy_reject_delay_and_crash(hub: ScriptedHub) -> None:
             "crash": FaultDecision(crash_after_s=0.02, accept_delay_s=0.01),
         }
     )
-    async with make_agent([hub.url], gate, faults=faults) as agent:
-        conn = await hub.next_conn()
+    async with make_agent([scripted.url], gate, faults=faults) as agent:
+        conn = await scripted.next_conn()
         await conn.send(assign("rej"))
         reject = await conn.expect(JobReject)
         assert (reject.job_id, reject.reason) == ("rej", "simulated_reject")
@@ -525,21 +526,21 @@ async def test_fault_policy_reject_delay_and_crash(hub: ScriptedHub) -> None:
         exc = await conn.wait_closed()
         assert exc is not None and exc.rcvd is None
         assert await gate.wait_cancelled() == "crash"
-        again = await hub.next_conn()
+        again = await scripted.next_conn()
         await agent.wait_registered(TIMEOUT_S)
         assert again.register is not None
         assert faults.seen == ["rej", "crash"]
         assert agent.lost == 1 and agent.rejected == 1
 
 
-async def test_abort_connection_reconnects(hub: ScriptedHub) -> None:
-    async with make_agent([hub.url]) as agent:
-        conn = await hub.next_conn()
+async def test_abort_connection_reconnects(scripted: ScriptedHub) -> None:
+    async with make_agent([scripted.url]) as agent:
+        conn = await scripted.next_conn()
         await agent.wait_registered(TIMEOUT_S)
         assert agent.abort_connection()
         exc = await conn.wait_closed()
         assert exc is not None and exc.rcvd is None
-        await hub.next_conn()
+        await scripted.next_conn()
         await agent.wait_registered(TIMEOUT_S)
         assert agent.connects == 2
     assert not agent.abort_connection()

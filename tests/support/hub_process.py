@@ -1,0 +1,92 @@
+"""Real hub processes (`python -m hub.cli serve`) for multi-hub tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tests.support.redis_server import free_port
+
+
+class HubProcess:
+    """One `hub serve` child process in cross-instance mode, with short timers."""
+
+    def __init__(self, hub_id: str, redis_url: str, prefix: str, **flags: Any) -> None:
+        self.hub_id = hub_id
+        self.port = free_port()
+        settings = {
+            "hub_id": hub_id,
+            "port": self.port,
+            "deployment_mode": "cross_instance",
+            "redis_url": redis_url,
+            "redis_prefix": prefix,
+            "heartbeat_interval_ms": 100,
+            "node_timeout_ms": 600,
+            "accept_timeout_ms": 1000,
+            "job_timeout_ms": 3000,
+            "load_publish_interval_ms": 10,
+            "resync_interval_ms": 1000,
+            "log_level": "INFO",
+        }
+        settings.update(flags)
+        self.args = [sys.executable, "-m", "hub.cli", "serve"]
+        for key, value in settings.items():
+            self.args += [f"--{key.replace('_', '-')}", str(value)]
+        self.log = tempfile.NamedTemporaryFile(prefix=f"hub-{hub_id}-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self.proc = subprocess.Popen(
+            self.args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub {self.hub_id} exited early:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(self.http_url + "/healthz", timeout=0.5) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        raise RuntimeError(f"hub {self.hub_id} did not serve within {timeout_s}s:\n{self.output()}")
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.http_url + path, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no cleanup (the failure the other hubs must survive)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log.name, errors="replace") as fh:
+            return fh.read()[-5000:]
