@@ -301,8 +301,11 @@ class NodeAgent:
 
     @property
     def running(self) -> int:
-        """Jobs this agent holds: assigned and not yet finished (pending accepts included)."""
-        return len(self._jobs)
+        """Jobs this agent holds: assigned and not yet finished (pending accepts included).
+
+        A job the hub cancelled no longer counts, even while its task winds down:
+        the hub freed that slot when it sent `job_cancel` and may fill it at once."""
+        return len(self._jobs) - len(self._cancel_requested & self._jobs.keys())
 
     @property
     def draining(self) -> bool:

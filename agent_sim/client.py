@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from hub.messages import (
     JSON_SUBPROTOCOL,
@@ -56,6 +58,8 @@ class HubClient:
         self._by_request: dict[str, JobHandle] = {}
         self._by_job: dict[str, JobHandle] = {}
         self.errors: asyncio.Queue[Error] = asyncio.Queue()
+        self.result_counts: Counter[str] = Counter()
+        """How many `result` messages arrived per request id (the contract says one)."""
 
     async def __aenter__(self) -> Self:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -77,10 +81,11 @@ class HubClient:
 
     async def aclose(self) -> None:
         if self._ws is not None:
-            await self._ws.close()
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.close()
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await self._reader
         for handle in self._by_request.values():
             for fut in (handle.accepted, handle.result):
@@ -136,6 +141,10 @@ class HubClient:
         await self._ws.send(frame)
 
     async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._read_frames()
+
+    async def _read_frames(self) -> None:
         assert self._ws is not None
         async for frame in self._ws:
             message = self._codec.decode(frame)
@@ -154,6 +163,7 @@ class HubClient:
                             if not fut.done():
                                 fut.set_result(message)
                 case Result():
+                    self.result_counts[message.request_id] += 1
                     handle = self._by_request.pop(message.request_id, None)
                     self._by_job.pop(message.job_id, None)
                     if handle is not None and not handle.result.done():

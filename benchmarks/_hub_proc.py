@@ -5,6 +5,8 @@ Before handing over to `hub.cli.main` it raises RLIMIT_NOFILE (to
 run a full garbage collection (the memory measurement asks for one before it
 reads VmRSS). With `NODEHUB_BENCH_PROFILE=PATH` the hub runs under cProfile
 and the stats are dumped to PATH when it stops (SIGTERM stops it cleanly).
+With `NODEHUB_BENCH_TRACEMALLOC=PATH` Python allocations are traced and every
+SIGUSR1 also writes the top allocation sites to PATH (memory investigations).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gc
 import os
 import signal
 import sys
+import tracemalloc
 from types import FrameType
 
 from _procs import raise_nofile
@@ -22,6 +25,13 @@ def _collect(signum: int, frame: FrameType | None) -> None:
     collected = gc.collect()
     sys.stderr.write(f"bench: gc.collect() freed {collected} objects\n")
     sys.stderr.flush()
+    trace_path = os.environ.get("NODEHUB_BENCH_TRACEMALLOC")
+    if trace_path and tracemalloc.is_tracing():
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        total = sum(stat.size for stat in stats)
+        with open(trace_path, "a") as out:
+            out.write(f"--- traced {total / 1024:.0f} KiB in {len(stats)} sites\n")
+            out.writelines(f"{stat}\n" for stat in stats[:40])
 
 
 def main() -> int:
@@ -29,6 +39,8 @@ def main() -> int:
     if wanted:
         raise_nofile(wanted)
     signal.signal(signal.SIGUSR1, _collect)
+    if os.environ.get("NODEHUB_BENCH_TRACEMALLOC"):
+        tracemalloc.start()
     from hub.cli import main as hub_main
 
     profile_path = os.environ.get("NODEHUB_BENCH_PROFILE")

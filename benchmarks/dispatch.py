@@ -163,7 +163,7 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
 
         env = {"NODEHUB_BENCH_PROFILE": args.profile_hub} if args.profile_hub else None
         topology = TOPOLOGIES[args.mode](procs, env)
-        _fleet(procs, "hub-nodes", topology.node_url, "hub", args.nodes, args)
+        hub_fleet = _fleet(procs, "hub-nodes", topology.node_url, "hub", args.nodes, args)
 
         rounds: list[dict[str, Any]] = []
         for index in range(args.rounds):
@@ -185,6 +185,8 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
             )
         hub_rss = rss_kb(topology.hubs[0].pid)
         if args.profile_hub:
+            # The nodes go first: a hub with open sessions may not stop on SIGTERM.
+            procs.stop(hub_fleet)
             for hub in topology.hubs:
                 hub.signal(signal.SIGTERM)
                 hub.wait(timeout=30)
@@ -206,6 +208,8 @@ def run_memory(n: int, args: argparse.Namespace) -> dict[str, Any]:
     per_process = args.memory_per_process
     with ProcGroup(keep_logs=args.keep_logs) as procs:
         env = {"NODEHUB_BENCH_NOFILE": str(n + 4096)}
+        if args.trace_memory:
+            env["NODEHUB_BENCH_TRACEMALLOC"] = f"{args.trace_memory}.{n}"
         topology = TOPOLOGIES[args.mode](procs, env)
         hub = topology.hubs[0]
         metrics_url = topology.http_url + "/metrics"
@@ -331,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="idle nodes per fleet process")
     parser.add_argument("--memory-batch", type=int, default=200, help="concurrent handshakes")
     parser.add_argument("--profile-hub", metavar="PATH", help="cProfile the hub to PATH")
+    parser.add_argument("--trace-memory", metavar="PATH",
+                        help="tracemalloc the memory hubs; top sites to PATH.<N>")
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = parser.parse_args(argv)

@@ -23,6 +23,8 @@ from loguru import logger
 from hub.config import HubConfig
 from hub.errors import ConfigError, StoreUnavailable
 
+SHUTDOWN_TIMEOUT_S = 10.0
+
 
 def configure_logging(level: str, *, json: bool) -> None:
     logger.remove()
@@ -54,9 +56,20 @@ async def serve(config: HubConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Hub(config):
+    hub = Hub(config)
+    await hub.start()
+    try:
         await stop.wait()
         logger.info("signal received: stopping")
+    finally:
+        closing = asyncio.create_task(hub.aclose())
+        done, _ = await asyncio.wait({closing}, timeout=SHUTDOWN_TIMEOUT_S)
+        if not done:
+            # Never hang on the way out: say what was stuck, then leave anyway.
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    logger.error("still running at shutdown: {!r}\n{}", task, task.get_stack())
+            closing.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

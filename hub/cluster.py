@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -46,6 +47,8 @@ from hub.snapshot import NodeState, NodeStatus
 from hub.store.base import Store
 
 MAX_DELIVERIES = 3
+GRACE_TICKS = 3
+"""Presence checks a hub must miss in a row before it is declared dead."""
 
 
 class EnvelopeHandler(Protocol):
@@ -73,6 +76,8 @@ class Cluster:
         self._last_update_s = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: dict[str, int] = {}
+        self._buried: set[str] = set()
+        self._missing: Counter[str] = Counter()
         self.renew_leases: Callable[[], Awaitable[None]] | None = None
         directory.subscribe(self._on_directory_change)
 
@@ -103,7 +108,7 @@ class Cluster:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+            with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
 
@@ -136,6 +141,10 @@ class Cluster:
             try:
                 entries = await self.store.read_inbox(block_ms=1000, count=512)
             except StoreUnavailable:
+                await asyncio.sleep(0.2)
+                continue
+            except Exception:  # e.g. the stream was deleted under a blocked read
+                logger.exception("reading the inbox failed")
                 await asyncio.sleep(0.2)
                 continue
             if entries:
@@ -231,6 +240,7 @@ class Cluster:
     def apply_update(self, update: DirectoryUpdate) -> None:
         if update.hub_id == self.hub_id:
             return
+        self.heard_from(update.hub_id)
         snapshot = self.directory.snapshot
         for node_id in update.removals:
             state = snapshot.get(node_id)
@@ -240,7 +250,7 @@ class Cluster:
             self._apply_entry(entry)
 
     def _apply_entry(self, entry: DirectoryEntry) -> None:
-        if entry.node_id in self.local_nodes or entry.hub_id not in self.live | {entry.hub_id}:
+        if entry.node_id in self.local_nodes or entry.hub_id in self._buried:
             return
         current = self.directory.snapshot.get(entry.node_id)
         status: NodeStatus = entry.status  # type: ignore[assignment]
@@ -292,7 +302,12 @@ class Cluster:
 
     async def tick(self, *, resync: bool = False) -> None:
         """One maintenance round: presence, leases, beacon, dead hubs, maybe a resync."""
-        await self.store.announce(self.presence_ttl_ms)
+        if not await self.store.announce(self.presence_ttl_ms):
+            # Our presence had lapsed or the store lost its data (a Redis restart):
+            # what we published is gone too. Publish it again, and read others'.
+            logger.warning("presence was missing from the store: republishing this hub's nodes")
+            await self.republish()
+            resync = True
         if self.renew_leases is not None:
             await self.renew_leases()
         # A beacon: every hub (this one too) hears it, which proves the subscription works.
@@ -303,15 +318,31 @@ class Cluster:
             self._last_update_s = time.monotonic()
             self._restart_subscription()
         live = await self.store.live_hubs() | {self.hub_id}
-        lost = self.live - live
-        self.live = live
+        known = await self.store.known_hubs()
+        # A hub is dead after missing from presence on GRACE_TICKS checks in a row,
+        # so that a store restart (every presence key gone at once) buries nobody.
+        for hub_id in (self.live | known) - live:
+            self._missing[hub_id] += 1
+        for hub_id in live:
+            self._missing.pop(hub_id, None)
+        dead = {h for h, n in self._missing.items() if n >= GRACE_TICKS}
+        lost = (self.live & dead) - self._buried
+        self.live = live | (self.live - dead)
+        self._buried -= live  # a hub id that announces itself again is alive again
         for hub_id in sorted(lost):
             logger.warning("hub {} is gone: failing over its work", hub_id)
             await self._bury(hub_id)
-        for hub_id in sorted(await self.store.known_hubs() - live):
+        for hub_id in sorted(known & dead):
             await self.reap(hub_id)
+            self._missing.pop(hub_id, None)
         if resync:
             await self.resync()
+
+    async def republish(self) -> None:
+        """Publish every local node again (after the store lost them)."""
+        for node_id in list(self.local_nodes):
+            self.node_changed(node_id)
+        await self._publish_dirty()
 
     def _restart_subscription(self) -> None:
         for i, task in enumerate(self._tasks):
@@ -322,6 +353,7 @@ class Cluster:
                 )
 
     async def _bury(self, hub_id: str) -> None:
+        self._buried.add(hub_id)
         for state in list(self.directory.snapshot):
             if state.hub_id == hub_id:
                 self.directory.leave(state.node_id)
@@ -333,7 +365,9 @@ class Cluster:
 
         Node events (results to archive) go first, so that a job whose result
         is already in the inbox is never run again for a resubmit queued
-        behind it."""
+        behind it. A hub whose presence is live is never reaped."""
+        if hub_id in await self.store.live_hubs():
+            return
         entries: list[tuple[str, bytes]] = []
         while batch := await self.store.claim_inbox(hub_id, count=256):
             known = {entry_id for entry_id, _ in entries}
@@ -347,7 +381,18 @@ class Cluster:
         await self.store.drop_hub(hub_id)
 
     def is_live(self, hub_id: str) -> bool:
+        """Whether `hub_id` counts as alive: its presence was seen, or it spoke to us,
+        since the last presence check."""
         return hub_id in self.live
+
+    def heard_from(self, hub_id: str) -> None:
+        """A message from `hub_id` proves it alive until presence says otherwise."""
+        if hub_id not in self.live and hub_id not in self._buried:
+            self.live.add(hub_id)
+
+    async def refresh_live(self) -> None:
+        """Read the live hubs now instead of waiting for the next presence tick."""
+        self.live |= await self.store.live_hubs()
 
 
 def _is_node_event(data: bytes) -> bool:

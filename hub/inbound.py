@@ -40,6 +40,7 @@ class InboundRouter:
         if reaped_from is not None:
             await self._reaped(envelope)
             return
+        self.cluster.heard_from(envelope.sender)
         service = self.service
         match envelope:
             case Dispatch():

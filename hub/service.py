@@ -116,6 +116,7 @@ class JobService:
         self._job_prefix = f"{self.hub_id}.{os.urandom(4).hex()}."
         self._job_counter = 0
         self._submitted_ns: dict[str, int] = {}
+        self._creating: dict[str, list[Watcher]] = {}
 
     def __repr__(self) -> str:
         return f"JobService(hub={self.hub_id!r}, active_jobs={len(self.jobs)}, {self.nodes!r})"
@@ -132,11 +133,14 @@ class JobService:
     async def submit(self, link: Link, message: Submit) -> None:
         started_ns = time.perf_counter_ns()
         job_id = self._new_job_id()
+        # Between the bind and the job record, duplicates (from any hub) wait here.
+        self._creating[job_id] = []
         try:
             existing = await self.store.bind_request(
                 message.request_id, job_id, self.config.idempotency_ttl_ms
             )
         except StoreUnavailable as exc:
+            del self._creating[job_id]
             # Fail fast: without the binding the hub cannot promise exactly-once.
             self.metrics.submits.inc("store_unavailable")
             await link.send(
@@ -144,17 +148,26 @@ class JobService:
             )
             return
         if existing is not None:
+            del self._creating[job_id]
             await self._attach_duplicate(link, message, existing)
             return
-        await self._create(link, message, job_id, started_ns)
+        rejected = await self._create(link, message, job_id, started_ns)
+        for watcher in self._creating.pop(job_id, ()):
+            if rejected is not None:
+                await self._to_watcher(watcher, rejected)
+            else:
+                await self.add_watcher(job_id, watcher)
 
     def _new_job_id(self) -> str:
         # `<home hub id>.<boot token>.<counter>`: any hub can tell a job's home.
         self._job_counter += 1
         return f"{self._job_prefix}{self._job_counter}"
 
-    async def _create(self, link: Link, message: Submit, job_id: str, started_ns: int) -> None:
-        """Select, record and dispatch a job whose request is bound to `job_id`."""
+    async def _create(
+        self, link: Link, message: Submit, job_id: str, started_ns: int
+    ) -> Rejected | None:
+        """Select, record and dispatch a job whose request is bound to `job_id`;
+        the `rejected` sent when no node fits."""
         config = self.config
         session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
         routing_key = message.routing_key
@@ -165,15 +178,14 @@ class JobService:
         if selection.node_id is None:
             await self.store.release_request(message.request_id, job_id)
             self.metrics.submits.inc("no_node")
-            await link.send(
-                Rejected(
-                    request_id=message.request_id,
-                    code="no_node",
-                    message=_no_node_text(selection),
-                    reasons=selection.reasons,
-                )
+            rejected = Rejected(
+                request_id=message.request_id,
+                code="no_node",
+                message=_no_node_text(selection),
+                reasons=selection.reasons,
             )
-            return
+            await link.send(rejected)
+            return rejected
         now = self.clock.now_ms()
         timeout_ms = message.timeout_ms or config.job_timeout_ms * config.max_attempts
         job = Job(
@@ -192,6 +204,7 @@ class JobService:
         self._push_deadline(job.deadline_ms, (job_id, 0, OVERALL))
         self.metrics.submits.inc("accepted")
         await self._start_attempt(job, selection.node_id, announce=link)
+        return None
 
     async def cancel(self, link: Link, message: Cancel) -> None:
         job = self.jobs.get(message.job_id)
@@ -213,6 +226,8 @@ class JobService:
         if await self.add_watcher(job_id, watcher):
             return
         home = job_home(job_id)
+        if home != self.hub_id and not self.cluster.is_live(home):
+            await self.cluster.refresh_live()
         if home != self.hub_id and self.cluster.is_live(home):
             self.cluster.send(home, Watch(self.hub_id, job_id=job_id, client_id=link.peer_id,
                                           submit=message))
@@ -247,6 +262,10 @@ class JobService:
 
         False when this hub knows nothing of the job (not active here, no record).
         """
+        pending = self._creating.get(job_id)
+        if pending is not None:
+            pending.append(watcher)  # answered once the job exists (see `submit`)
+            return True
         job = self.jobs.get(job_id)
         if job is not None:
             job.watchers.append(watcher)
@@ -510,8 +529,11 @@ class JobService:
                 continue
             delay_s = (due - self.clock.now_ms()) / 1000
             if delay_s > 0:
+                # Not `wait_for`: on Python 3.11 it swallows a cancel that coincides with
+                # the wake-up, and this loop would then outlive `Hub.aclose` forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay_s)
+                    async with asyncio.timeout(delay_s):
+                        await self._wake.wait()
                 continue
             for job_id, attempt, kind in self._deadlines.pop_due(self.clock.now_ms()):
                 try:

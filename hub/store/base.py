@@ -86,8 +86,11 @@ class Store(Protocol):
 
     # --- presence and ownership -----------------------------------------------------
 
-    async def announce(self, ttl_ms: int) -> None:
-        """Mark this hub alive for `ttl_ms` (renewed periodically by the hub)."""
+    async def announce(self, ttl_ms: int) -> bool:
+        """Mark this hub alive for `ttl_ms` (renewed periodically by the hub).
+
+        False when the hub's presence was not there before this call: the first
+        announcement, or the store lost it (lapsed, or the server restarted empty)."""
 
     async def live_hubs(self) -> set[str]:
         """Hubs whose presence has not lapsed, this one included."""

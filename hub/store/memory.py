@@ -180,9 +180,11 @@ class MemoryStore:
 
     # --- presence and ownership ----------------------------------------------------------
 
-    async def announce(self, ttl_ms: int) -> None:
+    async def announce(self, ttl_ms: int) -> bool:
+        present = self._plane.presence.get(self.hub_id) is not None
         self._plane.presence.set(self.hub_id, self.hub_id, ttl_ms)
         self._plane.known.add(self.hub_id)
+        return present
 
     async def live_hubs(self) -> set[str]:
         return {k for k, _ in self._plane.presence.items()}
@@ -238,7 +240,9 @@ class MemoryStore:
         if not inbox.unread:
             inbox.arrived.clear()
             try:
-                await asyncio.wait_for(inbox.arrived.wait(), block_ms / 1000)
+                # Not `wait_for`, which on 3.11 can swallow the reader's cancellation.
+                async with asyncio.timeout(block_ms / 1000):
+                    await inbox.arrived.wait()
             except TimeoutError:
                 return []
         entries: list[tuple[str, bytes]] = []

@@ -35,14 +35,15 @@ R = TypeVar("R")
 
 # KEYS[1] presence key, KEYS[2] hubs zset
 # ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms
-# Returns the Redis clock in ms.
+# Returns 1 when the presence key existed before, 0 when it was (re)created.
 ANNOUNCE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local existed = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return now
+return existed
 """
 
 # KEYS[1] hubs zset
@@ -290,14 +291,17 @@ class RedisStore:
     # --- presence and ownership -----------------------------------------------------------
 
     @_translated
-    async def announce(self, ttl_ms: int) -> None:
-        await self._script(
+    async def announce(self, ttl_ms: int) -> bool:
+        existed = await self._script(
             "announce",
             [self.keys.presence(self.hub_id), self.keys.hubs],
             [self.hub_id, ttl_ms, HUBS_TTL_MS],
         )
+        if not existed:
+            await self._ensure_group(self._inbox)  # a restarted Redis lost the group too
         # Keep this hub's inbox (and its consumer group) from expiring while idle.
         await self._redis.pexpire(self._inbox, INBOX_TTL_MS)
+        return bool(existed)
 
     @_translated
     async def live_hubs(self) -> set[str]:

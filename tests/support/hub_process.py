@@ -40,7 +40,8 @@ class HubProcess:
         self.args = [sys.executable, "-m", "hub.cli", "serve"]
         for key, value in settings.items():
             self.args += [f"--{key.replace('_', '-')}", str(value)]
-        self.log = tempfile.NamedTemporaryFile(prefix=f"hub-{hub_id}-", suffix=".log", delete=False)
+        self._dir = tempfile.TemporaryDirectory(prefix=f"hub-{hub_id}-")
+        self.log_path = os.path.join(self._dir.name, "hub.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,9 +53,8 @@ class HubProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> None:
-        self.proc = subprocess.Popen(
-            self.args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ}
-        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -83,10 +83,17 @@ class HubProcess:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
+                print(f"hub {self.hub_id} ignored SIGTERM for 15 s:\n{self.output()}")
                 self.proc.kill()
-                self.proc.wait(5)
+                self.proc.wait(15)
 
     def output(self) -> str:
-        self.log.flush()
-        with open(self.log.name, errors="replace") as fh:
-            return fh.read()[-5000:]
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                return fh.read()[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
