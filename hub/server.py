@@ -83,6 +83,20 @@ class WsLink:
         await self.ws.close(code, reason)
 
 
+def _decoder(codec: Codec[Any]) -> Any:
+    """The session's frame decoder; a text frame on a MessagePack session is `bad_message`
+    (msgspec's MessagePack decoder raises TypeError on `str`)."""
+    if not codec.binary:
+        return codec.decode
+
+    def decode(frame: str | bytes) -> Any:
+        if isinstance(frame, str):
+            raise ProtocolError("bad_message", "this session speaks MessagePack: send binary frames")
+        return codec.decode(frame)
+
+    return decode
+
+
 def _select_subprotocol(
     connection: ServerConnection, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
@@ -246,7 +260,7 @@ class Hub:
         return errors
 
     async def _node_session(self, link: WsLink) -> None:
-        ws, decode = link.ws, link.codec.decode
+        ws, decode = link.ws, _decoder(link.codec)
         registry = self.service.nodes
         session: NodeSession | None = None
         errors = 0
@@ -291,7 +305,7 @@ class Hub:
                 await registry.unregister(session)
 
     async def _client_session(self, link: WsLink) -> None:
-        ws, decode = link.ws, link.codec.decode
+        ws, decode = link.ws, _decoder(link.codec)
         service = self.service
         service.client_connected(link)
         errors = 0

@@ -357,3 +357,11 @@ async def http_get(base_url: str, path: str) -> tuple[int, dict[str, str], bytes
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+async def first_assigned(nodes: list[TestNode], timeout: float = TIMEOUT_S) -> TestNode:
+    """Wait until one of `nodes` has a message queued; that node (its message stays queued)."""
+    await wait_until(
+        lambda: any(not n.inbox.empty() for n in nodes), timeout, "a node to get a message"
+    )
+    return next(n for n in nodes if not n.inbox.empty())
