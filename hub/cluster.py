@@ -47,6 +47,8 @@ from hub.snapshot import NodeState, NodeStatus
 from hub.store.base import Store
 
 MAX_DELIVERIES = 3
+BULK_RESYNC_MIN = 64
+"""Unknown directory entries above which a resync rebuilds the snapshot in one pass."""
 GRACE_TICKS = 3
 """Presence checks a hub must miss in a row before it is declared dead."""
 
@@ -275,6 +277,11 @@ class Cluster:
     async def resync(self) -> None:
         """Rebuild the remote part of the directory from the store."""
         entries = [decode_entry(data) for data in (await self.store.directory()).values()]
+        snapshot = self.directory.snapshot
+        unknown = sum(1 for e in entries if e.node_id not in snapshot)
+        if unknown > BULK_RESYNC_MIN and unknown > len(snapshot) // 4:
+            self._rebuild(entries)  # a first sync: one build instead of many joins
+            return
         seen = set()
         for entry in entries:
             if entry.hub_id != self.hub_id and entry.hub_id in self.live:
@@ -283,6 +290,21 @@ class Cluster:
         for state in list(self.directory.snapshot):
             if state.hub_id != self.hub_id and state.node_id not in seen:
                 self.directory.leave(state.node_id)
+
+    def _rebuild(self, entries: list[DirectoryEntry]) -> None:
+        states = [s for s in self.directory.snapshot if s.hub_id == self.hub_id]
+        local = {s.node_id for s in states}
+        for entry in entries:
+            if (
+                entry.caps is not None and entry.node_id not in local
+                and entry.hub_id != self.hub_id and entry.hub_id in self.live
+            ):
+                caps = NodeCapabilities.from_wire(entry.caps, default_pool=self.config.default_pool)
+                status: NodeStatus = entry.status  # type: ignore[assignment]
+                states.append(NodeState.create(
+                    entry.node_id, caps, hub_id=entry.hub_id, status=status, running=entry.running
+                ))
+        self.directory.rebuild(states)
 
     # --- presence and dead hubs ----------------------------------------------------------
 

@@ -46,6 +46,13 @@ class NodeDirectory:
         self.snapshot = self.snapshot.with_node(state)
         self._changed(state.node_id)
 
+    def rebuild(self, states: list[NodeState]) -> None:
+        """Replace the whole snapshot in one pass (a first sync of a large directory).
+
+        Listeners are not told: they follow this hub's own nodes, which a caller
+        must carry over unchanged."""
+        self.snapshot = Snapshot.of(states)
+
     def leave(self, node_id: str) -> None:
         if node_id in self.snapshot:
             self.snapshot = self.snapshot.without_node(node_id)

@@ -33,8 +33,10 @@ from hub.store.keys import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# KEYS[1] presence key, KEYS[2] hubs zset
-# ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms
+# KEYS[1] presence key, KEYS[2] hubs zset, KEYS[3] the hub's directory hash,
+# KEYS[4] the hub's inbox stream
+# ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms, ARGV[4] inbox ttl ms
+# Renews the hub's presence, its directory and its inbox in one call.
 # Returns 1 when the presence key existed before, 0 when it was (re)created.
 ANNOUNCE = """
 local t = redis.call('TIME')
@@ -43,6 +45,8 @@ local existed = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
 return existed
 """
 
@@ -294,13 +298,14 @@ class RedisStore:
     async def announce(self, ttl_ms: int) -> bool:
         existed = await self._script(
             "announce",
-            [self.keys.presence(self.hub_id), self.keys.hubs],
-            [self.hub_id, ttl_ms, HUBS_TTL_MS],
+            [
+                self.keys.presence(self.hub_id), self.keys.hubs,
+                self.keys.directory(self.hub_id), self._inbox,
+            ],
+            [self.hub_id, ttl_ms, HUBS_TTL_MS, INBOX_TTL_MS],
         )
         if not existed:
             await self._ensure_group(self._inbox)  # a restarted Redis lost the group too
-        # Keep this hub's inbox (and its consumer group) from expiring while idle.
-        await self._redis.pexpire(self._inbox, INBOX_TTL_MS)
         return bool(existed)
 
     @_translated

@@ -352,3 +352,19 @@ async def test_a_killed_directory_subscription_is_rebuilt(
             handle = await client.submit("en", "zh", payload={"key": "k"})
             result = await asyncio.wait_for(handle.result, WAIT_S)
     assert isinstance(result, Result) and result.ok and result.node_id == "late"
+
+
+async def test_a_hub_started_later_learns_the_directory_from_the_store(start_hubs: Any) -> None:
+    (b,) = start_hubs(1)
+    work = Work()
+    async with agent("n1", [b.url], work) as node:
+        await node.wait_registered(WAIT_S)
+        # Outlive the directory's TTL (node_timeout_ms = 600 ms) twice over with no change
+        # to the node: the owner must keep renewing its directory entry.
+        await asyncio.sleep(1.5)
+        (c,) = start_hubs(1)
+        await until(lambda: sees(c, "n1", owner=b), "a new hub to see n1 from the store")
+        async with HubClient(c.url) as client:
+            handle = await client.submit("en", "zh", payload={"key": "late"})
+            result = await asyncio.wait_for(handle.result, WAIT_S)
+    assert isinstance(result, Result) and result.ok and result.node_id == "n1"
