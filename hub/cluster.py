@@ -79,6 +79,7 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: dict[str, int] = {}
         self._buried: set[str] = set()
+        self._closing = False
         self._missing: Counter[str] = Counter()
         self.renew_leases: Callable[[], Awaitable[None]] | None = None
         directory.subscribe(self._on_directory_change)
@@ -106,12 +107,15 @@ class Cluster:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.hub_id}:{name}"))
 
     async def aclose(self) -> None:
-        await self._flush_outbox()
+        self._closing = True
+        with contextlib.suppress(StoreUnavailable):
+            await self._flush_outbox()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        # Bounded: redis-py can turn a cancellation inside a command into a connection
+        # error, which a loop would then swallow; `_closing` ends such a loop anyway.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
         self._tasks.clear()
 
     # --- sending --------------------------------------------------------------------
@@ -127,7 +131,7 @@ class Cluster:
             await self.store.send_many(batch)
 
     async def _outbox_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             try:
@@ -139,7 +143,7 @@ class Cluster:
     # --- receiving --------------------------------------------------------------------
 
     async def _inbox_loop(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 entries = await self.store.read_inbox(block_ms=1000, count=512)
             except StoreUnavailable:
@@ -194,9 +198,12 @@ class Cluster:
 
     async def _publish_loop(self) -> None:
         interval_s = self.config.load_publish_interval_ms / 1000
-        while True:
+        while not self._closing:
+            # Not `wait_for`: on Python 3.11 it can swallow a cancel that coincides
+            # with the event firing, and `aclose` would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._structure_ready.wait(), interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._structure_ready.wait()
             self._structure_ready.clear()
             try:
                 await self._publish_dirty()
@@ -228,7 +235,7 @@ class Cluster:
             )
 
     async def _subscribe_loop(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 async for data in self.store.directory_updates():
                     self._last_update_s = time.monotonic()
@@ -312,7 +319,7 @@ class Cluster:
         interval_s = self.config.heartbeat_interval_ms / 1000
         resync_every = max(1, self.config.resync_interval_ms // self.config.heartbeat_interval_ms)
         ticks = 0
-        while True:
+        while not self._closing:
             await asyncio.sleep(interval_s)
             ticks += 1
             try:

@@ -136,7 +136,7 @@ def _coerce(name: str, value: Any) -> Any:
         if kind in ("int", "int | None"):
             if value is None or (kind == "int | None" and str(value).lower() in ("", "none")):
                 return None
-            if isinstance(value, bool):
+            if isinstance(value, bool | float):  # int(2.5) would silently be 2
                 raise ValueError(value)
             return int(value)
         return str(value)

@@ -91,7 +91,7 @@ def _decoder(codec: Codec[Any]) -> Any:
 
     def decode(frame: str | bytes) -> Any:
         if isinstance(frame, str):
-            raise ProtocolError("bad_message", "this session speaks MessagePack: send binary frames")
+            raise ProtocolError("bad_message", "a MessagePack session takes binary frames")
         return codec.decode(frame)
 
     return decode
@@ -188,7 +188,10 @@ class Hub:
             return
         self._stopping = True
         if self._server is not None:
-            self._server.close(close_connections=False)
+            # Stop accepting. Not `self._server.close(close_connections=False)`: websockets'
+            # close is idempotent, so the `close(close_connections=True)` below would then
+            # do nothing, no session would get 1001, and `wait_closed` would wait forever.
+            self._server.server.close()
         await self.service.shutdown()
         for closing in list(self._closing):
             with contextlib.suppress(Exception):

@@ -61,9 +61,11 @@ def caps(
     return out
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = TIMEOUT_S, what: str = "") -> None:
-    """Poll `cond` (a cheap in-process check) until true, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
+async def wait_until(
+    cond: Callable[[], bool], wait_s: float = TIMEOUT_S, what: str = ""
+) -> None:
+    """Poll `cond` (a cheap in-process check) until true, or fail after `wait_s`."""
+    deadline = time.monotonic() + wait_s
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
@@ -71,9 +73,9 @@ async def wait_until(cond: Callable[[], bool], timeout: float = TIMEOUT_S, what:
 
 
 async def wait_until_async(
-    cond: Callable[[], Awaitable[bool]], timeout: float = TIMEOUT_S, what: str = ""
+    cond: Callable[[], Awaitable[bool]], wait_s: float = TIMEOUT_S, what: str = ""
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     while not await cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
@@ -114,28 +116,28 @@ class Peer:
     async def send_raw(self, frame: str | bytes) -> None:
         await self.ws.send(frame)
 
-    async def recv(self, timeout: float = TIMEOUT_S) -> Msg:
-        return await asyncio.wait_for(self.inbox.get(), timeout)
+    async def recv(self, wait_s: float = TIMEOUT_S) -> Msg:
+        return await asyncio.wait_for(self.inbox.get(), wait_s)
 
-    async def expect(self, type_: str, timeout: float = TIMEOUT_S, **fields: Any) -> Msg:
+    async def expect(self, type_: str, wait_s: float = TIMEOUT_S, **fields: Any) -> Msg:
         """The next message, which must be of `type_` (and match `fields`)."""
-        message = await self.recv(timeout)
+        message = await self.recv(wait_s)
         assert message.get("type") == type_, f"expected {type_}, got {message!r}"
         for key, value in fields.items():
             assert message.get(key) == value, f"{key}: expected {value!r} in {message!r}"
         return message
 
-    async def quiet(self, timeout: float = QUIET_S) -> None:
-        """Assert nothing arrives within `timeout` (a bounded check, see QUIET_S)."""
+    async def quiet(self, wait_s: float = QUIET_S) -> None:
+        """Assert nothing arrives within `wait_s` (a bounded check, see QUIET_S)."""
         try:
-            message = await asyncio.wait_for(self.inbox.get(), timeout)
+            message = await asyncio.wait_for(self.inbox.get(), wait_s)
         except TimeoutError:
             return
         raise AssertionError(f"unexpected message {message!r}")
 
-    async def wait_closed(self, timeout: float = TIMEOUT_S) -> int | None:
+    async def wait_closed(self, wait_s: float = TIMEOUT_S) -> int | None:
         """Wait for the connection to end; the close code the hub sent."""
-        await asyncio.wait_for(self.closed.wait(), timeout)
+        await asyncio.wait_for(self.closed.wait(), wait_s)
         rcvd = self.ws.protocol.close_rcvd
         return None if rcvd is None else rcvd.code
 
@@ -204,9 +206,9 @@ class TestNode(Peer):
                 await self._beat
             self._beat = None
 
-    async def assigned(self, timeout: float = TIMEOUT_S) -> Msg:
+    async def assigned(self, wait_s: float = TIMEOUT_S) -> Msg:
         """The next message, which must be a `job_assign`."""
-        return await self.expect("job_assign", timeout)
+        return await self.expect("job_assign", wait_s)
 
     async def accept(self, assign: Msg) -> None:
         await self.send(
@@ -277,7 +279,9 @@ class TestClient(Peer):
 
     __test__ = False
 
-    async def submit(self, request_id: str, src: str = "en", tgt: str = "de", **fields: Any) -> None:
+    async def submit(
+        self, request_id: str, src: str = "en", tgt: str = "de", **fields: Any
+    ) -> None:
         await self.send(
             {"type": "submit", "request_id": request_id, "src_lang": src, "tgt_lang": tgt, **fields}
         )
@@ -359,9 +363,9 @@ async def http_get(base_url: str, path: str) -> tuple[int, dict[str, str], bytes
             await writer.wait_closed()
 
 
-async def first_assigned(nodes: list[TestNode], timeout: float = TIMEOUT_S) -> TestNode:
+async def first_assigned(nodes: list[TestNode], wait_s: float = TIMEOUT_S) -> TestNode:
     """Wait until one of `nodes` has a message queued; that node (its message stays queued)."""
     await wait_until(
-        lambda: any(not n.inbox.empty() for n in nodes), timeout, "a node to get a message"
+        lambda: any(not n.inbox.empty() for n in nodes), wait_s, "a node to get a message"
     )
     return next(n for n in nodes if not n.inbox.empty())

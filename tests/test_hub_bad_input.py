@@ -4,15 +4,17 @@ changes. Every test keeps a job of another client in flight on another node (the
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-import msgspec
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from agent_sim.client import HubClient
 from hub.server import Hub
 from tests.conftest import MakeHub, Net
-from tests.hubtest import TIMEOUT_S, Msg, TestClient, TestNode, caps, connect_node
+from tests.hubtest import TIMEOUT_S, Msg, TestClient, TestNode, caps, connect_node, wait_until
 
 STEADY = caps([("xx", "yy")], max_concurrency=8)
 
@@ -178,8 +180,6 @@ async def test_oversized_frame_closes_1009(make_hub: MakeHub, net: Net, endpoint
 
 
 async def _wait_gone(hub: Hub, node_id: str) -> None:
-    from tests.hubtest import wait_until
-
     await wait_until(lambda: node_id not in hub.directory.snapshot, what=f"{node_id} to leave")
 
 
@@ -217,14 +217,14 @@ async def test_msgpack_end_to_end(hub: Hub, net: Net) -> None:
     assert node.registered is not None and node.registered["node_id"] == "packed"
     async with HubClient(hub.url, binary=True) as client:
         handle = await client.submit("en", "de", payload={"bytes": [1, 2, 3]})
-        accepted = await asyncio_wait(handle.accepted)
+        accepted = await asyncio.wait_for(handle.accepted, TIMEOUT_S)
         assert accepted.node_id == "packed"
         assign = await node.assigned()
         assert assign["payload"] == {"bytes": [1, 2, 3]}
         await node.accept(assign)
         await node.progress(assign, {"partial": True})
         await node.result(assign, {"text": "packed out"})
-        result = await asyncio_wait(handle.result)
+        result = await asyncio.wait_for(handle.result, TIMEOUT_S)
         assert result.ok and result.output == {"text": "packed out"}  # type: ignore[union-attr]
         assert handle.progress == [{"partial": True}]
     # Frames on the msgpack session really are binary MessagePack.
@@ -257,19 +257,8 @@ async def test_peer_offering_no_subprotocol_gets_json(hub: Hub, net: Net) -> Non
 
 
 async def test_unknown_websocket_path_is_refused(hub: Hub) -> None:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidStatus
-
     with pytest.raises(InvalidStatus) as info:
         async with connect(hub.url + "/v1/other"):
             pass
     assert info.value.response.status_code == 404
 
-
-async def asyncio_wait(fut):  # type: ignore[no-untyped-def]
-    import asyncio
-
-    return await asyncio.wait_for(fut, TIMEOUT_S)
-
-
-_ = msgspec

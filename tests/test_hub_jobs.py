@@ -250,12 +250,13 @@ async def test_node_failure_result_is_the_outcome(hub: Hub, net: Net) -> None:
 
 
 async def test_accept_timeout_cancels_and_moves_on(make_hub: MakeHub, net: Net) -> None:
-    hub = await make_hub(accept_timeout_ms=300)
+    # The helper has accept_timeout_ms to accept attempt 2: 500 ms, ample even on a busy box.
+    hub = await make_hub(accept_timeout_ms=500)
     mute = await net.node(hub, "mute")
+    helper = await net.node(hub, "helper")
     client = await net.client(hub)
     await client.submitted("r1", preferred_node_id="mute")
     first = await mute.assigned()
-    helper = await net.node(hub, "helper")
     cancel = await mute.expect("job_cancel", job_id=first["job_id"], attempt=1)
     assert cancel["reason"] == "accept_timeout"
     second = await helper.assigned()
@@ -270,13 +271,14 @@ async def test_accept_timeout_cancels_and_moves_on(make_hub: MakeHub, net: Net) 
 
 
 async def test_job_timeout_after_accept(make_hub: MakeHub, net: Net) -> None:
-    hub = await make_hub(accept_timeout_ms=200, job_timeout_ms=500)
+    # The attempt deadline is accept_timeout_ms + job_timeout_ms after the assignment.
+    hub = await make_hub(accept_timeout_ms=1000, job_timeout_ms=300)
     slow = await net.node(hub, "slow")
+    helper = await net.node(hub, "helper")
     client = await net.client(hub)
     await client.submitted("r1", preferred_node_id="slow")
     first = await slow.assigned()
     await slow.accept(first)
-    helper = await net.node(hub, "helper")
     cancel = await slow.expect("job_cancel", job_id=first["job_id"], attempt=1)
     assert cancel["reason"] == "timeout"
     second = await helper.assigned()

@@ -80,12 +80,15 @@ class HubProcess:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                print(f"hub {self.hub_id} ignored SIGTERM for 15 s:\n{self.output()}")
                 self.proc.kill()
                 self.proc.wait(15)
+            if time.monotonic() - started > 5:
+                print(f"hub {self.hub_id} took {time.monotonic() - started:.1f}s to stop:")
+                print(self.output())
 
     def output(self) -> str:
         try:

@@ -1,0 +1,340 @@
+"""The `Store` contract, written once for every backend.
+
+Each test gets `stores`, a factory of started stores that share one backend
+(`await stores("hub-a")`, `await stores("hub-b")`: two hubs' views of the same
+shared state), and `store` (the view of hub "hub-a"). Backends are the params
+of `backend`; adding one (Redis) means adding one entry to `BACKENDS`: an async
+context manager that yields a `make(hub_id) -> Store` for one isolated,
+empty shared state.
+
+TTL tests use short TTLs and poll the condition with a bounded wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from hub.store.base import OwnershipConflict, Store
+from hub.store.memory import MemoryBackplane, MemoryStore
+
+LONG_MS = 60_000
+SHORT_MS = 50
+WAIT_S = 5.0
+
+MakeStore = Callable[[str], Awaitable[Store]]
+
+
+@contextlib.asynccontextmanager
+async def memory_backend() -> AsyncIterator[MakeStore]:
+    plane = MemoryBackplane()
+
+    async def make(hub_id: str) -> Store:
+        return MemoryStore(hub_id=hub_id, backplane=plane)
+
+    yield make
+
+
+BACKENDS: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[MakeStore]]] = {
+    "memory": memory_backend,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
+    opened: list[Store] = []
+    async with BACKENDS[request.param]() as make:
+
+        async def started(hub_id: str) -> Store:
+            store = await make(hub_id)
+            await store.start()
+            opened.append(store)
+            return store
+
+        yield started
+        for store in reversed(opened):
+            await store.aclose()
+
+
+@pytest.fixture
+async def store(stores: MakeStore) -> Store:
+    return await stores("hub-a")
+
+
+async def eventually(cond: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll `cond` until true; fail after WAIT_S (TTL expiry is lazy or server-side)."""
+    deadline = time.monotonic() + WAIT_S
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# --- idempotency -------------------------------------------------------------------------
+
+
+async def test_bind_request_first_wins(store: Store, stores: MakeStore) -> None:
+    assert await store.bind_request("req", "job-1", LONG_MS) is None
+    assert await store.bind_request("req", "job-2", LONG_MS) == "job-1"
+    other = await stores("hub-b")
+    assert await other.bind_request("req", "job-3", LONG_MS) == "job-1"
+    assert await other.bind_request("req-2", "job-4", LONG_MS) is None
+
+
+async def test_bind_request_is_atomic_under_concurrency(stores: MakeStore) -> None:
+    views = [await stores(f"hub-{i}") for i in range(4)]
+    answers = await asyncio.gather(
+        *(views[i % 4].bind_request("contended", f"job-{i}", LONG_MS) for i in range(40))
+    )
+    winners = [f"job-{i}" for i, answer in enumerate(answers) if answer is None]
+    assert len(winners) == 1
+    assert all(answer == winners[0] for answer in answers if answer is not None)
+
+
+async def test_bind_request_expires(store: Store) -> None:
+    assert await store.bind_request("req", "job-1", SHORT_MS) is None
+
+    async def rebound() -> bool:
+        return await store.bind_request("req", "job-2", LONG_MS) is None
+
+    await eventually(rebound, "the binding to expire")
+    assert await store.bind_request("req", "job-3", LONG_MS) == "job-2"
+
+
+async def test_release_request_only_when_matching(store: Store) -> None:
+    await store.bind_request("req", "job-1", LONG_MS)
+    await store.release_request("req", "job-other")
+    assert await store.bind_request("req", "job-2", LONG_MS) == "job-1"
+    await store.release_request("req", "job-1")
+    assert await store.bind_request("req", "job-2", LONG_MS) is None
+    await store.release_request("never-bound", "job-x")  # harmless
+
+
+async def test_rebind_request(store: Store) -> None:
+    await store.bind_request("req", "job-1", LONG_MS)
+    assert not await store.rebind_request("req", "job-other", "job-2", LONG_MS)
+    assert await store.bind_request("req", "job-x", LONG_MS) == "job-1"
+    assert await store.rebind_request("req", "job-1", "job-2", LONG_MS)
+    assert await store.bind_request("req", "job-x", LONG_MS) == "job-2"
+    assert not await store.rebind_request("unbound", "job-1", "job-2", LONG_MS)
+
+
+# --- job records -------------------------------------------------------------------------
+
+
+async def test_save_and_load_job(store: Store, stores: MakeStore) -> None:
+    assert await store.load_job("job-1") is None
+    await store.save_job("job-1", b'{"ok":true}', LONG_MS)
+    assert await store.load_job("job-1") == b'{"ok":true}'
+    other = await stores("hub-b")
+    assert await other.load_job("job-1") == b'{"ok":true}'
+    await store.save_job("job-1", b"v2", LONG_MS)
+    assert await other.load_job("job-1") == b"v2"
+
+
+async def test_saved_job_expires(store: Store) -> None:
+    await store.save_job("job-1", b"x", SHORT_MS)
+
+    async def gone() -> bool:
+        return await store.load_job("job-1") is None
+
+    await eventually(gone, "the job record to expire")
+
+
+# --- directory ---------------------------------------------------------------------------
+
+
+async def test_publish_remove_and_directory(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    await store.publish_node("n1", b"entry-1", LONG_MS)
+    await other.publish_node("n2", b"entry-2", LONG_MS)
+    assert await store.directory() == {"n1": b"entry-1", "n2": b"entry-2"}
+    assert await other.directory() == {"n1": b"entry-1", "n2": b"entry-2"}
+    await store.publish_node("n1", b"entry-1b", LONG_MS)
+    await store.remove_node("n9")  # unknown: harmless
+    await other.remove_node("n2")
+    assert await store.directory() == {"n1": b"entry-1b"}
+
+
+async def test_directory_omits_hubs_whose_presence_lapsed(
+    store: Store, stores: MakeStore
+) -> None:
+    short = await stores("hub-short")
+    await store.announce(LONG_MS)
+    await short.announce(SHORT_MS)
+    await store.publish_node("n1", b"a", LONG_MS)
+    await short.publish_node("n2", b"b", LONG_MS)
+
+    async def lapsed() -> bool:
+        return await store.directory() == {"n1": b"a"}
+
+    await eventually(lapsed, "hub-short's entries to drop out")
+
+
+async def test_directory_updates_reach_every_subscriber(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def listen(s: Store) -> None:
+        async for update in s.directory_updates():
+            got.put_nowait(update)
+
+    tasks = [asyncio.create_task(listen(s)) for s in (store, other)]
+    try:
+        # Pub/sub is at most once and subscribing takes a moment: publish until heard.
+        seen: set[bytes] = set()
+        deadline = time.monotonic() + WAIT_S
+        n = 0
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, "no directory update arrived"
+            n += 1
+            await store.publish_update(b"update-%d" % n)
+            with contextlib.suppress(TimeoutError):
+                seen.add(await asyncio.wait_for(got.get(), 0.05))
+                while not got.empty():
+                    seen.add(got.get_nowait())
+            if len(seen) >= 2:
+                break
+        assert all(u.startswith(b"update-") for u in seen)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# --- presence ----------------------------------------------------------------------------
+
+
+async def test_announce_and_live_hubs(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    assert "hub-a" in await other.live_hubs()
+    await other.announce(SHORT_MS)
+    assert {"hub-a", "hub-b"} <= await other.known_hubs()
+
+    async def lapsed() -> bool:
+        return "hub-b" not in await store.live_hubs()
+
+    await eventually(lapsed, "hub-b's presence to lapse")
+    assert "hub-a" in await store.live_hubs()
+    assert "hub-b" in await store.known_hubs()  # known until dropped
+    await store.drop_hub("hub-b")
+    assert "hub-b" not in await store.known_hubs()
+    await other.announce(LONG_MS)  # a hub that comes back is live again
+    assert "hub-b" in await store.live_hubs()
+
+
+# --- node ownership ----------------------------------------------------------------------
+
+
+async def test_claim_node_conflict_renew_take_over_release(
+    store: Store, stores: MakeStore
+) -> None:
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    epoch = await store.claim_node("n1", LONG_MS)
+    assert await store.node_owner("n1") == ("hub-a", epoch)
+    with pytest.raises(OwnershipConflict) as info:
+        await other.claim_node("n1", LONG_MS)
+    assert info.value.owner == "hub-a" and info.value.node_id == "n1"
+    assert await store.claim_node("n1", LONG_MS) == epoch  # renewing keeps the epoch
+    taken = await other.claim_node("n1", LONG_MS, take_over=True)
+    assert taken > epoch
+    assert await store.node_owner("n1") == ("hub-b", taken)
+    with pytest.raises(OwnershipConflict):
+        await store.claim_node("n1", LONG_MS)
+    await store.release_node("n1", epoch)  # stale epoch, not the owner: no effect
+    assert await other.node_owner("n1") == ("hub-b", taken)
+    await other.release_node("n1", taken)
+    assert await store.node_owner("n1") is None
+    again = await store.claim_node("n1", LONG_MS)
+    assert again > taken  # epochs never go back
+    assert await store.node_owner("n9") is None
+
+
+async def test_claim_node_after_the_lease_lapses(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    epoch = await store.claim_node("n1", SHORT_MS)
+
+    async def free() -> bool:
+        return await store.node_owner("n1") is None
+
+    await eventually(free, "the lease to lapse")
+    assert await other.claim_node("n1", LONG_MS) > epoch
+
+
+async def test_claim_node_of_a_dead_hub(store: Store, stores: MakeStore) -> None:
+    dying = await stores("hub-dying")
+    await store.announce(LONG_MS)
+    await dying.announce(SHORT_MS)
+    epoch = await dying.claim_node("n1", LONG_MS)
+
+    async def dead() -> bool:
+        return "hub-dying" not in await store.live_hubs()
+
+    await eventually(dead, "hub-dying's presence to lapse")
+    assert await store.claim_node("n1", LONG_MS) > epoch
+
+
+# --- inboxes -----------------------------------------------------------------------------
+
+
+async def test_send_read_ack(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    assert await other.read_inbox(block_ms=SHORT_MS, count=10) == []
+    await store.send_to_hub("hub-b", b"one")
+    await store.send_many([("hub-b", b"two"), ("hub-a", b"to-self"), ("hub-b", b"three")])
+    entries = list(await other.read_inbox(block_ms=1000, count=10))
+    assert [env for _, env in entries] == [b"one", b"two", b"three"]
+    assert len({entry_id for entry_id, _ in entries}) == 3
+    mine = await store.read_inbox(block_ms=1000, count=10)
+    assert [env for _, env in mine] == [b"to-self"]
+    # Read entries are not delivered again to the reader.
+    assert await other.read_inbox(block_ms=SHORT_MS, count=10) == []
+    await other.ack_inbox([entries[0][0], entries[1][0]])
+    # The unacknowledged entry can be claimed by another hub (hub-b died).
+    claimed = await store.claim_inbox("hub-b", count=10)
+    assert [env for _, env in claimed] == [b"three"]
+    await store.ack_inbox([claimed[0][0]], hub_id="hub-b")
+    assert list(await store.claim_inbox("hub-b", count=10)) == []
+
+
+async def test_read_inbox_respects_count_and_blocks(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.send_many([("hub-b", b"%d" % i) for i in range(5)])
+    first = await other.read_inbox(block_ms=1000, count=2)
+    rest = await other.read_inbox(block_ms=1000, count=10)
+    assert [e for _, e in first] + [e for _, e in rest] == [b"0", b"1", b"2", b"3", b"4"]
+    # A blocked read returns as soon as something arrives.
+    reader = asyncio.create_task(other.read_inbox(block_ms=int(WAIT_S * 1000), count=10))
+    await asyncio.sleep(0.05)  # let the read block first (it must not return empty early)
+    assert not reader.done()
+    await store.send_to_hub("hub-b", b"late")
+    got = await asyncio.wait_for(reader, WAIT_S)
+    assert [e for _, e in got] == [b"late"]
+
+
+async def test_claim_inbox_takes_unread_entries_and_dead_letter(
+    store: Store, stores: MakeStore
+) -> None:
+    await store.send_many([("hub-gone", b"a"), ("hub-gone", b"b")])
+    claimed = list(await store.claim_inbox("hub-gone", count=1))
+    assert [e for _, e in claimed] == [b"a"]
+    # Claimed but unacknowledged entries are claimable again (the claimer may die too).
+    claimed = list(await store.claim_inbox("hub-gone", count=10))
+    assert sorted(e for _, e in claimed) == [b"a", b"b"]
+    await store.dead_letter("hub-gone", claimed[0][0], claimed[0][1], "undecodable")
+    await store.ack_inbox([claimed[1][0]], hub_id="hub-gone")
+    assert list(await store.claim_inbox("hub-gone", count=10)) == []
+
