@@ -80,6 +80,8 @@ class Cluster:
         self._attempts: dict[str, int] = {}
         self._buried: set[str] = set()
         self._closing = False
+        self._reaping: dict[str, asyncio.Lock] = {}
+        self._reaped: set[str] = set()
         self._missing: Counter[str] = Counter()
         self.renew_leases: Callable[[], Awaitable[None]] | None = None
         directory.subscribe(self._on_directory_change)
@@ -358,6 +360,7 @@ class Cluster:
         lost = (self.live & dead) - self._buried
         self.live = live | (self.live - dead)
         self._buried -= live  # a hub id that announces itself again is alive again
+        self._reaped -= live
         for hub_id in sorted(lost):
             logger.warning("hub {} is gone: failing over its work", hub_id)
             await self._bury(hub_id)
@@ -394,9 +397,16 @@ class Cluster:
 
         Node events (results to archive) go first, so that a job whose result
         is already in the inbox is never run again for a resubmit queued
-        behind it. A hub whose presence is live is never reaped."""
-        if hub_id in await self.store.live_hubs():
-            return
+        behind it. A hub whose presence is live is never reaped. Concurrent calls
+        for one hub (a tick and several resubmits) run one after the other."""
+        lock = self._reaping.setdefault(hub_id, asyncio.Lock())
+        async with lock:
+            if hub_id in self._reaped or hub_id in await self.store.live_hubs():
+                return
+            await self._reap(hub_id)
+            self._reaped.add(hub_id)
+
+    async def _reap(self, hub_id: str) -> None:
         entries: list[tuple[str, bytes]] = []
         while batch := await self.store.claim_inbox(hub_id, count=256):
             known = {entry_id for entry_id, _ in entries}

@@ -31,6 +31,10 @@ class JobStatus(StrEnum):
 
 ACTIVE = frozenset({JobStatus.ASSIGNED, JobStatus.ACCEPTED, JobStatus.RUNNING})
 
+REFUSALS = frozenset({"at_capacity", "draining", "node_gone"})
+"""Attempt outcomes where the node's owner refused the job before the node saw it."""
+MAX_REFUSALS_PER_ATTEMPT = 4
+
 
 class Watcher(msgspec.Struct, frozen=True):
     """A client session waiting for a job's result: the submitter or a duplicate."""
@@ -61,6 +65,7 @@ class Job:
         "node_hub",
         "node_id",
         "payload",
+        "refused",
         "request_id",
         "requirements",
         "result",
@@ -94,6 +99,7 @@ class Job:
         self.watchers = [watcher]
         self.status = JobStatus.ASSIGNED
         self.attempt = 0
+        self.refused = 0
         self.node_id = ""
         self.node_hub = ""
         self.history: list[AttemptRecord] = []
@@ -161,11 +167,23 @@ class Job:
     def fail_attempt(self, outcome: str) -> str:
         """End the current attempt without a result; returns the node to exclude next."""
         self.history[-1].outcome = outcome
+        if outcome in REFUSALS:
+            self.refused += 1
         self.requirements = self.requirements.excluding(self.node_id)
         return self.node_id
 
     def can_retry(self, max_attempts: int, now_ms: int) -> bool:
-        return self.attempt < max_attempts and now_ms < self.deadline_ms
+        """Whether another attempt may start.
+
+        Refusals by the node's owner (the node was full, draining or gone before
+        it saw the job) do not spend the `max_attempts` budget: they are a stale
+        view of a remote node's load, not a failure of the job. They are bounded
+        separately, so a job cannot bounce forever."""
+        return (
+            self.attempt - self.refused < max_attempts
+            and self.refused < MAX_REFUSALS_PER_ATTEMPT * max_attempts
+            and now_ms < self.deadline_ms
+        )
 
     def complete(
         self, *, ok: bool, output: Any = None, error: ErrorInfo | None = None, outcome: str = ""

@@ -328,7 +328,11 @@ class JobService:
         # The wire deadline is wall-clock; keep the remaining budget.
         assign.deadline_ms = self.clock.wall_ms() + (assign.deadline_ms - now)
         if node_hub != self.hub_id:
-            # The owner hub holds the slots: it takes one or answers `Refused`.
+            # The owner hub holds the slots: it takes one or answers `Refused`. Until its
+            # next load update arrives, count the slot taken here too, so a burst of
+            # submits does not pile onto one remote node.
+            if state is not None:
+                self.directory.set_running(node_id, state.running + 1)
             self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
             self._push_deadline(attempt_deadline, (job.job_id, job.attempt, ATTEMPT))
             self.cluster.send(
@@ -367,6 +371,9 @@ class JobService:
         `announce` carries the submitter through refusals of the first dispatch.
         """
         job.fail_attempt(outcome)
+        logger.bind(job_id=job.job_id).debug(
+            "attempt {} on {} ({}) failed: {}", job.attempt, job.node_id, job.node_hub, outcome
+        )
         self.metrics.attempts.inc(outcome)
         if not job.can_retry(self.config.max_attempts, self.clock.now_ms()):
             if self.clock.now_ms() >= job.deadline_ms:

@@ -124,6 +124,21 @@ async def test_routing_key_is_sticky_across_submits(hub: Hub, net: Net) -> None:
     assert again["node_id"] == node.node_id
 
 
+async def test_session_affinity_routes_by_session_id(make_hub: MakeHub, net: Net) -> None:
+    hub = await make_hub(session_affinity=True)
+    nodes = [await net.node(hub, f"n{i}", caps(max_concurrency=50)) for i in range(5)]
+    client = await net.client(hub)
+    for session in ("s1", "s2", "s3"):
+        chosen = {
+            (await client.submitted(f"{session}-{i}", session_id=session))["node_id"]
+            for i in range(5)
+        }
+        assert len(chosen) == 1, (session, chosen)
+    first = await first_assigned(nodes)
+    assign = await first.assigned()
+    assert assign["session_id"] in {"s1", "s2", "s3"}
+
+
 async def test_no_node_rejection_counts_reasons(hub: Hub, net: Net) -> None:
     client = await net.client(hub)
     await client.submit("empty")
@@ -271,12 +286,13 @@ async def test_accept_timeout_cancels_and_moves_on(make_hub: MakeHub, net: Net) 
 
 
 async def test_job_timeout_after_accept(make_hub: MakeHub, net: Net) -> None:
-    # The attempt deadline is accept_timeout_ms + job_timeout_ms after the assignment.
+    # The attempt deadline is accept_timeout_ms + job_timeout_ms after the assignment;
+    # timeout_ms lifts the overall deadline (by default job_timeout_ms * max_attempts).
     hub = await make_hub(accept_timeout_ms=1000, job_timeout_ms=300)
     slow = await net.node(hub, "slow")
     helper = await net.node(hub, "helper")
     client = await net.client(hub)
-    await client.submitted("r1", preferred_node_id="slow")
+    await client.submitted("r1", preferred_node_id="slow", timeout_ms=20_000)
     first = await slow.assigned()
     await slow.accept(first)
     cancel = await slow.expect("job_cancel", job_id=first["job_id"], attempt=1)

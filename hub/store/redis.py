@@ -394,17 +394,22 @@ class RedisStore:
         if not await self._redis.exists(stream):
             return []
         await self._ensure_group(stream)
-        # Entries the dead hub read but never acknowledged...
-        reply = await self._redis.xautoclaim(
-            stream, CONSUMER_GROUP, self.hub_id, min_idle_time=0, start_id="0-0", count=count
-        )
-        claimed = [(i.decode(), f[b"e"]) for i, f in reply[1] if f and b"e" in f]
-        if len(claimed) < count:
-            # ...and those it never read.
-            unread = await self._redis.xreadgroup(
-                CONSUMER_GROUP, self.hub_id, {stream: ">"}, count=count - len(claimed)
+        try:
+            # Entries the dead hub read but never acknowledged...
+            reply = await self._redis.xautoclaim(
+                stream, CONSUMER_GROUP, self.hub_id, min_idle_time=0, start_id="0-0", count=count
             )
-            claimed.extend(_entries(unread))
+            claimed = [(i.decode(), f[b"e"]) for i, f in reply[1] if f and b"e" in f]
+            if len(claimed) < count:
+                # ...and those it never read.
+                unread = await self._redis.xreadgroup(
+                    CONSUMER_GROUP, self.hub_id, {stream: ">"}, count=count - len(claimed)
+                )
+                claimed.extend(_entries(unread))
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []  # another hub finished draining it and dropped the stream
         return claimed
 
     @_translated
