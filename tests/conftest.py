@@ -7,7 +7,7 @@ clients against a hub and closes whatever is left at teardown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from tests.hubtest import (
     connect_client,
     connect_node,
 )
+from tests.support.redis_server import RedisServer
 
 FAST: dict[str, Any] = {
     "port": 0,
@@ -36,6 +37,15 @@ FAST: dict[str, Any] = {
 }
 
 MakeHub = Callable[..., Awaitable[Hub]]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the whole session: a free port, no persistence."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

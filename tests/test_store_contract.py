@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 
 from hub.store.base import OwnershipConflict, Store
 from hub.store.memory import MemoryBackplane, MemoryStore
+from hub.store.redis import RedisStore
 
 LONG_MS = 60_000
 SHORT_MS = 50
@@ -39,15 +42,27 @@ async def memory_backend() -> AsyncIterator[MakeStore]:
     yield make
 
 
-BACKENDS: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[MakeStore]]] = {
-    "memory": memory_backend,
+@contextlib.asynccontextmanager
+async def redis_backend(url: str) -> AsyncIterator[MakeStore]:
+    # A fresh key prefix is a fresh, empty shared state on the session's redis-server.
+    prefix = f"contract-{uuid.uuid4().hex[:10]}"
+
+    async def make(hub_id: str) -> Store:
+        return RedisStore(hub_id=hub_id, url=url, prefix=prefix)
+
+    yield make
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[MakeStore]]] = {
+    "memory": lambda request: memory_backend(),
+    "redis": lambda request: redis_backend(request.getfixturevalue("redis_server").url),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def stores(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
     opened: list[Store] = []
-    async with BACKENDS[request.param]() as make:
+    async with BACKENDS[request.param](request) as make:
 
         async def started(hub_id: str) -> Store:
             store = await make(hub_id)

@@ -73,7 +73,7 @@ if hub == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {epoch, hub}
 end
-if hub then
+if hub and hub ~= '' then
   local alive = redis.call('ZSCORE', KEYS[2], hub)
   if alive and tonumber(alive) > now and ARGV[3] ~= '1' then
     return {-1, hub}
@@ -87,10 +87,12 @@ return {new, ARGV[1]}
 """
 
 # KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch. Returns 1 when released.
+# The hash stays (owner '' and its TTL) so the next claim's epoch is still higher.
 RELEASE_NODE = """
 local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
 if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'hub', '')
+  return 1
 end
 return 0
 """
@@ -344,7 +346,7 @@ class RedisStore:
     @_translated
     async def node_owner(self, node_id: str) -> tuple[str, int] | None:
         hub, epoch = await self._redis.hmget(self.keys.owner(node_id), ["hub", "epoch"])
-        if hub is None or epoch is None:
+        if not hub or epoch is None:
             return None
         return _text(hub), int(epoch)
 

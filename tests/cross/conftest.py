@@ -13,14 +13,6 @@ from tests.support.hub_process import HubProcess
 from tests.support.redis_server import RedisServer
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def prefix() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
