@@ -39,6 +39,9 @@ from hub.store.base import OwnershipConflict, Store
 
 JobMessage = JobAccept | JobReject | JobProgress | JobResult
 
+CLOSE_OWNERSHIP_LOST = 4002
+"""Close code for a node session whose ownership moved to another hub."""
+
 
 class JobEvents(Protocol):
     """The jobs' home hubs, as the node owner sees them (implemented by `JobService`,
@@ -249,6 +252,18 @@ class NodeRegistry:
                     await self.revoke(session.node_id, job_id, assignment.attempt, "home_lost")
 
     async def renew_leases(self) -> None:
-        """Keep ownership of every connected node (called every heartbeat interval)."""
-        for session in list(self.sessions.values()):
-            await self._store.claim_node(session.node_id, self._config.node_timeout_ms)
+        """Keep ownership of every connected node (called every heartbeat interval).
+
+        A node another hub owns now (this hub's lease lapsed, say through a
+        network partition, and the node re-registered there) is no longer
+        served here: its session is closed and its jobs fail over."""
+        sessions = list(self.sessions.values())
+        lost = set(
+            await self._store.renew_nodes(
+                [s.node_id for s in sessions], self._config.node_timeout_ms
+            )
+        )
+        for session in sessions:
+            if session.node_id in lost and self.sessions.get(session.node_id) is session:
+                await self.unregister(session)
+                await session.link.close(CLOSE_OWNERSHIP_LOST, "ownership_lost")

@@ -353,3 +353,15 @@ async def test_claim_inbox_takes_unread_entries_and_dead_letter(
     await store.ack_inbox([claimed[1][0]], hub_id="hub-gone")
     assert list(await store.claim_inbox("hub-gone", count=10)) == []
 
+
+
+async def test_renew_nodes_reports_the_nodes_taken_over(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    await store.claim_node("n1", LONG_MS)
+    await store.claim_node("n2", LONG_MS)
+    assert await store.renew_nodes(["n1", "n2"], LONG_MS) == []
+    await other.claim_node("n2", LONG_MS, take_over=True)
+    assert await store.renew_nodes(["n1", "n2"], LONG_MS) == ["n2"]
+    assert await store.node_owner("n2") == ("hub-b", (await other.node_owner("n2") or ("", 0))[1])

@@ -109,6 +109,10 @@ class Store(Protocol):
         Renewing one's own claim keeps the epoch.
         """
 
+    async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
+        """Renew this hub's claims on many nodes in one round trip where possible;
+        returns the ids of nodes another hub owns now (this hub lost them)."""
+
     async def release_node(self, node_id: str, epoch: int) -> None:
         """Give up ownership, if still held with `epoch`."""
 

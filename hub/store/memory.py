@@ -211,6 +211,15 @@ class MemoryStore:
         self._plane.owners[node_id] = (self.hub_id, epoch, now + ttl_ms)
         return epoch
 
+    async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
+        lost = []
+        for node_id in node_ids:
+            try:
+                await self.claim_node(node_id, ttl_ms)
+            except OwnershipConflict:
+                lost.append(node_id)
+        return lost
+
     async def release_node(self, node_id: str, epoch: int) -> None:
         current = self._plane.owners.get(node_id)
         if current is not None and current[0] == self.hub_id and current[1] == epoch:

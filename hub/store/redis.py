@@ -30,6 +30,9 @@ from hub.store.keys import (
     Keys,
 )
 
+RENEW_BATCH = 500
+"""Lease renewals per pipelined round trip."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -338,6 +341,24 @@ class RedisStore:
         if int(epoch) < 0:
             raise OwnershipConflict(node_id, _text(owner))
         return int(epoch)
+
+    @_translated
+    async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
+        lost: list[str] = []
+        script = self._scripts["claim_node"]
+        for start in range(0, len(node_ids), RENEW_BATCH):
+            batch = node_ids[start : start + RENEW_BATCH]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for node_id in batch:
+                    await script(
+                        keys=[self.keys.owner(node_id), self.keys.hubs],
+                        args=[self.hub_id, ttl_ms, "0"],
+                        client=pipe,
+                    )
+                replies = await pipe.execute()
+            lost.extend(node_id for node_id, (epoch, _) in zip(batch, replies, strict=True)
+                        if int(epoch) < 0)
+        return lost
 
     @_translated
     async def release_node(self, node_id: str, epoch: int) -> None:

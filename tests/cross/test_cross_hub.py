@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from agent_sim.agent import JobContext, NodeAgent
 from agent_sim.client import HubClient
 from hub.messages import Capabilities, LanguagePair, Rejected, Result
+from hub.store.redis import RedisStore
 from tests.support.hub_process import HubProcess
 from tests.support.redis_server import RedisServer, free_port
 
@@ -368,3 +369,55 @@ async def test_a_hub_started_later_learns_the_directory_from_the_store(start_hub
             handle = await client.submit("en", "zh", payload={"key": "late"})
             result = await asyncio.wait_for(handle.result, WAIT_S)
     assert isinstance(result, Result) and result.ok and result.node_id == "n1"
+
+
+async def test_a_hub_that_lost_a_nodes_lease_stops_serving_it(
+    start_hubs: Any, redis_server: RedisServer, prefix: str
+) -> None:
+    a, b = start_hubs(2)
+    work = Work()
+    async with agent("n1", [a.url], work) as node:
+        await node.wait_registered(WAIT_S)
+        first_connects = node.connects
+        # Hub b takes the node over in the store, as after a partition that cut hub a off.
+        thief = RedisStore(hub_id=b.hub_id, url=redis_server.url, prefix=prefix)
+        await thief.start()
+        try:
+            await thief.claim_node("n1", 60_000, take_over=True)
+        finally:
+            await thief.aclose()
+        # Hub a notices at its next lease renewal and closes the session (4002); the
+        # agent reconnects and gets the node back once hub b's claim is released.
+        await until(lambda: _true(node.connects > first_connects), "the agent to be cut off")
+
+        async def not_served_by_a() -> bool:
+            return not await sees(a, "n1", owner=a)
+
+        await until(not_served_by_a, "hub a to withdraw n1")
+    assert node.disconnects >= 1
+
+
+async def test_an_inbox_entry_that_cannot_be_handled_goes_to_the_dead_letter_stream(
+    start_hubs: Any, redis_server: RedisServer, prefix: str
+) -> None:
+    (a,) = start_hubs(1)
+    store = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await store.xadd("{" + prefix + "}:inbox:" + a.hub_id, {"e": b"\xc1 not msgpack"})
+
+        async def dead_lettered() -> bool:
+            return int(await store.xlen("{" + prefix + "}:deadletter")) == 1
+
+        await until(dead_lettered, "the poison entry to reach the dead-letter stream")
+        entry = (await store.xrange("{" + prefix + "}:deadletter"))[0][1]
+        pending = await store.xpending("{" + prefix + "}:inbox:" + a.hub_id, "hubs")
+    finally:
+        await store.aclose()
+    assert entry[b"hub"].decode() == a.hub_id and entry[b"e"] == b"\xc1 not msgpack"
+    assert pending["pending"] == 0  # acknowledged: it will not come back
+    async with agent("n1", [a.url], Work()) as node:  # and the hub keeps serving
+        await node.wait_registered(WAIT_S)
+        async with HubClient(a.url) as client:
+            handle = await client.submit("en", "zh", payload={"key": "after-poison"})
+            result = await asyncio.wait_for(handle.result, WAIT_S)
+    assert isinstance(result, Result) and result.ok
