@@ -10,6 +10,11 @@ sequential jobs, each timed submit -> done with perf_counter_ns), then
 throughput (`--in-flight` jobs in flight until `--tp-jobs` are done; a new
 submit is written as soon as one finishes). Prints one JSON line.
 
+With `--redis-port P` (cross_instance mode) it also reads `INFO commandstats`
+of that Redis right before and after each timed phase (after a short settle,
+so the previous phase's trailing commands are not counted and this phase's
+are) and reports the calls per command in between and the window's length.
+
 Usage: python benchmarks/_loadgen.py --url ws://127.0.0.1:P --target hub
 """
 
@@ -20,11 +25,15 @@ import asyncio
 import gc
 import sys
 import time
+from typing import Any
 
 import msgspec
 import uvloop
-from _procs import emit
+from _procs import calls_delta, emit, redis_commandstats
 from websockets.asyncio.client import ClientConnection, connect
+
+REDIS_SETTLE_S = 0.05
+"""Quiet time before a Redis snapshot: longer than the hubs' load publish interval."""
 
 DONE_TYPES = frozenset(("result", "submit"))
 FAILED_TYPES = frozenset(("rejected", "error"))
@@ -115,8 +124,31 @@ def _percentile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[index])
 
 
+class RedisWindow:
+    """Redis commands between `open()` and `close()` (a no-op without a port)."""
+
+    def __init__(self, port: int | None) -> None:
+        self.port = port
+        self._before: dict[str, int] = {}
+        self._started = 0.0
+
+    async def open(self) -> None:
+        if self.port is not None:
+            await asyncio.sleep(REDIS_SETTLE_S)
+            self._before = redis_commandstats(self.port)
+            self._started = time.perf_counter()
+
+    async def close(self) -> dict[str, Any] | None:
+        if self.port is None:
+            return None
+        await asyncio.sleep(REDIS_SETTLE_S)
+        calls = calls_delta(redis_commandstats(self.port), self._before)
+        return {"seconds": time.perf_counter() - self._started, "calls": calls}
+
+
 async def run(args: argparse.Namespace) -> None:
     url = args.url.rstrip("/") + ("/v1/client" if args.target == "hub" else "/client")
+    window = RedisWindow(args.redis_port)
     async with connect(url, compression=None, ping_interval=None, max_size=None) as ws:
         load = Load(ws, args)
         reader = asyncio.create_task(load.read())
@@ -125,16 +157,23 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.wait_for(load.one(), args.timeout)
             gc.collect()
             rtts = []
+            await window.open()
             for _ in range(args.rtt_jobs):
                 rtts.append(await asyncio.wait_for(load.one(), args.timeout))
+            redis_rtt = await window.close()
             rtts.sort()
             await asyncio.wait_for(load.flood(args.warmup, args.in_flight), args.timeout)
             gc.collect()
+            await window.open()
             elapsed = await asyncio.wait_for(
                 load.flood(args.tp_jobs, args.in_flight), args.timeout
             )
+            redis_tp = await window.close()
         finally:
             reader.cancel()
+    extra: dict[str, Any] = {}
+    if redis_rtt is not None and redis_tp is not None:
+        extra["redis"] = {"rtt": redis_rtt, "tp": redis_tp}
     emit(
         result=args.target,
         rtt_p50_us=_percentile(rtts, 0.50) / 1000,
@@ -145,6 +184,7 @@ async def run(args: argparse.Namespace) -> None:
         tp_seconds=elapsed,
         failures=load.failures,
         failure_sample=load.failure_sample,
+        **extra,
     )
 
 
@@ -160,6 +200,7 @@ def main() -> int:
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="de")
     parser.add_argument("--timeout", type=float, default=120.0, help="per phase, seconds")
+    parser.add_argument("--redis-port", type=int, help="count this Redis's commands per phase")
     args = parser.parse_args()
     uvloop.run(run(args))
     return 0

@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,18 +91,24 @@ def emit(**fields: Any) -> None:
 class Child:
     """One child process, its stdout JSON lines in a queue, its stderr in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str],
+                 *, stdout_to_log: bool = False) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=ROOT,
-            start_new_session=True,
+            argv, stdout=self._log if stdout_to_log else subprocess.PIPE, stderr=self._log,
+            env=env, cwd=ROOT, start_new_session=True,
         )
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, name=f"stdout-{name}", daemon=True)
-        self._reader.start()
+        if stdout_to_log:
+            self.lines.put(None)  # no JSON lines from a program that is not ours
+        else:
+            self._reader = threading.Thread(
+                target=self._read, name=f"stdout-{name}", daemon=True
+            )
+            self._reader.start()
 
     @property
     def pid(self) -> int:
@@ -191,9 +198,7 @@ class ProcGroup:
     ) -> None:
         self.stop_all()
         if not self.keep_logs and exc_type is None:
-            for path in self.dir.iterdir():
-                path.unlink()
-            self.dir.rmdir()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def spawn(self, name: str, script: str, *args: str, extra_env: dict[str, str] | None = None,
               python: str = sys.executable) -> Child:
@@ -206,6 +211,13 @@ class ProcGroup:
         self.children.append(child)
         return child
 
+    def spawn_program(self, name: str, argv: list[str]) -> Child:
+        """Run another program (e.g. `redis-server`), its stdout and stderr to its log."""
+        log = self.dir / f"{name}.{len(self.children)}.log"
+        child = Child(name, argv, log, dict(self.env), stdout_to_log=True)
+        self.children.append(child)
+        return child
+
     def stop(self, child: Child) -> None:
         child.stop()
         if child in self.children:
@@ -214,6 +226,45 @@ class ProcGroup:
     def stop_all(self) -> None:
         while self.children:
             self.children.pop().stop()
+
+
+def redis_command(port: int, *args: str, host: str = "127.0.0.1", timeout: float = 5.0) -> bytes:
+    """One Redis command over a fresh connection (RESP2); its simple, integer or bulk reply."""
+    request = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request.encode())
+        reader = sock.makefile("rb")
+        line = reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError(f"Redis at {host}:{port} closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"-":
+            raise RuntimeError(f"Redis error: {rest.decode(errors='replace')}")
+        if kind == b"$":
+            size = int(rest)
+            return b"" if size < 0 else reader.read(size + 2)[:size]
+        return rest
+
+
+def redis_commandstats(port: int) -> dict[str, int]:
+    """`INFO commandstats` as command -> calls, without the INFO calls themselves.
+
+    Redis counts the commands a Lua script runs (`redis.call`) as well as the
+    EVALSHA that ran it."""
+    calls: dict[str, int] = {}
+    for line in redis_command(port, "INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line[len("cmdstat_"):].partition(":")
+            values = dict(item.split("=", 1) for item in fields.split(","))
+            calls[name] = int(values["calls"])
+    calls.pop("info", None)
+    return calls
+
+
+def calls_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """Per-command calls between two `redis_commandstats` snapshots (nonzero only)."""
+    delta = {name: n - before.get(name, 0) for name, n in after.items()}
+    return {name: n for name, n in sorted(delta.items()) if n}
 
 
 def install_exit_on_sigterm() -> None:
