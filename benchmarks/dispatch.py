@@ -24,13 +24,35 @@ throughput >= 50% of the floor's, <= 30 KB of hub memory per idle node
 session at 10,000 nodes. The numbers are noisy on a small shared machine:
 compare runs, not single rounds.
 
-Usage:
-    python benchmarks/dispatch.py [--mode local] [--rounds 3] [--jobs 2000]
-        [--tp-jobs 20000] [--in-flight 64] [--nodes 8] [--memory]
-        [--memory-nodes 1000,10000] [--json PATH]
+Cross-instance mode (`--mode cross_instance`, issue 4 item 12): a throwaway
+`redis-server` (free port, no persistence, killed with the other children)
+and two hubs in cross_instance mode on it, `bench-a` and `bench-b`, with the
+same timers as the local hub; the load generator talks to hub A and the
+nodes are connected to hub B, so every job crosses hubs through Redis. The
+benchmark waits until hub A's `GET /v1/nodes` lists every node on `bench-b`.
+The same run also starts the local-mode hub (its own fleet, client and nodes
+on it) and the relay floor, and every round measures the three one after the
+other, the order rotating between rounds, so that cross, local and floor are
+compared on the same machine at the same time.
 
-`--mode cross_instance` (a second hub and Redis, client on one hub and
-nodes on the other) is reserved: see `TOPOLOGIES`.
+Redis cost per job (cross mode): `INFO commandstats` of the benchmark's Redis
+right before and after the timed RTT and throughput phases, read by the load
+generator itself; the calls in between over the jobs of that phase, in total
+and per command, pooled over the rounds. Redis counts the commands a Lua
+script runs (XADD, PEXPIRE... of `SEND_MANY`) as well as the EVALSHA that ran
+it; `redis_commands_sent_per_job` leaves out the commands the hubs only run
+inside scripts. Background traffic (presence ticks, lease renewals, beacons,
+the idle inbox reads) is measured in every round over an idle period as long
+as that round's throughput window, right after it, and subtracted (per
+command, never below zero); the raw figures are reported too.
+
+Targets (issue 4, item 12): cross-hub RTT p50 <= local RTT p50 + 500 us,
+>= 4,000 jobs/s through the pair of hubs.
+
+Usage:
+    python benchmarks/dispatch.py [--mode local|cross_instance] [--rounds 3]
+        [--jobs 2000] [--tp-jobs 20000] [--in-flight 64] [--nodes 8] [--memory]
+        [--memory-nodes 1000,10000] [--keep-logs] [--json PATH]
 """
 
 from __future__ import annotations
@@ -39,10 +61,13 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +76,13 @@ from typing import Any
 from _procs import (
     Child,
     ProcGroup,
+    calls_delta,
     free_port,
     http_get,
     install_exit_on_sigterm,
     metric_value,
+    redis_command,
+    redis_commandstats,
     rss_kb,
     wait_http,
 )
@@ -64,6 +92,17 @@ TARGET_P99_RATIO = 2.0
 TARGET_TP_RATIO = 0.5
 TARGET_KB_PER_NODE = 30.0
 TARGET_MEMORY_N = 10_000
+TARGET_CROSS_P50_EXTRA_US = 500.0
+TARGET_CROSS_JOBS_PER_S = 4000.0
+
+CROSS_HUB_IDS = ("bench-a", "bench-b")
+"""The client's hub, then the nodes' hub."""
+SCRIPT_ONLY_COMMANDS = frozenset((
+    "xadd", "pexpire", "time", "exists", "zadd", "zscore", "zrangebyscore", "hset", "hmget",
+))
+"""Commands the hubs run only inside their Lua scripts in the steady state
+(hub/store/redis.py; PEXPIRE and EXISTS are sent directly only when reaping a
+dead hub's inbox, HMGET by `node_owner`), left out of `redis_commands_sent_per_job`."""
 
 # Idle nodes get no heartbeats in: keep every session alive for the whole run.
 HUB_TIMING_FLAGS = ("--heartbeat-interval-ms", "30000", "--node-timeout-ms", "600000")
@@ -76,10 +115,21 @@ class Topology:
     client_url: str
     node_url: str
     hubs: list[Child] = field(default_factory=list)
+    """The client's hub first, the nodes' hub last (the same one in local mode)."""
+    redis_port: int | None = None
+    node_hub_id: str | None = None
 
     @property
     def http_url(self) -> str:
         return self.client_url.replace("ws://", "http://", 1)
+
+    @property
+    def node_http_url(self) -> str:
+        return self.node_url.replace("ws://", "http://", 1)
+
+    @property
+    def node_hub(self) -> Child:
+        return self.hubs[-1]
 
 
 def _start_hub(procs: ProcGroup, name: str, *, extra: tuple[str, ...] = (),
@@ -103,11 +153,74 @@ def start_local(procs: ProcGroup, env: dict[str, str] | None = None) -> Topology
     return Topology(client_url=url, node_url=url, hubs=[hub])
 
 
+def _hub_env(env: dict[str, str] | None, suffix: str) -> dict[str, str] | None:
+    """`env` for one of several hubs: its own cProfile output file."""
+    if env is None or "NODEHUB_BENCH_PROFILE" not in env:
+        return env
+    return {**env, "NODEHUB_BENCH_PROFILE": f"{env['NODEHUB_BENCH_PROFILE']}.{suffix}"}
+
+
+def start_redis(procs: ProcGroup) -> int:
+    """A throwaway `redis-server` in the group: free port, no persistence, its own
+    directory (under the group's, removed with it); its port once it answers PING."""
+    program = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(program).exists():
+        raise SystemExit("dispatch.py: cross_instance mode needs redis-server")
+    port = free_port()
+    data_dir = procs.dir / "redis"
+    data_dir.mkdir()
+    redis = procs.spawn_program("redis", [
+        program, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(data_dir), "--logfile", "",
+    ])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if redis_command(port, "PING", timeout=1.0) == b"PONG":
+                return port
+        except OSError:
+            pass
+        if redis.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not come up on port {port}{redis.tail()}")
+        time.sleep(0.05)
+
+
 def start_cross_instance(procs: ProcGroup, env: dict[str, str] | None = None) -> Topology:
-    """Reserved: a Redis server and two hubs in cross_instance mode, the load on
-    one hub and the nodes on the other (`--deployment-mode cross_instance
-    --redis-url ...` for both), so every job crosses between hubs."""
-    raise SystemExit("dispatch.py: --mode cross_instance is not implemented yet")
+    """A Redis server and two hubs in cross_instance mode on it: the load on the
+    first, the nodes on the second, so every job crosses between hubs."""
+    redis_port = start_redis(procs)
+    prefix = f"bench-{os.getpid()}-{time.time_ns()}"
+    hubs: list[Child] = []
+    urls: list[str] = []
+    for hub_id in CROSS_HUB_IDS:
+        hub, url = _start_hub(
+            procs, f"hub-{hub_id}",
+            extra=("--deployment-mode", "cross_instance",
+                   "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+                   "--redis-prefix", prefix, "--hub-id", hub_id),
+            env=_hub_env(env, hub_id),
+        )
+        hubs.append(hub)
+        urls.append(url)
+    return Topology(client_url=urls[0], node_url=urls[-1], hubs=hubs, redis_port=redis_port,
+                    node_hub_id=CROSS_HUB_IDS[-1])
+
+
+def wait_directory(topology: Topology, count: int, timeout: float = 30.0) -> None:
+    """Until the client's hub lists `count` nodes on the nodes' hub (`GET /v1/nodes`)."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while True:
+        nodes = json.loads(http_get(topology.http_url + "/v1/nodes"))
+        seen = sum(1 for node in nodes if node.get("hub_id") == topology.node_hub_id)
+        if seen >= count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"hub {CROSS_HUB_IDS[0]} lists {seen} of {count} nodes on "
+                f"{topology.node_hub_id} after {timeout}s{topology.hubs[0].tail()}"
+            )
+        time.sleep(0.05)
 
 
 TOPOLOGIES: dict[str, Callable[[ProcGroup, dict[str, str] | None], Topology]] = {
@@ -117,12 +230,14 @@ TOPOLOGIES: dict[str, Callable[[ProcGroup, dict[str, str] | None], Topology]] = 
 
 
 def _loadgen(procs: ProcGroup, target: str, url: str, args: argparse.Namespace,
-             prefix: str) -> dict[str, Any]:
+             prefix: str, redis_port: int | None = None) -> dict[str, Any]:
+    extra = ("--redis-port", str(redis_port)) if redis_port is not None else ()
     gen = procs.spawn(
-        f"load-{target}", "_loadgen.py", "--url", url, "--target", target,
+        f"load-{target}", "_loadgen.py", "--url", url,
+        "--target", "floor" if target == "floor" else "hub",
         "--warmup", str(args.warmup), "--rtt-jobs", str(args.jobs),
         "--tp-jobs", str(args.tp_jobs), "--in-flight", str(args.in_flight),
-        "--prefix", prefix,
+        "--prefix", prefix, *extra,
     )
     try:
         result = gen.expect("result", timeout=600)
@@ -139,13 +254,49 @@ def _loadgen(procs: ProcGroup, target: str, url: str, args: argparse.Namespace,
 
 
 def _fleet(procs: ProcGroup, name: str, url: str, mode: str, count: int,
-           args: argparse.Namespace) -> Child:
+           args: argparse.Namespace, prefix: str = "bench") -> Child:
     fleet = procs.spawn(
         name, "_nodes.py", "--url", url, "--mode", mode, "--count", str(count),
-        "--max-concurrency", str(args.max_concurrency),
+        "--max-concurrency", str(args.max_concurrency), "--prefix", prefix,
     )
     fleet.expect("ready", timeout=60)
     return fleet
+
+
+def _idle_redis(port: int, seconds: float) -> dict[str, Any]:
+    """Redis commands over `seconds` with no load: the hubs' background traffic."""
+    before = redis_commandstats(port)
+    started = time.perf_counter()
+    time.sleep(seconds)
+    calls = calls_delta(redis_commandstats(port), before)
+    return {"seconds": time.perf_counter() - started, "calls": calls}
+
+
+_LOG_PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+
+
+def _log_problems(hubs: dict[str, Child], sample: int = 5) -> dict[str, Any]:
+    """Warnings and errors in the hubs' logs (they run at --log-level WARNING)."""
+    problems: dict[str, Any] = {}
+    for name, hub in hubs.items():
+        try:
+            lines = hub.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        bad = [line for line in lines if _LOG_PROBLEM.search(line)]
+        if bad:
+            problems[name] = {"lines": len(bad), "sample": bad[:sample]}
+    return problems
+
+
+def _round_line(measured: dict[str, Any]) -> str:
+    def fig(target: str) -> str:
+        m = measured[target]
+        return (f"{target} p50 {m['rtt_p50_us']:.0f} us, p99 {m['rtt_p99_us']:.0f} us, "
+                f"{m['jobs_per_s']:.0f} jobs/s")
+
+    first = "cross" if "cross" in measured else "hub"
+    return " | ".join(fig(t) for t in (first, "local", "floor") if t in measured)
 
 
 def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,35 +313,54 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.05)
 
         env = {"NODEHUB_BENCH_PROFILE": args.profile_hub} if args.profile_hub else None
+        cross = args.mode == "cross_instance"
         topology = TOPOLOGIES[args.mode](procs, env)
-        hub_fleet = _fleet(procs, "hub-nodes", topology.node_url, "hub", args.nodes, args)
+        fleets = [_fleet(procs, "hub-nodes", topology.node_url, "hub", args.nodes, args)]
+        urls = {"floor": relay_url}
+        hubs: dict[str, Child] = {}
+        if cross:
+            wait_directory(topology, args.nodes)
+            # The local-mode figures of the same run: one hub, its own fleet.
+            local = start_local(procs, _hub_env(env, "local"))
+            fleets.append(_fleet(procs, "local-nodes", local.node_url, "hub", args.nodes, args,
+                                 prefix="local"))
+            urls |= {"local": local.client_url, "cross": topology.client_url}
+            hubs = {**dict(zip(CROSS_HUB_IDS, topology.hubs, strict=True)),
+                    "local": local.hubs[0]}
+        else:
+            urls["hub"] = topology.client_url
+            hubs = {"hub": topology.hubs[0]}
+        targets = list(urls)
 
         rounds: list[dict[str, Any]] = []
         for index in range(args.rounds):
-            order = ("floor", "hub") if index % 2 == 0 else ("hub", "floor")
+            shift = index % len(targets)
+            order = targets[shift:] + targets[:shift]
             measured: dict[str, Any] = {}
             for target in order:
-                url = relay_url if target == "floor" else topology.client_url
-                measured[target] = _loadgen(procs, target, url, args, f"r{index}{target}.")
+                redis_port = topology.redis_port if target == "cross" else None
+                measured[target] = _loadgen(procs, target, urls[target], args,
+                                            f"r{index}{target}.", redis_port)
+                if redis_port is not None:
+                    tp_window = measured[target]["redis"]["tp"]["seconds"]
+                    measured["idle"] = _idle_redis(redis_port, tp_window)
             rounds.append(measured)
-            print(
-                f"  round {index + 1}/{args.rounds}: "
-                f"hub p50 {measured['hub']['rtt_p50_us']:.0f} us, "
-                f"p99 {measured['hub']['rtt_p99_us']:.0f} us, "
-                f"{measured['hub']['jobs_per_s']:.0f} jobs/s | "
-                f"floor p50 {measured['floor']['rtt_p50_us']:.0f} us, "
-                f"p99 {measured['floor']['rtt_p99_us']:.0f} us, "
-                f"{measured['floor']['jobs_per_s']:.0f} jobs/s",
-                flush=True,
-            )
-        hub_rss = rss_kb(topology.hubs[0].pid)
+            print(f"  round {index + 1}/{args.rounds}: {_round_line(measured)}", flush=True)
+        hub_rss: int | dict[str, int] = rss_kb(topology.hubs[0].pid)
+        if cross:
+            hub_rss = {name: rss_kb(hub.pid) for name, hub in hubs.items()}
+        log_problems = _log_problems(hubs)
         if args.profile_hub:
             # The nodes go first: a hub with open sessions may not stop on SIGTERM.
-            procs.stop(hub_fleet)
-            for hub in topology.hubs:
+            for fleet in fleets:
+                procs.stop(fleet)
+            for hub in hubs.values():
                 hub.signal(signal.SIGTERM)
                 hub.wait(timeout=30)
-    return {"rounds": rounds, "hub_rss_kb_after": hub_rss}
+    result: dict[str, Any] = {"rounds": rounds, "hub_rss_kb_after": hub_rss}
+    if cross:
+        result["hub_log_problems"] = log_problems
+    return result
 
 
 def _median(rounds: list[dict[str, Any]], target: str, key: str) -> float:
@@ -211,8 +381,8 @@ def run_memory(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if args.trace_memory:
             env["NODEHUB_BENCH_TRACEMALLOC"] = f"{args.trace_memory}.{n}"
         topology = TOPOLOGIES[args.mode](procs, env)
-        hub = topology.hubs[0]
-        metrics_url = topology.http_url + "/metrics"
+        hub = topology.node_hub
+        metrics_url = topology.node_http_url + "/metrics"
         http_get(metrics_url)  # the first scrape builds what later scrapes reuse
         before = _gc_and_rss(hub, 1.0)
         started = time.monotonic()
@@ -248,10 +418,79 @@ def run_memory(n: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _redis_per_job(rounds: list[dict[str, Any]], phase: str, jobs: int) -> dict[str, Any]:
+    """Redis calls per job of one phase of the cross runs, pooled over the rounds: raw,
+    and net of the idle baseline (each round's idle rate times its window, per command)."""
+    raw: Counter[str] = Counter()
+    baseline: dict[str, float] = {}
+    total_jobs = 0
+    for r in rounds:
+        window = r["cross"]["redis"][phase]
+        raw.update(window["calls"])
+        idle = r["idle"]
+        for name, calls in idle["calls"].items():
+            share = calls * window["seconds"] / idle["seconds"]
+            baseline[name] = baseline.get(name, 0.0) + share
+        total_jobs += jobs
+    net = {name: max(0.0, raw[name] - baseline.get(name, 0.0)) / total_jobs
+           for name in sorted(raw)}
+    return {
+        "total": sum(net.values()),
+        "by_command": dict(sorted(net.items(), key=lambda item: -item[1])),
+        "raw_total": sum(raw.values()) / total_jobs,
+        "raw_by_command": {name: raw[name] / total_jobs for name in sorted(raw)},
+        "sent": sum(v for name, v in net.items() if name not in SCRIPT_ONLY_COMMANDS),
+        "jobs": total_jobs,
+    }
+
+
+def _summarize_cross(out: dict[str, Any], rounds: list[dict[str, Any]],
+                     args: argparse.Namespace) -> None:
+    for key in ("rtt_p50_us", "rtt_p99_us", "jobs_per_s"):
+        out[key] = _median(rounds, "cross", key)
+        out[f"local_{key}"] = _median(rounds, "local", key)
+        out[f"floor_{key}"] = _median(rounds, "floor", key)
+    out["rtt_p50_ratio"] = out["rtt_p50_us"] / out["floor_rtt_p50_us"]
+    out["rtt_p99_ratio"] = out["rtt_p99_us"] / out["floor_rtt_p99_us"]
+    out["throughput_ratio"] = out["jobs_per_s"] / out["floor_jobs_per_s"]
+    out["cross_minus_local_rtt_p50_us"] = out["rtt_p50_us"] - out["local_rtt_p50_us"]
+    out["cross_minus_local_rtt_p99_us"] = out["rtt_p99_us"] - out["local_rtt_p99_us"]
+    out["cross_local_throughput_ratio"] = out["jobs_per_s"] / out["local_jobs_per_s"]
+    tp = _redis_per_job(rounds, "tp", args.tp_jobs)
+    rtt = _redis_per_job(rounds, "rtt", args.jobs)
+    out["redis_ops_per_job"] = tp["total"]
+    out["redis_ops_per_job_by_command"] = tp["by_command"]
+    out["redis_commands_sent_per_job"] = tp["sent"]
+    out["redis_ops_per_job_raw"] = tp["raw_total"]
+    out["redis_ops_per_job_raw_by_command"] = tp["raw_by_command"]
+    out["redis_ops_per_job_rtt"] = rtt["total"]
+    out["redis_ops_per_job_rtt_by_command"] = rtt["by_command"]
+    out["redis_commands_sent_per_job_rtt"] = rtt["sent"]
+    idle_seconds = sum(r["idle"]["seconds"] for r in rounds)
+    idle: Counter[str] = Counter()
+    for r in rounds:
+        idle.update(r["idle"]["calls"])
+    out["redis_idle_ops_per_s"] = sum(idle.values()) / idle_seconds
+    out["redis_idle_ops_per_s_by_command"] = {
+        name: calls / idle_seconds for name, calls in sorted(idle.items())
+    }
+    out["targets"] = {
+        "cross_rtt_p50<=local+500us": (
+            out["cross_minus_local_rtt_p50_us"] <= TARGET_CROSS_P50_EXTRA_US
+        ),
+        "cross_jobs_per_s>=4000": out["jobs_per_s"] >= TARGET_CROSS_JOBS_PER_S,
+    }
+
+
 def summarize(dispatch: dict[str, Any] | None, memory: list[dict[str, Any]],
               args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": args.mode}
-    if dispatch is not None:
+    if dispatch is not None and args.mode == "cross_instance":
+        _summarize_cross(out, dispatch["rounds"], args)
+        out["hub_log_problems"] = dispatch["hub_log_problems"]
+        out["rounds"] = dispatch["rounds"]
+        out["hub_rss_kb_after_load"] = dispatch["hub_rss_kb_after"]
+    elif dispatch is not None:
         rounds = dispatch["rounds"]
         for key in ("rtt_p50_us", "rtt_p99_us", "jobs_per_s"):
             out[key] = _median(rounds, "hub", key)
@@ -293,7 +532,9 @@ def print_table(out: dict[str, Any]) -> None:
     print()
     print(f"dispatch benchmark, mode {out['mode']}, {out['machine']['cpus']} CPUs "
           f"(shared, noisy: medians of {out['settings']['rounds']} rounds)")
-    if "rtt_p50_us" in out:
+    if "redis_ops_per_job" in out:
+        _print_cross(out)
+    elif "rtt_p50_us" in out:
         s = out["settings"]
         print(f"RTT: 1 in flight, {s['rtt_jobs']} jobs; throughput: {s['in_flight']} in flight, "
               f"{s['tp_jobs']} jobs; {s['nodes']} nodes x {s['max_concurrency']} slots")
@@ -316,6 +557,50 @@ def print_table(out: dict[str, Any]) -> None:
         if "kb_per_node_at_10000<=30" in out.get("targets", {}):
             print(f"memory per idle node at 10,000 nodes <= 30 KB: "
                   f"{ok(out['targets']['kb_per_node_at_10000<=30'])}")
+
+
+def _print_cross(out: dict[str, Any]) -> None:
+    def ok(flag: bool) -> str:
+        return "met" if flag else "MISSED"
+
+    s = out["settings"]
+    t = out["targets"]
+    print(f"RTT: 1 in flight, {s['rtt_jobs']} jobs; throughput: {s['in_flight']} in flight, "
+          f"{s['tp_jobs']} jobs; {s['nodes']} nodes x {s['max_concurrency']} slots")
+    print(f"cross: client on hub {CROSS_HUB_IDS[0]}, nodes on hub {CROSS_HUB_IDS[1]}, one "
+          f"Redis; local: one hub; floor: raw relay")
+    print(f"{'':<16}{'cross':>10}{'local':>10}{'floor':>10}{'cross-local':>13}"
+          f"{'cross/floor':>13}  target")
+    print(f"{'rtt p50 (us)':<16}{out['rtt_p50_us']:>10.0f}{out['local_rtt_p50_us']:>10.0f}"
+          f"{out['floor_rtt_p50_us']:>10.0f}{out['cross_minus_local_rtt_p50_us']:>+13.0f}"
+          f"{out['rtt_p50_ratio']:>13.2f}  <= local + 500 us  "
+          f"{ok(t['cross_rtt_p50<=local+500us'])}")
+    print(f"{'rtt p99 (us)':<16}{out['rtt_p99_us']:>10.0f}{out['local_rtt_p99_us']:>10.0f}"
+          f"{out['floor_rtt_p99_us']:>10.0f}{out['cross_minus_local_rtt_p99_us']:>+13.0f}"
+          f"{out['rtt_p99_ratio']:>13.2f}")
+    print(f"{'jobs/s':<16}{out['jobs_per_s']:>10.0f}{out['local_jobs_per_s']:>10.0f}"
+          f"{out['floor_jobs_per_s']:>10.0f}{out['cross_local_throughput_ratio']:>12.2f}x"
+          f"{out['throughput_ratio']:>13.2f}  >= 4000 jobs/s     "
+          f"{ok(t['cross_jobs_per_s>=4000'])}")
+    print()
+    print(f"Redis commands per job (INFO commandstats; idle baseline of "
+          f"{out['redis_idle_ops_per_s']:.1f} ops/s subtracted; counts include the")
+    print("commands Lua scripts run, e.g. SEND_MANY's XADD and PEXPIRE, besides EVALSHA)")
+    print(f"{'':<22}{'throughput':>12}{'rtt':>10}")
+    print(f"{'total':<22}{out['redis_ops_per_job']:>12.3f}{out['redis_ops_per_job_rtt']:>10.3f}")
+    print(f"{'  sent by the hubs':<22}{out['redis_commands_sent_per_job']:>12.3f}"
+          f"{out['redis_commands_sent_per_job_rtt']:>10.3f}")
+    print(f"{'  raw (no baseline)':<22}{out['redis_ops_per_job_raw']:>12.3f}")
+    tp_cmds = out["redis_ops_per_job_by_command"]
+    rtt_cmds = out["redis_ops_per_job_rtt_by_command"]
+    for name in sorted(set(tp_cmds) | set(rtt_cmds), key=lambda n: -tp_cmds.get(n, 0.0)):
+        tag = " (in scripts)" if name in SCRIPT_ONLY_COMMANDS else ""
+        print(f"{name + tag:<22}{tp_cmds.get(name, 0.0):>12.3f}{rtt_cmds.get(name, 0.0):>10.3f}")
+    problems = out.get("hub_log_problems") or {}
+    for name, found in problems.items():
+        print(f"hub {name}: {found['lines']} warning/error log lines, e.g. {found['sample'][0]}")
+    if not problems:
+        print("hub logs: no warnings or errors")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,7 @@ class Job:
 
     __slots__ = (
         "attempt",
+        "attempt_deadline_ms",
         "created_ms",
         "deadline_ms",
         "features",
@@ -71,6 +72,7 @@ class Job:
         "result",
         "session_id",
         "status",
+        "timeout_ms",
         "watchers",
     )
 
@@ -86,6 +88,7 @@ class Job:
         created_ms: int,
         deadline_ms: int,
         watcher: Watcher,
+        timeout_ms: int = 0,
     ) -> None:
         self.job_id = job_id
         self.request_id = request_id
@@ -96,9 +99,11 @@ class Job:
         self.home_hub = home_hub
         self.created_ms = created_ms
         self.deadline_ms = deadline_ms
+        self.timeout_ms = timeout_ms
         self.watchers = [watcher]
         self.status = JobStatus.ASSIGNED
         self.attempt = 0
+        self.attempt_deadline_ms = deadline_ms
         self.refused = 0
         self.node_id = ""
         self.node_hub = ""
@@ -124,6 +129,7 @@ class Job:
         if self.finished:
             raise ValueError(f"{self!r} is finished")
         self.attempt += 1
+        self.attempt_deadline_ms = attempt_deadline_ms
         self.node_id = node_id
         self.node_hub = node_hub
         self.status = JobStatus.ASSIGNED
@@ -207,27 +213,52 @@ class Job:
         )
         return self.result
 
-    def to_record(self) -> dict[str, Any]:
-        """The JSON view of `GET /v1/jobs/<id>`."""
+    def to_record(self) -> JobRecord:
+        """The view of `GET /v1/jobs/<id>`, also what the store archives."""
         req = self.requirements
-        return {
-            "job_id": self.job_id,
-            "request_id": self.request_id,
-            "session_id": self.session_id,
-            "status": self.status.value,
-            "node_id": self.node_id,
-            "hub_id": self.home_hub,
-            "attempt": self.attempt,
-            "src_lang": req.src_lang,
-            "tgt_lang": req.tgt_lang,
-            "features": self.features,
-            "pipeline": msgspec.to_builtins(req.pipeline),
-            "excluded": sorted(req.excluded),
-            "created_ms": self.created_ms,
-            "deadline_ms": self.deadline_ms,
-            "attempts": [msgspec.to_builtins(a) for a in self.history],
-            "result": None if self.result is None else msgspec.to_builtins(self.result),
-        }
+        return JobRecord(
+            job_id=self.job_id,
+            request_id=self.request_id,
+            status=self.status.value,
+            node_id=self.node_id,
+            hub_id=self.home_hub,
+            session_id=self.session_id,
+            attempt=self.attempt,
+            src_lang=req.src_lang,
+            tgt_lang=req.tgt_lang,
+            features=self.features,
+            pipeline=req.pipeline,
+            excluded=sorted(req.excluded),
+            created_ms=self.created_ms,
+            timeout_ms=self.timeout_ms,
+            attempts=self.history,
+            result=self.result,
+        )
 
 
-__all__ = ["ACTIVE", "AttemptRecord", "Job", "JobStatus", "Pipeline", "Watcher"]
+class JobRecord(msgspec.Struct, kw_only=True):
+    """A job as `GET /v1/jobs/<id>` shows it and the store archives it (JSON)."""
+
+    job_id: str
+    request_id: str
+    status: str
+    node_id: str
+    hub_id: str = ""
+    session_id: str = ""
+    attempt: int = 0
+    src_lang: str = ""
+    tgt_lang: str = ""
+    features: list[str] = []
+    pipeline: Pipeline | None = None
+    excluded: list[str] = []
+    created_ms: int = 0
+    """Unix epoch milliseconds (the home hub's clock)."""
+    timeout_ms: int = 0
+    """The job's overall budget from its submit."""
+    attempts: list[AttemptRecord] = []
+    result: Result | None = None
+    orphaned: bool = False
+    """Archived by another hub after the job's home hub died."""
+
+
+__all__ = ["ACTIVE", "AttemptRecord", "Job", "JobRecord", "JobStatus", "Watcher"]

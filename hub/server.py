@@ -405,7 +405,7 @@ class Hub:
             record = await self.service.job_record(path[len("/v1/jobs/"):])
             if record is None:
                 return _respond(ws, HTTPStatus.NOT_FOUND, {"error": "unknown_job"})
-            return _respond(ws, HTTPStatus.OK, record)
+            return _respond(ws, HTTPStatus.OK, msgspec.to_builtins(record))
         return _respond(ws, HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path})
 
     def _node_view(self, state: NodeState) -> dict[str, Any]:

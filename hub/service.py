@@ -32,7 +32,7 @@ from hub.config import HubConfig
 from hub.directory import NodeDirectory
 from hub.envelopes import Deliver, Dispatch, NodeEvent, NodeLost, Revoke, Watch
 from hub.errors import ProtocolError, StoreUnavailable
-from hub.jobs import Job, JobStatus, Watcher
+from hub.jobs import Job, JobRecord, JobStatus, Watcher
 from hub.links import Link
 from hub.messages import (
     Accepted,
@@ -71,15 +71,8 @@ class Clock:
         return time.time_ns() // 1_000_000
 
 
-class _StoredJob(msgspec.Struct):
-    """What the store keeps of a finished job."""
-
-    record: dict[str, Any]
-    result: Result
-
-
-_stored_encoder = msgspec.json.Encoder()
-_stored_decoder = msgspec.json.Decoder(_StoredJob)
+_record_encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(JobRecord)
 
 
 class JobService:
@@ -187,7 +180,11 @@ class JobService:
             await link.send(rejected)
             return rejected
         now = self.clock.now_ms()
-        timeout_ms = message.timeout_ms or config.job_timeout_ms * config.max_attempts
+        # Without a client timeout the attempts bound the job: every attempt has its
+        # own deadline and their number is capped.
+        timeout_ms = message.timeout_ms or config.max_attempts * (
+            config.accept_timeout_ms + config.job_timeout_ms
+        )
         job = Job(
             job_id=job_id,
             request_id=message.request_id,
@@ -198,10 +195,12 @@ class JobService:
             created_ms=self.clock.wall_ms(),
             deadline_ms=now + timeout_ms,
             watcher=Watcher(self.hub_id, link.peer_id, message.request_id),
+            timeout_ms=timeout_ms,
         )
         self.jobs[job_id] = job
         self._submitted_ns[job_id] = started_ns
-        self._push_deadline(job.deadline_ms, (job_id, 0, OVERALL))
+        if message.timeout_ms is not None:
+            self._push_deadline(job.deadline_ms, (job_id, 0, OVERALL))
         self.metrics.submits.inc("accepted")
         await self._start_attempt(job, selection.node_id, announce=link)
         return None
@@ -278,7 +277,7 @@ class JobService:
             )
             return True
         stored = await self._load(job_id)
-        if stored is None:
+        if stored is None or stored.result is None:
             return False
         result = stored.result
         await self._to_watcher(
@@ -334,7 +333,6 @@ class JobService:
             if state is not None:
                 self.directory.set_running(node_id, state.running + 1)
             self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
-            self._push_deadline(attempt_deadline, (job.job_id, job.attempt, ATTEMPT))
             self.cluster.send(
                 node_hub,
                 Dispatch(self.hub_id, node_id=node_id, request_id=job.request_id, assign=assign),
@@ -351,8 +349,9 @@ class JobService:
         if refused is not None:
             await self._next_attempt(job, refused, announce=announce)
             return
+        # One deadline per attempt: when it fires on an accepted job, it re-arms for the
+        # attempt's end (most jobs are long gone by then: one heap entry, not two).
         self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
-        self._push_deadline(attempt_deadline, (job.job_id, job.attempt, ATTEMPT))
         if announce is not None:
             await announce.send(
                 Accepted(
@@ -439,7 +438,7 @@ class JobService:
                 await self._to_watcher(watcher, result)
             else:
                 await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
-        stored = _stored_encoder.encode(_StoredJob(record=job.to_record(), result=result))
+        stored = _record_encoder.encode(job.to_record())
         try:
             await self.store.save_job(job.job_id, stored, self.config.idempotency_ttl_ms)
         except StoreUnavailable as exc:
@@ -515,9 +514,12 @@ class JobService:
             request_id=request_id, job_id=message.job_id, node_id=node_id, ok=message.ok,
             attempts=message.attempt, output=message.output, error=message.error,
         )
-        record = {"job_id": message.job_id, "request_id": request_id, "node_id": node_id,
-                  "status": "done" if message.ok else "failed", "orphaned": True}
-        stored = _stored_encoder.encode(_StoredJob(record=record, result=result))
+        record = JobRecord(
+            job_id=message.job_id, request_id=request_id, node_id=node_id,
+            status="done" if message.ok else "failed", attempt=message.attempt, result=result,
+            orphaned=True,
+        )
+        stored = _record_encoder.encode(record)
         await self.store.save_job(message.job_id, stored, self.config.idempotency_ttl_ms)
 
     # --- deadlines ---------------------------------------------------------------------
@@ -559,25 +561,28 @@ class JobService:
             return
         if job.attempt != attempt:
             return
-        if kind == ACCEPT and job.status is JobStatus.ASSIGNED:
-            await self._revoke(job, "accept_timeout")
-            await self._next_attempt(job, "accept_timeout")
+        if kind == ACCEPT:
+            if job.status is JobStatus.ASSIGNED:
+                await self._revoke(job, "accept_timeout")
+                await self._next_attempt(job, "accept_timeout")
+            else:
+                self._push_deadline(job.attempt_deadline_ms, (job_id, attempt, ATTEMPT))
         elif kind == ATTEMPT:
             await self._revoke(job, "timeout")
             await self._next_attempt(job, "timeout")
 
     # --- reading and shutting down --------------------------------------------------------
 
-    async def job_record(self, job_id: str) -> dict[str, Any] | None:
+    async def job_record(self, job_id: str) -> JobRecord | None:
         job = self.jobs.get(job_id)
         if job is not None:
             return job.to_record()
-        stored = await self._load(job_id)
-        return None if stored is None else stored.record
+        return await self._load(job_id)
 
-    async def _load(self, job_id: str) -> _StoredJob | None:
+    async def _load(self, job_id: str) -> JobRecord | None:
+        """A finished job's archived record (its `result` is always set)."""
         data = await self.store.load_job(job_id)
-        return None if data is None else _stored_decoder.decode(data)
+        return None if data is None else _record_decoder.decode(data)
 
     async def shutdown(self) -> None:
         """Stop every unfinished job: cancel at its node and tell its clients."""
