@@ -213,6 +213,10 @@ class Cluster:
                 await asyncio.sleep(0.2)
 
     async def _publish_dirty(self) -> None:
+        if not self._dirty_structure and len(self.live) <= 1:
+            # Load changes matter only to other hubs; none is alive (local mode, or
+            # alone for now). They stay marked and go out once another hub appears.
+            return
         structure, self._dirty_structure = self._dirty_structure, {}
         load, self._dirty_load = self._dirty_load, set()
         upserts: list[DirectoryEntry] = []
