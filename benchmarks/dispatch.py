@@ -586,16 +586,18 @@ def _print_cross(out: dict[str, Any]) -> None:
     print(f"Redis commands per job (INFO commandstats; idle baseline of "
           f"{out['redis_idle_ops_per_s']:.1f} ops/s subtracted; counts include the")
     print("commands Lua scripts run, e.g. SEND_MANY's XADD and PEXPIRE, besides EVALSHA)")
-    print(f"{'':<22}{'throughput':>12}{'rtt':>10}")
-    print(f"{'total':<22}{out['redis_ops_per_job']:>12.3f}{out['redis_ops_per_job_rtt']:>10.3f}")
-    print(f"{'  sent by the hubs':<22}{out['redis_commands_sent_per_job']:>12.3f}"
+    print(f"{'':<28}{'throughput':>12}{'rtt':>10}")
+    print(f"{'total':<28}{out['redis_ops_per_job']:>12.3f}{out['redis_ops_per_job_rtt']:>10.3f}")
+    print(f"{'  sent by the hubs':<28}{out['redis_commands_sent_per_job']:>12.3f}"
           f"{out['redis_commands_sent_per_job_rtt']:>10.3f}")
-    print(f"{'  raw (no baseline)':<22}{out['redis_ops_per_job_raw']:>12.3f}")
+    print(f"{'  raw (no baseline)':<28}{out['redis_ops_per_job_raw']:>12.3f}")
     tp_cmds = out["redis_ops_per_job_by_command"]
     rtt_cmds = out["redis_ops_per_job_rtt_by_command"]
-    for name in sorted(set(tp_cmds) | set(rtt_cmds), key=lambda n: -tp_cmds.get(n, 0.0)):
+    shown = [n for n in set(tp_cmds) | set(rtt_cmds)
+             if max(tp_cmds.get(n, 0.0), rtt_cmds.get(n, 0.0)) >= 0.0005]
+    for name in sorted(shown, key=lambda n: (-tp_cmds.get(n, 0.0), n)):
         tag = " (in scripts)" if name in SCRIPT_ONLY_COMMANDS else ""
-        print(f"{name + tag:<22}{tp_cmds.get(name, 0.0):>12.3f}{rtt_cmds.get(name, 0.0):>10.3f}")
+        print(f"{name + tag:<28}{tp_cmds.get(name, 0.0):>12.3f}{rtt_cmds.get(name, 0.0):>10.3f}")
     problems = out.get("hub_log_problems") or {}
     for name, found in problems.items():
         print(f"hub {name}: {found['lines']} warning/error log lines, e.g. {found['sample'][0]}")

@@ -40,7 +40,7 @@ class HubConfig:
     idempotency_ttl_ms: int = 600_000
     max_frame_bytes: int = 1_048_576
     max_protocol_errors: int = 20
-    """Protocol errors one session may cause before it is closed with 1008."""
+    """Consecutive refused messages after which a session is closed with 1008."""
     session_affinity: bool = False
     """Use the client's session id as routing key when a submit has none."""
     default_pool: int = 0

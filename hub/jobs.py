@@ -123,7 +123,8 @@ class Job:
     # --- transitions -----------------------------------------------------------
 
     def assign(
-        self, node_id: str, node_hub: str, now_ms: int, attempt_deadline_ms: int
+        self, node_id: str, node_hub: str, now_ms: int, attempt_deadline_ms: int,
+        *, wall_ms: int | None = None,
     ) -> JobAssign:
         """Start the next attempt on `node_id`; returns the message the node must get."""
         if self.finished:
@@ -133,7 +134,9 @@ class Job:
         self.node_id = node_id
         self.node_hub = node_hub
         self.status = JobStatus.ASSIGNED
-        self.history.append(AttemptRecord(self.attempt, node_id, now_ms))
+        self.history.append(
+            AttemptRecord(self.attempt, node_id, now_ms if wall_ms is None else wall_ms)
+        )
         req = self.requirements
         return JobAssign(
             job_id=self.job_id,

@@ -145,7 +145,8 @@ class JobAssign(_Message, tag="job_assign"):
     features: list[str]
     pipeline: Pipeline
     deadline_ms: int
-    payload: Any = None
+    payload: Any
+    """Always present (null when the submit had none), as the contract lists it."""
 
 
 class JobCancel(_Message, tag="job_cancel"):
@@ -179,7 +180,7 @@ class Submit(_Message, tag="submit"):
     preferred_node_id: Name | None = None
     preferred_pool: Pool | None = None
     payload: Any = None
-    timeout_ms: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=86_400_000)] | None = None
 
 
 class Cancel(_Message, tag="cancel"):
@@ -200,7 +201,7 @@ class Accepted(_Message, tag="accepted"):
 
 class Progress(_Message, tag="progress"):
     job_id: str
-    data: Any = None
+    data: Any
 
 
 class Result(_Message, tag="result"):

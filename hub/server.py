@@ -41,6 +41,7 @@ from hub.messages import (
     Codec,
     Error,
     Register,
+    Rejected,
     Submit,
     client_codec,
     node_codec,
@@ -331,6 +332,9 @@ class Hub:
                         await link.send(registry.registered_reply(session))
                     else:
                         await registry.handle(session, message)
+                    # The limit is on consecutive refusals: a long-lived node's occasional
+                    # race (a late message about a job that moved on) never adds up.
+                    errors = 0
                 except ProtocolError as exc:
                     if exc.code == "node_id_conflict":
                         await self._refuse(link, "node", exc, 0)
@@ -365,10 +369,15 @@ class Hub:
                     message = decode(frame)
                     if isinstance(message, Submit):
                         if self._stopping:
-                            raise ProtocolError("hub_shutdown", "the hub is shutting down")
+                            await link.send(Rejected(
+                                request_id=message.request_id, code="hub_shutdown",
+                                message="the hub is shutting down",
+                            ))
+                            continue
                         await service.submit(link, message)
                     elif isinstance(message, Cancel):
                         await service.cancel(link, message)
+                    errors = 0  # the limit is on consecutive refusals
                 except ProtocolError as exc:
                     errors = await self._refuse(
                         link, "client", exc, errors, job_id=getattr(message, "job_id", None)

@@ -54,6 +54,11 @@ from hub.selector import Selection, select_node
 from hub.store.base import Store
 from hub.timers import DeadlineQueue
 
+HUB_OUTCOMES = frozenset(
+    {"ok", "no_node", "attempts_exhausted", "timeout", "cancelled", "hub_shutdown"}
+)
+"""Terminal outcomes the hub itself decides (any other failure came from a node)."""
+
 ACCEPT = "accept"
 ATTEMPT = "attempt"
 OVERALL = "overall"
@@ -128,10 +133,10 @@ class JobService:
         job_id = self._new_job_id()
         # Between the bind and the job record, duplicates (from any hub) wait here.
         self._creating[job_id] = []
+        # The binding outlives the longest the job can run, plus the idempotency window.
+        bind_ttl_ms = self.config.idempotency_ttl_ms + self._budget_ms(message)
         try:
-            existing = await self.store.bind_request(
-                message.request_id, job_id, self.config.idempotency_ttl_ms
-            )
+            existing = await self.store.bind_request(message.request_id, job_id, bind_ttl_ms)
         except StoreUnavailable as exc:
             del self._creating[job_id]
             # Fail fast: without the binding the hub cannot promise exactly-once.
@@ -150,6 +155,14 @@ class JobService:
                 await self._to_watcher(watcher, rejected)
             else:
                 await self.add_watcher(job_id, watcher)
+
+    def _budget_ms(self, message: Submit) -> int:
+        """The job's overall time budget. Without a client timeout the attempts bound
+        the job: every attempt has its own deadline and their number is capped."""
+        config = self.config
+        return message.timeout_ms or config.max_attempts * (
+            config.accept_timeout_ms + config.job_timeout_ms
+        )
 
     def _new_job_id(self) -> str:
         # `<home hub id>.<boot token>.<counter>`: any hub can tell a job's home.
@@ -180,11 +193,7 @@ class JobService:
             await link.send(rejected)
             return rejected
         now = self.clock.now_ms()
-        # Without a client timeout the attempts bound the job: every attempt has its
-        # own deadline and their number is capped.
-        timeout_ms = message.timeout_ms or config.max_attempts * (
-            config.accept_timeout_ms + config.job_timeout_ms
-        )
+        timeout_ms = self._budget_ms(message)
         job = Job(
             job_id=job_id,
             request_id=message.request_id,
@@ -239,7 +248,10 @@ class JobService:
             if await self.adopt(link, message, job_id):
                 return
         # Bound, but not recorded anywhere this hub can see.
-        raise ProtocolError("duplicate_in_flight", f"request {request_id} is already being handled")
+        await link.send(Rejected(
+            request_id=request_id, code="duplicate_in_flight",
+            message=f"request {request_id} is already being handled; submit it again later",
+        ))
 
     async def adopt(self, link: Link, message: Submit, job_id: str) -> bool:
         """Run again, here, a job whose home hub died before archiving its result.
@@ -323,9 +335,10 @@ class JobService:
         node_hub = state.hub_id if state is not None else self.hub_id
         now = self.clock.now_ms()
         attempt_deadline = now + config.accept_timeout_ms + config.job_timeout_ms
-        assign = job.assign(node_id, node_hub, now, attempt_deadline)
+        wall = self.clock.wall_ms()
+        assign = job.assign(node_id, node_hub, now, attempt_deadline, wall_ms=wall)
         # The wire deadline is wall-clock; keep the remaining budget.
-        assign.deadline_ms = self.clock.wall_ms() + (assign.deadline_ms - now)
+        assign.deadline_ms = wall + (assign.deadline_ms - now)
         if node_hub != self.hub_id:
             # The owner hub holds the slots: it takes one or answers `Refused`. Until its
             # next load update arrives, count the slot taken here too, so a burst of
@@ -422,7 +435,8 @@ class JobService:
         result = job.complete(ok=ok, output=output, error=error)
         del self.jobs[job.job_id]
         outcome = "ok" if ok else (error.code if error else "failed")
-        self.metrics.jobs.inc(outcome)
+        # Codes from nodes are free text: keep the label set bounded.
+        self.metrics.jobs.inc(outcome if outcome in HUB_OUTCOMES else "node_error")
         started = self._submitted_ns.pop(job.job_id, None)
         if started is not None:
             self.metrics.job_seconds.observe((time.perf_counter_ns() - started) / 1e9)
@@ -471,14 +485,20 @@ class JobService:
             case JobProgress():
                 job.progress()
                 progress = Progress(job_id=job.job_id, data=message.data)
-                for watcher in job.watchers:
-                    await self._to_watcher(watcher, progress)
+                told = set()
+                for watcher in job.watchers:  # once per client session, not per submit
+                    if (watcher.hub_id, watcher.client_id) not in told:
+                        told.add((watcher.hub_id, watcher.client_id))
+                        await self._to_watcher(watcher, progress)
             case JobResult():
                 self.metrics.attempts.inc("ok" if message.ok else "failed")
                 # A node's own failure is the job's outcome: it ran the job, and
                 # running it again elsewhere could repeat its effects. Nodes that
                 # want a retry elsewhere send job_reject instead.
-                await self._finish(job, ok=message.ok, output=message.output, error=message.error)
+                error = message.error
+                if not message.ok and error is None:
+                    error = ErrorInfo("failed", "the node reported a failure without details")
+                await self._finish(job, ok=message.ok, output=message.output, error=error)
             case JobReject():
                 await self._next_attempt(job, "rejected")
 
