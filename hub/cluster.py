@@ -47,6 +47,8 @@ from hub.snapshot import NodeState, NodeStatus
 from hub.store.base import Store
 
 MAX_DELIVERIES = 3
+OUTBOX_LIMIT = 100_000
+"""Envelopes kept for retry while the store is unreachable; older ones are dropped."""
 BULK_RESYNC_MIN = 64
 """Unknown directory entries above which a resync rebuilds the snapshot in one pass."""
 GRACE_TICKS = 3
@@ -130,7 +132,14 @@ class Cluster:
     async def _flush_outbox(self) -> None:
         if self._outbox:
             batch, self._outbox = self._outbox, []
-            await self.store.send_many(batch)
+            try:
+                await self.store.send_many(batch)
+            except StoreUnavailable:
+                # Keep them for the next try, oldest first; past the cap the oldest go
+                # (their attempts time out and fail over, as for any lost message).
+                self._outbox[:0] = batch
+                del self._outbox[: max(0, len(self._outbox) - OUTBOX_LIMIT)]
+                raise
 
     async def _outbox_loop(self) -> None:
         while not self._closing:
@@ -139,7 +148,7 @@ class Cluster:
             try:
                 await self._flush_outbox()
             except StoreUnavailable:
-                logger.warning("store unavailable: {} envelopes not sent", len(self._outbox))
+                logger.warning("store unavailable: {} envelopes waiting", len(self._outbox))
                 await asyncio.sleep(0.1)
 
     # --- receiving --------------------------------------------------------------------

@@ -54,6 +54,9 @@ from hub.selector import Selection, select_node
 from hub.store.base import Store
 from hub.timers import DeadlineQueue
 
+ARCHIVE_BACKLOG_LIMIT = 200_000
+"""Finished records kept while the store is unreachable; half the oldest go past it."""
+
 HUB_OUTCOMES = frozenset(
     {"ok", "no_node", "attempts_exhausted", "timeout", "cancelled", "hub_shutdown"}
 )
@@ -115,6 +118,9 @@ class JobService:
         self._job_counter = 0
         self._submitted_ns: dict[str, int] = {}
         self._creating: dict[str, list[Watcher]] = {}
+        self._unarchived: dict[str, bytes] = {}
+        """Finished job records not yet written to the store (see `run_archiver`)."""
+        self._archive_ready = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"JobService(hub={self.hub_id!r}, active_jobs={len(self.jobs)}, {self.nodes!r})"
@@ -452,12 +458,37 @@ class JobService:
                 await self._to_watcher(watcher, result)
             else:
                 await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
-        stored = _record_encoder.encode(job.to_record())
+        # Archived in the background, batched: the result is out already, and waiting
+        # here for the store would hold up whatever handed us this job's end.
+        self._unarchived[job.job_id] = _record_encoder.encode(job.to_record())
+        self._archive_ready.set()
+
+    async def run_archiver(self) -> None:
+        """Write finished job records to the store, many per round trip; runs until cancelled."""
+        while True:
+            await self._archive_ready.wait()
+            self._archive_ready.clear()
+            if not await self.flush_archive():
+                await asyncio.sleep(0.2)  # the store is down: retry, keeping the records
+                self._archive_ready.set()
+
+    async def flush_archive(self) -> bool:
+        """Archive what is waiting; False when the store could not be reached."""
+        if not self._unarchived:
+            return True
+        batch = list(self._unarchived.items())
         try:
-            await self.store.save_job(job.job_id, stored, self.config.idempotency_ttl_ms)
+            await self.store.save_jobs(batch, self.config.idempotency_ttl_ms)
         except StoreUnavailable as exc:
-            # The result reached its watchers; only a later resubmit misses it.
-            logger.warning("job {} finished but its record was not saved: {}", job.job_id, exc)
+            if len(self._unarchived) > ARCHIVE_BACKLOG_LIMIT:
+                for job_id in list(self._unarchived)[: len(self._unarchived) // 2]:
+                    del self._unarchived[job_id]  # oldest first: only a late resubmit misses them
+            logger.warning("{} finished job records wait for the store: {}", len(batch), exc)
+            return False
+        for job_id, record in batch:
+            if self._unarchived.get(job_id) is record:
+                del self._unarchived[job_id]
+        return True
 
     # --- events from node owners (JobEvents) ----------------------------------------------
 
@@ -601,7 +632,9 @@ class JobService:
 
     async def _load(self, job_id: str) -> JobRecord | None:
         """A finished job's archived record (its `result` is always set)."""
-        data = await self.store.load_job(job_id)
+        data = self._unarchived.get(job_id)
+        if data is None:
+            data = await self.store.load_job(job_id)
         return None if data is None else _record_decoder.decode(data)
 
     async def shutdown(self) -> None:
@@ -611,6 +644,7 @@ class JobService:
             await self._finish(
                 job, ok=False, error=ErrorInfo("hub_shutdown", "the hub is shutting down")
             )
+        await self.flush_archive()
 
 
 def _no_node_text(selection: Selection) -> str:

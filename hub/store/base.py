@@ -60,6 +60,9 @@ class Store(Protocol):
     async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
         """Keep a finished job's record (encoded) for `ttl_ms`."""
 
+    async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+        """`save_job` for many records in one round trip where possible."""
+
     async def load_job(self, job_id: str) -> bytes | None:
         """A record saved by any hub, or None when unknown or expired."""
 

@@ -142,6 +142,10 @@ class MemoryStore:
     async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
         self._plane.jobs.set(job_id, record, ttl_ms)
 
+    async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+        for job_id, record in items:
+            self._plane.jobs.set(job_id, record, ttl_ms)
+
     async def load_job(self, job_id: str) -> bytes | None:
         record = self._plane.jobs.get(job_id)
         return record if isinstance(record, bytes) else None

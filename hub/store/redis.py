@@ -179,14 +179,18 @@ class RedisStore:
         self.hub_id = hub_id
         self.url = url
         self.keys = Keys(prefix)
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A blocking pool: a burst of concurrent commands waits for a connection
+        # instead of failing with "too many connections" (not an outage).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             decode_responses=False,
             socket_connect_timeout=2.0,
             socket_timeout=10.0,
             health_check_interval=0,
             max_connections=64,
+            timeout=5.0,
         )
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._scripts = {
             name: self._redis.register_script(source)
             for name, source in (
@@ -223,7 +227,7 @@ class RedisStore:
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
 
     # --- idempotency and job records ----------------------------------------------------
 
@@ -251,6 +255,13 @@ class RedisStore:
     @_translated
     async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
         await self._redis.set(self.keys.job(job_id), record, px=ttl_ms)
+
+    @_translated
+    async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id, record in items:
+                pipe.set(self.keys.job(job_id), record, px=ttl_ms)
+            await pipe.execute()
 
     @_translated
     async def load_job(self, job_id: str) -> bytes | None:
