@@ -54,6 +54,9 @@ from hub.store.base import Store
 from hub.store.factory import make_store
 
 # Close codes beyond RFC 6455's (docs/protocol.md, "Close codes").
+MAX_SUBMITS_IN_FLIGHT = 256
+"""Submits of one client session being handled at once."""
+
 CLOSE_NODE_TIMEOUT = 4000
 CLOSE_REGISTER_REFUSED = 4001
 
@@ -363,6 +366,9 @@ class Hub:
         service = self.service
         service.client_connected(link)
         errors = 0
+        # Submits run concurrently (a Redis bind must not hold up the next frame);
+        # at most MAX_SUBMITS_IN_FLIGHT per session, after which reading pauses.
+        submits: set[asyncio.Task[None]] = set()
         try:
             async for frame in ws:
                 message: Any = None
@@ -375,7 +381,11 @@ class Hub:
                                 message="the hub is shutting down",
                             ))
                             continue
-                        await service.submit(link, message)
+                        task = asyncio.create_task(self._submit(link, message))
+                        submits.add(task)
+                        task.add_done_callback(submits.discard)
+                        if len(submits) >= MAX_SUBMITS_IN_FLIGHT:
+                            await asyncio.wait(submits, return_when=asyncio.FIRST_COMPLETED)
                     elif isinstance(message, Cancel):
                         await service.cancel(link, message)
                     errors = 0  # the limit is on consecutive refusals
@@ -391,7 +401,19 @@ class Hub:
         except ConnectionClosed:
             pass
         finally:
+            if submits:  # let them finish: a half-made job must not be left behind
+                await asyncio.wait(submits)
             service.client_disconnected(link)
+
+    async def _submit(self, link: WsLink, message: Submit) -> None:
+        try:
+            await self.service.submit(link, message)
+        except ProtocolError as exc:
+            self.metrics.protocol_errors.inc("client", exc.code)
+            await link.send(Error(code=exc.code, message=exc.message, path=exc.path))
+        except Exception:
+            logger.exception("internal error on a submit")
+            await link.send(Error(code="internal_error", message="the hub failed"))
 
     # --- HTTP ---------------------------------------------------------------------------
 

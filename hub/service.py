@@ -346,11 +346,10 @@ class JobService:
         # The wire deadline is wall-clock; keep the remaining budget.
         assign.deadline_ms = wall + (assign.deadline_ms - now)
         if node_hub != self.hub_id:
-            # The owner hub holds the slots: it takes one or answers `Refused`. Until its
-            # next load update arrives, count the slot taken here too, so a burst of
-            # submits does not pile onto one remote node.
-            if state is not None:
-                self.directory.set_running(node_id, state.running + 1)
+            # The owner hub holds the slots: it takes one or answers `Refused` (which
+            # does not spend the attempt budget). Not counting the slot here as well:
+            # with short jobs, increments between two coalesced load updates add up
+            # past the node's real load and the hub would refuse work it could place.
             self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
             self.cluster.send(
                 node_hub,
