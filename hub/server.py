@@ -227,7 +227,7 @@ class Hub:
             compression=None,
         )
         self._tasks.append(asyncio.create_task(self.service.run_deadlines(), name="deadlines"))
-        self._tasks.append(asyncio.create_task(self.service.run_archiver(), name="archiver"))
+        self._tasks.append(asyncio.create_task(self.service.archive.run(), name="archiver"))
         self._tasks.append(asyncio.create_task(self._maintain(), name="maintenance"))
         logger.bind(hub_id=self.config.hub_id).info(
             "hub serving on {} ({} mode)", self.url, self.config.deployment_mode

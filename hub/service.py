@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from hub.archive import JobArchive
 from hub.capabilities import Requirements
 from hub.cluster import Cluster
 from hub.config import HubConfig
@@ -54,9 +55,6 @@ from hub.selector import Selection, select_node
 from hub.store.base import Store
 from hub.timers import DeadlineQueue
 
-ARCHIVE_BACKLOG_LIMIT = 200_000
-"""Finished records kept while the store is unreachable; half the oldest go past it."""
-
 HUB_OUTCOMES = frozenset(
     {"ok", "no_node", "attempts_exhausted", "timeout", "cancelled", "hub_shutdown"}
 )
@@ -79,8 +77,6 @@ class Clock:
         return time.time_ns() // 1_000_000
 
 
-_record_encoder = msgspec.json.Encoder()
-_record_decoder = msgspec.json.Decoder(JobRecord)
 
 
 class JobService:
@@ -118,9 +114,7 @@ class JobService:
         self._job_counter = 0
         self._submitted_ns: dict[str, int] = {}
         self._creating: dict[str, list[Watcher]] = {}
-        self._unarchived: dict[str, bytes] = {}
-        """Finished job records not yet written to the store (see `run_archiver`)."""
-        self._archive_ready = asyncio.Event()
+        self.archive = JobArchive(store=store, ttl_ms=config.idempotency_ttl_ms)
 
     def __repr__(self) -> str:
         return f"JobService(hub={self.hub_id!r}, active_jobs={len(self.jobs)}, {self.nodes!r})"
@@ -223,7 +217,7 @@ class JobService:
     async def cancel(self, link: Link, message: Cancel) -> None:
         job = self.jobs.get(message.job_id)
         if job is None:
-            stored = await self._load(message.job_id)
+            stored = await self.archive.load(message.job_id)
             if stored is None:
                 raise ProtocolError("unknown_job", f"no job {message.job_id}")
             raise ProtocolError("job_finished", f"job {message.job_id} is already finished")
@@ -294,7 +288,7 @@ class JobService:
                 ),
             )
             return True
-        stored = await self._load(job_id)
+        stored = await self.archive.load(job_id)
         if stored is None or stored.result is None:
             return False
         result = stored.result
@@ -459,35 +453,7 @@ class JobService:
                 await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
         # Archived in the background, batched: the result is out already, and waiting
         # here for the store would hold up whatever handed us this job's end.
-        self._unarchived[job.job_id] = _record_encoder.encode(job.to_record())
-        self._archive_ready.set()
-
-    async def run_archiver(self) -> None:
-        """Write finished job records to the store, many per round trip; runs until cancelled."""
-        while True:
-            await self._archive_ready.wait()
-            self._archive_ready.clear()
-            if not await self.flush_archive():
-                await asyncio.sleep(0.2)  # the store is down: retry, keeping the records
-                self._archive_ready.set()
-
-    async def flush_archive(self) -> bool:
-        """Archive what is waiting; False when the store could not be reached."""
-        if not self._unarchived:
-            return True
-        batch = list(self._unarchived.items())
-        try:
-            await self.store.save_jobs(batch, self.config.idempotency_ttl_ms)
-        except StoreUnavailable as exc:
-            if len(self._unarchived) > ARCHIVE_BACKLOG_LIMIT:
-                for job_id in list(self._unarchived)[: len(self._unarchived) // 2]:
-                    del self._unarchived[job_id]  # oldest first: only a late resubmit misses them
-            logger.warning("{} finished job records wait for the store: {}", len(batch), exc)
-            return False
-        for job_id, record in batch:
-            if self._unarchived.get(job_id) is record:
-                del self._unarchived[job_id]
-        return True
+        self.archive.put(job.to_record())
 
     # --- events from node owners (JobEvents) ----------------------------------------------
 
@@ -558,19 +524,7 @@ class JobService:
 
     async def archive_orphan(self, node_id: str, request_id: str, message: JobResult) -> None:
         """Keep the result of a job whose home hub died, for the client's resubmit."""
-        if await self.store.load_job(message.job_id) is not None:
-            return
-        result = Result(
-            request_id=request_id, job_id=message.job_id, node_id=node_id, ok=message.ok,
-            attempts=message.attempt, output=message.output, error=message.error,
-        )
-        record = JobRecord(
-            job_id=message.job_id, request_id=request_id, node_id=node_id,
-            status="done" if message.ok else "failed", attempt=message.attempt, result=result,
-            orphaned=True,
-        )
-        stored = _record_encoder.encode(record)
-        await self.store.save_job(message.job_id, stored, self.config.idempotency_ttl_ms)
+        await self.archive.put_orphan(node_id, request_id, message)
 
     # --- deadlines ---------------------------------------------------------------------
 
@@ -627,14 +581,7 @@ class JobService:
         job = self.jobs.get(job_id)
         if job is not None:
             return job.to_record()
-        return await self._load(job_id)
-
-    async def _load(self, job_id: str) -> JobRecord | None:
-        """A finished job's archived record (its `result` is always set)."""
-        data = self._unarchived.get(job_id)
-        if data is None:
-            data = await self.store.load_job(job_id)
-        return None if data is None else _record_decoder.decode(data)
+        return await self.archive.load(job_id)
 
     async def shutdown(self) -> None:
         """Stop every unfinished job: cancel at its node and tell its clients."""
@@ -643,7 +590,7 @@ class JobService:
             await self._finish(
                 job, ok=False, error=ErrorInfo("hub_shutdown", "the hub is shutting down")
             )
-        await self.flush_archive()
+        await self.archive.flush()
 
 
 def _no_node_text(selection: Selection) -> str:
