@@ -50,7 +50,7 @@ class InboundRouter:
                     envelope.request_id,
                 )
                 if refused is None:
-                    await self.nodes.deliver(envelope.node_id, assign)
+                    self.nodes.deliver(envelope.node_id, assign)
                 else:
                     self.cluster.send(
                         envelope.sender,

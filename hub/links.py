@@ -20,7 +20,11 @@ class Link(Protocol):
 
     async def send(self, message: msgspec.Struct) -> None:
         """Encode and send; a closed connection is not an error (the loss is handled
-        where the connection's end is noticed)."""
+        where the connection's end is noticed). Waits only when the peer is slow."""
+
+    def queue(self, message: msgspec.Struct) -> None:
+        """Encode and queue for sending, without waiting. Messages queued or sent on
+        one link keep their order."""
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection with a WebSocket close code."""

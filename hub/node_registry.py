@@ -226,12 +226,13 @@ class NodeRegistry:
         self._directory.set_running(node_id, len(session.assignments))
         return None
 
-    async def deliver(self, node_id: str, message: JobAssign) -> None:
-        """Send a reserved assignment to its node (a lost node is handled by `unregister`)."""
+    def deliver(self, node_id: str, message: JobAssign) -> None:
+        """Queue a reserved assignment for its node, without waiting (a node holds at
+        most `max_concurrency` of them; a lost node is handled by `unregister`)."""
         session = self.sessions.get(node_id)
         assignment = None if session is None else session.assignments.get(message.job_id)
         if session is not None and assignment is not None and assignment.attempt == message.attempt:
-            await session.link.send(message)
+            session.link.queue(message)
 
     async def revoke(self, node_id: str, job_id: str, attempt: int, reason: str) -> None:
         """Take a job back from a node (timeout, cancel): free the slot, tell the node."""

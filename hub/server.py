@@ -93,7 +93,7 @@ class WsLink:
         self._encode = codec.encode
         self._flush_pending = False
 
-    async def send(self, message: msgspec.Struct) -> None:
+    def queue(self, message: msgspec.Struct) -> None:
         ws = self.ws
         if ws.protocol.state is not State.OPEN:
             return  # a closing connection is cleaned up by the session's own loop
@@ -105,6 +105,10 @@ class WsLink:
         if not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    async def send(self, message: msgspec.Struct) -> None:
+        self.queue(message)
+        ws = self.ws
         if ws.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             self._flush()
             with contextlib.suppress(ConnectionClosed):

@@ -364,13 +364,15 @@ class JobService:
         # One deadline per attempt: when it fires on an accepted job, it re-arms for the
         # attempt's end (most jobs are long gone by then: one heap entry, not two).
         self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
+        # The node first: its write leaves first. `accepted` still precedes `result`:
+        # both are queued in this turn, before any reply from the node can be read.
+        self.nodes.deliver(node_id, assign)
         if announce is not None:
             await announce.send(
                 Accepted(
                     request_id=job.request_id, job_id=job.job_id, node_id=node_id, duplicate=False
                 )
             )
-        await self.nodes.deliver(node_id, assign)
         if job.attempt == 1:
             started = self._submitted_ns.get(job.job_id)
             if started is not None:
