@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self
@@ -385,12 +385,11 @@ class Hub:
                                 message="the hub is shutting down",
                             ))
                             continue
-                        task = start_eagerly(self._submit(link, message))
-                        if task is not None:  # it waits on the store: let it, elsewhere
-                            submits.add(task)
-                            task.add_done_callback(submits.discard)
-                            if len(submits) >= MAX_SUBMITS_IN_FLIGHT:
-                                await asyncio.wait(submits, return_when=asyncio.FIRST_COMPLETED)
+                        task = asyncio.create_task(self._submit(link, message))
+                        submits.add(task)
+                        task.add_done_callback(submits.discard)
+                        if len(submits) >= MAX_SUBMITS_IN_FLIGHT:
+                            await asyncio.wait(submits, return_when=asyncio.FIRST_COMPLETED)
                     elif isinstance(message, Cancel):
                         await service.cancel(link, message)
                     errors = 0  # the limit is on consecutive refusals
@@ -488,41 +487,6 @@ class Hub:
             "nodehub_busy_slots", "Assigned jobs on nodes this hub owns.", (),
             lambda: {(): sum(len(s.assignments) for s in self.service.nodes.sessions.values())},
         )
-
-
-def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-    """Run `coro` now, up to its first real suspension; a task finishes the rest.
-
-    What Python 3.12's eager tasks do, for 3.11: most submits never suspend
-    (local mode binds in memory), and a task per submit would cost a loop turn
-    of latency for nothing. None when `coro` completed without suspending.
-    """
-    try:
-        yielded = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.create_task(_resume(coro, yielded))
-
-
-async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-    """Drive a started coroutine to the end, as a Task would have."""
-    while True:
-        try:
-            if yielded is None:  # a bare yield (asyncio.sleep(0))
-                await asyncio.sleep(0)
-            else:
-                yielded._asyncio_future_blocking = False
-                await asyncio.wait([yielded])
-        except asyncio.CancelledError as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
 
 
 def _respond(ws: ServerConnection, status: HTTPStatus, body: Any) -> Response:
