@@ -370,8 +370,9 @@ class Hub:
         service = self.service
         service.client_connected(link)
         errors = 0
-        # Submits run concurrently (a Redis bind must not hold up the next frame);
-        # at most MAX_SUBMITS_IN_FLIGHT per session, after which reading pauses.
+        # Submits run concurrently when the store waits on I/O (a Redis bind must not
+        # hold up the next frame); at most MAX_SUBMITS_IN_FLIGHT per session, after
+        # which reading pauses.
         submits: set[asyncio.Task[None]] = set()
         try:
             async for frame in ws:
@@ -385,11 +386,17 @@ class Hub:
                                 message="the hub is shutting down",
                             ))
                             continue
-                        task = asyncio.create_task(self._submit(link, message))
-                        submits.add(task)
-                        task.add_done_callback(submits.discard)
-                        if len(submits) >= MAX_SUBMITS_IN_FLIGHT:
-                            await asyncio.wait(submits, return_when=asyncio.FIRST_COMPLETED)
+                        if not self.store.waits:
+                            # Nothing to overlap: a task would only add a loop turn.
+                            await self._submit(link, message)
+                        else:
+                            task = asyncio.create_task(self._submit(link, message))
+                            submits.add(task)
+                            task.add_done_callback(submits.discard)
+                            if len(submits) >= MAX_SUBMITS_IN_FLIGHT:
+                                await asyncio.wait(
+                                    submits, return_when=asyncio.FIRST_COMPLETED
+                                )
                     elif isinstance(message, Cancel):
                         await service.cancel(link, message)
                     errors = 0  # the limit is on consecutive refusals

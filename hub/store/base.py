@@ -33,6 +33,9 @@ class Store(Protocol):
     """Shared state for one hub. All methods may raise `StoreUnavailable`."""
 
     hub_id: str
+    waits: bool
+    """Whether calls may wait on I/O. When False (memory), callers need not run
+    store calls concurrently: they complete without suspending."""
 
     async def start(self) -> None:
         """Connect; raise `StoreUnavailable` with a clear message when that fails."""

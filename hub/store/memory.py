@@ -100,6 +100,8 @@ class MemoryBackplane:
 class MemoryStore:
     """The `Store` of local mode; see the module docstring."""
 
+    waits = False  # every call completes without suspending (except reading the inbox)
+
     def __init__(self, *, hub_id: str, backplane: MemoryBackplane | None = None) -> None:
         self.hub_id = hub_id
         self._plane = backplane if backplane is not None else MemoryBackplane()

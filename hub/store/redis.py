@@ -175,6 +175,8 @@ def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any
 class RedisStore:
     """The `Store` of cross-instance mode (see hub/store/base.py for the contract)."""
 
+    waits = True
+
     def __init__(self, *, hub_id: str, url: str, prefix: str) -> None:
         self.hub_id = hub_id
         self.url = url
