@@ -79,7 +79,6 @@ class Cluster:
         self._structure_ready = asyncio.Event()
         self._last_update_s = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
-        self._attempts: dict[str, int] = {}
         self._buried: set[str] = set()
         self._closing = False
         self._reaping: dict[str, asyncio.Lock] = {}
@@ -173,18 +172,28 @@ class Cluster:
         assert self.handler is not None
         done: list[str] = []
         for entry_id, data in entries:
-            try:
-                envelope = decode_envelope(data)
-                await self.handler.handle_envelope(envelope, reaped_from=reaped_from)
-            except Exception as exc:
-                tries = self._attempts.get(entry_id, 0) + 1
-                self._attempts[entry_id] = tries
-                logger.exception("inbox entry {} failed ({} tries)", entry_id, tries)
-                if tries >= MAX_DELIVERIES or not isinstance(exc, StoreUnavailable):
-                    self._attempts.pop(entry_id, None)
-                    await self.store.dead_letter(inbox_hub, entry_id, data, repr(exc))
-                continue
-            done.append(entry_id)
+            # Retried here, in order: a consumer group never hands an unacknowledged
+            # entry to the same reader again. A store outage gets a few tries; an
+            # entry that cannot be decoded or handled goes to the dead letters at once.
+            for tries in range(1, MAX_DELIVERIES + 1):
+                try:
+                    envelope = decode_envelope(data)
+                    await self.handler.handle_envelope(envelope, reaped_from=reaped_from)
+                except StoreUnavailable as exc:
+                    if tries < MAX_DELIVERIES:
+                        await asyncio.sleep(0.2 * tries)
+                        continue
+                    failure: Exception | None = exc
+                except Exception as exc:
+                    failure = exc
+                else:
+                    failure = None
+                break
+            if failure is None:
+                done.append(entry_id)
+            else:
+                logger.opt(exception=failure).error("inbox entry {} failed", entry_id)
+                await self.store.dead_letter(inbox_hub, entry_id, data, repr(failure))
         if done:
             await self.store.ack_inbox(done, hub_id=inbox_hub)
 
