@@ -153,9 +153,11 @@ class Cluster:
     # --- receiving --------------------------------------------------------------------
 
     async def _inbox_loop(self) -> None:
+        handled: list[str] = []  # acknowledged with the next read, in its round trip
         while not self._closing:
             try:
-                entries = await self.store.read_inbox(block_ms=1000, count=512)
+                entries = await self.store.read_inbox(block_ms=1000, count=512, ack=handled)
+                handled = []
             except StoreUnavailable:
                 await asyncio.sleep(0.2)
                 continue
@@ -164,11 +166,13 @@ class Cluster:
                 await asyncio.sleep(0.2)
                 continue
             if entries:
-                await self._handle_entries(self.hub_id, entries, reaped_from=None)
+                handled = await self._handle_entries(self.hub_id, entries, reaped_from=None)
 
     async def _handle_entries(
         self, inbox_hub: str, entries: Sequence[tuple[str, bytes]], *, reaped_from: str | None
-    ) -> None:
+    ) -> list[str]:
+        """Handle entries in order; the ids of those handled, still to acknowledge
+        (those that failed went to the dead letters, which acknowledges them)."""
         assert self.handler is not None
         done: list[str] = []
         for entry_id, data in entries:
@@ -194,8 +198,7 @@ class Cluster:
             else:
                 logger.opt(exception=failure).error("inbox entry {} failed", entry_id)
                 await self.store.dead_letter(inbox_hub, entry_id, data, repr(failure))
-        if done:
-            await self.store.ack_inbox(done, hub_id=inbox_hub)
+        return done
 
     # --- the directory ------------------------------------------------------------------
 
@@ -438,7 +441,8 @@ class Cluster:
             entries.extend(fresh)
         entries.sort(key=lambda entry: 0 if _is_node_event(entry[1]) else 1)
         if entries:
-            await self._handle_entries(hub_id, entries, reaped_from=hub_id)
+            handled = await self._handle_entries(hub_id, entries, reaped_from=hub_id)
+            await self.store.ack_inbox(handled, hub_id=hub_id)
         await self.store.drop_hub(hub_id)
 
     def is_live(self, hub_id: str) -> bool:

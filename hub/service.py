@@ -21,17 +21,20 @@ import contextlib
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import msgspec
 from loguru import logger
 
 from hub.archive import JobArchive
+from hub.binder import Binder
 from hub.capabilities import Requirements
 from hub.cluster import Cluster
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
-from hub.envelopes import Deliver, Dispatch, NodeEvent, NodeLost, Revoke, Watch
+from hub.envelopes import Deliver, Dispatch, NodeEvent, NodeLost, Revoke, Watch, encode
 from hub.errors import ProtocolError, StoreUnavailable
 from hub.jobs import Job, JobRecord, JobStatus, Watcher
 from hub.links import Link
@@ -41,6 +44,7 @@ from hub.messages import (
     ClientOutbound,
     ErrorInfo,
     JobAccept,
+    JobAssign,
     JobProgress,
     JobReject,
     JobResult,
@@ -52,7 +56,7 @@ from hub.messages import (
 from hub.metrics import Metrics
 from hub.node_registry import JobMessage, NodeRegistry
 from hub.selector import Selection, select_node
-from hub.store.base import Store
+from hub.store.base import Binding, Store
 from hub.timers import DeadlineQueue
 
 HUB_OUTCOMES = frozenset(
@@ -65,6 +69,8 @@ ATTEMPT = "attempt"
 OVERALL = "overall"
 Deadline = tuple[str, int, str]
 """(job_id, attempt, kind) of a pending deadline."""
+Plan = tuple[Job | None, JobAssign | None, Selection]
+"""A job with its first attempt assigned, before it is recorded (None: no node fits)."""
 
 
 class Clock:
@@ -114,6 +120,8 @@ class JobService:
         self._job_counter = 0
         self._submitted_ns: dict[str, int] = {}
         self._creating: dict[str, list[Watcher]] = {}
+        self._early: dict[str, list[Callable[[], Awaitable[None]]]] = {}
+        self.binder = Binder(store)
         self.archive = JobArchive(store=store, ttl_ms=config.idempotency_ttl_ms)
 
     def __repr__(self) -> str:
@@ -131,25 +139,44 @@ class JobService:
     async def submit(self, link: Link, message: Submit) -> None:
         started_ns = time.perf_counter_ns()
         job_id = self._new_job_id()
-        # Between the bind and the job record, duplicates (from any hub) wait here.
-        self._creating[job_id] = []
+        # Selected and assigned before the binding, so that a dispatch to a node of
+        # another hub goes out with the binding, atomically, in the same round trip.
+        job, assign, selection = self._plan(link, message, job_id)
         # The binding outlives the longest the job can run, plus the idempotency window.
-        bind_ttl_ms = self.config.idempotency_ttl_ms + self._budget_ms(message)
+        binding = Binding(
+            message.request_id, job_id, self.config.idempotency_ttl_ms + self._budget_ms(message)
+        )
+        if job is not None and assign is not None and job.node_hub != self.hub_id:
+            binding = binding._replace(
+                send_to=job.node_hub, envelope=encode(self._dispatch(job, assign))
+            )
+        # Until the job exists, duplicates (from any hub) and node events wait here.
+        self._creating[job_id] = []
+        self._early[job_id] = []
         try:
-            existing = await self.store.bind_request(message.request_id, job_id, bind_ttl_ms)
+            existing = await self.binder.bind(binding)
         except StoreUnavailable as exc:
-            del self._creating[job_id]
+            del self._creating[job_id], self._early[job_id]
+            if job is not None and binding.send_to is not None:
+                # It may have gone out, with only the reply lost.
+                self.cluster.send(binding.send_to, self._revocation(job, "store_unavailable"))
             # Fail fast: without the binding the hub cannot promise exactly-once.
             self.metrics.submits.inc("store_unavailable")
             await link.send(
                 Rejected(request_id=message.request_id, code="store_unavailable", message=str(exc))
             )
             return
+        early = self._early.pop(job_id)
         if existing is not None:
-            del self._creating[job_id]
+            del self._creating[job_id]  # nothing was dispatched: the script sent only if bound
             await self._attach_duplicate(link, message, existing)
             return
-        rejected = await self._create(link, message, job_id, started_ns)
+        rejected = await self._commit(
+            link, message, job_id, (job, assign, selection), started_ns,
+            dispatched=binding.send_to is not None,
+        )
+        for event in early:  # node events that overtook the binding's reply
+            await event()
         for watcher in self._creating.pop(job_id, ()):
             if rejected is not None:
                 await self._to_watcher(watcher, rejected)
@@ -169,11 +196,9 @@ class JobService:
         self._job_counter += 1
         return f"{self._job_prefix}{self._job_counter}"
 
-    async def _create(
-        self, link: Link, message: Submit, job_id: str, started_ns: int
-    ) -> Rejected | None:
-        """Select, record and dispatch a job whose request is bound to `job_id`;
-        the `rejected` sent when no node fits."""
+    def _plan(self, link: Link, message: Submit, job_id: str) -> Plan:
+        """Select a node and assign the job's first attempt to it (no I/O, nothing
+        recorded yet); no job when no node fits."""
         config = self.config
         session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
         routing_key = message.routing_key
@@ -182,6 +207,31 @@ class JobService:
         req = Requirements.from_submit(message, routing_key=routing_key)
         selection = self._select(req)
         if selection.node_id is None:
+            return None, None, selection
+        timeout_ms = self._budget_ms(message)
+        job = Job(
+            job_id=job_id,
+            request_id=message.request_id,
+            session_id=session_id,
+            requirements=req,
+            payload=message.payload,
+            home_hub=self.hub_id,
+            created_ms=self.clock.wall_ms(),
+            deadline_ms=self.clock.now_ms() + timeout_ms,
+            watcher=Watcher(self.hub_id, link.peer_id, message.request_id),
+            timeout_ms=timeout_ms,
+        )
+        return job, self._assign(job, selection.node_id), selection
+
+    async def _commit(
+        self, link: Link, message: Submit, job_id: str, plan: Plan, started_ns: int,
+        *, dispatched: bool = False,
+    ) -> Rejected | None:
+        """Record and run a planned job now that its request is bound to `job_id`
+        (`dispatched`: its Dispatch to another hub went out with the binding); the
+        `rejected` sent when no node fits (the binding is then released)."""
+        job, assign, selection = plan
+        if job is None or assign is None:
             await self.store.release_request(message.request_id, job_id)
             self.metrics.submits.inc("no_node")
             rejected = Rejected(
@@ -192,27 +242,21 @@ class JobService:
             )
             await link.send(rejected)
             return rejected
-        now = self.clock.now_ms()
-        timeout_ms = self._budget_ms(message)
-        job = Job(
-            job_id=job_id,
-            request_id=message.request_id,
-            session_id=session_id,
-            requirements=req,
-            payload=message.payload,
-            home_hub=self.hub_id,
-            created_ms=self.clock.wall_ms(),
-            deadline_ms=now + timeout_ms,
-            watcher=Watcher(self.hub_id, link.peer_id, message.request_id),
-            timeout_ms=timeout_ms,
-        )
-        self.jobs[job_id] = job
-        self._submitted_ns[job_id] = started_ns
+        self.jobs[job.job_id] = job
+        self._submitted_ns[job.job_id] = started_ns
         if message.timeout_ms is not None:
-            self._push_deadline(job.deadline_ms, (job_id, 0, OVERALL))
+            self._push_deadline(job.deadline_ms, (job.job_id, 0, OVERALL))
         self.metrics.submits.inc("accepted")
-        await self._start_attempt(job, selection.node_id, announce=link)
+        await self._send_attempt(job, assign, announce=link, dispatched=dispatched)
         return None
+
+    async def _create(
+        self, link: Link, message: Submit, job_id: str, started_ns: int
+    ) -> Rejected | None:
+        """Plan and commit a job whose request is already bound to `job_id`."""
+        return await self._commit(
+            link, message, job_id, self._plan(link, message, job_id), started_ns
+        )
 
     async def cancel(self, link: Link, message: Cancel) -> None:
         job = self.jobs.get(message.job_id)
@@ -323,13 +367,8 @@ class JobService:
                 self.metrics.no_node.inc(reason, amount=count)
         return selection
 
-    async def _start_attempt(self, job: Job, node_id: str, *, announce: Link | None = None) -> None:
-        """Assign `job` to `node_id`; on a refusal, go straight to the next attempt.
-
-        `announce` is the submitter on the first attempt: it gets `accepted`
-        after the slot is held and before the node hears of the job, so that
-        `accepted` always precedes the job's `result`.
-        """
+    def _assign(self, job: Job, node_id: str) -> JobAssign:
+        """Start the job's next attempt on `node_id` (state only); the node's message."""
         config = self.config
         state = self.directory.snapshot.get(node_id)
         node_hub = state.hub_id if state is not None else self.hub_id
@@ -339,40 +378,59 @@ class JobService:
         assign = job.assign(node_id, node_hub, now, attempt_deadline, wall_ms=wall)
         # The wire deadline is wall-clock; keep the remaining budget.
         assign.deadline_ms = wall + (assign.deadline_ms - now)
-        if node_hub != self.hub_id:
+        return assign
+
+    def _dispatch(self, job: Job, assign: JobAssign) -> Dispatch:
+        return Dispatch(self.hub_id, node_id=job.node_id, request_id=job.request_id, assign=assign)
+
+    def _revocation(self, job: Job, reason: str) -> Revoke:
+        return Revoke(
+            self.hub_id, node_id=job.node_id, job_id=job.job_id, attempt=job.attempt, reason=reason
+        )
+
+    async def _start_attempt(self, job: Job, node_id: str, *, announce: Link | None = None) -> None:
+        await self._send_attempt(job, self._assign(job, node_id), announce=announce)
+
+    async def _send_attempt(
+        self, job: Job, assign: JobAssign, *, announce: Link | None = None, dispatched: bool = False
+    ) -> None:
+        """Hand the assigned attempt to its node; on a refusal, go straight to the next.
+
+        `announce` is the submitter on the first attempt: it gets `accepted`
+        after the slot is held and before the node hears of the job, so that
+        `accepted` always precedes the job's `result`.
+        """
+        now = self.clock.now_ms()
+        accepted = Accepted(
+            request_id=job.request_id, job_id=job.job_id, node_id=job.node_id, duplicate=False
+        )
+        if job.node_hub != self.hub_id:
             # The owner hub holds the slots: it takes one or answers `Refused` (which
             # does not spend the attempt budget). Not counting the slot here as well:
             # with short jobs, increments between two coalesced load updates add up
             # past the node's real load and the hub would refuse work it could place.
-            self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
-            self.cluster.send(
-                node_hub,
-                Dispatch(self.hub_id, node_id=node_id, request_id=job.request_id, assign=assign),
+            self._push_deadline(
+                now + self.config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT)
             )
+            if not dispatched:
+                self.cluster.send(job.node_hub, self._dispatch(job, assign))
             if announce is not None:
-                await announce.send(
-                    Accepted(
-                        request_id=job.request_id, job_id=job.job_id, node_id=node_id,
-                        duplicate=False,
-                    )
-                )
+                await announce.send(accepted)
             return
-        refused = self.nodes.reserve(node_id, job.job_id, job.attempt, self.hub_id, job.request_id)
+        refused = self.nodes.reserve(
+            job.node_id, job.job_id, job.attempt, self.hub_id, job.request_id
+        )
         if refused is not None:
             await self._next_attempt(job, refused, announce=announce)
             return
         # One deadline per attempt: when it fires on an accepted job, it re-arms for the
         # attempt's end (most jobs are long gone by then: one heap entry, not two).
-        self._push_deadline(now + config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
+        self._push_deadline(now + self.config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
         # The node first: its write leaves first. `accepted` still precedes `result`:
         # both are queued in this turn, before any reply from the node can be read.
-        self.nodes.deliver(node_id, assign)
+        self.nodes.deliver(job.node_id, assign)
         if announce is not None:
-            await announce.send(
-                Accepted(
-                    request_id=job.request_id, job_id=job.job_id, node_id=node_id, duplicate=False
-                )
-            )
+            await announce.send(accepted)
         if job.attempt == 1:
             started = self._submitted_ns.get(job.job_id)
             if started is not None:
@@ -409,13 +467,7 @@ class JobService:
         if job.node_hub == self.hub_id:
             await self.nodes.revoke(job.node_id, job.job_id, job.attempt, reason)
         elif self.cluster.is_live(job.node_hub):
-            self.cluster.send(
-                job.node_hub,
-                Revoke(
-                    self.hub_id, node_id=job.node_id, job_id=job.job_id, attempt=job.attempt,
-                    reason=reason,
-                ),
-            )
+            self.cluster.send(job.node_hub, self._revocation(job, reason))
 
     async def _finish(
         self,
@@ -474,6 +526,12 @@ class JobService:
             return
         job = self.jobs.get(message.job_id)
         if job is None:
+            if (early := self._early.get(message.job_id)) is not None:
+                early.append(
+                    partial(self.node_event, node_id, message, home_hub=home_hub,
+                            request_id=request_id)
+                )
+                return
             raise ProtocolError("job_finished", f"job {message.job_id} is no longer active")
         job.fence(node_id, message.attempt)
         match message:
@@ -513,6 +571,9 @@ class JobService:
         self, job_id: str, attempt: int, outcome: str, *, node_id: str | None = None
     ) -> None:
         """An attempt ended without a result (node lost, refused by its owner)."""
+        if (early := self._early.get(job_id)) is not None:
+            early.append(partial(self.attempt_failed, job_id, attempt, outcome, node_id=node_id))
+            return
         job = self.jobs.get(job_id)
         if job is None or job.attempt != attempt or (node_id and job.node_id != node_id):
             return
@@ -587,6 +648,7 @@ class JobService:
 
     async def shutdown(self) -> None:
         """Stop every unfinished job: cancel at its node and tell its clients."""
+        await self.binder.aclose()  # submits waiting on their binding get it first
         for job in list(self.jobs.values()):
             await self._revoke(job, "hub_shutdown")
             await self._finish(

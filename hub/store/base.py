@@ -17,7 +17,19 @@ What lives here:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+
+class Binding(NamedTuple):
+    """One idempotency binding to make, and what to send when (only when) it is made."""
+
+    request_id: str
+    job_id: str
+    ttl_ms: int
+    send_to: str | None = None
+    """A hub whose inbox gets `envelope` in the same atomic step, if the binding is
+    made: a job's first dispatch to another hub costs no extra round trip."""
+    envelope: bytes = b""
 
 
 class OwnershipConflict(Exception):
@@ -48,6 +60,10 @@ class Store(Protocol):
     async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
         """Bind `request_id` to `job_id` unless bound: None when this call bound it,
         else the job id it was already bound to. Atomic across hubs."""
+
+    async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
+        """`bind_request` for each binding, in order, in one round trip; a binding's
+        envelope is appended to its `send_to` inbox if and only if it was made."""
 
     async def release_request(self, request_id: str, job_id: str) -> None:
         """Drop the binding if (and only if) it still points at `job_id`."""
@@ -133,9 +149,12 @@ class Store(Protocol):
     async def send_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Append messages to inboxes, in order, in one round trip where possible."""
 
-    async def read_inbox(self, *, block_ms: int, count: int) -> Sequence[tuple[str, bytes]]:
+    async def read_inbox(
+        self, *, block_ms: int, count: int, ack: Sequence[str] = ()
+    ) -> Sequence[tuple[str, bytes]]:
         """Up to `count` unacknowledged (entry id, envelope) pairs of this hub's inbox,
-        waiting up to `block_ms` for the first."""
+        waiting up to `block_ms` for the first. `ack` acknowledges entries of this
+        hub's inbox first, in the same round trip."""
 
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         """Acknowledge handled entries (of `hub_id`'s inbox, by default this hub's)."""

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from hub.store.base import OwnershipConflict
+from hub.store.base import Binding, OwnershipConflict
 
 
 def _monotonic_ms() -> int:
@@ -123,11 +123,20 @@ class MemoryStore:
     # --- idempotency and job records ---------------------------------------------------
 
     async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
-        existing = self._plane.bindings.get(request_id)
-        if existing is not None:
-            return str(existing)
-        self._plane.bindings.set(request_id, job_id, ttl_ms)
-        return None
+        return (await self.bind_requests([Binding(request_id, job_id, ttl_ms)]))[0]
+
+    async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
+        made: list[str | None] = []
+        for binding in bindings:
+            existing = self._plane.bindings.get(binding.request_id)
+            if existing is not None:
+                made.append(str(existing))
+                continue
+            self._plane.bindings.set(binding.request_id, binding.job_id, binding.ttl_ms)
+            if binding.send_to is not None:
+                await self.send_many([(binding.send_to, binding.envelope)])
+            made.append(None)
+        return made
 
     async def release_request(self, request_id: str, job_id: str) -> None:
         if self._plane.bindings.get(request_id) == job_id:
@@ -250,7 +259,10 @@ class MemoryStore:
             inbox.unread.append((f"{self._plane.sequence}-0", envelope))
             inbox.arrived.set()
 
-    async def read_inbox(self, *, block_ms: int, count: int) -> Sequence[tuple[str, bytes]]:
+    async def read_inbox(
+        self, *, block_ms: int, count: int, ack: Sequence[str] = ()
+    ) -> Sequence[tuple[str, bytes]]:
+        await self.ack_inbox(ack)
         inbox = self._plane.inbox(self.hub_id)
         if not inbox.unread:
             inbox.arrived.clear()

@@ -10,6 +10,7 @@ writes it. Redis errors are translated at this boundary into
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -18,7 +19,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from hub.errors import StoreUnavailable
-from hub.store.base import OwnershipConflict
+from hub.store.base import Binding, OwnershipConflict
 from hub.store.keys import (
     CONSUMER_GROUP,
     DEAD_LETTER_MAXLEN,
@@ -29,9 +30,12 @@ from hub.store.keys import (
     REAPER_LOCK_TTL_MS,
     Keys,
 )
+from hub.store.resp import RespPipe
 
 RENEW_BATCH = 500
 """Lease renewals per pipelined round trip."""
+CONNECT_TIMEOUT_S = 2.0
+REPLY_TIMEOUT_S = 10.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -98,6 +102,38 @@ if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
   return 1
 end
 return 0
+"""
+
+# KEYS[2i-1] the request binding of item i, KEYS[2i] the inbox its envelope goes to
+# (any key when it sends nothing)
+# ARGV[1] inbox MAXLEN, ARGV[2] inbox ttl ms; then four per item from ARGV[3]:
+# job id, binding ttl ms, '1' to send, the envelope
+# Binds each request unless it is bound (SET NX GET); only a binding made here
+# sends its envelope. Returns per item the job it was already bound to, or ''.
+BIND_MANY = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local a = 3 + (i - 1) * 4
+  local old = redis.call('SET', KEYS[2 * i - 1], ARGV[a], 'PX', ARGV[a + 1], 'NX', 'GET')
+  if old then
+    out[i] = old
+  else
+    out[i] = ''
+    if ARGV[a + 2] == '1' then
+      redis.call('XADD', KEYS[2 * i], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[a + 3])
+      redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+    end
+  end
+end
+return out
+"""
+
+# KEYS[i] a job record key. ARGV[1] ttl ms, ARGV[1 + i] the record for KEYS[i].
+SAVE_MANY = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+end
+return #KEYS
 """
 
 # KEYS[1] request binding. ARGV[1] expected job id. Returns 1 when deleted.
@@ -186,8 +222,8 @@ class RedisStore:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             decode_responses=False,
-            socket_connect_timeout=2.0,
-            socket_timeout=10.0,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=REPLY_TIMEOUT_S,
             health_check_interval=0,
             max_connections=64,
             timeout=5.0,
@@ -197,6 +233,8 @@ class RedisStore:
             name: self._redis.register_script(source)
             for name, source in (
                 ("announce", ANNOUNCE),
+                ("bind_many", BIND_MANY),
+                ("save_many", SAVE_MANY),
                 ("live_hubs", LIVE_HUBS),
                 ("claim_node", CLAIM_NODE),
                 ("release_node", RELEASE_NODE),
@@ -208,12 +246,52 @@ class RedisStore:
             )
         }
         self._inbox = self.keys.inbox(hub_id)
+        # The per-job hot path (bindings, sends; inbox reads, which block) runs on
+        # two pipelined connections of its own (see hub/store/resp.py).
+        self._pipes: dict[str, RespPipe] = {}
+        self._opening: dict[str, asyncio.Lock] = {"send": asyncio.Lock(), "read": asyncio.Lock()}
 
     def __repr__(self) -> str:
         return f"RedisStore(hub_id={self.hub_id!r}, url={self.url!r})"
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def _pipe(self, role: str) -> RespPipe:
+        pipe = self._pipes.get(role)
+        if pipe is None or pipe.closed:
+            async with self._opening[role]:
+                pipe = self._pipes.get(role)
+                if pipe is None or pipe.closed:
+                    pipe = await RespPipe.open(self.url, timeout_s=CONNECT_TIMEOUT_S)
+                    self._pipes[role] = pipe
+        return pipe
+
+    @staticmethod
+    async def _reply(pipe: RespPipe, reply: asyncio.Future[Any], timeout_s: float) -> Any:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await reply
+        except TimeoutError:
+            pipe.close()  # the connection's state is unknown: start afresh
+            raise
+
+    async def _piped_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA on the send pipe; EVAL when Redis lost the script (a restart)."""
+        pipe = await self._pipe("send")
+        script = self._scripts[name]
+        try:
+            return await self._reply(
+                pipe, pipe.call("EVALSHA", script.sha, len(keys), *keys, *args), REPLY_TIMEOUT_S
+            )
+        except redis_errors.ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        source = script.script
+        assert isinstance(source, str | bytes)
+        return await self._reply(
+            pipe, pipe.call("EVAL", source, len(keys), *keys, *args), REPLY_TIMEOUT_S
+        )
 
     async def start(self) -> None:
         try:
@@ -228,18 +306,27 @@ class RedisStore:
             await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
 
     async def aclose(self) -> None:
+        for pipe in self._pipes.values():
+            pipe.close()
         with contextlib.suppress(Exception):
             await self._redis.aclose(close_connection_pool=True)
 
     # --- idempotency and job records ----------------------------------------------------
 
-    @_translated
     async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
-        # One command: SET NX GET returns the job the request was already bound to.
-        old = await self._redis.set(
-            self.keys.request(request_id), job_id, px=ttl_ms, nx=True, get=True
-        )
-        return None if old is None else _text(old)
+        return (await self.bind_requests([Binding(request_id, job_id, ttl_ms)]))[0]
+
+    @_translated
+    async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
+        keys: list[str] = []
+        args: list[Any] = [INBOX_MAXLEN, INBOX_TTL_MS]
+        for binding in bindings:
+            request_key = self.keys.request(binding.request_id)
+            to = binding.send_to
+            keys += [request_key, request_key if to is None else self.keys.inbox(to)]
+            args += [binding.job_id, binding.ttl_ms, "0" if to is None else "1", binding.envelope]
+        bound = await self._piped_script("bind_many", keys, args)
+        return [_text(job_id) or None for job_id in bound]
 
     @_translated
     async def release_request(self, request_id: str, job_id: str) -> None:
@@ -260,10 +347,12 @@ class RedisStore:
 
     @_translated
     async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id, record in items:
-                pipe.set(self.keys.job(job_id), record, px=ttl_ms)
-            await pipe.execute()
+        if items:
+            await self._script(
+                "save_many",
+                [self.keys.job(job_id) for job_id, _ in items],
+                [ttl_ms, *(record for _, record in items)],
+            )
 
     @_translated
     async def load_job(self, job_id: str) -> bytes | None:
@@ -393,18 +482,27 @@ class RedisStore:
     async def send_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
             return
-        await self._script(
+        await self._piped_script(
             "send_many",
             [self.keys.inbox(hub_id) for hub_id, _ in items],
             [INBOX_MAXLEN, INBOX_TTL_MS, *(envelope for _, envelope in items)],
         )
 
     @_translated
-    async def read_inbox(self, *, block_ms: int, count: int) -> Sequence[tuple[str, bytes]]:
+    async def read_inbox(
+        self, *, block_ms: int, count: int, ack: Sequence[str] = ()
+    ) -> Sequence[tuple[str, bytes]]:
+        pipe = await self._pipe("read")
+        # One round trip: the acknowledgement rides with the next blocking read.
+        acked = pipe.call("XACK", self._inbox, CONSUMER_GROUP, *ack) if ack else None
+        read = pipe.call(
+            "XREADGROUP", "GROUP", CONSUMER_GROUP, self.hub_id, "COUNT", count,
+            "BLOCK", block_ms, "STREAMS", self._inbox, ">",
+        )
         try:
-            reply = await self._redis.xreadgroup(
-                CONSUMER_GROUP, self.hub_id, {self._inbox: ">"}, count=count, block=block_ms
-            )
+            if acked is not None:
+                await self._reply(pipe, acked, REPLY_TIMEOUT_S)
+            reply = await self._reply(pipe, read, block_ms / 1000 + REPLY_TIMEOUT_S)
         except redis_errors.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -470,6 +568,8 @@ def _entries(reply: Any) -> list[tuple[str, bytes]]:
     streams = reply.items() if isinstance(reply, dict) else reply
     for _, messages in streams:
         for entry_id, fields in messages:
+            if isinstance(fields, list):  # a raw reply: [field, value, ...]
+                fields = dict(zip(fields[::2], fields[1::2], strict=True))
             if fields and b"e" in fields:
                 entries.append((entry_id.decode(), fields[b"e"]))
     return entries

@@ -1,0 +1,150 @@
+"""`RespPipe`: one pipelined Redis connection for the per-job hot path.
+
+redis-py's asyncio client checks a connection out of a pool, writes one
+command, and waits for its reply before the connection serves anyone else; on
+this project's 2-core reference machine that is 150-250 us a command, and a
+cross-hub job has two such hops on its critical path (benchmarks/redis_hop.py
+measures both transports). This pipe writes every command of one event-loop
+turn in at most two writes (the first command at once, the rest at the end of
+the turn), never waits for a reply before sending the next command,
+and parses replies with hiredis (redis-py's own parser) straight in
+`data_received`, resolving one future per command in order. One connection
+keeps the commands' order, so inbox entries sent through it arrive in the
+order they were sent.
+
+It serves three commands of the hot path (EVALSHA of the bind-and-dispatch
+and send scripts, XREADGROUP and XACK); everything else goes through
+redis-py. The URL is parsed by redis-py (`redis://`, `rediss://`, `unix://`,
+user, password, db). Failures surface as `ConnectionError` (connection lost,
+reply timeout) or `redis.exceptions.ResponseError` (an error reply), the
+same types redis-py raises, so `RedisStore` translates both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any, cast
+
+import hiredis
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import parse_url
+
+Reply = Any
+
+
+class RespPipe(asyncio.Protocol):
+    """A pipelined connection; `call` may be used from any number of tasks."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._transport: asyncio.Transport | None = None
+        self._waiting: deque[asyncio.Future[Reply]] = deque()
+        self._buffer: list[bytes] = []
+        self._turn_open = False
+        self._lost: Exception | None = None
+
+    # --- opening and closing ----------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str, *, timeout_s: float) -> RespPipe:
+        """Connect, authenticate and select the database the URL names."""
+        params = parse_url(url)
+        loop = asyncio.get_running_loop()
+        pipe = cls()
+        async with asyncio.timeout(timeout_s):
+            if "path" in params:
+                await loop.create_unix_connection(lambda: pipe, params["path"])
+            else:
+                tls = ssl.create_default_context() if url.startswith("rediss://") else None
+                await loop.create_connection(
+                    lambda: pipe, params.get("host", "localhost"), params.get("port", 6379),
+                    ssl=tls,
+                )
+            handshake = []
+            if params.get("password"):
+                auth = [params.get("username") or "default", params["password"]]
+                handshake.append(pipe.call("AUTH", *auth))
+            if params.get("db"):
+                handshake.append(pipe.call("SELECT", params["db"]))
+            for reply in handshake:
+                await reply
+        return pipe
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._lost is not None
+
+    # --- commands ----------------------------------------------------------------------
+
+    def call(self, *args: str | bytes | int) -> asyncio.Future[Reply]:
+        """Queue a command (written with the others of this loop turn); its reply."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        if self._lost is not None:
+            future.set_exception(ConnectionError(f"Redis connection lost: {self._lost}"))
+            return future
+        self._waiting.append(future)
+        if self._turn_open:
+            self._buffer.append(_pack(args))
+        else:
+            # The first command of a loop turn leaves at once; the turn's others
+            # follow in one write at its end.
+            self._turn_open = True
+            asyncio.get_running_loop().call_soon(self._flush)
+            assert self._transport is not None
+            self._transport.write(_pack(args))
+        return future
+
+    def _flush(self) -> None:
+        self._turn_open = False
+        if self._buffer and self._transport is not None and self._lost is None:
+            self._transport.writelines(self._buffer)
+        self._buffer = []
+
+    # --- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            if not self._waiting:  # a reply nobody asked for: the stream is out of step
+                self._fail(ConnectionError("unexpected reply from Redis"))
+                return
+            future = self._waiting.popleft()
+            if future.done():  # its caller gave up (cancelled); the reply is dropped
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(redis_errors.ResponseError(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("closed"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._lost is None:
+            self._lost = exc
+        lost = ConnectionError(f"Redis connection lost: {exc}")
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(lost)
+        self._buffer = []
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _pack(args: tuple[str | bytes | int, ...]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
