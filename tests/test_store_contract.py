@@ -21,7 +21,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from hub.store.base import OwnershipConflict, Store
+from hub.store.base import Binding, OwnershipConflict, Store
 from hub.store.memory import MemoryBackplane, MemoryStore
 from hub.store.redis import RedisStore
 
@@ -127,6 +127,35 @@ async def test_release_request_only_when_matching(store: Store) -> None:
     await store.release_request("req", "job-1")
     assert await store.bind_request("req", "job-2", LONG_MS) is None
     await store.release_request("never-bound", "job-x")  # harmless
+
+
+async def test_bind_requests_sends_only_what_it_binds(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    assert await store.bind_request("taken", "job-0", LONG_MS) is None
+    bound = await store.bind_requests([
+        Binding("fresh-1", "job-1", LONG_MS, send_to="hub-b", envelope=b"dispatch-1"),
+        Binding("taken", "job-2", LONG_MS, send_to="hub-b", envelope=b"dispatch-2"),
+        Binding("fresh-2", "job-3", LONG_MS),
+        Binding("fresh-3", "job-4", LONG_MS, send_to="hub-b", envelope=b"dispatch-4"),
+        Binding("fresh-1", "job-5", LONG_MS, send_to="hub-b", envelope=b"dispatch-5"),
+    ])
+    assert bound == [None, "job-0", None, None, "job-1"]
+    entries = await other.read_inbox(block_ms=1000, count=10)
+    # Only the bindings made sent their envelope, in order.
+    assert [envelope for _, envelope in entries] == [b"dispatch-1", b"dispatch-4"]
+    assert await store.bind_request("fresh-2", "job-x", LONG_MS) == "job-3"
+
+
+async def test_read_inbox_acknowledges_with_the_read(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.send_many([("hub-b", b"one"), ("hub-b", b"two")])
+    first = await other.read_inbox(block_ms=1000, count=1)
+    assert [envelope for _, envelope in first] == [b"one"]
+    second = await other.read_inbox(block_ms=1000, count=1, ack=[first[0][0]])
+    assert [envelope for _, envelope in second] == [b"two"]
+    # "one" was acknowledged by the second read; "two" was not: only it is claimable.
+    claimed = await store.claim_inbox("hub-b", count=10)
+    assert [envelope for _, envelope in claimed] == [b"two"]
 
 
 async def test_rebind_request(store: Store) -> None:

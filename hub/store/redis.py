@@ -259,39 +259,27 @@ class RedisStore:
 
     async def _pipe(self, role: str) -> RespPipe:
         pipe = self._pipes.get(role)
-        if pipe is None or pipe.closed:
-            async with self._opening[role]:
-                pipe = self._pipes.get(role)
-                if pipe is None or pipe.closed:
-                    pipe = await RespPipe.open(self.url, timeout_s=CONNECT_TIMEOUT_S)
-                    self._pipes[role] = pipe
+        if pipe is not None and not pipe.closed:
+            return pipe
+        async with self._opening[role]:
+            pipe = self._pipes.get(role)
+            if pipe is None or pipe.closed:
+                pipe = await RespPipe.open(self.url, timeout_s=CONNECT_TIMEOUT_S)
+                self._pipes[role] = pipe
         return pipe
-
-    @staticmethod
-    async def _reply(pipe: RespPipe, reply: asyncio.Future[Any], timeout_s: float) -> Any:
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await reply
-        except TimeoutError:
-            pipe.close()  # the connection's state is unknown: start afresh
-            raise
 
     async def _piped_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on the send pipe; EVAL when Redis lost the script (a restart)."""
         pipe = await self._pipe("send")
         script = self._scripts[name]
         try:
-            return await self._reply(
-                pipe, pipe.call("EVALSHA", script.sha, len(keys), *keys, *args), REPLY_TIMEOUT_S
-            )
+            return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except redis_errors.ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         source = script.script
         assert isinstance(source, str | bytes)
-        return await self._reply(
-            pipe, pipe.call("EVAL", source, len(keys), *keys, *args), REPLY_TIMEOUT_S
-        )
+        return await pipe.call("EVAL", source, len(keys), *keys, *args)
 
     async def start(self) -> None:
         try:
@@ -498,11 +486,12 @@ class RedisStore:
         read = pipe.call(
             "XREADGROUP", "GROUP", CONSUMER_GROUP, self.hub_id, "COUNT", count,
             "BLOCK", block_ms, "STREAMS", self._inbox, ">",
+            timeout_s=block_ms / 1000 + REPLY_TIMEOUT_S,
         )
         try:
             if acked is not None:
-                await self._reply(pipe, acked, REPLY_TIMEOUT_S)
-            reply = await self._reply(pipe, read, block_ms / 1000 + REPLY_TIMEOUT_S)
+                await acked
+            reply = await read
         except redis_errors.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

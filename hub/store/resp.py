@@ -32,6 +32,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import parse_url
 
 Reply = Any
+WATCHDOG_S = 0.5
+"""How often a pipe checks its oldest command for an overdue reply."""
 
 
 class RespPipe(asyncio.Protocol):
@@ -40,7 +42,8 @@ class RespPipe(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        self._waiting: deque[asyncio.Future[Reply]] = deque()
+        self._waiting: deque[tuple[asyncio.Future[Reply], float]] = deque()
+        """Each command's future and the loop time by which its reply is due."""
         self._buffer: list[bytes] = []
         self._turn_open = False
         self._lost: Exception | None = None
@@ -82,20 +85,23 @@ class RespPipe(asyncio.Protocol):
 
     # --- commands ----------------------------------------------------------------------
 
-    def call(self, *args: str | bytes | int) -> asyncio.Future[Reply]:
-        """Queue a command (written with the others of this loop turn); its reply."""
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    def call(self, *args: str | bytes | int, timeout_s: float = 10.0) -> asyncio.Future[Reply]:
+        """Send a command (the first of a loop turn at once, the turn's others at its
+        end); its reply. With no reply within `timeout_s` the connection is given up
+        and every waiting command fails (a watchdog, not a timer per command)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         if self._lost is not None:
             future.set_exception(ConnectionError(f"Redis connection lost: {self._lost}"))
             return future
-        self._waiting.append(future)
+        self._waiting.append((future, loop.time() + timeout_s))
         if self._turn_open:
             self._buffer.append(_pack(args))
         else:
             # The first command of a loop turn leaves at once; the turn's others
             # follow in one write at its end.
             self._turn_open = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
             assert self._transport is not None
             self._transport.write(_pack(args))
         return future
@@ -110,6 +116,17 @@ class RespPipe(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        asyncio.get_running_loop().call_later(WATCHDOG_S, self._watch)
+
+    def _watch(self) -> None:
+        if self._lost is not None:
+            return
+        loop = asyncio.get_running_loop()
+        # Replies come in order: the oldest command is the first one overdue.
+        if self._waiting and self._waiting[0][1] < loop.time():
+            self._fail(TimeoutError("no reply from Redis in time"))
+            return
+        loop.call_later(WATCHDOG_S, self._watch)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -117,7 +134,7 @@ class RespPipe(asyncio.Protocol):
             if not self._waiting:  # a reply nobody asked for: the stream is out of step
                 self._fail(ConnectionError("unexpected reply from Redis"))
                 return
-            future = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
             if future.done():  # its caller gave up (cancelled); the reply is dropped
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -133,7 +150,7 @@ class RespPipe(asyncio.Protocol):
             self._lost = exc
         lost = ConnectionError(f"Redis connection lost: {exc}")
         while self._waiting:
-            future = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
             if not future.done():
                 future.set_exception(lost)
         self._buffer = []

@@ -1,0 +1,89 @@
+"""`RespPipe` and the Redis store's hot path on a real `redis-server`: ordering,
+error replies, lost connections and a Redis that forgot its scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from hub.errors import StoreUnavailable
+from hub.store.base import Binding
+from hub.store.redis import RedisStore
+from hub.store.resp import RespPipe
+from tests.support.redis_server import RedisServer
+
+LONG_MS = 60_000
+
+
+async def test_replies_come_back_in_order_and_errors_stay_with_their_command(
+    redis_server: RedisServer,
+) -> None:
+    pipe = await RespPipe.open(redis_server.url, timeout_s=2.0)
+    key = f"pipe-{uuid.uuid4().hex}"
+    try:
+        # One loop turn: every command goes out before any reply is awaited.
+        replies = [pipe.call("INCR", key) for _ in range(50)]
+        bad = pipe.call("LPUSH", key, "x")  # wrong type: an error reply
+        after = pipe.call("GET", key)
+        assert await asyncio.gather(*replies) == list(range(1, 51))
+        with pytest.raises(redis_errors.ResponseError, match="WRONGTYPE"):
+            await bad
+        assert await after == b"50"
+    finally:
+        pipe.close()
+
+
+async def test_a_killed_connection_fails_its_commands_then_the_store_reconnects(
+    redis_server: RedisServer,
+) -> None:
+    prefix = f"pipe-{uuid.uuid4().hex}"
+    store = RedisStore(hub_id="pipe-a", url=redis_server.url, prefix=prefix)
+    await store.start()
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await store.send_many([("pipe-b", b"before")])
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        # A command may race the kill and fail, with the store's own error...
+        failures = 0
+        for _ in range(3):
+            try:
+                await store.send_many([("pipe-b", b"after")])
+                break
+            except StoreUnavailable:
+                failures += 1
+        # ...but the next one opens a fresh connection and goes through.
+        assert failures <= 1
+        reader = RedisStore(hub_id="pipe-b", url=redis_server.url, prefix=prefix)
+        await reader.start()
+        try:
+            entries = await reader.read_inbox(block_ms=1000, count=10)
+            assert [envelope for _, envelope in entries][-1] == b"after"
+        finally:
+            await reader.aclose()
+    finally:
+        await admin.aclose()
+        await store.aclose()
+
+
+async def test_scripts_are_loaded_again_when_redis_forgot_them(redis_server: RedisServer) -> None:
+    prefix = f"pipe-{uuid.uuid4().hex}"
+    store = RedisStore(hub_id="pipe-a", url=redis_server.url, prefix=prefix)
+    await store.start()
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await store.bind_request("r1", "j1", LONG_MS) is None
+        await admin.script_flush()  # as after a Redis restart
+        bound = await store.bind_requests(
+            [Binding("r1", "j2", LONG_MS), Binding("r2", "j3", LONG_MS, "pipe-b", b"go")]
+        )
+        assert bound == ["j1", None]
+        await admin.script_flush()
+        await store.send_many([("pipe-b", b"again")])
+        assert await admin.xlen(store.keys.inbox("pipe-b")) == 2
+    finally:
+        await admin.aclose()
+        await store.aclose()
