@@ -51,6 +51,7 @@ class Transport(Protocol):
     async def read(self, stream: str) -> list[bytes]:
         """The next entries' payloads (blocking); acknowledges the previous batch first."""
         ...
+    async def close(self) -> None: ...
 
 
 class RedisPy:
@@ -71,13 +72,18 @@ class RedisPy:
         if self.unacked:
             await self.r.xack(stream, GROUP, *self.unacked)
             self.unacked = []
-        reply = await self.r.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=1000)
+        reply: Any = await self.r.xreadgroup(
+            GROUP, self.consumer, {stream: ">"}, count=100, block=1000
+        )
         payloads: list[bytes] = []
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 self.unacked.append(entry_id)
                 payloads.append(fields[b"e"])
         return payloads
+
+    async def close(self) -> None:
+        await self.r.aclose()
 
 
 class Pipe:
@@ -114,6 +120,10 @@ class Pipe:
                 payloads.append(fields[1])
         return payloads
 
+    async def close(self) -> None:
+        self.sender.close()
+        self.reader.close()
+
 
 async def open_transport(name: str, url: str, consumer: str) -> Transport:
     return RedisPy(url, consumer) if name == "redis-py" else await Pipe(url, consumer).open()
@@ -139,15 +149,16 @@ async def drive(args: argparse.Namespace) -> None:
     t = await open_transport(args.transport, args.url, "a")
     await t.create_group(f"{args.tag}:a")
     waiting: tuple[int, asyncio.Future[int]] | None = None
+    stopping = False
 
     async def reader() -> None:
-        while True:
+        while not stopping:
             payloads = await t.read(f"{args.tag}:a")
             now = time.perf_counter_ns()
             for payload in payloads:
-                if waiting is not None and int(payload[:SEQ_DIGITS]) == waiting[0]:
-                    if not waiting[1].done():
-                        waiting[1].set_result(now)
+                if (waiting is not None and int(payload[:SEQ_DIGITS]) == waiting[0]
+                        and not waiting[1].done()):
+                    waiting[1].set_result(now)
 
     task = asyncio.create_task(reader())
     pad = b"x" * max(0, args.payload_bytes - SEQ_DIGITS)
@@ -159,7 +170,12 @@ async def drive(args: argparse.Namespace) -> None:
         done = await asyncio.wait_for(waiting[1], 5.0)
         if seq >= args.warmup:
             samples.append((done - start) / 1000)
+    # On Python 3.11 redis-py can swallow a cancellation (asyncio.wait_for around its
+    # socket writes), so the reader also checks a flag: it stops within one BLOCK.
+    stopping = True
     task.cancel()
+    await asyncio.wait([task], timeout=3.0)
+    await t.close()
     samples.sort()
     emit(result={"p50_us": percentile(samples, 0.50), "p99_us": percentile(samples, 0.99)})
 

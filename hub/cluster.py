@@ -43,6 +43,7 @@ from hub.envelopes import (
     encode,
 )
 from hub.errors import StoreUnavailable
+from hub.messages import JobAccept, JobResult
 from hub.snapshot import NodeState, NodeStatus
 from hub.store.base import Store
 
@@ -72,7 +73,9 @@ class Cluster:
         self.handler: EnvelopeHandler | None = None
         self.local_nodes: set[str] = set()
         self.live: set[str] = {self.hub_id}
-        self._outbox: list[tuple[str, bytes]] = []
+        self._outbox: list[tuple[str, bytes] | None] = []
+        self._accepts: dict[tuple[str, str, int], int] = {}
+        """(hub, job, attempt) -> outbox index of a node's accept not sent yet."""
         self._outbox_ready = asyncio.Event()
         self._dirty_load: set[str] = set()
         self._dirty_structure: dict[str, NodeState | None] = {}
@@ -125,18 +128,30 @@ class Cluster:
 
     def send(self, hub_id: str, envelope: Envelope) -> None:
         """Queue an envelope for another hub; sent with the others of this loop turn."""
+        if isinstance(envelope, NodeEvent):
+            message = envelope.message
+            key = (hub_id, message.job_id, message.attempt)
+            if isinstance(message, JobAccept):
+                self._accepts[key] = len(self._outbox)
+            elif isinstance(message, JobResult):
+                index = self._accepts.pop(key, None)
+                if index is not None:  # a result implies its accept: one envelope, not two
+                    self._outbox[index] = None
         self._outbox.append((hub_id, encode(envelope)))
         self._outbox_ready.set()
 
     async def _flush_outbox(self) -> None:
         if self._outbox:
-            batch, self._outbox = self._outbox, []
+            batch = [entry for entry in self._outbox if entry is not None]
+            self._outbox = []
+            self._accepts.clear()
             try:
                 await self.store.send_many(batch)
             except StoreUnavailable:
                 # Keep them for the next try, oldest first; past the cap the oldest go
                 # (their attempts time out and fail over, as for any lost message).
                 self._outbox[:0] = batch
+                self._accepts.clear()  # indexes moved; such accepts are simply sent
                 del self._outbox[: max(0, len(self._outbox) - OUTBOX_LIMIT)]
                 raise
 
@@ -167,6 +182,10 @@ class Cluster:
                 continue
             if entries:
                 handled = await self._handle_entries(self.hub_id, entries, reaped_from=None)
+                # Let the writes these entries caused (a job to its node, a result to
+                # its client: flushed at the end of the loop turn) leave before the
+                # next read's round trip is started.
+                await asyncio.sleep(0)
 
     async def _handle_entries(
         self, inbox_hub: str, entries: Sequence[tuple[str, bytes]], *, reaped_from: str | None

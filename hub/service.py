@@ -155,11 +155,13 @@ class JobService:
         self._early[job_id] = []
         try:
             existing = await self.binder.bind(binding)
-        except StoreUnavailable as exc:
+        except BaseException as exc:
             del self._creating[job_id], self._early[job_id]
             if job is not None and binding.send_to is not None:
                 # It may have gone out, with only the reply lost.
                 self.cluster.send(binding.send_to, self._revocation(job, "store_unavailable"))
+            if not isinstance(exc, StoreUnavailable):
+                raise  # answered as an internal error by the session
             # Fail fast: without the binding the hub cannot promise exactly-once.
             self.metrics.submits.inc("store_unavailable")
             await link.send(
@@ -547,6 +549,8 @@ class JobService:
                         told.add((watcher.hub_id, watcher.client_id))
                         await self._to_watcher(watcher, progress)
             case JobResult():
+                if job.accept():  # implied: its owner hub may send a result without it
+                    self.metrics.attempts.inc("accepted")
                 self.metrics.attempts.inc("ok" if message.ok else "failed")
                 # A node's own failure is the job's outcome: it ran the job, and
                 # running it again elsewhere could repeat its effects. Nodes that
