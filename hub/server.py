@@ -71,6 +71,19 @@ WRITE_BUFFER_LIMIT = 1 << 20
 """Bytes queued for one peer above which a send waits for the socket to drain."""
 
 
+class WriteTurn:
+    """Whether a frame has already been written at once in this event-loop turn
+    (one per hub: see `WsLink`)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def close(self) -> None:
+        self.open = False
+
+
 class WsLink:
     """A `Link` over one websockets connection, with its endpoint's codec.
 
@@ -78,15 +91,21 @@ class WsLink:
     protocol at once (so order is kept) and schedules one flush per event-loop
     turn, which hands every frame queued for this peer to the transport in a
     single `writelines`. Under load that turns many write syscalls into one.
+    The first frame of a turn, hub-wide, is written at once instead: a lone
+    message (a quiet hub) does not wait for the rest of the turn, and a busy
+    turn pays one extra write, not one per peer.
     A send only waits when the peer is slow to read (more than
     `WRITE_BUFFER_LIMIT` queued), which is the backpressure websockets' own
     `send` would apply.
     """
 
-    __slots__ = ("_binary", "_encode", "_flush_pending", "codec", "peer_id", "ws")
+    __slots__ = ("_binary", "_encode", "_flush_pending", "_turn", "codec", "peer_id", "ws")
 
-    def __init__(self, ws: ServerConnection, codec: Codec[Any], peer_id: str) -> None:
+    def __init__(
+        self, ws: ServerConnection, codec: Codec[Any], peer_id: str, turn: WriteTurn
+    ) -> None:
         self.ws = ws
+        self._turn = turn
         self.codec = codec
         self.peer_id = peer_id
         self._binary = codec.binary
@@ -104,7 +123,13 @@ class WsLink:
             ws.protocol.send_text(data)
         if not self._flush_pending:
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush)
+            turn = self._turn
+            if not turn.open:
+                turn.open = True
+                loop.call_soon(turn.close)
+                self._write()
 
     async def send(self, message: msgspec.Struct) -> None:
         self.queue(message)
@@ -117,6 +142,9 @@ class WsLink:
 
     def _flush(self) -> None:
         self._flush_pending = False
+        self._write()
+
+    def _write(self) -> None:
         ws = self.ws
         chunks = ws.protocol.data_to_send()
         if not chunks:
@@ -181,6 +209,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
+        self._turn = WriteTurn()
         self._last_seen: dict[str, float] = {}
         self._node_links: dict[str, WsLink] = {}
         self._stopping = False
@@ -295,10 +324,11 @@ class Hub:
         path = ws.request.path if ws.request is not None else ""
         binary = ws.subprotocol == MSGPACK_SUBPROTOCOL
         if path.startswith("/v1/node"):
-            await self._node_session(WsLink(ws, _NODE_CODECS[binary], f"n{next(self._ids)}"))
+            link = WsLink(ws, _NODE_CODECS[binary], f"n{next(self._ids)}", self._turn)
+            await self._node_session(link)
         elif path.startswith("/v1/client"):
             await self._client_session(
-                WsLink(ws, _CLIENT_CODECS[binary], f"c{next(self._ids)}")
+                WsLink(ws, _CLIENT_CODECS[binary], f"c{next(self._ids)}", self._turn)
             )
         else:
             await ws.close(1008, "unknown endpoint")
