@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-import msgspec
 from loguru import logger
 
 from hub.archive import JobArchive
@@ -34,14 +33,14 @@ from hub.capabilities import Requirements
 from hub.cluster import Cluster
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
-from hub.envelopes import Deliver, Dispatch, NodeEvent, NodeLost, Revoke, Watch, encode
+from hub.duplicates import DuplicateRequests, readdressed
+from hub.envelopes import Dispatch, NodeEvent, NodeLost, Revoke, encode
 from hub.errors import ProtocolError, StoreUnavailable
 from hub.jobs import Job, JobRecord, JobStatus, Watcher
 from hub.links import Link
 from hub.messages import (
     Accepted,
     Cancel,
-    ClientOutbound,
     ErrorInfo,
     JobAccept,
     JobAssign,
@@ -50,7 +49,6 @@ from hub.messages import (
     JobResult,
     Progress,
     Rejected,
-    Result,
     Submit,
 )
 from hub.metrics import Metrics
@@ -85,7 +83,7 @@ class Clock:
 
 
 
-class JobService:
+class JobService(DuplicateRequests):
     def __init__(
         self,
         *,
@@ -272,92 +270,6 @@ class JobService:
         await self._revoke(job, "cancelled")
         await self._finish(job, ok=False, error=ErrorInfo("cancelled", "cancelled by the client"))
 
-    async def _attach_duplicate(self, link: Link, message: Submit, job_id: str) -> None:
-        """A resubmitted request_id: answer for the job that exists, wherever it runs."""
-        self.metrics.submits.inc("duplicate")
-        request_id = message.request_id
-        watcher = Watcher(self.hub_id, link.peer_id, request_id)
-        if await self.add_watcher(job_id, watcher):
-            return
-        home = job_home(job_id)
-        if home != self.hub_id and not self.cluster.is_live(home):
-            await self.cluster.refresh_live()
-        if home != self.hub_id and self.cluster.is_live(home):
-            self.cluster.send(home, Watch(self.hub_id, job_id=job_id, client_id=link.peer_id,
-                                          submit=message))
-            return
-        if home != self.hub_id:
-            # The home hub died: results it never archived may still sit in its inbox.
-            await self.cluster.reap(home)
-            if await self.add_watcher(job_id, watcher):
-                return
-            if await self.adopt(link, message, job_id):
-                return
-        # Bound, but not recorded anywhere this hub can see.
-        await link.send(Rejected(
-            request_id=request_id, code="duplicate_in_flight",
-            message=f"request {request_id} is already being handled; submit it again later",
-        ))
-
-    async def adopt(self, link: Link, message: Submit, job_id: str) -> bool:
-        """Run again, here, a job whose home hub died before archiving its result.
-
-        Its attempts were revoked when the death was noticed (`NodeRegistry.home_lost`
-        on every hub), so the job is not running anywhere. False when another hub
-        rebound the request first."""
-        new_job_id = self._new_job_id()
-        if not await self.store.rebind_request(
-            message.request_id, job_id, new_job_id, self.config.idempotency_ttl_ms
-        ):
-            return False
-        self.metrics.submits.inc("adopted")
-        await self._create(link, message, new_job_id, time.perf_counter_ns())
-        return True
-
-    async def add_watcher(self, job_id: str, watcher: Watcher) -> bool:
-        """Have `watcher` get the job's `accepted` (duplicate) and its one `result`.
-
-        False when this hub knows nothing of the job (not active here, no record).
-        """
-        pending = self._creating.get(job_id)
-        if pending is not None:
-            pending.append(watcher)  # answered once the job exists (see `submit`)
-            return True
-        job = self.jobs.get(job_id)
-        if job is not None:
-            job.watchers.append(watcher)
-            await self._to_watcher(
-                watcher,
-                Accepted(
-                    request_id=watcher.request_id, job_id=job_id, node_id=job.node_id,
-                    duplicate=True,
-                ),
-            )
-            return True
-        stored = await self.archive.load(job_id)
-        if stored is None or stored.result is None:
-            return False
-        result = stored.result
-        await self._to_watcher(
-            watcher,
-            Accepted(
-                request_id=watcher.request_id, job_id=job_id, node_id=result.node_id,
-                duplicate=True,
-            ),
-        )
-        await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
-        return True
-
-    async def _to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
-        if watcher.hub_id == self.hub_id:
-            link = self.clients.get(watcher.client_id)
-            if link is not None:
-                await link.send(message)
-        elif self.cluster.is_live(watcher.hub_id):
-            self.cluster.send(
-                watcher.hub_id, Deliver(self.hub_id, client_id=watcher.client_id, message=message)
-            )
-
     # --- attempts --------------------------------------------------------------------
 
     def _select(self, req: Requirements) -> Selection:
@@ -506,7 +418,7 @@ class JobService:
             if watcher.request_id == result.request_id:
                 await self._to_watcher(watcher, result)
             else:
-                await self._to_watcher(watcher, _readdressed(result, watcher.request_id))
+                await self._to_watcher(watcher, readdressed(result, watcher.request_id))
         # Archived in the background, batched: the result is out already, and waiting
         # here for the store would hold up whatever handed us this job's end.
         self.archive.put(job.to_record())
@@ -664,13 +576,3 @@ class JobService:
 def _no_node_text(selection: Selection) -> str:
     detail = ", ".join(f"{reason}={count}" for reason, count in selection.reasons.items())
     return f"no node can take this job ({detail or 'no nodes'})"
-
-
-def job_home(job_id: str) -> str:
-    """The hub a job was submitted to (job ids are `<hub id>.<boot>.<counter>`)."""
-    return job_id.rsplit(".", 2)[0]
-
-
-def _readdressed(result: Result, request_id: str) -> Result:
-    return msgspec.structs.replace(result, request_id=request_id)
-
