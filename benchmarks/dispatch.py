@@ -98,11 +98,13 @@ TARGET_CROSS_JOBS_PER_S = 4000.0
 CROSS_HUB_IDS = ("bench-a", "bench-b")
 """The client's hub, then the nodes' hub."""
 SCRIPT_ONLY_COMMANDS = frozenset((
-    "xadd", "pexpire", "time", "exists", "zadd", "zscore", "zrangebyscore", "hset", "hmget",
+    "set", "xadd", "pexpire", "time", "exists", "zadd", "zscore", "zrangebyscore", "hset",
+    "hmget",
 ))
 """Commands the hubs run only inside their Lua scripts in the steady state
-(hub/store/redis.py; PEXPIRE and EXISTS are sent directly only when reaping a
-dead hub's inbox, HMGET by `node_owner`), left out of `redis_commands_sent_per_job`."""
+(hub/store/redis.py: the bindings' and job records' SETs run in BIND_MANY and
+SAVE_MANY; SET, PEXPIRE and EXISTS are sent directly only when reaping a dead
+hub's inbox, HMGET by `node_owner`), left out of `redis_commands_sent_per_job`."""
 
 # Idle nodes get no heartbeats in: keep every session alive for the whole run.
 HUB_TIMING_FLAGS = ("--heartbeat-interval-ms", "30000", "--node-timeout-ms", "600000")
