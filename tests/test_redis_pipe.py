@@ -87,3 +87,25 @@ async def test_scripts_are_loaded_again_when_redis_forgot_them(redis_server: Red
     finally:
         await admin.aclose()
         await store.aclose()
+
+
+async def test_a_reply_that_never_comes_fails_the_connection(redis_server: RedisServer) -> None:
+    pipe = await RespPipe.open(redis_server.url, timeout_s=2.0)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        # Redis holds every client's commands (ours too) for 1.5 s; the watchdog gives up
+        # on the overdue reply (0.2 s) well before that, and fails every waiting command.
+        await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        late = pipe.call("PING", timeout_s=0.2)
+        queued = pipe.call("PING")
+        with pytest.raises(ConnectionError, match="no reply"):
+            await asyncio.wait_for(late, timeout=2.0)
+        with pytest.raises(ConnectionError):
+            await queued
+        assert pipe.closed
+        with pytest.raises(ConnectionError):
+            await pipe.call("PING")  # a failed pipe refuses at once: open another
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+        pipe.close()
