@@ -564,7 +564,11 @@ class JobService(DuplicateRequests):
 
     async def shutdown(self) -> None:
         """Stop every unfinished job: cancel at its node and tell its clients."""
-        await self.binder.aclose()  # submits waiting on their binding get it first
+        await self.binder.aclose()  # submits waiting on their binding get it first...
+        for _ in range(100):  # ...and record their jobs in their next step (bounded: 1 s)
+            if not self._creating:
+                break
+            await asyncio.sleep(0.01)
         for job in list(self.jobs.values()):
             await self._revoke(job, "hub_shutdown")
             await self._finish(
