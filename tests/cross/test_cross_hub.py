@@ -360,15 +360,15 @@ async def test_a_hub_started_later_learns_the_directory_from_the_store(start_hub
     work = Work()
     async with agent("n1", [b.url], work) as node:
         await node.wait_registered(WAIT_S)
-        # Outlive the directory's TTL (node_timeout_ms = 600 ms) twice over with no change
+        # Outlive the directory's TTL (node_timeout_ms = 1500 ms) with no change
         # to the node: the owner must keep renewing its directory entry.
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.0)
         (c,) = start_hubs(1)
         await until(lambda: sees(c, "n1", owner=b), "a new hub to see n1 from the store")
         async with HubClient(c.url) as client:
             handle = await client.submit("en", "zh", payload={"key": "late"})
             result = await asyncio.wait_for(handle.result, WAIT_S)
-    assert isinstance(result, Result) and result.ok and result.node_id == "n1"
+    assert isinstance(result, Result) and result.ok and result.node_id == "n1", result
 
 
 async def test_a_hub_that_lost_a_nodes_lease_stops_serving_it(

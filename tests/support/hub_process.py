@@ -29,7 +29,7 @@ class HubProcess:
             "redis_url": redis_url,
             "redis_prefix": prefix,
             "heartbeat_interval_ms": 100,
-            "node_timeout_ms": 600,
+            "node_timeout_ms": 1500,
             "accept_timeout_ms": 1000,
             "job_timeout_ms": 3000,
             "load_publish_interval_ms": 10,
