@@ -176,7 +176,10 @@ class JobService(DuplicateRequests):
             dispatched=binding.send_to is not None,
         )
         for event in early:  # node events that overtook the binding's reply
-            await event()
+            try:
+                await event()
+            except ProtocolError as exc:  # about the node's message, not this client's
+                logger.bind(job_id=job_id).info("early node event refused: {}", exc.message)
         for watcher in self._creating.pop(job_id, ()):
             if rejected is not None:
                 await self._to_watcher(watcher, rejected)

@@ -109,3 +109,32 @@ async def test_a_reply_that_never_comes_fails_the_connection(redis_server: Redis
         await admin.execute_command("CLIENT", "UNPAUSE")
         await admin.aclose()
         pipe.close()
+
+
+async def test_the_url_s_user_password_and_database_are_honoured(
+    redis_server: RedisServer,
+) -> None:
+    admin = aioredis.Redis.from_url(redis_server.url)
+    user = f"pipe-{uuid.uuid4().hex[:8]}"
+    key = f"pipe-{uuid.uuid4().hex}"
+    await admin.execute_command("ACL", "SETUSER", user, "on", ">s3cret", "~*", "+@all")
+    host_port = redis_server.url.split("//", 1)[1].split("/", 1)[0]
+    try:
+        pipe = await RespPipe.open(f"redis://{user}:s3cret@{host_port}/3", timeout_s=2.0)
+        try:
+            assert await pipe.call("ACL", "WHOAMI") == user.encode()
+            await pipe.call("SET", key, "in-db-3")
+        finally:
+            pipe.close()
+        db3 = aioredis.Redis.from_url(f"redis://{host_port}/3")
+        try:
+            assert await db3.get(key) == b"in-db-3"
+        finally:
+            await db3.delete(key)
+            await db3.aclose()
+        assert await admin.get(key) is None  # not in db 0
+        with pytest.raises(redis_errors.ResponseError):
+            await RespPipe.open(f"redis://{user}:wrong@{host_port}/0", timeout_s=2.0)
+    finally:
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()

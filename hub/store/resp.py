@@ -71,8 +71,12 @@ class RespPipe(asyncio.Protocol):
                 handshake.append(pipe.call("AUTH", *auth))
             if params.get("db"):
                 handshake.append(pipe.call("SELECT", params["db"]))
-            for reply in handshake:
-                await reply
+            try:
+                for reply in handshake:
+                    await reply
+            except BaseException:
+                pipe.close()
+                raise
         return pipe
 
     def close(self) -> None:
