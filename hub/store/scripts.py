@@ -1,0 +1,147 @@
+"""The Lua scripts of `RedisStore`: every check-then-write, decided inside Redis.
+
+Each has a header saying its KEYS, its ARGV and what it returns. Keys come
+from `hub.store.keys.Keys` (all under one hash tag, so a script may touch
+several); every key a script writes gets its TTL in the same script.
+"""
+
+# KEYS[1] presence key, KEYS[2] hubs zset, KEYS[3] the hub's directory hash,
+# KEYS[4] the hub's inbox stream
+# ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms, ARGV[4] inbox ttl ms
+# Renews the hub's presence, its directory and its inbox in one call.
+# Returns 1 when the presence key existed before, 0 when it was (re)created.
+ANNOUNCE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+return existed
+"""
+
+# KEYS[1] hubs zset
+# Returns the ids of hubs whose presence has not lapsed (score > Redis clock).
+LIVE_HUBS = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+
+# KEYS[1] owner hash of the node, KEYS[2] hubs zset
+# ARGV[1] claiming hub id, ARGV[2] lease ttl ms, ARGV[3] '1' to take over a live owner
+# Returns {epoch, owner}: epoch > 0 when the claim holds (owner = ARGV[1]),
+# epoch = -1 when another live hub owns the node (owner = that hub).
+# A new epoch is max(old + 1, Redis clock ms), so it grows even after the
+# old lease's key has expired and its epoch is forgotten.
+CLAIM_NODE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
+local hub, epoch = cur[1], tonumber(cur[2])
+if hub == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {epoch, hub}
+end
+if hub and hub ~= '' then
+  local alive = redis.call('ZSCORE', KEYS[2], hub)
+  if alive and tonumber(alive) > now and ARGV[3] ~= '1' then
+    return {-1, hub}
+  end
+end
+local new = now
+if epoch and epoch + 1 > new then new = epoch + 1 end
+redis.call('HSET', KEYS[1], 'hub', ARGV[1], 'epoch', new)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {new, ARGV[1]}
+"""
+
+# KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch. Returns 1 when released.
+# The hash stays (owner '' and its TTL) so the next claim's epoch is still higher.
+RELEASE_NODE = """
+local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'hub', '')
+  return 1
+end
+return 0
+"""
+
+# KEYS[2i-1] the request binding of item i, KEYS[2i] the inbox its envelope goes to
+# (any key when it sends nothing)
+# ARGV[1] inbox MAXLEN, ARGV[2] inbox ttl ms; then four per item from ARGV[3]:
+# job id, binding ttl ms, '1' to send, the envelope
+# Binds each request unless it is bound (SET NX GET); only a binding made here
+# sends its envelope. Returns per item the job it was already bound to, or ''.
+BIND_MANY = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local a = 3 + (i - 1) * 4
+  local old = redis.call('SET', KEYS[2 * i - 1], ARGV[a], 'PX', ARGV[a + 1], 'NX', 'GET')
+  if old then
+    out[i] = old
+  else
+    out[i] = ''
+    if ARGV[a + 2] == '1' then
+      redis.call('XADD', KEYS[2 * i], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[a + 3])
+      redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+    end
+  end
+end
+return out
+"""
+
+# KEYS[i] a job record key. ARGV[1] ttl ms, ARGV[1 + i] the record for KEYS[i].
+SAVE_MANY = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+end
+return #KEYS
+"""
+
+# KEYS[1] request binding. ARGV[1] expected job id. Returns 1 when deleted.
+RELEASE_REQUEST = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS[1] request binding. ARGV[1] old job id, ARGV[2] new job id, ARGV[3] ttl ms.
+# Returns 1 when the binding moved to the new job.
+REBIND_REQUEST = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] the hub's directory hash. ARGV[1] node id, ARGV[2] entry, ARGV[3] ttl ms.
+PUBLISH_NODE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[i] an inbox stream per envelope (repeats allowed)
+# ARGV[1] MAXLEN, ARGV[2] ttl ms, ARGV[2 + i] the envelope for KEYS[i]
+# Appends every envelope in order; returns how many.
+SEND_MANY = """
+for i, key in ipairs(KEYS) do
+  redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i + 2])
+  redis.call('PEXPIRE', key, ARGV[2])
+end
+return #KEYS
+"""
+
+# KEYS[1] dead-letter stream, KEYS[2] the inbox the entry came from
+# ARGV[1] MAXLEN, ARGV[2] ttl ms, ARGV[3] hub, ARGV[4] entry id, ARGV[5] envelope,
+# ARGV[6] why, ARGV[7] consumer group. Moves the entry; returns 1.
+DEAD_LETTER = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'hub', ARGV[3], 'entry', ARGV[4], 'e', ARGV[5], 'why', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('XACK', KEYS[2], ARGV[7], ARGV[4])
+return 1
+"""
