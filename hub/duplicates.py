@@ -16,7 +16,7 @@ import msgspec
 from hub.archive import JobArchive
 from hub.cluster import Cluster
 from hub.config import HubConfig
-from hub.envelopes import Deliver, Watch
+from hub.envelopes import Watch
 from hub.jobs import Job, Watcher
 from hub.links import Link
 from hub.messages import Accepted, ClientOutbound, Rejected, Result, Submit
@@ -43,6 +43,9 @@ class DuplicateRequests:
     async def _create(
         self, link: Link, message: Submit, job_id: str, started_ns: int
     ) -> Rejected | None:
+        raise NotImplementedError
+
+    async def _to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
         raise NotImplementedError
 
     async def _attach_duplicate(self, link: Link, message: Submit, job_id: str) -> None:
@@ -121,15 +124,6 @@ class DuplicateRequests:
         await self._to_watcher(watcher, readdressed(result, watcher.request_id))
         return True
 
-    async def _to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
-        if watcher.hub_id == self.hub_id:
-            link = self.clients.get(watcher.client_id)
-            if link is not None:
-                await link.send(message)
-        elif self.cluster.is_live(watcher.hub_id):
-            self.cluster.send(
-                watcher.hub_id, Deliver(self.hub_id, client_id=watcher.client_id, message=message)
-            )
 
 
 def job_home(job_id: str) -> str:

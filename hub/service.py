@@ -17,12 +17,10 @@ The service is the job's *home* role; the node's *owner* role is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -32,30 +30,27 @@ from hub.binder import Binder
 from hub.capabilities import Requirements
 from hub.cluster import Cluster
 from hub.config import HubConfig
+from hub.deadline_loop import Clock, DeadlineLoop
 from hub.directory import NodeDirectory
 from hub.duplicates import DuplicateRequests, readdressed
-from hub.envelopes import Dispatch, NodeEvent, NodeLost, Revoke, encode
+from hub.envelopes import Deliver, Dispatch, Revoke, encode
 from hub.errors import ProtocolError, StoreUnavailable
 from hub.jobs import Job, JobRecord, JobStatus, Watcher
 from hub.links import Link
 from hub.messages import (
     Accepted,
     Cancel,
+    ClientOutbound,
     ErrorInfo,
-    JobAccept,
     JobAssign,
-    JobProgress,
-    JobReject,
-    JobResult,
-    Progress,
     Rejected,
     Submit,
 )
 from hub.metrics import Metrics
-from hub.node_registry import JobMessage, NodeRegistry
+from hub.node_events import NodeEvents
+from hub.node_registry import NodeRegistry
 from hub.selector import Selection, select_node
 from hub.store.base import Binding, Store
-from hub.timers import DeadlineQueue
 
 HUB_OUTCOMES = frozenset(
     {"ok", "no_node", "attempts_exhausted", "timeout", "cancelled", "hub_shutdown"}
@@ -71,19 +66,7 @@ Plan = tuple[Job | None, JobAssign | None, Selection]
 """A job with its first attempt assigned, before it is recorded (None: no node fits)."""
 
 
-class Clock:
-    """Monotonic milliseconds for deadlines, wall-clock milliseconds for the wire."""
-
-    def now_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
-
-    def wall_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-
-
-
-class JobService(DuplicateRequests):
+class JobService(NodeEvents, DuplicateRequests):
     def __init__(
         self,
         *,
@@ -112,8 +95,7 @@ class JobService(DuplicateRequests):
         )
         self.jobs: dict[str, Job] = {}
         self.clients: dict[str, Link] = {}
-        self._deadlines: DeadlineQueue[Deadline] = DeadlineQueue()
-        self._wake = asyncio.Event()
+        self._deadlines: DeadlineLoop[Deadline] = DeadlineLoop(self.clock, self._deadline_item)
         self._job_prefix = f"{self.hub_id}.{os.urandom(4).hex()}."
         self._job_counter = 0
         self._submitted_ns: dict[str, int] = {}
@@ -273,6 +255,16 @@ class JobService(DuplicateRequests):
         await self._revoke(job, "cancelled")
         await self._finish(job, ok=False, error=ErrorInfo("cancelled", "cancelled by the client"))
 
+    async def _to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
+        if watcher.hub_id == self.hub_id:
+            link = self.clients.get(watcher.client_id)
+            if link is not None:
+                await link.send(message)
+        elif self.cluster.is_live(watcher.hub_id):
+            self.cluster.send(
+                watcher.hub_id, Deliver(self.hub_id, client_id=watcher.client_id, message=message)
+            )
+
     # --- attempts --------------------------------------------------------------------
 
     def _select(self, req: Requirements) -> Selection:
@@ -426,115 +418,17 @@ class JobService(DuplicateRequests):
         # here for the store would hold up whatever handed us this job's end.
         self.archive.put(job.to_record())
 
-    # --- events from node owners (JobEvents) ----------------------------------------------
-
-    async def node_event(
-        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
-    ) -> None:
-        """A fenced node message about a job; jobs of other homes are forwarded there."""
-        if home_hub != self.hub_id:
-            if self.cluster.is_live(home_hub):
-                self.cluster.send(
-                    home_hub,
-                    NodeEvent(self.hub_id, node_id=node_id, request_id=request_id, message=message),
-                )
-            elif isinstance(message, JobResult):
-                await self.archive_orphan(node_id, request_id, message)
-            return
-        job = self.jobs.get(message.job_id)
-        if job is None:
-            if (early := self._early.get(message.job_id)) is not None:
-                early.append(
-                    partial(self.node_event, node_id, message, home_hub=home_hub,
-                            request_id=request_id)
-                )
-                return
-            raise ProtocolError("job_finished", f"job {message.job_id} is no longer active")
-        job.fence(node_id, message.attempt)
-        match message:
-            case JobAccept():
-                if job.accept():
-                    self.metrics.attempts.inc("accepted")
-            case JobProgress():
-                job.progress()
-                progress = Progress(job_id=job.job_id, data=message.data)
-                told = set()
-                for watcher in job.watchers:  # once per client session, not per submit
-                    if (watcher.hub_id, watcher.client_id) not in told:
-                        told.add((watcher.hub_id, watcher.client_id))
-                        await self._to_watcher(watcher, progress)
-            case JobResult():
-                if job.accept():  # implied: its owner hub may send a result without it
-                    self.metrics.attempts.inc("accepted")
-                self.metrics.attempts.inc("ok" if message.ok else "failed")
-                # A node's own failure is the job's outcome: it ran the job, and
-                # running it again elsewhere could repeat its effects. Nodes that
-                # want a retry elsewhere send job_reject instead.
-                error = message.error
-                if not message.ok and error is None:
-                    error = ErrorInfo("failed", "the node reported a failure without details")
-                await self._finish(job, ok=message.ok, output=message.output, error=error)
-            case JobReject():
-                await self._next_attempt(job, "rejected")
-
-    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
-        if home_hub != self.hub_id:
-            if self.cluster.is_live(home_hub):
-                self.cluster.send(
-                    home_hub, NodeLost(self.hub_id, node_id=node_id, job_id=job_id, attempt=attempt)
-                )
-            return
-        await self.attempt_failed(job_id, attempt, "node_lost", node_id=node_id)
-
-    async def attempt_failed(
-        self, job_id: str, attempt: int, outcome: str, *, node_id: str | None = None
-    ) -> None:
-        """An attempt ended without a result (node lost, refused by its owner)."""
-        if (early := self._early.get(job_id)) is not None:
-            early.append(partial(self.attempt_failed, job_id, attempt, outcome, node_id=node_id))
-            return
-        job = self.jobs.get(job_id)
-        if job is None or job.attempt != attempt or (node_id and job.node_id != node_id):
-            return
-        await self._next_attempt(job, outcome)
-
-    async def node_hub_lost(self, hub_id: str) -> None:
-        """A hub died: every attempt on one of its nodes failed."""
-        for job in list(self.jobs.values()):
-            if job.node_hub == hub_id and not job.finished:
-                await self._next_attempt(job, "hub_lost")
-
-    async def archive_orphan(self, node_id: str, request_id: str, message: JobResult) -> None:
-        """Keep the result of a job whose home hub died, for the client's resubmit."""
-        await self.archive.put_orphan(node_id, request_id, message)
-
     # --- deadlines ---------------------------------------------------------------------
 
     def _push_deadline(self, due_ms: int, item: Deadline) -> None:
-        if self._deadlines.push(due_ms, item):
-            self._wake.set()
+        self._deadlines.push(due_ms, item)
 
     async def run_deadlines(self) -> None:
         """Fire accept, attempt and overall deadlines; runs until cancelled."""
-        while True:
-            due = self._deadlines.next_due()
-            self._wake.clear()
-            if due is None:
-                await self._wake.wait()
-                continue
-            delay_s = (due - self.clock.now_ms()) / 1000
-            if delay_s > 0:
-                # Not `wait_for`: on Python 3.11 it swallows a cancel that coincides with
-                # the wake-up, and this loop would then outlive `Hub.aclose` forever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay_s):
-                        await self._wake.wait()
-                continue
-            for job_id, attempt, kind in self._deadlines.pop_due(self.clock.now_ms()):
-                try:
-                    await self._deadline_passed(job_id, attempt, kind)
-                except Exception:  # one job's trouble must not stop every deadline
-                    logger.exception("deadline handling failed for job {}", job_id)
+        await self._deadlines.run()
+
+    async def _deadline_item(self, item: Deadline) -> None:
+        await self._deadline_passed(*item)
 
     async def _deadline_passed(self, job_id: str, attempt: int, kind: str) -> None:
         job = self.jobs.get(job_id)
