@@ -7,8 +7,8 @@
   other hubs' changes are applied to the local snapshot, and a periodic full
   resync heals anything pub/sub dropped; a subscription that goes quiet (not
   even this hub's own beacons arrive) is rebuilt;
-- delivery: envelopes to other hubs are batched into one store round trip per
-  event-loop turn; this hub's inbox is read in batches and acknowledged after
+- delivery: envelopes to other hubs go through the `Outbox` (one store call per
+  event-loop turn, see hub/outbox.py); this hub's inbox is read in batches and acknowledged after
   handling;
 - dead hubs: their jobs' attempts are failed over, their nodes leave the
   directory, their inbox is claimed and handled, entries that keep failing go
@@ -43,13 +43,11 @@ from hub.envelopes import (
     encode,
 )
 from hub.errors import StoreUnavailable
-from hub.messages import JobAccept, JobResult
+from hub.outbox import Outbox
 from hub.snapshot import NodeState, NodeStatus
 from hub.store.base import Store
 
 MAX_DELIVERIES = 3
-OUTBOX_LIMIT = 100_000
-"""Envelopes kept for retry while the store is unreachable; older ones are dropped."""
 BULK_RESYNC_MIN = 64
 """Unknown directory entries above which a resync rebuilds the snapshot in one pass."""
 GRACE_TICKS = 3
@@ -73,10 +71,7 @@ class Cluster:
         self.handler: EnvelopeHandler | None = None
         self.local_nodes: set[str] = set()
         self.live: set[str] = {self.hub_id}
-        self._outbox: list[tuple[str, bytes] | None] = []
-        self._accepts: dict[tuple[str, str, int], int] = {}
-        """(hub, job, attempt) -> outbox index of a node's accept not sent yet."""
-        self._outbox_ready = asyncio.Event()
+        self.outbox = Outbox(store)
         self._dirty_load: set[str] = set()
         self._dirty_structure: dict[str, NodeState | None] = {}
         self._structure_ready = asyncio.Event()
@@ -105,7 +100,7 @@ class Cluster:
         await self.resync()
         for name, loop in (
             ("inbox", self._inbox_loop),
-            ("outbox", self._outbox_loop),
+            ("outbox", self.outbox.run),
             ("directory-publish", self._publish_loop),
             ("directory-subscribe", self._subscribe_loop),
             ("presence", self._presence_loop),
@@ -114,8 +109,9 @@ class Cluster:
 
     async def aclose(self) -> None:
         self._closing = True
+        self.outbox.closing = True
         with contextlib.suppress(StoreUnavailable):
-            await self._flush_outbox()
+            await self.outbox.flush()
         for task in self._tasks:
             task.cancel()
         # Bounded: redis-py can turn a cancellation inside a command into a connection
@@ -128,42 +124,7 @@ class Cluster:
 
     def send(self, hub_id: str, envelope: Envelope) -> None:
         """Queue an envelope for another hub; sent with the others of this loop turn."""
-        if isinstance(envelope, NodeEvent):
-            message = envelope.message
-            key = (hub_id, message.job_id, message.attempt)
-            if isinstance(message, JobAccept):
-                self._accepts[key] = len(self._outbox)
-            elif isinstance(message, JobResult):
-                index = self._accepts.pop(key, None)
-                if index is not None:  # a result implies its accept: one envelope, not two
-                    self._outbox[index] = None
-        self._outbox.append((hub_id, encode(envelope)))
-        self._outbox_ready.set()
-
-    async def _flush_outbox(self) -> None:
-        if self._outbox:
-            batch = [entry for entry in self._outbox if entry is not None]
-            self._outbox = []
-            self._accepts.clear()
-            try:
-                await self.store.send_many(batch)
-            except StoreUnavailable:
-                # Keep them for the next try, oldest first; past the cap the oldest go
-                # (their attempts time out and fail over, as for any lost message).
-                self._outbox[:0] = batch
-                self._accepts.clear()  # indexes moved; such accepts are simply sent
-                del self._outbox[: max(0, len(self._outbox) - OUTBOX_LIMIT)]
-                raise
-
-    async def _outbox_loop(self) -> None:
-        while not self._closing:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            try:
-                await self._flush_outbox()
-            except StoreUnavailable:
-                logger.warning("store unavailable: {} envelopes waiting", len(self._outbox))
-                await asyncio.sleep(0.1)
+        self.outbox.send(hub_id, envelope)
 
     # --- receiving --------------------------------------------------------------------
 
