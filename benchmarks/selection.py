@@ -333,7 +333,7 @@ def run(sizes: Sequence[int], seed: int, requests: int) -> dict[str, Any]:
         naive_reqs = reqs[: NAIVE_REQUESTS.get(size, 200)]
         naive, _ = time_selection(naive_select, snapshot, naive_reqs, seed)
         load, join = time_apply(snapshot, states, pools, seed, count=20_000)
-        row = {
+        row: dict[str, Any] = {
             "nodes": size,
             "pools": pools,
             "p50_us": percentile(fast, 50),

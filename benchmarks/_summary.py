@@ -1,0 +1,139 @@
+"""The dispatch benchmark's results: medians over the rounds, ratios, Redis
+commands per job, the targets, the settings and the machine (the JSON output)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+from collections import Counter
+from typing import Any
+
+TARGET_P50_RATIO = 1.5
+TARGET_P99_RATIO = 2.0
+TARGET_TP_RATIO = 0.5
+TARGET_KB_PER_NODE = 30.0
+TARGET_MEMORY_N = 10_000
+TARGET_CROSS_P50_EXTRA_US = 500.0
+TARGET_CROSS_JOBS_PER_S = 4000.0
+
+SCRIPT_ONLY_COMMANDS = frozenset((
+    "set", "xadd", "pexpire", "time", "exists", "zadd", "zscore", "zrangebyscore", "hset",
+    "hmget",
+))
+"""Commands the hubs run only inside their Lua scripts in the steady state
+(hub/store/redis.py: the bindings' and job records' SETs run in BIND_MANY and
+SAVE_MANY; SET, PEXPIRE and EXISTS are sent directly only when reaping a dead
+hub's inbox, HMGET by `node_owner`), left out of `redis_commands_sent_per_job`."""
+
+
+def _median(rounds: list[dict[str, Any]], target: str, key: str) -> float:
+    return float(statistics.median(r[target][key] for r in rounds))
+
+
+def _redis_per_job(rounds: list[dict[str, Any]], phase: str, jobs: int) -> dict[str, Any]:
+    """Redis calls per job of one phase of the cross runs, pooled over the rounds: raw,
+    and net of the idle baseline (each round's idle rate times its window, per command)."""
+    raw: Counter[str] = Counter()
+    baseline: dict[str, float] = {}
+    total_jobs = 0
+    for r in rounds:
+        window = r["cross"]["redis"][phase]
+        raw.update(window["calls"])
+        idle = r["idle"]
+        for name, calls in idle["calls"].items():
+            share = calls * window["seconds"] / idle["seconds"]
+            baseline[name] = baseline.get(name, 0.0) + share
+        total_jobs += jobs
+    net = {name: max(0.0, raw[name] - baseline.get(name, 0.0)) / total_jobs
+           for name in sorted(raw)}
+    return {
+        "total": sum(net.values()),
+        "by_command": dict(sorted(net.items(), key=lambda item: -item[1])),
+        "raw_total": sum(raw.values()) / total_jobs,
+        "raw_by_command": {name: raw[name] / total_jobs for name in sorted(raw)},
+        "sent": sum(v for name, v in net.items() if name not in SCRIPT_ONLY_COMMANDS),
+        "jobs": total_jobs,
+    }
+
+
+def _summarize_cross(out: dict[str, Any], rounds: list[dict[str, Any]],
+                     args: argparse.Namespace) -> None:
+    for key in ("rtt_p50_us", "rtt_p99_us", "jobs_per_s"):
+        out[key] = _median(rounds, "cross", key)
+        out[f"local_{key}"] = _median(rounds, "local", key)
+        out[f"floor_{key}"] = _median(rounds, "floor", key)
+    out["rtt_p50_ratio"] = out["rtt_p50_us"] / out["floor_rtt_p50_us"]
+    out["rtt_p99_ratio"] = out["rtt_p99_us"] / out["floor_rtt_p99_us"]
+    out["throughput_ratio"] = out["jobs_per_s"] / out["floor_jobs_per_s"]
+    out["cross_minus_local_rtt_p50_us"] = out["rtt_p50_us"] - out["local_rtt_p50_us"]
+    out["cross_minus_local_rtt_p99_us"] = out["rtt_p99_us"] - out["local_rtt_p99_us"]
+    out["cross_local_throughput_ratio"] = out["jobs_per_s"] / out["local_jobs_per_s"]
+    tp = _redis_per_job(rounds, "tp", args.tp_jobs)
+    rtt = _redis_per_job(rounds, "rtt", args.jobs)
+    out["redis_ops_per_job"] = tp["total"]
+    out["redis_ops_per_job_by_command"] = tp["by_command"]
+    out["redis_commands_sent_per_job"] = tp["sent"]
+    out["redis_ops_per_job_raw"] = tp["raw_total"]
+    out["redis_ops_per_job_raw_by_command"] = tp["raw_by_command"]
+    out["redis_ops_per_job_rtt"] = rtt["total"]
+    out["redis_ops_per_job_rtt_by_command"] = rtt["by_command"]
+    out["redis_commands_sent_per_job_rtt"] = rtt["sent"]
+    idle_seconds = sum(r["idle"]["seconds"] for r in rounds)
+    idle: Counter[str] = Counter()
+    for r in rounds:
+        idle.update(r["idle"]["calls"])
+    out["redis_idle_ops_per_s"] = sum(idle.values()) / idle_seconds
+    out["redis_idle_ops_per_s_by_command"] = {
+        name: calls / idle_seconds for name, calls in sorted(idle.items())
+    }
+    out["targets"] = {
+        "cross_rtt_p50<=local+500us": (
+            out["cross_minus_local_rtt_p50_us"] <= TARGET_CROSS_P50_EXTRA_US
+        ),
+        "cross_jobs_per_s>=4000": out["jobs_per_s"] >= TARGET_CROSS_JOBS_PER_S,
+    }
+
+
+def summarize(dispatch: dict[str, Any] | None, memory: list[dict[str, Any]],
+              args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"mode": args.mode}
+    if dispatch is not None and args.mode == "cross_instance":
+        _summarize_cross(out, dispatch["rounds"], args)
+        out["hub_log_problems"] = dispatch["hub_log_problems"]
+        out["rounds"] = dispatch["rounds"]
+        out["hub_rss_kb_after_load"] = dispatch["hub_rss_kb_after"]
+    elif dispatch is not None:
+        rounds = dispatch["rounds"]
+        for key in ("rtt_p50_us", "rtt_p99_us", "jobs_per_s"):
+            out[key] = _median(rounds, "hub", key)
+            out[f"floor_{key}"] = _median(rounds, "floor", key)
+        out["rtt_p50_ratio"] = out["rtt_p50_us"] / out["floor_rtt_p50_us"]
+        out["rtt_p99_ratio"] = out["rtt_p99_us"] / out["floor_rtt_p99_us"]
+        out["throughput_ratio"] = out["jobs_per_s"] / out["floor_jobs_per_s"]
+        out["targets"] = {
+            "rtt_p50_ratio<=1.5": out["rtt_p50_ratio"] <= TARGET_P50_RATIO,
+            "rtt_p99_ratio<=2": out["rtt_p99_ratio"] <= TARGET_P99_RATIO,
+            "throughput_ratio>=0.5": out["throughput_ratio"] >= TARGET_TP_RATIO,
+        }
+        out["rounds"] = rounds
+        out["hub_rss_kb_after_load"] = dispatch["hub_rss_kb_after"]
+    if memory:
+        out["memory_per_node_kb"] = {str(m["nodes"]): m["kb_per_node"] for m in memory}
+        out["memory"] = memory
+        at_target = [m for m in memory if m["nodes"] == TARGET_MEMORY_N]
+        if at_target:
+            out.setdefault("targets", {})["kb_per_node_at_10000<=30"] = (
+                at_target[0]["kb_per_node"] <= TARGET_KB_PER_NODE
+            )
+    out["settings"] = {
+        "rounds": args.rounds, "rtt_jobs": args.jobs, "warmup": args.warmup,
+        "tp_jobs": args.tp_jobs, "in_flight": args.in_flight, "nodes": args.nodes,
+        "max_concurrency": args.max_concurrency,
+    }
+    out["machine"] = {
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "platform": platform.platform(), "loadavg": os.getloadavg(),
+    }
+    return out
