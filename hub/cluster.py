@@ -48,6 +48,9 @@ from hub.snapshot import NodeState, NodeStatus
 from hub.store.base import Store
 
 MAX_DELIVERIES = 3
+INBOX_BLOCK_MS = 250
+"""How long an inbox read waits for entries; also the longest a handled entry waits
+for its acknowledgement, which rides with the next read."""
 BULK_RESYNC_MIN = 64
 """Unknown directory entries above which a resync rebuilds the snapshot in one pass."""
 GRACE_TICKS = 3
@@ -79,6 +82,8 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._buried: set[str] = set()
         self._closing = False
+        self._unacked: list[str] = []
+        """Inbox entries handled, to acknowledge with the next read."""
         self._reaping: dict[str, asyncio.Lock] = {}
         self._reaped: set[str] = set()
         self._missing: Counter[str] = Counter()
@@ -119,6 +124,10 @@ class Cluster:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
         self._tasks.clear()
+        if self._unacked:  # handled, and their acknowledgement was waiting on a read
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.ack_inbox(self._unacked)
+            self._unacked = []
 
     # --- sending --------------------------------------------------------------------
 
@@ -129,11 +138,13 @@ class Cluster:
     # --- receiving --------------------------------------------------------------------
 
     async def _inbox_loop(self) -> None:
-        handled: list[str] = []  # acknowledged with the next read, in its round trip
         while not self._closing:
             try:
-                entries = await self.store.read_inbox(block_ms=1000, count=512, ack=handled)
-                handled = []
+                # Entries handled are acknowledged by the next read (see `Store.read_inbox`).
+                entries = await self.store.read_inbox(
+                    block_ms=INBOX_BLOCK_MS, count=512, ack=self._unacked
+                )
+                self._unacked = []
             except StoreUnavailable:
                 await asyncio.sleep(0.2)
                 continue
@@ -142,7 +153,9 @@ class Cluster:
                 await asyncio.sleep(0.2)
                 continue
             if entries:
-                handled = await self._handle_entries(self.hub_id, entries, reaped_from=None)
+                self._unacked = await self._handle_entries(
+                    self.hub_id, entries, reaped_from=None
+                )
                 # Let the writes these entries caused (a job to its node, a result to
                 # its client: flushed at the end of the loop turn) leave before the
                 # next read's round trip is started.

@@ -154,7 +154,9 @@ class Store(Protocol):
     ) -> Sequence[tuple[str, bytes]]:
         """Up to `count` unacknowledged (entry id, envelope) pairs of this hub's inbox,
         waiting up to `block_ms` for the first. `ack` acknowledges entries of this
-        hub's inbox first, in the same round trip."""
+        hub's inbox, in the same round trip: they are acknowledged when the call
+        returns (Redis runs the XACK right after the read, so while the read blocks
+        they are still pending)."""
 
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         """Acknowledge handled entries (of `hub_id`'s inbox, by default this hub's)."""

@@ -208,7 +208,7 @@ class RedisStore:
     @_translated
     async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
         if items:
-            await self._script(
+            await self._piped_script(
                 "save_many",
                 [self.keys.job(job_id) for job_id, _ in items],
                 [ttl_ms, *(record for _, record in items)],
@@ -353,22 +353,35 @@ class RedisStore:
         self, *, block_ms: int, count: int, ack: Sequence[str] = ()
     ) -> Sequence[tuple[str, bytes]]:
         pipe = await self._pipe("read")
-        # One round trip: the acknowledgement rides with the next blocking read.
-        acked = pipe.call("XACK", self._inbox, CONSUMER_GROUP, *ack) if ack else None
-        read = pipe.call(
+        commands: list[list[str | bytes | int]] = [[
             "XREADGROUP", "GROUP", CONSUMER_GROUP, self.hub_id, "COUNT", count,
             "BLOCK", block_ms, "STREAMS", self._inbox, ">",
-            timeout_s=block_ms / 1000 + REPLY_TIMEOUT_S,
-        )
+        ]]
+        if ack:
+            # The acknowledgement goes in the same write, after the read: Redis runs
+            # it once the read returns (a blocked connection's next command waits), so
+            # its reply comes back with the read's and costs no wake-up of its own.
+            commands.append(["XACK", self._inbox, CONSUMER_GROUP, *ack])
+        read, *rest = pipe.call_many(commands, timeout_s=block_ms / 1000 + REPLY_TIMEOUT_S)
+        acked = rest[0] if rest else None
         try:
-            if acked is not None:
-                await acked
             reply = await read
         except redis_errors.ResponseError as exc:
+            if acked is not None:
+                with contextlib.suppress(redis_errors.ResponseError):
+                    await acked  # an XACK of a missing group or stream acknowledges nothing
             if "NOGROUP" not in str(exc):
                 raise
             await self._ensure_group(self._inbox)  # the stream expired or Redis restarted empty
             return []
+        except BaseException:
+            if acked is not None:  # the connection failed: the caller acknowledges them again
+                if acked.done() and not acked.cancelled():
+                    acked.exception()  # retrieved: no "never retrieved" warning
+                acked.cancel()
+            raise
+        if acked is not None:
+            await acked
         return _entries(reply)
 
     @_translated

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
@@ -93,22 +94,32 @@ class RespPipe(asyncio.Protocol):
         """Send a command (the first of a loop turn at once, the turn's others at its
         end); its reply. With no reply within `timeout_s` the connection is given up
         and every waiting command fails (a watchdog, not a timer per command)."""
+        return self.call_many([args], timeout_s=timeout_s)[0]
+
+    def call_many(
+        self, commands: Sequence[Sequence[str | bytes | int]], *, timeout_s: float = 10.0
+    ) -> list[asyncio.Future[Reply]]:
+        """Send several commands in one write (as `call`, which sends one); their
+        replies, in order."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply] = loop.create_future()
+        futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in commands]
         if self._lost is not None:
-            future.set_exception(ConnectionError(f"Redis connection lost: {self._lost}"))
-            return future
-        self._waiting.append((future, loop.time() + timeout_s))
+            for future in futures:
+                future.set_exception(ConnectionError(f"Redis connection lost: {self._lost}"))
+            return futures
+        due = loop.time() + timeout_s
+        self._waiting.extend((future, due) for future in futures)
+        data = b"".join(_pack(args) for args in commands)
         if self._turn_open:
-            self._buffer.append(_pack(args))
+            self._buffer.append(data)
         else:
-            # The first command of a loop turn leaves at once; the turn's others
+            # The first write of a loop turn leaves at once; the turn's others
             # follow in one write at its end.
             self._turn_open = True
             loop.call_soon(self._flush)
             assert self._transport is not None
-            self._transport.write(_pack(args))
-        return future
+            self._transport.write(data)
+        return futures
 
     def _flush(self) -> None:
         self._turn_open = False
@@ -162,7 +173,7 @@ class RespPipe(asyncio.Protocol):
             self._transport.close()
 
 
-def _pack(args: tuple[str | bytes | int, ...]) -> bytes:
+def _pack(args: Sequence[str | bytes | int]) -> bytes:
     """One command in RESP: an array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
