@@ -1,10 +1,13 @@
 """`JobArchive`: finished jobs' records, kept in the store for duplicates and `GET /v1/jobs`.
 
 A finished record is queued in memory and written in batches (one store
-round trip for everything finished since the last write) by `run`, so that
-no handler waits on the store after a job's result is out. Until written,
-`load` answers from the queue; while the store is unreachable the queue is
-kept (bounded by `BACKLOG_LIMIT`, oldest dropped first) and retried.
+round trip for everything finished since the last write), so that no handler
+waits on the store after a job's result is out: by `run`, or, for the jobs
+that an inbox batch finished, with the inbox's next read (`Cluster` takes them
+with `take`: the write costs no round trip of its own and is stored before the
+entries that finished those jobs are acknowledged). Until written, `load`
+answers from memory; while the store is unreachable the queue is kept
+(bounded by `BACKLOG_LIMIT`, oldest dropped first) and retried.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from loguru import logger
 from hub.errors import StoreUnavailable
 from hub.jobs import JobRecord
 from hub.messages import JobResult, Result
-from hub.store.base import Store
+from hub.store.base import RecordBatch, Store
 
 BACKLOG_LIMIT = 200_000
 """Finished records kept while the store is unreachable; half the oldest go past it."""
@@ -31,10 +34,13 @@ class JobArchive:
         self._store = store
         self._ttl_ms = ttl_ms
         self._queued: dict[str, bytes] = {}
+        """Records not written yet."""
+        self._writing: dict[str, bytes] = {}
+        """Records being written (by `flush`, or riding with an inbox read)."""
         self._ready = asyncio.Event()
 
     def __repr__(self) -> str:
-        return f"JobArchive({len(self._queued)} queued)"
+        return f"JobArchive({len(self._queued)} queued, {len(self._writing)} being written)"
 
     def put(self, record: JobRecord) -> None:
         """Archive a finished job's record (written by `run` shortly after)."""
@@ -43,10 +49,29 @@ class JobArchive:
 
     async def load(self, job_id: str) -> JobRecord | None:
         """A finished job's record (its `result` is set), from any hub; None if unknown."""
-        data = self._queued.get(job_id)
+        data = self._queued.get(job_id) or self._writing.get(job_id)
         if data is None:
             data = await self._store.load_job(job_id)
         return None if data is None else _decoder.decode(data)
+
+    def take(self) -> RecordBatch | None:
+        """The queued records, to write now (whoever takes them calls `settle`)."""
+        if not self._queued:
+            return None
+        batch = RecordBatch(list(self._queued.items()), self._ttl_ms)
+        self._writing.update(self._queued)
+        self._queued = {}
+        return batch
+
+    def settle(self, batch: RecordBatch) -> None:
+        """A taken batch was written (`batch.saved`), or not: then it is queued again."""
+        for job_id, data in batch.items:
+            if self._writing.get(job_id) is data:
+                del self._writing[job_id]
+            if not batch.saved:
+                self._queued.setdefault(job_id, data)  # unless a newer one was put
+        if not batch.saved:
+            self._ready.set()
 
     async def run(self) -> None:
         """Write queued records, many per round trip; runs until cancelled."""
@@ -59,21 +84,20 @@ class JobArchive:
 
     async def flush(self) -> bool:
         """Write what is queued; False when the store could not be reached."""
-        if not self._queued:
+        batch = self.take()
+        if batch is None:
             return True
-        batch = list(self._queued.items())
         try:
-            await self._store.save_jobs(batch, self._ttl_ms)
+            await self._store.save_jobs(batch.items, batch.ttl_ms)
+            batch.saved = True
         except StoreUnavailable as exc:
-            if len(self._queued) > BACKLOG_LIMIT:
-                for job_id in list(self._queued)[: len(self._queued) // 2]:
-                    del self._queued[job_id]  # oldest first: only a late resubmit misses them
-            logger.warning("{} finished job records wait for the store: {}", len(batch), exc)
-            return False
-        for job_id, data in batch:
-            if self._queued.get(job_id) is data:
-                del self._queued[job_id]
-        return True
+            logger.warning("{} finished job records wait for the store: {}", len(batch.items), exc)
+        finally:
+            self.settle(batch)
+        if len(self._queued) > BACKLOG_LIMIT:
+            for job_id in list(self._queued)[: len(self._queued) // 2]:
+                del self._queued[job_id]  # oldest first: only a late resubmit misses them
+        return batch.saved
 
     async def put_orphan(self, node_id: str, request_id: str, message: JobResult) -> None:
         """Keep the result of a job whose home hub died, for the client's resubmit."""

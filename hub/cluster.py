@@ -29,6 +29,7 @@ from typing import Protocol
 
 from loguru import logger
 
+from hub.archive import JobArchive
 from hub.capabilities import NodeCapabilities
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
@@ -45,12 +46,14 @@ from hub.envelopes import (
 from hub.errors import StoreUnavailable
 from hub.outbox import Outbox
 from hub.snapshot import NodeState, NodeStatus
-from hub.store.base import Store
+from hub.store.base import RecordBatch, Store
 
 MAX_DELIVERIES = 3
 INBOX_BLOCK_MS = 250
 """How long an inbox read waits for entries; also the longest a handled entry waits
 for its acknowledgement, which rides with the next read."""
+RECORDS_BLOCK_MS = 5
+"""As `INBOX_BLOCK_MS`, for a read that carries finished jobs' records."""
 BULK_RESYNC_MIN = 64
 """Unknown directory entries above which a resync rebuilds the snapshot in one pass."""
 GRACE_TICKS = 3
@@ -88,6 +91,8 @@ class Cluster:
         self._reaped: set[str] = set()
         self._missing: Counter[str] = Counter()
         self.renew_leases: Callable[[], Awaitable[None]] | None = None
+        self.archive: JobArchive | None = None
+        """Where the records of jobs finished by inbox entries come from."""
         directory.subscribe(self._on_directory_change)
 
     def __repr__(self) -> str:
@@ -138,11 +143,15 @@ class Cluster:
     # --- receiving --------------------------------------------------------------------
 
     async def _inbox_loop(self) -> None:
+        records: RecordBatch | None = None
         while not self._closing:
             try:
-                # Entries handled are acknowledged by the next read (see `Store.read_inbox`).
+                # Entries handled are acknowledged by the next read, and the records of
+                # the jobs they finished written with it (see `Store.read_inbox`); the
+                # read waits less then, so that they are not held back long when idle.
                 entries = await self.store.read_inbox(
-                    block_ms=INBOX_BLOCK_MS, count=512, ack=self._unacked
+                    block_ms=INBOX_BLOCK_MS if records is None else RECORDS_BLOCK_MS,
+                    count=512, ack=self._unacked, records=records,
                 )
                 self._unacked = []
             except StoreUnavailable:
@@ -152,10 +161,16 @@ class Cluster:
                 logger.exception("reading the inbox failed")
                 await asyncio.sleep(0.2)
                 continue
+            finally:
+                if records is not None and self.archive is not None:
+                    self.archive.settle(records)  # unsaved ones are queued again
+                records = None
             if entries:
                 self._unacked = await self._handle_entries(
                     self.hub_id, entries, reaped_from=None
                 )
+                if self.archive is not None:
+                    records = self.archive.take()  # now, before its own writer runs
                 # Let the writes these entries caused (a job to its node, a result to
                 # its client: flushed at the end of the loop turn) leave before the
                 # next read's round trip is started.

@@ -108,6 +108,7 @@ class Hub:
         )
         self.cluster.handler = InboundRouter(service=self.service, cluster=self.cluster)
         self.cluster.renew_leases = self.service.nodes.renew_leases
+        self.cluster.archive = self.service.archive
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
@@ -184,6 +185,7 @@ class Hub:
             with contextlib.suppress(Exception):
                 await closing
         await self.cluster.aclose()
+        await self.service.archive.flush()  # records the inbox's last read carried
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

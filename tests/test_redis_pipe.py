@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from hub.errors import StoreUnavailable
-from hub.store.base import Binding
+from hub.store.base import Binding, RecordBatch
+from hub.store.keys import CONSUMER_GROUP
 from hub.store.redis import RedisStore
 from hub.store.resp import RespPipe
 from tests.support.redis_server import RedisServer
@@ -84,6 +85,35 @@ async def test_scripts_are_loaded_again_when_redis_forgot_them(redis_server: Red
         await admin.script_flush()
         await store.send_many([("pipe-b", b"again")])
         assert await admin.xlen(store.keys.inbox("pipe-b")) == 2
+    finally:
+        await admin.aclose()
+        await store.aclose()
+
+
+async def test_records_riding_with_a_read_are_left_unsaved_when_redis_forgot_the_script(
+    redis_server: RedisServer,
+) -> None:
+    prefix = f"pipe-{uuid.uuid4().hex}"
+    store = RedisStore(hub_id="pipe-a", url=redis_server.url, prefix=prefix)
+    await store.start()
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await store.send_many([("pipe-a", b"one"), ("pipe-a", b"two")])
+        first = await store.read_inbox(block_ms=1000, count=1)
+        await admin.script_flush()  # as after a Redis restart
+        records = RecordBatch([("job-1", b"record")], LONG_MS)
+        second = await store.read_inbox(
+            block_ms=1000, count=1, ack=[first[0][0]], records=records
+        )
+        # The read and the acknowledgement stand; the records are for the archive
+        # to write again (its own write falls back to EVAL).
+        assert [envelope for _, envelope in second] == [b"two"]
+        assert not records.saved
+        assert await store.load_job("job-1") is None
+        pending = await admin.xpending(store.keys.inbox("pipe-a"), CONSUMER_GROUP)
+        assert pending["pending"] == 1  # "two" only: "one" was acknowledged
+        await store.save_jobs(records.items, LONG_MS)
+        assert await store.load_job("job-1") == b"record"
     finally:
         await admin.aclose()
         await store.aclose()

@@ -21,7 +21,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from hub.store.base import Binding, OwnershipConflict, Store
+from hub.store.base import Binding, OwnershipConflict, RecordBatch, Store
 from hub.store.memory import MemoryBackplane, MemoryStore
 from hub.store.redis import RedisStore
 
@@ -156,6 +156,23 @@ async def test_read_inbox_acknowledges_with_the_read(store: Store, stores: MakeS
     # "one" was acknowledged by the second read; "two" was not: only it is claimable.
     claimed = await store.claim_inbox("hub-b", count=10)
     assert [envelope for _, envelope in claimed] == [b"two"]
+
+
+async def test_read_inbox_writes_records_with_the_read(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.send_many([("hub-b", b"result-1"), ("hub-b", b"result-2")])
+    first = await other.read_inbox(block_ms=1000, count=1)
+    records = RecordBatch([("job-1", b'{"done":1}')], LONG_MS)
+    second = await other.read_inbox(block_ms=1000, count=1, ack=[first[0][0]], records=records)
+    assert [envelope for _, envelope in second] == [b"result-2"]
+    assert records.saved
+    assert await store.load_job("job-1") == b'{"done":1}'
+    # With nothing to read, the records and the acknowledgement still go (after the wait).
+    idle = RecordBatch([("job-2", b'{"done":2}')], LONG_MS)
+    assert await other.read_inbox(block_ms=20, count=1, ack=[second[0][0]], records=idle) == []
+    assert idle.saved
+    assert await store.load_job("job-2") == b'{"done":2}'
+    assert await store.claim_inbox("hub-b", count=10) == []  # both acknowledged
 
 
 async def test_rebind_request(store: Store) -> None:

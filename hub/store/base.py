@@ -17,6 +17,7 @@ What lives here:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
@@ -30,6 +31,16 @@ class Binding(NamedTuple):
     """A hub whose inbox gets `envelope` in the same atomic step, if the binding is
     made: a job's first dispatch to another hub costs no extra round trip."""
     envelope: bytes = b""
+
+
+@dataclass(eq=False)
+class RecordBatch:
+    """Finished jobs' records (as `Store.save_jobs` takes them) written along with an
+    inbox read; `saved` says whether they were."""
+
+    items: list[tuple[str, bytes]]
+    ttl_ms: int
+    saved: bool = False
 
 
 class OwnershipConflict(Exception):
@@ -150,13 +161,17 @@ class Store(Protocol):
         """Append messages to inboxes, in order, in one round trip where possible."""
 
     async def read_inbox(
-        self, *, block_ms: int, count: int, ack: Sequence[str] = ()
+        self, *, block_ms: int, count: int, ack: Sequence[str] = (),
+        records: RecordBatch | None = None,
     ) -> Sequence[tuple[str, bytes]]:
         """Up to `count` unacknowledged (entry id, envelope) pairs of this hub's inbox,
         waiting up to `block_ms` for the first. `ack` acknowledges entries of this
         hub's inbox, in the same round trip: they are acknowledged when the call
         returns (Redis runs the XACK right after the read, so while the read blocks
-        they are still pending)."""
+        they are still pending). `records` are written in the same round trip too,
+        before `ack` (a job's record is stored no later than the entry that finished
+        it is acknowledged); `records.saved` says whether they were. Their failure
+        does not fail the read."""
 
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         """Acknowledge handled entries (of `hub_id`'s inbox, by default this hub's)."""

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from hub.store.base import Binding, OwnershipConflict
+from hub.store.base import Binding, OwnershipConflict, RecordBatch
 
 
 def _monotonic_ms() -> int:
@@ -260,8 +260,12 @@ class MemoryStore:
             inbox.arrived.set()
 
     async def read_inbox(
-        self, *, block_ms: int, count: int, ack: Sequence[str] = ()
+        self, *, block_ms: int, count: int, ack: Sequence[str] = (),
+        records: RecordBatch | None = None,
     ) -> Sequence[tuple[str, bytes]]:
+        if records is not None:
+            await self.save_jobs(records.items, records.ttl_ms)
+            records.saved = True
         await self.ack_inbox(ack)
         inbox = self._plane.inbox(self.hub_id)
         if not inbox.unread:

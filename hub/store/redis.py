@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from hub.errors import StoreUnavailable
-from hub.store.base import Binding, OwnershipConflict
+from hub.store.base import Binding, OwnershipConflict, RecordBatch
 from hub.store.keys import (
     CONSUMER_GROUP,
     DEAD_LETTER_MAXLEN,
@@ -350,38 +350,55 @@ class RedisStore:
 
     @_translated
     async def read_inbox(
-        self, *, block_ms: int, count: int, ack: Sequence[str] = ()
+        self, *, block_ms: int, count: int, ack: Sequence[str] = (),
+        records: RecordBatch | None = None,
     ) -> Sequence[tuple[str, bytes]]:
         pipe = await self._pipe("read")
         commands: list[list[str | bytes | int]] = [[
             "XREADGROUP", "GROUP", CONSUMER_GROUP, self.hub_id, "COUNT", count,
             "BLOCK", block_ms, "STREAMS", self._inbox, ">",
         ]]
+        # The records and the acknowledgement go in the same write, after the read:
+        # Redis runs them once the read returns (a blocked connection's next command
+        # waits), so their replies come back with the read's and cost no wake-up of
+        # their own. The records go first: a job's record is stored no later than
+        # the entry that finished it is acknowledged.
+        if records is not None and records.items:
+            keys = [self.keys.job(job_id) for job_id, _ in records.items]
+            commands.append([
+                "EVALSHA", self._scripts["save_many"].sha, len(keys), *keys,
+                records.ttl_ms, *(record for _, record in records.items),
+            ])
         if ack:
-            # The acknowledgement goes in the same write, after the read: Redis runs
-            # it once the read returns (a blocked connection's next command waits), so
-            # its reply comes back with the read's and costs no wake-up of its own.
             commands.append(["XACK", self._inbox, CONSUMER_GROUP, *ack])
-        read, *rest = pipe.call_many(commands, timeout_s=block_ms / 1000 + REPLY_TIMEOUT_S)
-        acked = rest[0] if rest else None
+        read, *after = pipe.call_many(commands, timeout_s=block_ms / 1000 + REPLY_TIMEOUT_S)
         try:
             reply = await read
         except redis_errors.ResponseError as exc:
-            if acked is not None:
-                with contextlib.suppress(redis_errors.ResponseError):
-                    await acked  # an XACK of a missing group or stream acknowledges nothing
+            await _settle(after)  # an XACK of a missing group or stream acknowledges nothing
             if "NOGROUP" not in str(exc):
                 raise
             await self._ensure_group(self._inbox)  # the stream expired or Redis restarted empty
             return []
         except BaseException:
-            if acked is not None:  # the connection failed: the caller acknowledges them again
-                if acked.done() and not acked.cancelled():
-                    acked.exception()  # retrieved: no "never retrieved" warning
-                acked.cancel()
+            # The connection failed: the caller acknowledges and saves them again.
+            for future in after:
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" warning
+                future.cancel()
             raise
-        if acked is not None:
-            await acked
+        outcomes = await _settle(after)
+        if ack and isinstance(outcomes[-1], Exception) and not isinstance(
+            outcomes[-1], redis_errors.ResponseError
+        ):
+            # The connection failed right after the read: the entries read stand; the
+            # acknowledgement is tried once more (else their hub's reaper sees them).
+            with contextlib.suppress(StoreUnavailable):
+                await self.ack_inbox(ack)
+        if records is not None:
+            # An error reply (e.g. NOSCRIPT after a Redis restart) leaves them unsaved:
+            # the archive writes them again, with EVAL if need be.
+            records.saved = not records.items or not isinstance(outcomes[0], Exception)
         return _entries(reply)
 
     @_translated
@@ -428,6 +445,18 @@ class RedisStore:
             [DEAD_LETTER_MAXLEN, DEAD_LETTER_TTL_MS, hub_id, entry_id, envelope, why,
              CONSUMER_GROUP],
         )
+
+
+async def _settle(futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
+    """Each future's reply, or the exception it failed with (an error reply, or the
+    connection's failure)."""
+    outcomes: list[Any] = []
+    for future in futures:
+        try:
+            outcomes.append(await future)
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _text(value: Any) -> str:
