@@ -120,6 +120,7 @@ class Cluster:
     async def aclose(self) -> None:
         self._closing = True
         self.outbox.closing = True
+        await self.outbox.wait_sent()
         with contextlib.suppress(StoreUnavailable):
             await self.outbox.flush()
         for task in self._tasks:

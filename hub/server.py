@@ -32,6 +32,7 @@ from websockets.typing import Subprotocol
 from hub.cluster import Cluster
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
+from hub.eager import eager_task
 from hub.errors import ProtocolError
 from hub.inbound import InboundRouter
 from hub.messages import (
@@ -325,7 +326,9 @@ class Hub:
                             # Nothing to overlap: a task would only add a loop turn.
                             await self._submit(link, message)
                         else:
-                            task = asyncio.create_task(self._submit(link, message))
+                            # Eager: the binding is written in this step, not a
+                            # loop turn later.
+                            task = eager_task(self._submit(link, message))
                             submits.add(task)
                             task.add_done_callback(submits.discard)
                             if len(submits) >= MAX_SUBMITS_IN_FLIGHT:
