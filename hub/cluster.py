@@ -2,11 +2,10 @@
 
 - presence: this hub announces itself every heartbeat interval and renews the
   leases of the nodes it owns; hubs whose presence lapsed are *dead*;
-- the node directory: changes to this hub's nodes are published (structural
-  changes at once, load changes coalesced every `load_publish_interval_ms`),
-  other hubs' changes are applied to the local snapshot, and a periodic full
-  resync heals anything pub/sub dropped; a subscription that goes quiet (not
-  even this hub's own beacons arrive) is rebuilt;
+- the node directory (`DirectoryReplica`, hub/directory_replica.py, whose
+  loops this runs): this hub's node changes published, other hubs' applied,
+  a periodic full resync; a subscription that goes quiet (not even this hub's
+  own beacons arrive) is rebuilt here;
 - delivery: envelopes to other hubs go through the `Outbox` (one store call per
   event-loop turn, see hub/outbox.py); this hub's inbox is read in batches and acknowledged after
   handling;
@@ -30,22 +29,18 @@ from typing import Protocol
 from loguru import logger
 
 from hub.archive import JobArchive
-from hub.capabilities import NodeCapabilities
 from hub.config import HubConfig
 from hub.directory import NodeDirectory
+from hub.directory_replica import DirectoryReplica
 from hub.envelopes import (
-    DirectoryEntry,
     DirectoryUpdate,
     Envelope,
     NodeEvent,
-    decode_entry,
     decode_envelope,
-    decode_update,
     encode,
 )
 from hub.errors import StoreUnavailable
 from hub.outbox import Outbox
-from hub.snapshot import NodeState, NodeStatus
 from hub.store.base import RecordBatch, Store
 
 MAX_DELIVERIES = 3
@@ -54,8 +49,6 @@ INBOX_BLOCK_MS = 250
 for its acknowledgement, which rides with the next read."""
 RECORDS_BLOCK_MS = 5
 """As `INBOX_BLOCK_MS`, for a read that carries finished jobs' records."""
-BULK_RESYNC_MIN = 64
-"""Unknown directory entries above which a resync rebuilds the snapshot in one pass."""
 GRACE_TICKS = 3
 """Presence checks a hub must miss in a row before it is declared dead."""
 
@@ -75,13 +68,11 @@ class Cluster:
         self.store = store
         self.directory = directory
         self.handler: EnvelopeHandler | None = None
-        self.local_nodes: set[str] = set()
         self.live: set[str] = {self.hub_id}
         self.outbox = Outbox(store)
-        self._dirty_load: set[str] = set()
-        self._dirty_structure: dict[str, NodeState | None] = {}
-        self._structure_ready = asyncio.Event()
-        self._last_update_s = time.monotonic()
+        self.replica = DirectoryReplica(
+            config=config, store=store, directory=directory, members=self
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._buried: set[str] = set()
         self._closing = False
@@ -93,7 +84,6 @@ class Cluster:
         self.renew_leases: Callable[[], Awaitable[None]] | None = None
         self.archive: JobArchive | None = None
         """Where the records of jobs finished by inbox entries come from."""
-        directory.subscribe(self._on_directory_change)
 
     def __repr__(self) -> str:
         return f"Cluster(hub={self.hub_id!r}, live={sorted(self.live)})"
@@ -111,14 +101,15 @@ class Cluster:
         for name, loop in (
             ("inbox", self._inbox_loop),
             ("outbox", self.outbox.run),
-            ("directory-publish", self._publish_loop),
-            ("directory-subscribe", self._subscribe_loop),
+            ("directory-publish", self.replica.publish_loop),
+            ("directory-subscribe", self.replica.subscribe_loop),
             ("presence", self._presence_loop),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.hub_id}:{name}"))
 
     async def aclose(self) -> None:
         self._closing = True
+        self.replica.closing = True
         self.outbox.closing = True
         await self.outbox.wait_sent()
         with contextlib.suppress(StoreUnavailable):
@@ -211,143 +202,19 @@ class Cluster:
 
     # --- the directory ------------------------------------------------------------------
 
-    def _on_directory_change(self, node_id: str, state: NodeState | None) -> None:
-        if node_id not in self.local_nodes:
-            return
-        if state is None:
-            self.local_nodes.discard(node_id)
-            self._dirty_structure[node_id] = None
-            self._structure_ready.set()
-        else:
-            # Load changes are coalesced; structure changes come through `node_changed`.
-            self._dirty_load.add(node_id)
-
     def node_changed(self, node_id: str) -> None:
         """A local node joined, changed capabilities or status: publish it promptly."""
-        self.local_nodes.add(node_id)
-        self._dirty_structure[node_id] = self.directory.snapshot.get(node_id)
-        self._structure_ready.set()
-
-    async def _publish_loop(self) -> None:
-        interval_s = self.config.load_publish_interval_ms / 1000
-        while not self._closing:
-            # Not `wait_for`: on Python 3.11 it can swallow a cancel that coincides
-            # with the event firing, and `aclose` would wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await self._structure_ready.wait()
-            self._structure_ready.clear()
-            try:
-                await self._publish_dirty()
-            except StoreUnavailable:
-                await asyncio.sleep(0.2)
-
-    async def _publish_dirty(self) -> None:
-        if not self._dirty_structure and len(self.live) <= 1:
-            # Load changes matter only to other hubs; none is alive (local mode, or
-            # alone for now). They stay marked and go out once another hub appears.
-            return
-        structure, self._dirty_structure = self._dirty_structure, {}
-        load, self._dirty_load = self._dirty_load, set()
-        upserts: list[DirectoryEntry] = []
-        removals: list[str] = []
-        snapshot = self.directory.snapshot
-        for node_id in structure:
-            state = snapshot.get(node_id) if node_id in self.local_nodes else None
-            if state is None:
-                removals.append(node_id)
-                await self.store.remove_node(node_id)
-            else:
-                entry = _entry(state, with_caps=True)
-                upserts.append(entry)
-                await self.store.publish_node(node_id, encode(entry), self.presence_ttl_ms)
-        for node_id in load - structure.keys():
-            state = snapshot.get(node_id)
-            if state is not None:
-                upserts.append(_entry(state, with_caps=False))
-        if upserts or removals:
-            await self.store.publish_update(
-                encode(DirectoryUpdate(self.hub_id, upserts=upserts, removals=removals))
-            )
-
-    async def _subscribe_loop(self) -> None:
-        while not self._closing:
-            try:
-                async for data in self.store.directory_updates():
-                    self._last_update_s = time.monotonic()
-                    self.apply_update(decode_update(data))
-            except StoreUnavailable as exc:
-                logger.warning("directory subscription lost: {}", exc)
-            await asyncio.sleep(0.2)
-            with contextlib.suppress(StoreUnavailable):
-                await self.resync()
+        self.replica.node_changed(node_id)
 
     def apply_update(self, update: DirectoryUpdate) -> None:
-        if update.hub_id == self.hub_id:
-            return
-        self.heard_from(update.hub_id)
-        snapshot = self.directory.snapshot
-        for node_id in update.removals:
-            state = snapshot.get(node_id)
-            if state is not None and state.hub_id == update.hub_id:
-                self.directory.leave(node_id)
-        for entry in update.upserts:
-            self._apply_entry(entry)
-
-    def _apply_entry(self, entry: DirectoryEntry) -> None:
-        if entry.node_id in self.local_nodes or entry.hub_id in self._buried:
-            return
-        current = self.directory.snapshot.get(entry.node_id)
-        status: NodeStatus = entry.status  # type: ignore[assignment]
-        if entry.caps is not None:
-            caps = NodeCapabilities.from_wire(entry.caps, default_pool=self.config.default_pool)
-        elif current is not None and current.hub_id == entry.hub_id:
-            caps = current.caps
-        else:
-            return  # a load update for a node we have not seen yet; the resync brings it
-        if current is None or current.caps != caps or current.hub_id != entry.hub_id:
-            self.directory.put(
-                NodeState.create(
-                    entry.node_id, caps, hub_id=entry.hub_id, status=status, running=entry.running
-                )
-            )
-            return
-        if current.status != status:
-            self.directory.set_status(entry.node_id, status)
-        if current.running != entry.running:
-            self.directory.set_running(entry.node_id, entry.running)
+        self.replica.apply_update(update)
 
     async def resync(self) -> None:
         """Rebuild the remote part of the directory from the store."""
-        entries = [decode_entry(data) for data in (await self.store.directory()).values()]
-        snapshot = self.directory.snapshot
-        unknown = sum(1 for e in entries if e.node_id not in snapshot)
-        if unknown > BULK_RESYNC_MIN and unknown > len(snapshot) // 4:
-            self._rebuild(entries)  # a first sync: one build instead of many joins
-            return
-        seen = set()
-        for entry in entries:
-            if entry.hub_id != self.hub_id and entry.hub_id in self.live:
-                seen.add(entry.node_id)
-                self._apply_entry(entry)
-        for state in list(self.directory.snapshot):
-            if state.hub_id != self.hub_id and state.node_id not in seen:
-                self.directory.leave(state.node_id)
+        await self.replica.resync()
 
-    def _rebuild(self, entries: list[DirectoryEntry]) -> None:
-        states = [s for s in self.directory.snapshot if s.hub_id == self.hub_id]
-        local = {s.node_id for s in states}
-        for entry in entries:
-            if (
-                entry.caps is not None and entry.node_id not in local
-                and entry.hub_id != self.hub_id and entry.hub_id in self.live
-            ):
-                caps = NodeCapabilities.from_wire(entry.caps, default_pool=self.config.default_pool)
-                status: NodeStatus = entry.status  # type: ignore[assignment]
-                states.append(NodeState.create(
-                    entry.node_id, caps, hub_id=entry.hub_id, status=status, running=entry.running
-                ))
-        self.directory.rebuild(states)
+    def is_buried(self, hub_id: str) -> bool:
+        return hub_id in self._buried
 
     # --- presence and dead hubs ----------------------------------------------------------
 
@@ -377,10 +244,10 @@ class Cluster:
             await self.renew_leases()
         # A beacon: every hub (this one too) hears it, which proves the subscription works.
         await self.store.publish_update(encode(DirectoryUpdate(self.hub_id)))
-        quiet_s = time.monotonic() - self._last_update_s
+        quiet_s = time.monotonic() - self.replica.last_update_s
         if quiet_s > 3 * self.config.heartbeat_interval_ms / 1000:
             logger.warning("no directory updates for {:.1f}s: resubscribing", quiet_s)
-            self._last_update_s = time.monotonic()
+            self.replica.last_update_s = time.monotonic()
             self._restart_subscription()
         live = await self.store.live_hubs() | {self.hub_id}
         known = await self.store.known_hubs()
@@ -406,16 +273,14 @@ class Cluster:
 
     async def republish(self) -> None:
         """Publish every local node again (after the store lost them)."""
-        for node_id in list(self.local_nodes):
-            self.node_changed(node_id)
-        await self._publish_dirty()
+        await self.replica.republish()
 
     def _restart_subscription(self) -> None:
         for i, task in enumerate(self._tasks):
             if task.get_name().endswith(":directory-subscribe"):
                 task.cancel()
                 self._tasks[i] = asyncio.create_task(
-                    self._subscribe_loop(), name=f"{self.hub_id}:directory-subscribe"
+                    self.replica.subscribe_loop(), name=f"{self.hub_id}:directory-subscribe"
                 )
 
     async def _bury(self, hub_id: str) -> None:
@@ -474,13 +339,3 @@ def _is_node_event(data: bytes) -> bool:
         return isinstance(decode_envelope(data), NodeEvent)
     except Exception:
         return False
-
-
-def _entry(state: NodeState, *, with_caps: bool) -> DirectoryEntry:
-    return DirectoryEntry(
-        state.node_id,
-        state.hub_id,
-        state.status,
-        state.running,
-        state.caps.to_wire() if with_caps else None,
-    )
