@@ -1,19 +1,20 @@
-"""`RedisStore`: the cross-instance backend (with `resp.py`, the only modules importing redis).
+"""`RedisStore`: the cross-instance backend (with `resp.py` and `replies.py`, the only
+modules importing redis).
 
 Every check-then-write is one Lua script (hub/store/scripts.py, each with a
 header saying KEYS, ARGV and what it returns), so ownership and idempotency
 are decided atomically inside Redis, never read-then-write from a hub. Every
 key is built by `hub.store.keys.Keys` and gets its TTL from the command that
-writes it. Redis errors are translated at this boundary into
-`StoreUnavailable`, whose message says what could not be reached.
+writes it. Redis errors are translated at this boundary (`replies.translated`)
+into `StoreUnavailable`, whose message says what could not be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -30,6 +31,7 @@ from hub.store.keys import (
     REAPER_LOCK_TTL_MS,
     Keys,
 )
+from hub.store.replies import UNAVAILABLE, entries, settle, text, translated
 from hub.store.resp import RespPipe
 from hub.store.scripts import (
     ANNOUNCE,
@@ -49,36 +51,6 @@ RENEW_BATCH = 500
 """Lease renewals per pipelined round trip."""
 CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 10.0
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-_UNAVAILABLE = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    ConnectionError,
-    OSError,
-)
-
-
-def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Raise `StoreUnavailable` for any failure to talk to Redis."""
-
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        except redis_errors.ResponseError as exc:
-            if "LOADING" in str(exc) or "READONLY" in str(exc):
-                raise StoreUnavailable(f"Redis is not serving: {exc}") from exc
-            raise
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
 
 class RedisStore:
     """The `Store` of cross-instance mode (see hub/store/base.py for the contract)."""
@@ -156,11 +128,11 @@ class RedisStore:
     async def start(self) -> None:
         try:
             await self._redis.ping()
-        except (*_UNAVAILABLE, redis_errors.RedisError) as exc:
+        except (*UNAVAILABLE, redis_errors.RedisError) as exc:
             raise StoreUnavailable(f"cannot reach Redis at {self.url}: {exc}") from None
         await self._ensure_group(self._inbox)
 
-    @_translated
+    @translated
     async def _ensure_group(self, stream: str) -> None:
         with contextlib.suppress(redis_errors.ResponseError):  # BUSYGROUP: it exists
             await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
@@ -176,7 +148,7 @@ class RedisStore:
     async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
         return (await self.bind_requests([Binding(request_id, job_id, ttl_ms)]))[0]
 
-    @_translated
+    @translated
     async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
         keys: list[str] = []
         args: list[Any] = [INBOX_MAXLEN, INBOX_TTL_MS]
@@ -186,13 +158,13 @@ class RedisStore:
             keys += [request_key, request_key if to is None else self.keys.inbox(to)]
             args += [binding.job_id, binding.ttl_ms, "0" if to is None else "1", binding.envelope]
         bound = await self._piped_script("bind_many", keys, args)
-        return [_text(job_id) or None for job_id in bound]
+        return [text(job_id) or None for job_id in bound]
 
-    @_translated
+    @translated
     async def release_request(self, request_id: str, job_id: str) -> None:
         await self._script("release_request", [self.keys.request(request_id)], [job_id])
 
-    @_translated
+    @translated
     async def rebind_request(
         self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int
     ) -> bool:
@@ -201,11 +173,11 @@ class RedisStore:
         )
         return bool(moved)
 
-    @_translated
+    @translated
     async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:
         await self._redis.set(self.keys.job(job_id), record, px=ttl_ms)
 
-    @_translated
+    @translated
     async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
         if items:
             await self._piped_script(
@@ -214,24 +186,24 @@ class RedisStore:
                 [ttl_ms, *(record for _, record in items)],
             )
 
-    @_translated
+    @translated
     async def load_job(self, job_id: str) -> bytes | None:
         data: Any = await self._redis.get(self.keys.job(job_id))
         return None if data is None else bytes(data)
 
     # --- directory ---------------------------------------------------------------------
 
-    @_translated
+    @translated
     async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:
         await self._script(
             "publish_node", [self.keys.directory(self.hub_id)], [node_id, entry, ttl_ms]
         )
 
-    @_translated
+    @translated
     async def remove_node(self, node_id: str) -> None:
         await self._redis.hdel(self.keys.directory(self.hub_id), node_id)
 
-    @_translated
+    @translated
     async def directory(self) -> dict[str, bytes]:
         hubs = await self.live_hubs()
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -240,7 +212,7 @@ class RedisStore:
             tables = await pipe.execute()
         return {k.decode(): v for table in tables for k, v in table.items()}
 
-    @_translated
+    @translated
     async def publish_update(self, update: bytes) -> None:
         await self._redis.publish(self.keys.channel, update)
 
@@ -253,7 +225,7 @@ class RedisStore:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         yield message["data"]
-            except _UNAVAILABLE as exc:
+            except UNAVAILABLE as exc:
                 raise StoreUnavailable(f"directory subscription lost: {exc}") from exc
         finally:
             with contextlib.suppress(Exception):
@@ -261,7 +233,7 @@ class RedisStore:
 
     # --- presence and ownership -----------------------------------------------------------
 
-    @_translated
+    @translated
     async def announce(self, ttl_ms: int) -> bool:
         existed = await self._script(
             "announce",
@@ -275,17 +247,17 @@ class RedisStore:
             await self._ensure_group(self._inbox)  # a restarted Redis lost the group too
         return bool(existed)
 
-    @_translated
+    @translated
     async def live_hubs(self) -> set[str]:
         hubs = await self._script("live_hubs", [self.keys.hubs], [])
         return {h.decode() for h in hubs}
 
-    @_translated
+    @translated
     async def known_hubs(self) -> set[str]:
         hubs: Any = await self._redis.zrange(self.keys.hubs, 0, -1)
-        return {_text(h) for h in hubs}
+        return {text(h) for h in hubs}
 
-    @_translated
+    @translated
     async def drop_hub(self, hub_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.inbox(hub_id), self.keys.directory(hub_id))
@@ -293,7 +265,7 @@ class RedisStore:
             pipe.zrem(self.keys.hubs, hub_id)
             await pipe.execute()
 
-    @_translated
+    @translated
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         epoch, owner = await self._script(
             "claim_node",
@@ -301,10 +273,10 @@ class RedisStore:
             [self.hub_id, ttl_ms, "1" if take_over else "0"],
         )
         if int(epoch) < 0:
-            raise OwnershipConflict(node_id, _text(owner))
+            raise OwnershipConflict(node_id, text(owner))
         return int(epoch)
 
-    @_translated
+    @translated
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
         lost: list[str] = []
         script = self._scripts["claim_node"]
@@ -322,23 +294,23 @@ class RedisStore:
                         if int(epoch) < 0)
         return lost
 
-    @_translated
+    @translated
     async def release_node(self, node_id: str, epoch: int) -> None:
         await self._script("release_node", [self.keys.owner(node_id)], [self.hub_id, epoch])
 
-    @_translated
+    @translated
     async def node_owner(self, node_id: str) -> tuple[str, int] | None:
         hub, epoch = await self._redis.hmget(self.keys.owner(node_id), ["hub", "epoch"])
         if not hub or epoch is None:
             return None
-        return _text(hub), int(epoch)
+        return text(hub), int(epoch)
 
     # --- inboxes ---------------------------------------------------------------------------
 
     async def send_to_hub(self, hub_id: str, envelope: bytes) -> None:
         await self.send_many([(hub_id, envelope)])
 
-    @_translated
+    @translated
     async def send_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
             return
@@ -348,7 +320,7 @@ class RedisStore:
             [INBOX_MAXLEN, INBOX_TTL_MS, *(envelope for _, envelope in items)],
         )
 
-    @_translated
+    @translated
     async def read_inbox(
         self, *, block_ms: int, count: int, ack: Sequence[str] = (),
         records: RecordBatch | None = None,
@@ -375,7 +347,7 @@ class RedisStore:
         try:
             reply = await read
         except redis_errors.ResponseError as exc:
-            await _settle(after)  # an XACK of a missing group or stream acknowledges nothing
+            await settle(after)  # an XACK of a missing group or stream acknowledges nothing
             if "NOGROUP" not in str(exc):
                 raise
             await self._ensure_group(self._inbox)  # the stream expired or Redis restarted empty
@@ -387,7 +359,7 @@ class RedisStore:
                     future.exception()  # retrieved: no "never retrieved" warning
                 future.cancel()
             raise
-        outcomes = await _settle(after)
+        outcomes = await settle(after)
         if ack and isinstance(outcomes[-1], Exception) and not isinstance(
             outcomes[-1], redis_errors.ResponseError
         ):
@@ -399,21 +371,21 @@ class RedisStore:
             # An error reply (e.g. NOSCRIPT after a Redis restart) leaves them unsaved:
             # the archive writes them again, with EVAL if need be.
             records.saved = not records.items or not isinstance(outcomes[0], Exception)
-        return _entries(reply)
+        return entries(reply)
 
-    @_translated
+    @translated
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         if entry_ids:
             stream = self.keys.inbox(hub_id or self.hub_id)
             await self._redis.xack(stream, CONSUMER_GROUP, *entry_ids)
 
-    @_translated
+    @translated
     async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
         stream = self.keys.inbox(hub_id)
         lock = await self._redis.set(
             self.keys.reaper(hub_id), self.hub_id, px=REAPER_LOCK_TTL_MS, nx=True, get=True
         )
-        if lock is not None and _text(lock) != self.hub_id:
+        if lock is not None and text(lock) != self.hub_id:
             return []  # another live hub is draining it
         await self._redis.pexpire(self.keys.reaper(hub_id), REAPER_LOCK_TTL_MS)
         if not await self._redis.exists(stream):
@@ -430,14 +402,14 @@ class RedisStore:
                 unread = await self._redis.xreadgroup(
                     CONSUMER_GROUP, self.hub_id, {stream: ">"}, count=count - len(claimed)
                 )
-                claimed.extend(_entries(unread))
+                claimed.extend(entries(unread))
         except redis_errors.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             return []  # another hub finished draining it and dropped the stream
         return claimed
 
-    @_translated
+    @translated
     async def dead_letter(self, hub_id: str, entry_id: str, envelope: bytes, why: str) -> None:
         await self._script(
             "dead_letter",
@@ -445,45 +417,3 @@ class RedisStore:
             [DEAD_LETTER_MAXLEN, DEAD_LETTER_TTL_MS, hub_id, entry_id, envelope, why,
              CONSUMER_GROUP],
         )
-
-
-async def _settle(futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
-    """Each future's reply, or the exception it failed with (an error reply, or the
-    connection's failure)."""
-    outcomes: list[Any] = []
-    for future in futures:
-        try:
-            outcomes.append(await future)
-        except Exception as exc:
-            outcomes.append(exc)
-    return outcomes
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entries(reply: Any) -> list[tuple[str, bytes]]:
-    """Flatten an XREADGROUP reply into (entry id, envelope) pairs."""
-    entries: list[tuple[str, bytes]] = []
-    if not reply:
-        return entries
-    streams = reply.items() if isinstance(reply, dict) else reply
-    for _, messages in streams:
-        for entry_id, fields in messages:
-            if isinstance(fields, list):  # a raw reply: [field, value, ...]
-                fields = dict(zip(fields[::2], fields[1::2], strict=True))
-            if fields and b"e" in fields:
-                entries.append((entry_id.decode(), fields[b"e"]))
-    return entries
-
-
-async def redis_server_version(url: str) -> str:
-    """The server's version string (for diagnostics and `hub demo --hubs 2`)."""
-    client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
-    try:
-        info = await client.info("server")
-        return str(info.get("redis_version", "?"))
-    finally:
-        await client.aclose()
-
