@@ -1,7 +1,7 @@
 """`Outbox`: envelopes for other hubs, sent in one store call per event-loop turn.
 
 Everything queued in one turn leaves together (`Store.send_many`), in order;
-a node's result leaves at once, with what was queued before it.
+the turn's first node result leaves at once, with what was queued before it.
 A node's accept still queued when its result is queued is dropped: the result
 implies it, and the job's home gets one envelope instead of two. While the
 store is unreachable, envelopes wait for the next try, oldest first, up to
@@ -36,6 +36,7 @@ class Outbox:
         """(hub, job, attempt) -> queue index of a node's accept not sent yet."""
         self._ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
+        self._turn_open = False
 
     def __len__(self) -> int:
         return sum(entry is not None for entry in self._queue)
@@ -43,9 +44,9 @@ class Outbox:
     def send(self, hub_id: str, envelope: Envelope) -> None:
         """Queue an envelope for `hub_id`; sent with the others of this loop turn.
 
-        A node's result is what its job's home waits on: it leaves at once, with
-        everything queued before it (an accept of the same attempt is dropped: the
-        result implies it)."""
+        A node's result is what its job's home waits on: the first of a loop turn
+        leaves at once, with everything queued before it (an accept of the same
+        attempt is dropped: the result implies it)."""
         now = False
         if isinstance(envelope, NodeEvent):
             message = envelope.message
@@ -59,12 +60,19 @@ class Outbox:
                     self._queue[index] = None
         self._seq += 1
         self._queue.append((self._seq, hub_id, encode(envelope)))
-        if now and not self.closing:
-            task = eager_task(self._send_now())  # written in this step, not a turn later
+        if now and not self._turn_open and not self.closing:
+            # The first result of a loop turn leaves in this step, not a turn later;
+            # whatever the rest of the turn queues goes together after it.
+            self._turn_open = True
+            asyncio.get_running_loop().call_soon(self._close_turn)
+            task = eager_task(self._send_now())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         else:
             self._ready.set()
+
+    def _close_turn(self) -> None:
+        self._turn_open = False
 
     async def _send_now(self) -> None:
         try:
