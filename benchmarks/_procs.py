@@ -275,3 +275,25 @@ def install_exit_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, _exit)
     signal.signal(signal.SIGHUP, _exit)
+
+
+def start_redis(procs: ProcGroup, program: str) -> int:
+    """A throwaway `redis-server` in the group: free port, no persistence, its own
+    directory (under the group's, removed with it); its port once it answers PING."""
+    port = free_port()
+    data_dir = procs.dir / "redis"
+    data_dir.mkdir()
+    redis = procs.spawn_program("redis", [
+        program, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(data_dir), "--logfile", "",
+    ])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if redis_command(port, "PING", timeout=1.0) == b"PONG":
+                return port
+        except OSError:
+            pass
+        if redis.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not come up on port {port}{redis.tail()}")
+        time.sleep(0.05)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _procs import Child, ProcGroup, free_port, http_get, redis_command, wait_http
+from _procs import Child, ProcGroup, free_port, http_get, wait_http
+from _procs import start_redis as start_redis_server
 
 CROSS_HUB_IDS = ("bench-a", "bench-b")
 """The client's hub, then the nodes' hub."""
@@ -73,28 +74,11 @@ def _hub_env(env: dict[str, str] | None, suffix: str) -> dict[str, str] | None:
 
 
 def start_redis(procs: ProcGroup) -> int:
-    """A throwaway `redis-server` in the group: free port, no persistence, its own
-    directory (under the group's, removed with it); its port once it answers PING."""
+    """The group's throwaway `redis-server` (see `_procs.start_redis`); its port."""
     program = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(program).exists():
         raise SystemExit("dispatch.py: cross_instance mode needs redis-server")
-    port = free_port()
-    data_dir = procs.dir / "redis"
-    data_dir.mkdir()
-    redis = procs.spawn_program("redis", [
-        program, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(data_dir), "--logfile", "",
-    ])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if redis_command(port, "PING", timeout=1.0) == b"PONG":
-                return port
-        except OSError:
-            pass
-        if redis.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server did not come up on port {port}{redis.tail()}")
-        time.sleep(0.05)
+    return start_redis_server(procs, program)
 
 
 def start_cross_instance(procs: ProcGroup, env: dict[str, str] | None = None) -> Topology:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import uvloop
-from _procs import ProcGroup, emit, free_port, install_exit_on_sigterm, redis_command
+from _procs import ProcGroup, emit, install_exit_on_sigterm, start_redis
 
 TRANSPORTS = ("redis-py", "pipe")
 GROUP = "hop"
@@ -178,26 +178,6 @@ async def drive(args: argparse.Namespace) -> None:
     await t.close()
     samples.sort()
     emit(result={"p50_us": percentile(samples, 0.50), "p99_us": percentile(samples, 0.99)})
-
-
-def start_redis(procs: ProcGroup, program: str) -> int:
-    port = free_port()
-    data_dir = procs.dir / "redis"
-    data_dir.mkdir()
-    redis = procs.spawn_program("redis", [
-        program, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(data_dir), "--logfile", "",
-    ])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if redis_command(port, "PING", timeout=1.0) == b"PONG":
-                return port
-        except OSError:
-            pass
-        if redis.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server did not come up on port {port}{redis.tail()}")
-        time.sleep(0.05)
 
 
 def one_round(procs: ProcGroup, args: argparse.Namespace, url: str, transport: str,
