@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+from hub.loop_turn import LoopTurn
 from hub.store.base import Binding, Store
 
 MAX_BATCH = 512
@@ -23,24 +24,19 @@ class Binder:
         self.store = store
         self._batch: list[tuple[Binding, asyncio.Future[str | None]]] = []
         self._running: set[asyncio.Task[None]] = set()
-        self._turn_open = False
+        self._turn = LoopTurn(at_end=self._flush)
 
     async def bind(self, binding: Binding) -> str | None:
         """As `Store.bind_request` (None when this call made the binding, else the job
         it was already bound to); may raise `StoreUnavailable`."""
-        loop = asyncio.get_running_loop()
-        if not self.store.waits or not self._turn_open:
+        if not self.store.waits or self._turn.first():
             # The first binding of a loop turn goes at once, in its caller's task.
-            if self.store.waits:
-                self._turn_open = True
-                loop.call_soon(self._flush)
             return (await self.store.bind_requests([binding]))[0]
-        future: asyncio.Future[str | None] = loop.create_future()
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._batch.append((binding, future))
         return await future
 
     def _flush(self) -> None:
-        self._turn_open = False
         batch, self._batch = self._batch, []
         for start in range(0, len(batch), MAX_BATCH):
             # A task of its own: a cancelled submit must not take its batch's

@@ -18,6 +18,7 @@ from loguru import logger
 from hub.eager import eager_task
 from hub.envelopes import Envelope, NodeEvent, encode
 from hub.errors import StoreUnavailable
+from hub.loop_turn import LoopTurn
 from hub.messages import JobAccept, JobResult
 from hub.store.base import Store
 
@@ -36,7 +37,7 @@ class Outbox:
         """(hub, job, attempt) -> queue index of a node's accept not sent yet."""
         self._ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
-        self._turn_open = False
+        self._turn = LoopTurn()
 
     def __len__(self) -> int:
         return sum(entry is not None for entry in self._queue)
@@ -60,19 +61,14 @@ class Outbox:
                     self._queue[index] = None
         self._seq += 1
         self._queue.append((self._seq, hub_id, encode(envelope)))
-        if now and not self._turn_open and not self.closing:
+        if now and not self.closing and self._turn.first():
             # The first result of a loop turn leaves in this step, not a turn later;
             # whatever the rest of the turn queues goes together after it.
-            self._turn_open = True
-            asyncio.get_running_loop().call_soon(self._close_turn)
             task = eager_task(self._send_now())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         else:
             self._ready.set()
-
-    def _close_turn(self) -> None:
-        self._turn_open = False
 
     async def _send_now(self) -> None:
         try:

@@ -35,6 +35,7 @@ from hub.directory import NodeDirectory
 from hub.eager import eager_task
 from hub.errors import ProtocolError
 from hub.inbound import InboundRouter
+from hub.loop_turn import LoopTurn
 from hub.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
@@ -53,7 +54,7 @@ from hub.service import JobService
 from hub.snapshot import NodeState
 from hub.store.base import Store
 from hub.store.factory import make_store
-from hub.wslink import WriteTurn, WsLink
+from hub.wslink import WsLink
 
 # Close codes beyond RFC 6455's (docs/protocol.md, "Close codes").
 MAX_SUBMITS_IN_FLIGHT = 256
@@ -114,7 +115,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
-        self._turn = WriteTurn()
+        self._turn = LoopTurn()
         self._last_seen: dict[str, float] = {}
         self._node_links: dict[str, WsLink] = {}
         self._stopping = False

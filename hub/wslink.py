@@ -14,23 +14,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from hub.loop_turn import LoopTurn
 from hub.messages import Codec
 
 WRITE_BUFFER_LIMIT = 1 << 20
 """Bytes queued for one peer above which a send waits for the socket to drain."""
-
-
-class WriteTurn:
-    """Whether a frame has already been written at once in this event-loop turn
-    (one per hub: see `WsLink`)."""
-
-    __slots__ = ("open",)
-
-    def __init__(self) -> None:
-        self.open = False
-
-    def close(self) -> None:
-        self.open = False
 
 
 class WsLink:
@@ -51,7 +39,7 @@ class WsLink:
     __slots__ = ("_binary", "_encode", "_flush_pending", "_turn", "codec", "peer_id", "ws")
 
     def __init__(
-        self, ws: ServerConnection, codec: Codec[Any], peer_id: str, turn: WriteTurn
+        self, ws: ServerConnection, codec: Codec[Any], peer_id: str, turn: LoopTurn
     ) -> None:
         self.ws = ws
         self._turn = turn
@@ -72,12 +60,8 @@ class WsLink:
             ws.protocol.send_text(data)
         if not self._flush_pending:
             self._flush_pending = True
-            loop = asyncio.get_running_loop()
-            loop.call_soon(self._flush)
-            turn = self._turn
-            if not turn.open:
-                turn.open = True
-                loop.call_soon(turn.close)
+            asyncio.get_running_loop().call_soon(self._flush)
+            if self._turn.first():  # one per hub: the hub's first frame of the turn
                 self._write()
 
     async def send(self, message: msgspec.Struct) -> None:

@@ -32,6 +32,8 @@ import hiredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import parse_url
 
+from hub.loop_turn import LoopTurn
+
 Reply = Any
 WATCHDOG_S = 0.5
 """How often a pipe checks its oldest command for an overdue reply."""
@@ -46,7 +48,7 @@ class RespPipe(asyncio.Protocol):
         self._waiting: deque[tuple[asyncio.Future[Reply], float]] = deque()
         """Each command's future and the loop time by which its reply is due."""
         self._buffer: list[bytes] = []
-        self._turn_open = False
+        self._turn = LoopTurn(at_end=self._flush)
         self._lost: Exception | None = None
 
     # --- opening and closing ----------------------------------------------------------
@@ -110,19 +112,16 @@ class RespPipe(asyncio.Protocol):
         due = loop.time() + timeout_s
         self._waiting.extend((future, due) for future in futures)
         data = b"".join(_pack(args) for args in commands)
-        if self._turn_open:
-            self._buffer.append(data)
-        else:
+        if self._turn.first():
             # The first write of a loop turn leaves at once; the turn's others
             # follow in one write at its end.
-            self._turn_open = True
-            loop.call_soon(self._flush)
             assert self._transport is not None
             self._transport.write(data)
+        else:
+            self._buffer.append(data)
         return futures
 
     def _flush(self) -> None:
-        self._turn_open = False
         if self._buffer and self._transport is not None and self._lost is None:
             self._transport.writelines(self._buffer)
         self._buffer = []
