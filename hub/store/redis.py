@@ -112,18 +112,27 @@ class RedisStore:
                 self._pipes[role] = pipe
         return pipe
 
+    def _evalsha(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """The EVALSHA command of one of the scripts, for a pipe."""
+        return ["EVALSHA", self._scripts[name].sha, len(keys), *keys, *args]
+
     async def _piped_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on the send pipe; EVAL when Redis lost the script (a restart)."""
         pipe = await self._pipe("send")
-        script = self._scripts[name]
         try:
-            return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await pipe.call(*self._evalsha(name, keys, args))
         except redis_errors.ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        source = script.script
+        source = self._scripts[name].script
         assert isinstance(source, str | bytes)
         return await pipe.call("EVAL", source, len(keys), *keys, *args)
+
+    def _save_args(
+        self, items: Sequence[tuple[str, bytes]], ttl_ms: int
+    ) -> tuple[list[str], list[Any]]:
+        """`SAVE_MANY`'s keys and arguments for job records."""
+        return [self.keys.job(job_id) for job_id, _ in items], [ttl_ms, *(r for _, r in items)]
 
     async def start(self) -> None:
         try:
@@ -180,11 +189,7 @@ class RedisStore:
     @translated
     async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
         if items:
-            await self._piped_script(
-                "save_many",
-                [self.keys.job(job_id) for job_id, _ in items],
-                [ttl_ms, *(record for _, record in items)],
-            )
+            await self._piped_script("save_many", *self._save_args(items, ttl_ms))
 
     @translated
     async def load_job(self, job_id: str) -> bytes | None:
@@ -336,11 +341,9 @@ class RedisStore:
         # their own. The records go first: a job's record is stored no later than
         # the entry that finished it is acknowledged.
         if records is not None and records.items:
-            keys = [self.keys.job(job_id) for job_id, _ in records.items]
-            commands.append([
-                "EVALSHA", self._scripts["save_many"].sha, len(keys), *keys,
-                records.ttl_ms, *(record for _, record in records.items),
-            ])
+            commands.append(
+                self._evalsha("save_many", *self._save_args(records.items, records.ttl_ms))
+            )
         if ack:
             commands.append(["XACK", self._inbox, CONSUMER_GROUP, *ack])
         read, *after = pipe.call_many(commands, timeout_s=block_ms / 1000 + REPLY_TIMEOUT_S)
