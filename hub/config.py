@@ -111,6 +111,11 @@ class HubConfig:
             values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def job_budget_ms(self, timeout_ms: int | None) -> int:
+        """A job's overall time budget: the client's `timeout_ms`, else what its
+        attempts can take (each has its own deadline and their number is capped)."""
+        return timeout_ms or self.max_attempts * (self.accept_timeout_ms + self.job_timeout_ms)
+
     def with_changes(self, **changes: Any) -> HubConfig:
         return replace(self, **changes)
 

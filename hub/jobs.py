@@ -126,7 +126,11 @@ class Job:
         self, node_id: str, node_hub: str, now_ms: int, attempt_deadline_ms: int,
         *, wall_ms: int | None = None,
     ) -> JobAssign:
-        """Start the next attempt on `node_id`; returns the message the node must get."""
+        """Start the next attempt on `node_id`; returns the message the node must get.
+
+        Deadlines here are on the monotonic clock (`now_ms`). With `wall_ms` (the
+        wall clock now) the message's `deadline_ms` is on the wall clock, as the wire
+        has it: the same remaining budget."""
         if self.finished:
             raise ValueError(f"{self!r} is finished")
         self.attempt += 1
@@ -138,6 +142,7 @@ class Job:
             AttemptRecord(self.attempt, node_id, now_ms if wall_ms is None else wall_ms)
         )
         req = self.requirements
+        deadline = min(attempt_deadline_ms, self.deadline_ms)
         return JobAssign(
             job_id=self.job_id,
             attempt=self.attempt,
@@ -147,7 +152,7 @@ class Job:
             features=self.features,
             pipeline=req.pipeline,
             payload=self.payload,
-            deadline_ms=min(attempt_deadline_ms, self.deadline_ms),
+            deadline_ms=deadline if wall_ms is None else wall_ms + (deadline - now_ms),
         )
 
     def fence(self, node_id: str, attempt: int) -> None:

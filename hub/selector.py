@@ -76,6 +76,11 @@ class Selection(msgspec.Struct, frozen=True):
     considered: int = 0
     preferred_reason: str | None = None
 
+    def explain(self) -> str:
+        """Why nothing fits, for a `no_node` answer (its reasons, counted)."""
+        detail = ", ".join(f"{reason}={count}" for reason, count in self.reasons.items())
+        return f"no node can take this job ({detail or 'no nodes'})"
+
 
 def node_reason(state: NodeState | None, req: Requirements, pool: int | None = None) -> str | None:
     """The first rule `state` breaks for `req` (within `pool`, when given), or None."""

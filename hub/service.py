@@ -123,9 +123,9 @@ class JobService(NodeEvents, DuplicateRequests):
         # another hub goes out with the binding, atomically, in the same round trip.
         job, assign, selection = self._plan(link, message, job_id)
         # The binding outlives the longest the job can run, plus the idempotency window.
-        binding = Binding(
-            message.request_id, job_id, self.config.idempotency_ttl_ms + self._budget_ms(message)
-        )
+        config = self.config
+        ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)
+        binding = Binding(message.request_id, job_id, ttl_ms)
         if job is not None and assign is not None and job.node_hub != self.hub_id:
             binding = binding._replace(
                 send_to=job.node_hub, envelope=encode(self._dispatch(job, assign))
@@ -168,14 +168,6 @@ class JobService(NodeEvents, DuplicateRequests):
             else:
                 await self.add_watcher(job_id, watcher)
 
-    def _budget_ms(self, message: Submit) -> int:
-        """The job's overall time budget. Without a client timeout the attempts bound
-        the job: every attempt has its own deadline and their number is capped."""
-        config = self.config
-        return message.timeout_ms or config.max_attempts * (
-            config.accept_timeout_ms + config.job_timeout_ms
-        )
-
     def _new_job_id(self) -> str:
         # `<home hub id>.<boot token>.<counter>`: any hub can tell a job's home.
         self._job_counter += 1
@@ -193,7 +185,7 @@ class JobService(NodeEvents, DuplicateRequests):
         selection = self._select(req)
         if selection.node_id is None:
             return None, None, selection
-        timeout_ms = self._budget_ms(message)
+        timeout_ms = self.config.job_budget_ms(message.timeout_ms)
         job = Job(
             job_id=job_id,
             request_id=message.request_id,
@@ -222,7 +214,7 @@ class JobService(NodeEvents, DuplicateRequests):
             rejected = Rejected(
                 request_id=message.request_id,
                 code="no_node",
-                message=_no_node_text(selection),
+                message=selection.explain(),
                 reasons=selection.reasons,
             )
             await link.send(rejected)
@@ -283,11 +275,7 @@ class JobService(NodeEvents, DuplicateRequests):
         node_hub = state.hub_id if state is not None else self.hub_id
         now = self.clock.now_ms()
         attempt_deadline = now + config.accept_timeout_ms + config.job_timeout_ms
-        wall = self.clock.wall_ms()
-        assign = job.assign(node_id, node_hub, now, attempt_deadline, wall_ms=wall)
-        # The wire deadline is wall-clock; keep the remaining budget.
-        assign.deadline_ms = wall + (assign.deadline_ms - now)
-        return assign
+        return job.assign(node_id, node_hub, now, attempt_deadline, wall_ms=self.clock.wall_ms())
 
     def _dispatch(self, job: Job, assign: JobAssign) -> Dispatch:
         return Dispatch(self.hub_id, node_id=job.node_id, request_id=job.request_id, assign=assign)
@@ -367,7 +355,7 @@ class JobService(NodeEvents, DuplicateRequests):
             return
         selection = self._select(job.requirements)
         if selection.node_id is None:
-            error = ErrorInfo("no_node", _no_node_text(selection))
+            error = ErrorInfo("no_node", selection.explain())
             await self._finish(job, ok=False, error=error, announce=announce)
             return
         await self._start_attempt(job, selection.node_id, announce=announce)
@@ -473,7 +461,3 @@ class JobService(NodeEvents, DuplicateRequests):
             )
         await self.archive.flush()
 
-
-def _no_node_text(selection: Selection) -> str:
-    detail = ", ".join(f"{reason}={count}" for reason, count in selection.reasons.items())
-    return f"no node can take this job ({detail or 'no nodes'})"
