@@ -37,7 +37,7 @@ from agent_sim.agent_session import NODE_PATH, _AgentSession, node_url
 from agent_sim.agent_session import STABLE_SESSION_S as STABLE_SESSION_S
 from agent_sim.agent_session import _RegistrationRefused as _RegistrationRefused
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler
-from hub.messages import (
+from hub.core.messages import (
     Capabilities,
     CapabilitiesUpdate,
     Codec,

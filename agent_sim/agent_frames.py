@@ -12,8 +12,8 @@ import msgspec
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from hub.errors import ProtocolError
-from hub.messages import MSGPACK_SUBPROTOCOL, Codec, NodeOutbound
+from hub.core.errors import ProtocolError
+from hub.core.messages import MSGPACK_SUBPROTOCOL, Codec, NodeOutbound
 
 if TYPE_CHECKING:
     from loguru import Logger

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from agent_sim.agent_frames import _AgentFrames
 from agent_sim.behaviour import NO_FAULT, FaultDecision
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler
-from hub.messages import (
+from hub.core.messages import (
     Capabilities,
     Error,
     ErrorInfo,

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
 from agent_sim.agent_jobs import _AgentJobs
-from hub.messages import (
+from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     Capabilities,

@@ -4,7 +4,7 @@ A `Profile` describes a fleet: the language catalogue and its Zipf-like
 popularity, how many language pairs and features a node carries, pools,
 concurrency, the service-time distribution (lognormal, given by its median and
 p99) and the fault rates. `node_capabilities` turns a profile into one node's
-`hub.messages.Capabilities`; `Behaviour` draws service times and per-job fault
+`hub.core.messages.Capabilities`; `Behaviour` draws service times and per-job fault
 decisions. Nothing here does I/O, imports asyncio or reads a clock: every
 draw takes an injected `random.Random`, so one seed gives one fleet.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from hub.messages import Capabilities, LanguagePair
+from hub.core.messages import Capabilities, LanguagePair
 
 # --- catalogues -------------------------------------------------------------------
 

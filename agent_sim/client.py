@@ -20,7 +20,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from hub.messages import (
+from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     Accepted,

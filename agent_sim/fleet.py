@@ -22,7 +22,7 @@ from loguru import logger
 
 from agent_sim.agent import JobContext, JobHandler, NodeAgent
 from agent_sim.behaviour import Behaviour, FaultDecision, Profile, get_profile, node_capabilities
-from hub.messages import JobAssign
+from hub.core.messages import JobAssign
 
 __all__ = ["Fleet", "node_id_for"]
 

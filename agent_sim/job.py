@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from agent_sim.behaviour import FaultDecision
-from hub.messages import JobAssign, Pipeline
+from hub.core.messages import JobAssign, Pipeline
 
 __all__ = ["FaultPolicy", "JobContext", "JobFailed", "JobHandler"]
 

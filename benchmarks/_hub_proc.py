@@ -1,6 +1,6 @@
 """Run `hub serve` for the benchmarks: `python benchmarks/_hub_proc.py serve --port P ...`.
 
-Before handing over to `hub.cli.main` it raises RLIMIT_NOFILE (to
+Before handing over to `hub.app.cli.main` it raises RLIMIT_NOFILE (to
 `NODEHUB_BENCH_NOFILE`, for the 10,000-node memory run) and makes SIGUSR1
 run a full garbage collection (the memory measurement asks for one before it
 reads VmRSS). With `NODEHUB_BENCH_PROFILE=PATH` the hub runs under cProfile
@@ -41,7 +41,7 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, _collect)
     if os.environ.get("NODEHUB_BENCH_TRACEMALLOC"):
         tracemalloc.start()
-    from hub.cli import main as hub_main
+    from hub.app.cli import main as hub_main
 
     profile_path = os.environ.get("NODEHUB_BENCH_PROFILE")
     if not profile_path:

@@ -1,7 +1,7 @@
 """How fast is node selection, and how fast is deriving the next snapshot?
 
 Builds seeded synthetic fleets that look like real ones and measures, per
-fleet size, the latency of `hub.selector.select_node` against a naive
+fleet size, the latency of `hub.core.selector.select_node` against a naive
 selector written here that scans every node of the snapshot, on the same
 requests in the same run. It also measures what keeping the snapshot fresh
 costs: one load change (`Snapshot.with_running`) and one node join
@@ -43,10 +43,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hub.capabilities import NodeCapabilities, Requirements, capability_mismatch
-from hub.messages import Pipeline
-from hub.selector import select_node
-from hub.snapshot import DRAINING, OFFLINE, ONLINE, NodeState, NodeStatus, Snapshot
+from hub.core.capabilities import NodeCapabilities, Requirements, capability_mismatch
+from hub.core.messages import Pipeline
+from hub.core.selector import select_node
+from hub.core.snapshot import DRAINING, OFFLINE, ONLINE, NodeState, NodeStatus, Snapshot
 
 LANGUAGES = (
     "en", "zh", "es", "hi", "ar", "fr", "pt", "ru", "ja", "de", "ko", "it", "tr", "vi", "id",

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from hub.config import HubConfig
-from hub.server import Hub
+from hub.app.hub import Hub
+from hub.core.config import HubConfig
 from tests.hubtest import (
     AutoNode,
     Msg,

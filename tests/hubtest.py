@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from hub.messages import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
+from hub.core.messages import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 
 TIMEOUT_S = 5.0
 """How long to wait for something that must happen."""

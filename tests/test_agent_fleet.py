@@ -8,7 +8,7 @@ import pytest
 
 from agent_sim import cli
 from agent_sim.fleet import Fleet, node_id_for
-from hub.messages import Drain, JobAccept, JobProgress, JobResult
+from hub.core.messages import Drain, JobAccept, JobProgress, JobResult
 from tests.test_agent_session import TIMEOUT_S, HubConn, ScriptedHub, assign
 
 

@@ -24,7 +24,7 @@ from websockets.http11 import Request
 
 from agent_sim.agent import JobContext, JobFailed, NodeAgent, node_url
 from agent_sim.behaviour import FaultDecision
-from hub.messages import (
+from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     Capabilities,

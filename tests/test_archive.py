@@ -3,8 +3,8 @@ and a batch taken to ride with an inbox read is settled either way."""
 
 from __future__ import annotations
 
-from hub.archive import JobArchive
-from hub.jobs import JobRecord
+from hub.core.job import JobRecord
+from hub.store.archive import JobArchive
 from hub.store.memory import MemoryBackplane, MemoryStore
 from hub.store.redis import RedisStore
 from tests.support.redis_server import free_port

@@ -25,7 +25,7 @@ from agent_sim.behaviour import (
     node_capabilities,
     profile_names,
 )
-from hub.messages import Capabilities, Register, node_codec
+from hub.core.messages import Capabilities, Register, node_codec
 
 
 def fleet_caps(profile: Profile, seed: int, n: int) -> list[Capabilities]:

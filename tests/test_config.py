@@ -1,4 +1,4 @@
-"""`HubConfig.load`: file < environment < flags, and clear errors naming the key."""
+"""`load_config`: file < environment < flags, and clear errors naming the key."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.config import HubConfig
-from hub.errors import ConfigError
+from hub.app.settings import load_config
+from hub.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults() -> None:
-    cfg = HubConfig.load(env={})
+    cfg = load_config(env={})
     assert cfg.port == 8765 and cfg.deployment_mode == "local" and cfg.max_attempts == 3
     assert cfg.hub_id.startswith("hub-")
 
@@ -32,28 +32,28 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
         '[hub]\nport = 1111\nhub_id = "from-file"\nmax_attempts = 5\nlog_level = "DEBUG"\n'
         "session_affinity = true\n",
     )
-    cfg = HubConfig.load(path=path, env={})
+    cfg = load_config(path=path, env={})
     assert (cfg.port, cfg.hub_id, cfg.max_attempts, cfg.session_affinity) == (
         1111, "from-file", 5, True
     )
     env = {"NODEHUB_PORT": "2222", "NODEHUB_HUB_ID": "from-env", "NODEHUB_SESSION_AFFINITY": "0"}
-    cfg = HubConfig.load(path=path, env=env)
+    cfg = load_config(path=path, env=env)
     assert (cfg.port, cfg.hub_id, cfg.max_attempts, cfg.session_affinity) == (
         2222, "from-env", 5, False
     )
-    cfg = HubConfig.load(path=path, env=env, overrides={"port": "3333", "hub_id": None})
+    cfg = load_config(path=path, env=env, overrides={"port": "3333", "hub_id": None})
     assert (cfg.port, cfg.hub_id, cfg.log_level) == (3333, "from-env", "DEBUG")
 
 
 def test_top_level_file_keys_and_optional_int(tmp_path: Path) -> None:
     path = write(tmp_path, "selection_seed = 7\nheartbeat_interval_ms = 100\n")
-    cfg = HubConfig.load(path=path, env={})
+    cfg = load_config(path=path, env={})
     assert cfg.selection_seed == 7 and cfg.heartbeat_interval_ms == 100
-    assert HubConfig.load(path=path, env={"NODEHUB_SELECTION_SEED": "none"}).selection_seed is None
+    assert load_config(path=path, env={"NODEHUB_SELECTION_SEED": "none"}).selection_seed is None
 
 
 def test_unrelated_environment_is_ignored() -> None:
-    cfg = HubConfig.load(env={"NODEHUB_NOT_A_KEY": "1", "PORT": "1"})
+    cfg = load_config(env={"NODEHUB_NOT_A_KEY": "1", "PORT": "1"})
     assert cfg.port == 8765
 
 
@@ -75,25 +75,25 @@ def test_unrelated_environment_is_ignored() -> None:
 )
 def test_bad_values_name_the_key(source: dict[str, dict[str, object]], key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        HubConfig.load(env=source.get("env", {}), overrides=source.get("overrides"))  # type: ignore[arg-type]
+        load_config(env=source.get("env", {}), overrides=source.get("overrides"))  # type: ignore[arg-type]
     assert key in str(info.value)
 
 
 def test_bad_file_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="port"):
-        HubConfig.load(path=write(tmp_path, 'port = "eighty"\n'), env={})
+        load_config(path=write(tmp_path, 'port = "eighty"\n'), env={})
     with pytest.raises(ConfigError, match="max_attempts"):
-        HubConfig.load(path=write(tmp_path, "max_attempts = 2.5\n"), env={})
+        load_config(path=write(tmp_path, "max_attempts = 2.5\n"), env={})
     with pytest.raises(ConfigError, match="bogus"):
-        HubConfig.load(path=write(tmp_path, "bogus = 1\n"), env={})
+        load_config(path=write(tmp_path, "bogus = 1\n"), env={})
     with pytest.raises(ConfigError, match="cannot read"):
-        HubConfig.load(path=write(tmp_path, "port = \n"), env={})
+        load_config(path=write(tmp_path, "port = \n"), env={})
     with pytest.raises(ConfigError, match="cannot read"):
-        HubConfig.load(path=tmp_path / "missing.toml", env={})
+        load_config(path=tmp_path / "missing.toml", env={})
 
 
 def test_with_changes_validates() -> None:
-    cfg = HubConfig.load(env={})
+    cfg = load_config(env={})
     assert cfg.with_changes(port=0).port == 0
     with pytest.raises(ConfigError, match="port"):
         cfg.with_changes(port=-1)
@@ -102,7 +102,7 @@ def test_with_changes_validates() -> None:
 def _hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "hub.app.cli", *args], cwd=ROOT, capture_output=True, text=True,
         timeout=60, env=env, check=False,
     )
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import uvloop
 
-from hub.eager import eager_task
+from hub.runtime.eager import eager_task
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from agent_sim.client import HubClient
-from hub.server import Hub
+from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
 from tests.hubtest import TIMEOUT_S, Msg, TestClient, TestNode, caps, connect_node, wait_until
 
@@ -116,7 +116,7 @@ async def test_node_bad_input(hub: Hub, net: Net) -> None:
         if path is not None:
             assert error["path"] == path, (frame, error)
     # Its registration and capabilities are untouched, and it still gets jobs.
-    state = hub.directory.snapshot.get("rude")
+    state = hub.fleet.snapshot.get("rude")
     assert state is not None and state.caps.max_concurrency == 4
     client = await net.client(hub)
     await client.submitted("r1", preferred_node_id="rude")
@@ -180,7 +180,7 @@ async def test_oversized_frame_closes_1009(make_hub: MakeHub, net: Net, endpoint
 
 
 async def _wait_gone(hub: Hub, node_id: str) -> None:
-    await wait_until(lambda: node_id not in hub.directory.snapshot, what=f"{node_id} to leave")
+    await wait_until(lambda: node_id not in hub.fleet.snapshot, what=f"{node_id} to leave")
 
 
 async def test_too_many_protocol_errors_close_1008(make_hub: MakeHub, net: Net) -> None:
@@ -192,7 +192,7 @@ async def test_too_many_protocol_errors_close_1008(make_hub: MakeHub, net: Net) 
     for _ in range(3):
         await client.expect("error", code="bad_message")
     assert await client.wait_closed() == 1008
-    # A node that keeps misbehaving is closed too, and leaves the directory.
+    # A node that keeps misbehaving is closed too, and leaves the fleet view.
     node = await net.node(hub, "noisy")
     for _ in range(3):
         await node.send({"type": "job_accept", "job_id": "nope", "attempt": 1})

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from hub.config import HubConfig
-from hub.messages import JobResult
-from hub.server import Hub
+from hub.app.hub import Hub
+from hub.core.config import HubConfig
+from hub.core.messages import JobResult
 from hub.store.base import Binding
 from hub.store.redis import RedisStore
 from tests.conftest import FAST, Net
@@ -32,11 +33,14 @@ class HeldReplies(RedisStore):
         service = self.hub.service
         job_ids = [binding.job_id for binding in bindings]
 
+        def early(job_id: str) -> list[Any]:
+            return service.table.pending[job_id].early or []
+
         def overtaken() -> bool:
             # Held until the node's result (with or without its accept: the owner
             # merges an accept into a result sent in the same batch) is waiting.
             return all(
-                any(isinstance(event.args[1], JobResult) for event in service._early[job_id])
+                any(isinstance(event.args[1], JobResult) for event in early(job_id))
                 for job_id in job_ids
             )
 
@@ -60,7 +64,7 @@ async def test_node_events_that_overtake_the_binding_are_replayed_after_it(
     try:
         node = await net.node(hub_b, "far")
         await wait_until(
-            lambda: hub_a.directory.snapshot.get("far") is not None,
+            lambda: hub_a.fleet.snapshot.get("far") is not None,
             what="hub A to see hub B's node",
         )
         client = await net.client(hub_a)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hub.server import Hub
+from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
 from tests.hubtest import caps, http_get
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.server import Hub
+from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
 from tests.hubtest import caps, first_assigned, http_get, wait_until
 
@@ -152,7 +152,7 @@ async def test_no_node_rejection_counts_reasons(hub: Hub, net: Net) -> None:
     drained = await net.node(hub, "drained", caps([("en", "de")], features=emotion))
     await drained.send({"type": "drain"})
     await wait_until(
-        lambda: hub.directory.snapshot.get("drained").status == "draining",  # type: ignore[union-attr]
+        lambda: hub.fleet.snapshot.get("drained").status == "draining",  # type: ignore[union-attr]
         what="drain",
     )
     await client.submitted("fill", features=emotion)  # takes busy's only slot
@@ -245,7 +245,7 @@ async def test_node_killed_mid_job_fails_over(hub: Hub, net: Net) -> None:
     await b.result(second, "whole")
     result = await client.expect("result", request_id="r1", ok=True, node_id="b")
     assert result["attempts"] == 2 and result["output"] == "whole"
-    await wait_until(lambda: "a" not in hub.directory.snapshot, what="a to leave")
+    await wait_until(lambda: "a" not in hub.fleet.snapshot, what="a to leave")
 
 
 async def test_node_failure_result_is_the_outcome(hub: Hub, net: Net) -> None:

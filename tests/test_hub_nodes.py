@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.server import Hub
+from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
 from tests.hubtest import caps, connect_node, wait_until
 
@@ -15,7 +15,7 @@ async def test_register_must_be_first(hub: Hub, net: Net) -> None:
     # The session is still usable: registering now works.
     reply = await node.register(caps())
     assert reply["type"] == "registered"
-    assert "n1" in hub.directory.snapshot
+    assert "n1" in hub.fleet.snapshot
 
 
 async def test_registered_reply_fields(make_hub: MakeHub, net: Net) -> None:
@@ -27,7 +27,7 @@ async def test_registered_reply_fields(make_hub: MakeHub, net: Net) -> None:
     }
     explicit = await net.node(hub, "n2", caps(pool=3))
     assert explicit.registered is not None and explicit.registered["pool"] == 3
-    state = hub.directory.snapshot.get("n1")
+    state = hub.fleet.snapshot.get("n1")
     assert state is not None and state.caps.pool == 7
 
 
@@ -47,7 +47,7 @@ async def test_invalid_capabilities_refused_with_path(hub: Hub, net: Net) -> Non
     assert reply["path"] == "$.capabilities.language_pairs[0].tgt"
     no_caps = await node.register(caps())
     assert no_caps["type"] == "registered"  # the refusals changed nothing
-    assert [state.node_id for state in hub.directory.snapshot] == ["n1"]
+    assert [state.node_id for state in hub.fleet.snapshot] == ["n1"]
 
 
 async def test_register_twice_on_one_session_is_refused(hub: Hub, net: Net) -> None:
@@ -83,7 +83,7 @@ async def test_heartbeat_silence_removes_node_and_fails_over(make_hub: MakeHub, 
     await silent.stop_heartbeats()
     # The hub closes the silent session (4000) after node_timeout_ms and fails its job over.
     assert await silent.wait_closed() == 4000
-    assert "silent" not in hub.directory.snapshot
+    assert "silent" not in hub.fleet.snapshot
     second = await other.assigned()
     assert second["job_id"] == assign["job_id"] and second["attempt"] == 2
     await other.accept(second)
@@ -98,7 +98,7 @@ async def test_heartbeats_keep_a_node_alive(make_hub: MakeHub, net: Net) -> None
     # Wait several timeouts' worth: the session must stay (bounded, 2.5x node_timeout).
     await node.quiet(1.25)
     assert not node.closed.is_set()
-    assert "n1" in hub.directory.snapshot
+    assert "n1" in hub.fleet.snapshot
 
 
 async def test_capabilities_update_applies_live(hub: Hub, net: Net) -> None:
@@ -109,7 +109,7 @@ async def test_capabilities_update_applies_live(hub: Hub, net: Net) -> None:
     assert rejected["reasons"] == {"lang_pair_unsupported": 1}
     await node.send({"type": "capabilities", "capabilities": caps([("en", "fr")], pool=5)})
     await wait_until(
-        lambda: ("en", "fr") in hub.directory.snapshot.get("n1").caps.language_pairs,  # type: ignore[union-attr]
+        lambda: ("en", "fr") in hub.fleet.snapshot.get("n1").caps.language_pairs,  # type: ignore[union-attr]
         what="the capabilities update",
     )
     accepted = await client.submitted("r2", "en", "fr")
@@ -119,7 +119,7 @@ async def test_capabilities_update_applies_live(hub: Hub, net: Net) -> None:
     # The old pair is gone, and the pool changed with it.
     await client.submit("r3", "en", "de")
     await client.expect("rejected", code="no_node")
-    state = hub.directory.snapshot.get("n1")
+    state = hub.fleet.snapshot.get("n1")
     assert state is not None and state.caps.pool == 5
 
 
@@ -131,7 +131,7 @@ async def test_drain_stops_new_jobs_but_running_one_completes(hub: Hub, net: Net
     await node.accept(assign)
     await node.send({"type": "drain"})
     await wait_until(
-        lambda: hub.directory.snapshot.get("n1").status == "draining",  # type: ignore[union-attr]
+        lambda: hub.fleet.snapshot.get("n1").status == "draining",  # type: ignore[union-attr]
         what="drain",
     )
     await client.submit("r2")
@@ -198,7 +198,7 @@ async def test_slots_hold_under_a_burst_of_submits(hub: Hub, net: Net) -> None:
 async def test_reconnect_after_close_registers_again(hub: Hub, net: Net) -> None:
     node = await net.node(hub, "n1")
     await node.aclose()
-    await wait_until(lambda: "n1" not in hub.directory.snapshot, what="the node to leave")
+    await wait_until(lambda: "n1" not in hub.fleet.snapshot, what="the node to leave")
     again = await connect_node(hub.url, "n1", caps())
     net.nodes.append(again)
     assert again.registered is not None and again.registered["node_id"] == "n1"
@@ -220,7 +220,7 @@ async def test_frozen_node_is_removed_without_waiting_for_its_close(
     frozen.ws.transport.pause_reading()  # never answers the hub's close frame
     second = await other.assigned(wait_s=3.0)
     assert second["job_id"] == assign["job_id"] and second["attempt"] == 2
-    assert "frozen" not in hub.directory.snapshot
+    assert "frozen" not in hub.fleet.snapshot
     await other.accept(second)
     await other.result(second, "rescued")
     await client.expect("result", ok=True, node_id="other")

@@ -1,4 +1,11 @@
-"""The pure core imports no I/O, and imports flow one way (checked with `ast`)."""
+"""The layering holds: imports flow one way, the core does no I/O (checked with `ast`).
+
+    core <- runtime <- store <- cluster <- jobs <- net <- app
+
+Every module of every layer may import its own layer and the layers below
+it, never one above. Third-party I/O libraries stay in the layers that own
+that I/O. `agent_sim` (the node SDK) uses only the wire model of the core.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +14,21 @@ from pathlib import Path
 
 import pytest
 
-HUB = Path(__file__).resolve().parent.parent / "hub"
-CORE = ["messages", "errors", "capabilities", "pmap", "snapshot", "selector", "jobs"]
-FORBIDDEN = {"asyncio", "websockets", "redis", "loguru", "time", "socket"}
-# Each core module may import only the core modules listed for it.
-ALLOWED = {
-    "errors": set(),
-    "messages": {"errors"},
-    "pmap": set(),
-    "capabilities": {"messages", "errors"},
-    "snapshot": {"messages", "errors", "capabilities", "pmap"},
-    "selector": {"messages", "errors", "capabilities", "pmap", "snapshot"},
-    "jobs": {"messages", "errors", "capabilities", "pmap", "snapshot", "selector"},
+ROOT = Path(__file__).resolve().parent.parent
+HUB = ROOT / "hub"
+LAYERS = ["core", "runtime", "store", "cluster", "jobs", "net", "app"]
+RANK = {name: i for i, name in enumerate(LAYERS)}
+
+NO_IO = {"asyncio", "websockets", "redis", "hiredis", "loguru", "time", "socket", "os", "ssl",
+         "subprocess", "threading", "tomllib", "uvloop"}
+"""What the pure core may not import."""
+ONLY_IN = {
+    "websockets": {"net"},
+    "redis": {"store"},
+    "hiredis": {"store"},
+    "agent_sim": {"app"},
 }
-OUTER = {"service", "server", "store", "cli"}
+"""Third-party (and sibling) packages and the only layers that may import them."""
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -29,43 +37,83 @@ def imported_modules(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against the hub package
-                base = "hub" if node.level == 1 else ""
-                module = f"{base}.{node.module}" if node.module else base
-                names.add(module)
-                names.update(f"{module}.{alias.name}" for alias in node.names)
-            elif node.module:
+            if node.level:
+                raise AssertionError(f"{path}: relative import (use absolute `hub.` imports)")
+            if node.module:
                 names.add(node.module)
                 names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
-def existing_core() -> list[str]:
-    return [name for name in CORE if (HUB / f"{name}.py").exists()]
+def layer_of(module: str) -> str | None:
+    """`hub.jobs.service` -> `jobs`; None for `hub` itself or a non-hub module."""
+    parts = module.split(".")
+    if parts[0] != "hub" or len(parts) < 2 or parts[1] not in RANK:
+        return None
+    return parts[1]
 
 
-@pytest.mark.parametrize("name", existing_core())
-def test_core_imports_no_io(name: str) -> None:
-    found = {m.split(".")[0] for m in imported_modules(HUB / f"{name}.py")}
-    assert not found & FORBIDDEN, f"hub/{name}.py imports {sorted(found & FORBIDDEN)}"
+def hub_modules() -> list[Path]:
+    return sorted(p for p in HUB.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-@pytest.mark.parametrize("name", existing_core())
-def test_core_imports_flow_one_way(name: str) -> None:
-    hub_imports = {
-        m.split(".")[1] for m in imported_modules(HUB / f"{name}.py")
-        if m.startswith("hub.") and len(m.split(".")) > 1
-    }
-    # `from hub.snapshot import X` yields "hub.snapshot" and "hub.snapshot.X";
-    # only module names count.
-    hub_imports = {m for m in hub_imports if (HUB / f"{m}.py").exists() or (HUB / m).is_dir()}
-    assert not hub_imports & OUTER, f"hub/{name}.py imports {sorted(hub_imports & OUTER)}"
-    assert hub_imports <= ALLOWED[name], (
-        f"hub/{name}.py imports {sorted(hub_imports - ALLOWED[name])} against the flow"
+@pytest.mark.parametrize("path", hub_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_flow_one_way(path: Path) -> None:
+    rel = path.relative_to(HUB)
+    if len(rel.parts) == 1:
+        assert rel.name in ("__init__.py", "__main__.py"), f"hub/{rel} belongs in a layer"
+        return
+    own = rel.parts[0]
+    assert own in RANK, f"hub/{own}/ is not a layer: add it to LAYERS in its place"
+    imports = imported_modules(path)
+    above = sorted(
+        m for m in imports if (layer := layer_of(m)) is not None and RANK[layer] > RANK[own]
     )
+    assert not above, f"hub/{rel} ({own}) imports from a higher layer: {above}"
+    for package, layers in ONLY_IN.items():
+        used = {m for m in imports if m.split(".")[0] == package}
+        assert not used or own in layers, f"hub/{rel} imports {package} outside {sorted(layers)}"
+    if own == "core":
+        found = {m.split(".")[0] for m in imports} & NO_IO
+        assert not found, f"hub/{rel} (pure core) imports {sorted(found)}"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "agent_sim").glob("*.py")), ids=lambda p: p.name
+)
+def test_the_sdk_uses_only_the_wire_model(path: Path) -> None:
+    hub_imports = {m for m in imported_modules(path) if m.split(".")[0] == "hub"}
+    outside = sorted(m for m in hub_imports if layer_of(m) not in ("core", None))
+    assert not outside, f"agent_sim/{path.name} imports {outside}"
+
+
+def project_classes() -> list[tuple[str, ast.ClassDef]]:
+    found = []
+    for path in [*hub_modules(), *sorted((ROOT / "agent_sim").glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        found += [
+            (f"{path.relative_to(ROOT)}:{node.lineno}", node)
+            for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+        ]
+    return found
+
+
+def test_no_class_has_two_project_bases() -> None:
+    """Composition, not mixins: a class may extend one project class at most."""
+    names = {node.name for _, node in project_classes()}
+    offenders = []
+    for where, node in project_classes():
+        bases = [b.id for b in node.bases if isinstance(b, ast.Name) and b.id in names]
+        if len(bases) >= 2:
+            offenders.append(f"{where} {node.name}({', '.join(bases)})")
+    assert not offenders, offenders
 
 
 def test_the_checker_sees_imports() -> None:
-    # Guard against a vacuous pass: the selector does import the snapshot.
-    assert "hub.snapshot" in imported_modules(HUB / "selector.py")
-    assert "random" in imported_modules(HUB / "selector.py")
+    # Guard against a vacuous pass: the selector does import the snapshot, the session
+    # layer the job path; and an upward import is caught.
+    assert "hub.core.snapshot" in imported_modules(HUB / "core" / "selector.py")
+    assert layer_of("hub.jobs.service") == "jobs"
+    assert any(layer_of(m) == "jobs" for m in imported_modules(HUB / "net" / "sessions.py"))
+    assert layer_of("hub") is None and layer_of("agent_sim.agent") is None
+    assert len(hub_modules()) > 40

@@ -3,10 +3,10 @@ budget, and the text of a `no_node` answer."""
 
 from __future__ import annotations
 
-from hub.capabilities import Requirements
-from hub.config import HubConfig
-from hub.jobs import Job, Watcher
-from hub.selector import Selection
+from hub.core.capabilities import Requirements
+from hub.core.config import HubConfig
+from hub.core.job import Job, Watcher
+from hub.core.selector import Selection
 
 
 def _job(deadline_ms: int) -> Job:

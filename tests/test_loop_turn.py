@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hub.loop_turn import LoopTurn
+from hub.runtime.loop_turn import LoopTurn
 
 
 async def test_the_first_call_of_each_turn_goes_at_once_and_the_end_is_reported() -> None:

@@ -7,8 +7,8 @@ import json
 import msgspec
 import pytest
 
-from hub.errors import ProtocolError
-from hub.messages import (
+from hub.core.errors import ProtocolError
+from hub.core.messages import (
     Accepted,
     Cancel,
     Capabilities,

@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from hub.pmap import PMap
+from hub.core.pmap import PMap
 
 # Small ints collide in the trie's buckets (hash(i) == i), strings spread out.
 KEYS = st.one_of(st.integers(-5000, 5000), st.text(max_size=3))

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from hub.errors import StoreUnavailable
+from hub.core.errors import StoreUnavailable
 from hub.store.base import Binding, RecordBatch
 from hub.store.keys import CONSUMER_GROUP
 from hub.store.redis import RedisStore

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from hub.capabilities import REASON_ORDER, Requirements
-from hub.messages import Pipeline, Submit
-from hub.selector import breakdown, node_reason, select_node
-from hub.snapshot import DRAINING, OFFLINE, NodeState, NodeStatus, Snapshot
+from hub.core.capabilities import REASON_ORDER, Requirements
+from hub.core.messages import Pipeline, Submit
+from hub.core.selector import breakdown, node_reason, select_node
+from hub.core.snapshot import DRAINING, OFFLINE, NodeState, NodeStatus, Snapshot
 from tests.test_snapshot import caps
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.capabilities import (
+from hub.core.capabilities import (
     AT_CAPACITY,
     DRAINING,
     EXCLUDED,
@@ -24,9 +24,9 @@ from hub.capabilities import (
     Requirements,
     capability_mismatch,
 )
-from hub.messages import Pipeline
-from hub.selector import breakdown, select_node
-from hub.snapshot import NodeState, Snapshot
+from hub.core.messages import Pipeline
+from hub.core.selector import breakdown, select_node
+from hub.core.snapshot import NodeState, Snapshot
 
 LANGS = ["en", "de", "fr"]
 FEATURES = ["emo", "spk", "clone"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from hub.capabilities import NodeCapabilities
-from hub.pmap import PMap
-from hub.snapshot import (
+import pytest
+
+from hub.core.capabilities import NodeCapabilities
+from hub.core.snapshot import (
     ALL,
     ASR,
     DRAINING,
@@ -226,7 +227,9 @@ def test_snapshot_of_deduplicates_and_reads() -> None:
     snap = Snapshot.of([a1, a2])
     assert len(snap) == 1 and snap.get("a") is a2
     assert len(snap.ring(PAIR, GLOBAL, "en", "de")) == 0
-    assert isinstance(snap.node_map, PMap)
+    assert snap.lookup("a") is a2
+    with pytest.raises(KeyError):
+        snap.lookup("nobody")
     assert [s.node_id for s in snap] == ["a"]
     assert "Snapshot(" in repr(snap)
 

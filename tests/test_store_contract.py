@@ -206,24 +206,24 @@ async def test_saved_job_expires(store: Store) -> None:
     await eventually(gone, "the job record to expire")
 
 
-# --- directory ---------------------------------------------------------------------------
+# --- published nodes------------------------------------------------------------------------
 
 
-async def test_publish_remove_and_directory(store: Store, stores: MakeStore) -> None:
+async def test_publish_remove_and_read_node_entries(store: Store, stores: MakeStore) -> None:
     other = await stores("hub-b")
     await store.announce(LONG_MS)
     await other.announce(LONG_MS)
     await store.publish_node("n1", b"entry-1", LONG_MS)
     await other.publish_node("n2", b"entry-2", LONG_MS)
-    assert await store.directory() == {"n1": b"entry-1", "n2": b"entry-2"}
-    assert await other.directory() == {"n1": b"entry-1", "n2": b"entry-2"}
+    assert await store.node_entries() == {"n1": b"entry-1", "n2": b"entry-2"}
+    assert await other.node_entries() == {"n1": b"entry-1", "n2": b"entry-2"}
     await store.publish_node("n1", b"entry-1b", LONG_MS)
     await store.remove_node("n9")  # unknown: harmless
     await other.remove_node("n2")
-    assert await store.directory() == {"n1": b"entry-1b"}
+    assert await store.node_entries() == {"n1": b"entry-1b"}
 
 
-async def test_directory_omits_hubs_whose_presence_lapsed(
+async def test_node_entries_omit_hubs_whose_presence_lapsed(
     store: Store, stores: MakeStore
 ) -> None:
     short = await stores("hub-short")
@@ -233,17 +233,17 @@ async def test_directory_omits_hubs_whose_presence_lapsed(
     await short.publish_node("n2", b"b", LONG_MS)
 
     async def lapsed() -> bool:
-        return await store.directory() == {"n1": b"a"}
+        return await store.node_entries() == {"n1": b"a"}
 
     await eventually(lapsed, "hub-short's entries to drop out")
 
 
-async def test_directory_updates_reach_every_subscriber(store: Store, stores: MakeStore) -> None:
+async def test_fleet_updates_reach_every_subscriber(store: Store, stores: MakeStore) -> None:
     other = await stores("hub-b")
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def listen(s: Store) -> None:
-        async for update in s.directory_updates():
+        async for update in s.fleet_updates():
             got.put_nowait(update)
 
     tasks = [asyncio.create_task(listen(s)) for s in (store, other)]
@@ -253,9 +253,9 @@ async def test_directory_updates_reach_every_subscriber(store: Store, stores: Ma
         deadline = time.monotonic() + WAIT_S
         n = 0
         while len(seen) < 2:
-            assert time.monotonic() < deadline, "no directory update arrived"
+            assert time.monotonic() < deadline, "no fleet update arrived"
             n += 1
-            await store.publish_update(b"update-%d" % n)
+            await store.publish_fleet_update(b"update-%d" % n)
             with contextlib.suppress(TimeoutError):
                 seen.add(await asyncio.wait_for(got.get(), 0.05))
                 while not got.empty():

@@ -9,7 +9,7 @@ in this process (local mode), the Redis backend shares it between hubs
 What lives here:
 - idempotency bindings `request_id -> job_id`, with a TTL;
 - finished job records (for duplicate submits and `GET /v1/jobs/<id>`);
-- the node directory entries other hubs need (`publish_node`/`remove_node`);
+- the node entries other hubs need (`publish_node`/`remove_node`, `node_entries`);
 - hub presence and node ownership (leases with a fencing epoch);
 - an inbox per hub for messages from other hubs.
 """
@@ -96,25 +96,25 @@ class Store(Protocol):
     async def load_job(self, job_id: str) -> bytes | None:
         """A record saved by any hub, or None when unknown or expired."""
 
-    # --- node directory -----------------------------------------------------------
+    # --- published nodes --------------------------------------------------------------
 
     async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:
-        """Publish (create or replace) a node's directory entry, cluster-wide."""
+        """Publish (create or replace) a node's entry, cluster-wide."""
 
     async def remove_node(self, node_id: str) -> None:
-        """Withdraw a node's directory entry, cluster-wide."""
+        """Withdraw a node's entry, cluster-wide."""
 
-    async def directory(self) -> dict[str, bytes]:
-        """Every published directory entry of every live hub (for a full resync)."""
+    async def node_entries(self) -> dict[str, bytes]:
+        """Every published node entry of every live hub (for a full resync)."""
 
-    async def publish_update(self, update: bytes) -> None:
-        """Broadcast a directory change batch to every hub (pub/sub, at most once)."""
+    async def publish_fleet_update(self, update: bytes) -> None:
+        """Broadcast a fleet change batch to every hub (pub/sub, at most once)."""
 
-    def directory_updates(self) -> AsyncIterator[bytes]:
-        """Directory change batches from every hub, this one's included, as they come.
+    def fleet_updates(self) -> AsyncIterator[bytes]:
+        """Fleet change batches from every hub, this one's included, as they come.
 
         Ends (or raises `StoreUnavailable`) when the subscription is lost; the
-        caller resubscribes and resyncs with `directory()`."""
+        caller resubscribes and resyncs with `node_entries()`."""
         ...
 
     # --- presence and ownership -----------------------------------------------------
@@ -132,7 +132,7 @@ class Store(Protocol):
         """Hubs that announced themselves and have not been dropped, live or not."""
 
     async def drop_hub(self, hub_id: str) -> None:
-        """Forget a dead hub whose inbox has been drained (its inbox and directory)."""
+        """Forget a dead hub whose inbox has been drained (its inbox and its node entries)."""
 
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         """Own `node_id` for `ttl_ms`; returns the ownership epoch (fencing token).

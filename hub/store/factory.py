@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hub.config import HubConfig
-from hub.errors import ConfigError
+from hub.core.config import HubConfig
+from hub.core.errors import ConfigError
 from hub.store.base import Store
 from hub.store.memory import MemoryStore
 

@@ -26,14 +26,14 @@ class Keys:
     """Key names under one prefix (`redis_prefix`), so clusters and test runs can share
     one Redis server."""
 
-    __slots__ = ("_p", "channel", "dead_letter", "hubs")
+    __slots__ = ("_p", "dead_letter", "fleet_channel", "hubs")
 
     def __init__(self, prefix: str) -> None:
         self._p = "{" + prefix + "}"
         self.hubs = f"{self._p}:hubs"
         """ZSET hub id -> presence expiry (ms, Redis clock): the known hubs."""
-        self.channel = f"{self._p}:directory"
-        """Pub/sub channel of directory change batches."""
+        self.fleet_channel = f"{self._p}:fleet"
+        """Pub/sub channel of fleet change batches (`FleetUpdate`)."""
         self.dead_letter = f"{self._p}:deadletter"
         """Stream of inbox entries that could not be handled."""
 
@@ -53,9 +53,9 @@ class Keys:
         """HASH {hub, epoch}: the node's owning hub and fencing epoch (a lease)."""
         return f"{self._p}:owner:{node_id}"
 
-    def directory(self, hub_id: str) -> str:
-        """HASH node id -> directory entry (MessagePack) of one hub's nodes."""
-        return f"{self._p}:dir:{hub_id}"
+    def nodes(self, hub_id: str) -> str:
+        """HASH node id -> `NodeEntry` (MessagePack) of one hub's nodes."""
+        return f"{self._p}:nodes:{hub_id}"
 
     def inbox(self, hub_id: str) -> str:
         """STREAM of envelopes for one hub, read by the consumer group `hubs`."""

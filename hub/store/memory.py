@@ -161,7 +161,7 @@ class MemoryStore:
         record = self._plane.jobs.get(job_id)
         return record if isinstance(record, bytes) else None
 
-    # --- directory -------------------------------------------------------------------
+    # --- published nodes---------------------------------------------------------------
 
     async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:
         self._plane.directories.setdefault(self.hub_id, {})[node_id] = entry
@@ -169,7 +169,7 @@ class MemoryStore:
     async def remove_node(self, node_id: str) -> None:
         self._plane.directories.get(self.hub_id, {}).pop(node_id, None)
 
-    async def directory(self) -> dict[str, bytes]:
+    async def node_entries(self) -> dict[str, bytes]:
         live = await self.live_hubs()
         return {
             node_id: entry
@@ -178,11 +178,11 @@ class MemoryStore:
             for node_id, entry in entries.items()
         }
 
-    async def publish_update(self, update: bytes) -> None:
+    async def publish_fleet_update(self, update: bytes) -> None:
         for queue in self._plane.subscribers:
             queue.put_nowait(update)
 
-    async def directory_updates(self) -> AsyncIterator[bytes]:
+    async def fleet_updates(self) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._updates = queue
         self._plane.subscribers.append(queue)

@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from hub.errors import StoreUnavailable
+from hub.core.errors import StoreUnavailable
 from hub.store.base import Binding, OwnershipConflict, RecordBatch
 from hub.store.keys import (
     CONSUMER_GROUP,
@@ -196,42 +196,42 @@ class RedisStore:
         data: Any = await self._redis.get(self.keys.job(job_id))
         return None if data is None else bytes(data)
 
-    # --- directory ---------------------------------------------------------------------
+    # --- published nodes-----------------------------------------------------------------
 
     @translated
     async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:
         await self._script(
-            "publish_node", [self.keys.directory(self.hub_id)], [node_id, entry, ttl_ms]
+            "publish_node", [self.keys.nodes(self.hub_id)], [node_id, entry, ttl_ms]
         )
 
     @translated
     async def remove_node(self, node_id: str) -> None:
-        await self._redis.hdel(self.keys.directory(self.hub_id), node_id)
+        await self._redis.hdel(self.keys.nodes(self.hub_id), node_id)
 
     @translated
-    async def directory(self) -> dict[str, bytes]:
+    async def node_entries(self) -> dict[str, bytes]:
         hubs = await self.live_hubs()
         async with self._redis.pipeline(transaction=False) as pipe:
             for hub_id in sorted(hubs):
-                pipe.hgetall(self.keys.directory(hub_id))
+                pipe.hgetall(self.keys.nodes(hub_id))
             tables = await pipe.execute()
         return {k.decode(): v for table in tables for k, v in table.items()}
 
     @translated
-    async def publish_update(self, update: bytes) -> None:
-        await self._redis.publish(self.keys.channel, update)
+    async def publish_fleet_update(self, update: bytes) -> None:
+        await self._redis.publish(self.keys.fleet_channel, update)
 
-    async def directory_updates(self) -> AsyncIterator[bytes]:
+    async def fleet_updates(self) -> AsyncIterator[bytes]:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             try:
-                await pubsub.subscribe(self.keys.channel)
+                await pubsub.subscribe(self.keys.fleet_channel)
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         yield message["data"]
             except UNAVAILABLE as exc:
-                raise StoreUnavailable(f"directory subscription lost: {exc}") from exc
+                raise StoreUnavailable(f"fleet subscription lost: {exc}") from exc
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -244,7 +244,7 @@ class RedisStore:
             "announce",
             [
                 self.keys.presence(self.hub_id), self.keys.hubs,
-                self.keys.directory(self.hub_id), self._inbox,
+                self.keys.nodes(self.hub_id), self._inbox,
             ],
             [self.hub_id, ttl_ms, HUBS_TTL_MS, INBOX_TTL_MS],
         )
@@ -265,7 +265,7 @@ class RedisStore:
     @translated
     async def drop_hub(self, hub_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.inbox(hub_id), self.keys.directory(hub_id))
+            pipe.delete(self.keys.inbox(hub_id), self.keys.nodes(hub_id))
             pipe.delete(self.keys.reaper(hub_id))
             pipe.zrem(self.keys.hubs, hub_id)
             await pipe.execute()

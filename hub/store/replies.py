@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from redis import exceptions as redis_errors
 
-from hub.errors import StoreUnavailable
+from hub.core.errors import StoreUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")

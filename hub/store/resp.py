@@ -32,7 +32,7 @@ import hiredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import parse_url
 
-from hub.loop_turn import LoopTurn
+from hub.runtime.loop_turn import LoopTurn
 
 Reply = Any
 WATCHDOG_S = 0.5

@@ -5,10 +5,10 @@ from `hub.store.keys.Keys` (all under one hash tag, so a script may touch
 several); every key a script writes gets its TTL in the same script.
 """
 
-# KEYS[1] presence key, KEYS[2] hubs zset, KEYS[3] the hub's directory hash,
+# KEYS[1] presence key, KEYS[2] hubs zset, KEYS[3] the hub's node hash,
 # KEYS[4] the hub's inbox stream
 # ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms, ARGV[4] inbox ttl ms
-# Renews the hub's presence, its directory and its inbox in one call.
+# Renews the hub's presence, its node hash and its inbox in one call.
 # Returns 1 when the presence key existed before, 0 when it was (re)created.
 ANNOUNCE = """
 local t = redis.call('TIME')
@@ -117,7 +117,7 @@ end
 return 0
 """
 
-# KEYS[1] the hub's directory hash. ARGV[1] node id, ARGV[2] entry, ARGV[3] ttl ms.
+# KEYS[1] the hub's node hash. ARGV[1] node id, ARGV[2] entry, ARGV[3] ttl ms.
 PUBLISH_NODE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from agent_sim.agent import JobContext, NodeAgent
 from agent_sim.client import HubClient
-from hub.messages import Capabilities, LanguagePair, Rejected, Result
+from hub.core.messages import Capabilities, LanguagePair, Rejected, Result
 from hub.store.redis import RedisStore
 from tests.support.hub_process import HubProcess
 from tests.support.redis_server import RedisServer, free_port
@@ -325,7 +325,7 @@ async def test_redis_restart_fails_submits_fast_then_hubs_resume(start_hubs: Any
 def test_redis_unreachable_at_start_is_one_clear_line_and_exit_2() -> None:
     port = free_port()  # nothing listens there
     proc = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "serve", "--port", "0", "--deployment-mode",
+        [sys.executable, "-m", "hub.app.cli", "serve", "--port", "0", "--deployment-mode",
          "cross_instance", "--redis-url", f"redis://127.0.0.1:{port}/0"],
         capture_output=True, text=True, timeout=60,
     )
@@ -334,7 +334,7 @@ def test_redis_unreachable_at_start_is_one_clear_line_and_exit_2() -> None:
     assert "cannot reach Redis" in proc.stderr, proc.stderr
 
 
-async def test_a_killed_directory_subscription_is_rebuilt(
+async def test_a_killed_fleet_subscription_is_rebuilt(
     start_hubs: Any, redis_server: RedisServer
 ) -> None:
     a, b = start_hubs(2)
@@ -355,13 +355,13 @@ async def test_a_killed_directory_subscription_is_rebuilt(
     assert isinstance(result, Result) and result.ok and result.node_id == "late"
 
 
-async def test_a_hub_started_later_learns_the_directory_from_the_store(start_hubs: Any) -> None:
+async def test_a_hub_started_later_learns_the_fleet_from_the_store(start_hubs: Any) -> None:
     (b,) = start_hubs(1)
     work = Work()
     async with agent("n1", [b.url], work) as node:
         await node.wait_registered(WAIT_S)
-        # Outlive the directory's TTL (node_timeout_ms = 1500 ms) with no change
-        # to the node: the owner must keep renewing its directory entry.
+        # Outlive the node hash's TTL (node_timeout_ms = 1500 ms) with no change
+        # to the node: the owner must keep renewing its node entry.
         await asyncio.sleep(2.0)
         (c,) = start_hubs(1)
         await until(lambda: sees(c, "n1", owner=b), "a new hub to see n1 from the store")

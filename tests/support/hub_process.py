@@ -1,4 +1,4 @@
-"""Real hub processes (`python -m hub.cli serve`) for multi-hub tests."""
+"""Real hub processes (`python -m hub.app.cli serve`) for multi-hub tests."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class HubProcess:
             "log_level": "INFO",
         }
         settings.update(flags)
-        self.args = [sys.executable, "-m", "hub.cli", "serve"]
+        self.args = [sys.executable, "-m", "hub.app.cli", "serve"]
         for key, value in settings.items():
             self.args += [f"--{key.replace('_', '-')}", str(value)]
         self._dir = tempfile.TemporaryDirectory(prefix=f"hub-{hub_id}-")

@@ -1,0 +1,252 @@
+"""`hub demo`: a hub, a simulated fleet and a client load in one process.
+
+Zero configuration: an embedded local hub on a free port, about 50 simulated
+GPU nodes (the seeded "faulty" profile, durations scaled to milliseconds, so
+rejects, crashes, slow nodes and reconnects happen), and a client keeping
+`in_flight` jobs in flight, drawn from what the fleet actually serves plus a
+few impossible ones. A status line every second, a summary at the end.
+
+`--hubs 2` runs the same across two hubs in cross-instance mode on a
+`redis-server` this command starts itself (it says what to install when
+there is none): half the fleet connects to each hub, clients submit to both,
+so jobs cross from one hub to the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from agent_sim.behaviour import get_profile
+from agent_sim.client import HubClient
+from agent_sim.fleet import Fleet
+from hub.app.hub import Hub
+from hub.core.config import HubConfig
+from hub.core.errors import ConfigError
+from hub.core.messages import Rejected, Result
+
+TIME_SCALE = 0.02
+"""Simulated durations x 0.02: a median 1.2 s job takes 24 ms."""
+
+
+@dataclass
+class LoadStats:
+    started: float = field(default_factory=time.monotonic)
+    rtts_ms: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values())
+
+    def percentile(self, q: float) -> float:
+        if not self.rtts_ms:
+            return 0.0
+        ordered = sorted(self.rtts_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _redis_server() -> AsyncIterator[str]:
+    """A throwaway redis-server on a free port; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ConfigError(
+            "`hub demo --hubs 2` needs redis-server: install it "
+            "(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)"
+        )
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        proc = await asyncio.create_subprocess_exec(
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+            "no", "--dir", workdir,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(100):
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                await writer.wait_closed()
+                break
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+def _config(hub_id: str, redis_url: str | None, prefix: str) -> HubConfig:
+    return HubConfig(
+        port=0,
+        hub_id=hub_id,
+        deployment_mode="local" if redis_url is None else "cross_instance",
+        redis_url=redis_url or "redis://127.0.0.1:6379/0",
+        redis_prefix=prefix,
+        heartbeat_interval_ms=1_000,
+        node_timeout_ms=3_000,
+        accept_timeout_ms=500,
+        job_timeout_ms=3_000,
+        log_level="WARNING",
+    )
+
+
+def _request(fleets: list[Fleet], rng: random.Random) -> dict[str, object]:
+    """A job the fleet can mostly serve: a random node's pair, sometimes more demands."""
+    agents = [agent for fleet in fleets for agent in fleet.agents]
+    roll = rng.random()
+    if roll < 0.03:
+        return {"src_lang": "xx", "tgt_lang": "yy"}  # nobody serves it: rejected no_node
+    agent = rng.choice(agents)
+    caps = agent.capabilities
+    pair = rng.choice(caps.language_pairs)
+    request: dict[str, object] = {"src_lang": pair.src, "tgt_lang": pair.tgt}
+    if caps.features and rng.random() < 0.3:
+        request["features"] = [rng.choice(caps.features)]
+    if rng.random() < 0.05:
+        request["preferred_node_id"] = agent.node_id
+    elif rng.random() < 0.1 and caps.pool is not None:
+        request["preferred_pool"] = caps.pool
+    if rng.random() < 0.1:
+        request["routing_key"] = f"session-{rng.randrange(20)}"
+    return request
+
+
+async def _client_load(
+    clients: list[HubClient], fleets: list[Fleet], stats: LoadStats, *, seconds: float,
+    in_flight: int, seed: int,
+) -> None:
+    rng = random.Random(f"{seed}:load")
+    deadline = time.monotonic() + seconds
+
+    async def worker(index: int) -> None:
+        client = clients[index % len(clients)]
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            handle = await client.submit(payload={"text": "hello"}, **_request(fleets, rng))  # type: ignore[arg-type]
+            try:
+                outcome = await asyncio.wait_for(handle.result, 30)
+            except TimeoutError:
+                stats.outcomes["lost"] += 1  # never expected: the hub answers every submit
+                continue
+            if isinstance(outcome, Rejected):
+                stats.outcomes[f"rejected:{outcome.code}"] += 1
+                continue
+            assert isinstance(outcome, Result)
+            stats.rtts_ms.append((time.perf_counter() - started) * 1000)
+            stats.attempts[outcome.attempts] += 1
+            key = "ok" if outcome.ok else f"failed:{outcome.error.code if outcome.error else '?'}"
+            stats.outcomes[key] += 1
+
+    await asyncio.gather(*(worker(i) for i in range(in_flight)))
+
+
+def _status_line(stats: LoadStats, hubs: list[Hub]) -> str:
+    elapsed = time.monotonic() - stats.started
+    busy = sum(len(s.assignments) for hub in hubs for s in hub.service.nodes.registered.values())
+    nodes = sum(len(hub.service.nodes.registered) for hub in hubs)
+    failovers = sum(n for attempts, n in stats.attempts.items() if attempts > 1)
+    failed = sum(n for k, n in stats.outcomes.items() if not k.startswith("ok"))
+    return (
+        f"{elapsed:5.1f}s  jobs {stats.done:6d}  {stats.done / max(elapsed, 1e-9):6.0f}/s  "
+        f"p50 {stats.percentile(0.5):6.1f} ms  p99 {stats.percentile(0.99):7.1f} ms  "
+        f"nodes {nodes:3d}  busy slots {busy:3d}  failovers {failovers:4d}  not ok {failed:4d}"
+    )
+
+
+async def run_demo(
+    *, nodes: int = 50, seconds: float = 15.0, in_flight: int = 32, seed: int = 1,
+    faults: bool = True, hubs: int = 1,
+) -> None:
+    if hubs not in (1, 2):
+        raise ConfigError("--hubs must be 1 or 2")
+    profile = "faulty" if faults else "default"
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = None
+        if hubs == 2:
+            redis_url = await stack.enter_async_context(_redis_server())
+        prefix = f"demo-{uuid.uuid4().hex[:8]}"
+        running = [
+            await stack.enter_async_context(Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix)))
+            for i in range(hubs)
+        ]
+        urls = [hub.url for hub in running]
+        print(
+            f"nodehub demo: {hubs} hub(s) at {', '.join(urls)}"
+            f"{' sharing ' + redis_url if redis_url else ' (local mode)'}; "
+            f"{nodes} simulated nodes, profile {profile!r}; {in_flight} jobs in flight "
+            f"for {seconds:.0f}s"
+        )
+        fleets = []
+        for i in range(hubs):
+            share = nodes // hubs + (1 if i < nodes % hubs else 0)
+            fleet = Fleet(
+                hub_urls=urls[i:] + urls[:i], nodes=share, seed=seed + i,
+                profile=get_profile(profile, time_scale=TIME_SCALE), prefix=f"gpu{i + 1}",
+            )
+            fleets.append(await stack.enter_async_context(fleet))
+        for fleet in fleets:
+            await fleet.wait_registered(timeout_s=30)
+        clients = [await stack.enter_async_context(HubClient(url)) for url in urls]
+        stats = LoadStats()
+        load = asyncio.create_task(
+            _client_load(clients, fleets, stats, seconds=seconds, in_flight=in_flight, seed=seed)
+        )
+        tty = sys.stdout.isatty()
+        while not load.done():
+            await asyncio.wait({load}, timeout=1.0)
+            line = _status_line(stats, running)
+            print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+        if tty:
+            print()
+        await load
+        _summary(stats, running, fleets)
+
+
+def _summary(stats: LoadStats, hubs: list[Hub], fleets: list[Fleet]) -> None:
+    elapsed = time.monotonic() - stats.started
+    print("\nsummary")
+    print(f"  jobs finished      {stats.done} in {elapsed:.1f}s ({stats.done / elapsed:.0f}/s)")
+    for outcome, count in sorted(stats.outcomes.items()):
+        print(f"    {outcome:28s} {count}")
+    if stats.rtts_ms:
+        print(
+            f"  round trip (ms)    p50 {stats.percentile(0.5):.1f}  p99 "
+            f"{stats.percentile(0.99):.1f}  mean {statistics.fmean(stats.rtts_ms):.1f}"
+        )
+    attempts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.attempts.items()))
+    print(f"  attempts per job   {attempts}")
+    agents = Counter[str]()
+    for fleet in fleets:
+        agents.update(fleet.stats())
+    print(
+        "  fleet              " + ", ".join(
+            f"{k} {agents[k]}" for k in ("completed", "rejected", "cancelled", "lost", "connects")
+            if k in agents
+        )
+    )
+    for hub in hubs:
+        jobs = hub.metrics.jobs.values
+        print(f"  hub {hub.config.hub_id:12s} jobs by outcome: "
+              + ", ".join(f"{k[0]} {int(v)}" for k, v in sorted(jobs.items())))

@@ -1,0 +1,206 @@
+"""`Cluster`: what makes several hubs one system, over the store.
+
+It composes the cluster's parts and runs their loops:
+
+| part | owns |
+|---|---|
+| `Membership` (membership.py) | which hubs are alive; when one is dead |
+| `FleetReplica` (fleet_replica.py) | this hub's nodes published, other hubs' applied |
+| `Outbox` (outbox.py) | envelopes to other hubs, one store call per loop turn |
+| `Inbox` (inbox.py) | this hub's envelopes from other hubs, read and handled in order |
+| `Reaper` (reaper.py) | a dead hub's inbox drained, then the hub forgotten |
+
+and the presence loop: every heartbeat interval this hub announces itself,
+renews the leases of the nodes it owns, sends a beacon (a subscription that
+stops hearing even its own beacons is rebuilt), and checks the other hubs'
+presence. A hub found dead is *buried*: its nodes leave this hub's fleet view
+and the job path fails over what depended on it (`LocalHub.hub_lost`); then
+it is reaped.
+
+The cluster knows the store and the core, never the job path: what it needs
+of it is the `LocalHub` protocol, given with `attach`. In local mode the same
+object runs against the memory store: there is never another hub, so nothing
+is ever sent, and the loops idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Protocol
+
+from loguru import logger
+
+from hub.cluster.fleet_replica import FleetReplica
+from hub.cluster.inbox import EnvelopeHandler, Inbox
+from hub.cluster.membership import Membership
+from hub.cluster.outbox import Outbox
+from hub.cluster.reaper import Reaper
+from hub.core.config import HubConfig
+from hub.core.envelopes import Envelope, FleetUpdate, encode
+from hub.core.errors import StoreUnavailable
+from hub.core.fleet_view import FleetView
+from hub.store.archive import JobArchive
+from hub.store.base import Store
+
+
+class LocalHub(EnvelopeHandler, Protocol):
+    """What the cluster needs of this hub's job path."""
+
+    async def hub_lost(self, hub_id: str) -> None:
+        """A hub's presence lapsed: fail over what depended on it."""
+
+    async def renew_leases(self) -> None:
+        """Renew this hub's ownership of its nodes (every presence tick)."""
+
+
+class Cluster:
+    def __init__(
+        self, *, config: HubConfig, store: Store, fleet: FleetView, archive: JobArchive
+    ) -> None:
+        self.config = config
+        self.hub_id = config.hub_id
+        self.store = store
+        self.fleet = fleet
+        self.members = Membership(config.hub_id)
+        self.outbox = Outbox(store)
+        self.replica = FleetReplica(config=config, store=store, fleet=fleet, members=self.members)
+        self.inbox = Inbox(hub_id=config.hub_id, store=store, archive=archive)
+        self.reaper = Reaper(store=store, inbox=self.inbox)
+        self._local: LocalHub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"Cluster(hub={self.hub_id!r}, {self.members!r})"
+
+    @property
+    def presence_ttl_ms(self) -> int:
+        return self.config.node_timeout_ms
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def attach(self, local: LocalHub) -> None:
+        """Connect this hub's job path (before `start`)."""
+        self._local = local
+        self.inbox.handler = local
+
+    async def start(self) -> None:
+        await self.store.announce(self.presence_ttl_ms)
+        self.members.seen(await self.store.live_hubs())
+        await self.resync()
+        for name, loop in (
+            ("inbox", self.inbox.run),
+            ("outbox", self.outbox.run),
+            ("fleet-publish", self.replica.publish_loop),
+            ("fleet-subscribe", self.replica.subscribe_loop),
+            ("presence", self._presence_loop),
+        ):
+            self._tasks.append(asyncio.create_task(loop(), name=f"{self.hub_id}:{name}"))
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self.replica.closing = True
+        self.outbox.closing = True
+        self.inbox.closing = True
+        await self.outbox.wait_sent()
+        with contextlib.suppress(StoreUnavailable):
+            await self.outbox.flush()
+        for task in self._tasks:
+            task.cancel()
+        # Bounded: redis-py can turn a cancellation inside a command into a connection
+        # error, which a loop would then swallow; `closing` ends such a loop anyway.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+        self._tasks.clear()
+        await self.inbox.ack_rest()  # handled, and their acknowledgement waited on a read
+
+    # --- what the job path uses ----------------------------------------------------------
+
+    def send(self, hub_id: str, envelope: Envelope) -> None:
+        """Queue an envelope for another hub; sent with the others of this loop turn."""
+        self.outbox.send(hub_id, envelope)
+
+    def is_live(self, hub_id: str) -> bool:
+        return self.members.is_live(hub_id)
+
+    def heard_from(self, hub_id: str) -> None:
+        self.members.heard_from(hub_id)
+
+    async def refresh_live(self) -> None:
+        """Read the live hubs now instead of waiting for the next presence tick."""
+        self.members.seen(await self.store.live_hubs())
+
+    def node_changed(self, node_id: str) -> None:
+        """A local node joined, changed capabilities or status: publish it promptly."""
+        self.replica.node_changed(node_id)
+
+    async def reap(self, hub_id: str) -> None:
+        """Drain a dead hub's inbox now (a resubmit of one of its jobs), then forget it."""
+        await self.reaper.reap(hub_id)
+
+    async def resync(self) -> None:
+        """Re-read other hubs' nodes from the store."""
+        await self.replica.resync()
+
+    # --- presence and dead hubs ----------------------------------------------------------
+
+    async def _presence_loop(self) -> None:
+        interval_s = self.config.heartbeat_interval_ms / 1000
+        resync_every = max(1, self.config.resync_interval_ms // self.config.heartbeat_interval_ms)
+        ticks = 0
+        while not self._closing:
+            await asyncio.sleep(interval_s)
+            ticks += 1
+            try:
+                await self.tick(resync=ticks % resync_every == 0)
+            except StoreUnavailable as exc:
+                logger.warning("presence tick failed: {}", exc)
+            except Exception:
+                logger.exception("presence tick failed")
+
+    async def tick(self, *, resync: bool = False) -> None:
+        """One maintenance round: presence, leases, beacon, dead hubs, maybe a resync."""
+        if not await self.store.announce(self.presence_ttl_ms):
+            # Our presence had lapsed or the store lost its data (a Redis restart):
+            # what we published is gone too. Publish it again, and read others'.
+            logger.warning("presence was missing from the store: republishing this hub's nodes")
+            await self.replica.republish()
+            resync = True
+        if self._local is not None:
+            await self._local.renew_leases()
+        # A beacon: every hub (this one too) hears it, which proves the subscription works.
+        await self.store.publish_fleet_update(encode(FleetUpdate(self.hub_id)))
+        quiet_s = time.monotonic() - self.replica.last_update_s
+        if quiet_s > 3 * self.config.heartbeat_interval_ms / 1000:
+            logger.warning("no fleet updates for {:.1f}s: resubscribing", quiet_s)
+            self.replica.last_update_s = time.monotonic()
+            self._restart_subscription()
+        present = await self.store.live_hubs()
+        known = await self.store.known_hubs()
+        lost, dead = self.members.check(present, known)
+        self.reaper.revived(present)
+        for hub_id in lost:
+            logger.warning("hub {} is gone: failing over its work", hub_id)
+            await self._bury(hub_id)
+        for hub_id in dead:
+            await self.reaper.reap(hub_id)
+            self.members.forget(hub_id)
+        if resync:
+            await self.resync()
+
+    def _restart_subscription(self) -> None:
+        for i, task in enumerate(self._tasks):
+            if task.get_name().endswith(":fleet-subscribe"):
+                task.cancel()
+                self._tasks[i] = asyncio.create_task(
+                    self.replica.subscribe_loop(), name=f"{self.hub_id}:fleet-subscribe"
+                )
+
+    async def _bury(self, hub_id: str) -> None:
+        for state in list(self.fleet.snapshot):
+            if state.hub_id == hub_id:
+                self.fleet.leave(state.node_id)
+        if self._local is not None:
+            await self._local.hub_lost(hub_id)

@@ -1,0 +1,110 @@
+"""`Outbox`: envelopes for other hubs, sent in one store call per event-loop turn.
+
+Everything queued in one turn leaves together (`Store.send_many`), in order;
+the turn's first node result leaves at once, with what was queued before it.
+A node's accept still queued when its result is queued is dropped: the result
+implies it, and the job's home gets one envelope instead of two. While the
+store is unreachable, envelopes wait for the next try, oldest first, up to
+`OUTBOX_LIMIT`; past it the oldest are dropped (their attempts time out and
+fail over, as for any lost message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from loguru import logger
+
+from hub.core.envelopes import Envelope, NodeEvent, encode
+from hub.core.errors import StoreUnavailable
+from hub.core.messages import JobAccept, JobResult
+from hub.runtime.eager import eager_task
+from hub.runtime.loop_turn import LoopTurn
+from hub.store.base import Store
+
+OUTBOX_LIMIT = 100_000
+"""Envelopes kept for retry while the store is unreachable; older ones are dropped."""
+
+
+class Outbox:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.closing = False
+        self._queue: list[tuple[int, str, bytes] | None] = []
+        """(sequence number, hub, envelope), in the order queued."""
+        self._seq = 0
+        self._accepts: dict[tuple[str, str, int], int] = {}
+        """(hub, job, attempt) -> queue index of a node's accept not sent yet."""
+        self._ready = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._turn = LoopTurn()
+
+    def __len__(self) -> int:
+        return sum(entry is not None for entry in self._queue)
+
+    def send(self, hub_id: str, envelope: Envelope) -> None:
+        """Queue an envelope for `hub_id`; sent with the others of this loop turn.
+
+        A node's result is what its job's home waits on: the first of a loop turn
+        leaves at once, with everything queued before it (an accept of the same
+        attempt is dropped: the result implies it)."""
+        now = False
+        if isinstance(envelope, NodeEvent):
+            message = envelope.message
+            key = (hub_id, message.job_id, message.attempt)
+            if isinstance(message, JobAccept):
+                self._accepts[key] = len(self._queue)
+            elif isinstance(message, JobResult):
+                now = True
+                index = self._accepts.pop(key, None)
+                if index is not None:  # a result implies its accept: one envelope, not two
+                    self._queue[index] = None
+        self._seq += 1
+        self._queue.append((self._seq, hub_id, encode(envelope)))
+        if now and not self.closing and self._turn.first():
+            # The first result of a loop turn leaves in this step, not a turn later;
+            # whatever the rest of the turn queues goes together after it.
+            task = eager_task(self._send_now())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        else:
+            self._ready.set()
+
+    async def _send_now(self) -> None:
+        try:
+            await self.flush()
+        except StoreUnavailable:
+            self._ready.set()  # kept; `run` tries again
+
+    async def flush(self) -> None:
+        """Send what is queued; on `StoreUnavailable` keep it for the next try."""
+        if self._queue:
+            batch = [entry for entry in self._queue if entry is not None]
+            self._queue = []
+            self._accepts.clear()
+            self._ready.clear()  # all of it is on its way: `run` has nothing to do
+            try:
+                await self.store.send_many([(hub_id, data) for _, hub_id, data in batch])
+            except StoreUnavailable:
+                # Back in order, among whatever was queued (or failed) meanwhile.
+                kept = batch + [entry for entry in self._queue if entry is not None]
+                kept.sort(key=lambda entry: entry[0])
+                self._queue = list(kept[max(0, len(kept) - OUTBOX_LIMIT):])
+                self._accepts.clear()  # indexes moved; such accepts are simply sent
+                raise
+
+    async def wait_sent(self, timeout_s: float = 2.0) -> None:
+        """Wait for the sends started at once (results) to be stored or kept."""
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=timeout_s)
+
+    async def run(self) -> None:
+        """Flush whenever something is queued, until `closing`."""
+        while not self.closing:
+            await self._ready.wait()
+            self._ready.clear()
+            try:
+                await self.flush()
+            except StoreUnavailable:
+                logger.warning("store unavailable: {} envelopes waiting", len(self))
+                await asyncio.sleep(0.1)

@@ -1,0 +1,139 @@
+"""Messages between hubs (cross-instance mode), carried by the store's inboxes.
+
+A job has a *home* hub (where it was submitted; it owns the job record, the
+deadlines and the client sessions) and, per attempt, an *owner* hub (where
+the node is connected; it owns the node's slots). When the two differ, they
+talk with these envelopes, MessagePack-encoded. Every envelope about a job
+names the attempt, so a late or replayed one is fenced like a node message.
+In local mode no envelope is ever sent: home and owner are the same hub and
+call each other directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from hub.core.messages import (
+    Capabilities,
+    ClientOutbound,
+    JobAccept,
+    JobAssign,
+    JobProgress,
+    JobReject,
+    JobResult,
+    Submit,
+)
+
+
+class _Envelope(msgspec.Struct, tag_field="kind", omit_defaults=True):
+    sender: str
+    """The hub that sent it."""
+
+
+class Dispatch(_Envelope, tag="dispatch"):
+    """Home -> owner: run this attempt on `node_id` if it has a free slot."""
+
+    node_id: str
+    request_id: str
+    assign: JobAssign
+
+
+class Refused(_Envelope, tag="refused"):
+    """Owner -> home: the node could not take the attempt (gone, draining, full)."""
+
+    node_id: str
+    job_id: str
+    attempt: int
+    reason: str
+
+
+class Revoke(_Envelope, tag="revoke"):
+    """Home -> owner: take the attempt back from the node (timeout, cancel)."""
+
+    node_id: str
+    job_id: str
+    attempt: int
+    reason: str
+
+
+class NodeEvent(_Envelope, tag="node_event"):
+    """Owner -> home: a fenced node message about the home's job."""
+
+    node_id: str
+    request_id: str
+    message: JobAccept | JobReject | JobProgress | JobResult
+
+
+class NodeLost(_Envelope, tag="node_lost"):
+    """Owner -> home: the node's session ended while it held the attempt."""
+
+    node_id: str
+    job_id: str
+    attempt: int
+
+
+class Watch(_Envelope, tag="watch"):
+    """Hub of a duplicate submit -> home: send me the job's `accepted` and `result`.
+
+    Carries the submit itself, so that if the home hub turns out to be dead the
+    hub that drains its inbox can run the job again for this client."""
+
+    job_id: str
+    client_id: str
+    submit: Submit
+
+
+class Deliver(_Envelope, tag="deliver"):
+    """Home -> hub of a client session: send this message to that client."""
+
+    client_id: str
+    message: ClientOutbound
+
+
+Envelope = Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Deliver
+
+
+class NodeEntry(msgspec.Struct, array_like=True):
+    """One node as its owning hub publishes it to the others (`FleetReplica`)."""
+
+    node_id: str
+    hub_id: str
+    status: str
+    running: int
+    caps: Capabilities | None = None
+    """Absent in load-only updates (the receiver keeps what it has)."""
+
+
+class FleetUpdate(msgspec.Struct, array_like=True):
+    """A batch of node changes from one hub (pub/sub); empty, it is a beacon."""
+
+    hub_id: str
+    upserts: list[NodeEntry] = []
+    removals: list[str] = []
+
+
+_encoder = msgspec.msgpack.Encoder()
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+_update_decoder = msgspec.msgpack.Decoder(FleetUpdate)
+_entry_decoder = msgspec.msgpack.Decoder(NodeEntry)
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    result: Envelope = _envelope_decoder.decode(data)
+    return result
+
+
+def decode_fleet_update(data: bytes) -> FleetUpdate:
+    result: FleetUpdate = _update_decoder.decode(data)
+    return result
+
+
+def decode_node_entry(data: bytes) -> NodeEntry:
+    result: NodeEntry = _entry_decoder.decode(data)
+    return result

@@ -1,0 +1,51 @@
+"""Every wire error code the hub sends, in one place (docs/protocol.md, "Error codes").
+
+Three families share one namespace of strings:
+
+- `error.code`: a message was refused (`ProtocolError.code`);
+- `rejected.code`: a submit created no job;
+- `result.error.code` when the hub itself ends a job (a node's own codes are
+  forwarded verbatim and are not listed here).
+
+Outside code matches on these strings: never rename one without bumping the
+protocol version.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- `error`: a refused message ----------------------------------------------------
+BAD_MESSAGE: Final = "bad_message"
+UNKNOWN_TYPE: Final = "unknown_type"
+MISSING_FIELD: Final = "missing_field"
+INVALID_FIELD: Final = "invalid_field"
+NOT_REGISTERED: Final = "not_registered"
+ALREADY_REGISTERED: Final = "already_registered"
+NODE_ID_CONFLICT: Final = "node_id_conflict"
+NOT_YOUR_JOB: Final = "not_your_job"
+STALE_ATTEMPT: Final = "stale_attempt"
+JOB_FINISHED: Final = "job_finished"
+UNKNOWN_JOB: Final = "unknown_job"
+HOME_LOST: Final = "home_lost"
+INTERNAL_ERROR: Final = "internal_error"
+
+# --- `rejected`: no job was created ----------------------------------------------------
+NO_NODE: Final = "no_node"
+STORE_UNAVAILABLE: Final = "store_unavailable"
+DUPLICATE_IN_FLIGHT: Final = "duplicate_in_flight"
+HUB_SHUTDOWN: Final = "hub_shutdown"
+
+# --- `result.error`: the hub ended the job (NO_NODE and HUB_SHUTDOWN too) -------------
+CANCELLED: Final = "cancelled"
+TIMEOUT: Final = "timeout"
+ATTEMPTS_EXHAUSTED: Final = "attempts_exhausted"
+FAILED: Final = "failed"
+"""A node's `ok: false` without an `error` of its own."""
+HANDLER_ERROR: Final = "handler_error"
+"""Sent by the agent SDK (not the hub) when a job handler raised."""
+
+HUB_OUTCOMES: Final = frozenset(
+    {"ok", NO_NODE, ATTEMPTS_EXHAUSTED, TIMEOUT, CANCELLED, HUB_SHUTDOWN}
+)
+"""Terminal outcomes the hub itself decides (any other failure came from a node)."""

@@ -1,0 +1,358 @@
+"""The unified selector: the one function that picks a node for a job.
+
+Every caller (first dispatch, failover, local or cross-instance mode) calls
+`select_node`. The rules, in order:
+
+1. A preferred node is used only if it passes full validation (`node_reason`
+   returns None): known, not hard-excluded, serves the language pair for the
+   pipeline and every feature, online, not draining, a free slot. Otherwise
+   the reason it was passed over is recorded and selection falls back.
+2. Attempt 1 is narrow (the preferred pool, when one is given); attempt 2 is
+   wide (all pools). Without a preferred pool there is one, wide, attempt.
+3. Within an attempt the candidates are one index `Ring` of the snapshot (the
+   nodes serving the pair, or the ASR/TTS language, in scope), narrowed by
+   the ring's capability bitmaps (features; ASR/TTS for a pair ring) to the
+   capable members; exclusion, status and load are checked per candidate.
+   - With a routing key the pick is sticky: the key's position on the ring
+     (a stable hash) and the first eligible node clockwise from it. A key
+     moves only when its node leaves, stops being eligible or fills up.
+   - Without one the pick is load-aware: up to `SAMPLES` random candidates
+     (a random ring position, moved to the next capable member),
+     the one with the most free slots among the first two eligible ones (the
+     "power of two choices"); if sampling finds none, an exhaustive scan picks
+     the eligible node with the most free slots. A full node is never chosen.
+4. No node: a breakdown `{reason: count}` over every node in the snapshot,
+   each node counted once under the first rule it breaks (`REASON_ORDER`).
+
+Pure: no I/O, no clock, randomness only from the injected `random.Random`.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Final, Literal
+
+import msgspec
+
+from hub.core.capabilities import (
+    ASR_LANG_UNSUPPORTED,
+    AT_CAPACITY,
+    DRAINING,
+    EXCLUDED,
+    FEATURE_MISSING,
+    LANG_PAIR_UNSUPPORTED,
+    OFFLINE,
+    POOL_MISMATCH,
+    REASON_ORDER,
+    TTS_LANG_UNSUPPORTED,
+    UNKNOWN_NODE,
+    Requirements,
+    capability_mismatch,
+)
+from hub.core.snapshot import ALL, ASR, GLOBAL, ONLINE, PAIR, TTS, NodeState, Snapshot, stable_hash
+
+SAMPLES: Final = 8
+"""Random probes before falling back to an exhaustive scan of the candidates."""
+
+Via = Literal["preferred", "routing_key", "load", "none"]
+
+
+class Selection(msgspec.Struct, frozen=True):
+    """The selector's answer.
+
+    `node_id` is None when nothing fits; then `reasons` counts every node of
+    the snapshot under the first rule it breaks, and the counts add up to
+    `considered`. `attempt` is 1 (narrow, or the only attempt) or 2 (wide),
+    0 when nothing was chosen. `preferred_reason` says why a preferred node
+    was passed over.
+    """
+
+    node_id: str | None
+    attempt: int = 0
+    via: Via = "none"
+    reasons: dict[str, int] = msgspec.field(default_factory=dict)
+    considered: int = 0
+    preferred_reason: str | None = None
+
+    def explain(self) -> str:
+        """Why nothing fits, for a `no_node` answer (its reasons, counted)."""
+        detail = ", ".join(f"{reason}={count}" for reason, count in self.reasons.items())
+        return f"no node can take this job ({detail or 'no nodes'})"
+
+
+def node_reason(state: NodeState | None, req: Requirements, pool: int | None = None) -> str | None:
+    """The first rule `state` breaks for `req` (within `pool`, when given), or None."""
+    if state is None:
+        return UNKNOWN_NODE
+    if state.node_id in req.excluded:
+        return EXCLUDED
+    if pool is not None and state.caps.pool != pool:
+        return POOL_MISMATCH
+    mismatch = capability_mismatch(state.caps, req)
+    if mismatch is not None:
+        return mismatch
+    if state.status != ONLINE:
+        return OFFLINE if state.status == "offline" else DRAINING
+    if state.running >= state.caps.max_concurrency:
+        return AT_CAPACITY
+    return None
+
+
+def select_node(snapshot: Snapshot, req: Requirements, rng: random.Random) -> Selection:
+    """Pick the node for `req` from `snapshot`; see the module docstring for the rules."""
+    preferred_reason = None
+    if req.preferred_node_id is not None:
+        preferred_reason = node_reason(snapshot.get(req.preferred_node_id), req)
+        if preferred_reason is None:
+            return Selection(req.preferred_node_id, 1, "preferred")
+    scopes = _WIDE_ONLY if req.preferred_pool is None else (req.preferred_pool, GLOBAL)
+    for attempt, pool in enumerate(scopes, start=1):
+        node_id = _pick(snapshot, req, pool, rng)
+        if node_id is not None:
+            via: Via = "load" if req.routing_key is None else "routing_key"
+            return Selection(node_id, attempt, via, preferred_reason=preferred_reason)
+    reasons = breakdown(snapshot, req)
+    return Selection(
+        None, reasons=reasons, considered=len(snapshot), preferred_reason=preferred_reason
+    )
+
+
+_WIDE_ONLY: Final = (GLOBAL,)
+
+
+def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) -> str | None:
+    """One attempt: the chosen node among the members of `pool`, or None.
+
+    The candidates are the narrowest index ring every eligible node belongs
+    to; `mask`, when not None, is the ring's bitmap of the members that have
+    the capabilities the ring itself does not guarantee (bit i = `ids[i]`).
+    The per-member check below covers the rest: exclusion, status, load and,
+    for a non-translation pipeline, the other side's language.
+    """
+    pipeline = req.pipeline
+    src, tgt = req.src_lang, req.tgt_lang
+    need_tts = False
+    mask: int | None = None
+    if pipeline.nmt:
+        ring = snapshot.ring(PAIR, pool, src, tgt)
+        if pipeline.asr:
+            mask = ring.asr
+        if pipeline.tts:
+            mask = ring.tts if mask is None else mask & ring.tts
+    elif pipeline.asr:
+        ring = snapshot.ring(ASR, pool, src)
+        need_tts = pipeline.tts
+    elif pipeline.tts:
+        ring = snapshot.ring(TTS, pool, tgt)
+    else:
+        ring = snapshot.ring(ALL, pool)
+    ids = ring.ids
+    n = len(ids)
+    if not n:
+        return None
+    if req.features:
+        feats = ring.feats
+        for name in req.features:
+            bits = feats.get(name, 0)
+            mask = bits if mask is None else mask & bits
+    if mask is not None:
+        if not mask:
+            return None
+        if mask == ring.full:
+            mask = None
+
+    # The per-member check, inlined for speed (it runs a few times per call).
+    state_of = snapshot.lookup
+    excluded = req.excluded
+
+    if req.routing_key is not None:
+        # Consistent hashing: the first eligible member clockwise from the key.
+        start = bisect_left(ring.hashes, stable_hash(req.routing_key))
+        positions = range(start, start + n) if mask is None else _set_bits(mask, start % n)
+        for pos in positions:
+            node_id = ids[pos % n]
+            if excluded and node_id in excluded:
+                continue
+            state = state_of(node_id)
+            if state.status != ONLINE or state.running >= state.caps.max_concurrency:
+                continue
+            if need_tts and tgt not in state.caps.tts_languages:
+                continue
+            return node_id
+        return None
+
+    # Load-aware: the best of the first two eligible random probes.
+    draw = rng.random
+    best_id: str | None = None
+    best_free = 0
+    found = 0
+    for _ in range(SAMPLES if n > SAMPLES else 0):
+        pos = int(draw() * n)
+        if mask is not None:
+            # The first capable member at or after the probe (wrapping around).
+            rest = mask >> pos
+            pos = (
+                pos + (rest & -rest).bit_length() - 1
+                if rest
+                else (mask & -mask).bit_length() - 1
+            )
+        node_id = ids[pos]
+        if excluded and node_id in excluded:
+            continue
+        state = state_of(node_id)
+        if state.status != ONLINE:
+            continue
+        caps = state.caps
+        free = caps.max_concurrency - state.running
+        if free <= 0 or (need_tts and tgt not in caps.tts_languages):
+            continue
+        if free > best_free:
+            best_id, best_free = node_id, free
+        found += 1
+        if found == 2:
+            return best_id
+    if best_id is not None:
+        return best_id
+    # Few candidates, or sampling found none free: look at every capable one,
+    # starting at a random offset so that equal nodes share the load.
+    start = int(draw() * n)
+    positions = range(start, start + n) if mask is None else _set_bits(mask, start)
+    for pos in positions:
+        node_id = ids[pos % n]
+        if excluded and node_id in excluded:
+            continue
+        state = state_of(node_id)
+        if state.status != ONLINE:
+            continue
+        caps = state.caps
+        free = caps.max_concurrency - state.running
+        if free > best_free and not (need_tts and tgt not in caps.tts_languages):
+            best_id, best_free = node_id, free
+    return best_id
+
+
+def _set_bits(mask: int, start: int) -> Iterator[int]:
+    """Positions of the set bits of `mask`, from `start` upwards, then from 0 to `start - 1`.
+
+    The first few come from big-integer arithmetic (cheap when the answer is
+    near); after that the bitmap is rendered once as a string and scanned,
+    which costs one linear pass however many positions follow.
+    """
+    pos = start
+    for _ in range(4):
+        rest = mask >> pos
+        if not rest:
+            break
+        pos += (rest & -rest).bit_length() - 1
+        yield pos
+        pos += 1
+    else:
+        digits = format(mask, "b")[::-1]  # digits[i] is bit i
+        while (found := digits.find("1", pos)) >= 0:
+            yield found
+            pos = found + 1
+        digits_end = start
+        pos = 0
+        while (found := digits.find("1", pos, digits_end)) >= 0:
+            yield found
+            pos = found + 1
+        return
+    # Reached the top bit: wrap around to the bits below `start`.
+    low = mask & ((1 << start) - 1)
+    digits = format(low, "b")[::-1] if low else ""
+    pos = 0
+    while (found := digits.find("1", pos)) >= 0:
+        yield found
+        pos = found + 1
+
+
+def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) -> dict[str, int]:
+    """Count every node of `snapshot` under the first rule it breaks for `req`.
+
+    With `pool`, nodes outside it count as `pool_mismatch` (the narrow
+    attempt's view). Works from the index rings and their capability bitmaps
+    so that an impossible request costs a few lookups and big-integer ANDs,
+    not a scan of the fleet; only nodes that have every capability are
+    visited, for status and load. The counts add up to `len(snapshot)`;
+    eligible nodes are counted under `"eligible"` (never present when the
+    selector found nothing).
+    """
+    counts: dict[str, int] = {}
+    excluded = [snapshot.get(node_id) for node_id in req.excluded]
+    gone = [state for state in excluded if state is not None]
+    counts[EXCLUDED] = len(gone)
+    remaining = len(snapshot) - len(gone)
+    scope = GLOBAL
+    if pool is not None:
+        scope = pool
+        in_scope = len(snapshot.ring(ALL, pool)) - sum(1 for s in gone if s.caps.pool == pool)
+        counts[POOL_MISMATCH] = remaining - in_scope
+        remaining = in_scope
+    pipeline = req.pipeline
+    src, tgt = req.src_lang, req.tgt_lang
+    ids: list[str]
+    if pipeline.nmt:
+        # Bitmaps over the pair ring: each stage is one AND and one popcount.
+        ring = snapshot.ring(PAIR, scope, src, tgt)
+        alive = ring.full
+        for state in gone:
+            pos = ring.position(state.ring_hash, state.node_id)
+            if pos >= 0:
+                alive &= ~(1 << pos)
+        stages: list[tuple[str, int | None]] = [(LANG_PAIR_UNSUPPORTED, None)]
+        if pipeline.asr:
+            stages.append((ASR_LANG_UNSUPPORTED, ring.asr))
+        if pipeline.tts:
+            stages.append((TTS_LANG_UNSUPPORTED, ring.tts))
+        for name in req.features:
+            stages.append((FEATURE_MISSING, ring.feats.get(name, 0)))
+        for reason, bits in stages:
+            if bits is not None:
+                alive &= bits
+            left = alive.bit_count()
+            counts[reason] = counts.get(reason, 0) + remaining - left
+            remaining = left
+        ids = [ring.ids[pos] for pos in _set_bits(alive, 0)]
+    else:
+        # No translation stage: start from the narrowest ring, check the rest per node.
+        if pipeline.asr:
+            first, ring = ASR_LANG_UNSUPPORTED, snapshot.ring(ASR, scope, src)
+        elif pipeline.tts:
+            first, ring = TTS_LANG_UNSUPPORTED, snapshot.ring(TTS, scope, tgt)
+        else:
+            first, ring = "", snapshot.ring(ALL, scope)
+        skip = {state.node_id for state in gone}
+        ids = [node_id for node_id in ring.ids if node_id not in skip]
+        if first:
+            counts[first] = remaining - len(ids)
+            remaining = len(ids)
+        if pipeline.asr and pipeline.tts:
+            ids = [i for i in ids if tgt in _state(snapshot, i).caps.tts_languages]
+            counts[TTS_LANG_UNSUPPORTED] = remaining - len(ids)
+            remaining = len(ids)
+        if req.features:
+            features = req.features
+            ids = [i for i in ids if features <= _state(snapshot, i).caps.features]
+            counts[FEATURE_MISSING] = remaining - len(ids)
+    for node_id in ids:
+        state = _state(snapshot, node_id)
+        if state.status != ONLINE:
+            reason = OFFLINE if state.status == "offline" else DRAINING
+        elif state.running >= state.caps.max_concurrency:
+            reason = AT_CAPACITY
+        else:
+            reason = "eligible"
+        counts[reason] = counts.get(reason, 0) + 1
+    return {reason: counts[reason] for reason in _REPORT_ORDER if counts.get(reason)}
+
+
+def _state(snapshot: Snapshot, node_id: str) -> NodeState:
+    """A node the index names; the index and the node map always agree."""
+    state = snapshot.get(node_id)
+    assert state is not None, node_id
+    return state
+
+
+_REPORT_ORDER: Final = (*REASON_ORDER, "eligible")

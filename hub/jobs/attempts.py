@@ -1,0 +1,260 @@
+"""`Attempts`: a job's attempts on nodes, its deadlines, and its one terminal result.
+
+An attempt is assigned to the node the unified selector picked, handed to the
+node's owner (this hub's `NodeRegistry`, or a `Dispatch` envelope to the hub
+that owns the node), and watched by deadlines: the accept deadline
+(`accept_timeout_ms`), then the attempt's own (`job_timeout_ms`), and the
+job's overall one when the client set `timeout_ms`. A reject, a deadline, the
+node dropping or its hub dying fails the attempt; the next one selects again
+with that node hard-excluded, up to `max_attempts`, then the job finishes
+with one failed `result`. `finish` is the only way a job ends: it sends the
+result to every watcher exactly once and archives the record.
+
+Each method changes all state before its first `await` (decide, then
+perform), so an interleaved message always sees a consistent job.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from loguru import logger
+
+from hub.cluster.cluster import Cluster
+from hub.core import error_codes
+from hub.core.capabilities import Requirements
+from hub.core.config import HubConfig
+from hub.core.envelopes import Dispatch, Revoke
+from hub.core.fleet_view import FleetView
+from hub.core.job import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, Job, JobStatus
+from hub.core.messages import Accepted, ErrorInfo, JobAssign
+from hub.core.metrics import Metrics
+from hub.core.selector import Selection, select_node
+from hub.jobs.delivery import ClientDelivery
+from hub.jobs.links import Link
+from hub.jobs.node_registry import NodeRegistry
+from hub.jobs.table import JobTable
+from hub.runtime.deadline_loop import Clock, DeadlineLoop
+from hub.store.archive import JobArchive
+
+ACCEPT = "accept"
+ATTEMPT = "attempt"
+OVERALL = "overall"
+Deadline = tuple[str, int, str]
+"""(job_id, attempt, kind) of a pending deadline."""
+
+
+class Attempts:
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        table: JobTable,
+        fleet: FleetView,
+        nodes: NodeRegistry,
+        cluster: Cluster,
+        delivery: ClientDelivery,
+        archive: JobArchive,
+        metrics: Metrics,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.hub_id = config.hub_id
+        self.table = table
+        self.fleet = fleet
+        self.nodes = nodes
+        self.cluster = cluster
+        self.delivery = delivery
+        self.archive = archive
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng
+        self.deadlines: DeadlineLoop[Deadline] = DeadlineLoop(clock, self._deadline_passed)
+
+    def __repr__(self) -> str:
+        return f"Attempts(hub={self.hub_id!r}, {self.deadlines!r})"
+
+    # --- choosing and assigning --------------------------------------------------------
+
+    def select(self, req: Requirements) -> Selection:
+        """The unified selector on the current snapshot, timed and counted."""
+        started = time.perf_counter_ns()
+        selection = select_node(self.fleet.snapshot, req, self.rng)
+        self.metrics.selection_seconds.observe((time.perf_counter_ns() - started) / 1e9)
+        if selection.node_id is None:
+            for reason, count in selection.reasons.items():
+                self.metrics.no_node.inc(reason, amount=count)
+        return selection
+
+    def assign(self, job: Job, node_id: str) -> JobAssign:
+        """Start the job's next attempt on `node_id` (state only); the node's message."""
+        config = self.config
+        state = self.fleet.snapshot.get(node_id)
+        node_hub = state.hub_id if state is not None else self.hub_id
+        now = self.clock.now_ms()
+        attempt_deadline = now + config.accept_timeout_ms + config.job_timeout_ms
+        return job.assign(node_id, node_hub, now, attempt_deadline, wall_ms=self.clock.wall_ms())
+
+    def dispatch(self, job: Job, assign: JobAssign) -> Dispatch:
+        """The envelope that hands an attempt to the hub owning its node."""
+        return Dispatch(self.hub_id, node_id=job.node_id, request_id=job.request_id, assign=assign)
+
+    def revocation(self, job: Job, reason: str) -> Revoke:
+        return Revoke(
+            self.hub_id, node_id=job.node_id, job_id=job.job_id, attempt=job.attempt, reason=reason
+        )
+
+    # --- running attempts -----------------------------------------------------------
+
+    async def send(
+        self, job: Job, assign: JobAssign, *, announce: Link | None = None, dispatched: bool = False
+    ) -> None:
+        """Hand the assigned attempt to its node; on a refusal, go straight to the next.
+
+        `announce` is the submitter on the first attempt: it gets `accepted`
+        after the slot is held and before the node hears of the job, so that
+        `accepted` always precedes the job's `result`. `dispatched`: the
+        `Dispatch` to another hub already went out (with the request binding).
+        """
+        now = self.clock.now_ms()
+        accepted = Accepted(
+            request_id=job.request_id, job_id=job.job_id, node_id=job.node_id, duplicate=False
+        )
+        if job.node_hub != self.hub_id:
+            # The owner hub holds the slots: it takes one or answers `Refused` (which
+            # does not spend the attempt budget). Not counting the slot here as well:
+            # with short jobs, increments between two coalesced load updates add up
+            # past the node's real load and the hub would refuse work it could place.
+            self.deadlines.push(
+                now + self.config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT)
+            )
+            if not dispatched:
+                self.cluster.send(job.node_hub, self.dispatch(job, assign))
+            if announce is not None:
+                await announce.send(accepted)
+            return
+        refused = self.nodes.reserve(
+            job.node_id, job.job_id, job.attempt, self.hub_id, job.request_id
+        )
+        if refused is not None:
+            await self.next(job, refused, announce=announce)
+            return
+        # One deadline per attempt: when it fires on an accepted job, it re-arms for the
+        # attempt's end (most jobs are long gone by then: one heap entry, not two).
+        self.deadlines.push(now + self.config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
+        # The node first: its write leaves first. `accepted` still precedes `result`:
+        # both are queued in this turn, before any reply from the node can be read.
+        self.nodes.deliver(job.node_id, assign)
+        if announce is not None:
+            await announce.send(accepted)
+        if job.attempt == 1:
+            started = self.table.submitted_ns.get(job.job_id)
+            if started is not None:
+                self.metrics.dispatch_seconds.observe((time.perf_counter_ns() - started) / 1e9)
+
+    async def next(self, job: Job, outcome: str, *, announce: Link | None = None) -> None:
+        """The current attempt failed with `outcome`: retry elsewhere or finish.
+
+        `announce` carries the submitter through refusals of the first dispatch.
+        """
+        job.fail_attempt(outcome)
+        logger.bind(job_id=job.job_id).debug(
+            "attempt {} on {} ({}) failed: {}", job.attempt, job.node_id, job.node_hub, outcome
+        )
+        self.metrics.attempts.inc(outcome)
+        if not job.can_retry(self.config.max_attempts, self.clock.now_ms()):
+            if self.clock.now_ms() >= job.deadline_ms:
+                error = ErrorInfo(
+                    error_codes.TIMEOUT, f"the job's deadline passed (last: {outcome})"
+                )
+            else:
+                error = ErrorInfo(
+                    error_codes.ATTEMPTS_EXHAUSTED,
+                    f"{job.attempt} attempts failed (last: {outcome})",
+                )
+            await self.finish(job, ok=False, error=error, announce=announce)
+            return
+        selection = self.select(job.requirements)
+        if selection.node_id is None:
+            error = ErrorInfo(error_codes.NO_NODE, selection.explain())
+            await self.finish(job, ok=False, error=error, announce=announce)
+            return
+        await self.send(job, self.assign(job, selection.node_id), announce=announce)
+
+    async def revoke(self, job: Job, reason: str) -> None:
+        """Take the current attempt back from its node (it is told with `job_cancel`)."""
+        if job.node_hub == self.hub_id:
+            await self.nodes.revoke(job.node_id, job.job_id, job.attempt, reason)
+        elif self.cluster.is_live(job.node_hub):
+            self.cluster.send(job.node_hub, self.revocation(job, reason))
+
+    async def finish(
+        self,
+        job: Job,
+        *,
+        ok: bool,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        announce: Link | None = None,
+    ) -> None:
+        """Send the job's one terminal result to every watcher and archive it.
+
+        With `announce` (the first dispatch never reached a node) the submitter
+        first gets the `accepted` it has not had yet.
+        """
+        if job.finished:
+            return
+        result = job.complete(ok=ok, output=output, error=error)
+        started = self.table.remove(job.job_id)
+        outcome = "ok" if ok else (error.code if error else error_codes.FAILED)
+        # Codes from nodes are free text: keep the label set bounded.
+        self.metrics.jobs.inc(outcome if outcome in error_codes.HUB_OUTCOMES else "node_error")
+        if started is not None:
+            self.metrics.job_seconds.observe((time.perf_counter_ns() - started) / 1e9)
+        if announce is not None:
+            await announce.send(
+                Accepted(
+                    request_id=job.request_id, job_id=job.job_id, node_id=job.node_id,
+                    duplicate=False,
+                )
+            )
+        for watcher in job.watchers:
+            await self.delivery.result(watcher, result)
+        # Archived in the background, batched: the result is out already, and waiting
+        # here for the store would hold up whatever handed us this job's end.
+        self.archive.put(job.to_record())
+
+    # --- deadlines ---------------------------------------------------------------------
+
+    def watch_overall(self, job: Job) -> None:
+        """Arm the job's overall deadline (the client's `timeout_ms`)."""
+        self.deadlines.push(job.deadline_ms, (job.job_id, 0, OVERALL))
+
+    async def run_deadlines(self) -> None:
+        """Fire accept, attempt and overall deadlines; runs until cancelled."""
+        await self.deadlines.run()
+
+    async def _deadline_passed(self, item: Deadline) -> None:
+        job_id, attempt, kind = item
+        job = self.table.get(job_id)
+        if job is None:
+            return
+        if kind == OVERALL:
+            await self.revoke(job, ATTEMPT_TIMEOUT)
+            error = ErrorInfo(error_codes.TIMEOUT, "the job's deadline passed")
+            await self.finish(job, ok=False, error=error)
+            return
+        if job.attempt != attempt:
+            return
+        if kind == ACCEPT:
+            if job.status is JobStatus.ASSIGNED:
+                await self.revoke(job, ACCEPT_TIMEOUT)
+                await self.next(job, ACCEPT_TIMEOUT)
+            else:
+                self.deadlines.push(job.attempt_deadline_ms, (job_id, attempt, ATTEMPT))
+        elif kind == ATTEMPT:
+            await self.revoke(job, ATTEMPT_TIMEOUT)
+            await self.next(job, ATTEMPT_TIMEOUT)

@@ -1,0 +1,81 @@
+"""`ClientDelivery`: getting a message to a job's watchers, wherever they are connected.
+
+A watcher is a client session waiting for a job's `result`: the submitter,
+and every duplicate submit of the same request. It is connected to this hub
+(its `Link` is registered here) or to another (the message travels there as a
+`Deliver` envelope, if that hub is alive). A watcher whose connection is gone
+misses the message; it gets the result by submitting its request again.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from hub.cluster.cluster import Cluster
+from hub.core.envelopes import Deliver
+from hub.core.job import Job, Watcher
+from hub.core.messages import Accepted, ClientOutbound, Progress, Result
+from hub.jobs.links import Link
+
+
+class ClientDelivery:
+    __slots__ = ("_cluster", "clients", "hub_id")
+
+    def __init__(self, *, hub_id: str, cluster: Cluster) -> None:
+        self.hub_id = hub_id
+        self._cluster = cluster
+        self.clients: dict[str, Link] = {}
+        """Client sessions connected to this hub, by peer id."""
+
+    def __repr__(self) -> str:
+        return f"ClientDelivery({len(self.clients)} clients)"
+
+    def connected(self, link: Link) -> None:
+        self.clients[link.peer_id] = link
+
+    def disconnected(self, link: Link) -> None:
+        # Jobs go on: the client may reconnect and resubmit its request_id to get the result.
+        self.clients.pop(link.peer_id, None)
+
+    def watcher(self, link: Link, request_id: str) -> Watcher:
+        """The watcher of a submit received on `link`."""
+        return Watcher(self.hub_id, link.peer_id, request_id)
+
+    async def to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
+        if watcher.hub_id == self.hub_id:
+            link = self.clients.get(watcher.client_id)
+            if link is not None:
+                await link.send(message)
+        elif self._cluster.is_live(watcher.hub_id):
+            self._cluster.send(
+                watcher.hub_id, Deliver(self.hub_id, client_id=watcher.client_id, message=message)
+            )
+
+    async def to_client(self, client_id: str, message: ClientOutbound) -> None:
+        """A message for a client session of this hub (delivered from another hub)."""
+        link = self.clients.get(client_id)
+        if link is not None:
+            await link.send(message)
+
+    async def accepted(self, watcher: Watcher, job_id: str, node_id: str) -> None:
+        """A duplicate submit's `accepted` (`duplicate: true`)."""
+        await self.to_watcher(
+            watcher,
+            Accepted(
+                request_id=watcher.request_id, job_id=job_id, node_id=node_id, duplicate=True
+            ),
+        )
+
+    async def result(self, watcher: Watcher, result: Result) -> None:
+        """The job's result, addressed to the watcher's own request id."""
+        if watcher.request_id != result.request_id:
+            result = msgspec.structs.replace(result, request_id=watcher.request_id)
+        await self.to_watcher(watcher, result)
+
+    async def progress(self, job: Job, progress: Progress) -> None:
+        """Progress goes once to each client session watching, not once per submit."""
+        told: set[tuple[str, str]] = set()
+        for watcher in job.watchers:
+            if (watcher.hub_id, watcher.client_id) not in told:
+                told.add((watcher.hub_id, watcher.client_id))
+                await self.to_watcher(watcher, progress)

@@ -1,0 +1,152 @@
+"""`InboundRouter`: what a hub does with an envelope from another hub.
+
+Envelopes addressed to this hub go to the node owner role (`NodeRegistry`:
+dispatch, revoke) or the home role (`JobService`: node events, refusals,
+watchers, client deliveries). Envelopes claimed from a dead hub's inbox
+(`reaped_from`) are handled on its behalf: a dispatch to its nodes is
+refused back to the job's home, a result meant for it is archived for the
+client's resubmit, everything else is moot and dropped.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from hub.cluster.cluster import Cluster
+from hub.core import error_codes
+from hub.core.envelopes import (
+    Deliver,
+    Dispatch,
+    Envelope,
+    NodeEvent,
+    NodeLost,
+    Refused,
+    Revoke,
+    Watch,
+)
+from hub.core.errors import ProtocolError
+from hub.core.job import HUB_LOST, NODE_LOST, Watcher
+from hub.core.messages import Error, JobResult
+from hub.jobs.service import JobService
+
+
+class InboundRouter:
+    """The cluster's `LocalHub`: envelopes to the owner role or the home role; a dead
+    hub's work failed over; this hub's node leases renewed."""
+
+    def __init__(self, *, service: JobService, cluster: Cluster) -> None:
+        self.hub_id = service.hub_id
+        self.nodes = service.nodes
+        self.events = service.events
+        self.resubmits = service.resubmits
+        self.delivery = service.delivery
+        self.archive = service.archive
+        self.cluster = cluster
+
+    async def handle_envelope(self, envelope: Envelope, *, reaped_from: str | None) -> None:
+        if reaped_from is not None:
+            await self._reaped(envelope)
+            return
+        self.cluster.heard_from(envelope.sender)
+        match envelope:
+            case Dispatch():
+                assign = envelope.assign
+                refused = self.nodes.reserve(
+                    envelope.node_id, assign.job_id, assign.attempt, envelope.sender,
+                    envelope.request_id,
+                )
+                if refused is None:
+                    self.nodes.deliver(envelope.node_id, assign)
+                else:
+                    self.cluster.send(
+                        envelope.sender,
+                        Refused(
+                            self.hub_id, node_id=envelope.node_id, job_id=assign.job_id,
+                            attempt=assign.attempt, reason=refused,
+                        ),
+                    )
+            case Refused():
+                await self.events.attempt_failed(
+                    envelope.job_id, envelope.attempt, envelope.reason, node_id=envelope.node_id
+                )
+            case Revoke():
+                await self.nodes.revoke(
+                    envelope.node_id, envelope.job_id, envelope.attempt, envelope.reason
+                )
+            case NodeEvent():
+                try:
+                    await self.events.node_event(
+                        envelope.node_id, envelope.message, home_hub=self.hub_id,
+                        request_id=envelope.request_id,
+                    )
+                except ProtocolError as exc:
+                    # The node already passed its owner's fence; the job moved on here.
+                    logger.debug("late node event for {}: {}", envelope.message.job_id, exc)
+            case NodeLost():
+                await self.events.attempt_failed(
+                    envelope.job_id, envelope.attempt, NODE_LOST, node_id=envelope.node_id
+                )
+            case Watch():
+                watcher = Watcher(envelope.sender, envelope.client_id, envelope.submit.request_id)
+                if not await self.resubmits.add_watcher(envelope.job_id, watcher):
+                    self.cluster.send(
+                        envelope.sender,
+                        Deliver(
+                            self.hub_id, client_id=envelope.client_id,
+                            message=Error(
+                                code=error_codes.UNKNOWN_JOB,
+                                message=f"job {envelope.job_id} is unknown to its home hub",
+                                job_id=envelope.job_id,
+                            ),
+                        ),
+                    )
+            case Deliver():
+                await self.delivery.to_client(envelope.client_id, envelope.message)
+
+    async def _reaped(self, envelope: Envelope) -> None:
+        match envelope:
+            case Dispatch():
+                # The dead hub owned the node; the job's home must look elsewhere.
+                refused = Refused(
+                    self.hub_id, node_id=envelope.node_id, job_id=envelope.assign.job_id,
+                    attempt=envelope.assign.attempt, reason=HUB_LOST,
+                )
+                if envelope.sender == self.hub_id:
+                    await self.events.attempt_failed(
+                        refused.job_id, refused.attempt, refused.reason, node_id=refused.node_id
+                    )
+                elif self.cluster.is_live(envelope.sender):
+                    self.cluster.send(envelope.sender, refused)
+            case NodeEvent() if isinstance(envelope.message, JobResult):
+                await self.archive.put_orphan(
+                    envelope.node_id, envelope.request_id, envelope.message
+                )
+            case Watch() if envelope.sender == self.hub_id:
+                # Our own client asked the dead hub about its job: run it again here.
+                link = self.delivery.clients.get(envelope.client_id)
+                if link is not None and not await self.resubmits.add_watcher(
+                    envelope.job_id,
+                    Watcher(self.hub_id, envelope.client_id, envelope.submit.request_id),
+                ):
+                    await self.resubmits.adopt(link, envelope.submit, envelope.job_id)
+            case Watch():
+                self.cluster.send(
+                    envelope.sender,
+                    Deliver(
+                        self.hub_id, client_id=envelope.client_id,
+                        message=Error(
+                            code=error_codes.HOME_LOST,
+                            message="the job's hub died; submit the request again",
+                            job_id=envelope.job_id,
+                        ),
+                    ),
+                )
+            case _:
+                pass  # revokes, losses and deliveries for a dead hub change nothing
+
+    async def hub_lost(self, hub_id: str) -> None:
+        await self.nodes.home_lost(hub_id)
+        await self.events.node_hub_lost(hub_id)
+
+    async def renew_leases(self) -> None:
+        await self.nodes.renew_leases()

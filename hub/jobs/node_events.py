@@ -1,0 +1,136 @@
+"""`NodeEvents`: what node owners report about a job's attempts, at the job's home.
+
+The `JobEvents` that `NodeRegistry` reports to (accept, progress, result,
+reject, node lost), plus refusals by another hub's registry and a node's hub
+dying. An event about a job whose home is another hub is forwarded there (or,
+for a result whose home died, archived for the client's resubmit). At the
+home, each event is fenced (job active, same node, same attempt) and drives
+the job's state machine through `Attempts`. An event that overtakes its job's
+binding (cross-instance mode) waits in the job's `Pending` entry and is
+replayed once the job exists.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from hub.cluster.cluster import Cluster
+from hub.core import error_codes
+from hub.core.envelopes import NodeEvent, NodeLost
+from hub.core.errors import ProtocolError
+from hub.core.job import ACCEPTED, HUB_LOST, NODE_LOST, REJECTED
+from hub.core.messages import (
+    ErrorInfo,
+    JobAccept,
+    JobProgress,
+    JobReject,
+    JobResult,
+    Progress,
+)
+from hub.core.metrics import Metrics
+from hub.jobs.attempts import Attempts
+from hub.jobs.delivery import ClientDelivery
+from hub.jobs.node_registry import JobMessage
+from hub.jobs.table import JobTable, Replay
+from hub.store.archive import JobArchive
+
+
+class NodeEvents:
+    def __init__(
+        self,
+        *,
+        hub_id: str,
+        table: JobTable,
+        attempts: Attempts,
+        delivery: ClientDelivery,
+        archive: JobArchive,
+        cluster: Cluster,
+        metrics: Metrics,
+    ) -> None:
+        self.hub_id = hub_id
+        self.table = table
+        self.attempts = attempts
+        self.delivery = delivery
+        self.archive = archive
+        self.cluster = cluster
+        self.metrics = metrics
+
+    def _early(self, job_id: str) -> list[Replay] | None:
+        """Where an event about a job still waiting on its binding goes, if it is."""
+        pending = self.table.pending.get(job_id)
+        return None if pending is None else pending.early
+
+    async def node_event(
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+    ) -> None:
+        """A fenced node message about a job; jobs of other homes are forwarded there."""
+        if home_hub != self.hub_id:
+            if self.cluster.is_live(home_hub):
+                self.cluster.send(
+                    home_hub,
+                    NodeEvent(self.hub_id, node_id=node_id, request_id=request_id, message=message),
+                )
+            elif isinstance(message, JobResult):
+                await self.archive.put_orphan(node_id, request_id, message)
+            return
+        job = self.table.get(message.job_id)
+        if job is None:
+            if (early := self._early(message.job_id)) is not None:
+                early.append(
+                    partial(self.node_event, node_id, message, home_hub=home_hub,
+                            request_id=request_id)
+                )
+                return
+            raise ProtocolError(
+                error_codes.JOB_FINISHED, f"job {message.job_id} is no longer active"
+            )
+        job.fence(node_id, message.attempt)
+        match message:
+            case JobAccept():
+                if job.accept():
+                    self.metrics.attempts.inc(ACCEPTED)
+            case JobProgress():
+                job.progress()
+                await self.delivery.progress(job, Progress(job_id=job.job_id, data=message.data))
+            case JobResult():
+                if job.accept():  # implied: its owner hub may send a result without it
+                    self.metrics.attempts.inc(ACCEPTED)
+                self.metrics.attempts.inc("ok" if message.ok else error_codes.FAILED)
+                # A node's own failure is the job's outcome: it ran the job, and
+                # running it again elsewhere could repeat its effects. Nodes that
+                # want a retry elsewhere send job_reject instead.
+                error = message.error
+                if not message.ok and error is None:
+                    error = ErrorInfo(
+                        error_codes.FAILED, "the node reported a failure without details"
+                    )
+                await self.attempts.finish(job, ok=message.ok, output=message.output, error=error)
+            case JobReject():
+                await self.attempts.next(job, REJECTED)
+
+    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
+        if home_hub != self.hub_id:
+            if self.cluster.is_live(home_hub):
+                self.cluster.send(
+                    home_hub, NodeLost(self.hub_id, node_id=node_id, job_id=job_id, attempt=attempt)
+                )
+            return
+        await self.attempt_failed(job_id, attempt, NODE_LOST, node_id=node_id)
+
+    async def attempt_failed(
+        self, job_id: str, attempt: int, outcome: str, *, node_id: str | None = None
+    ) -> None:
+        """An attempt ended without a result (node lost, refused by its owner)."""
+        if (early := self._early(job_id)) is not None:
+            early.append(partial(self.attempt_failed, job_id, attempt, outcome, node_id=node_id))
+            return
+        job = self.table.get(job_id)
+        if job is None or job.attempt != attempt or (node_id and job.node_id != node_id):
+            return
+        await self.attempts.next(job, outcome)
+
+    async def node_hub_lost(self, hub_id: str) -> None:
+        """A hub died: every attempt on one of its nodes failed."""
+        for job in list(self.table.active.values()):
+            if job.node_hub == hub_id and not job.finished:
+                await self.attempts.next(job, HUB_LOST)

@@ -1,0 +1,289 @@
+"""`NodeRegistry`: the node owner's side of the job path.
+
+The hub a node is connected to owns it: it validates registration, keeps the
+node's entry in the fleet view, and is the authority on the node's slots. A
+job reaches a node only through `reserve`, which refuses when the node is
+gone, draining or full, so a node never holds more than `max_concurrency`
+jobs whoever submitted them. Node messages about jobs are fenced here first
+(the node must hold that job at that attempt), then handed to the job's home
+(`JobEvents`: the home role's `NodeEvents`) with the slot already released for terminal ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hub.core import close_codes, error_codes
+from hub.core.capabilities import AT_CAPACITY, NodeCapabilities
+from hub.core.config import HubConfig
+from hub.core.errors import ProtocolError
+from hub.core.fleet_view import FleetView
+from hub.core.job import HOME_LOST, NODE_GONE
+from hub.core.messages import (
+    CapabilitiesUpdate,
+    Drain,
+    Heartbeat,
+    JobAccept,
+    JobAssign,
+    JobCancel,
+    JobProgress,
+    JobReject,
+    JobResult,
+    NodeInbound,
+    Register,
+    Registered,
+)
+from hub.core.snapshot import DRAINING
+from hub.jobs.links import Link
+from hub.store.base import OwnershipConflict, Store
+
+JobMessage = JobAccept | JobReject | JobProgress | JobResult
+
+
+
+class JobEvents(Protocol):
+    """The jobs' home hubs, as the node owner sees them (implemented by `JobService`,
+    which handles its own jobs and forwards the others' to their home)."""
+
+    async def node_event(
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+    ) -> None: ...
+
+    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
+        ...
+
+
+@dataclass(slots=True)
+class Assignment:
+    attempt: int
+    home_hub: str
+    request_id: str
+
+
+@dataclass(slots=True)
+class RegisteredNode:
+    """A node registered on this hub (this hub owns it), over its connection's `Link`."""
+
+    node_id: str
+    link: Link
+    caps: NodeCapabilities
+    epoch: int
+    version: str | None
+    connected_ms: int
+    assignments: dict[str, Assignment] = field(default_factory=dict)
+    draining: bool = False
+    load: dict[str, float] = field(default_factory=dict)
+    """The last heartbeat's self-reported figures (running, cpu, gpu, mem)."""
+
+
+class NodeRegistry:
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        fleet: FleetView,
+        store: Store,
+        published: Callable[[str], None] = lambda node_id: None,
+    ) -> None:
+        """`published` is told of every join and capability or status change."""
+        self._config = config
+        self._published = published
+        self._hub_id = config.hub_id
+        self._fleet = fleet
+        self._store = store
+        self._events: JobEvents | None = None
+        self.registered: dict[str, RegisteredNode] = {}
+        """The nodes registered here, by node id."""
+
+    def report_to(self, events: JobEvents) -> None:
+        """Where node messages about jobs go (the jobs' home role)."""
+        self._events = events
+
+    @property
+    def events(self) -> JobEvents:
+        assert self._events is not None, "NodeRegistry.report_to was never called"
+        return self._events
+
+    def __repr__(self) -> str:
+        busy = sum(len(s.assignments) for s in self.registered.values())
+        return f"NodeRegistry({len(self.registered)} nodes, {busy} jobs running)"
+
+    # --- registration ---------------------------------------------------------
+
+    async def register(self, link: Link, message: Register, now_ms: int) -> RegisteredNode:
+        """Admit a node; `ProtocolError` `node_id_conflict` if it has a live session."""
+        node_id = message.node_id
+        if node_id in self.registered:
+            raise ProtocolError(
+                error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
+            )
+        try:
+            epoch = await self._store.claim_node(node_id, self._config.node_timeout_ms)
+        except OwnershipConflict as exc:
+            raise ProtocolError(
+                error_codes.NODE_ID_CONFLICT,
+                f"node {node_id} is connected to hub {exc.owner}"
+            ) from None
+        if node_id in self.registered:  # a concurrent register won while we awaited
+            raise ProtocolError(
+                error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
+            )
+        caps = NodeCapabilities.from_wire(
+            message.capabilities, default_pool=self._config.default_pool
+        )
+        node = RegisteredNode(node_id, link, caps, epoch, message.version, now_ms)
+        self.registered[node_id] = node
+        self._fleet.join(node_id, caps, hub_id=self._hub_id)
+        self._published(node_id)
+        return node
+
+    def registered_reply(self, node: RegisteredNode) -> Registered:
+        return Registered(
+            node_id=node.node_id,
+            hub_id=self._hub_id,
+            pool=node.caps.pool,
+            heartbeat_interval_ms=self._config.heartbeat_interval_ms,
+        )
+
+    async def unregister(self, node: RegisteredNode) -> None:
+        """The node's connection ended: withdraw it and fail over what it held."""
+        if self.registered.get(node.node_id) is not node:
+            return
+        del self.registered[node.node_id]
+        self._fleet.leave(node.node_id)
+        lost = list(node.assignments.items())
+        node.assignments.clear()
+        for job_id, assignment in lost:
+            await self.events.node_lost(
+                node.node_id, job_id, assignment.attempt, home_hub=assignment.home_hub
+            )
+        await self._store.release_node(node.node_id, node.epoch)
+
+    # --- messages from the node ------------------------------------------------------
+
+    async def handle(self, node: RegisteredNode, message: NodeInbound) -> None:
+        """Act on one message from a registered node; raises `ProtocolError` to refuse it."""
+        match message:
+            case JobAccept() | JobProgress():
+                assignment = self._fence(node, message.job_id, message.attempt)
+                await self.events.node_event(
+                    node.node_id, message,
+                    home_hub=assignment.home_hub, request_id=assignment.request_id,
+                )
+            case JobResult() | JobReject():
+                assignment = self._fence(node, message.job_id, message.attempt)
+                self._release(node, message.job_id)
+                await self.events.node_event(
+                    node.node_id, message,
+                    home_hub=assignment.home_hub, request_id=assignment.request_id,
+                )
+            case Heartbeat():
+                node.load = {
+                    k: float(v)
+                    for k, v in (
+                        ("running", message.running),
+                        ("cpu", message.cpu),
+                        ("gpu", message.gpu),
+                        ("mem", message.mem),
+                    )
+                    if v is not None
+                }
+            case CapabilitiesUpdate():
+                caps = NodeCapabilities.from_wire(
+                    message.capabilities, default_pool=self._config.default_pool
+                )
+                node.caps = caps
+                self._fleet.set_capabilities(node.node_id, caps)
+                if node.draining:
+                    self._fleet.drain(node.node_id)
+                self._published(node.node_id)
+            case Drain():
+                node.draining = True
+                self._fleet.drain(node.node_id)
+                self._published(node.node_id)
+            case Register():
+                raise ProtocolError(
+                    error_codes.ALREADY_REGISTERED, "this session is already registered"
+                )
+
+    def _fence(self, node: RegisteredNode, job_id: str, attempt: int) -> Assignment:
+        assignment = node.assignments.get(job_id)
+        if assignment is None:
+            raise ProtocolError(
+                error_codes.NOT_YOUR_JOB, f"job {job_id} is not assigned to this node"
+            )
+        if assignment.attempt != attempt:
+            raise ProtocolError(
+                error_codes.STALE_ATTEMPT,
+                f"job {job_id} is at attempt {assignment.attempt}, not {attempt}"
+            )
+        return assignment
+
+    def _release(self, node: RegisteredNode, job_id: str) -> None:
+        if node.assignments.pop(job_id, None) is not None:
+            self._fleet.set_running(node.node_id, len(node.assignments))
+
+    # --- commands from jobs' home hubs -------------------------------------------------
+
+    def reserve(
+        self, node_id: str, job_id: str, attempt: int, home_hub: str, request_id: str
+    ) -> str | None:
+        """Take one of a node's slots for a job's attempt; None when taken, else why not.
+
+        Synchronous, so that the slot is held before the caller's next await.
+        """
+        node = self.registered.get(node_id)
+        if node is None:
+            return NODE_GONE
+        if node.draining:
+            return DRAINING
+        if len(node.assignments) >= node.caps.max_concurrency:
+            return AT_CAPACITY
+        node.assignments[job_id] = Assignment(attempt, home_hub, request_id)
+        self._fleet.set_running(node_id, len(node.assignments))
+        return None
+
+    def deliver(self, node_id: str, message: JobAssign) -> None:
+        """Queue a reserved assignment for its node, without waiting (a node holds at
+        most `max_concurrency` of them; a lost node is handled by `unregister`)."""
+        node = self.registered.get(node_id)
+        assignment = None if node is None else node.assignments.get(message.job_id)
+        if node is not None and assignment is not None and assignment.attempt == message.attempt:
+            node.link.queue(message)
+
+    async def revoke(self, node_id: str, job_id: str, attempt: int, reason: str) -> None:
+        """Take a job back from a node (timeout, cancel): free the slot, tell the node."""
+        node = self.registered.get(node_id)
+        if node is None:
+            return
+        assignment = node.assignments.get(job_id)
+        if assignment is None or assignment.attempt != attempt:
+            return
+        self._release(node, job_id)
+        await node.link.send(JobCancel(job_id=job_id, attempt=attempt, reason=reason))
+
+    async def home_lost(self, hub_id: str) -> None:
+        """A hub died: stop the attempts it was the home of (nobody awaits their results)."""
+        for node in list(self.registered.values()):
+            for job_id, assignment in list(node.assignments.items()):
+                if assignment.home_hub == hub_id:
+                    await self.revoke(node.node_id, job_id, assignment.attempt, HOME_LOST)
+
+    async def renew_leases(self) -> None:
+        """Keep ownership of every connected node (called every heartbeat interval).
+
+        A node another hub owns now (this hub's lease lapsed, say through a
+        network partition, and the node re-registered there) is no longer
+        served here: its session is closed and its jobs fail over."""
+        registered = list(self.registered.values())
+        lost = set(
+            await self._store.renew_nodes(
+                [s.node_id for s in registered], self._config.node_timeout_ms
+            )
+        )
+        for node in registered:
+            if node.node_id in lost and self.registered.get(node.node_id) is node:
+                await self.unregister(node)
+                await node.link.close(close_codes.OWNERSHIP_LOST, "ownership_lost")

@@ -1,0 +1,149 @@
+"""`JobService`: the one job path, from `submit` to the single terminal `result`.
+
+It composes the job path's parts and is the surface the session layer and
+the inbound router use:
+
+| part | owns |
+|---|---|
+| `JobTable` (table.py) | the jobs this hub is home to, and those being created |
+| `ClientDelivery` (delivery.py) | client sessions here; messages to watchers anywhere |
+| `Attempts` (attempts.py) | attempts on nodes, deadlines, the one terminal result |
+| `Admission` (admission.py) | selection and the first attempt of a new job |
+| `Resubmits` (resubmits.py) | duplicate submits, watching, adopting a dead home's job |
+| `Submits` (submits.py) | `submit` (binding) and `cancel` |
+| `NodeEvents` (node_events.py) | node owners' reports at the job's home |
+| `NodeRegistry` (node_registry.py) | the node owner role: registration, slots, fencing |
+
+The service is the job's *home* role; the node's *owner* role is
+`NodeRegistry`. Neither knows whether the store is memory or Redis, nor how
+peers are connected (they are `Link`s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from hub.cluster.cluster import Cluster
+from hub.core import error_codes
+from hub.core.config import HubConfig
+from hub.core.fleet_view import FleetView
+from hub.core.job import HUB_SHUTDOWN, Job, JobRecord
+from hub.core.messages import Cancel, ErrorInfo, Submit
+from hub.core.metrics import Metrics
+from hub.jobs.admission import Admission
+from hub.jobs.attempts import Attempts
+from hub.jobs.binder import Binder
+from hub.jobs.delivery import ClientDelivery
+from hub.jobs.links import Link
+from hub.jobs.node_events import NodeEvents
+from hub.jobs.node_registry import NodeRegistry
+from hub.jobs.resubmits import Resubmits
+from hub.jobs.submits import Submits
+from hub.jobs.table import JobTable
+from hub.runtime.deadline_loop import Clock
+from hub.store.archive import JobArchive
+from hub.store.base import Store
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        store: Store,
+        fleet: FleetView,
+        metrics: Metrics,
+        cluster: Cluster,
+        archive: JobArchive,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.hub_id = config.hub_id
+        rng = rng if rng is not None else random.Random(config.selection_seed)
+        clock = clock if clock is not None else Clock()
+        self.table = JobTable(config.hub_id)
+        self.archive = archive
+        self.delivery = ClientDelivery(hub_id=config.hub_id, cluster=cluster)
+        self.nodes = NodeRegistry(
+            config=config, fleet=fleet, store=store, published=cluster.node_changed
+        )
+        self.attempts = Attempts(
+            config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
+            delivery=self.delivery, archive=self.archive, metrics=metrics, clock=clock, rng=rng,
+        )
+        self.events = NodeEvents(
+            hub_id=config.hub_id, table=self.table, attempts=self.attempts,
+            delivery=self.delivery, archive=self.archive, cluster=cluster, metrics=metrics,
+        )
+        # The owner role reports to the home role, which drives attempts through it.
+        self.nodes.report_to(self.events)
+        self.admission = Admission(
+            config=config, table=self.table, attempts=self.attempts, delivery=self.delivery,
+            store=store, metrics=metrics, clock=clock,
+        )
+        self.resubmits = Resubmits(
+            config=config, table=self.table, admission=self.admission, delivery=self.delivery,
+            archive=self.archive, cluster=cluster, store=store, metrics=metrics,
+        )
+        self.binder = Binder(store)
+        self.submits = Submits(
+            config=config, table=self.table, admission=self.admission, attempts=self.attempts,
+            resubmits=self.resubmits, delivery=self.delivery, binder=self.binder,
+            archive=self.archive, cluster=cluster, metrics=metrics,
+        )
+
+    def __repr__(self) -> str:
+        return f"JobService(hub={self.hub_id!r}, {self.table!r}, {self.nodes!r})"
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """The active jobs this hub is home to."""
+        return self.table.active
+
+    @property
+    def clients(self) -> dict[str, Link]:
+        """Client sessions connected to this hub."""
+        return self.delivery.clients
+
+    # --- what client sessions do ---------------------------------------------------------
+
+    def client_connected(self, link: Link) -> None:
+        self.delivery.connected(link)
+
+    def client_disconnected(self, link: Link) -> None:
+        self.delivery.disconnected(link)
+
+    async def submit(self, link: Link, message: Submit) -> None:
+        await self.submits.submit(link, message)
+
+    async def cancel(self, link: Link, message: Cancel) -> None:
+        await self.submits.cancel(link, message)
+
+    # --- reading, running and shutting down -------------------------------------------------
+
+    async def job_record(self, job_id: str) -> JobRecord | None:
+        job = self.table.get(job_id)
+        if job is not None:
+            return job.to_record()
+        return await self.archive.load(job_id)
+
+    async def run_deadlines(self) -> None:
+        """Fire accept, attempt and overall deadlines; runs until cancelled."""
+        await self.attempts.run_deadlines()
+
+    async def shutdown(self) -> None:
+        """Stop every unfinished job: cancel at its node and tell its clients."""
+        await self.binder.aclose()  # submits waiting on their binding get it first...
+        for _ in range(100):  # ...and record their jobs in their next step (bounded: 1 s)
+            if not self.table.pending:
+                break
+            await asyncio.sleep(0.01)
+        for job in list(self.table.active.values()):
+            await self.attempts.revoke(job, HUB_SHUTDOWN)
+            await self.attempts.finish(
+                job, ok=False,
+                error=ErrorInfo(error_codes.HUB_SHUTDOWN, "the hub is shutting down"),
+            )
+        await self.archive.flush()

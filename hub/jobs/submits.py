@@ -1,0 +1,138 @@
+"""`Submits`: a client's `submit` and `cancel`, from the frame to the job.
+
+    submit -> plan (select, assign; no I/O) -> bind request_id (store; with the
+    first Dispatch when the node is on another hub) -> commit (record, hand the
+    attempt to its node, `accepted`) -> replay early node events -> answer the
+    duplicates that arrived meanwhile
+
+The binding comes after the selection so that a dispatch to another hub costs
+no round trip of its own: the store appends it to the owner's inbox in the
+same atomic step, and only when the binding was made (a duplicate never
+dispatches). A request already bound goes to `Resubmits`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from loguru import logger
+
+from hub.cluster.cluster import Cluster
+from hub.core import error_codes
+from hub.core.config import HubConfig
+from hub.core.envelopes import encode
+from hub.core.errors import ProtocolError, StoreUnavailable
+from hub.core.job import BINDING_FAILED, CANCELLED
+from hub.core.messages import Cancel, ErrorInfo, Rejected, Submit
+from hub.core.metrics import Metrics
+from hub.jobs.admission import Admission
+from hub.jobs.attempts import Attempts
+from hub.jobs.binder import Binder
+from hub.jobs.delivery import ClientDelivery
+from hub.jobs.links import Link
+from hub.jobs.resubmits import Resubmits
+from hub.jobs.table import JobTable, Pending
+from hub.store.archive import JobArchive
+from hub.store.base import Binding
+
+
+class Submits:
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        table: JobTable,
+        admission: Admission,
+        attempts: Attempts,
+        resubmits: Resubmits,
+        delivery: ClientDelivery,
+        binder: Binder,
+        archive: JobArchive,
+        cluster: Cluster,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.hub_id = config.hub_id
+        self.table = table
+        self.admission = admission
+        self.attempts = attempts
+        self.resubmits = resubmits
+        self.delivery = delivery
+        self.binder = binder
+        self.archive = archive
+        self.cluster = cluster
+        self.metrics = metrics
+
+    async def submit(self, link: Link, message: Submit) -> None:
+        started_ns = time.perf_counter_ns()
+        table = self.table
+        job_id = table.new_job_id()
+        # Selected and assigned before the binding, so that a dispatch to a node of
+        # another hub goes out with the binding, atomically, in the same round trip.
+        plan = self.admission.plan(link, message, job_id)
+        job, assign, _ = plan
+        # The binding outlives the longest the job can run, plus the idempotency window.
+        config = self.config
+        ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)
+        binding = Binding(message.request_id, job_id, ttl_ms)
+        if job is not None and assign is not None and job.node_hub != self.hub_id:
+            binding = binding._replace(
+                send_to=job.node_hub, envelope=encode(self.attempts.dispatch(job, assign))
+            )
+        # Until the job exists, duplicates (from any hub) and node events wait here.
+        pending = table.pending[job_id] = Pending()
+        try:
+            existing = await self.binder.bind(binding)
+        except BaseException as exc:
+            del table.pending[job_id]
+            if job is not None and binding.send_to is not None:
+                # It may have gone out, with only the reply lost.
+                self.cluster.send(
+                    binding.send_to, self.attempts.revocation(job, BINDING_FAILED)
+                )
+            if not isinstance(exc, StoreUnavailable):
+                raise  # answered as an internal error by the session
+            # Fail fast: without the binding the hub cannot promise exactly-once.
+            self.metrics.submits.inc(error_codes.STORE_UNAVAILABLE)
+            await link.send(Rejected(
+                request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
+                message=str(exc),
+            ))
+            return
+        early, pending.early = pending.early or [], None  # later events find the job
+        if existing is not None:
+            del table.pending[job_id]  # nothing was dispatched: the script sent only if bound
+            await self.resubmits.attach(link, message, existing)
+            return
+        rejected = await self.admission.commit(
+            link, message, job_id, plan, started_ns, dispatched=binding.send_to is not None
+        )
+        for event in early:  # node events that overtook the binding's reply
+            try:
+                await event()
+            except ProtocolError as exc:  # about the node's message, not this client's
+                logger.bind(job_id=job_id).info("early node event refused: {}", exc.message)
+        del table.pending[job_id]
+        for watcher in pending.watchers:
+            if rejected is not None:
+                await self.delivery.to_watcher(watcher, rejected)
+            else:
+                await self.resubmits.add_watcher(job_id, watcher)
+
+    async def cancel(self, link: Link, message: Cancel) -> None:
+        job = self.table.get(message.job_id)
+        if job is None:
+            stored = await self.archive.load(message.job_id)
+            if stored is None:
+                raise ProtocolError(error_codes.UNKNOWN_JOB, f"no job {message.job_id}")
+            raise ProtocolError(
+                error_codes.JOB_FINISHED, f"job {message.job_id} is already finished"
+            )
+        if not any(w.client_id == link.peer_id and w.hub_id == self.hub_id for w in job.watchers):
+            raise ProtocolError(
+                error_codes.NOT_YOUR_JOB, f"job {message.job_id} was not submitted here"
+            )
+        await self.attempts.revoke(job, CANCELLED)
+        await self.attempts.finish(
+            job, ok=False, error=ErrorInfo(error_codes.CANCELLED, "cancelled by the client")
+        )

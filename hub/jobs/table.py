@@ -1,0 +1,71 @@
+"""`JobTable`: the jobs this hub is home to, and those being created.
+
+A job is *active* from the moment its request binding is confirmed until its
+one terminal result. Between the submit and that confirmation (a round trip
+to the store) it is *pending*: duplicates of its request (from any hub) and
+node events about it (which can overtake the binding's reply in
+cross-instance mode) wait in its `Pending` entry, and are answered or
+replayed once the job exists. Every collaborator of the job path reads and
+changes jobs through this one table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hub.core.job import Job, Watcher
+
+Replay = Callable[[], Awaitable[None]]
+"""A node event that arrived before its job existed, to run once it does."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A job whose request binding is on its way to the store."""
+
+    watchers: list[Watcher] = field(default_factory=list)
+    """Duplicate submits to answer once the job exists (or was refused)."""
+    early: list[Replay] | None = field(default_factory=list)
+    """Node events that overtook the binding's reply, in arrival order; None once the
+    reply is in (events then find the job itself)."""
+
+
+class JobTable:
+    __slots__ = ("_counter", "_prefix", "active", "hub_id", "pending", "submitted_ns")
+
+    def __init__(self, hub_id: str) -> None:
+        self.hub_id = hub_id
+        self.active: dict[str, Job] = {}
+        self.pending: dict[str, Pending] = {}
+        self.submitted_ns: dict[str, int] = {}
+        """When each active job's submit arrived (perf counter), for the latency metrics."""
+        # `<home hub id>.<boot token>.<counter>`: any hub can tell a job's home, and a
+        # restarted hub never reuses an id of its previous run.
+        self._prefix = f"{hub_id}.{os.urandom(4).hex()}."
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"JobTable({len(self.active)} active, {len(self.pending)} pending)"
+
+    def new_job_id(self) -> str:
+        self._counter += 1
+        return f"{self._prefix}{self._counter}"
+
+    def get(self, job_id: str) -> Job | None:
+        return self.active.get(job_id)
+
+    def add(self, job: Job, submitted_ns: int) -> None:
+        self.active[job.job_id] = job
+        self.submitted_ns[job.job_id] = submitted_ns
+
+    def remove(self, job_id: str) -> int | None:
+        """Forget a finished job; when its submit arrived (None if unknown)."""
+        self.active.pop(job_id, None)
+        return self.submitted_ns.pop(job_id, None)
+
+
+def job_home(job_id: str) -> str:
+    """The hub a job was submitted to (job ids are `<hub id>.<boot>.<counter>`)."""
+    return job_id.rsplit(".", 2)[0]

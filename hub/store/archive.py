@@ -1,0 +1,114 @@
+"""`JobArchive`: finished jobs' records, kept in the store for duplicates and `GET /v1/jobs`.
+
+A finished record is queued in memory and written in batches (one store
+round trip for everything finished since the last write), so that no handler
+waits on the store after a job's result is out: by `run`, or, for the jobs
+that an inbox batch finished, with the inbox's next read (`Cluster` takes them
+with `take`: the write costs no round trip of its own and is stored before the
+entries that finished those jobs are acknowledged). Until written, `load`
+answers from memory; while the store is unreachable the queue is kept
+(bounded by `BACKLOG_LIMIT`, oldest dropped first) and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from loguru import logger
+
+from hub.core.errors import StoreUnavailable
+from hub.core.job import JobRecord
+from hub.core.messages import JobResult, Result
+from hub.store.base import RecordBatch, Store
+
+BACKLOG_LIMIT = 200_000
+"""Finished records kept while the store is unreachable; half the oldest go past it."""
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(JobRecord)
+
+
+class JobArchive:
+    def __init__(self, *, store: Store, ttl_ms: int) -> None:
+        self._store = store
+        self._ttl_ms = ttl_ms
+        self._queued: dict[str, bytes] = {}
+        """Records not written yet."""
+        self._writing: dict[str, bytes] = {}
+        """Records being written (by `flush`, or riding with an inbox read)."""
+        self._ready = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"JobArchive({len(self._queued)} queued, {len(self._writing)} being written)"
+
+    def put(self, record: JobRecord) -> None:
+        """Archive a finished job's record (written by `run` shortly after)."""
+        self._queued[record.job_id] = _encoder.encode(record)
+        self._ready.set()
+
+    async def load(self, job_id: str) -> JobRecord | None:
+        """A finished job's record (its `result` is set), from any hub; None if unknown."""
+        data = self._queued.get(job_id) or self._writing.get(job_id)
+        if data is None:
+            data = await self._store.load_job(job_id)
+        return None if data is None else _decoder.decode(data)
+
+    def take(self) -> RecordBatch | None:
+        """The queued records, to write now (whoever takes them calls `settle`)."""
+        if not self._queued:
+            return None
+        batch = RecordBatch(list(self._queued.items()), self._ttl_ms)
+        self._writing.update(self._queued)
+        self._queued = {}
+        return batch
+
+    def settle(self, batch: RecordBatch) -> None:
+        """A taken batch was written (`batch.saved`), or not: then it is queued again."""
+        for job_id, data in batch.items:
+            if self._writing.get(job_id) is data:
+                del self._writing[job_id]
+            if not batch.saved:
+                self._queued.setdefault(job_id, data)  # unless a newer one was put
+        if not batch.saved:
+            self._ready.set()
+
+    async def run(self) -> None:
+        """Write queued records, many per round trip; runs until cancelled."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            if not await self.flush():
+                await asyncio.sleep(0.2)  # the store is down: retry, keeping the records
+                self._ready.set()
+
+    async def flush(self) -> bool:
+        """Write what is queued; False when the store could not be reached."""
+        batch = self.take()
+        if batch is None:
+            return True
+        try:
+            await self._store.save_jobs(batch.items, batch.ttl_ms)
+            batch.saved = True
+        except StoreUnavailable as exc:
+            logger.warning("{} finished job records wait for the store: {}", len(batch.items), exc)
+        finally:
+            self.settle(batch)
+        if len(self._queued) > BACKLOG_LIMIT:
+            for job_id in list(self._queued)[: len(self._queued) // 2]:
+                del self._queued[job_id]  # oldest first: only a late resubmit misses them
+        return batch.saved
+
+    async def put_orphan(self, node_id: str, request_id: str, message: JobResult) -> None:
+        """Keep the result of a job whose home hub died, for the client's resubmit."""
+        if await self.load(message.job_id) is not None:
+            return
+        result = Result(
+            request_id=request_id, job_id=message.job_id, node_id=node_id, ok=message.ok,
+            attempts=message.attempt, output=message.output, error=message.error,
+        )
+        self.put(JobRecord(
+            job_id=message.job_id, request_id=request_id, node_id=node_id,
+            status="done" if message.ok else "failed", attempt=message.attempt, result=result,
+            orphaned=True,
+        ))
