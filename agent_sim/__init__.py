@@ -1,21 +1,40 @@
-"""Node-side code: the `NodeAgent` SDK, seeded simulated behaviour and fleets.
+"""Node-side code: the `NodeAgent` SDK, a small hub client, seeded simulated behaviour and fleets.
 
-`agent_sim.agent` is what a real GPU node embeds; `agent_sim.behaviour` is pure
-(seeded capabilities, service times, faults); `agent_sim.fleet` runs many
-simulated agents in one process; `agent_sim.cli` is the `agent-sim` command.
+What a node author needs is importable from here: `NodeAgent` and what its
+handler sees (`JobContext`, `JobFailed`), the capability model it advertises
+(`Capabilities`, `LanguagePair`, `Pipeline`, re-exported from
+`hub.core.messages`) and `HubClient` to submit jobs for testing.
+
+The modules:
+
+- `agent_sim.agent`: `NodeAgent`, the SDK a real GPU node embeds; it holds
+  its parts `agent_sim.connection` (connect, register, heartbeat, reconnect),
+  `agent_sim.jobs` (accept, run, report jobs), `agent_sim.frames` (encode,
+  decode, send) and `agent_sim.state` (what they share);
+- `agent_sim.job`: what handlers and fault policies see;
+- `agent_sim.client`: `HubClient`, a client of `/v1/client`;
+- `agent_sim.behaviour`: pure, seeded capabilities, service times, faults;
+- `agent_sim.fleet`: many simulated agents in one process;
+- `agent_sim.cli`: the `agent-sim` command.
 """
 
 from agent_sim.agent import JobContext, JobFailed, NodeAgent
 from agent_sim.behaviour import Behaviour, FaultDecision, Profile, get_profile, node_capabilities
+from agent_sim.client import HubClient
 from agent_sim.fleet import Fleet
+from hub.core.messages import Capabilities, LanguagePair, Pipeline
 
 __all__ = [
     "Behaviour",
+    "Capabilities",
     "FaultDecision",
     "Fleet",
+    "HubClient",
     "JobContext",
     "JobFailed",
+    "LanguagePair",
     "NodeAgent",
+    "Pipeline",
     "Profile",
     "get_profile",
     "node_capabilities",

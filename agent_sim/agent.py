@@ -13,11 +13,21 @@ A `FaultPolicy` (see `agent_sim.behaviour`) may be consulted on every
 `job_assign` to inject faults: reject, delay the accept, or crash mid-job by
 aborting the TCP connection without a close frame.
 
-The code is split by what it does: `agent_sim.job` (what handlers and fault
-policies see), `agent_sim.agent_session` (connect, register, serve,
-reconnect), `agent_sim.agent_jobs` (accept, run, report jobs) and
-`agent_sim.agent_frames` (encode, decode, send). `NodeAgent` here owns the
-state and the public lifecycle; every name is importable from this module.
+`NodeAgent` owns the public lifecycle and holds its parts, each built here
+and handed what it needs:
+
+- `agent_sim.connection.ConnectionLoop`: connect, register, heartbeat,
+  serve, reconnect; the registration state and connection counters;
+- `agent_sim.jobs.JobRunner`: accept or reject, run and report jobs; the job
+  counters;
+- `agent_sim.frames.Frames`: encode, decode and send on the current
+  connection, abort it;
+- `agent_sim.state.AgentState`: what they share (node id, capabilities,
+  logger, the draining and stopping flags).
+
+`agent_sim.job` is what handlers and fault policies see. The public names are
+importable from this module; the parts' state is exposed as read-only
+properties of `NodeAgent`.
 """
 
 from __future__ import annotations
@@ -30,21 +40,14 @@ from types import TracebackType
 from typing import Self
 
 from loguru import logger
-from websockets.asyncio.client import ClientConnection
 
-from agent_sim.agent_jobs import _JobKey as _JobKey
-from agent_sim.agent_session import NODE_PATH, _AgentSession, node_url
-from agent_sim.agent_session import STABLE_SESSION_S as STABLE_SESSION_S
-from agent_sim.agent_session import _RegistrationRefused as _RegistrationRefused
+from agent_sim.connection import NODE_PATH, ConnectionLoop, node_url
+from agent_sim.connection import STABLE_SESSION_S as STABLE_SESSION_S
+from agent_sim.frames import Frames
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler
-from hub.core.messages import (
-    Capabilities,
-    CapabilitiesUpdate,
-    Codec,
-    Drain,
-    NodeOutbound,
-    agent_codec,
-)
+from agent_sim.jobs import JobRunner
+from agent_sim.state import AgentState
+from hub.core.messages import Capabilities, CapabilitiesUpdate, Drain
 
 __all__ = [
     "NODE_PATH",
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 
-class NodeAgent(_AgentSession):
+class NodeAgent:
     """A node's connection to its hubs. Use as `async with NodeAgent(...) as agent:`.
 
     Observable state: `registered` (an Event, set while registered), `hub_id`,
@@ -86,62 +89,35 @@ class NodeAgent(_AgentSession):
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
     ) -> None:
-        if not hub_urls:
-            raise ValueError("hub_urls must not be empty")
-        if not 0 < reconnect_min_s <= reconnect_max_s:
-            raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
-        self.node_id = node_id
-        self.capabilities = capabilities
-        self.hub_urls: tuple[str, ...] = tuple(node_url(u) for u in hub_urls)
-        self.binary = binary
-        self.version = version
-        self._handler = handler
-        self._token = token
-        self._reconnect_min_s = reconnect_min_s
-        self._reconnect_max_s = reconnect_max_s
-        self._rng = rng if rng is not None else random.Random()
-        self._faults = faults
-        self._open_timeout_s = open_timeout_s
-        self._register_timeout_s = register_timeout_s
-        self._close_timeout_s = close_timeout_s
-        self._ping_interval_s = ping_interval_s
-
-        self.registered = asyncio.Event()
-        self.hub_id: str | None = None
-        self.pool: int | None = None
-        self.heartbeat_interval_ms: int | None = None
-        self.connected_url: str | None = None
-        self.accepted = 0
-        self.rejected = 0
-        self.completed = 0
-        self.failed = 0
-        self.cancelled = 0
-        self.lost = 0
-        self.connects = 0
-        self.disconnects = 0
-        self.conflicts = 0
-
-        self._ws: ClientConnection | None = None
-        self._codecs: dict[bool, Codec[NodeOutbound]] = {
-            False: agent_codec(binary=False),
-            True: agent_codec(binary=True),
-        }
-        self._jobs: dict[_JobKey, asyncio.Task[None]] = {}
-        self._cancel_requested: set[_JobKey] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._draining = False
-        self._stopping = False
+        log = logger.bind(node_id=node_id)
+        self._state = AgentState(node_id=node_id, capabilities=capabilities, log=log)
+        self._frames = Frames(node_id=node_id, log=log)
+        self._jobs = JobRunner(self._state, self._frames, handler=handler, faults=faults)
+        self._connection = ConnectionLoop(
+            self._state,
+            self._frames,
+            self._jobs,
+            hub_urls=hub_urls,
+            binary=binary,
+            version=version,
+            token=token,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+            rng=rng if rng is not None else random.Random(),
+            open_timeout_s=open_timeout_s,
+            register_timeout_s=register_timeout_s,
+            close_timeout_s=close_timeout_s,
+            ping_interval_s=ping_interval_s,
+        )
         self._run_task: asyncio.Task[None] | None = None
-        self._log = logger.bind(node_id=node_id)
 
     # --- lifecycle ------------------------------------------------------------------
 
     def __repr__(self) -> str:
         state = "registered" if self.registered.is_set() else "connecting"
-        if self._stopping:
+        if self._state.stopping:
             state = "closed"
-        elif self._draining:
+        elif self._state.draining:
             state = "draining"
         return (
             f"NodeAgent(node_id={self.node_id!r}, {state}, url={self.connected_url!r}, "
@@ -165,12 +141,12 @@ class NodeAgent(_AgentSession):
         """Start connecting in the background; see `wait_registered`."""
         if self._run_task is not None:
             raise RuntimeError("NodeAgent already started")
-        self._run_task = asyncio.create_task(self._run(), name=f"agent:{self.node_id}")
+        self._run_task = asyncio.create_task(self._connection.run(), name=f"agent:{self.node_id}")
 
     async def aclose(self) -> None:
         """Close the connection (code 1000), cancel running jobs and stop reconnecting."""
-        self._stopping = True
-        ws = self._ws
+        self._state.stopping = True
+        ws = self._frames.current
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -187,12 +163,13 @@ class NodeAgent(_AgentSession):
         cancelled by the close. New job_assigns are rejected ("draining")
         meanwhile, and the agent does not reconnect after a drop.
         """
-        self._draining = True
-        if self._ws is not None and self.registered.is_set():
-            await self._send(self._ws, Drain())
+        self._state.draining = True
+        ws = self._frames.current
+        if ws is not None and self.registered.is_set():
+            await self._frames.send(ws, Drain())
         drained = True
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            await asyncio.wait_for(self._jobs.wait_idle(), timeout_s)
         except TimeoutError:
             drained = False
         await self.aclose()
@@ -202,9 +179,23 @@ class NodeAgent(_AgentSession):
         """Wait until the agent is registered; raise `TimeoutError` after `timeout_s`."""
         await asyncio.wait_for(self.registered.wait(), timeout_s)
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
+    async def update_capabilities(self, capabilities: Capabilities) -> None:
+        """Advertise new capabilities (kept for re-registration too)."""
+        self._state.capabilities = capabilities
+        ws = self._frames.current
+        if ws is not None and self.registered.is_set():
+            await self._frames.send(ws, CapabilitiesUpdate(capabilities=capabilities))
+
+    def abort_connection(self) -> bool:
+        """Fault injection: drop the TCP connection without a close frame; it reconnects.
+
+        Returns whether there was a connection to drop.
+        """
+        ws = self._frames.current
+        if ws is None:
+            return False
+        self._frames.abort(ws)
+        return True
 
     def stats(self) -> dict[str, int]:
         return {
@@ -221,19 +212,100 @@ class NodeAgent(_AgentSession):
             "conflicts": self.conflicts,
         }
 
-    async def update_capabilities(self, capabilities: Capabilities) -> None:
-        """Advertise new capabilities (kept for re-registration too)."""
-        self.capabilities = capabilities
-        if self._ws is not None and self.registered.is_set():
-            await self._send(self._ws, CapabilitiesUpdate(capabilities=capabilities))
+    # --- identity and configuration ------------------------------------------------------
 
-    def abort_connection(self) -> bool:
-        """Fault injection: drop the TCP connection without a close frame; it reconnects.
+    @property
+    def node_id(self) -> str:
+        return self._state.node_id
 
-        Returns whether there was a connection to drop.
-        """
-        ws = self._ws
-        if ws is None:
-            return False
-        self._abort(ws)
-        return True
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the agent advertises; change it with `update_capabilities`."""
+        return self._state.capabilities
+
+    @property
+    def hub_urls(self) -> tuple[str, ...]:
+        """The hubs' node endpoints, tried in this order."""
+        return self._connection.hub_urls
+
+    @property
+    def binary(self) -> bool:
+        """Whether the agent asks for MessagePack (`True`) or JSON frames."""
+        return self._connection.binary
+
+    @property
+    def version(self) -> str:
+        return self._connection.version
+
+    @property
+    def draining(self) -> bool:
+        return self._state.draining
+
+    # --- the connection ------------------------------------------------------------------
+
+    @property
+    def registered(self) -> asyncio.Event:
+        """Set while registered with a hub."""
+        return self._connection.registered
+
+    @property
+    def hub_id(self) -> str | None:
+        return self._connection.hub_id
+
+    @property
+    def pool(self) -> int | None:
+        return self._connection.pool
+
+    @property
+    def heartbeat_interval_ms(self) -> int | None:
+        return self._connection.heartbeat_interval_ms
+
+    @property
+    def connected_url(self) -> str | None:
+        return self._connection.connected_url
+
+    @property
+    def connects(self) -> int:
+        return self._connection.connects
+
+    @property
+    def disconnects(self) -> int:
+        return self._connection.disconnects
+
+    @property
+    def conflicts(self) -> int:
+        """Registrations refused with `node_id_conflict`."""
+        return self._connection.conflicts
+
+    # --- the jobs ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        """Jobs held: assigned and not finished, minus those the hub cancelled."""
+        return self._jobs.running
+
+    @property
+    def accepted(self) -> int:
+        return self._jobs.accepted
+
+    @property
+    def rejected(self) -> int:
+        return self._jobs.rejected
+
+    @property
+    def completed(self) -> int:
+        return self._jobs.completed
+
+    @property
+    def failed(self) -> int:
+        return self._jobs.failed
+
+    @property
+    def cancelled(self) -> int:
+        """Jobs cancelled by the hub's `job_cancel`."""
+        return self._jobs.cancelled
+
+    @property
+    def lost(self) -> int:
+        """Jobs cancelled because the connection dropped or the agent closed."""
+        return self._jobs.lost

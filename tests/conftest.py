@@ -14,7 +14,7 @@ import pytest
 
 from hub.app.hub import Hub
 from hub.core.config import HubConfig
-from tests.hubtest import (
+from tests.support.hubtest import (
     AutoNode,
     Msg,
     TestClient,

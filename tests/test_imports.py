@@ -117,3 +117,17 @@ def test_the_checker_sees_imports() -> None:
     assert any(layer_of(m) == "jobs" for m in imported_modules(HUB / "net" / "sessions.py"))
     assert layer_of("hub") is None and layer_of("agent_sim.agent") is None
     assert len(hub_modules()) > 40
+
+
+def test_the_sdk_composes_its_parts() -> None:
+    """`NodeAgent` holds its connection, jobs and frames; no SDK class extends another."""
+    sdk = [(w, n) for w, n in project_classes() if w.startswith("agent_sim/")]
+    names = {node.name for _, node in sdk}
+    inheriting = [
+        f"{where} {node.name}"
+        for where, node in sdk
+        if any(isinstance(b, ast.Name) and b.id in names for b in node.bases)
+        and not node.name.endswith(("Error", "Refused", "Failed"))
+    ]
+    assert not inheriting, inheriting
+    assert "NodeAgent" in names and len(sdk) > 8

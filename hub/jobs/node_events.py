@@ -73,7 +73,7 @@ class NodeEvents:
             elif isinstance(message, JobResult):
                 await self.archive.put_orphan(node_id, request_id, message)
             return
-        job = self.table.get(message.job_id)
+        job = self.table.active.get(message.job_id)
         if job is None:
             if (early := self._early(message.job_id)) is not None:
                 early.append(

@@ -55,6 +55,18 @@ class JobEvents(Protocol):
         ...
 
 
+class _Unattached:
+    """The `JobEvents` of a registry nobody called `report_to` on."""
+
+    async def node_event(
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+    ) -> None:
+        raise RuntimeError("NodeRegistry.report_to was never called")
+
+    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
+        raise RuntimeError("NodeRegistry.report_to was never called")
+
+
 @dataclass(slots=True)
 class Assignment:
     attempt: int
@@ -93,18 +105,14 @@ class NodeRegistry:
         self._hub_id = config.hub_id
         self._fleet = fleet
         self._store = store
-        self._events: JobEvents | None = None
+        self.events: JobEvents = _Unattached()
+        """Where node messages about jobs go (the jobs' home role); see `report_to`."""
         self.registered: dict[str, RegisteredNode] = {}
         """The nodes registered here, by node id."""
 
     def report_to(self, events: JobEvents) -> None:
-        """Where node messages about jobs go (the jobs' home role)."""
-        self._events = events
-
-    @property
-    def events(self) -> JobEvents:
-        assert self._events is not None, "NodeRegistry.report_to was never called"
-        return self._events
+        """Report node messages about jobs to `events` (the jobs' home role)."""
+        self.events = events
 
     def __repr__(self) -> str:
         busy = sum(len(s.assignments) for s in self.registered.values())

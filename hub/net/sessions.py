@@ -79,8 +79,8 @@ class NodeWatchdog:
         self._links[link.peer_id] = link
         self._last_seen[link.peer_id] = time.monotonic()
 
-    def seen(self, link: Link) -> None:
-        self._last_seen[link.peer_id] = time.monotonic()
+    def seen(self, peer_id: str) -> None:
+        self._last_seen[peer_id] = time.monotonic()
 
     def forget(self, link: Link) -> None:
         self._links.pop(link.peer_id, None)
@@ -153,6 +153,7 @@ class NodeSession:
         self.link = link
         self.closed = False
         """True once the session closed itself: stop feeding it."""
+        self._peer_id = link.peer_id
         self._registry: NodeRegistry = sessions.service.nodes
         self._metrics = sessions.metrics
         self._watchdog = sessions.watchdog
@@ -167,7 +168,7 @@ class NodeSession:
 
     async def received(self, message: Any) -> None:
         """A decoded message from the node."""
-        self._watchdog.seen(self.link)
+        self._watchdog.seen(self._peer_id)
         try:
             if self._node is None:
                 if not isinstance(message, Register):
@@ -191,7 +192,7 @@ class NodeSession:
 
     async def undecodable(self, exc: ProtocolError) -> None:
         """A frame that did not decode."""
-        self._watchdog.seen(self.link)
+        self._watchdog.seen(self._peer_id)
         await self.refuse(exc)
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> None:

@@ -67,8 +67,15 @@ class DeadlineLoop(Generic[T]):
                     async with asyncio.timeout(delay_s):
                         await self._wake.wait()
                 continue
-            for item in self._queue.pop_due(self.clock.now_ms()):
-                try:
-                    await self._on_due(item)
-                except Exception:  # one job's trouble must not stop every deadline
-                    logger.exception("deadline handling failed for {}", item)
+            await self.fire_due()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def fire_due(self) -> None:
+        """Hand every deadline due by the clock's now to the handler, in order."""
+        for item in self._queue.pop_due(self.clock.now_ms()):
+            try:
+                await self._on_due(item)
+            except Exception:  # one job's trouble must not stop every deadline
+                logger.exception("deadline handling failed for {}", item)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
-from tests.hubtest import caps, first_assigned, http_get, wait_until
+from tests.support.hubtest import caps, first_assigned, http_get, wait_until
 
 NO_ASR_TTS = {"asr": False, "nmt": True, "tts": False}
 

@@ -11,7 +11,7 @@ import pytest
 from hub.app.settings import load_config
 from hub.core.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:

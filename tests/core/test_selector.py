@@ -11,7 +11,7 @@ from hub.core.capabilities import REASON_ORDER, Requirements
 from hub.core.messages import Pipeline, Submit
 from hub.core.selector import breakdown, node_reason, select_node
 from hub.core.snapshot import DRAINING, OFFLINE, NodeState, NodeStatus, Snapshot
-from tests.test_snapshot import caps
+from tests.core.test_snapshot import caps
 
 
 def node(

@@ -18,7 +18,7 @@ from hub.core.messages import JobResult
 from hub.store.base import Binding
 from hub.store.redis import RedisStore
 from tests.conftest import FAST, Net
-from tests.hubtest import wait_until, wait_until_async
+from tests.support.hubtest import wait_until, wait_until_async
 from tests.support.redis_server import RedisServer
 
 

@@ -14,7 +14,15 @@ from websockets.exceptions import InvalidStatus
 from agent_sim.client import HubClient
 from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
-from tests.hubtest import TIMEOUT_S, Msg, TestClient, TestNode, caps, connect_node, wait_until
+from tests.support.hubtest import (
+    TIMEOUT_S,
+    Msg,
+    TestClient,
+    TestNode,
+    caps,
+    connect_node,
+    wait_until,
+)
 
 STEADY = caps([("xx", "yy")], max_concurrency=8)
 

@@ -6,7 +6,7 @@ import json
 
 from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
-from tests.hubtest import caps, http_get
+from tests.support.hubtest import caps, http_get
 
 NODE_FIELDS = {"node_id", "hub_id", "pool", "status", "running", "max_concurrency", "capabilities"}
 

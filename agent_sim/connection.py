@@ -1,9 +1,12 @@
-"""The agent's session: connect, register, heartbeat, serve, reconnect.
+"""An agent's connection loop: connect, register, heartbeat, serve, reconnect.
 
-`node_url` normalises hub URLs. `_AgentSession` is a base class of
-`agent_sim.agent.NodeAgent`: its run loop keeps one WebSocket session to
-`/v1/node` alive, cycling through the hub URLs with exponential backoff and
-full jitter, and cancels the running jobs when a connection drops.
+`node_url` normalises hub URLs. `ConnectionLoop.run` keeps one WebSocket
+session to `/v1/node` alive, cycling through the hub URLs with exponential
+backoff and full jitter; a session that stayed registered for
+`STABLE_SESSION_S` resets the backoff. Each connection registers, then
+heartbeats and hands the hub's `job_assign` / `job_cancel` to the agent's
+`JobRunner` (agent_sim.jobs), which it tells to cancel every job when the
+connection drops. The loop stops when the agent is stopping or draining.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,16 +22,22 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from agent_sim.agent_jobs import _AgentJobs
+from agent_sim.frames import Frames
+from agent_sim.jobs import JobRunner
+from agent_sim.state import AgentState
 from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
-    Capabilities,
     Error,
     Heartbeat,
+    JobAssign,
+    JobCancel,
+    NodeOutbound,
     Register,
     Registered,
 )
+
+__all__ = ["NODE_PATH", "STABLE_SESSION_S", "ConnectionLoop", "node_url"]
 
 NODE_PATH: Final = "/v1/node"
 STABLE_SESSION_S: Final = 1.0
@@ -50,40 +60,96 @@ class _RegistrationRefused(Exception):
         self.code = code
 
 
-class _AgentSession(_AgentJobs):
-    """The connection loop of `NodeAgent`; the attributes are set by `NodeAgent.__init__`."""
+class ConnectionLoop:
+    """The connection of one `NodeAgent` to its hubs.
 
-    capabilities: Capabilities
-    hub_urls: tuple[str, ...]
-    binary: bool
-    version: str
-    registered: asyncio.Event
-    hub_id: str | None
-    pool: int | None
-    heartbeat_interval_ms: int | None
-    connected_url: str | None
-    connects: int
-    disconnects: int
-    conflicts: int
-    _token: str | None
-    _reconnect_min_s: float
-    _reconnect_max_s: float
-    _rng: random.Random
-    _open_timeout_s: float
-    _register_timeout_s: float
-    _close_timeout_s: float
-    _ping_interval_s: float | None
-    _stopping: bool
+    Observable state: `registered` (an Event, set while registered), `hub_id`,
+    `pool`, `heartbeat_interval_ms`, `connected_url` (of the last
+    registration) and the counters `connects`, `disconnects`, `conflicts`.
+    """
+
+    __slots__ = (
+        "_close_timeout_s",
+        "_frames",
+        "_jobs",
+        "_open_timeout_s",
+        "_ping_interval_s",
+        "_reconnect_max_s",
+        "_reconnect_min_s",
+        "_register_timeout_s",
+        "_rng",
+        "_state",
+        "_token",
+        "binary",
+        "conflicts",
+        "connected_url",
+        "connects",
+        "disconnects",
+        "heartbeat_interval_ms",
+        "hub_id",
+        "hub_urls",
+        "pool",
+        "registered",
+        "version",
+    )
+
+    def __init__(
+        self,
+        state: AgentState,
+        frames: Frames,
+        jobs: JobRunner,
+        *,
+        hub_urls: Sequence[str],
+        binary: bool,
+        version: str,
+        token: str | None,
+        reconnect_min_s: float,
+        reconnect_max_s: float,
+        rng: random.Random,
+        open_timeout_s: float,
+        register_timeout_s: float,
+        close_timeout_s: float,
+        ping_interval_s: float | None,
+    ) -> None:
+        if not hub_urls:
+            raise ValueError("hub_urls must not be empty")
+        if not 0 < reconnect_min_s <= reconnect_max_s:
+            raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
+        self._state = state
+        self._frames = frames
+        self._jobs = jobs
+        self.hub_urls: tuple[str, ...] = tuple(node_url(u) for u in hub_urls)
+        self.binary = binary
+        self.version = version
+        self._token = token
+        self._reconnect_min_s = reconnect_min_s
+        self._reconnect_max_s = reconnect_max_s
+        self._rng = rng
+        self._open_timeout_s = open_timeout_s
+        self._register_timeout_s = register_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._ping_interval_s = ping_interval_s
+
+        self.registered = asyncio.Event()
+        self.hub_id: str | None = None
+        self.pool: int | None = None
+        self.heartbeat_interval_ms: int | None = None
+        self.connected_url: str | None = None
+        self.connects = 0
+        self.disconnects = 0
+        self.conflicts = 0
 
     def _backoff_s(self, failures: int) -> float:
         """Exponential backoff with full jitter, in [reconnect_min_s, reconnect_max_s]."""
         cap = min(self._reconnect_max_s, self._reconnect_min_s * 2.0 ** min(failures + 1, 30))
         return self._rng.uniform(self._reconnect_min_s, cap)
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Connect, serve and reconnect until the agent is stopping or draining."""
+        state = self._state
         index = 0
         failures = 0
-        while not self._stopping:
+        while not state.stopping:
             url = self.hub_urls[index]
             started = time.monotonic()
             try:
@@ -91,10 +157,10 @@ class _AgentSession(_AgentJobs):
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 # Unreachable or refused at the handshake: try the next hub.
                 next_url = self.hub_urls[(index + 1) % len(self.hub_urls)]
-                self._log.log(
+                state.log.log(
                     "INFO" if failures == 0 else "DEBUG",
                     "{} cannot connect to {}: {!r}; next {}",
-                    self.node_id,
+                    state.node_id,
                     url,
                     exc,
                     next_url,
@@ -104,16 +170,18 @@ class _AgentSession(_AgentJobs):
             except _RegistrationRefused as exc:
                 if exc.code == "node_id_conflict":
                     self.conflicts += 1
-                self._log.log(
+                state.log.log(
                     "INFO" if failures == 0 else "DEBUG",
                     "{} registration refused by {}: {}",
-                    self.node_id,
+                    state.node_id,
                     url,
                     exc,
                 )
                 failures += 1
             except Exception:  # a bug or an unexpected library error: never die silently
-                self._log.opt(exception=True).error("{} connection to {} failed", self.node_id, url)
+                state.log.opt(exception=True).error(
+                    "{} connection to {} failed", state.node_id, url
+                )
                 failures += 1
             else:
                 if registered and time.monotonic() - started >= STABLE_SESSION_S:
@@ -122,7 +190,7 @@ class _AgentSession(_AgentJobs):
                     failures += 1
                 if not registered:  # closed before `registered`: that hub is not serving
                     index = (index + 1) % len(self.hub_urls)
-            if self._stopping or self._draining:
+            if state.stopping or state.draining:
                 break
             await asyncio.sleep(self._backoff_s(failures))
 
@@ -145,7 +213,7 @@ class _AgentSession(_AgentJobs):
             proxy=None,
         ) as ws:
             self.connects += 1
-            self._ws = ws
+            self._frames.current = ws
             registered = False
             try:
                 try:
@@ -159,21 +227,23 @@ class _AgentSession(_AgentJobs):
             except ConnectionClosed:
                 pass
             finally:
-                self._ws = None
+                self._frames.current = None
                 if self.registered.is_set():
                     self.registered.clear()
-                    if not self._stopping:  # not our own close
+                    if not self._state.stopping:  # not our own close
                         self.disconnects += 1
-                        self._log.info("{} disconnected from {}", self.node_id, url)
+                        self._state.log.info("{} disconnected from {}", self._state.node_id, url)
             return registered
 
     async def _register(self, ws: ClientConnection, url: str) -> None:
+        state = self._state
         self.hub_id = self.connected_url = None
-        await ws.send(self._encode(ws, Register(self.node_id, self.capabilities, self.version)))
+        register = Register(state.node_id, state.capabilities, self.version)
+        await ws.send(self._frames.encode(ws, register))
         registered: Registered | None = None
         async with asyncio.timeout(self._register_timeout_s):
             while registered is None:
-                message = self._decode(ws, await ws.recv())
+                message = self._frames.decode(ws, await ws.recv())
                 match message:
                     case Registered():
                         registered = message
@@ -182,17 +252,17 @@ class _AgentSession(_AgentJobs):
                     case None:
                         pass
                     case _:
-                        self._log.debug("{} ignored {!r} before registered", self.node_id, message)
+                        state.log.debug("{} ignored {!r} before registered", state.node_id, message)
         self.hub_id = registered.hub_id
         self.pool = registered.pool
         self.heartbeat_interval_ms = registered.heartbeat_interval_ms
         self.connected_url = url
         self.registered.set()
         level = "DEBUG" if self.connects == 1 else "INFO"
-        self._log.log(
+        state.log.log(
             level,
             "{} registered with {} at {} (pool {})",
-            self.node_id,
+            state.node_id,
             self.hub_id,
             url,
             self.pool,
@@ -200,23 +270,42 @@ class _AgentSession(_AgentJobs):
 
     async def _serve(self, ws: ClientConnection) -> None:
         """Heartbeat and handle hub messages until the connection closes."""
-        aux: set[asyncio.Task[None]] = set()
         try:
             async with asyncio.TaskGroup() as tg:
-                aux.add(tg.create_task(self._heartbeat_loop(ws)))
+                heartbeat = tg.create_task(self._heartbeat_loop(ws))
                 try:
                     async for frame in ws:
-                        message = self._decode(ws, frame)
+                        message = self._frames.decode(ws, frame)
                         if message is not None:
-                            await self._dispatch(ws, tg, aux, message)
+                            await self._dispatch(ws, tg, message)
                 except ConnectionClosed:
                     pass
                 finally:
                     # The hub fails these attempts over; nothing is sent for them.
-                    for task in (*aux, *self._jobs.values()):
-                        task.cancel()
+                    heartbeat.cancel()
+                    self._jobs.cancel_all()
         finally:
-            self._cancel_requested.clear()
+            self._jobs.forget_cancels()
+
+    async def _dispatch(
+        self, ws: ClientConnection, tg: asyncio.TaskGroup, message: NodeOutbound
+    ) -> None:
+        state = self._state
+        match message:
+            case JobAssign():
+                await self._jobs.assign(ws, tg, message)
+            case JobCancel(job_id=job_id, attempt=attempt):
+                self._jobs.cancel(job_id, attempt)
+            case Error():
+                state.log.debug(
+                    "{} hub error {}: {} (job {})",
+                    state.node_id,
+                    message.code,
+                    message.message,
+                    message.job_id,
+                )
+            case Registered():
+                state.log.debug("{} unexpected registered while registered", state.node_id)
 
     async def _heartbeat_loop(self, ws: ClientConnection) -> None:
         interval_ms = self.heartbeat_interval_ms or 0
@@ -224,5 +313,5 @@ class _AgentSession(_AgentJobs):
             return
         while True:
             await asyncio.sleep(interval_ms / 1000.0)
-            if not await self._send(ws, Heartbeat(running=self.running)):
+            if not await self._frames.send(ws, Heartbeat(running=self._jobs.running)):
                 return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
-from tests.hubtest import caps, connect_node, wait_until
+from tests.support.hubtest import caps, connect_node, wait_until
 
 
 async def test_register_must_be_first(hub: Hub, net: Net) -> None:

@@ -9,7 +9,7 @@ import pytest
 from agent_sim import cli
 from agent_sim.fleet import Fleet, node_id_for
 from hub.core.messages import Drain, JobAccept, JobProgress, JobResult
-from tests.test_agent_session import TIMEOUT_S, HubConn, ScriptedHub, assign
+from tests.agent_sim.test_agent_session import TIMEOUT_S, HubConn, ScriptedHub, assign
 
 
 def test_node_ids_and_deterministic_capabilities() -> None:

@@ -1,0 +1,210 @@
+"""An agent's jobs: accept or reject `job_assign`, run the handler, report the result.
+
+`JobRunner` decides each `job_assign` (draining -> "draining", full ->
+"busy", else the `FaultPolicy`: reject, delayed accept, crash mid-job), runs
+each accepted job as a task in the connection's `TaskGroup`, sends
+`job_accept`, `job_progress` and `job_result` on the connection the job came
+from, honours `job_cancel` and keeps the job counters. When the connection
+drops, `agent_sim.connection.ConnectionLoop` calls `cancel_all`: the hub
+fails those attempts over, so nothing is sent for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from websockets.asyncio.client import ClientConnection
+
+from agent_sim.behaviour import NO_FAULT, FaultDecision
+from agent_sim.frames import Frames
+from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler
+from agent_sim.state import AgentState
+from hub.core.messages import (
+    ErrorInfo,
+    JobAccept,
+    JobAssign,
+    JobProgress,
+    JobReject,
+    JobResult,
+)
+
+__all__ = ["JobRunner"]
+
+_JobKey = tuple[str, int]
+
+
+class JobRunner:
+    """The jobs of one `NodeAgent`: counters `accepted`, `rejected`, `completed`,
+    `failed`, `cancelled` (by `job_cancel`), `lost` (cancelled because the
+    connection dropped or the agent closed) and `running`."""
+
+    __slots__ = (
+        "_cancel_requested",
+        "_faults",
+        "_frames",
+        "_handler",
+        "_idle",
+        "_jobs",
+        "_state",
+        "_timers",
+        "accepted",
+        "cancelled",
+        "completed",
+        "failed",
+        "lost",
+        "rejected",
+    )
+
+    def __init__(
+        self,
+        state: AgentState,
+        frames: Frames,
+        *,
+        handler: JobHandler,
+        faults: FaultPolicy | None,
+    ) -> None:
+        self._state = state
+        self._frames = frames
+        self._handler = handler
+        self._faults = faults
+        self.accepted = 0
+        self.rejected = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.lost = 0
+        self._jobs: dict[_JobKey, asyncio.Task[None]] = {}
+        self._cancel_requested: set[_JobKey] = set()
+        self._timers: set[asyncio.Task[None]] = set()
+        """Pending simulated crashes (`FaultDecision.crash_after_s`)."""
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def running(self) -> int:
+        """Jobs this agent holds: assigned and not yet finished (pending accepts included).
+
+        A job the hub cancelled no longer counts, even while its task winds down:
+        the hub freed that slot when it sent `job_cancel` and may fill it at once."""
+        return len(self._jobs) - len(self._cancel_requested & self._jobs.keys())
+
+    async def wait_idle(self) -> None:
+        """Return once no job is running (at once when none is)."""
+        await self._idle.wait()
+
+    # --- what the connection loop calls -------------------------------------------------
+
+    async def assign(self, ws: ClientConnection, tg: asyncio.TaskGroup, assign: JobAssign) -> None:
+        """Accept (start the job in `tg`) or reject a `job_assign` received on `ws`."""
+        key = (assign.job_id, assign.attempt)
+        if key in self._jobs:
+            self._state.log.debug("{} duplicate job_assign {}", self._state.node_id, key)
+            return
+        reason: str | None = None
+        decision = NO_FAULT
+        if self._state.draining:
+            reason = "draining"
+        elif self.running >= self._state.capabilities.max_concurrency:
+            reason = "busy"
+        else:
+            if self._faults is not None:
+                decision = self._faults.on_assign(assign)
+            reason = decision.reject_reason
+        if reason is not None:
+            self.rejected += 1
+            await self._frames.send(ws, JobReject(assign.job_id, assign.attempt, reason))
+            return
+        self._idle.clear()
+        self._jobs[key] = tg.create_task(self._run_job(ws, assign, decision))
+        if decision.crash_after_s is not None:
+            crash = tg.create_task(self._crash_later(ws, key, decision.crash_after_s))
+            self._timers.add(crash)
+            crash.add_done_callback(self._timers.discard)
+
+    def cancel(self, job_id: str, attempt: int) -> None:
+        """`job_cancel`: cancel that attempt's handler; nothing is sent for it."""
+        key = (job_id, attempt)
+        task = self._jobs.get(key)
+        if task is None:
+            self._state.log.debug("{} job_cancel for unknown {}", self._state.node_id, key)
+            return
+        self._cancel_requested.add(key)
+        task.cancel()
+
+    def cancel_all(self) -> None:
+        """The connection dropped: cancel every job and pending simulated crash."""
+        for task in (*self._timers, *self._jobs.values()):
+            task.cancel()
+
+    def forget_cancels(self) -> None:
+        """After the connection's tasks have finished: forget the `job_cancel`s it got."""
+        self._cancel_requested.clear()
+
+    # --- one job ---------------------------------------------------------------------
+
+    async def _crash_later(self, ws: ClientConnection, key: _JobKey, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if key in self._jobs and ws is self._frames.current:
+            self._state.log.debug("{} simulated crash during {}", self._state.node_id, key)
+            self._frames.abort(ws)
+
+    async def _run_job(
+        self, ws: ClientConnection, assign: JobAssign, decision: FaultDecision
+    ) -> None:
+        key = (assign.job_id, assign.attempt)
+        try:
+            if decision.accept_delay_s > 0:
+                await asyncio.sleep(decision.accept_delay_s)
+            if not await self._frames.send(ws, JobAccept(assign.job_id, assign.attempt)):
+                return
+            self.accepted += 1
+
+            async def progress(data: Any) -> None:
+                await self._frames.send(ws, JobProgress(assign.job_id, assign.attempt, data))
+
+            ctx = JobContext(node_id=self._state.node_id, assign=assign, progress=progress)
+            result = await self._call_handler(ws, ctx)
+            if key in self._cancel_requested:  # the handler swallowed our cancellation
+                self.cancelled += 1
+                return
+            if result.ok:
+                self.completed += 1
+            else:
+                self.failed += 1
+            if not await self._frames.send(ws, result):
+                return
+        except asyncio.CancelledError:
+            if key in self._cancel_requested:
+                self.cancelled += 1
+            else:
+                self.lost += 1
+            raise
+        finally:
+            self._cancel_requested.discard(key)
+            self._jobs.pop(key, None)
+            if not self._jobs:
+                self._idle.set()
+
+    async def _call_handler(self, ws: ClientConnection, ctx: JobContext) -> JobResult:
+        try:
+            output = await self._handler(ctx)
+        except JobFailed as exc:
+            error = ErrorInfo(code=exc.code, message=exc.message)
+            return JobResult(ctx.job_id, ctx.attempt, ok=False, error=error)
+        except Exception as exc:
+            self._state.log.opt(exception=True).debug(
+                "{} handler raised in {!r}", self._state.node_id, ctx
+            )
+            error = ErrorInfo(code="handler_error", message=f"{type(exc).__name__}: {exc}")
+            return JobResult(ctx.job_id, ctx.attempt, ok=False, error=error)
+        result = JobResult(ctx.job_id, ctx.attempt, ok=True, output=output)
+        # Encode once here: an output the codec cannot carry is the handler's error,
+        # reported as such, not a send that fails later.
+        try:
+            self._frames.encode(ws, result)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            error = ErrorInfo(code="handler_error", message=f"output not encodable: {exc}")
+            return JobResult(ctx.job_id, ctx.attempt, ok=False, error=error)
+        return result

@@ -1,0 +1,42 @@
+"""`Membership`: when a hub counts as alive, and when it is declared dead (pure)."""
+
+from __future__ import annotations
+
+from hub.cluster.membership import GRACE_TICKS, Membership
+
+
+def test_a_hub_dies_after_missing_presence_on_consecutive_checks() -> None:
+    members = Membership("a")
+    members.seen({"a", "b"})
+    assert members.is_live("b")
+    for _ in range(GRACE_TICKS - 1):
+        assert members.check({"a"}, {"a", "b"}) == ([], [])
+        assert members.is_live("b")  # a store restart loses every key at once: wait
+    lost, dead = members.check({"a"}, {"a", "b"})
+    assert (lost, dead) == (["b"], ["b"])
+    assert not members.is_live("b") and members.is_buried("b")
+    # Buried once: the next check does not report it as lost again.
+    assert members.check({"a"}, {"a", "b"}) == ([], ["b"])
+
+
+def test_a_missed_check_is_forgiven_when_presence_returns() -> None:
+    members = Membership("a")
+    members.seen({"b"})
+    members.check({"a"}, {"a", "b"})
+    members.check({"a", "b"}, {"a", "b"})  # back: the count starts over
+    for _ in range(GRACE_TICKS - 1):
+        members.check({"a"}, {"a", "b"})
+    assert members.is_live("b")
+
+
+def test_a_message_proves_a_hub_alive_unless_it_was_buried() -> None:
+    members = Membership("a")
+    members.heard_from("c")
+    assert members.is_live("c")
+    for _ in range(GRACE_TICKS):
+        members.check({"a"}, {"a", "c"})
+    assert members.is_buried("c")
+    members.heard_from("c")  # a late envelope from a dead hub does not revive it
+    assert not members.is_live("c")
+    members.check({"a", "c"}, {"a", "c"})  # it announced itself again: alive
+    assert members.is_live("c") and not members.is_buried("c")

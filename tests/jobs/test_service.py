@@ -1,0 +1,327 @@
+"""The job path on its own: `JobService` over the memory store, fake links, a fake clock.
+
+No sockets and no event-loop timing: peers are `RecordingLink`s that keep
+every message the hub sends them, time moves only when a test advances the
+`ManualClock`, and deadlines fire when the test asks (`fire_deadlines`).
+Each test asserts the exact messages the links received.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgspec
+import pytest
+
+from hub.cluster.cluster import Cluster
+from hub.core.config import HubConfig
+from hub.core.errors import ProtocolError
+from hub.core.fleet_view import FleetView
+from hub.core.messages import (
+    Accepted,
+    Cancel,
+    Capabilities,
+    JobAccept,
+    JobAssign,
+    JobCancel,
+    JobProgress,
+    JobReject,
+    JobResult,
+    LanguagePair,
+    Progress,
+    Register,
+    Rejected,
+    Result,
+    Submit,
+)
+from hub.core.metrics import Metrics
+from hub.jobs.node_registry import RegisteredNode
+from hub.jobs.service import JobService
+from hub.runtime.deadline_loop import Clock
+from hub.store.archive import JobArchive
+from hub.store.memory import MemoryStore
+
+CONFIG = HubConfig(
+    hub_id="home", accept_timeout_ms=1_000, job_timeout_ms=5_000, max_attempts=3,
+    selection_seed=7,
+)
+
+
+class ManualClock(Clock):
+    """Time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000
+        self.wall = 1_700_000_000_000
+
+    def now_ms(self) -> int:
+        return self.now
+
+    def wall_ms(self) -> int:
+        return self.wall
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+        self.wall += ms
+
+
+class RecordingLink:
+    """A `Link` that keeps what the hub sends, in order."""
+
+    def __init__(self, peer_id: str) -> None:
+        self.peer_id = peer_id
+        self.sent: list[msgspec.Struct] = []
+        self.closed: tuple[int, str] | None = None
+        self.aborted = False
+
+    def queue(self, message: msgspec.Struct) -> None:
+        self.sent.append(message)
+
+    async def send(self, message: msgspec.Struct) -> None:
+        self.sent.append(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def take(self) -> list[msgspec.Struct]:
+        """What arrived since the last `take`."""
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class JobPath:
+    """A `JobService` wired as `Hub` wires it, minus the server and the loops."""
+
+    def __init__(self, config: HubConfig = CONFIG) -> None:
+        self.clock = ManualClock()
+        store = MemoryStore(hub_id=config.hub_id)
+        fleet = FleetView()
+        self.archive = JobArchive(store=store, ttl_ms=config.idempotency_ttl_ms)
+        cluster = Cluster(config=config, store=store, fleet=fleet, archive=self.archive)
+        self.metrics = Metrics()
+        self.service = JobService(
+            config=config, store=store, fleet=fleet, metrics=self.metrics, cluster=cluster,
+            archive=self.archive, rng=random.Random(1), clock=self.clock,
+        )
+        self.nodes: dict[str, tuple[RecordingLink, RegisteredNode]] = {}
+
+    async def node(self, node_id: str, *, slots: int = 2) -> RecordingLink:
+        link = RecordingLink(f"n-{node_id}")
+        caps = Capabilities(
+            max_concurrency=slots, language_pairs=[LanguagePair("en", "de")],
+            asr_languages=["en"], tts_languages=["de"],
+        )
+        registry = self.service.nodes
+        node = await registry.register(link, Register(node_id, caps), self.clock.wall)
+        self.nodes[node_id] = (link, node)
+        return link
+
+    async def from_node(self, node_id: str, message: Any) -> None:
+        _, node = self.nodes[node_id]
+        await self.service.nodes.handle(node, message)
+
+    async def drop(self, node_id: str) -> None:
+        _, node = self.nodes.pop(node_id)
+        await self.service.nodes.unregister(node)
+
+    def client(self, name: str = "c1") -> RecordingLink:
+        link = RecordingLink(name)
+        self.service.client_connected(link)
+        return link
+
+    async def submit(self, client: RecordingLink, request_id: str, **fields: Any) -> None:
+        fields.setdefault("payload", {"text": "hello"})
+        await self.service.submit(client, Submit(request_id, "en", "de", **fields))
+
+    async def fire_deadlines(self, after_ms: int) -> None:
+        self.clock.advance(after_ms)
+        await self.service.attempts.deadlines.fire_due()
+
+
+def only(messages: list[msgspec.Struct], kind: type[Any]) -> Any:
+    assert len(messages) == 1 and isinstance(messages[0], kind), messages
+    return messages[0]
+
+
+@pytest.fixture
+def path() -> JobPath:
+    return JobPath()
+
+
+async def test_a_submit_is_assigned_accepted_and_answered_once(path: JobPath) -> None:
+    node = await path.node("n1")
+    client = path.client()
+    await path.submit(client, "r1")
+    assign = only(node.take(), JobAssign)
+    accepted = only(client.take(), Accepted)
+    assert (accepted.request_id, accepted.node_id, accepted.duplicate) == ("r1", "n1", False)
+    assert assign.job_id == accepted.job_id and assign.attempt == 1
+    assert assign.payload == {"text": "hello"} and assign.session_id == "home:c1"
+    # The wire deadline is on the wall clock: the attempt's accept + job budget.
+    assert assign.deadline_ms == path.clock.wall + 1_000 + 5_000
+
+    await path.from_node("n1", JobAccept(assign.job_id, 1))
+    await path.from_node("n1", JobProgress(assign.job_id, 1, {"partial": "hal"}))
+    assert client.take() == [Progress(job_id=assign.job_id, data={"partial": "hal"})]
+    await path.from_node("n1", JobResult(assign.job_id, 1, ok=True, output={"text": "hallo"}))
+    result = only(client.take(), Result)
+    assert (result.request_id, result.ok, result.output, result.attempts) == (
+        "r1", True, {"text": "hallo"}, 1
+    )
+    assert node.take() == [] and path.service.jobs == {}
+    record = await path.service.job_record(assign.job_id)
+    assert record is not None and record.status == "done" and record.result == result
+    # The slot is free again, and a late message from the node is refused.
+    assert path.service.nodes.registered["n1"].assignments == {}
+    with pytest.raises(ProtocolError) as refused:
+        await path.from_node("n1", JobResult(assign.job_id, 1, ok=True))
+    assert refused.value.code == "not_your_job"
+
+
+async def test_a_reject_fails_over_to_another_node(path: JobPath) -> None:
+    nodes = {"n1": await path.node("n1"), "n2": await path.node("n2")}
+    client = path.client()
+    await path.submit(client, "r1")
+    first = next(n for n, link in nodes.items() if link.sent)
+    other = "n2" if first == "n1" else "n1"
+    assign = only(nodes[first].take(), JobAssign)
+    only(client.take(), Accepted)
+    await path.from_node(first, JobReject(assign.job_id, 1, "busy"))
+    again = only(nodes[other].take(), JobAssign)
+    assert (again.job_id, again.attempt) == (assign.job_id, 2)
+    await path.from_node(other, JobResult(again.job_id, 2, ok=True, output="ok"))
+    result = only(client.take(), Result)
+    assert (result.ok, result.node_id, result.attempts) == (True, other, 2)
+    record = await path.service.job_record(assign.job_id)
+    assert record is not None
+    assert [(a.node_id, a.outcome) for a in record.attempts] == [(first, "rejected"), (other, "ok")]
+    assert record.excluded == [first]
+
+
+async def test_an_accept_timeout_cancels_the_attempt_and_fails_over(path: JobPath) -> None:
+    nodes = {"n1": await path.node("n1"), "n2": await path.node("n2")}
+    client = path.client()
+    await path.submit(client, "r1")
+    first = next(n for n, link in nodes.items() if link.sent)
+    other = "n2" if first == "n1" else "n1"
+    assign = only(nodes[first].take(), JobAssign)
+    await path.fire_deadlines(999)  # not yet
+    assert nodes[first].take() == [] and nodes[other].take() == []
+    await path.fire_deadlines(20)
+    cancel = only(nodes[first].take(), JobCancel)
+    assert (cancel.job_id, cancel.attempt, cancel.reason) == (assign.job_id, 1, "accept_timeout")
+    again = only(nodes[other].take(), JobAssign)
+    assert again.attempt == 2
+    assert [type(m) for m in client.take()] == [Accepted]  # no result yet
+
+
+async def test_an_accepted_attempt_that_runs_too_long_times_out(path: JobPath) -> None:
+    node = await path.node("n1")
+    client = path.client()
+    await path.submit(client, "r1")
+    assign = only(node.take(), JobAssign)
+    await path.from_node("n1", JobAccept(assign.job_id, 1))
+    await path.fire_deadlines(1_010)  # the accept deadline re-arms for the attempt's end
+    assert node.take() == []
+    await path.fire_deadlines(5_000)
+    cancel = only(node.take(), JobCancel)
+    assert cancel.reason == "timeout"
+    # The only node failed: nothing else can serve it.
+    result = only(client.take()[1:], Result)
+    assert not result.ok and result.error is not None and result.error.code == "no_node"
+
+
+async def test_the_clients_timeout_ends_the_job(path: JobPath) -> None:
+    node = await path.node("n1")
+    client = path.client()
+    await path.submit(client, "r1", timeout_ms=300)
+    assign = only(node.take(), JobAssign)
+    await path.from_node("n1", JobAccept(assign.job_id, 1))
+    client.take()
+    await path.fire_deadlines(310)
+    assert only(node.take(), JobCancel).reason == "timeout"
+    result = only(client.take(), Result)
+    assert result.error is not None and result.error.code == "timeout"
+
+
+async def test_cancel_stops_the_job_at_its_node(path: JobPath) -> None:
+    node = await path.node("n1")
+    client, stranger = path.client("c1"), path.client("c2")
+    await path.submit(client, "r1")
+    assign = only(node.take(), JobAssign)
+    client.take()
+    with pytest.raises(ProtocolError) as refused:
+        await path.service.cancel(stranger, Cancel(assign.job_id))
+    assert refused.value.code == "not_your_job"
+    await path.service.cancel(client, Cancel(assign.job_id))
+    assert only(node.take(), JobCancel).reason == "cancelled"
+    result = only(client.take(), Result)
+    assert result.error is not None and result.error.code == "cancelled"
+    with pytest.raises(ProtocolError) as finished:
+        await path.service.cancel(client, Cancel(assign.job_id))
+    assert finished.value.code == "job_finished"
+
+
+async def test_a_duplicate_submit_watches_the_same_job(path: JobPath) -> None:
+    node = await path.node("n1")
+    first, second = path.client("c1"), path.client("c2")
+    await path.submit(first, "r1")
+    assign = only(node.take(), JobAssign)
+    first.take()
+    await path.submit(second, "r1")
+    duplicate = only(second.take(), Accepted)
+    assert (duplicate.job_id, duplicate.duplicate) == (assign.job_id, True)
+    assert node.take() == []  # not run twice
+    await path.from_node("n1", JobResult(assign.job_id, 1, ok=True, output="x"))
+    assert only(first.take(), Result).output == "x"
+    assert only(second.take(), Result).output == "x"
+    # After the end, a resubmit is answered from the archive.
+    third = path.client("c3")
+    await path.submit(third, "r1")
+    answered = third.take()
+    assert [type(m) for m in answered] == [Accepted, Result]
+    assert answered[1].output == "x" and node.take() == []
+
+
+async def test_no_node_is_rejected_with_reasons_and_the_request_released(path: JobPath) -> None:
+    await path.node("n1")
+    client = path.client()
+    await path.service.submit(client, Submit("r1", "fr", "es"))
+    rejected = only(client.take(), Rejected)
+    assert rejected.code == "no_node" and rejected.reasons == {"lang_pair_unsupported": 1}
+    # Released: the same request id may be submitted again and gets a fresh answer.
+    await path.service.submit(client, Submit("r1", "fr", "es"))
+    assert only(client.take(), Rejected).code == "no_node"
+
+
+async def test_a_lost_node_fails_its_attempt_over(path: JobPath) -> None:
+    nodes = {"n1": await path.node("n1"), "n2": await path.node("n2")}
+    client = path.client()
+    await path.submit(client, "r1")
+    first = next(n for n, link in nodes.items() if link.sent)
+    other = "n2" if first == "n1" else "n1"
+    assign = only(nodes[first].take(), JobAssign)
+    await path.from_node(first, JobAccept(assign.job_id, 1))
+    await path.drop(first)
+    again = only(nodes[other].take(), JobAssign)
+    assert (again.job_id, again.attempt) == (assign.job_id, 2)
+    assert path.metrics.attempts.get("node_lost") == 1
+
+
+async def test_attempts_are_bounded(path: JobPath) -> None:
+    links = {n: await path.node(n) for n in ("n1", "n2", "n3", "n4")}
+    client = path.client()
+    await path.submit(client, "r1")
+    for attempt in (1, 2, 3):
+        node_id = next(n for n, link in links.items() if link.sent)
+        assign = only(links[node_id].take(), JobAssign)
+        assert assign.attempt == attempt
+        await path.from_node(node_id, JobReject(assign.job_id, attempt, "no"))
+    assert all(not link.sent for link in links.values())  # the fourth node is never tried
+    result = only(client.take()[1:], Result)
+    assert result.error is not None and result.error.code == "attempts_exhausted"
+    assert result.attempts == 3
