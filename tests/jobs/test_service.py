@@ -142,6 +142,12 @@ class JobPath:
         await self.service.attempts.deadlines.fire_due()
 
 
+def by_first_assignment(nodes: dict[str, RecordingLink]) -> tuple[str, str]:
+    """(the node that got a message, the other one) of two nodes."""
+    first = next(n for n, link in nodes.items() if link.sent)
+    return first, next(n for n in nodes if n != first)
+
+
 def only(messages: list[msgspec.Struct], kind: type[Any]) -> Any:
     assert len(messages) == 1 and isinstance(messages[0], kind), messages
     return messages[0]
@@ -186,8 +192,7 @@ async def test_a_reject_fails_over_to_another_node(path: JobPath) -> None:
     nodes = {"n1": await path.node("n1"), "n2": await path.node("n2")}
     client = path.client()
     await path.submit(client, "r1")
-    first = next(n for n, link in nodes.items() if link.sent)
-    other = "n2" if first == "n1" else "n1"
+    first, other = by_first_assignment(nodes)
     assign = only(nodes[first].take(), JobAssign)
     only(client.take(), Accepted)
     await path.from_node(first, JobReject(assign.job_id, 1, "busy"))
@@ -206,8 +211,7 @@ async def test_an_accept_timeout_cancels_the_attempt_and_fails_over(path: JobPat
     nodes = {"n1": await path.node("n1"), "n2": await path.node("n2")}
     client = path.client()
     await path.submit(client, "r1")
-    first = next(n for n, link in nodes.items() if link.sent)
-    other = "n2" if first == "n1" else "n1"
+    first, other = by_first_assignment(nodes)
     assign = only(nodes[first].take(), JobAssign)
     await path.fire_deadlines(999)  # not yet
     assert nodes[first].take() == [] and nodes[other].take() == []
@@ -302,8 +306,7 @@ async def test_a_lost_node_fails_its_attempt_over(path: JobPath) -> None:
     nodes = {"n1": await path.node("n1"), "n2": await path.node("n2")}
     client = path.client()
     await path.submit(client, "r1")
-    first = next(n for n, link in nodes.items() if link.sent)
-    other = "n2" if first == "n1" else "n1"
+    first, other = by_first_assignment(nodes)
     assign = only(nodes[first].take(), JobAssign)
     await path.from_node(first, JobAccept(assign.job_id, 1))
     await path.drop(first)
