@@ -169,6 +169,7 @@ class WsServer:
         try:
             principal = self.gate.admit(path, query, request.headers)
         except Refusal as refusal:
+            self.sessions.metrics.auth_refusals.inc(str(int(refusal.status)))
             return self._response(ws, refusal.status, refusal.body, JSON)
         if path in ENDPOINTS:
             self._principals[ws] = principal

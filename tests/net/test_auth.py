@@ -100,7 +100,10 @@ async def test_http_endpoints_take_their_roles(auth_hub: Hub) -> None:
     assert (await http_get(url, "/v1/nodes", headers=bearer(admin)))[0] == 200
     assert (await http_get(url, "/v1/jobs/x", headers=bearer(client)))[0] == 404
     assert (await http_get(url, "/nope", headers=bearer(admin)))[0] == 404
-    assert (await http_get(url, f"/metrics?token={admin}"))[0] == 200
+    status, _, body = await http_get(url, f"/metrics?token={admin}")
+    assert status == 200
+    assert 'nodehub_auth_refusals_total{status="401"} 4' in body.decode()
+    assert 'nodehub_auth_refusals_total{status="403"} 7' in body.decode()
 
 
 async def test_metrics_public_serves_metrics_without_a_token(make_hub: MakeHub) -> None:
