@@ -38,7 +38,7 @@ async def test_a_token_callable_gives_each_connect_a_fresh_token(auth_hub: Hub) 
     issued: list[float] = []
 
     async def fresh_token() -> str:
-        exp = time.time() + (1.5 if not issued else 600)  # the first one expires soon
+        exp = time.time() + (2.0 if not issued else 600)  # the first one expires soon
         issued.append(exp)
         return token("node", "n1", exp=exp)
 

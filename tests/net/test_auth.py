@@ -183,7 +183,7 @@ async def test_takeover_replaces_the_old_session_and_fails_its_attempts_over(
 async def test_sessions_close_with_4004_when_their_token_expires(
     auth_hub: Hub, net: Net
 ) -> None:
-    soon = time.time() + 1.5
+    soon = time.time() + 2.0
     node = await net.node(auth_hub, "n1", token=token("node", "n1", exp=soon))
     client = await net.client(auth_hub, token=token("client", exp=soon))
     lasting = await net.client(auth_hub, token=token("client"))
