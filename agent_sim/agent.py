@@ -35,13 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
 from loguru import logger
 
-from agent_sim.connection import NODE_PATH, ConnectionLoop, node_url
+from agent_sim.connection import NODE_PATH, ConnectionLoop, Token, node_url
 from agent_sim.connection import STABLE_SESSION_S as STABLE_SESSION_S
 from agent_sim.frames import Frames
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler
@@ -56,6 +57,7 @@ __all__ = [
     "JobFailed",
     "JobHandler",
     "NodeAgent",
+    "Token",
     "node_url",
 ]
 
@@ -67,7 +69,12 @@ class NodeAgent:
     `pool`, `heartbeat_interval_ms`, `connected_url`, `running` and the
     counters `accepted`, `rejected`, `completed`, `failed`, `cancelled` (by
     `job_cancel`), `lost` (cancelled because the connection dropped or the
-    agent closed), `connects`, `disconnects`, `conflicts`.
+    agent closed), `connects`, `disconnects`, `conflicts`; `replaced` once a hub
+    closed the session with 4005 (the agent then stops reconnecting).
+
+    `token` is a bearer token, or a callable returning a fresh one (or an
+    awaitable of one), called for every connect; `ssl_context` is used for
+    `wss://` hub URLs (the system's default trust when None).
     """
 
     def __init__(
@@ -78,7 +85,8 @@ class NodeAgent:
         hub_urls: Sequence[str],
         handler: JobHandler,
         binary: bool = False,
-        token: str | None = None,
+        token: Token | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         version: str = "agent_sim/0.1",
         reconnect_min_s: float = 0.05,
         reconnect_max_s: float = 5.0,
@@ -108,6 +116,7 @@ class NodeAgent:
             register_timeout_s=register_timeout_s,
             close_timeout_s=close_timeout_s,
             ping_interval_s=ping_interval_s,
+            ssl_context=ssl_context,
         )
         self._run_task: asyncio.Task[None] | None = None
 
@@ -271,6 +280,11 @@ class NodeAgent:
     @property
     def disconnects(self) -> int:
         return self._connection.disconnects
+
+    @property
+    def replaced(self) -> bool:
+        """A hub closed the session with 4005: another agent took this node id over."""
+        return self._connection.replaced
 
     @property
     def conflicts(self) -> int:

@@ -12,12 +12,16 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
 
 import uvloop
 from loguru import logger
 
+from agent_sim.agent import Token
 from agent_sim.behaviour import get_profile, profile_names
 from agent_sim.fleet import Fleet
 
@@ -46,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--binary", action="store_true", help="speak MessagePack")
     parser.add_argument("--token", default=None, help="bearer token for the handshake")
+    parser.add_argument(
+        "--token-file", default=None,
+        help="a file holding the bearer token, read again for every connect (rotation)",
+    )
+    parser.add_argument(
+        "--ca-file", default=None, help="PEM CA bundle to verify wss:// hubs with"
+    )
     parser.add_argument("--prefix", default="sim", help="node id prefix (default sim)")
     parser.add_argument(
         "--duration-s", type=float, default=None, help="stop after this many seconds"
@@ -81,6 +92,14 @@ def _raise_fd_limit(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def _token(args: argparse.Namespace) -> Token | None:
+    """`--token`, or `--token-file` read afresh on every connect."""
+    if args.token_file is None:
+        return cast("str | None", args.token)
+    path = Path(args.token_file)
+    return lambda: path.read_text().strip()
+
+
 def summary_line(stats: dict[str, int], *, drained: bool, elapsed_s: float) -> str:
     fields = " ".join(f"{key}={value}" for key, value in stats.items())
     return f"agent-sim: {fields} drained={'yes' if drained else 'no'} elapsed_s={elapsed_s:.1f}"
@@ -111,7 +130,8 @@ async def run(args: argparse.Namespace) -> str:
             seed=args.seed,
             profile=profile,
             binary=args.binary,
-            token=args.token,
+            token=_token(args),
+            ssl_context=ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None,
             prefix=args.prefix,
             connect_stagger_s=args.stagger_ms / 1000.0,
             inject_disconnects=not args.no_disconnects,

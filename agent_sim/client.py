@@ -1,6 +1,8 @@
 """`HubClient`: a small asyncio client of `/v1/client`, for the demo, benchmarks and tests.
 
-One connection, many jobs in flight: `submit()` returns a `JobHandle` whose
+One connection, many jobs in flight (`token` is sent as `Authorization: Bearer`;
+`wss://` URLs use `ssl_context`, or the system's default trust): `submit()`
+returns a `JobHandle` whose
 `accepted` and `result` futures resolve as the hub answers; `rejected`
 submits resolve `result` with the `Rejected` message. Progress messages are
 collected per job.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,11 +50,15 @@ class JobHandle:
 class HubClient:
     """`async with HubClient(url) as client: handle = await client.submit(...)`."""
 
-    def __init__(self, url: str, *, binary: bool = False, token: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, binary: bool = False, token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         base = url.rstrip("/")
         self.url = base if base.endswith("/v1/client") else base + "/v1/client"
         self.binary = binary
         self.token = token
+        self.ssl_context = ssl_context
         self._codec = submitter_codec(binary=binary)
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -69,6 +76,7 @@ class HubClient:
             additional_headers=headers,
             max_size=None,
             compression=None,
+            ssl=self.ssl_context if self.url.startswith("wss://") else None,
         )
         self._reader = asyncio.create_task(self._read())
         return self

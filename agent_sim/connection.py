@@ -6,15 +6,25 @@ backoff and full jitter; a session that stayed registered for
 `STABLE_SESSION_S` resets the backoff. Each connection registers, then
 heartbeats and hands the hub's `job_assign` / `job_cancel` to the agent's
 `JobRunner` (agent_sim.jobs), which it tells to cancel every job when the
-connection drops. The loop stops when the agent is stopping or draining.
+connection drops. The loop stops when the agent is stopping or draining, or
+when the hub closed the session with 4005 (`replaced`: another agent took
+this node id over; reconnecting would only take it back).
+
+Authentication (issue 11): the token is a string, or a callable returning a
+fresh token (or an awaitable of one) for every connect, sent as
+`Authorization: Bearer`; `wss://` URLs use the given `ssl.SSLContext` (the
+system's default trust when none is given). A hub closing the session with
+4004 (`token_expired`) is simply reconnected to, with a fresh token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,6 +35,7 @@ from websockets.typing import Subprotocol
 from agent_sim.frames import Frames
 from agent_sim.jobs import JobRunner
 from agent_sim.state import AgentState
+from hub.core import close_codes
 from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
@@ -37,7 +48,20 @@ from hub.core.messages import (
     Registered,
 )
 
-__all__ = ["NODE_PATH", "STABLE_SESSION_S", "ConnectionLoop", "node_url"]
+__all__ = ["NODE_PATH", "STABLE_SESSION_S", "ConnectionLoop", "Token", "node_url"]
+
+Token = str | Callable[[], str | Awaitable[str]]
+"""A bearer token, or a callable returning a fresh one (or an awaitable of one)."""
+
+
+async def resolve_token(token: Token | None) -> str | None:
+    """The token to send on this connect (a callable is called every time)."""
+    if token is None or isinstance(token, str):
+        return token
+    value = token()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 NODE_PATH: Final = "/v1/node"
 STABLE_SESSION_S: Final = 1.0
@@ -78,6 +102,7 @@ class ConnectionLoop:
         "_reconnect_min_s",
         "_register_timeout_s",
         "_rng",
+        "_ssl",
         "_state",
         "_token",
         "binary",
@@ -90,6 +115,7 @@ class ConnectionLoop:
         "hub_urls",
         "pool",
         "registered",
+        "replaced",
         "version",
     )
 
@@ -102,7 +128,7 @@ class ConnectionLoop:
         hub_urls: Sequence[str],
         binary: bool,
         version: str,
-        token: str | None,
+        token: Token | None,
         reconnect_min_s: float,
         reconnect_max_s: float,
         rng: random.Random,
@@ -110,6 +136,7 @@ class ConnectionLoop:
         register_timeout_s: float,
         close_timeout_s: float,
         ping_interval_s: float | None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not hub_urls:
             raise ValueError("hub_urls must not be empty")
@@ -122,6 +149,7 @@ class ConnectionLoop:
         self.binary = binary
         self.version = version
         self._token = token
+        self._ssl = ssl_context
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._rng = rng
@@ -138,6 +166,8 @@ class ConnectionLoop:
         self.connects = 0
         self.disconnects = 0
         self.conflicts = 0
+        self.replaced = False
+        """The hub closed the session with 4005: another agent took this node id over."""
 
     def _backoff_s(self, failures: int) -> float:
         """Exponential backoff with full jitter, in [reconnect_min_s, reconnect_max_s]."""
@@ -190,7 +220,7 @@ class ConnectionLoop:
                     failures += 1
                 if not registered:  # closed before `registered`: that hub is not serving
                     index = (index + 1) % len(self.hub_urls)
-            if state.stopping or state.draining:
+            if state.stopping or state.draining or self.replaced:
                 break
             await asyncio.sleep(self._backoff_s(failures))
 
@@ -201,7 +231,9 @@ class ConnectionLoop:
         connect or the hub refused the registration.
         """
         protocol = MSGPACK_SUBPROTOCOL if self.binary else JSON_SUBPROTOCOL
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        token = await resolve_token(self._token)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        tls = self._ssl if url.startswith("wss://") else None
         async with connect(
             url,
             subprotocols=[Subprotocol(protocol)],
@@ -211,6 +243,7 @@ class ConnectionLoop:
             ping_interval=self._ping_interval_s,
             compression=None,
             proxy=None,
+            ssl=tls,
         ) as ws:
             self.connects += 1
             self._frames.current = ws
@@ -228,6 +261,12 @@ class ConnectionLoop:
                 pass
             finally:
                 self._frames.current = None
+                if ws.close_code == close_codes.REPLACED:
+                    self.replaced = True
+                    self._state.log.warning(
+                        "{} was replaced at {} by another session with its node id: "
+                        "not reconnecting", self._state.node_id, url,
+                    )
                 if self.registered.is_set():
                     self.registered.clear()
                     if not self._state.stopping:  # not our own close

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from loguru import logger
 
-from agent_sim.agent import JobContext, JobHandler, NodeAgent
+from agent_sim.agent import JobContext, JobHandler, NodeAgent, Token
 from agent_sim.behaviour import Behaviour, FaultDecision, Profile, get_profile, node_capabilities
 from hub.core.messages import JobAssign
 
@@ -91,7 +92,8 @@ class Fleet:
         seed: int = 0,
         profile: Profile | str = "default",
         binary: bool = False,
-        token: str | None = None,
+        token: Token | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         prefix: str = "sim",
         connect_stagger_s: float = 0.002,
         reconnect_min_s: float = 0.05,
@@ -131,6 +133,7 @@ class Fleet:
                     handler=_simulated_handler(node_id, self.behaviour, run_rng, slow=slow),
                     binary=binary,
                     token=token,
+                    ssl_context=ssl_context,
                     version=version,
                     reconnect_min_s=reconnect_min_s,
                     reconnect_max_s=reconnect_max_s,

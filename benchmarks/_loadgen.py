@@ -10,6 +10,11 @@ sequential jobs, each timed submit -> done with perf_counter_ns), then
 throughput (`--in-flight` jobs in flight until `--tp-jobs` are done; a new
 submit is written as soon as one finishes). Prints one JSON line.
 
+With `--handshakes N` it first opens and closes N client sessions one after the
+other and reports the handshake time of each (connect until the session is
+open: TCP, TLS with `--ca-file`, the HTTP upgrade and the hub's token check
+with `--token`).
+
 With `--redis-port P` (cross_instance mode) it also reads `INFO commandstats`
 of that Redis right before and after each timed phase (after a short settle,
 so the previous phase's trailing commands are not counted and this phase's
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ssl
 import sys
 import time
 from typing import Any
@@ -146,10 +152,28 @@ class RedisWindow:
         return {"seconds": time.perf_counter() - self._started, "calls": calls}
 
 
+async def handshakes(url: str, count: int, options: dict[str, Any]) -> list[int]:
+    """`count` sessions opened and closed one after the other; each one's open time (ns)."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter_ns()
+        ws = await connect(url, compression=None, ping_interval=None, **options)
+        times.append(time.perf_counter_ns() - started)
+        await ws.close()
+    return sorted(times)
+
+
 async def run(args: argparse.Namespace) -> None:
     url = args.url.rstrip("/") + ("/v1/client" if args.target == "hub" else "/client")
     window = RedisWindow(args.redis_port)
-    async with connect(url, compression=None, ping_interval=None, max_size=None) as ws:
+    options: dict[str, Any] = {}
+    if args.token:
+        options["additional_headers"] = {"Authorization": f"Bearer {args.token}"}
+    if url.startswith("wss://"):
+        options["ssl"] = ssl.create_default_context(cafile=args.ca_file)
+    shakes = await handshakes(url, args.handshakes, options) if args.handshakes else []
+    async with connect(url, compression=None, ping_interval=None, max_size=None,
+                       **options) as ws:
         load = Load(ws, args)
         reader = asyncio.create_task(load.read())
         try:
@@ -174,6 +198,9 @@ async def run(args: argparse.Namespace) -> None:
     extra: dict[str, Any] = {}
     if redis_rtt is not None and redis_tp is not None:
         extra["redis"] = {"rtt": redis_rtt, "tp": redis_tp}
+    if shakes:
+        extra["handshake_p50_us"] = _percentile(shakes, 0.50) / 1000
+        extra["handshake_mean_us"] = sum(shakes) / len(shakes) / 1000
     emit(
         result=args.target,
         rtt_p50_us=_percentile(rtts, 0.50) / 1000,
@@ -201,6 +228,10 @@ def main() -> int:
     parser.add_argument("--tgt", default="de")
     parser.add_argument("--timeout", type=float, default=120.0, help="per phase, seconds")
     parser.add_argument("--redis-port", type=int, help="count this Redis's commands per phase")
+    parser.add_argument("--token", default=None, help="bearer token (auth = jwt hubs)")
+    parser.add_argument("--ca-file", default=None, help="CA of a wss:// hub")
+    parser.add_argument("--handshakes", type=int, default=0,
+                        help="first time this many session handshakes")
     args = parser.parse_args()
     uvloop.run(run(args))
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from typing import Any
 
@@ -87,8 +88,10 @@ async def _echo(ws: ClientConnection) -> None:
 
 
 async def _open(url: str, node_id: str, args: argparse.Namespace) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    tls = ssl.create_default_context(cafile=args.ca_file) if url.startswith("wss://") else None
     ws = await connect(url, compression=None, ping_interval=None, max_size=None,
-                       open_timeout=60)
+                       open_timeout=60, additional_headers=headers, ssl=tls)
     if args.mode != "echo":
         await _register(ws, node_id, args.src, args.tgt, args.max_concurrency)
     return ws
@@ -130,6 +133,8 @@ def main() -> int:
     parser.add_argument("--max-concurrency", type=int, default=16)
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="de")
+    parser.add_argument("--token", default=None, help="bearer token (auth = jwt hubs)")
+    parser.add_argument("--ca-file", default=None, help="CA of a wss:// hub")
     args = parser.parse_args()
     raise_nofile(args.count + 1024)
     uvloop.run(run(args))

@@ -16,6 +16,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -57,18 +58,18 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def http_get(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return bytes(response.read())
 
 
-def wait_http(url: str, timeout: float = 20.0) -> bytes:
-    """GET `url` until it answers 200 or `timeout` passes."""
+def wait_http(url: str, timeout: float = 20.0, context: ssl.SSLContext | None = None) -> bytes:
+    """GET `url` until it answers 200 or `timeout` passes (`context`: for https)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            return http_get(url, timeout=2.0)
+            return http_get(url, timeout=2.0, context=context)
         except Exception as exc:  # not up yet
             last = exc
             time.sleep(0.05)

@@ -31,6 +31,8 @@ def print_table(out: dict[str, Any]) -> None:
         print(f"{'jobs/s':<18}{out['jobs_per_s']:>12.0f}{out['floor_jobs_per_s']:>12.0f}"
               f"{out['throughput_ratio']:>12.2f}  >= 0.5x  "
               f"{ok(out['targets']['throughput_ratio>=0.5'])}")
+    if "auth" in out:
+        _print_auth(out)
     if out.get("memory"):
         print(f"{'idle nodes':>10}{'RSS before':>14}{'RSS after':>14}{'KB/node':>10}"
               f"{'connect s':>11}")
@@ -86,3 +88,36 @@ def _print_cross(out: dict[str, Any]) -> None:
         print(f"hub {name}: {found['lines']} warning/error log lines, e.g. {found['sample'][0]}")
     if not problems:
         print("hub logs: no warnings or errors")
+
+
+def _print_auth(out: dict[str, Any]) -> None:
+    """Issue 11: the plain hub, JWT, and JWT + TLS of the same rounds."""
+    def ok(flag: bool) -> str:
+        return "met" if flag else "MISSED"
+
+    auth = out["auth"]
+    base = auth["baseline"]
+    print()
+    print(f"authentication (same rounds; {out['settings']['handshakes']} handshakes per "
+          f"measurement, one at a time)")
+    print(f"{'':<22}{'plain':>10}{'jwt':>10}{'jwt+tls':>10}{'jwt/plain':>11}{'tls/plain':>11}")
+    rows = [("rtt p50 (us)", "rtt_p50_us", "rtt_p50_ratio"),
+            ("rtt p99 (us)", "rtt_p99_us", "rtt_p99_ratio"),
+            ("jobs/s", "jobs_per_s", "throughput_ratio")]
+    if "handshake_p50_us" in auth[base]:
+        rows.append(("handshake p50 (us)", "handshake_p50_us", ""))
+        rows.append(("handshake mean (us)", "handshake_mean_us", ""))
+    plain, jwt, tls = auth[base], auth["jwt"], auth["tls"]
+    for label, key, ratio in rows:
+        line = f"{label:<22}{plain[key]:>10.0f}{jwt[key]:>10.0f}{tls[key]:>10.0f}"
+        if ratio:
+            line += f"{jwt[ratio]:>11.2f}{tls[ratio]:>11.2f}"
+        else:  # handshakes: the extra microseconds
+            line += f"{jwt[key] - plain[key]:>+11.0f}{tls[key] - plain[key]:>+11.0f}"
+        print(line)
+    t = auth["targets"]
+    print(f"jwt per-job cost within 10% of plain: rtt p50 {ok(t['jwt_rtt_p50_within_10%'])}, "
+          f"jobs/s {ok(t['jwt_jobs_per_s_within_10%'])} (noisy on a shared box: compare runs)")
+    problems = out.get("hub_log_problems") or {}
+    for name, found in problems.items():
+        print(f"hub {name}: {found['lines']} warning/error log lines, e.g. {found['sample'][0]}")

@@ -11,6 +11,7 @@ import signal
 import time
 from typing import Any
 
+from _auth import start_auth_hubs
 from _procs import (
     Child,
     ProcGroup,
@@ -22,10 +23,16 @@ from _procs import (
 )
 from _topology import CROSS_HUB_IDS, TOPOLOGIES, _hub_env, start_local, wait_directory
 
+AUTH_NODE_PREFIX = "auth"
+
 
 def _loadgen(procs: ProcGroup, target: str, url: str, args: argparse.Namespace,
-             prefix: str, redis_port: int | None = None) -> dict[str, Any]:
-    extra = ("--redis-port", str(redis_port)) if redis_port is not None else ()
+             prefix: str, redis_port: int | None = None,
+             peer_args: list[str] | None = None) -> dict[str, Any]:
+    extra: tuple[str, ...] = ("--redis-port", str(redis_port)) if redis_port is not None else ()
+    extra += tuple(peer_args or ())
+    if args.auth and target != "floor":
+        extra += ("--handshakes", str(args.handshakes))
     gen = procs.spawn(
         f"load-{target}", "_loadgen.py", "--url", url,
         "--target", "floor" if target == "floor" else "hub",
@@ -48,10 +55,12 @@ def _loadgen(procs: ProcGroup, target: str, url: str, args: argparse.Namespace,
 
 
 def _fleet(procs: ProcGroup, name: str, url: str, mode: str, count: int,
-           args: argparse.Namespace, prefix: str = "bench") -> Child:
+           args: argparse.Namespace, prefix: str = "bench",
+           peer_args: list[str] | None = None) -> Child:
     fleet = procs.spawn(
         name, "_nodes.py", "--url", url, "--mode", mode, "--count", str(count),
         "--max-concurrency", str(args.max_concurrency), "--prefix", prefix,
+        *(peer_args or ()),
     )
     fleet.expect("ready", timeout=60)
     return fleet
@@ -90,7 +99,7 @@ def _round_line(measured: dict[str, Any]) -> str:
                 f"{m['jobs_per_s']:.0f} jobs/s")
 
     first = "cross" if "cross" in measured else "hub"
-    return " | ".join(fig(t) for t in (first, "local", "floor") if t in measured)
+    return " | ".join(fig(t) for t in (first, "local", "jwt", "tls", "floor") if t in measured)
 
 
 def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,6 +133,17 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
         else:
             urls["hub"] = topology.client_url
             hubs = {"hub": topology.hubs[0]}
+        loadgen_args: dict[str, list[str]] = {}
+        if args.auth:
+            # Issue 11: JWT, and JWT with TLS, beside the plain hub of the same run.
+            for auth_hub in start_auth_hubs(procs, AUTH_NODE_PREFIX):
+                fleets.append(_fleet(
+                    procs, f"{auth_hub.name}-nodes", auth_hub.url, "hub", args.nodes, args,
+                    prefix=AUTH_NODE_PREFIX, peer_args=auth_hub.peer_args(auth_hub.node_token),
+                ))
+                urls[auth_hub.name] = auth_hub.url
+                hubs[auth_hub.name] = auth_hub.hub
+                loadgen_args[auth_hub.name] = auth_hub.peer_args(auth_hub.client_token)
         targets = list(urls)
 
         rounds: list[dict[str, Any]] = []
@@ -134,7 +154,8 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
             for target in order:
                 redis_port = topology.redis_port if target == "cross" else None
                 measured[target] = _loadgen(procs, target, urls[target], args,
-                                            f"r{index}{target}.", redis_port)
+                                            f"r{index}{target}.", redis_port,
+                                            loadgen_args.get(target))
                 if redis_port is not None:
                     tp_window = measured[target]["redis"]["tp"]["seconds"]
                     measured["idle"] = _idle_redis(redis_port, tp_window)
@@ -152,6 +173,6 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
                 hub.signal(signal.SIGTERM)
                 hub.wait(timeout=30)
     result: dict[str, Any] = {"rounds": rounds, "hub_rss_kb_after": hub_rss}
-    if cross:
+    if cross or args.auth:
         result["hub_log_problems"] = log_problems
     return result

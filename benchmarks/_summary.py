@@ -17,6 +17,9 @@ TARGET_KB_PER_NODE = 30.0
 TARGET_MEMORY_N = 10_000
 TARGET_CROSS_P50_EXTRA_US = 500.0
 TARGET_CROSS_JOBS_PER_S = 4000.0
+TARGET_AUTH_NOISE = 0.10
+"""Issue 11: with JWT, RTT p50 and throughput within 10% of the plain hub's."""
+AUTH_TARGETS = ("jwt", "tls")
 
 SCRIPT_ONLY_COMMANDS = frozenset((
     "set", "xadd", "pexpire", "time", "exists", "zadd", "zscore", "zrangebyscore", "hset",
@@ -96,6 +99,34 @@ def _summarize_cross(out: dict[str, Any], rounds: list[dict[str, Any]],
     }
 
 
+def _summarize_auth(out: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
+    """Issue 11: each authenticating hub beside the plain one of the same rounds."""
+    base = "hub" if "hub" in rounds[0] else "local"
+    auth: dict[str, Any] = {"baseline": base}
+    for target in (base, *AUTH_TARGETS):
+        figures = {key: _median(rounds, target, key)
+                   for key in ("rtt_p50_us", "rtt_p99_us", "jobs_per_s")}
+        if "handshake_p50_us" in rounds[0][target]:
+            figures["handshake_p50_us"] = _median(rounds, target, "handshake_p50_us")
+            figures["handshake_mean_us"] = _median(rounds, target, "handshake_mean_us")
+        auth[target] = figures
+    for target in AUTH_TARGETS:
+        figures = auth[target]
+        figures["rtt_p50_ratio"] = figures["rtt_p50_us"] / auth[base]["rtt_p50_us"]
+        figures["rtt_p99_ratio"] = figures["rtt_p99_us"] / auth[base]["rtt_p99_us"]
+        figures["throughput_ratio"] = figures["jobs_per_s"] / auth[base]["jobs_per_s"]
+        if "handshake_p50_us" in figures:
+            figures["handshake_extra_us"] = (
+                figures["handshake_p50_us"] - auth[base]["handshake_p50_us"]
+            )
+    jwt = auth["jwt"]
+    auth["targets"] = {
+        "jwt_rtt_p50_within_10%": abs(jwt["rtt_p50_ratio"] - 1) <= TARGET_AUTH_NOISE,
+        "jwt_jobs_per_s_within_10%": jwt["throughput_ratio"] >= 1 - TARGET_AUTH_NOISE,
+    }
+    out["auth"] = auth
+
+
 def summarize(dispatch: dict[str, Any] | None, memory: list[dict[str, Any]],
               args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": args.mode}
@@ -119,6 +150,9 @@ def summarize(dispatch: dict[str, Any] | None, memory: list[dict[str, Any]],
         }
         out["rounds"] = rounds
         out["hub_rss_kb_after_load"] = dispatch["hub_rss_kb_after"]
+    if dispatch is not None and getattr(args, "auth", False):
+        _summarize_auth(out, dispatch["rounds"])
+        out.setdefault("hub_log_problems", dispatch.get("hub_log_problems", {}))
     if memory:
         out["memory_per_node_kb"] = {str(m["nodes"]): m["kb_per_node"] for m in memory}
         out["memory"] = memory
@@ -130,7 +164,8 @@ def summarize(dispatch: dict[str, Any] | None, memory: list[dict[str, Any]],
     out["settings"] = {
         "rounds": args.rounds, "rtt_jobs": args.jobs, "warmup": args.warmup,
         "tp_jobs": args.tp_jobs, "in_flight": args.in_flight, "nodes": args.nodes,
-        "max_concurrency": args.max_concurrency,
+        "max_concurrency": args.max_concurrency, "auth": getattr(args, "auth", False),
+        "handshakes": getattr(args, "handshakes", 0),
     }
     out["machine"] = {
         "cpus": os.cpu_count(), "python": platform.python_version(),

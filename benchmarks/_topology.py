@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,15 +47,19 @@ class Topology:
 
 
 def _start_hub(procs: ProcGroup, name: str, *, extra: tuple[str, ...] = (),
-               env: dict[str, str] | None = None) -> tuple[Child, str]:
+               env: dict[str, str] | None = None,
+               tls: ssl.SSLContext | None = None) -> tuple[Child, str]:
+    """A `hub serve` child on a free port; its URL (`wss://` with `tls`, the context that
+    trusts its certificate)."""
     port = free_port()
     hub = procs.spawn(
         name, "_hub_proc.py", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--log-level", "WARNING", *HUB_TIMING_FLAGS, *extra, extra_env=env,
     )
-    url = f"ws://127.0.0.1:{port}"
+    scheme = "s" if tls is not None else ""
+    url = f"ws{scheme}://127.0.0.1:{port}"
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        wait_http(f"http{scheme}://127.0.0.1:{port}/healthz", timeout=30, context=tls)
     except TimeoutError as exc:
         raise RuntimeError(f"{exc}{hub.tail()}") from None
     return hub, url

@@ -49,10 +49,21 @@ command, never below zero); the raw figures are reported too.
 Targets (issue 4, item 12): cross-hub RTT p50 <= local RTT p50 + 500 us,
 >= 4,000 jobs/s through the pair of hubs.
 
+Authentication (`--auth`, issue 11): the same run also starts a hub with
+`auth = "jwt"` (HS256) and one with JWT and TLS on its port (a self-signed
+certificate made for the run), local mode, each with its own fleet (node
+token) and load generator (client token; the certificate as CA), measured in
+every round beside the plain hub and the floor. Each load generator first
+opens and closes `--handshakes` sessions one after the other: the handshake
+cost per connection (TCP, TLS, upgrade, token check). Target: the per-job
+cost with JWT unchanged within noise (RTT p50 and throughput within 10% of
+the plain hub's); TLS figures are reported, not targeted.
+
 Usage:
     python benchmarks/dispatch.py [--mode local|cross_instance] [--rounds 3]
         [--jobs 2000] [--tp-jobs 20000] [--in-flight 64] [--nodes 8] [--memory]
-        [--memory-nodes 1000,10000] [--keep-logs] [--json PATH]
+        [--memory-nodes 1000,10000] [--auth] [--handshakes 200] [--keep-logs]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -90,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-hub", metavar="PATH", help="cProfile the hub to PATH")
     parser.add_argument("--trace-memory", metavar="PATH",
                         help="tracemalloc the memory hubs; top sites to PATH.<N>")
+    parser.add_argument("--auth", action="store_true",
+                        help="also measure hubs with JWT auth and with JWT + TLS")
+    parser.add_argument("--handshakes", type=int, default=200,
+                        help="with --auth: sessions opened one by one per measurement")
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = parser.parse_args(argv)

@@ -1,10 +1,16 @@
-"""The `hub` command: `hub serve` runs a hub; `hub demo` shows one at work.
+"""The `hub` command: `hub serve` runs a hub; `hub demo` shows one at work; `hub token`
+mints a token.
 
 Configuration for `serve`: `--config FILE` (TOML) < `NODEHUB_*` environment
 variables < `--key-with-dashes` flags, one flag per key of `HubConfig`.
 SIGINT/SIGTERM stop gracefully (see `Hub.aclose`). A bad configuration or an
 unreachable store is one clear line on stderr and exit status 2, never a
 traceback.
+
+`hub token --config FILE --role ROLE --sub SUB [--tenant T] [--node-ids GLOB ...]
+[--ttl 24h]` prints an HS256 token signed with the configured secret
+(`jwt_secret`, or the first secret of `jwt_secret_file`), for operators and
+scripts.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from loguru import logger
 from hub.app.settings import load_config
 from hub.core.config import HubConfig
 from hub.core.errors import ConfigError, StoreUnavailable
+from hub.core.principal import ROLES, ClaimsError
 
 SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -73,6 +80,27 @@ async def serve(config: HubConfig) -> None:
             closing.cancel()
 
 
+def _mint(args: argparse.Namespace) -> str:
+    """`hub token`: a token from the configuration's HS256 secret."""
+    from hub.net.auth import load_keys, mint_token, parse_duration
+
+    config = load_config(path=args.config)
+    secret = load_keys(config).signing_secret
+    if secret is None:
+        raise ConfigError(
+            "hub token signs with HS256: set jwt_secret or jwt_secret_file (public keys "
+            "only verify; sign RS256/ES256 tokens with your own private key)"
+        )
+    try:
+        ttl_s = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise ConfigError(f"--ttl: {exc}") from None
+    return mint_token(
+        secret, role=args.role, sub=args.sub, tenant=args.tenant, node_ids=args.node_ids,
+        ttl_s=ttl_s,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hub", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,9 +122,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="2: two hubs in cross-instance mode on a redis-server started for the demo",
     )
     demo_cmd.add_argument("--log-level", default="WARNING")
+    token_cmd = commands.add_parser(
+        "token", help="print an HS256 token signed with the configured secret"
+    )
+    token_cmd.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    token_cmd.add_argument("--role", required=True, choices=sorted(ROLES))
+    token_cmd.add_argument("--sub", required=True, help="who the token speaks for")
+    token_cmd.add_argument("--tenant", default="default", help="the tenant (default: default)")
+    token_cmd.add_argument(
+        "--node-ids", nargs="+", metavar="GLOB", default=[],
+        help="role node: node ids it may register (globs; default: the sub)",
+    )
+    token_cmd.add_argument("--ttl", default="24h", help="lifetime: 90s, 30m, 24h, 7d (24h)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "serve":
+        if args.command == "token":
+            print(_mint(args))
+        elif args.command == "serve":
             config = load_config(path=args.config, overrides=_overrides(args))
             configure_logging(config.log_level, json=config.log_json)
             uvloop.run(serve(config))
@@ -110,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=args.seed, faults=args.faults, hubs=args.hubs,
                 )
             )
-    except (ConfigError, StoreUnavailable) as exc:
+    except (ConfigError, StoreUnavailable, ClaimsError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

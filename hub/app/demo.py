@@ -10,6 +10,10 @@ few impossible ones. A status line every second, a summary at the end.
 `redis-server` this command starts itself (it says what to install when
 there is none): half the fleet connects to each hub, clients submit to both,
 so jobs cross from one hub to the other.
+
+The hubs run with `auth = "jwt"` as in production (issue 11): the demo makes
+a random HS256 secret and mints its own tokens with it (a node token allowed
+the fleet's node ids, a client token), so it still needs no setup.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import shutil
 import socket
 import statistics
@@ -36,6 +41,8 @@ from hub.app.hub import Hub
 from hub.core.config import HubConfig
 from hub.core.errors import ConfigError
 from hub.core.messages import Rejected, Result
+from hub.core.principal import CLIENT, NODE
+from hub.net.auth import mint_token
 
 TIME_SCALE = 0.02
 """Simulated durations x 0.02: a median 1.2 s job takes 24 ms."""
@@ -97,9 +104,11 @@ async def _redis_server() -> AsyncIterator[str]:
             await proc.wait()
 
 
-def _config(hub_id: str, redis_url: str | None, prefix: str) -> HubConfig:
+def _config(hub_id: str, redis_url: str | None, prefix: str, secret: str) -> HubConfig:
     return HubConfig(
         port=0,
+        auth="jwt",
+        jwt_secret=secret,
         hub_id=hub_id,
         deployment_mode="local" if redis_url is None else "cross_instance",
         redis_url=redis_url or "redis://127.0.0.1:6379/0",
@@ -187,16 +196,24 @@ async def run_demo(
         if hubs == 2:
             redis_url = await stack.enter_async_context(_redis_server())
         prefix = f"demo-{uuid.uuid4().hex[:8]}"
+        secret = secrets.token_urlsafe(32)
         running = [
-            await stack.enter_async_context(Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix)))
+            await stack.enter_async_context(
+                Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret))
+            )
             for i in range(hubs)
         ]
+        ttl_s = seconds + 3600
+        node_token = mint_token(
+            secret, role=NODE, sub="demo-fleet", node_ids=["gpu*"], ttl_s=ttl_s
+        )
+        client_token = mint_token(secret, role=CLIENT, sub="demo-client", ttl_s=ttl_s)
         urls = [hub.url for hub in running]
         print(
             f"nodehub demo: {hubs} hub(s) at {', '.join(urls)}"
             f"{' sharing ' + redis_url if redis_url else ' (local mode)'}; "
             f"{nodes} simulated nodes, profile {profile!r}; {in_flight} jobs in flight "
-            f"for {seconds:.0f}s"
+            f"for {seconds:.0f}s; auth jwt (tokens minted by the demo)"
         )
         fleets = []
         for i in range(hubs):
@@ -204,11 +221,14 @@ async def run_demo(
             fleet = Fleet(
                 hub_urls=urls[i:] + urls[:i], nodes=share, seed=seed + i,
                 profile=get_profile(profile, time_scale=TIME_SCALE), prefix=f"gpu{i + 1}",
+                token=node_token,
             )
             fleets.append(await stack.enter_async_context(fleet))
         for fleet in fleets:
             await fleet.wait_registered(timeout_s=30)
-        clients = [await stack.enter_async_context(HubClient(url)) for url in urls]
+        clients = [
+            await stack.enter_async_context(HubClient(url, token=client_token)) for url in urls
+        ]
         stats = LoadStats()
         load = asyncio.create_task(
             _client_load(clients, fleets, stats, seconds=seconds, in_flight=in_flight, seed=seed)

@@ -23,11 +23,14 @@ from hub.cluster.cluster import Cluster
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
 from hub.core.metrics import LabelValues, Metrics
+from hub.core.principal import is_loopback_host
 from hub.jobs.inbound import InboundRouter
+from hub.jobs.links import LinkCloser
 from hub.jobs.service import JobService
+from hub.net.auth import Gate
 from hub.net.http import HttpApi
 from hub.net.server import WsServer
-from hub.net.sessions import Sessions
+from hub.net.sessions import Sessions, close_grace_s
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 from hub.store.factory import make_store
@@ -36,7 +39,11 @@ from hub.store.factory import make_store
 class Hub:
     def __init__(self, config: HubConfig, *, store: Store | None = None) -> None:
         self.config = config
+        # First: a key file or certificate that cannot be used is a ConfigError now.
+        self.gate = Gate.from_config(config)
         self.store = store if store is not None else make_store(config)
+        self.closer = LinkCloser(close_grace_s(config))
+        """Closes sessions without waiting on their peers (takeover, expiry, silence)."""
         self.metrics = Metrics()
         self.fleet = FleetView()
         self.archive = JobArchive(store=self.store, ttl_ms=config.idempotency_ttl_ms)
@@ -45,17 +52,20 @@ class Hub:
         )
         self.service = JobService(
             config=config, store=self.store, fleet=self.fleet, metrics=self.metrics,
-            cluster=self.cluster, archive=self.archive,
+            cluster=self.cluster, archive=self.archive, closer=self.closer,
         )
         self.cluster.attach(InboundRouter(service=self.service, cluster=self.cluster))
         self.sessions = Sessions(
-            config=config, service=self.service, metrics=self.metrics, waits=self.store.waits
+            config=config, service=self.service, metrics=self.metrics, waits=self.store.waits,
+            closer=self.closer,
         )
         self.http = HttpApi(
             config=config, fleet=self.fleet, service=self.service, metrics=self.metrics,
             sessions=self.sessions,
         )
-        self.server = WsServer(config=config, sessions=self.sessions, http=self.http)
+        self.server = WsServer(
+            config=config, sessions=self.sessions, http=self.http, gate=self.gate
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._register_gauges()
@@ -69,12 +79,13 @@ class Hub:
 
     @property
     def url(self) -> str:
-        """The base URL (`ws://host:port`); endpoints are `/v1/node` and `/v1/client`."""
-        return f"ws://{self.config.host}:{self.port}"
+        """The base URL (`ws://host:port`, `wss://` with TLS); endpoints are `/v1/node`
+        and `/v1/client`."""
+        return f"{'wss' if self.config.tls else 'ws'}://{self.config.host}:{self.port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        return f"{'https' if self.config.tls else 'http'}://{self.config.host}:{self.port}"
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -98,9 +109,18 @@ class Hub:
             ("node-watchdog", self.sessions.watchdog.run),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
-        logger.bind(hub_id=self.config.hub_id).info(
-            "hub serving on {} ({} mode)", self.url, self.config.deployment_mode
+        log = logger.bind(hub_id=self.config.hub_id)
+        log.info(
+            "hub serving on {} ({} mode, auth {})", self.url, self.config.deployment_mode,
+            self.config.auth,
         )
+        if self.config.auth == "none" and not is_loopback_host(self.config.host):
+            log.warning(
+                'auth = "none" on {}, which is not a loopback address: anyone who reaches '
+                "port {} can register as a node (and receive clients' payloads), submit jobs "
+                'and read job records. Set auth = "jwt" (docs/operations.md, "Running in '
+                'production").', self.config.host, self.port,
+            )
 
     async def aclose(self) -> None:
         """Stop accepting, fail unfinished jobs with `hub_shutdown`, close sessions with 1001."""
@@ -110,7 +130,7 @@ class Hub:
         self.sessions.stopping = True
         self.server.stop_accepting()
         await self.service.shutdown()
-        await self.sessions.watchdog.wait_closed()
+        await self.closer.wait_closed()
         await self.cluster.aclose()
         await self.archive.flush()  # records the inbox's last read carried
         for task in self._tasks:

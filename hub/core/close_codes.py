@@ -22,3 +22,11 @@ REGISTER_REFUSED: Final = 4001
 """`register` refused with `node_id_conflict`."""
 OWNERSHIP_LOST: Final = 4002
 """(cross-instance) the node's ownership moved to another hub."""
+
+# --- issue 11: authentication (protocol-v1.1, "Authentication and tenancy") ----------
+FORBIDDEN: Final = 4003
+"""`register` of a node id the session's token does not allow."""
+TOKEN_EXPIRED: Final = 4004
+"""The session's token passed its `exp`; reconnect with a fresh token."""
+REPLACED: Final = 4005
+"""Another session, with a token allowed this node id, took the node over."""

@@ -15,8 +15,12 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from hub.core.errors import ConfigError
+from hub.core.redact import redact_url
 
 DeploymentMode = Literal["local", "cross_instance"]
+AuthMode = Literal["none", "jwt"]
+MIN_JWT_SECRET_BYTES = 32
+"""An HS256 secret shorter than the hash (RFC 7518, 3.2) is refused."""
 
 
 def _default_hub_id() -> str:
@@ -51,6 +55,24 @@ class HubConfig:
     redis_prefix: str = "nodehub"
     log_level: str = "INFO"
     log_json: bool = False
+    # --- issue 11: authentication, tenancy, TLS (protocol-v1.1, "Authentication and
+    # tenancy"; hub/net/auth.py, hub/net/tls.py) -------------------------------------------
+    auth: AuthMode = "none"
+    """"none": every handshake is accepted; "jwt": every WebSocket handshake and HTTP
+    request except the health probes needs a token."""
+    jwt_secret: str = field(default="", repr=False)
+    """HS256 shared secret (inline); never printed."""
+    jwt_secret_file: str = ""
+    """A file holding HS256 secrets, one per line: every one verifies, the first signs."""
+    jwt_public_key_file: str = ""
+    """A file holding PEM public keys (RSA: RS256, P-256: ES256); every one verifies."""
+    metrics_public: bool = False
+    """With auth = "jwt", serve /metrics without a token."""
+    allowed_origins: tuple[str, ...] = ()
+    """When not empty, a request whose Origin header is present and not listed gets 403."""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    """Both set: the port speaks TLS only (wss:// and https://)."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -80,6 +102,30 @@ class HubConfig:
             raise ConfigError(f"default_pool must be in 0..65535, not {self.default_pool}")
         if not self.hub_id:
             raise ConfigError("hub_id must not be empty")
+        self._check_auth()
+
+    def _check_auth(self) -> None:
+        """Issue 11: the authentication, Origin and TLS keys (no secret in a message)."""
+        if self.auth not in get_args(AuthMode):
+            raise ConfigError(f"auth must be one of {get_args(AuthMode)}, not {self.auth!r}")
+        if self.jwt_secret and self.jwt_secret_file:
+            raise ConfigError("set jwt_secret or jwt_secret_file, not both")
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(f"jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes")
+        if self.auth == "jwt" and not (
+            self.jwt_secret or self.jwt_secret_file or self.jwt_public_key_file
+        ):
+            raise ConfigError(
+                'auth = "jwt" needs jwt_secret, jwt_secret_file or jwt_public_key_file'
+            )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("tls_cert_file and tls_key_file must be set together")
+        for origin in self.allowed_origins:
+            scheme, sep, rest = origin.partition("://")
+            if not sep or not rest or "/" in rest or scheme not in ("http", "https"):
+                raise ConfigError(
+                    f"allowed_origins: {origin!r} is not an origin (scheme://host[:port])"
+                )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:
@@ -94,6 +140,23 @@ class HubConfig:
 
     def with_changes(self, **changes: Any) -> HubConfig:
         return replace(self, **changes)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the port speaks TLS (issue 11)."""
+        return bool(self.tls_cert_file and self.tls_key_file)
+
+    def __repr__(self) -> str:
+        """Every key; secrets redacted (issue 11: `jwt_secret`, a `redis_url` password)."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "jwt_secret" and value:
+                value = "***"
+            elif f.name == "redis_url":
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"HubConfig({', '.join(shown)})"
 
 
 _KEYS: dict[str, Any] = {f.name: f.type for f in fields(HubConfig)}
@@ -120,6 +183,9 @@ def coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool | float):  # int(2.5) would silently be 2
                 raise ValueError(value)
             return int(value)
+        if kind == "tuple[str, ...]":  # a TOML list, or a comma-separated env/flag value
+            items = value if isinstance(value, list | tuple) else str(value).split(",")
+            return tuple(str(item).strip() for item in items if str(item).strip())
         return str(value)
     except ValueError:
         raise ConfigError(f"{name}: cannot use {value!r} (expected {kind})") from None

@@ -25,6 +25,7 @@ from hub.core.messages import (
     JobResult,
     Submit,
 )
+from hub.core.principal import DEFAULT_TENANT
 
 
 class _Envelope(msgspec.Struct, tag_field="kind", omit_defaults=True):
@@ -38,6 +39,8 @@ class Dispatch(_Envelope, tag="dispatch"):
     node_id: str
     request_id: str
     assign: JobAssign
+    tenant: str = DEFAULT_TENANT
+    """The job's tenant (issue 11): an orphaned result is archived under it."""
 
 
 class Refused(_Envelope, tag="refused"):
@@ -64,6 +67,8 @@ class NodeEvent(_Envelope, tag="node_event"):
     node_id: str
     request_id: str
     message: JobAccept | JobReject | JobProgress | JobResult
+    tenant: str = DEFAULT_TENANT
+    """The job's tenant, as its Dispatch said (issue 11)."""
 
 
 class NodeLost(_Envelope, tag="node_lost"):
@@ -83,6 +88,8 @@ class Watch(_Envelope, tag="watch"):
     job_id: str
     client_id: str
     submit: Submit
+    tenant: str = DEFAULT_TENANT
+    """The duplicate submit's tenant (issue 11), for running the job again if need be."""
 
 
 class Deliver(_Envelope, tag="deliver"):
@@ -92,7 +99,15 @@ class Deliver(_Envelope, tag="deliver"):
     message: ClientOutbound
 
 
-Envelope = Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Deliver
+class NodeReplaced(_Envelope, tag="node_replaced"):
+    """New owner -> old owner (issue 11): a token allowed this node id took the node over
+    here with ownership `epoch`; close the older session with 4005 (`replaced`)."""
+
+    node_id: str
+    epoch: int
+
+
+Envelope = Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Deliver | NodeReplaced
 
 
 class NodeEntry(msgspec.Struct, array_like=True):

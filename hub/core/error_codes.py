@@ -30,6 +30,13 @@ UNKNOWN_JOB: Final = "unknown_job"
 HOME_LOST: Final = "home_lost"
 INTERNAL_ERROR: Final = "internal_error"
 
+# --- issue 11: authentication (also the `error` of an HTTP 401 / 403 body) -------------
+UNAUTHORIZED: Final = "unauthorized"
+"""HTTP 401 at the handshake: no token, or a bad, expired or malformed one."""
+FORBIDDEN: Final = "forbidden"
+"""HTTP 403 (wrong role, foreign Origin), or `register` of a node id the token does not
+allow (then close 4003)."""
+
 # --- `rejected`: no job was created ----------------------------------------------------
 NO_NODE: Final = "no_node"
 STORE_UNAVAILABLE: Final = "store_unavailable"

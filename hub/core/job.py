@@ -20,6 +20,7 @@ from hub.core import error_codes
 from hub.core.capabilities import AT_CAPACITY, DRAINING, Requirements
 from hub.core.errors import ProtocolError
 from hub.core.messages import ErrorInfo, JobAssign, Pipeline, Result
+from hub.core.principal import DEFAULT_TENANT
 
 
 class JobStatus(StrEnum):
@@ -97,6 +98,7 @@ class Job:
         "result",
         "session_id",
         "status",
+        "tenant",
         "timeout_ms",
         "watchers",
     )
@@ -114,8 +116,10 @@ class Job:
         deadline_ms: int,
         watcher: Watcher,
         timeout_ms: int = 0,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         self.job_id = job_id
+        self.tenant = tenant
         self.request_id = request_id
         self.session_id = session_id
         self.requirements = requirements
@@ -267,6 +271,7 @@ class Job:
             timeout_ms=self.timeout_ms,
             attempts=self.history,
             result=self.result,
+            tenant=self.tenant,
         )
 
 
@@ -293,6 +298,8 @@ class JobRecord(msgspec.Struct, kw_only=True):
     result: Result | None = None
     orphaned: bool = False
     """Archived by another hub after the job's home hub died."""
+    tenant: str = DEFAULT_TENANT
+    """The tenant of the session that submitted the job (issue 11)."""
 
 
 __all__ = ["ACTIVE", "AttemptRecord", "Job", "JobRecord", "JobStatus", "Watcher"]

@@ -117,6 +117,11 @@ class Metrics:
         self.job_seconds = Histogram(
             "nodehub_job_seconds", "Submit received to terminal result sent."
         )
+        # --- issue 11: authentication ---
+        self.auth_refusals = Counter(
+            "nodehub_auth_refusals_total",
+            "Requests refused at the door (handshake or HTTP), by HTTP status.", ("status",),
+        )
         self.gauges: list[Gauge] = []
 
     def gauge(
@@ -131,7 +136,8 @@ class Metrics:
     def render(self) -> str:
         metrics: list[Counter | Histogram | Gauge] = [
             self.jobs, self.submits, self.attempts, self.no_node, self.protocol_errors,
-            self.selection_seconds, self.dispatch_seconds, self.job_seconds, *self.gauges,
+            self.selection_seconds, self.dispatch_seconds, self.job_seconds,
+            self.auth_refusals, *self.gauges,
         ]
         lines: list[str] = []
         for metric in metrics:

@@ -17,6 +17,7 @@ from hub.core.config import HubConfig
 from hub.core.job import Job
 from hub.core.messages import JobAssign, Rejected, Submit
 from hub.core.metrics import Metrics
+from hub.core.principal import DEFAULT_TENANT
 from hub.core.selector import Selection
 from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
@@ -50,9 +51,11 @@ class Admission:
         self.metrics = metrics
         self.clock = clock
 
-    def plan(self, link: Link, message: Submit, job_id: str) -> Plan:
+    def plan(
+        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
+    ) -> Plan:
         """Select a node and assign the job's first attempt to it (no I/O, nothing
-        recorded yet); no job when no node fits."""
+        recorded yet); no job when no node fits. The job belongs to `tenant`."""
         config = self.config
         session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
         routing_key = message.routing_key
@@ -74,19 +77,20 @@ class Admission:
             deadline_ms=self.clock.now_ms() + timeout_ms,
             watcher=self.delivery.watcher(link, message.request_id),
             timeout_ms=timeout_ms,
+            tenant=tenant,
         )
         return job, self.attempts.assign(job, selection.node_id), selection
 
     async def commit(
         self, link: Link, message: Submit, job_id: str, plan: Plan, started_ns: int,
-        *, dispatched: bool = False,
+        *, dispatched: bool = False, tenant: str = DEFAULT_TENANT,
     ) -> Rejected | None:
         """Record and run a planned job now that its request is bound to `job_id`
         (`dispatched`: its Dispatch to another hub went out with the binding); the
         `rejected` sent when no node fits (the binding is then released)."""
         job, assign, selection = plan
         if job is None or assign is None:
-            await self.store.release_request(message.request_id, job_id)
+            await self.store.release_request(message.request_id, job_id, tenant=tenant)
             self.metrics.submits.inc(error_codes.NO_NODE)
             rejected = Rejected(
                 request_id=message.request_id,
@@ -103,8 +107,10 @@ class Admission:
         await self.attempts.send(job, assign, announce=link, dispatched=dispatched)
         return None
 
-    async def create(self, link: Link, message: Submit, job_id: str) -> Rejected | None:
+    async def create(
+        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
+    ) -> Rejected | None:
         """Plan and commit a job whose request is already bound to `job_id`."""
         started_ns = time.perf_counter_ns()
-        plan = self.plan(link, message, job_id)
-        return await self.commit(link, message, job_id, plan, started_ns)
+        plan = self.plan(link, message, job_id, tenant)
+        return await self.commit(link, message, job_id, plan, started_ns, tenant=tenant)

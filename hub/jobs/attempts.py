@@ -100,7 +100,10 @@ class Attempts:
 
     def dispatch(self, job: Job, assign: JobAssign) -> Dispatch:
         """The envelope that hands an attempt to the hub owning its node."""
-        return Dispatch(self.hub_id, node_id=job.node_id, request_id=job.request_id, assign=assign)
+        return Dispatch(
+            self.hub_id, node_id=job.node_id, request_id=job.request_id, assign=assign,
+            tenant=job.tenant,
+        )
 
     def revocation(self, job: Job, reason: str) -> Revoke:
         return Revoke(
@@ -137,7 +140,7 @@ class Attempts:
                 await announce.send(accepted)
             return
         refused = self.nodes.reserve(
-            job.node_id, job.job_id, job.attempt, self.hub_id, job.request_id
+            job.node_id, job.job_id, job.attempt, self.hub_id, job.request_id, job.tenant
         )
         if refused is not None:
             await self.next(job, refused, announce=announce)

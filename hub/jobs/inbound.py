@@ -20,6 +20,7 @@ from hub.core.envelopes import (
     Envelope,
     NodeEvent,
     NodeLost,
+    NodeReplaced,
     Refused,
     Revoke,
     Watch,
@@ -53,7 +54,7 @@ class InboundRouter:
                 assign = envelope.assign
                 refused = self.nodes.reserve(
                     envelope.node_id, assign.job_id, assign.attempt, envelope.sender,
-                    envelope.request_id,
+                    envelope.request_id, envelope.tenant,
                 )
                 if refused is None:
                     self.nodes.deliver(envelope.node_id, assign)
@@ -77,7 +78,7 @@ class InboundRouter:
                 try:
                     await self.events.node_event(
                         envelope.node_id, envelope.message, home_hub=self.hub_id,
-                        request_id=envelope.request_id,
+                        request_id=envelope.request_id, tenant=envelope.tenant,
                     )
                 except ProtocolError as exc:
                     # The node already passed its owner's fence; the job moved on here.
@@ -102,6 +103,8 @@ class InboundRouter:
                     )
             case Deliver():
                 await self.delivery.to_client(envelope.client_id, envelope.message)
+            case NodeReplaced():
+                await self.nodes.replaced_elsewhere(envelope.node_id, envelope.epoch)
 
     async def _reaped(self, envelope: Envelope) -> None:
         match envelope:
@@ -119,7 +122,8 @@ class InboundRouter:
                     self.cluster.send(envelope.sender, refused)
             case NodeEvent() if isinstance(envelope.message, JobResult):
                 await self.archive.put_orphan(
-                    envelope.node_id, envelope.request_id, envelope.message
+                    envelope.node_id, envelope.request_id, envelope.message,
+                    tenant=envelope.tenant,
                 )
             case Watch() if envelope.sender == self.hub_id:
                 # Our own client asked the dead hub about its job: run it again here.
@@ -128,7 +132,9 @@ class InboundRouter:
                     envelope.job_id,
                     Watcher(self.hub_id, envelope.client_id, envelope.submit.request_id),
                 ):
-                    await self.resubmits.adopt(link, envelope.submit, envelope.job_id)
+                    await self.resubmits.adopt(
+                        link, envelope.submit, envelope.job_id, envelope.tenant
+                    )
             case Watch():
                 self.cluster.send(
                     envelope.sender,

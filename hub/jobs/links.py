@@ -1,14 +1,17 @@
 """What the job path needs from a connected peer, whatever carries it.
 
 The server implements these over WebSockets; the job path only ever calls
-`send` and `close`, so it never imports websockets.
+`send` and `close`, so it never imports websockets. `LinkCloser` closes
+links without waiting on their peers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import msgspec
+from loguru import logger
 
 
 class Link(Protocol):
@@ -32,3 +35,33 @@ class Link(Protocol):
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake (a peer that does
         not answer one)."""
+
+
+class LinkCloser:
+    """Closes links in the background (issue 11: a replaced node, an expired token; the
+    node watchdog's silent nodes): the closing handshake gets `grace_s`, then the
+    connection is dropped. Whoever closes a peer never waits on that peer, which is
+    often the dead half of a connection that has already been replaced."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def close(self, link: Link, code: int, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._close(link, code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, link: Link, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(self.grace_s):
+                await link.close(code, reason)
+        except TimeoutError:
+            link.abort()
+        except Exception:
+            logger.opt(exception=True).debug("closing {} ({}) failed", link.peer_id, code)
+
+    async def wait_closed(self) -> None:
+        """Wait for the closes under way (shutting down)."""
+        while self._closing:
+            await asyncio.wait(list(self._closing))

@@ -28,6 +28,7 @@ from hub.core.messages import (
     Progress,
 )
 from hub.core.metrics import Metrics
+from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.node_registry import JobMessage
@@ -61,24 +62,28 @@ class NodeEvents:
         return None if pending is None else pending.early
 
     async def node_event(
-        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         """A fenced node message about a job; jobs of other homes are forwarded there."""
         if home_hub != self.hub_id:
             if self.cluster.is_live(home_hub):
                 self.cluster.send(
                     home_hub,
-                    NodeEvent(self.hub_id, node_id=node_id, request_id=request_id, message=message),
+                    NodeEvent(
+                        self.hub_id, node_id=node_id, request_id=request_id, message=message,
+                        tenant=tenant,
+                    ),
                 )
             elif isinstance(message, JobResult):
-                await self.archive.put_orphan(node_id, request_id, message)
+                await self.archive.put_orphan(node_id, request_id, message, tenant=tenant)
             return
         job = self.table.active.get(message.job_id)
         if job is None:
             if (early := self._early(message.job_id)) is not None:
                 early.append(
                     partial(self.node_event, node_id, message, home_hub=home_hub,
-                            request_id=request_id)
+                            request_id=request_id, tenant=tenant)
                 )
                 return
             raise ProtocolError(

@@ -7,6 +7,11 @@ gone, draining or full, so a node never holds more than `max_concurrency`
 jobs whoever submitted them. Node messages about jobs are fenced here first
 (the node must hold that job at that attempt), then handed to the job's home
 (`JobEvents`: the home role's `NodeEvents`) with the slot already released for terminal ones.
+
+Takeover (issue 11, only when the session layer allows it: `auth = "jwt"`):
+a `register` for a node id that has a live session replaces that session
+(its attempts fail over as if it dropped, it is closed with 4005); when
+another hub owned the node, that hub is told with a `NodeReplaced` envelope.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Protocol
 from hub.core import close_codes, error_codes
 from hub.core.capabilities import AT_CAPACITY, NodeCapabilities
 from hub.core.config import HubConfig
+from hub.core.envelopes import Envelope, NodeReplaced
 from hub.core.errors import ProtocolError
 from hub.core.fleet_view import FleetView
 from hub.core.job import HOME_LOST, NODE_GONE
@@ -35,8 +41,9 @@ from hub.core.messages import (
     Register,
     Registered,
 )
+from hub.core.principal import DEFAULT_TENANT
 from hub.core.snapshot import DRAINING
-from hub.jobs.links import Link
+from hub.jobs.links import Link, LinkCloser
 from hub.store.base import OwnershipConflict, Store
 
 JobMessage = JobAccept | JobReject | JobProgress | JobResult
@@ -48,7 +55,8 @@ class JobEvents(Protocol):
     which handles its own jobs and forwards the others' to their home)."""
 
     async def node_event(
-        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str,
+        tenant: str = DEFAULT_TENANT,
     ) -> None: ...
 
     async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
@@ -59,7 +67,8 @@ class _Unattached:
     """The `JobEvents` of a registry nobody called `report_to` on."""
 
     async def node_event(
-        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str
+        self, node_id: str, message: JobMessage, *, home_hub: str, request_id: str,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         raise RuntimeError("NodeRegistry.report_to was never called")
 
@@ -72,6 +81,7 @@ class Assignment:
     attempt: int
     home_hub: str
     request_id: str
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(slots=True)
@@ -88,6 +98,8 @@ class RegisteredNode:
     draining: bool = False
     load: dict[str, float] = field(default_factory=dict)
     """The last heartbeat's self-reported figures (running, cpu, gpu, mem)."""
+    gone: bool = False
+    """Unregistered (the session ended, or was replaced): its messages change nothing."""
 
 
 class NodeRegistry:
@@ -98,9 +110,15 @@ class NodeRegistry:
         fleet: FleetView,
         store: Store,
         published: Callable[[str], None] = lambda node_id: None,
+        send: Callable[[str, Envelope], None] | None = None,
+        closer: LinkCloser | None = None,
     ) -> None:
-        """`published` is told of every join and capability or status change."""
+        """`published` is told of every join and capability or status change; `send`
+        carries an envelope to another hub (a takeover's `NodeReplaced`); `closer`
+        closes replaced sessions."""
         self._config = config
+        self._send = send
+        self.closer = closer if closer is not None else LinkCloser(1.0)
         self._published = published
         self._hub_id = config.hub_id
         self._fleet = fleet
@@ -120,24 +138,38 @@ class NodeRegistry:
 
     # --- registration ---------------------------------------------------------
 
-    async def register(self, link: Link, message: Register, now_ms: int) -> RegisteredNode:
-        """Admit a node; `ProtocolError` `node_id_conflict` if it has a live session."""
+    async def register(
+        self, link: Link, message: Register, now_ms: int, *, take_over: bool = False
+    ) -> RegisteredNode:
+        """Admit a node; `ProtocolError` `node_id_conflict` if it has a live session,
+        unless `take_over`: then that session is replaced (see the module docstring)."""
         node_id = message.node_id
-        if node_id in self.registered:
-            raise ProtocolError(
-                error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
-            )
+        current = self.registered.get(node_id)
+        if current is not None:
+            if not take_over:
+                raise ProtocolError(
+                    error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
+                )
+            await self._replace(current)
+        owner = await self._store.node_owner(node_id) if take_over else None
         try:
-            epoch = await self._store.claim_node(node_id, self._config.node_timeout_ms)
+            epoch = await self._store.claim_node(
+                node_id, self._config.node_timeout_ms, take_over=take_over
+            )
         except OwnershipConflict as exc:
             raise ProtocolError(
                 error_codes.NODE_ID_CONFLICT,
                 f"node {node_id} is connected to hub {exc.owner}"
             ) from None
-        if node_id in self.registered:  # a concurrent register won while we awaited
-            raise ProtocolError(
-                error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
-            )
+        current = self.registered.get(node_id)
+        if current is not None:  # a concurrent register won while we awaited
+            if not take_over:
+                raise ProtocolError(
+                    error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
+                )
+            await self._replace(current)
+        if owner is not None and owner[0] != self._hub_id and self._send is not None:
+            self._send(owner[0], NodeReplaced(self._hub_id, node_id=node_id, epoch=epoch))
         caps = NodeCapabilities.from_wire(
             message.capabilities, default_pool=self._config.default_pool
         )
@@ -155,10 +187,22 @@ class NodeRegistry:
             heartbeat_interval_ms=self._config.heartbeat_interval_ms,
         )
 
+    async def _replace(self, node: RegisteredNode) -> None:
+        """Takeover: the older session goes as if it dropped, and is closed with 4005."""
+        await self.unregister(node)
+        self.closer.close(node.link, close_codes.REPLACED, "replaced")
+
+    async def replaced_elsewhere(self, node_id: str, epoch: int) -> None:
+        """Another hub took the node over with ownership `epoch` (`NodeReplaced`)."""
+        node = self.registered.get(node_id)
+        if node is not None and node.epoch < epoch:
+            await self._replace(node)
+
     async def unregister(self, node: RegisteredNode) -> None:
         """The node's connection ended: withdraw it and fail over what it held."""
         if self.registered.get(node.node_id) is not node:
             return
+        node.gone = True
         del self.registered[node.node_id]
         self._fleet.leave(node.node_id)
         lost = list(node.assignments.items())
@@ -173,19 +217,21 @@ class NodeRegistry:
 
     async def handle(self, node: RegisteredNode, message: NodeInbound) -> None:
         """Act on one message from a registered node; raises `ProtocolError` to refuse it."""
+        if node.gone:
+            return  # replaced: its session is being closed
         match message:
             case JobAccept() | JobProgress():
                 assignment = self._fence(node, message.job_id, message.attempt)
                 await self.events.node_event(
-                    node.node_id, message,
-                    home_hub=assignment.home_hub, request_id=assignment.request_id,
+                    node.node_id, message, home_hub=assignment.home_hub,
+                    request_id=assignment.request_id, tenant=assignment.tenant,
                 )
             case JobResult() | JobReject():
                 assignment = self._fence(node, message.job_id, message.attempt)
                 self._release(node, message.job_id)
                 await self.events.node_event(
-                    node.node_id, message,
-                    home_hub=assignment.home_hub, request_id=assignment.request_id,
+                    node.node_id, message, home_hub=assignment.home_hub,
+                    request_id=assignment.request_id, tenant=assignment.tenant,
                 )
             case Heartbeat():
                 node.load = {
@@ -236,7 +282,8 @@ class NodeRegistry:
     # --- commands from jobs' home hubs -------------------------------------------------
 
     def reserve(
-        self, node_id: str, job_id: str, attempt: int, home_hub: str, request_id: str
+        self, node_id: str, job_id: str, attempt: int, home_hub: str, request_id: str,
+        tenant: str = DEFAULT_TENANT,
     ) -> str | None:
         """Take one of a node's slots for a job's attempt; None when taken, else why not.
 
@@ -249,7 +296,7 @@ class NodeRegistry:
             return DRAINING
         if len(node.assignments) >= node.caps.max_concurrency:
             return AT_CAPACITY
-        node.assignments[job_id] = Assignment(attempt, home_hub, request_id)
+        node.assignments[job_id] = Assignment(attempt, home_hub, request_id, tenant)
         self._fleet.set_running(node_id, len(node.assignments))
         return None
 

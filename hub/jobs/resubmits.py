@@ -17,6 +17,7 @@ from hub.core.envelopes import Watch
 from hub.core.job import Watcher
 from hub.core.messages import Rejected, Submit
 from hub.core.metrics import Metrics
+from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.admission import Admission
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
@@ -48,8 +49,11 @@ class Resubmits:
         self.store = store
         self.metrics = metrics
 
-    async def attach(self, link: Link, message: Submit, job_id: str) -> None:
-        """A resubmitted request_id: answer for the job that exists, wherever it runs."""
+    async def attach(
+        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        """A resubmitted request_id: answer for the job that exists, wherever it runs (it
+        is the tenant's own: the binding that named it is scoped to `tenant`)."""
         self.metrics.submits.inc("duplicate")
         request_id = message.request_id
         watcher = self.delivery.watcher(link, request_id)
@@ -61,7 +65,11 @@ class Resubmits:
             await cluster.refresh_live()
         if home != self.hub_id and cluster.is_live(home):
             cluster.send(
-                home, Watch(self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message)
+                home,
+                Watch(
+                    self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message,
+                    tenant=tenant,
+                ),
             )
             return
         if home != self.hub_id:
@@ -69,7 +77,7 @@ class Resubmits:
             await cluster.reap(home)
             if await self.add_watcher(job_id, watcher):
                 return
-            if await self.adopt(link, message, job_id):
+            if await self.adopt(link, message, job_id, tenant):
                 return
         # Bound, but not recorded anywhere this hub can see.
         await link.send(Rejected(
@@ -77,7 +85,9 @@ class Resubmits:
             message=f"request {request_id} is already being handled; submit it again later",
         ))
 
-    async def adopt(self, link: Link, message: Submit, job_id: str) -> bool:
+    async def adopt(
+        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
+    ) -> bool:
         """Run again, here, a job whose home hub died before archiving its result.
 
         Its attempts were revoked when the death was noticed (`NodeRegistry.home_lost`
@@ -85,11 +95,12 @@ class Resubmits:
         rebound the request first."""
         new_job_id = self.table.new_job_id()
         if not await self.store.rebind_request(
-            message.request_id, job_id, new_job_id, self.config.idempotency_ttl_ms
+            message.request_id, job_id, new_job_id, self.config.idempotency_ttl_ms,
+            tenant=tenant,
         ):
             return False
         self.metrics.submits.inc("adopted")
-        await self.admission.create(link, message, new_job_id)
+        await self.admission.create(link, message, new_job_id, tenant)
         return True
 
     async def add_watcher(self, job_id: str, watcher: Watcher) -> bool:

@@ -31,11 +31,12 @@ from hub.core.fleet_view import FleetView
 from hub.core.job import HUB_SHUTDOWN, Job, JobRecord
 from hub.core.messages import Cancel, ErrorInfo, Submit
 from hub.core.metrics import Metrics
+from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.admission import Admission
 from hub.jobs.attempts import Attempts
 from hub.jobs.binder import Binder
 from hub.jobs.delivery import ClientDelivery
-from hub.jobs.links import Link
+from hub.jobs.links import Link, LinkCloser
 from hub.jobs.node_events import NodeEvents
 from hub.jobs.node_registry import NodeRegistry
 from hub.jobs.resubmits import Resubmits
@@ -58,6 +59,7 @@ class JobService:
         archive: JobArchive,
         rng: random.Random | None = None,
         clock: Clock | None = None,
+        closer: LinkCloser | None = None,
     ) -> None:
         self.config = config
         self.hub_id = config.hub_id
@@ -67,7 +69,8 @@ class JobService:
         self.archive = archive
         self.delivery = ClientDelivery(hub_id=config.hub_id, cluster=cluster)
         self.nodes = NodeRegistry(
-            config=config, fleet=fleet, store=store, published=cluster.node_changed
+            config=config, fleet=fleet, store=store, published=cluster.node_changed,
+            send=cluster.send, closer=closer,
         )
         self.attempts = Attempts(
             config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
@@ -115,11 +118,11 @@ class JobService:
     def client_disconnected(self, link: Link) -> None:
         self.delivery.disconnected(link)
 
-    async def submit(self, link: Link, message: Submit) -> None:
-        await self.submits.submit(link, message)
+    async def submit(self, link: Link, message: Submit, tenant: str = DEFAULT_TENANT) -> None:
+        await self.submits.submit(link, message, tenant)
 
-    async def cancel(self, link: Link, message: Cancel) -> None:
-        await self.submits.cancel(link, message)
+    async def cancel(self, link: Link, message: Cancel, tenant: str = DEFAULT_TENANT) -> None:
+        await self.submits.cancel(link, message, tenant)
 
     # --- reading, running and shutting down -------------------------------------------------
 

@@ -25,6 +25,7 @@ from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.job import BINDING_FAILED, CANCELLED
 from hub.core.messages import Cancel, ErrorInfo, Rejected, Submit
 from hub.core.metrics import Metrics
+from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.admission import Admission
 from hub.jobs.attempts import Attempts
 from hub.jobs.binder import Binder
@@ -63,18 +64,20 @@ class Submits:
         self.cluster = cluster
         self.metrics = metrics
 
-    async def submit(self, link: Link, message: Submit) -> None:
+    async def submit(self, link: Link, message: Submit, tenant: str = DEFAULT_TENANT) -> None:
+        """A client's submit; the job belongs to `tenant`, and so does its request_id (the
+        same request_id in another tenant names another job)."""
         started_ns = time.perf_counter_ns()
         table = self.table
         job_id = table.new_job_id()
         # Selected and assigned before the binding, so that a dispatch to a node of
         # another hub goes out with the binding, atomically, in the same round trip.
-        plan = self.admission.plan(link, message, job_id)
+        plan = self.admission.plan(link, message, job_id, tenant)
         job, assign, _ = plan
         # The binding outlives the longest the job can run, plus the idempotency window.
         config = self.config
         ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)
-        binding = Binding(message.request_id, job_id, ttl_ms)
+        binding = Binding(message.request_id, job_id, ttl_ms, tenant=tenant)
         if job is not None and assign is not None and job.node_hub != self.hub_id:
             binding = binding._replace(
                 send_to=job.node_hub, envelope=encode(self.attempts.dispatch(job, assign))
@@ -102,10 +105,11 @@ class Submits:
         early, pending.early = pending.early or [], None  # later events find the job
         if existing is not None:
             del table.pending[job_id]  # nothing was dispatched: the script sent only if bound
-            await self.resubmits.attach(link, message, existing)
+            await self.resubmits.attach(link, message, existing, tenant)
             return
         rejected = await self.admission.commit(
-            link, message, job_id, plan, started_ns, dispatched=binding.send_to is not None
+            link, message, job_id, plan, started_ns, dispatched=binding.send_to is not None,
+            tenant=tenant,
         )
         for event in early:  # node events that overtook the binding's reply
             try:
@@ -119,11 +123,13 @@ class Submits:
             else:
                 await self.resubmits.add_watcher(job_id, watcher)
 
-    async def cancel(self, link: Link, message: Cancel) -> None:
+    async def cancel(self, link: Link, message: Cancel, tenant: str = DEFAULT_TENANT) -> None:
+        """A client's cancel: only of a job this connection watches, of its own tenant (a
+        job of another tenant is `unknown_job`, as if it did not exist)."""
         job = self.table.get(message.job_id)
-        if job is None:
-            stored = await self.archive.load(message.job_id)
-            if stored is None:
+        if job is None or job.tenant != tenant:
+            stored = None if job is not None else await self.archive.load(message.job_id)
+            if stored is None or stored.tenant != tenant:
                 raise ProtocolError(error_codes.UNKNOWN_JOB, f"no job {message.job_id}")
             raise ProtocolError(
                 error_codes.JOB_FINISHED, f"job {message.job_id} is already finished"

@@ -1,7 +1,9 @@
 """The HTTP endpoints on the hub's port: `/healthz`, `/metrics`, `/v1/nodes`, `/v1/jobs/<id>`.
 
 Transport-neutral: `HttpApi.respond` turns a request path into an
-`HttpResponse` (status, body, content type); the server writes it.
+`HttpResponse` (status, body, content type); the server writes it. The
+request already passed the gate (hub/net/auth.py) with its `Principal`: a
+client token sees only its own tenant's jobs (another tenant's is 404).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
 from hub.core.metrics import Metrics
+from hub.core.principal import ANONYMOUS, Principal
 from hub.core.snapshot import NodeState
 from hub.jobs.service import JobService
 from hub.net.sessions import Sessions
@@ -53,8 +56,8 @@ class HttpApi:
         self.metrics = metrics
         self.sessions = sessions
 
-    async def respond(self, path: str) -> HttpResponse:
-        """The answer to `GET path` (the query string already removed)."""
+    async def respond(self, path: str, principal: Principal = ANONYMOUS) -> HttpResponse:
+        """The answer to `GET path` (the query string already removed) for `principal`."""
         if path == "/healthz":
             stopping = self.sessions.stopping
             return HttpResponse.json(
@@ -69,7 +72,7 @@ class HttpApi:
             )
         if path.startswith("/v1/jobs/"):
             record = await self.service.job_record(path[len("/v1/jobs/"):])
-            if record is None:
+            if record is None or not principal.may_read(record.tenant):
                 return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": error_codes.UNKNOWN_JOB})
             return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(record))
         return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path})

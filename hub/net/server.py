@@ -6,11 +6,18 @@ endpoints (hub/net/http.py), decodes each frame with its endpoint's codec
 and feeds the session. With `wslink.py` (the `Link` over a connection), the
 only module importing websockets. An oversized frame is closed with 1009 by
 websockets itself (`max_frame_bytes`).
+
+Every request passes the `Gate` (hub/net/auth.py) in `process_request`,
+during the handshake: a refused one is answered with its 401 or 403 and no
+session is made; an admitted WebSocket's `Principal` is handed to its
+session. With `tls_cert_file` and `tls_key_file` the port speaks TLS only.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,8 +35,11 @@ from hub.core.messages import (
     client_codec,
     node_codec,
 )
-from hub.net.http import HttpApi
+from hub.core.principal import ANONYMOUS, Principal
+from hub.net.auth import Gate, Refusal
+from hub.net.http import JSON, HttpApi
 from hub.net.sessions import ClientSession, NodeSession, Sessions
+from hub.net.tls import server_context
 from hub.net.wslink import WsLink
 from hub.runtime.loop_turn import LoopTurn
 
@@ -68,12 +78,21 @@ def _select_subprotocol(
 
 
 class WsServer:
-    def __init__(self, *, config: HubConfig, sessions: Sessions, http: HttpApi) -> None:
+    def __init__(
+        self, *, config: HubConfig, sessions: Sessions, http: HttpApi, gate: Gate | None = None
+    ) -> None:
         self.config = config
         self.sessions = sessions
         self.http = http
+        self.gate = gate if gate is not None else Gate.from_config(config)
+        self._ssl = server_context(config)  # ConfigError now, not at start
         self._turn = LoopTurn()
         self._server: Server | None = None
+        self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Who each admitted WebSocket handshake speaks for, until its session starts
+        (weak: a handshake that fails after admission leaves nothing behind)."""
 
     @property
     def port(self) -> int:
@@ -93,6 +112,7 @@ class WsServer:
             max_size=self.config.max_frame_bytes,
             ping_interval=None,  # liveness is the protocol's heartbeat (node_timeout_ms)
             compression=None,
+            ssl=self._ssl,
         )
 
     def stop_accepting(self) -> None:
@@ -113,15 +133,16 @@ class WsServer:
     async def _handle(self, ws: ServerConnection) -> None:
         path = ws.request.path if ws.request is not None else ""
         binary = ws.subprotocol == MSGPACK_SUBPROTOCOL
+        principal = self._principals.pop(ws, ANONYMOUS)
         session: NodeSession | ClientSession
         if path.startswith("/v1/node"):
             codec: Codec[Any] = _NODE_CODECS[binary]
             link = WsLink(ws, codec, self.sessions.peer_id("node"), self._turn)
-            session = self.sessions.node(link)
+            session = self.sessions.node(link, principal)
         elif path.startswith("/v1/client"):
             codec = _CLIENT_CODECS[binary]
             link = WsLink(ws, codec, self.sessions.peer_id("client"), self._turn)
-            session = self.sessions.client(link)
+            session = self.sessions.client(link, principal)
         else:
             await ws.close(close_codes.POLICY_VIOLATION, "unknown endpoint")
             return
@@ -144,16 +165,26 @@ class WsServer:
     # --- HTTP ---------------------------------------------------------------------------
 
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        path, _, query = request.path.partition("?")
+        try:
+            principal = self.gate.admit(path, query, request.headers)
+        except Refusal as refusal:
+            self.sessions.metrics.auth_refusals.inc(str(int(refusal.status)))
+            return self._response(ws, refusal.status, refusal.body, JSON)
         if path in ENDPOINTS:
+            self._principals[ws] = principal
             return None
-        answer = await self.http.respond(path)
-        response = ws.respond(answer.status, "")
-        response.body = answer.body
+        answer = await self.http.respond(path, principal)
+        return self._response(ws, answer.status, answer.body, answer.content_type)
+
+    @staticmethod
+    def _response(
+        ws: ServerConnection, status: HTTPStatus, body: bytes, content_type: str
+    ) -> Response:
+        response = ws.respond(status, "")
+        response.body = body
         # websockets' Headers is a multi-dict: replace, don't append.
-        for name, value in (
-            ("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))
-        ):
+        for name, value in (("Content-Type", content_type), ("Content-Length", str(len(body)))):
             del response.headers[name]
             response.headers[name] = value
         return response

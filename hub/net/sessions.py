@@ -5,7 +5,14 @@ already decoded (or the `ProtocolError` their frame raised) from whatever
 carries them (`hub.net.server` over websockets). It owns the protocol rules
 that belong to a connection rather than to a job:
 
-- a node must `register` first; a `node_id_conflict` closes it with 4001;
+- every session speaks for a `Principal` (hub/core/principal.py), admitted at
+  the handshake (hub/net/auth.py); a session whose token has an `exp` is
+  closed with 4004 (`token_expired`) at that instant (`SessionExpiry`);
+- a node must `register` first; a `node_id_conflict` closes it with 4001; a
+  node id its token does not allow is `forbidden` and closes it with 4003;
+  with `auth = "jwt"` a register for a node id with a live session takes it
+  over (the old session is closed with 4005);
+- a client's submits and cancels belong to its principal's tenant;
 - every refused message is answered with `error` and counted
   (`RefusalCount`); past `max_protocol_errors` the session is closed with 1008;
 - a client's submits run concurrently when the store waits on I/O (up to
@@ -32,13 +39,21 @@ from hub.core.config import HubConfig
 from hub.core.errors import ProtocolError
 from hub.core.messages import Cancel, Error, Register, Rejected, Submit
 from hub.core.metrics import Metrics
-from hub.jobs.links import Link
+from hub.core.principal import ANONYMOUS, Principal
+from hub.jobs.links import Link, LinkCloser
 from hub.jobs.node_registry import NodeRegistry, RegisteredNode
 from hub.jobs.service import JobService
 from hub.runtime.eager import eager_task
 
 MAX_SUBMITS_IN_FLIGHT: Final = 256
 """Submits of one client session being handled at once."""
+
+
+_REGISTER_CLOSES: Final = {
+    error_codes.NODE_ID_CONFLICT: close_codes.REGISTER_REFUSED,
+    error_codes.FORBIDDEN: close_codes.FORBIDDEN,
+}
+"""Registration refusals that end the session: the `error` is sent, then this close."""
 
 
 class RefusalCount:
@@ -69,11 +84,11 @@ class NodeWatchdog:
     dropped after a short grace instead of waiting for the close timeout, so
     its jobs fail over after about `node_timeout_ms`."""
 
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, closer: LinkCloser | None = None) -> None:
         self._config = config
         self._last_seen: dict[str, float] = {}
         self._links: dict[str, Link] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closer = closer if closer is not None else LinkCloser(close_grace_s(config))
 
     def watch(self, link: Link) -> None:
         self._links[link.peer_id] = link
@@ -99,24 +114,37 @@ class NodeWatchdog:
                 if link is not None and now - seen > timeout_s:
                     self._last_seen.pop(peer_id, None)
                     logger.info("node session {} silent for {:.1f}s: closing", peer_id, now - seen)
-                    task = asyncio.create_task(self._close_silent(link))
-                    self._closing.add(task)
-                    task.add_done_callback(self._closing.discard)
-
-    async def _close_silent(self, link: Link) -> None:
-        grace_s = min(self._config.heartbeat_interval_ms, 1000) / 1000
-        try:
-            await asyncio.wait_for(link.close(close_codes.NODE_TIMEOUT, "node_timeout"), grace_s)
-        except TimeoutError:
-            link.abort()
+                    self._closer.close(link, close_codes.NODE_TIMEOUT, "node_timeout")
 
     async def wait_closed(self) -> None:
         """Wait for the closes under way (shutting down)."""
-        for closing in list(self._closing):
-            try:
-                await closing
-            except Exception:
-                logger.debug("closing a silent node failed")
+        await self._closer.wait_closed()
+
+
+def close_grace_s(config: HubConfig) -> float:
+    """How long a peer the hub closes gets for the closing handshake before it is dropped."""
+    return min(config.heartbeat_interval_ms, 1000) / 1000
+
+
+class SessionExpiry:
+    """Closes a session with 4004 (`token_expired`) when its token's `exp` passes: one
+    timer per session with an expiring token, cancelled when the session ends; nothing
+    is checked per message."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, link: Link, principal: Principal, closer: LinkCloser) -> None:
+        self._handle: asyncio.TimerHandle | None = None
+        if principal.exp is not None:
+            delay_s = max(0.0, principal.exp - time.time())
+            self._handle = asyncio.get_running_loop().call_later(
+                delay_s, closer.close, link, close_codes.TOKEN_EXPIRED, "token_expired"
+            )
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class Sessions:
@@ -124,14 +152,19 @@ class Sessions:
     hub is stopping)."""
 
     def __init__(
-        self, *, config: HubConfig, service: JobService, metrics: Metrics, waits: bool
+        self, *, config: HubConfig, service: JobService, metrics: Metrics, waits: bool,
+        closer: LinkCloser | None = None,
     ) -> None:
         self.config = config
         self.service = service
         self.metrics = metrics
         self.waits = waits
         """Whether the store waits on I/O (then submits run concurrently)."""
-        self.watchdog = NodeWatchdog(config)
+        self.closer = closer if closer is not None else service.nodes.closer
+        """Closes sessions without waiting on their peers (expiry, takeover, silence)."""
+        self.takeover = config.auth == "jwt"
+        """Whether a register for a node id with a live session replaces it (issue 11)."""
+        self.watchdog = NodeWatchdog(config, self.closer)
         self.stopping = False
         self._ids = itertools.count(1)
 
@@ -139,21 +172,24 @@ class Sessions:
         """A hub-unique id for a new connection (`n<k>` for nodes, `c<k>` for clients)."""
         return f"{endpoint[0]}{next(self._ids)}"
 
-    def node(self, link: Link) -> NodeSession:
-        return NodeSession(link, self)
+    def node(self, link: Link, principal: Principal = ANONYMOUS) -> NodeSession:
+        return NodeSession(link, self, principal)
 
-    def client(self, link: Link) -> ClientSession:
-        return ClientSession(link, self)
+    def client(self, link: Link, principal: Principal = ANONYMOUS) -> ClientSession:
+        return ClientSession(link, self, principal)
 
 
 class NodeSession:
     """One node agent's connection: register first, then its messages to the registry."""
 
-    def __init__(self, link: Link, sessions: Sessions) -> None:
+    def __init__(self, link: Link, sessions: Sessions, principal: Principal) -> None:
         self.link = link
+        self.principal = principal
         self.closed = False
         """True once the session closed itself: stop feeding it."""
         self._peer_id = link.peer_id
+        self._takeover = sessions.takeover
+        self._expiry = SessionExpiry(link, principal, sessions.closer)
         self._registry: NodeRegistry = sessions.service.nodes
         self._metrics = sessions.metrics
         self._watchdog = sessions.watchdog
@@ -178,9 +214,10 @@ class NodeSession:
                 await self._registry.handle(self._node, message)
             self._refusals.accepted()
         except ProtocolError as exc:
-            if exc.code == error_codes.NODE_ID_CONFLICT:
+            close_code = _REGISTER_CLOSES.get(exc.code)
+            if close_code is not None:
                 await self._send_error(exc)
-                await self.link.close(close_codes.REGISTER_REFUSED, error_codes.NODE_ID_CONFLICT)
+                await self.link.close(close_code, exc.code)
                 self.closed = True
                 return
             await self.refuse(exc, job_id=getattr(message, "job_id", None))
@@ -209,7 +246,13 @@ class NodeSession:
         )
 
     async def _register(self, message: Register) -> None:
-        node = await self._registry.register(self.link, message, int(time.time() * 1000))
+        if not self.principal.may_register(message.node_id):
+            raise ProtocolError(
+                error_codes.FORBIDDEN, f"this token may not register node {message.node_id}"
+            )
+        node = await self._registry.register(
+            self.link, message, int(time.time() * 1000), take_over=self._takeover
+        )
         self._node = node
         self._log = self._log.bind(node_id=node.node_id)
         self._log.info("node registered (pool {})", node.caps.pool)
@@ -217,6 +260,7 @@ class NodeSession:
 
     async def ended(self, close_code: int | None) -> None:
         """The connection is gone: unregister the node (its attempts fail over)."""
+        self._expiry.cancel()
         self._watchdog.forget(self.link)
         if self._node is not None:
             self._log.info("node session ended (close code {})", close_code)
@@ -226,10 +270,13 @@ class NodeSession:
 class ClientSession:
     """One client's connection: submits (concurrent when the store waits) and cancels."""
 
-    def __init__(self, link: Link, sessions: Sessions) -> None:
+    def __init__(self, link: Link, sessions: Sessions, principal: Principal) -> None:
         self.link = link
+        self.principal = principal
         self.closed = False
         """True once the session closed itself: stop feeding it."""
+        self._tenant = principal.tenant
+        self._expiry = SessionExpiry(link, principal, sessions.closer)
         self._sessions = sessions
         self._service = sessions.service
         self._metrics = sessions.metrics
@@ -243,7 +290,7 @@ class ClientSession:
             if isinstance(message, Submit):
                 await self._submit(message)
             elif isinstance(message, Cancel):
-                await self._service.cancel(self.link, message)
+                await self._service.cancel(self.link, message, self._tenant)
             self._refusals.accepted()
         except ProtocolError as exc:
             await self.refuse(exc, job_id=getattr(message, "job_id", None))
@@ -286,7 +333,7 @@ class ClientSession:
 
     async def _run_submit(self, message: Submit) -> None:
         try:
-            await self._service.submit(self.link, message)
+            await self._service.submit(self.link, message, self._tenant)
         except ProtocolError as exc:
             self._metrics.protocol_errors.inc("client", exc.code)
             await self.link.send(Error(code=exc.code, message=exc.message, path=exc.path))
@@ -299,6 +346,7 @@ class ClientSession:
     async def ended(self, close_code: int | None) -> None:
         """The connection is gone: let submits in flight finish (a half-made job must not
         be left behind); the client's jobs go on."""
+        self._expiry.cancel()
         if self._submits:
             await asyncio.wait(self._submits)
         self._service.client_disconnected(self.link)

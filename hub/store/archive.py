@@ -20,6 +20,7 @@ from loguru import logger
 from hub.core.errors import StoreUnavailable
 from hub.core.job import JobRecord
 from hub.core.messages import JobResult, Result
+from hub.core.principal import DEFAULT_TENANT
 from hub.store.base import RecordBatch, Store
 
 BACKLOG_LIMIT = 200_000
@@ -99,7 +100,9 @@ class JobArchive:
                 del self._queued[job_id]  # oldest first: only a late resubmit misses them
         return batch.saved
 
-    async def put_orphan(self, node_id: str, request_id: str, message: JobResult) -> None:
+    async def put_orphan(
+        self, node_id: str, request_id: str, message: JobResult, *, tenant: str = DEFAULT_TENANT
+    ) -> None:
         """Keep the result of a job whose home hub died, for the client's resubmit."""
         if await self.load(message.job_id) is not None:
             return
@@ -110,5 +113,5 @@ class JobArchive:
         self.put(JobRecord(
             job_id=message.job_id, request_id=request_id, node_id=node_id,
             status="done" if message.ok else "failed", attempt=message.attempt, result=result,
-            orphaned=True,
+            orphaned=True, tenant=tenant,
         ))

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from hub.core.principal import DEFAULT_TENANT
+
 
 class Binding(NamedTuple):
     """One idempotency binding to make, and what to send when (only when) it is made."""
@@ -31,6 +33,9 @@ class Binding(NamedTuple):
     """A hub whose inbox gets `envelope` in the same atomic step, if the binding is
     made: a job's first dispatch to another hub costs no extra round trip."""
     envelope: bytes = b""
+    tenant: str = DEFAULT_TENANT
+    """The tenant the request_id is scoped to (issue 11): the same request_id in two
+    tenants names two bindings."""
 
 
 @dataclass(eq=False)
@@ -68,19 +73,24 @@ class Store(Protocol):
 
     # --- idempotency --------------------------------------------------------------
 
-    async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
-        """Bind `request_id` to `job_id` unless bound: None when this call bound it,
-        else the job id it was already bound to. Atomic across hubs."""
+    async def bind_request(
+        self, request_id: str, job_id: str, ttl_ms: int, *, tenant: str = DEFAULT_TENANT
+    ) -> str | None:
+        """Bind `request_id` (of `tenant`) to `job_id` unless bound: None when this call
+        bound it, else the job id it was already bound to. Atomic across hubs."""
 
     async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
         """`bind_request` for each binding, in order, in one round trip; a binding's
         envelope is appended to its `send_to` inbox if and only if it was made."""
 
-    async def release_request(self, request_id: str, job_id: str) -> None:
+    async def release_request(
+        self, request_id: str, job_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> None:
         """Drop the binding if (and only if) it still points at `job_id`."""
 
     async def rebind_request(
-        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int
+        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int,
+        *, tenant: str = DEFAULT_TENANT,
     ) -> bool:
         """Point the binding at `new_job_id` if it still points at `old_job_id` (a job
         whose home hub died is run again); False when someone else moved it first."""

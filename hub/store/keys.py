@@ -37,9 +37,10 @@ class Keys:
         self.dead_letter = f"{self._p}:deadletter"
         """Stream of inbox entries that could not be handled."""
 
-    def request(self, request_id: str) -> str:
-        """STRING request_id -> job id (idempotency binding)."""
-        return f"{self._p}:req:{request_id}"
+    def request(self, tenant: str, request_id: str) -> str:
+        """STRING request_id -> job id (idempotency binding), scoped to its tenant (a
+        tenant name never holds `:`, see `hub.core.principal.TENANT_PATTERN`)."""
+        return f"{self._p}:req:{tenant}:{request_id}"
 
     def job(self, job_id: str) -> str:
         """STRING: a finished job's record (JSON)."""

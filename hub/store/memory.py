@@ -13,11 +13,17 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from hub.core.principal import DEFAULT_TENANT
 from hub.store.base import Binding, OwnershipConflict, RecordBatch
 
 
 def _monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
+
+
+def _request_key(tenant: str, request_id: str) -> str:
+    """A binding's key: the request id within its tenant (a tenant never holds `:`)."""
+    return f"{tenant}:{request_id}"
 
 
 class _ExpiringDict:
@@ -122,32 +128,40 @@ class MemoryStore:
 
     # --- idempotency and job records ---------------------------------------------------
 
-    async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
-        return (await self.bind_requests([Binding(request_id, job_id, ttl_ms)]))[0]
+    async def bind_request(
+        self, request_id: str, job_id: str, ttl_ms: int, *, tenant: str = DEFAULT_TENANT
+    ) -> str | None:
+        return (await self.bind_requests([Binding(request_id, job_id, ttl_ms, tenant=tenant)]))[0]
 
     async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
         made: list[str | None] = []
         for binding in bindings:
-            existing = self._plane.bindings.get(binding.request_id)
+            key = _request_key(binding.tenant, binding.request_id)
+            existing = self._plane.bindings.get(key)
             if existing is not None:
                 made.append(str(existing))
                 continue
-            self._plane.bindings.set(binding.request_id, binding.job_id, binding.ttl_ms)
+            self._plane.bindings.set(key, binding.job_id, binding.ttl_ms)
             if binding.send_to is not None:
                 await self.send_many([(binding.send_to, binding.envelope)])
             made.append(None)
         return made
 
-    async def release_request(self, request_id: str, job_id: str) -> None:
-        if self._plane.bindings.get(request_id) == job_id:
-            self._plane.bindings.delete(request_id)
+    async def release_request(
+        self, request_id: str, job_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        key = _request_key(tenant, request_id)
+        if self._plane.bindings.get(key) == job_id:
+            self._plane.bindings.delete(key)
 
     async def rebind_request(
-        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int
+        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int,
+        *, tenant: str = DEFAULT_TENANT,
     ) -> bool:
-        if self._plane.bindings.get(request_id) != old_job_id:
+        key = _request_key(tenant, request_id)
+        if self._plane.bindings.get(key) != old_job_id:
             return False
-        self._plane.bindings.set(request_id, new_job_id, ttl_ms)
+        self._plane.bindings.set(key, new_job_id, ttl_ms)
         return True
 
     async def save_job(self, job_id: str, record: bytes, ttl_ms: int) -> None:

@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from hub.core.errors import StoreUnavailable
+from hub.core.principal import DEFAULT_TENANT
+from hub.core.redact import redact_url
 from hub.store.base import Binding, OwnershipConflict, RecordBatch
 from hub.store.keys import (
     CONSUMER_GROUP,
@@ -96,7 +98,7 @@ class RedisStore:
         self._opening: dict[str, asyncio.Lock] = {"send": asyncio.Lock(), "read": asyncio.Lock()}
 
     def __repr__(self) -> str:
-        return f"RedisStore(hub_id={self.hub_id!r}, url={self.url!r})"
+        return f"RedisStore(hub_id={self.hub_id!r}, url={redact_url(self.url)!r})"
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
@@ -138,7 +140,9 @@ class RedisStore:
         try:
             await self._redis.ping()
         except (*UNAVAILABLE, redis_errors.RedisError) as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {self.url}: {exc}") from None
+            raise StoreUnavailable(
+                f"cannot reach Redis at {redact_url(self.url)}: {exc}"
+            ) from None
         await self._ensure_group(self._inbox)
 
     @translated
@@ -154,15 +158,17 @@ class RedisStore:
 
     # --- idempotency and job records ----------------------------------------------------
 
-    async def bind_request(self, request_id: str, job_id: str, ttl_ms: int) -> str | None:
-        return (await self.bind_requests([Binding(request_id, job_id, ttl_ms)]))[0]
+    async def bind_request(
+        self, request_id: str, job_id: str, ttl_ms: int, *, tenant: str = DEFAULT_TENANT
+    ) -> str | None:
+        return (await self.bind_requests([Binding(request_id, job_id, ttl_ms, tenant=tenant)]))[0]
 
     @translated
     async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
         keys: list[str] = []
         args: list[Any] = [INBOX_MAXLEN, INBOX_TTL_MS]
         for binding in bindings:
-            request_key = self.keys.request(binding.request_id)
+            request_key = self.keys.request(binding.tenant, binding.request_id)
             to = binding.send_to
             keys += [request_key, request_key if to is None else self.keys.inbox(to)]
             args += [binding.job_id, binding.ttl_ms, "0" if to is None else "1", binding.envelope]
@@ -170,15 +176,19 @@ class RedisStore:
         return [text(job_id) or None for job_id in bound]
 
     @translated
-    async def release_request(self, request_id: str, job_id: str) -> None:
-        await self._script("release_request", [self.keys.request(request_id)], [job_id])
+    async def release_request(
+        self, request_id: str, job_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        await self._script("release_request", [self.keys.request(tenant, request_id)], [job_id])
 
     @translated
     async def rebind_request(
-        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int
+        self, request_id: str, old_job_id: str, new_job_id: str, ttl_ms: int,
+        *, tenant: str = DEFAULT_TENANT,
     ) -> bool:
         moved = await self._script(
-            "rebind_request", [self.keys.request(request_id)], [old_job_id, new_job_id, ttl_ms]
+            "rebind_request", [self.keys.request(tenant, request_id)],
+            [old_job_id, new_job_id, ttl_ms],
         )
         return bool(moved)
 

@@ -184,6 +184,30 @@ async def test_rebind_request(store: Store) -> None:
     assert not await store.rebind_request("unbound", "job-1", "job-2", LONG_MS)
 
 
+async def test_a_request_id_is_scoped_to_its_tenant(store: Store, stores: MakeStore) -> None:
+    # Issue 11: the same request_id in two tenants is two bindings, on every hub.
+    other = await stores("hub-b")
+    assert await store.bind_request("req", "job-a", LONG_MS, tenant="acme") is None
+    assert await store.bind_request("req", "job-b", LONG_MS, tenant="globex") is None
+    assert await other.bind_request("req", "job-x", LONG_MS, tenant="acme") == "job-a"
+    assert await other.bind_request("req", "job-y", LONG_MS, tenant="globex") == "job-b"
+    assert await store.bind_request("req", "job-d", LONG_MS) is None  # the default tenant
+    bound = await store.bind_requests([
+        Binding("req", "job-z", LONG_MS, tenant="acme"), Binding("req2", "job-2", LONG_MS,
+                                                                 tenant="acme"),
+    ])
+    assert bound == ["job-a", None]
+    # Release and rebind touch only their own tenant's binding.
+    await store.release_request("req", "job-a", tenant="globex")  # not globex's job: kept
+    assert await store.bind_request("req", "job-q", LONG_MS, tenant="globex") == "job-b"
+    await store.release_request("req", "job-a", tenant="acme")
+    assert await store.bind_request("req", "job-a2", LONG_MS, tenant="acme") is None
+    assert not await store.rebind_request("req", "job-b", "job-c", LONG_MS, tenant="acme")
+    assert await store.rebind_request("req", "job-b", "job-c", LONG_MS, tenant="globex")
+    assert await other.bind_request("req", "job-w", LONG_MS, tenant="globex") == "job-c"
+    assert await other.bind_request("req", "job-w", LONG_MS, tenant="acme") == "job-a2"
+
+
 # --- job records -------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -160,6 +161,20 @@ def _subprotocols(binary: bool, offer: bool) -> list[Subprotocol] | None:
     return [Subprotocol(MSGPACK_SUBPROTOCOL if binary else JSON_SUBPROTOCOL)]
 
 
+def _auth(
+    token: str | None, origin: str | None, tls: ssl.SSLContext | None
+) -> dict[str, Any]:
+    """`connect` arguments for a bearer token, an Origin header and a TLS context."""
+    args: dict[str, Any] = {}
+    if token is not None:
+        args["additional_headers"] = {"Authorization": f"Bearer {token}"}
+    if origin is not None:
+        args["origin"] = origin
+    if tls is not None:
+        args["ssl"] = tls
+    return args
+
+
 async def open_peer(
     url: str, *, binary: bool = False, offer_subprotocol: bool = True, max_size: int | None = None
 ) -> Peer:
@@ -300,12 +315,13 @@ class TestClient(Peer):
 async def connect_node(
     url: str, node_id: str, capabilities: Msg | None = None, *, binary: bool = False,
     heartbeat_s: float | None = 0.05, register: bool = True, offer_subprotocol: bool = True,
+    token: str | None = None, origin: str | None = None, tls: ssl.SSLContext | None = None,
 ) -> TestNode:
     """Connect to `url + /v1/node` and (by default) register and start heartbeats."""
     ws = await asyncio.wait_for(
         connect(
             url + "/v1/node", subprotocols=_subprotocols(binary, offer_subprotocol),
-            max_size=None, compression=None, ping_interval=None,
+            max_size=None, compression=None, ping_interval=None, **_auth(token, origin, tls),
         ),
         TIMEOUT_S,
     )
@@ -320,26 +336,34 @@ async def connect_node(
 
 
 async def connect_client(
-    url: str, *, binary: bool = False, offer_subprotocol: bool = True
+    url: str, *, binary: bool = False, offer_subprotocol: bool = True,
+    token: str | None = None, origin: str | None = None, tls: ssl.SSLContext | None = None,
 ) -> TestClient:
     ws = await asyncio.wait_for(
         connect(
             url + "/v1/client", subprotocols=_subprotocols(binary, offer_subprotocol),
-            max_size=None, compression=None, ping_interval=None,
+            max_size=None, compression=None, ping_interval=None, **_auth(token, origin, tls),
         ),
         TIMEOUT_S,
     )
     return TestClient(ws, binary=binary)
 
 
-async def http_get(base_url: str, path: str) -> tuple[int, dict[str, str], bytes]:
+async def http_get(
+    base_url: str, path: str, *, headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """A minimal HTTP/1.1 GET over asyncio streams: (status, headers, body)."""
     host_port = base_url.split("://", 1)[1]
     host, port = host_port.rsplit(":", 1)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), TIMEOUT_S)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, int(port), ssl=tls), TIMEOUT_S
+    )
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     try:
         writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: {host_port}\r\n{extra}Connection: close\r\n\r\n"
+            .encode()
         )
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
