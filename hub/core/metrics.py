@@ -117,6 +117,13 @@ class Metrics:
         self.job_seconds = Histogram(
             "nodehub_job_seconds", "Submit received to terminal result sent."
         )
+        # --- issue 13: the admission queue ---
+        self.queue_wait_seconds = Histogram(
+            "nodehub_queue_wait_seconds",
+            "Time jobs waited for a free slot (observed when they leave the queue).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                     10.0, 30.0, 60.0, 300.0),
+        )
         self.gauges: list[Gauge] = []
 
     def gauge(
@@ -131,7 +138,8 @@ class Metrics:
     def render(self) -> str:
         metrics: list[Counter | Histogram | Gauge] = [
             self.jobs, self.submits, self.attempts, self.no_node, self.protocol_errors,
-            self.selection_seconds, self.dispatch_seconds, self.job_seconds, *self.gauges,
+            self.selection_seconds, self.dispatch_seconds, self.job_seconds,
+            self.queue_wait_seconds, *self.gauges,
         ]
         lines: list[str] = []
         for metric in metrics:
