@@ -88,7 +88,8 @@ class Admission:
         elif self.waiting.jobs:
             state = self.attempts.fleet.snapshot.get(selection.node_id)
             waits = state is not None and self.waiting.ahead(state, message.priority)
-        if waits and len(self.waiting) >= config.max_queued_jobs:
+        fair_key = f"{self.hub_id}:{link.peer_id}"  # the tenant, once auth lands
+        if waits and not self.waiting.admits(fair_key, config.max_queued_jobs):
             return Plan(None, None, selection, error_codes.OVERLOADED)
         timeout_ms = config.job_budget_ms(message.timeout_ms)
         job = Job(
@@ -104,8 +105,7 @@ class Admission:
             timeout_ms=timeout_ms,
             priority=message.priority,
             queue_timeout_ms=queue_timeout_ms,
-            # Whose turn a waiting job takes: the client session (the tenant, with auth).
-            fair_key=f"{self.hub_id}:{link.peer_id}",
+            fair_key=fair_key,  # whose turn a waiting job takes
         )
         if waits or selection.node_id is None:
             return Plan(job, None, selection)
@@ -119,7 +119,10 @@ class Admission:
         (`dispatched`: its Dispatch to another hub went out with the binding); the
         `rejected` sent when no node fits (the binding is then released)."""
         job, assign, selection, refusal = plan
-        if job is not None and assign is None and len(self.waiting) >= self.config.max_queued_jobs:
+        if (
+            job is not None and assign is None
+            and not self.waiting.admits(job.fair_key, self.config.max_queued_jobs)
+        ):
             job, refusal = None, error_codes.OVERLOADED  # the queue filled meanwhile
         if job is None:
             await self.store.release_request(message.request_id, job_id)
@@ -127,7 +130,10 @@ class Admission:
             if refusal == error_codes.OVERLOADED:
                 rejected = Rejected(
                     request_id=message.request_id, code=refusal,
-                    message=f"{len(self.waiting)} jobs wait for a slot already; retry later",
+                    message=(
+                        f"{len(self.waiting)} jobs wait for a slot already (this session's "
+                        "share of max_queued_jobs is used up); retry later"
+                    ),
                 )
             else:
                 rejected = Rejected(

@@ -28,7 +28,7 @@ from hub.core.snapshot import ONLINE, NodeState
 
 
 class WaitingJobs:
-    __slots__ = ("_announce", "_fleet", "_metrics", "_wake", "dirty", "jobs", "queue")
+    __slots__ = ("_announce", "_fleet", "_metrics", "_wake", "dirty", "jobs", "per_key", "queue")
 
     def __init__(
         self,
@@ -40,6 +40,8 @@ class WaitingJobs:
         """`announce(waiting)` is told when the queue turns non-empty, and empty again."""
         self.queue = AdmissionQueue()
         self.jobs: dict[str, Job] = {}
+        self.per_key: dict[str, int] = {}
+        """Waiting jobs per fairness key."""
         self.dirty: set[str] = set()
         """Nodes that may have a slot for a waiting job."""
         self._fleet = fleet
@@ -64,6 +66,7 @@ class WaitingJobs:
             order=job.queue_order,
         )
         self.jobs[job.job_id] = job
+        self.per_key[job.fair_key] = self.per_key.get(job.fair_key, 0) + 1
         if len(self.jobs) == 1:
             self._announce(True)
 
@@ -94,7 +97,24 @@ class WaitingJobs:
         entry = self.queue.best_for(state.node_id, state.caps)
         return entry is not None and entry.priority >= priority
 
+    def admits(self, fair_key: str, limit: int) -> bool:
+        """Whether one more job of `fair_key` may wait: fewer than `limit` wait, and the
+        key holds less than an equal share of `limit` among the keys waiting. A
+        backlog that filled the queue alone makes room for a newcomer as its own jobs
+        leave, instead of keeping every freed place by out-submitting it."""
+        waiting = len(self.jobs)
+        if waiting >= limit:
+            return False
+        held = self.per_key.get(fair_key, 0)
+        keys = len(self.per_key) + (0 if held else 1)
+        return held < max(1, limit // keys)
+
     def _left(self, job: Job, now_ms: int) -> None:
+        held = self.per_key.get(job.fair_key, 0) - 1
+        if held > 0:
+            self.per_key[job.fair_key] = held
+        else:
+            self.per_key.pop(job.fair_key, None)
         if job.queued_since_ms is not None:
             self._metrics.queue_wait_seconds.observe((now_ms - job.queued_since_ms) / 1000)
             job.queued_since_ms = None

@@ -352,3 +352,22 @@ async def test_an_owner_hubs_refusal_for_capacity_puts_the_job_back_in_line(
         fleet.set_running("remote", 0)
         await path.settle()
     assert (job.attempt, job.requeued, job.queued) == (5, 4, False)
+
+
+async def test_a_full_queue_makes_room_for_another_session_not_for_the_same_backlog() -> None:
+    path = QueuePath(CONFIG.with_changes(max_queued_jobs=4))
+    node = await path.node("n1", slots=1)
+    heavy, light = path.client("heavy"), path.client("light")
+    await path.submit(heavy, "running")
+    running = only(node.take(), JobAssign)
+    for i in range(4):
+        await path.submit(heavy, f"h{i}")
+    await path.submit(light, "l0")
+    assert only(light.take(), Rejected).code == "overloaded"  # the queue is full
+    await path.finish("n1", running)  # h0 leaves the queue: one place frees
+    heavy.take()
+    await path.submit(light, "l0")
+    assert only(light.take(), Accepted).queued
+    # Two sessions wait now: each may hold half the queue, and heavy holds 3.
+    await path.submit(heavy, "h4")
+    assert only(heavy.take(), Rejected).code == "overloaded"
