@@ -149,7 +149,8 @@ class Admission:
             self.attempts.watch_overall(job)
         self.metrics.submits.inc("accepted")
         if assign is None:
-            await self.attempts.wait(job, announce=link)
+            # Planned before the binding's round trip (when the store waits on I/O).
+            await self.attempts.wait(job, announce=link, recheck=self.store.waits)
         else:
             await self.attempts.send(job, assign, announce=link, dispatched=dispatched)
         return None

@@ -203,7 +203,8 @@ class Attempts:
             return
         selection = self.select(job.requirements)
         if selection.node_id is None and self.may_wait(job) and selection.reasons.get(AT_CAPACITY):
-            await self.wait(job, announce=announce)  # every node that could take it is full
+            # Every node that could take it is full (the selection was just made).
+            await self.wait(job, announce=announce, recheck=False)
             return
         if selection.node_id is None:
             error = ErrorInfo(error_codes.NO_NODE, selection.explain())
@@ -217,11 +218,14 @@ class Attempts:
         return job.queue_timeout_ms > 0
 
     async def wait(
-        self, job: Job, *, announce: Link | None = None, keep_deadline: bool = False
+        self, job: Job, *, announce: Link | None = None, keep_deadline: bool = False,
+        recheck: bool = True,
     ) -> None:
         """Queue the job until a slot frees (`QueuePump` starts it again).
 
-        `announce` is the submitter, who gets `accepted` with `queued: true`."""
+        `announce` is the submitter, who gets `accepted` with `queued: true`.
+        `recheck`: the selection that sent it here may be stale (it was made before
+        an await, or on another hub's view): look for a free node once more."""
         now = self.clock.now_ms()
         job.wait(now, keep_deadline=keep_deadline)
         self.waiting.add(job, job.fair_key)
@@ -230,11 +234,12 @@ class Attempts:
             await announce.send(Accepted(
                 request_id=job.request_id, job_id=job.job_id, duplicate=False, queued=True
             ))
-        # A slot may have freed since the selection that sent it here (a store round
-        # trip, a stale view of another hub's node): have the pump look at once.
-        selection = select_node(self.fleet.snapshot, job.requirements, self.rng)
-        if selection.node_id is not None:
-            self.waiting.look_at(selection.node_id)
+        if recheck:
+            # A slot may have freed since the selection that sent it here (a store round
+            # trip, a stale view of another hub's node): have the pump look at once.
+            selection = select_node(self.fleet.snapshot, job.requirements, self.rng)
+            if selection.node_id is not None:
+                self.waiting.look_at(selection.node_id)
 
     async def start_waiting(self, job: Job) -> bool:
         """Start a job the queue picked for a free slot; False (and back in the queue,
