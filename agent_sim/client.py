@@ -114,6 +114,8 @@ class HubClient:
         routing_key: str | None = None,
         session_id: str | None = None,
         timeout_ms: int | None = None,
+        priority: int = 0,
+        queue_timeout_ms: int | None = None,
     ) -> JobHandle:
         assert self._ws is not None, "use `async with HubClient(...)`"
         request_id = request_id or uuid.uuid4().hex
@@ -132,6 +134,8 @@ class HubClient:
             routing_key=routing_key,
             session_id=session_id,
             timeout_ms=timeout_ms,
+            priority=priority,
+            queue_timeout_ms=queue_timeout_ms,
         )
         await self.send(message)
         return handle

@@ -2,7 +2,8 @@
 
 Modes:
 - `hub`: connect to `URL/v1/node`, register, and on every `job_assign` write
-  `job_accept` and an ok `job_result` at once (both frames in one write).
+  `job_accept` and an ok `job_result` at once (both frames in one write); with
+  `--service-ms`, the accept at once and the result that much later.
 - `echo`: connect to the relay floor's `URL/node` and send every frame back.
 - `idle`: connect to `URL/v1/node`, register, then do nothing (the memory
   measurement); handshakes run `--batch` at a time.
@@ -68,11 +69,24 @@ async def _register(ws: ClientConnection, node_id: str, src: str, tgt: str, slot
         raise RuntimeError(f"{node_id}: registration refused: {reply}")
 
 
-async def _serve_jobs(ws: ClientConnection) -> None:
+async def _serve_jobs(ws: ClientConnection, service_s: float = 0.0) -> None:
     protocol = ws.protocol
+    loop = asyncio.get_running_loop()
+
+    sending: set[asyncio.Task[None]] = set()
+
+    def finish(job_id: str, attempt: int) -> None:
+        task = loop.create_task(ws.send(_encode(JobResult(job_id, attempt, True, "ok")).decode()))
+        sending.add(task)
+        task.add_done_callback(sending.discard)
+
     async for frame in ws:
         message = _decode(frame)
         if message.type != "job_assign":
+            continue
+        if service_s:
+            await ws.send(_encode(Accept(message.job_id, message.attempt)).decode())
+            loop.call_later(service_s, finish, message.job_id, message.attempt)
             continue
         accept = _encode(Accept(message.job_id, message.attempt))
         result = _encode(JobResult(message.job_id, message.attempt, True, "ok"))
@@ -113,7 +127,9 @@ async def run(args: argparse.Namespace) -> None:
             emit(connected=len(conns))
     workers: list[asyncio.Task[None]] = []
     if args.mode == "hub":
-        workers = [asyncio.create_task(_serve_jobs(ws)) for ws in conns]
+        workers = [
+            asyncio.create_task(_serve_jobs(ws, args.service_ms / 1000)) for ws in conns
+        ]
     elif args.mode == "echo":
         workers = [asyncio.create_task(_echo(ws)) for ws in conns]
     emit(ready=len(conns))
@@ -131,6 +147,8 @@ def main() -> int:
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--batch", type=int, default=200, help="concurrent handshakes")
     parser.add_argument("--max-concurrency", type=int, default=16)
+    parser.add_argument("--service-ms", type=float, default=0.0,
+                        help="hub mode: time from job_accept to job_result")
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="de")
     parser.add_argument("--token", default=None, help="bearer token (auth = jwt hubs)")

@@ -160,7 +160,15 @@ async def _client_load(
                 stats.outcomes["lost"] += 1  # never expected: the hub answers every submit
                 continue
             if isinstance(outcome, Rejected):
-                stats.outcomes[f"rejected:{outcome.code}"] += 1
+                # Why: nothing serves the pair by design, none of the nodes that could is
+                # connected now, or (never, since the queue) they were only busy.
+                detail = ""
+                if outcome.code == "no_node" and outcome.reasons is not None:
+                    capable = outcome.reasons.get("at_capacity", 0) + outcome.reasons.get(
+                        "draining", 0
+                    )
+                    detail = " (busy)" if capable else " (nothing connected serves it)"
+                stats.outcomes[f"rejected:{outcome.code}{detail}"] += 1
                 continue
             assert isinstance(outcome, Result)
             stats.rtts_ms.append((time.perf_counter() - started) * 1000)
@@ -177,10 +185,16 @@ def _status_line(stats: LoadStats, hubs: list[Hub]) -> str:
     nodes = sum(len(hub.service.nodes.registered) for hub in hubs)
     failovers = sum(n for attempts, n in stats.attempts.items() if attempts > 1)
     failed = sum(n for k, n in stats.outcomes.items() if not k.startswith("ok"))
+    # The admission queue (issue 13): jobs waiting now, and their mean wait so far.
+    queued = sum(len(hub.service.waiting) for hub in hubs)
+    waited = [hub.metrics.queue_wait_seconds for hub in hubs]
+    count = sum(h.count for h in waited)
+    mean_wait_ms = 1000 * sum(h.total for h in waited) / count if count else 0.0
     return (
         f"{elapsed:5.1f}s  jobs {stats.done:6d}  {stats.done / max(elapsed, 1e-9):6.0f}/s  "
         f"p50 {stats.percentile(0.5):6.1f} ms  p99 {stats.percentile(0.99):7.1f} ms  "
-        f"nodes {nodes:3d}  busy slots {busy:3d}  failovers {failovers:4d}  not ok {failed:4d}"
+        f"nodes {nodes:3d}  busy slots {busy:3d}  queued {queued:4d}  "
+        f"wait {mean_wait_ms:6.1f} ms  failovers {failovers:4d}  not ok {failed:4d}"
     )
 
 
@@ -249,7 +263,7 @@ def _summary(stats: LoadStats, hubs: list[Hub], fleets: list[Fleet]) -> None:
     print("\nsummary")
     print(f"  jobs finished      {stats.done} in {elapsed:.1f}s ({stats.done / elapsed:.0f}/s)")
     for outcome, count in sorted(stats.outcomes.items()):
-        print(f"    {outcome:28s} {count}")
+        print(f"    {outcome:46s} {count}")
     if stats.rtts_ms:
         print(
             f"  round trip (ms)    p50 {stats.percentile(0.5):.1f}  p99 "

@@ -105,6 +105,7 @@ class Hub:
         await self.server.start()
         for name, loop in (
             ("deadlines", self.service.run_deadlines),
+            ("queue", self.service.run_queue),
             ("archiver", self.archive.run),
             ("node-watchdog", self.sessions.watchdog.run),
         ):
@@ -167,6 +168,10 @@ class Hub:
         self.metrics.gauge(
             "nodehub_active_jobs", "Jobs submitted here and not finished.", (),
             lambda: {(): len(self.service.jobs)},
+        )
+        self.metrics.gauge(
+            "nodehub_queued_jobs", "Jobs submitted here waiting for a free slot.", (),
+            lambda: {(): len(self.service.waiting)},
         )
         self.metrics.gauge(
             "nodehub_busy_slots", "Assigned jobs on nodes this hub owns.", (),

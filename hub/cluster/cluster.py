@@ -136,6 +136,10 @@ class Cluster:
         """A local node joined, changed capabilities or status: publish it promptly."""
         self.replica.node_changed(node_id)
 
+    def set_waiting(self, waiting: bool) -> None:
+        """Jobs wait for a slot here, or no longer (issue 13): tell the other hubs."""
+        self.replica.set_waiting(waiting)
+
     async def reap(self, hub_id: str) -> None:
         """Drain a dead hub's inbox now (a resubmit of one of its jobs), then forget it."""
         await self.reaper.reap(hub_id)
@@ -171,7 +175,9 @@ class Cluster:
         if self._local is not None:
             await self._local.renew_leases()
         # A beacon: every hub (this one too) hears it, which proves the subscription works.
-        await self.store.publish_fleet_update(encode(FleetUpdate(self.hub_id)))
+        await self.store.publish_fleet_update(
+            encode(FleetUpdate(self.hub_id, waiting=self.replica.waiting))
+        )
         quiet_s = time.monotonic() - self.replica.last_update_s
         if quiet_s > 3 * self.config.heartbeat_interval_ms / 1000:
             logger.warning("no fleet updates for {:.1f}s: resubscribing", quiet_s)

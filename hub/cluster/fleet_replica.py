@@ -3,7 +3,8 @@
 This hub's node changes are published (structural changes at once, with
 their `NodeEntry` written to the hub's node hash in the store; load changes
 coalesced every `load_publish_interval_ms`, and only while another hub is
-alive); other hubs' changes, heard over the store's pub/sub as
+alive; at the end of the loop turn instead while another hub has jobs
+waiting for a slot, issue 13); other hubs' changes, heard over the store's pub/sub as
 `FleetUpdate`s, are applied to the local `FleetView`; `resync` rebuilds the
 remote part from the node hashes (periodically, and after a subscription was
 lost). `Cluster` owns it and runs its loops; which hubs are alive is the
@@ -63,6 +64,12 @@ class FleetReplica:
         self._dirty_load: set[str] = set()
         self._dirty_structure: dict[str, NodeState | None] = {}
         self._structure_ready = asyncio.Event()
+        # --- issue 13: the admission queue ---
+        self.waiting = False
+        """Jobs wait for a slot on this hub (sent with every update and beacon)."""
+        self.waiting_hubs: set[str] = set()
+        """Other hubs that said they have jobs waiting: load changes go out at once."""
+        self._waiting_changed = False
         fleet.subscribe(self.on_fleet_change)
 
     def __repr__(self) -> str:
@@ -78,6 +85,20 @@ class FleetReplica:
         else:
             # Load changes are coalesced; structure changes come through `node_changed`.
             self._dirty_load.add(node_id)
+            if self.waiting_hubs and self._others_waiting():
+                self._structure_ready.set()  # a hub waits for slots: at the turn's end
+
+    def _others_waiting(self) -> bool:
+        live = self.members.live
+        self.waiting_hubs &= live
+        return bool(self.waiting_hubs)
+
+    def set_waiting(self, waiting: bool) -> None:
+        """Jobs wait for a slot here, or no longer: tell the other hubs at once."""
+        if waiting != self.waiting:
+            self.waiting = waiting
+            self._waiting_changed = True
+            self._structure_ready.set()
 
     def node_changed(self, node_id: str) -> None:
         """A local node joined, changed capabilities or status: publish it promptly."""
@@ -100,6 +121,13 @@ class FleetReplica:
                 await asyncio.sleep(0.2)
 
     async def publish_dirty(self) -> None:
+        if self._waiting_changed and len(self.members.live) > 1:
+            self._waiting_changed = False
+            if not self._dirty_structure and not self._dirty_load:
+                await self.store.publish_fleet_update(
+                    encode(FleetUpdate(self.hub_id, waiting=self.waiting))
+                )
+                return
         if not self._dirty_structure and len(self.members.live) <= 1:
             # Load changes matter only to other hubs; none is alive (local mode, or
             # alone for now). They stay marked and go out once another hub appears.
@@ -124,7 +152,9 @@ class FleetReplica:
                 upserts.append(_entry(state, with_caps=False))
         if upserts or removals:
             await self.store.publish_fleet_update(
-                encode(FleetUpdate(self.hub_id, upserts=upserts, removals=removals))
+                encode(FleetUpdate(
+                    self.hub_id, upserts=upserts, removals=removals, waiting=self.waiting
+                ))
             )
 
     async def subscribe_loop(self) -> None:
@@ -143,6 +173,10 @@ class FleetReplica:
         if update.hub_id == self.hub_id:
             return
         self.members.heard_from(update.hub_id)
+        if update.waiting:
+            self.waiting_hubs.add(update.hub_id)
+        else:
+            self.waiting_hubs.discard(update.hub_id)
         snapshot = self.fleet.snapshot
         for node_id in update.removals:
             state = snapshot.get(node_id)

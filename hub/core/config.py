@@ -73,6 +73,12 @@ class HubConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     """Both set: the port speaks TLS only (wss:// and https://)."""
+    # --- issue 13: the admission queue -------------------------------------------------
+    queue_timeout_ms: int = 30_000
+    """How long a job may wait for a free slot (a submit's `queue_timeout_ms` overrides
+    it); 0: never wait, `rejected` `no_node` at once as in v1."""
+    max_queued_jobs: int = 10_000
+    """Jobs waiting on this hub; past it a submit gets `rejected` `overloaded`."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -126,6 +132,12 @@ class HubConfig:
                 raise ConfigError(
                     f"allowed_origins: {origin!r} is not an origin (scheme://host[:port])"
                 )
+        # --- issue 13: the admission queue ---
+        for name in ("queue_timeout_ms", "max_queued_jobs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if self.queue_timeout_ms > 86_400_000:
+            raise ConfigError(f"queue_timeout_ms must be <= 86400000, not {self.queue_timeout_ms}")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:
@@ -137,6 +149,11 @@ class HubConfig:
         """A job's overall time budget: the client's `timeout_ms`, else what its
         attempts can take (each has its own deadline and their number is capped)."""
         return timeout_ms or self.max_attempts * (self.accept_timeout_ms + self.job_timeout_ms)
+
+    def queue_timeout(self, requested_ms: int | None) -> int:
+        """How long a job may wait for a slot: the submit's `queue_timeout_ms`, else the
+        hub's (issue 13)."""
+        return self.queue_timeout_ms if requested_ms is None else requested_ms
 
     def with_changes(self, **changes: Any) -> HubConfig:
         return replace(self, **changes)

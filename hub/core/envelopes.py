@@ -127,6 +127,8 @@ class FleetUpdate(msgspec.Struct, array_like=True):
     hub_id: str
     upserts: list[NodeEntry] = []
     removals: list[str] = []
+    waiting: bool = False
+    """Jobs wait for a slot on the sending hub (issue 13): publish load changes at once."""
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -56,3 +56,11 @@ HUB_OUTCOMES: Final = frozenset(
     {"ok", NO_NODE, ATTEMPTS_EXHAUSTED, TIMEOUT, CANCELLED, HUB_SHUTDOWN}
 )
 """Terminal outcomes the hub itself decides (any other failure came from a node)."""
+
+# --- issue 13: the admission queue -------------------------------------------------
+OVERLOADED: Final = "overloaded"
+"""`rejected`: `max_queued_jobs` jobs are waiting already."""
+QUEUE_TIMEOUT: Final = "queue_timeout"
+"""`result.error`: the job waited for a free slot past its `queue_timeout_ms`."""
+QUEUE_OUTCOMES: Final = frozenset({QUEUE_TIMEOUT})
+"""Terminal outcomes of the queue, counted in `nodehub_jobs_total` like `HUB_OUTCOMES`."""

@@ -24,6 +24,8 @@ from hub.core.principal import DEFAULT_TENANT
 
 
 class JobStatus(StrEnum):
+    QUEUED = "queued"
+    """Waiting for a free slot (issue 13): no attempt is on a node."""
     ASSIGNED = "assigned"
     ACCEPTED = "accepted"
     RUNNING = "running"
@@ -31,7 +33,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
-ACTIVE = frozenset({JobStatus.ASSIGNED, JobStatus.ACCEPTED, JobStatus.RUNNING})
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.ASSIGNED, JobStatus.ACCEPTED, JobStatus.RUNNING})
 
 # How an attempt ended (`attempts[].outcome` of a job record, the label of
 # `nodehub_attempts_total`); the ones marked (cancel) are also `job_cancel.reason`s.
@@ -56,6 +58,9 @@ HUB_SHUTDOWN: Final = "hub_shutdown"
 """(cancel) the job's home hub is stopping."""
 BINDING_FAILED: Final = "store_unavailable"
 """(cancel) a dispatch that may have left with a binding whose reply was lost."""
+
+QUEUE_TIMEOUT: Final = "queue_timeout"
+"""The job waited for a free slot past its `queue_timeout_ms`."""
 
 REFUSALS = frozenset({AT_CAPACITY, DRAINING, NODE_GONE})
 """Attempt outcomes where the node's owner refused the job before the node saw it."""
@@ -85,6 +90,7 @@ class Job:
         "attempt_deadline_ms",
         "created_ms",
         "deadline_ms",
+        "fair_key",
         "features",
         "history",
         "home_hub",
@@ -92,8 +98,14 @@ class Job:
         "node_hub",
         "node_id",
         "payload",
+        "priority",
+        "queue_deadline_ms",
+        "queue_order",
+        "queue_timeout_ms",
+        "queued_since_ms",
         "refused",
         "request_id",
+        "requeued",
         "requirements",
         "result",
         "session_id",
@@ -117,6 +129,9 @@ class Job:
         watcher: Watcher,
         timeout_ms: int = 0,
         tenant: str = DEFAULT_TENANT,
+        priority: int = 0,
+        queue_timeout_ms: int = 0,
+        fair_key: str = "",
     ) -> None:
         self.job_id = job_id
         self.tenant = tenant
@@ -138,6 +153,20 @@ class Job:
         self.node_hub = ""
         self.history: list[AttemptRecord] = []
         self.result: Result | None = None
+        # --- the admission queue (issue 13) ---
+        self.priority = priority
+        self.fair_key = fair_key
+        """Whose turn this job waits in: the client session today, the tenant with auth."""
+        self.queue_timeout_ms = queue_timeout_ms
+        """How long the job may wait for a free slot; 0: never (v1 behaviour)."""
+        self.requeued = 0
+        """Dispatches refused for capacity that sent the job back to the queue: they
+        do not spend `max_attempts`."""
+        self.queued_since_ms: int | None = None
+        """When the job started waiting (monotonic); None while it is not waiting."""
+        self.queue_deadline_ms = 0
+        self.queue_order: Any = None
+        """Its place in the queue (`admission_queue.Order`), kept across a requeue."""
 
     def __repr__(self) -> str:
         return (
@@ -148,6 +177,17 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status not in ACTIVE
+
+    @property
+    def queued(self) -> bool:
+        return self.status is JobStatus.QUEUED
+
+    @property
+    def state(self) -> str:
+        """The coarse lifecycle: `queued`, `active` (an attempt is on a node), `finished`."""
+        if self.status is JobStatus.QUEUED:
+            return "queued"
+        return "finished" if self.finished else "active"
 
     # --- transitions -----------------------------------------------------------
 
@@ -183,6 +223,27 @@ class Job:
             payload=self.payload,
             deadline_ms=deadline if wall_ms is None else wall_ms + (deadline - now_ms),
         )
+
+    def wait(self, now_ms: int, *, keep_deadline: bool = False) -> None:
+        """Wait for a free slot: no attempt is on a node until the next `assign`.
+
+        The queue deadline starts now, or, with `keep_deadline` (a dispatch refused
+        for capacity: the job never got a slot), stays what it was."""
+        if self.finished:
+            raise ValueError(f"{self!r} is finished")
+        self.status = JobStatus.QUEUED
+        self.node_id = ""
+        self.node_hub = ""
+        self.queued_since_ms = now_ms
+        if not keep_deadline or not self.queue_deadline_ms:
+            self.queue_deadline_ms = now_ms + self.queue_timeout_ms
+
+    def requeue_attempt(self, outcome: str) -> None:
+        """The owner refused the attempt for capacity: it ends, the job waits again.
+
+        Not a failed attempt: the node is not excluded and `max_attempts` is not spent."""
+        self.history[-1].outcome = outcome
+        self.requeued += 1
 
     def fence(self, node_id: str, attempt: int) -> None:
         """Raise `ProtocolError` unless `(node_id, attempt)` is this job's live attempt."""
@@ -224,7 +285,7 @@ class Job:
         view of a remote node's load, not a failure of the job. They are bounded
         separately, so a job cannot bounce forever."""
         return (
-            self.attempt - self.refused < max_attempts
+            self.attempt - self.refused - self.requeued < max_attempts
             and self.refused < MAX_REFUSALS_PER_ATTEMPT * max_attempts
             and now_ms < self.deadline_ms
         )
@@ -258,6 +319,8 @@ class Job:
             job_id=self.job_id,
             request_id=self.request_id,
             status=self.status.value,
+            state=self.state,
+            priority=self.priority,
             node_id=self.node_id,
             hub_id=self.home_hub,
             session_id=self.session_id,
@@ -282,6 +345,9 @@ class JobRecord(msgspec.Struct, kw_only=True):
     request_id: str
     status: str
     node_id: str
+    state: str = "finished"
+    """`queued`, `active` or `finished` (issue 13; `status` has the detail)."""
+    priority: int = 0
     hub_id: str = ""
     session_id: str = ""
     attempt: int = 0

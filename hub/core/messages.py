@@ -182,6 +182,12 @@ class Submit(_Message, tag="submit"):
     preferred_pool: Pool | None = None
     payload: Any = None
     timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=86_400_000)] | None = None
+    # --- the admission queue (issue 13) ---
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
+    """Higher waits less for a free slot; FIFO within a priority."""
+    queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    """How long the job may wait for a free slot (null: the hub's `queue_timeout_ms`;
+    0: never wait, the v1 behaviour)."""
 
 
 class Cancel(_Message, tag="cancel"):
@@ -193,11 +199,14 @@ ClientInbound = Submit | Cancel
 # --- hub -> client ----------------------------------------------------------------
 
 
-class Accepted(_Message, tag="accepted"):
+class Accepted(_Message, tag="accepted", kw_only=True):
     request_id: str
     job_id: str
-    node_id: str
+    node_id: str = ""
+    """The node of the current attempt; absent while the job waits (`queued`)."""
     duplicate: bool
+    queued: bool = False
+    """The job waits for a free slot (issue 13); omitted when false."""
 
 
 class Progress(_Message, tag="progress"):

@@ -122,6 +122,13 @@ class Metrics:
             "nodehub_auth_refusals_total",
             "Requests refused at the door (handshake or HTTP), by HTTP status.", ("status",),
         )
+        # --- issue 13: the admission queue ---
+        self.queue_wait_seconds = Histogram(
+            "nodehub_queue_wait_seconds",
+            "Time jobs waited for a free slot (observed when they leave the queue).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                     10.0, 30.0, 60.0, 300.0),
+        )
         self.gauges: list[Gauge] = []
 
     def gauge(
@@ -137,7 +144,7 @@ class Metrics:
         metrics: list[Counter | Histogram | Gauge] = [
             self.jobs, self.submits, self.attempts, self.no_node, self.protocol_errors,
             self.selection_seconds, self.dispatch_seconds, self.job_seconds,
-            self.auth_refusals, *self.gauges,
+            self.auth_refusals, self.queue_wait_seconds, *self.gauges,
         ]
         lines: list[str] = []
         for metric in metrics:

@@ -5,14 +5,21 @@ I/O and without recording anything, so that a dispatch to another hub can
 travel with the request's binding. `commit`, once the binding is confirmed,
 records the job and hands the attempt to its node, or, when no node fits,
 answers `rejected` `no_node` and releases the binding.
+
+When every node that could serve the job is full (issue 13), the job is
+planned without an attempt and waits (`Attempts.wait`; `accepted` with
+`queued: true`); so does a job that a node has room for but a waiting job of
+at least its priority fits that node too (it must not jump the line). Past
+`max_queued_jobs` waiting jobs the answer is `rejected` `overloaded`.
 """
 
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from hub.core import error_codes
-from hub.core.capabilities import Requirements
+from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
 from hub.core.job import Job
 from hub.core.messages import JobAssign, Rejected, Submit
@@ -23,11 +30,21 @@ from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
 from hub.jobs.table import JobTable
+from hub.jobs.waiting import WaitingJobs
 from hub.runtime.deadline_loop import Clock
 from hub.store.base import Store
 
-Plan = tuple[Job | None, JobAssign | None, Selection]
-"""A job with its first attempt assigned, before it is recorded (None: no node fits)."""
+
+class Plan(NamedTuple):
+    """A job with its first attempt assigned, before it is recorded.
+
+    No `job`: nothing can take it (`refusal` is the `rejected` code). A job
+    without `assign`: it waits for a free slot."""
+
+    job: Job | None
+    assign: JobAssign | None
+    selection: Selection
+    refusal: str = error_codes.NO_NODE
 
 
 class Admission:
@@ -41,6 +58,7 @@ class Admission:
         store: Store,
         metrics: Metrics,
         clock: Clock,
+        waiting: WaitingJobs,
     ) -> None:
         self.config = config
         self.hub_id = config.hub_id
@@ -50,6 +68,7 @@ class Admission:
         self.store = store
         self.metrics = metrics
         self.clock = clock
+        self.waiting = waiting
 
     def plan(
         self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
@@ -63,8 +82,20 @@ class Admission:
             routing_key = session_id
         req = Requirements.from_submit(message, routing_key=routing_key)
         selection = self.attempts.select(req)
+        queue_timeout_ms = config.queue_timeout(message.queue_timeout_ms)
+        waits = False
         if selection.node_id is None:
-            return None, None, selection
+            if not (queue_timeout_ms and selection.reasons.get(AT_CAPACITY)):
+                return Plan(None, None, selection)
+            waits = True  # every node that could take it is full
+        elif self.waiting.jobs:
+            state = self.attempts.fleet.snapshot.get(selection.node_id)
+            waits = state is not None and self.waiting.ahead(state, message.priority)
+        # Whose turn a waiting job takes: its tenant with authentication, else its
+        # client session.
+        fair_key = tenant if config.auth == "jwt" else f"{self.hub_id}:{link.peer_id}"
+        if waits and not self.waiting.admits(fair_key, config.max_queued_jobs):
+            return Plan(None, None, selection, error_codes.OVERLOADED)
         timeout_ms = config.job_budget_ms(message.timeout_ms)
         job = Job(
             job_id=job_id,
@@ -78,8 +109,13 @@ class Admission:
             watcher=self.delivery.watcher(link, message.request_id),
             timeout_ms=timeout_ms,
             tenant=tenant,
+            priority=message.priority,
+            queue_timeout_ms=queue_timeout_ms,
+            fair_key=fair_key,  # whose turn a waiting job takes
         )
-        return job, self.attempts.assign(job, selection.node_id), selection
+        if waits or selection.node_id is None:
+            return Plan(job, None, selection)
+        return Plan(job, self.attempts.assign(job, selection.node_id), selection)
 
     async def commit(
         self, link: Link, message: Submit, job_id: str, plan: Plan, started_ns: int,
@@ -88,23 +124,41 @@ class Admission:
         """Record and run a planned job now that its request is bound to `job_id`
         (`dispatched`: its Dispatch to another hub went out with the binding); the
         `rejected` sent when no node fits (the binding is then released)."""
-        job, assign, selection = plan
-        if job is None or assign is None:
+        job, assign, selection, refusal = plan
+        if (
+            job is not None and assign is None
+            and not self.waiting.admits(job.fair_key, self.config.max_queued_jobs)
+        ):
+            job, refusal = None, error_codes.OVERLOADED  # the queue filled meanwhile
+        if job is None:
             await self.store.release_request(message.request_id, job_id, tenant=tenant)
-            self.metrics.submits.inc(error_codes.NO_NODE)
-            rejected = Rejected(
-                request_id=message.request_id,
-                code=error_codes.NO_NODE,
-                message=selection.explain(),
-                reasons=selection.reasons,
-            )
+            self.metrics.submits.inc(refusal)
+            if refusal == error_codes.OVERLOADED:
+                rejected = Rejected(
+                    request_id=message.request_id, code=refusal,
+                    message=(
+                        f"{len(self.waiting)} jobs wait for a slot already (this session's "
+                        "share of max_queued_jobs is used up); retry later"
+                    ),
+                )
+            else:
+                rejected = Rejected(
+                    request_id=message.request_id,
+                    code=error_codes.NO_NODE,
+                    message=selection.explain(),
+                    reasons=selection.reasons,
+                )
             await link.send(rejected)
             return rejected
         self.table.add(job, started_ns)
         if message.timeout_ms is not None:
             self.attempts.watch_overall(job)
         self.metrics.submits.inc("accepted")
-        await self.attempts.send(job, assign, announce=link, dispatched=dispatched)
+        if assign is None:
+            # Planned before the binding's round trip (when the store waits on I/O).
+            await self.attempts.wait(job, announce=link, recheck=self.store.waits)
+        else:
+            await self.attempts.send(job, assign, announce=link, dispatched=dispatched)
         return None
 
     async def create(

@@ -10,6 +10,13 @@ with that node hard-excluded, up to `max_attempts`, then the job finishes
 with one failed `result`. `finish` is the only way a job ends: it sends the
 result to every watcher exactly once and archives the record.
 
+A job waits instead (`wait`, issue 13) when every node that could serve it
+is full: on its first dispatch (`Admission`), on a failover, and when the
+owner hub of a remote node refuses it for capacity (then it is not a failed
+attempt: no exclusion, no `max_attempts` spent). `QueuePump` starts it again
+(`start_waiting`) when a slot frees; its queue deadline ends it with
+`queue_timeout`.
+
 Each method changes all state before its first `await` (decide, then
 perform), so an interleaved message always sees a consistent job.
 """
@@ -24,7 +31,7 @@ from loguru import logger
 
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
-from hub.core.capabilities import Requirements
+from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
 from hub.core.envelopes import Dispatch, Revoke
 from hub.core.fleet_view import FleetView
@@ -36,12 +43,14 @@ from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
 from hub.jobs.node_registry import NodeRegistry
 from hub.jobs.table import JobTable
+from hub.jobs.waiting import WaitingJobs
 from hub.runtime.deadline_loop import Clock, DeadlineLoop
 from hub.store.archive import JobArchive
 
 ACCEPT = "accept"
 ATTEMPT = "attempt"
 OVERALL = "overall"
+QUEUE = "queue"
 Deadline = tuple[str, int, str]
 """(job_id, attempt, kind) of a pending deadline."""
 
@@ -60,6 +69,7 @@ class Attempts:
         metrics: Metrics,
         clock: Clock,
         rng: random.Random,
+        waiting: WaitingJobs,
     ) -> None:
         self.config = config
         self.hub_id = config.hub_id
@@ -72,6 +82,7 @@ class Attempts:
         self.metrics = metrics
         self.clock = clock
         self.rng = rng
+        self.waiting = waiting
         self.deadlines: DeadlineLoop[Deadline] = DeadlineLoop(clock, self._deadline_passed)
 
     def __repr__(self) -> str:
@@ -134,6 +145,13 @@ class Attempts:
             self.deadlines.push(
                 now + self.config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT)
             )
+            # Counted in this hub's view until the owner publishes the node's load again,
+            # so that jobs started in one go (the queue pump) do not all go to the one
+            # slot the view last showed free (issue 13). A stale count costs a short
+            # wait, never a refusal: a job that finds every node full waits.
+            state = self.fleet.snapshot.get(job.node_id)
+            if state is not None:
+                self.fleet.set_running(job.node_id, state.running + 1)
             if not dispatched:
                 self.cluster.send(job.node_hub, self.dispatch(job, assign))
             if announce is not None:
@@ -163,6 +181,12 @@ class Attempts:
 
         `announce` carries the submitter through refusals of the first dispatch.
         """
+        if outcome == AT_CAPACITY and self.may_wait(job):
+            # The owner hub's node was full after all: back in line, not a failure.
+            job.requeue_attempt(outcome)
+            self.metrics.attempts.inc(outcome)
+            await self.wait(job, announce=announce, keep_deadline=True)
+            return
         job.fail_attempt(outcome)
         logger.bind(job_id=job.job_id).debug(
             "attempt {} on {} ({}) failed: {}", job.attempt, job.node_id, job.node_hub, outcome
@@ -181,14 +205,60 @@ class Attempts:
             await self.finish(job, ok=False, error=error, announce=announce)
             return
         selection = self.select(job.requirements)
+        if selection.node_id is None and self.may_wait(job) and selection.reasons.get(AT_CAPACITY):
+            # Every node that could take it is full (the selection was just made).
+            await self.wait(job, announce=announce, recheck=False)
+            return
         if selection.node_id is None:
             error = ErrorInfo(error_codes.NO_NODE, selection.explain())
             await self.finish(job, ok=False, error=error, announce=announce)
             return
         await self.send(job, self.assign(job, selection.node_id), announce=announce)
 
+    # --- waiting for a free slot (issue 13) ----------------------------------------------
+
+    def may_wait(self, job: Job) -> bool:
+        return job.queue_timeout_ms > 0
+
+    async def wait(
+        self, job: Job, *, announce: Link | None = None, keep_deadline: bool = False,
+        recheck: bool = True,
+    ) -> None:
+        """Queue the job until a slot frees (`QueuePump` starts it again).
+
+        `announce` is the submitter, who gets `accepted` with `queued: true`.
+        `recheck`: the selection that sent it here may be stale (it was made before
+        an await, or on another hub's view): look for a free node once more."""
+        now = self.clock.now_ms()
+        job.wait(now, keep_deadline=keep_deadline)
+        self.waiting.add(job, job.fair_key)
+        self.deadlines.push(job.queue_deadline_ms, (job.job_id, 0, QUEUE))
+        if announce is not None:
+            await announce.send(Accepted(
+                request_id=job.request_id, job_id=job.job_id, duplicate=False, queued=True
+            ))
+        if recheck:
+            # A slot may have freed since the selection that sent it here (a store round
+            # trip, a stale view of another hub's node): have the pump look at once.
+            selection = select_node(self.fleet.snapshot, job.requirements, self.rng)
+            if selection.node_id is not None:
+                self.waiting.look_at(selection.node_id)
+
+    async def start_waiting(self, job: Job) -> bool:
+        """Start a job the queue picked for a free slot; False (and back in the queue,
+        in its place) when the selector finds no node for it after all."""
+        selection = self.select(job.requirements)
+        if selection.node_id is None:
+            job.wait(self.clock.now_ms(), keep_deadline=True)
+            self.waiting.add(job, job.fair_key)
+            return False
+        await self.send(job, self.assign(job, selection.node_id))
+        return True
+
     async def revoke(self, job: Job, reason: str) -> None:
         """Take the current attempt back from its node (it is told with `job_cancel`)."""
+        if job.queued:
+            return  # no attempt is on a node
         if job.node_hub == self.hub_id:
             await self.nodes.revoke(job.node_id, job.job_id, job.attempt, reason)
         elif self.cluster.is_live(job.node_hub):
@@ -210,11 +280,14 @@ class Attempts:
         """
         if job.finished:
             return
+        if job.queued:
+            self.waiting.remove(job, self.clock.now_ms())
         result = job.complete(ok=ok, output=output, error=error)
         started = self.table.remove(job.job_id)
         outcome = "ok" if ok else (error.code if error else error_codes.FAILED)
         # Codes from nodes are free text: keep the label set bounded.
-        self.metrics.jobs.inc(outcome if outcome in error_codes.HUB_OUTCOMES else "node_error")
+        known = outcome in error_codes.HUB_OUTCOMES or outcome in error_codes.QUEUE_OUTCOMES
+        self.metrics.jobs.inc(outcome if known else "node_error")
         if started is not None:
             self.metrics.job_seconds.observe((time.perf_counter_ns() - started) / 1e9)
         if announce is not None:
@@ -250,7 +323,15 @@ class Attempts:
             error = ErrorInfo(error_codes.TIMEOUT, "the job's deadline passed")
             await self.finish(job, ok=False, error=error)
             return
-        if job.attempt != attempt:
+        if kind == QUEUE:
+            if job.queued and self.clock.now_ms() >= job.queue_deadline_ms:
+                error = ErrorInfo(
+                    error_codes.QUEUE_TIMEOUT,
+                    f"no slot freed for the job within {job.queue_timeout_ms} ms",
+                )
+                await self.finish(job, ok=False, error=error)
+            return
+        if job.attempt != attempt or job.queued:
             return
         if kind == ACCEPT:
             if job.status is JobStatus.ASSIGNED:

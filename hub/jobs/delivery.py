@@ -57,12 +57,15 @@ class ClientDelivery:
         if link is not None:
             await link.send(message)
 
-    async def accepted(self, watcher: Watcher, job_id: str, node_id: str) -> None:
+    async def accepted(
+        self, watcher: Watcher, job_id: str, node_id: str, *, queued: bool = False
+    ) -> None:
         """A duplicate submit's `accepted` (`duplicate: true`)."""
         await self.to_watcher(
             watcher,
             Accepted(
-                request_id=watcher.request_id, job_id=job_id, node_id=node_id, duplicate=True
+                request_id=watcher.request_id, job_id=job_id, node_id=node_id, duplicate=True,
+                queued=queued,
             ),
         )
 

@@ -130,7 +130,10 @@ class NodeEvents:
             early.append(partial(self.attempt_failed, job_id, attempt, outcome, node_id=node_id))
             return
         job = self.table.get(job_id)
-        if job is None or job.attempt != attempt or (node_id and job.node_id != node_id):
+        if (
+            job is None or job.attempt != attempt or job.queued
+            or (node_id and job.node_id != node_id)
+        ):
             return
         await self.attempts.next(job, outcome)
 

@@ -115,7 +115,7 @@ class Resubmits:
         job = self.table.get(job_id)
         if job is not None:
             job.watchers.append(watcher)
-            await self.delivery.accepted(watcher, job_id, job.node_id)
+            await self.delivery.accepted(watcher, job_id, job.node_id, queued=job.queued)
             return True
         stored = await self.archive.load(job_id)
         if stored is None or stored.result is None:

@@ -9,6 +9,8 @@ the inbound router use:
 | `ClientDelivery` (delivery.py) | client sessions here; messages to watchers anywhere |
 | `Attempts` (attempts.py) | attempts on nodes, deadlines, the one terminal result |
 | `Admission` (admission.py) | selection and the first attempt of a new job |
+| `WaitingJobs` (waiting.py) | jobs waiting for a free slot (issue 13) |
+| `QueuePump` (queue_pump.py) | slots that free, handed to waiting jobs |
 | `Resubmits` (resubmits.py) | duplicate submits, watching, adopting a dead home's job |
 | `Submits` (submits.py) | `submit` (binding) and `cancel` |
 | `NodeEvents` (node_events.py) | node owners' reports at the job's home |
@@ -39,9 +41,11 @@ from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link, LinkCloser
 from hub.jobs.node_events import NodeEvents
 from hub.jobs.node_registry import NodeRegistry
+from hub.jobs.queue_pump import QueuePump
 from hub.jobs.resubmits import Resubmits
 from hub.jobs.submits import Submits
 from hub.jobs.table import JobTable
+from hub.jobs.waiting import WaitingJobs
 from hub.runtime.deadline_loop import Clock
 from hub.store.archive import JobArchive
 from hub.store.base import Store
@@ -72,9 +76,14 @@ class JobService:
             config=config, fleet=fleet, store=store, published=cluster.node_changed,
             send=cluster.send, closer=closer,
         )
+        self.waiting = WaitingJobs(fleet=fleet, metrics=metrics, announce=cluster.set_waiting)
         self.attempts = Attempts(
             config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
             delivery=self.delivery, archive=self.archive, metrics=metrics, clock=clock, rng=rng,
+            waiting=self.waiting,
+        )
+        self.pump = QueuePump(
+            waiting=self.waiting, attempts=self.attempts, fleet=fleet, clock=clock
         )
         self.events = NodeEvents(
             hub_id=config.hub_id, table=self.table, attempts=self.attempts,
@@ -84,7 +93,7 @@ class JobService:
         self.nodes.report_to(self.events)
         self.admission = Admission(
             config=config, table=self.table, attempts=self.attempts, delivery=self.delivery,
-            store=store, metrics=metrics, clock=clock,
+            store=store, metrics=metrics, clock=clock, waiting=self.waiting,
         )
         self.resubmits = Resubmits(
             config=config, table=self.table, admission=self.admission, delivery=self.delivery,
@@ -135,6 +144,10 @@ class JobService:
     async def run_deadlines(self) -> None:
         """Fire accept, attempt and overall deadlines; runs until cancelled."""
         await self.attempts.run_deadlines()
+
+    async def run_queue(self) -> None:
+        """Hand slots that free to waiting jobs; runs until cancelled."""
+        await self.pump.run()
 
     async def shutdown(self) -> None:
         """Stop every unfinished job: cancel at its node and tell its clients."""

@@ -73,7 +73,7 @@ class Submits:
         # Selected and assigned before the binding, so that a dispatch to a node of
         # another hub goes out with the binding, atomically, in the same round trip.
         plan = self.admission.plan(link, message, job_id, tenant)
-        job, assign, _ = plan
+        job, assign = plan.job, plan.assign
         # The binding outlives the longest the job can run, plus the idempotency window.
         config = self.config
         ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)

@@ -139,7 +139,10 @@ async def test_session_affinity_routes_by_session_id(make_hub: MakeHub, net: Net
     assert assign["session_id"] in {"s1", "s2", "s3"}
 
 
-async def test_no_node_rejection_counts_reasons(hub: Hub, net: Net) -> None:
+async def test_no_node_rejection_counts_reasons(make_hub: MakeHub, net: Net) -> None:
+    # The v1 rule, kept with `queue_timeout_ms = 0`: a full fleet refuses at once
+    # (tests/net/test_queue.py has the waiting rules).
+    hub = await make_hub(queue_timeout_ms=0)
     client = await net.client(hub)
     await client.submit("empty")
     rejected = await client.expect("rejected", code="no_node", request_id="empty")

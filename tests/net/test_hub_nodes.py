@@ -152,7 +152,10 @@ async def test_drain_stops_new_jobs_but_running_one_completes(hub: Hub, net: Net
     await node.quiet()  # bounded: no job_assign reaches the draining node
 
 
-async def test_max_concurrency_one_never_gets_a_second_job(hub: Hub, net: Net) -> None:
+async def test_max_concurrency_one_never_gets_a_second_job(make_hub: MakeHub, net: Net) -> None:
+    # The v1 rule, kept with `queue_timeout_ms = 0`: a full fleet refuses at once
+    # (tests/net/test_queue.py has the waiting rules).
+    hub = await make_hub(queue_timeout_ms=0)
     solo = await net.node(hub, "solo", caps(max_concurrency=1))
     client = await net.client(hub)
     await client.submitted("r1")
@@ -179,7 +182,10 @@ async def test_max_concurrency_one_never_gets_a_second_job(hub: Hub, net: Net) -
     assert [m["type"] for m in spare.received] == ["registered", "job_assign"]
 
 
-async def test_slots_hold_under_a_burst_of_submits(hub: Hub, net: Net) -> None:
+async def test_slots_hold_under_a_burst_of_submits(make_hub: MakeHub, net: Net) -> None:
+    # The v1 rule, kept with `queue_timeout_ms = 0`: a full fleet refuses at once
+    # (tests/net/test_queue.py has the waiting rules).
+    hub = await make_hub(queue_timeout_ms=0)
     nodes = [await net.node(hub, f"n{i}", caps(max_concurrency=1)) for i in range(3)]
     client = await net.client(hub)
     for i in range(6):

@@ -1,0 +1,290 @@
+"""A saturated fleet: goodput, queue wait, fairness between two clients, pick-next cost.
+
+Separate processes on uvloop: the hub (`hub serve` via benchmarks/_hub_proc.py;
+`--mode cross_instance`: a throwaway redis-server and two hubs, the clients on
+one, the nodes on the other), a fleet of raw-websockets nodes with a fixed
+service time (benchmarks/_nodes.py `--service-ms`: `job_accept` at once,
+`job_result` that much later), and the load (benchmarks/_saturation_load.py):
+two clients offering `--load` x capacity in the ratio `--weights` (1:4) for
+`--duration` seconds, open loop.
+
+capacity = nodes x slots / service time. Figures, over the offered-load window:
+- goodput: ok results per second, and / capacity (target >= 95%);
+- queue wait p50/p99: submit to result minus the service time, ok jobs;
+- `overloaded` rejections and `queue_timeout` results;
+- shares: each client's ok results over both clients', counted in the 100 ms
+  buckets where both clients had a job waiting through the whole bucket
+  (target: within 10% of equal); `shares_overall` over the whole window (a
+  client that offers less than its fair share is never backlogged: it gets
+  what it offers, and `both_backlogged_s` says how long both were);
+- pick_next: the pure `AdmissionQueue.take_for` with `--waiting` (10,000)
+  jobs waiting, per call, p50/p99 in microseconds, against a baseline
+  measured in the same run: a linear scan of the same waiting jobs for the
+  same answer.
+
+The same run also measures the v1 baseline: the same load with
+`queue_timeout_ms: 0` on every submit (no waiting: a full fleet answers
+`no_node` at once, as before issue 13): its goodput and `no_node` count.
+
+Usage:
+    python benchmarks/saturation.py [--mode local|cross_instance] [--nodes 8]
+        [--slots 4] [--service-ms 10] [--load 2.0] [--weights 1,4] [--duration 10]
+        [--waiting 10000] [--no-v1] [--keep-logs] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _procs import ProcGroup, install_exit_on_sigterm
+from _topology import TOPOLOGIES, wait_directory
+
+from hub.core.admission_queue import AdmissionQueue
+from hub.core.capabilities import NodeCapabilities, Requirements, capability_mismatch
+
+BUCKET_S = 0.1
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_load(procs: ProcGroup, url: str, args: argparse.Namespace, rate: float,
+             queue_timeout_ms: int | None) -> dict[str, Any]:
+    extra = [] if queue_timeout_ms is None else ["--queue-timeout-ms", str(queue_timeout_ms)]
+    load = procs.spawn(
+        "load", "_saturation_load.py", "--url", url, "--rate", f"{rate:.1f}",
+        "--weights", args.weights, "--duration", str(args.duration), *extra,
+    )
+    done = load.expect("done", timeout=args.duration + 90)["done"]
+    load.wait(30)
+    procs.stop(load)
+    return dict(done)
+
+
+def analyse(done: dict[str, Any], service_s: float, capacity: float) -> dict[str, Any]:
+    duration = float(done["duration"])
+    buckets = int(duration / BUCKET_S)
+    ok_in_window: dict[str, int] = {}
+    waits: list[float] = []
+    codes: dict[str, int] = {}
+    backlog: dict[str, list[int]] = {}
+    done_by_bucket: dict[str, list[int]] = {}
+    for name, client in done["clients"].items():
+        diff = [0] * (buckets + 1)
+        per_bucket = [0] * buckets
+        ok_in_window[name] = 0
+        for sent, answered, ok, code in client["results"]:
+            if not ok:
+                codes[code] = codes.get(code, 0) + 1
+                continue
+            waits.append(max(0.0, answered - sent - service_s) * 1000)
+            if answered <= duration:
+                ok_in_window[name] += 1
+                per_bucket[min(buckets - 1, int(answered / BUCKET_S))] += 1
+            # Waiting from `sent` to `answered - service`: the buckets it spans whole.
+            first = int(sent / BUCKET_S) + 1
+            last = int((answered - service_s) / BUCKET_S)
+            if last > first:
+                diff[min(first, buckets)] += 1
+                diff[min(last, buckets)] -= 1
+        level, marks = 0, []
+        for b in range(buckets):
+            level += diff[b]
+            marks.append(1 if level > 0 else 0)
+        backlog[name] = marks
+        done_by_bucket[name] = per_bucket
+    names = sorted(ok_in_window)
+    both = [b for b in range(buckets) if all(backlog[n][b] for n in names)]
+    both_counts = {n: sum(done_by_bucket[n][b] for b in both) for n in names}
+    both_total = sum(both_counts.values())
+    total = sum(ok_in_window.values())
+    goodput = total / duration
+    return {
+        "capacity_jobs_per_s": capacity,
+        "goodput_jobs_per_s": round(goodput, 1),
+        "goodput_ratio": round(goodput / capacity, 4),
+        "wait_p50_ms": round(_percentile(waits, 0.50), 2),
+        "wait_p99_ms": round(_percentile(waits, 0.99), 2),
+        "overloaded": codes.get("overloaded", 0),
+        "queue_timeouts": codes.get("queue_timeout", 0),
+        "no_node": codes.get("no_node", 0),
+        "other_failures": {k: v for k, v in codes.items()
+                           if k not in ("overloaded", "queue_timeout", "no_node")},
+        "shares": {n: round(both_counts[n] / both_total, 4) if both_total else None
+                   for n in names},
+        "shares_overall": {n: round(ok_in_window[n] / total, 4) if total else 0.0
+                           for n in names},
+        "both_backlogged_s": round(len(both) * BUCKET_S, 1),
+        "offered_jobs_per_s": {n: round(done["clients"][n]["rate"], 1) for n in names},
+        "accepted_queued": {n: done["clients"][n]["queued"] for n in names},
+        "unanswered": sum(c["unanswered"] for c in done["clients"].values()),
+    }
+
+
+def pick_next_cost(waiting: int, ops: int, seed: int = 1) -> dict[str, float]:
+    """`take_for` with `waiting` jobs waiting (each taken job replaced by a new one),
+    against a linear scan of the same jobs for the same answer."""
+    rng = random.Random(seed)
+    pairs = [("en", "de"), ("en", "fr"), ("fr", "en"), ("de", "en")]
+    classes = [
+        Requirements(src, tgt, features=frozenset(f))
+        for src, tgt in pairs for f in ((), ("emotion",))
+    ]
+    caps = NodeCapabilities(
+        language_pairs=frozenset(pairs[:2]), asr_languages=frozenset({"en"}),
+        tts_languages=frozenset({"de", "fr"}), features=frozenset({"emotion"}),
+        max_concurrency=4,
+    )
+    queue = AdmissionQueue()
+    counter = 0
+
+    def push() -> None:
+        nonlocal counter
+        counter += 1
+        queue.push(f"j{counter}", rng.choice(classes), priority=rng.randrange(3),
+                   fair_key=f"s{rng.randrange(50)}")
+
+    for _ in range(waiting):
+        push()
+    samples: list[float] = []
+    for _ in range(ops):
+        started = time.perf_counter_ns()
+        entry = queue.take_for("n1", caps)
+        samples.append((time.perf_counter_ns() - started) / 1000)
+        assert entry is not None
+        push()
+    scans: list[float] = []
+    for _ in range(max(20, ops // 100)):
+        started = time.perf_counter_ns()
+        best = min(
+            (e.sort_key, e.seq, e.job_id) for e in queue.waiting()
+            if capability_mismatch(caps, Requirements(
+                e.job_class.src_lang, e.job_class.tgt_lang, e.job_class.pipeline,
+                e.job_class.features,
+            )) is None
+        )
+        scans.append((time.perf_counter_ns() - started) / 1000)
+        assert best
+    return {
+        "pick_next_p50_us": round(_percentile(samples, 0.50), 2),
+        "pick_next_p99_us": round(_percentile(samples, 0.99), 2),
+        "scan_p50_us": round(statistics.median(scans), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=sorted(TOPOLOGIES), default="local")
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--service-ms", type=float, default=10.0)
+    parser.add_argument("--load", type=float, default=2.0, help="offered load / capacity")
+    parser.add_argument("--weights", default="1,4", help="offered load ratio of the clients")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--waiting", type=int, default=10_000, help="pick-next: jobs waiting")
+    parser.add_argument("--pick-ops", type=int, default=20_000)
+    parser.add_argument("--no-v1", action="store_true", help="skip the v1 (no queue) baseline")
+    parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    install_exit_on_sigterm()
+    service_s = args.service_ms / 1000
+    capacity = args.nodes * args.slots / service_s
+    rate = capacity * args.load
+    started = time.monotonic()
+    pick = pick_next_cost(args.waiting, args.pick_ops)
+    print(f"pick next with {args.waiting} waiting: p50 {pick['pick_next_p50_us']} us, "
+          f"p99 {pick['pick_next_p99_us']} us (a scan: {pick['scan_p50_us']} us)", flush=True)
+    with ProcGroup(keep_logs=args.keep_logs) as procs:
+        topology = TOPOLOGIES[args.mode](procs, None)
+        fleet = procs.spawn(
+            "nodes", "_nodes.py", "--url", topology.node_url, "--mode", "hub",
+            "--count", str(args.nodes), "--max-concurrency", str(args.slots),
+            "--service-ms", str(args.service_ms),
+        )
+        fleet.expect("ready", timeout=60)
+        if args.mode == "cross_instance":
+            wait_directory(topology, args.nodes)
+        queued = analyse(run_load(procs, topology.client_url, args, rate, None),
+                         service_s, capacity)
+        print(f"  queue: goodput {queued['goodput_ratio']:.3f} x capacity", flush=True)
+        v1 = None
+        if not args.no_v1:
+            v1 = analyse(run_load(procs, topology.client_url, args, rate, 0),
+                         service_s, capacity)
+            print(f"  v1:    goodput {v1['goodput_ratio']:.3f} x capacity", flush=True)
+    out: dict[str, Any] = {
+        **{k: queued[k] for k in (
+            "capacity_jobs_per_s", "goodput_jobs_per_s", "goodput_ratio", "wait_p50_ms",
+            "wait_p99_ms", "overloaded", "queue_timeouts", "shares",
+        )},
+        **{k: pick[k] for k in ("pick_next_p50_us", "pick_next_p99_us")},
+        "pick_next_scan_p50_us": pick["scan_p50_us"],
+        "detail": queued,
+        "v1_baseline": v1,
+        "settings": {
+            "mode": args.mode, "nodes": args.nodes, "slots": args.slots,
+            "service_ms": args.service_ms, "load": args.load, "weights": args.weights,
+            "duration_s": args.duration, "waiting": args.waiting,
+            "cpus": os.cpu_count(), "seconds": round(time.monotonic() - started, 1),
+        },
+    }
+    print_table(out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def print_table(out: dict[str, Any]) -> None:
+    s, d, v1 = out["settings"], out["detail"], out["v1_baseline"]
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "MISSED"
+
+    print()
+    print(f"saturation benchmark, mode {s['mode']}, {s['cpus']} CPUs (shared, noisy); "
+          f"{s['nodes']} nodes x {s['slots']} slots x {s['service_ms']:g} ms, offered "
+          f"{s['load']:g}x capacity for {s['duration_s']:g} s by 2 clients ({s['weights']})")
+    print(f"{'':<30}{'queue':>12}{'v1 (no queue)':>16}  target")
+    print(f"{'capacity (jobs/s)':<30}{out['capacity_jobs_per_s']:>12.0f}")
+    v1_goodput = f"{v1['goodput_jobs_per_s']:>16.0f}" if v1 else f"{'-':>16}"
+    print(f"{'goodput (jobs/s)':<30}{out['goodput_jobs_per_s']:>12.0f}{v1_goodput}")
+    v1_ratio = f"{v1['goodput_ratio']:>16.3f}" if v1 else f"{'-':>16}"
+    print(f"{'goodput / capacity':<30}{out['goodput_ratio']:>12.3f}{v1_ratio}  >= 0.95  "
+          f"{ok(out['goodput_ratio'] >= 0.95)}")
+    print(f"{'queue wait p50 / p99 (ms)':<30}{out['wait_p50_ms']:>6.1f} /"
+          f"{out['wait_p99_ms']:>7.1f}")
+    print(f"{'overloaded':<30}{out['overloaded']:>12}")
+    print(f"{'queue_timeout':<30}{out['queue_timeouts']:>12}")
+    v1_no_node = f"{v1['no_node']:>16}" if v1 else f"{'-':>16}"
+    print(f"{'no_node':<30}{d['no_node']:>12}{v1_no_node}")
+    for name in sorted(out["shares"]):
+        share = out["shares"][name]
+        text = "n/a" if share is None else f"{share:.3f}"
+        print(f"{'share ' + name + ' (both backlogged)':<30}{text:>12}"
+              f"   overall {d['shares_overall'][name]:.3f}, offered "
+              f"{d['offered_jobs_per_s'][name]:.0f}/s")
+    shares = [x for x in out["shares"].values() if x is not None]
+    fair = bool(shares) and max(abs(x - 1 / len(shares)) for x in shares) <= 0.1 / len(shares)
+    print(f"{'both backlogged for (s)':<30}{d['both_backlogged_s']:>12.1f}   "
+          f"shares within 10% of equal: {ok(fair) if shares else 'n/a (never both)'}")
+    print(f"{'pick next, 10k waiting (us)':<30}{out['pick_next_p50_us']:>6.1f} /"
+          f"{out['pick_next_p99_us']:>7.1f}   p50 / p99; a linear scan: "
+          f"{out['pick_next_scan_p50_us']:.0f} us")
+    print(f"finished in {s['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

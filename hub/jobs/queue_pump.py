@@ -1,0 +1,80 @@
+"""`QueuePump`: hands slots that free to the jobs waiting for them.
+
+`WaitingJobs` marks the nodes that may have a slot for a waiting job; the
+pump takes each marked node's free slots in turn, asks the queue which
+waiting job the node should serve next (priority, fair turns, age), and
+starts that job through `Attempts.start_waiting`, where the unified selector
+picks the node (normally the freed one). It runs as one background task
+(`run`), woken by `WaitingJobs`; `pump` is one round, also called directly
+by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hub.core.fleet_view import FleetView
+from hub.core.snapshot import ONLINE
+from hub.jobs.attempts import Attempts
+from hub.jobs.waiting import WaitingJobs
+from hub.runtime.deadline_loop import Clock
+
+YIELD_EVERY = 256
+"""Dispatches between two yields to the event loop (a long backlog meeting many free
+slots must not hold up the hub's other work)."""
+
+
+class QueuePump:
+    __slots__ = ("_attempts", "_clock", "_fleet", "_waiting")
+
+    def __init__(
+        self, *, waiting: WaitingJobs, attempts: Attempts, fleet: FleetView, clock: Clock
+    ) -> None:
+        self._waiting = waiting
+        self._attempts = attempts
+        self._fleet = fleet
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"QueuePump({self._waiting!r})"
+
+    async def run(self) -> None:
+        """Pump until cancelled."""
+        while True:
+            await self._waiting.changed()
+            await self.pump()
+
+    async def pump(self) -> int:
+        """Give every marked node's free slots to waiting jobs; how many started."""
+        waiting = self._waiting
+        started = 0
+        while dirty := waiting.take_dirty():
+            for node_id in dirty:
+                state = self._fleet.snapshot.get(node_id)
+                if state is None or state.status != ONLINE:
+                    continue
+                free = state.caps.max_concurrency - state.running
+                if free <= 0:
+                    continue
+                # At most as many as the node has free slots now: the bound holds even
+                # if a dispatch does not change the view (the owner refuses later).
+                for _ in range(free):
+                    job = waiting.take_for(state, self._clock.now_ms())
+                    if job is None:
+                        break
+                    if not await self._attempts.start_waiting(job):
+                        break  # back in the queue: nothing fits it after all
+                    started += 1
+                    if started % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                    state = self._fleet.snapshot.get(node_id)
+                    if (
+                        state is None or state.status != ONLINE
+                        or state.running >= state.caps.max_concurrency
+                    ):
+                        break
+                else:
+                    # The selector sent these jobs to other nodes: this one may still
+                    # have room for the next.
+                    waiting.look_at(node_id)
+        return started
