@@ -6,8 +6,8 @@
 `async with Hub(config) as hub:` serves until the block ends. Closing stops
 accepting, fails unfinished jobs with `hub_shutdown`, closes the sessions
 with 1001, then stops the background loops and the store. Every background
-task has an owner: the hub's own (deadlines, archiver, node watchdog) are
-cancelled and awaited in `aclose`; the cluster's by `Cluster.aclose`.
+task has an owner: the hub's own (deadlines, archiver, node watchdog, slow
+peers) are cancelled and awaited in `aclose`; the cluster's by `Cluster.aclose`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from hub.jobs.service import JobService
 from hub.net.http import HttpApi
 from hub.net.server import WsServer
 from hub.net.sessions import Sessions
+from hub.net.slow_peers import SlowPeers
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 from hub.store.factory import make_store
@@ -39,7 +40,10 @@ class Hub:
         self.store = store if store is not None else make_store(config)
         self.metrics = Metrics()
         self.fleet = FleetView()
-        self.archive = JobArchive(store=self.store, ttl_ms=config.idempotency_ttl_ms)
+        self.archive = JobArchive(
+            store=self.store, ttl_ms=config.idempotency_ttl_ms,
+            max_bytes=config.max_archive_bytes,
+        )
         self.cluster = Cluster(
             config=config, store=self.store, fleet=self.fleet, archive=self.archive
         )
@@ -55,7 +59,11 @@ class Hub:
             config=config, fleet=self.fleet, service=self.service, metrics=self.metrics,
             sessions=self.sessions,
         )
-        self.server = WsServer(config=config, sessions=self.sessions, http=self.http)
+        self.slow_peers = SlowPeers(config, self.metrics)
+        self.server = WsServer(
+            config=config, sessions=self.sessions, http=self.http, slow_peers=self.slow_peers,
+            metrics=self.metrics,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._register_gauges()
@@ -96,6 +104,7 @@ class Hub:
             ("deadlines", self.service.run_deadlines),
             ("archiver", self.archive.run),
             ("node-watchdog", self.sessions.watchdog.run),
+            ("slow-peers", self.slow_peers.run),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
         logger.bind(hub_id=self.config.hub_id).info(
@@ -110,7 +119,6 @@ class Hub:
         self.sessions.stopping = True
         self.server.stop_accepting()
         await self.service.shutdown()
-        await self.sessions.watchdog.wait_closed()
         await self.cluster.aclose()
         await self.archive.flush()  # records the inbox's last read carried
         for task in self._tasks:

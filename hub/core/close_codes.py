@@ -22,3 +22,8 @@ REGISTER_REFUSED: Final = 4001
 """`register` refused with `node_id_conflict`."""
 OWNERSHIP_LOST: Final = 4002
 """(cross-instance) the node's ownership moved to another hub."""
+
+# --- issue 10: limits (protocol v1.1, "Limits") ---
+SLOW_CONSUMER: Final = 4006
+"""The peer's queue stayed over `max_outbound_bytes` for `slow_peer_timeout_ms` (or
+reached `SLOW_PEER_HARD_FACTOR` times it): its queue is dropped."""

@@ -45,6 +45,13 @@ FAILED: Final = "failed"
 HANDLER_ERROR: Final = "handler_error"
 """Sent by the agent SDK (not the hub) when a job handler raised."""
 
+# --- issue 10: limits (protocol v1.1, "Limits") ---
+OVERLOADED: Final = "overloaded"
+"""`rejected`: the client session holds `max_jobs_per_session` unfinished jobs."""
+RESULT_EXPIRED: Final = "result_expired"
+"""`result.error` for a resubmit: the job finished, but its result was evicted from
+memory (`max_archive_bytes`); the job is never run a second time."""
+
 HUB_OUTCOMES: Final = frozenset(
     {"ok", NO_NODE, ATTEMPTS_EXHAUSTED, TIMEOUT, CANCELLED, HUB_SHUTDOWN}
 )

@@ -117,6 +117,15 @@ class Metrics:
         self.job_seconds = Histogram(
             "nodehub_job_seconds", "Submit received to terminal result sent."
         )
+        # --- issue 10: limits ---
+        self.slow_consumers = Counter(
+            "nodehub_slow_consumers_total",
+            "Sessions closed with 4006 slow_consumer, by endpoint.", ("endpoint",),
+        )
+        self.refused_connections = Counter(
+            "nodehub_refused_connections_total",
+            "WebSocket handshakes refused with HTTP 503 (max_connections).",
+        )
         self.gauges: list[Gauge] = []
 
     def gauge(
@@ -131,7 +140,8 @@ class Metrics:
     def render(self) -> str:
         metrics: list[Counter | Histogram | Gauge] = [
             self.jobs, self.submits, self.attempts, self.no_node, self.protocol_errors,
-            self.selection_seconds, self.dispatch_seconds, self.job_seconds, *self.gauges,
+            self.selection_seconds, self.dispatch_seconds, self.job_seconds,
+            self.slow_consumers, self.refused_connections, *self.gauges,
         ]
         lines: list[str] = []
         for metric in metrics:

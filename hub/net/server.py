@@ -6,11 +6,19 @@ endpoints (hub/net/http.py), decodes each frame with its endpoint's codec
 and feeds the session. With `wslink.py` (the `Link` over a connection), the
 only module importing websockets. An oversized frame is closed with 1009 by
 websockets itself (`max_frame_bytes`).
+
+A session ends when its connection does, whatever ended it and whatever the
+session's loop is doing: the connection's loss, and the hub starting to close
+it, both end the session at once (`end_soon`), so a node is unregistered
+even if its loop is stuck on something else. Past `max_connections` open
+WebSocket sessions a handshake is answered with HTTP 503; the HTTP endpoints
+are not counted and keep answering.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,15 +36,13 @@ from hub.core.messages import (
     client_codec,
     node_codec,
 )
-from hub.net.http import HttpApi
+from hub.core.metrics import Metrics
+from hub.net.http import HttpApi, HttpResponse
 from hub.net.sessions import ClientSession, NodeSession, Sessions
+from hub.net.slow_peers import SlowPeers
 from hub.net.wslink import WsLink
 from hub.runtime.loop_turn import LoopTurn
 
-# Codecs are stateless: one per endpoint and encoding, shared by every session
-# (building msgspec decoders per connection cost ~13 us and ~0.4 KB per session).
-_NODE_CODECS = {binary: node_codec(binary=binary) for binary in (False, True)}
-_CLIENT_CODECS = {binary: client_codec(binary=binary) for binary in (False, True)}
 ENDPOINTS = ("/v1/node", "/v1/client")
 
 
@@ -68,12 +74,33 @@ def _select_subprotocol(
 
 
 class WsServer:
-    def __init__(self, *, config: HubConfig, sessions: Sessions, http: HttpApi) -> None:
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        sessions: Sessions,
+        http: HttpApi,
+        slow_peers: SlowPeers,
+        metrics: Metrics,
+    ) -> None:
         self.config = config
         self.sessions = sessions
         self.http = http
+        self.slow_peers = slow_peers
+        self.metrics = metrics
         self._turn = LoopTurn()
         self._server: Server | None = None
+        # Codecs are stateless: one per endpoint and encoding, shared by every session
+        # (building msgspec decoders per connection cost ~13 us and ~0.4 KB per session).
+        self._node_codecs = {
+            binary: node_codec(
+                binary=binary, max_capability_entries=config.max_capability_entries
+            )
+            for binary in (False, True)
+        }
+        self._client_codecs = {binary: client_codec(binary=binary) for binary in (False, True)}
+        self.open_sessions = 0
+        """WebSocket connections past `process_request` and not yet lost."""
 
     @property
     def port(self) -> int:
@@ -115,19 +142,27 @@ class WsServer:
         binary = ws.subprotocol == MSGPACK_SUBPROTOCOL
         session: NodeSession | ClientSession
         if path.startswith("/v1/node"):
-            codec: Codec[Any] = _NODE_CODECS[binary]
-            link = WsLink(ws, codec, self.sessions.peer_id("node"), self._turn)
+            codec: Codec[Any] = self._node_codecs[binary]
+            link = WsLink(ws, codec, self.sessions.peer_id("node"), self._turn,
+                          self.slow_peers, "node")
             session = self.sessions.node(link)
         elif path.startswith("/v1/client"):
-            codec = _CLIENT_CODECS[binary]
-            link = WsLink(ws, codec, self.sessions.peer_id("client"), self._turn)
+            codec = self._client_codecs[binary]
+            link = WsLink(ws, codec, self.sessions.peer_id("client"), self._turn,
+                          self.slow_peers, "client")
             session = self.sessions.client(link)
         else:
             await ws.close(close_codes.POLICY_VIOLATION, "unknown endpoint")
             return
+        # The session ends when the connection is lost or the hub starts closing it,
+        # even while its loop below waits on something else (no ghost session).
+        link.on_close = session.end_soon
+        ws.connection_lost_waiter.add_done_callback(lambda _: session.end_soon())
         decode = _decoder(codec)
         try:
             async for frame in ws:
+                if session.closed:
+                    break
                 try:
                     message = decode(frame)
                 except ProtocolError as exc:
@@ -146,8 +181,23 @@ class WsServer:
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path in ENDPOINTS:
+            if self.open_sessions >= self.config.max_connections:
+                self.metrics.refused_connections.inc()
+                return self._respond(ws, HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {
+                    "error": error_codes.OVERLOADED,
+                    "message": f"{self.open_sessions} WebSocket sessions are open "
+                               f"(max_connections); try again later",
+                }))
+            self.open_sessions += 1
+            ws.connection_lost_waiter.add_done_callback(self._session_lost)
             return None
-        answer = await self.http.respond(path)
+        return self._respond(ws, await self.http.respond(path))
+
+    def _session_lost(self, _: object) -> None:
+        self.open_sessions -= 1
+
+    @staticmethod
+    def _respond(ws: ServerConnection, answer: HttpResponse) -> Response:
         response = ws.respond(answer.status, "")
         response.body = answer.body
         # websockets' Headers is a multi-dict: replace, don't append.
