@@ -412,7 +412,10 @@ def _check_free(names: tuple[str, ...], message: Any) -> None:
             _check(value, 2)  # the message object is level 1
         except _Unfit:
             path, reason = _locate(value, 2, f"$.{name}") or (f"$.{name}", "unfit")
-            raise ProtocolError(error_codes.INVALID_FIELD, reason, path=path) from None
+            raise ProtocolError(
+                error_codes.INVALID_FIELD, reason, path=path,
+                job_id=getattr(message, "job_id", None),
+            ) from None
 
 
 def _too_deep() -> ProtocolError:

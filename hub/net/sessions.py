@@ -191,9 +191,9 @@ class NodeSession:
             )
 
     async def undecodable(self, exc: ProtocolError) -> None:
-        """A frame that did not decode."""
+        """A frame that did not decode (or broke an ingress rule)."""
         self._watchdog.seen(self._peer_id)
-        await self.refuse(exc)
+        await self.refuse(exc, job_id=exc.job_id)
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
         """Answer a refused message with `error`; close with 1008 past the limit."""
@@ -275,7 +275,7 @@ class ClientSession:
             )
 
     async def undecodable(self, exc: ProtocolError) -> None:
-        await self.refuse(exc)
+        await self.refuse(exc, job_id=exc.job_id)
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
         """Answer a refused message with `error`; close with 1008 past the limit."""
