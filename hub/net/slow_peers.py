@@ -20,9 +20,11 @@ from loguru import logger
 from hub.core.config import HubConfig
 from hub.core.metrics import Metrics
 
-SLOW_PEER_HARD_FACTOR: Final = 16
-"""A queue that reaches this many times `max_outbound_bytes` is closed at once: the
-timeout bounds how long a peer may lag, this bounds the memory it may hold meanwhile."""
+SLOW_PEER_HARD_FACTOR: Final = 64
+"""A queue that reaches this many times `max_outbound_bytes` (256 MiB by default) is
+closed at once: the timeout bounds how long a peer may lag, this bounds the memory it
+may hold meanwhile (a node flooding progress at a client that stopped reading). Far
+above any honest burst: one event-loop turn's results for one client."""
 MAX_TICK_S: Final = 0.25
 
 
