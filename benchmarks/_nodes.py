@@ -2,7 +2,8 @@
 
 Modes:
 - `hub`: connect to `URL/v1/node`, register, and on every `job_assign` write
-  `job_accept` and an ok `job_result` at once (both frames in one write).
+  `job_accept` and an ok `job_result` at once (both frames in one write); the
+  result's output is "ok", or `--output-bytes` bytes of text.
 - `echo`: connect to the relay floor's `URL/node` and send every frame back.
 - `idle`: connect to `URL/v1/node`, register, then do nothing (the memory
   measurement); handshakes run `--batch` at a time.
@@ -67,14 +68,14 @@ async def _register(ws: ClientConnection, node_id: str, src: str, tgt: str, slot
         raise RuntimeError(f"{node_id}: registration refused: {reply}")
 
 
-async def _serve_jobs(ws: ClientConnection) -> None:
+async def _serve_jobs(ws: ClientConnection, output: str) -> None:
     protocol = ws.protocol
     async for frame in ws:
         message = _decode(frame)
         if message.type != "job_assign":
             continue
         accept = _encode(Accept(message.job_id, message.attempt))
-        result = _encode(JobResult(message.job_id, message.attempt, True, "ok"))
+        result = _encode(JobResult(message.job_id, message.attempt, True, output))
         # Both frames in one transport write, no await in between.
         async with ws.send_context():
             protocol.send_text(accept)
@@ -110,7 +111,8 @@ async def run(args: argparse.Namespace) -> None:
             emit(connected=len(conns))
     workers: list[asyncio.Task[None]] = []
     if args.mode == "hub":
-        workers = [asyncio.create_task(_serve_jobs(ws)) for ws in conns]
+        output = "x" * args.output_bytes if args.output_bytes else "ok"
+        workers = [asyncio.create_task(_serve_jobs(ws, output)) for ws in conns]
     elif args.mode == "echo":
         workers = [asyncio.create_task(_echo(ws)) for ws in conns]
     emit(ready=len(conns))
@@ -130,6 +132,8 @@ def main() -> int:
     parser.add_argument("--max-concurrency", type=int, default=16)
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="de")
+    parser.add_argument("--output-bytes", type=int, default=0,
+                        help="hub mode: each result's output, in bytes (default: \"ok\")")
     args = parser.parse_args()
     raise_nofile(args.count + 1024)
     uvloop.run(run(args))

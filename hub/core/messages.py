@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from functools import partial
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 import msgspec
@@ -281,34 +280,55 @@ class _Unfit(Exception):
 def _check(value: Any, depth: int) -> None:
     """Raise `_Unfit` unless `value` (a container in it is level `depth`) is a value that both
     encodings carry unchanged and nests at most `MAX_DEPTH` levels. The fast path, hence
-    the inlined scalar tests: the failure's reason and place are found by `_locate`."""
+    the scalar tests inlined in the loops: the failure's reason and place are found
+    afterwards by `_locate`."""
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return
     if kind is dict:
         if depth > MAX_DEPTH:
             raise _Unfit
         for key, item in value.items():
             if type(key) is not str:
                 raise _Unfit
-            if type(item) is not str:
-                _check(item, depth + 1)
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if _INT_MIN <= item <= _INT_MAX:
+                    continue
+                raise _Unfit
+            if kind is float:
+                if item - item == 0.0:  # not NaN nor infinite (math.isfinite, without a call)
+                    continue
+                raise _Unfit
+            _check(item, depth + 1)
         return
     if kind is list:
         if depth > MAX_DEPTH:
             raise _Unfit
         for item in value:
-            if type(item) is not str:
-                _check(item, depth + 1)
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if _INT_MIN <= item <= _INT_MAX:
+                    continue
+                raise _Unfit
+            if kind is float:
+                if item - item == 0.0:
+                    continue
+                raise _Unfit
+            _check(item, depth + 1)
+        return
+    if kind is str or kind is bool or value is None:
         return
     if kind is int:
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise _Unfit
-        return
+        if _INT_MIN <= value <= _INT_MAX:
+            return
+        raise _Unfit
     if kind is float:
-        if value - value != 0.0:  # NaN and infinities (math.isfinite, without the call)
-            raise _Unfit
-        return
+        if value - value == 0.0:
+            return
+        raise _Unfit
     raise _Unfit  # bytes, a MessagePack extension type, a timestamp, ...
 
 
@@ -372,9 +392,11 @@ class IngressRules:
         self.max_capability_entries = max_capability_entries
         self.checks: dict[type, Callable[[Any], None]] = {}
         for cls in union.__args__:
-            names = tuple(f.name for f in msgspec.structs.fields(cls) if f.type is Any)
-            if names:
-                self.checks[cls] = partial(_check_free, names)
+            names = [f.name for f in msgspec.structs.fields(cls) if f.type is Any]
+            if len(names) == 1:
+                self.checks[cls] = _free_field_check(names[0])
+            elif names:
+                self.checks[cls] = _free_fields_check([_free_field_check(n) for n in names])
         if max_capability_entries is not None:
             for cls in (Register, CapabilitiesUpdate):
                 if cls in union.__args__:
@@ -402,20 +424,32 @@ class IngressRules:
             )
 
 
-def _check_free(names: tuple[str, ...], message: Any) -> None:
-    """Check a message's free-form fields (`names`)."""
-    for name in names:
+def _free_field_check(name: str) -> Callable[[Any], None]:
+    """The check of one free-form field of a message type."""
+    path = f"$.{name}"
+
+    def check(message: Any) -> None:
         value = getattr(message, name)
         if type(value) is str or value is None:
-            continue
+            return
         try:
             _check(value, 2)  # the message object is level 1
         except _Unfit:
-            path, reason = _locate(value, 2, f"$.{name}") or (f"$.{name}", "unfit")
+            where, reason = _locate(value, 2, path) or (path, "unfit")
             raise ProtocolError(
-                error_codes.INVALID_FIELD, reason, path=path,
+                error_codes.INVALID_FIELD, reason, path=where,
                 job_id=getattr(message, "job_id", None),
             ) from None
+
+    return check
+
+
+def _free_fields_check(checks: list[Callable[[Any], None]]) -> Callable[[Any], None]:
+    def check(message: Any) -> None:
+        for one in checks:
+            one(message)
+
+    return check
 
 
 def _too_deep() -> ProtocolError:

@@ -40,7 +40,7 @@ from hub.core.metrics import Metrics
 from hub.net.http import HttpApi, HttpResponse
 from hub.net.sessions import ClientSession, NodeSession, Sessions
 from hub.net.slow_peers import SlowPeers
-from hub.net.wslink import WsLink
+from hub.net.wslink import CLOSE_GRACE_S, WRITE_HIGH_WATER, WsLink
 from hub.runtime.loop_turn import LoopTurn
 
 ENDPOINTS = ("/v1/node", "/v1/client")
@@ -120,6 +120,11 @@ class WsServer:
             max_size=self.config.max_frame_bytes,
             ping_interval=None,  # liveness is the protocol's heartbeat (node_timeout_ms)
             compression=None,
+            # A peer gets this long to complete a closing handshake websockets starts
+            # (shutting down), like the ones the hub starts itself (`WsLink.start_close`).
+            close_timeout=CLOSE_GRACE_S,
+            # The transport's high-water mark: past it frames wait in the link's backlog.
+            write_limit=min(WRITE_HIGH_WATER, self.config.max_outbound_bytes),
         )
 
     def stop_accepting(self) -> None:

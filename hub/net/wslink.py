@@ -23,6 +23,9 @@ from hub.runtime.loop_turn import LoopTurn
 CLOSE_GRACE_S: Final = 2.0
 """How long a peer has to complete a closing handshake the hub started before its
 connection is dropped."""
+WRITE_HIGH_WATER: Final = 1 << 15
+"""A transport's high-water mark (websockets' default `write_limit`), or
+`max_outbound_bytes` if lower: past it frames wait in the link's backlog."""
 DRAIN_CHUNK_BYTES: Final = 1 << 16
 """Bytes moved from a link's backlog to its transport per write, once it drains."""
 
