@@ -122,10 +122,12 @@ class WsLink:
         self.queue(message)
 
     def queued_bytes(self) -> int:
-        """Bytes sent to this peer that the kernel has not taken yet."""
-        if self.ws.connection_lost_waiter.done():
+        """Bytes sent to this peer that the kernel has not taken yet (0 once the
+        transport is closing: what it still holds is being dropped or flushed)."""
+        transport = self.ws.transport
+        if transport.is_closing():
             return 0
-        return self.ws.transport.get_write_buffer_size() + self._backlog_bytes
+        return transport.get_write_buffer_size() + self._backlog_bytes
 
     def _flush(self) -> None:
         self._flush_pending = False
@@ -139,7 +141,10 @@ class WsLink:
         if self._backlog is not None or ws.paused:
             self._hold(chunks)
             return
-        _put(ws, chunks)
+        if all(chunks):
+            ws.transport.writelines(chunks)
+        else:
+            _put(ws, chunks)
         if ws.paused:  # past the transport's high-water mark: how far behind is it?
             queued = self.queued_bytes()
             if queued > self._slow.limit:
@@ -209,7 +214,7 @@ class WsLink:
         the connection is dropped if the peer has not completed the closing handshake
         within `CLOSE_GRACE_S`."""
         ws = self.ws
-        if ws.protocol.state is not State.OPEN:
+        if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
             return
         if drop:
             self._drop()
