@@ -3,7 +3,8 @@
 Modes:
 - `hub`: connect to `URL/v1/node`, register, and on every `job_assign` write
   `job_accept` and an ok `job_result` at once (both frames in one write); with
-  `--service-ms`, the accept at once and the result that much later.
+  `--service-ms`, the accept at once and the result that much later. The
+  result's output is "ok", or `--output-bytes` bytes of text.
 - `echo`: connect to the relay floor's `URL/node` and send every frame back.
 - `idle`: connect to `URL/v1/node`, register, then do nothing (the memory
   measurement); handshakes run `--batch` at a time.
@@ -69,14 +70,14 @@ async def _register(ws: ClientConnection, node_id: str, src: str, tgt: str, slot
         raise RuntimeError(f"{node_id}: registration refused: {reply}")
 
 
-async def _serve_jobs(ws: ClientConnection, service_s: float = 0.0) -> None:
+async def _serve_jobs(ws: ClientConnection, output: str, service_s: float = 0.0) -> None:
     protocol = ws.protocol
     loop = asyncio.get_running_loop()
 
     sending: set[asyncio.Task[None]] = set()
 
     def finish(job_id: str, attempt: int) -> None:
-        task = loop.create_task(ws.send(_encode(JobResult(job_id, attempt, True, "ok")).decode()))
+        task = loop.create_task(ws.send(_encode(JobResult(job_id, attempt, True, output)).decode()))
         sending.add(task)
         task.add_done_callback(sending.discard)
 
@@ -89,7 +90,7 @@ async def _serve_jobs(ws: ClientConnection, service_s: float = 0.0) -> None:
             loop.call_later(service_s, finish, message.job_id, message.attempt)
             continue
         accept = _encode(Accept(message.job_id, message.attempt))
-        result = _encode(JobResult(message.job_id, message.attempt, True, "ok"))
+        result = _encode(JobResult(message.job_id, message.attempt, True, output))
         # Both frames in one transport write, no await in between.
         async with ws.send_context():
             protocol.send_text(accept)
@@ -127,8 +128,9 @@ async def run(args: argparse.Namespace) -> None:
             emit(connected=len(conns))
     workers: list[asyncio.Task[None]] = []
     if args.mode == "hub":
+        output = "x" * args.output_bytes if args.output_bytes else "ok"
         workers = [
-            asyncio.create_task(_serve_jobs(ws, args.service_ms / 1000)) for ws in conns
+            asyncio.create_task(_serve_jobs(ws, output, args.service_ms / 1000)) for ws in conns
         ]
     elif args.mode == "echo":
         workers = [asyncio.create_task(_echo(ws)) for ws in conns]
@@ -153,6 +155,8 @@ def main() -> int:
     parser.add_argument("--tgt", default="de")
     parser.add_argument("--token", default=None, help="bearer token (auth = jwt hubs)")
     parser.add_argument("--ca-file", default=None, help="CA of a wss:// hub")
+    parser.add_argument("--output-bytes", type=int, default=0,
+                        help="hub mode: each result's output, in bytes (default: \"ok\")")
     args = parser.parse_args()
     raise_nofile(args.count + 1024)
     uvloop.run(run(args))

@@ -11,12 +11,16 @@ traceback.
 [--ttl 24h]` prints an HS256 token signed with the configured secret
 (`jwt_secret`, or the first secret of `jwt_secret_file`), for operators and
 scripts.
+traceback. `serve` raises the open-file limit to its hard limit first (every
+connection is a descriptor), and logs without loguru's `diagnose` (which would
+write the values of local variables, frame contents among them, into the log).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -36,7 +40,40 @@ SHUTDOWN_TIMEOUT_S = 10.0
 
 def configure_logging(level: str, *, json: bool) -> None:
     logger.remove()
-    logger.add(sys.stderr, level=level.upper(), serialize=json, enqueue=False)
+    # Never `diagnose`: it prints every local variable of a traceback, peers' frames
+    # included. The traceback itself is kept.
+    logger.add(
+        sys.stderr, level=level.upper(), serialize=json, enqueue=False, diagnose=False,
+        backtrace=False,
+    )
+
+
+NOFILE_MARGIN = 256
+"""Descriptors `hub serve` wants beyond `max_connections` (HTTP requests, Redis, logs)."""
+
+
+def raise_open_file_limit(config: HubConfig) -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to its hard limit (every connection holds a
+    descriptor); warn when that is still short of `max_connections`.
+    Returns (soft, hard) as set."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            logger.warning("cannot raise the open-file limit from {} to {}: {}", soft, hard, exc)
+    wanted = config.max_connections + NOFILE_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < config.max_connections:
+        logger.warning(
+            "the open-file limit is {} but max_connections is {}: past about {} connections "
+            "new ones (and /healthz) fail; raise the hard limit (ulimit -Hn, LimitNOFILE) "
+            "to at least {}",
+            soft, config.max_connections, max(0, soft - NOFILE_MARGIN), wanted,
+        )
+    else:
+        logger.info("open-file limit {} (max_connections {})", soft, config.max_connections)
+    return soft, hard
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +101,7 @@ async def serve(config: HubConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    raise_open_file_limit(config)
     hub = Hub(config)
     await hub.start()
     try:

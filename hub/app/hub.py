@@ -6,8 +6,8 @@
 `async with Hub(config) as hub:` serves until the block ends. Closing stops
 accepting, fails unfinished jobs with `hub_shutdown`, closes the sessions
 with 1001, then stops the background loops and the store. Every background
-task has an owner: the hub's own (deadlines, archiver, node watchdog) are
-cancelled and awaited in `aclose`; the cluster's by `Cluster.aclose`.
+task has an owner: the hub's own (deadlines, archiver, node watchdog, slow
+peers) are cancelled and awaited in `aclose`; the cluster's by `Cluster.aclose`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from hub.net.auth import Gate
 from hub.net.http import HttpApi
 from hub.net.server import WsServer
 from hub.net.sessions import Sessions, close_grace_s
+from hub.net.slow_peers import SlowPeers
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 from hub.store.factory import make_store
@@ -46,7 +47,10 @@ class Hub:
         """Closes sessions without waiting on their peers (takeover, expiry, silence)."""
         self.metrics = Metrics()
         self.fleet = FleetView()
-        self.archive = JobArchive(store=self.store, ttl_ms=config.idempotency_ttl_ms)
+        self.archive = JobArchive(
+            store=self.store, ttl_ms=config.idempotency_ttl_ms,
+            max_bytes=config.max_archive_bytes,
+        )
         self.cluster = Cluster(
             config=config, store=self.store, fleet=self.fleet, archive=self.archive
         )
@@ -63,8 +67,10 @@ class Hub:
             config=config, fleet=self.fleet, service=self.service, metrics=self.metrics,
             sessions=self.sessions,
         )
+        self.slow_peers = SlowPeers(config, self.metrics)
         self.server = WsServer(
-            config=config, sessions=self.sessions, http=self.http, gate=self.gate
+            config=config, sessions=self.sessions, http=self.http, slow_peers=self.slow_peers,
+            metrics=self.metrics, gate=self.gate,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -108,6 +114,7 @@ class Hub:
             ("queue", self.service.run_queue),
             ("archiver", self.archive.run),
             ("node-watchdog", self.sessions.watchdog.run),
+            ("slow-peers", self.slow_peers.run),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
         log = logger.bind(hub_id=self.config.hub_id)

@@ -41,7 +41,7 @@ class HubConfig:
     idempotency_ttl_ms: int = 600_000
     max_frame_bytes: int = 1_048_576
     max_protocol_errors: int = 20
-    """Consecutive refused messages after which a session is closed with 1008."""
+    """Refused messages within any 10 s window after which a session is closed with 1008."""
     session_affinity: bool = False
     """Use the client's session id as routing key when a submit has none."""
     default_pool: int = 0
@@ -79,6 +79,21 @@ class HubConfig:
     it); 0: never wait, `rejected` `no_node` at once as in v1."""
     max_queued_jobs: int = 10_000
     """Jobs waiting on this hub; past it a submit gets `rejected` `overloaded`."""
+    # --- issue 10: per-peer limits (protocol v1.1, "Limits"; docs/operations.md) ---
+    max_outbound_bytes: int = 4_194_304
+    """Bytes queued for one peer above which it counts as slow."""
+    slow_peer_timeout_ms: int = 10_000
+    """A peer over `max_outbound_bytes` this long is closed with 4006 `slow_consumer`."""
+    max_capability_entries: int = 1024
+    """Language pairs + ASR + TTS languages + features of one node, together."""
+    max_jobs_per_session: int = 1024
+    """Unfinished jobs one client session may hold; past it `rejected` `overloaded`."""
+    max_connections: int = 20_000
+    """Open WebSocket sessions; past it the handshake gets HTTP 503."""
+    max_archive_bytes: int = 268_435_456
+    """Bytes of finished job records (results included) held in this process's memory for
+    resubmits: the local store's records, and records waiting for an unreachable Redis.
+    Past it the oldest results are evicted, leaving a tombstone (`result_expired`)."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -109,6 +124,8 @@ class HubConfig:
         if not self.hub_id:
             raise ConfigError("hub_id must not be empty")
         self._check_auth()
+        self._check_queue()
+        self._check_limits()
 
     def _check_auth(self) -> None:
         """Issue 11: the authentication, Origin and TLS keys (no secret in a message)."""
@@ -132,12 +149,27 @@ class HubConfig:
                 raise ConfigError(
                     f"allowed_origins: {origin!r} is not an origin (scheme://host[:port])"
                 )
-        # --- issue 13: the admission queue ---
+
+    def _check_queue(self) -> None:
+        """Issue 13: the admission queue's keys."""
         for name in ("queue_timeout_ms", "max_queued_jobs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
         if self.queue_timeout_ms > 86_400_000:
             raise ConfigError(f"queue_timeout_ms must be <= 86400000, not {self.queue_timeout_ms}")
+
+    def _check_limits(self) -> None:
+        """Issue 10: the per-peer limits."""
+        for name in (
+            "max_outbound_bytes",
+            "slow_peer_timeout_ms",
+            "max_capability_entries",
+            "max_jobs_per_session",
+            "max_connections",
+            "max_archive_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:

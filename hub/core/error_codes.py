@@ -52,14 +52,20 @@ FAILED: Final = "failed"
 HANDLER_ERROR: Final = "handler_error"
 """Sent by the agent SDK (not the hub) when a job handler raised."""
 
+# --- issue 10: limits (protocol v1.1, "Limits") ---
+OVERLOADED: Final = "overloaded"
+"""`rejected`: the client session holds `max_jobs_per_session` unfinished jobs, or
+(issue 13) the job would wait and the queue (or this session's share of it) is full."""
+RESULT_EXPIRED: Final = "result_expired"
+"""`result.error` for a resubmit: the job finished, but its result was evicted from
+memory (`max_archive_bytes`); the job is never run a second time."""
+
 HUB_OUTCOMES: Final = frozenset(
     {"ok", NO_NODE, ATTEMPTS_EXHAUSTED, TIMEOUT, CANCELLED, HUB_SHUTDOWN}
 )
 """Terminal outcomes the hub itself decides (any other failure came from a node)."""
 
 # --- issue 13: the admission queue -------------------------------------------------
-OVERLOADED: Final = "overloaded"
-"""`rejected`: `max_queued_jobs` jobs are waiting already."""
 QUEUE_TIMEOUT: Final = "queue_timeout"
 """`result.error`: the job waited for a free slot past its `queue_timeout_ms`."""
 QUEUE_OUTCOMES: Final = frozenset({QUEUE_TIMEOUT})

@@ -15,11 +15,15 @@ class HubError(Exception):
 class ProtocolError(HubError):
     """A peer sent something the protocol refuses; `code` is the wire code."""
 
-    def __init__(self, code: str, message: str, *, path: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, path: str | None = None, job_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.path = path
+        self.job_id = job_id
+        """The job the refused message was about, when it decoded far enough to tell."""
 
     def __repr__(self) -> str:
         return f"ProtocolError(code={self.code!r}, message={self.message!r}, path={self.path!r})"

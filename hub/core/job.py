@@ -367,5 +367,33 @@ class JobRecord(msgspec.Struct, kw_only=True):
     tenant: str = DEFAULT_TENANT
     """The tenant of the session that submitted the job (issue 11)."""
 
+    def expired(self) -> JobRecord:
+        """This record's tombstone, once its result is evicted from memory: the job's
+        identity and how it ended, with a failed `result_expired` result in place of
+        its own (a resubmit is answered with it; the job is never run again)."""
+        result = self.result
+        return JobRecord(
+            job_id=self.job_id,
+            request_id=self.request_id,
+            status=self.status,
+            node_id=self.node_id,
+            hub_id=self.hub_id,
+            attempt=self.attempt,
+            created_ms=self.created_ms,
+            orphaned=self.orphaned,
+            result=Result(
+                request_id=self.request_id,
+                job_id=self.job_id,
+                node_id=result.node_id if result is not None else self.node_id,
+                ok=False,
+                attempts=result.attempts if result is not None else self.attempt,
+                error=ErrorInfo(
+                    error_codes.RESULT_EXPIRED,
+                    f"job {self.job_id} {self.status}, but its result is no longer kept "
+                    "(max_archive_bytes); it is not run again",
+                ),
+            ),
+        )
+
 
 __all__ = ["ACTIVE", "AttemptRecord", "Job", "JobRecord", "JobStatus", "Watcher"]

@@ -8,12 +8,17 @@ and field path are ready to be sent back to the peer in an `error` message.
 
 Field constraints that the protocol states (non-empty strings, pool range,
 `max_concurrency >= 1`) are declared here with `msgspec.Meta`, so a frame that
-decodes is a frame the hub can act on.
+decodes is a frame the hub can act on. The hub's own codecs (`node_codec`,
+`client_codec`) add the ingress limits (`IngressRules`): nesting depth, values
+every peer can receive whatever its encoding, and `max_capability_entries`;
+so a frame that decodes is also one the hub can deliver.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 import msgspec
@@ -267,6 +272,201 @@ def _protocol_error(exc: msgspec.ValidationError) -> ProtocolError:
     return ProtocolError(error_codes.INVALID_FIELD, detail, path=path)
 
 
+# --- ingress limits (protocol v1.1, "Limits") ------------------------------------------
+
+MAX_DEPTH: Final = 64
+"""Nesting levels allowed in a message; the message object itself is level 1."""
+DEFAULT_MAX_CAPABILITY_ENTRIES: Final = 1024
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+"""MessagePack's integer range (JSON has none): any integer outside it is refused."""
+
+
+class _Unfit(Exception):
+    """A free-form value the hub could not deliver to every peer (found by `_check`)."""
+
+
+def _check(value: Any, depth: int) -> None:
+    """Raise `_Unfit` unless `value` (a container in it is level `depth`) is a value that both
+    encodings carry unchanged and nests at most `MAX_DEPTH` levels. The fast path, hence
+    the scalar tests inlined in the loops: the failure's reason and place are found
+    afterwards by `_locate`."""
+    kind = type(value)
+    if kind is dict:
+        if depth > MAX_DEPTH:
+            raise _Unfit
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Unfit
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if _INT_MIN <= item <= _INT_MAX:
+                    continue
+                raise _Unfit
+            if kind is float:
+                if item - item == 0.0:  # not NaN nor infinite (math.isfinite, without a call)
+                    continue
+                raise _Unfit
+            _check(item, depth + 1)
+        return
+    if kind is list:
+        if depth > MAX_DEPTH:
+            raise _Unfit
+        for item in value:
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if _INT_MIN <= item <= _INT_MAX:
+                    continue
+                raise _Unfit
+            if kind is float:
+                if item - item == 0.0:
+                    continue
+                raise _Unfit
+            _check(item, depth + 1)
+        return
+    if kind is str or kind is bool or value is None:
+        return
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return
+        raise _Unfit
+    if kind is float:
+        if value - value == 0.0:
+            return
+        raise _Unfit
+    raise _Unfit  # bytes, a MessagePack extension type, a timestamp, ...
+
+
+def _locate(value: Any, depth: int, path: str) -> tuple[str, str] | None:
+    """Where and why `_check` refused `value`: (path, reason), None if it did not."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return None
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return None
+        return path, "an integer outside -2**63..2**64-1: MessagePack cannot carry it"
+    if kind is float:
+        if math.isfinite(value):
+            return None
+        return path, f"a non-finite number ({value}): JSON cannot carry it"
+    if depth > MAX_DEPTH and kind in (dict, list):
+        return path, f"nested deeper than {MAX_DEPTH} levels"
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                key_type = type(key).__name__
+                return path, f"a map key that is not a string ({key_type}): JSON cannot carry it"
+            found = _locate(item, depth + 1, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if kind is list:
+        for index, item in enumerate(value):
+            found = _locate(item, depth + 1, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    if kind is bytes or kind is bytearray:
+        return path, "raw bytes: a JSON peer cannot receive them"
+    if kind is msgspec.msgpack.Ext:
+        return path, f"a MessagePack extension type ({value.code}): a JSON peer cannot receive it"
+    return path, f"a MessagePack extension type ({kind.__name__}): a JSON peer cannot receive it"
+
+
+class IngressRules:
+    """The hub's checks on every decoded inbound message, past msgspec's own.
+
+    - Free-form values (`payload`, `data`, `output`) nest at most `MAX_DEPTH`
+      levels and hold only what both encodings carry unchanged: strings,
+      finite numbers (integers in MessagePack's range), booleans, null, lists
+      and maps with string keys. So whatever the hub accepts from a MessagePack
+      peer it can deliver to a JSON peer and the other way round.
+    - A node's capability lists hold at most `max_capability_entries` entries
+      together (`register`, `capabilities`).
+
+    `checks` maps each message type that has a rule to its check, so that a
+    message without one (`job_accept`, `heartbeat`...) costs one dict lookup;
+    an ordinary payload (a flat map of strings) costs a few hundred nanoseconds
+    (`benchmarks/ingress.py`).
+    """
+
+    __slots__ = ("checks", "max_capability_entries")
+
+    def __init__(self, union: Any, *, max_capability_entries: int | None = None) -> None:
+        self.max_capability_entries = max_capability_entries
+        self.checks: dict[type, Callable[[Any], None]] = {}
+        for cls in union.__args__:
+            names = [f.name for f in msgspec.structs.fields(cls) if f.type is Any]
+            if len(names) == 1:
+                self.checks[cls] = _free_field_check(names[0])
+            elif names:
+                self.checks[cls] = _free_fields_check([_free_field_check(n) for n in names])
+        if max_capability_entries is not None:
+            for cls in (Register, CapabilitiesUpdate):
+                if cls in union.__args__:
+                    self.checks[cls] = self._check_capabilities
+
+    def check(self, message: Any) -> None:
+        """Raise `ProtocolError` `invalid_field` when `message` breaks a rule."""
+        check = self.checks.get(type(message))
+        if check is not None:
+            check(message)
+
+    def _check_capabilities(self, message: Register | CapabilitiesUpdate) -> None:
+        caps = message.capabilities
+        entries = (
+            len(caps.language_pairs) + len(caps.asr_languages) + len(caps.tts_languages)
+            + len(caps.features)
+        )
+        limit = self.max_capability_entries
+        if limit is not None and entries > limit:
+            raise ProtocolError(
+                error_codes.INVALID_FIELD,
+                f"{entries} capability entries (language_pairs + asr_languages + "
+                f"tts_languages + features); at most {limit} (max_capability_entries)",
+                path="$.capabilities",
+            )
+
+
+def _free_field_check(name: str) -> Callable[[Any], None]:
+    """The check of one free-form field of a message type."""
+    path = f"$.{name}"
+
+    def check(message: Any) -> None:
+        value = getattr(message, name)
+        if type(value) is str or value is None:
+            return
+        try:
+            _check(value, 2)  # the message object is level 1
+        except _Unfit:
+            where, reason = _locate(value, 2, path) or (path, "unfit")
+            raise ProtocolError(
+                error_codes.INVALID_FIELD, reason, path=where,
+                job_id=getattr(message, "job_id", None),
+            ) from None
+
+    return check
+
+
+def _free_fields_check(checks: list[Callable[[Any], None]]) -> Callable[[Any], None]:
+    def check(message: Any) -> None:
+        for one in checks:
+            one(message)
+
+    return check
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError(
+        error_codes.INVALID_FIELD, f"nested deeper than {MAX_DEPTH} levels", path="$"
+    )
+
+
 class Codec(Generic[T]):
     """Encode outbound messages and decode inbound ones for one endpoint.
 
@@ -274,10 +474,13 @@ class Codec(Generic[T]):
     Encoders and decoders are built once and reused (msgspec's fast path).
     """
 
-    __slots__ = ("_decode", "_encode", "binary")
+    __slots__ = ("_checks", "_decode", "_encode", "binary")
 
-    def __init__(self, inbound: Any, *, binary: bool = False) -> None:
+    def __init__(
+        self, inbound: Any, *, binary: bool = False, rules: IngressRules | None = None
+    ) -> None:
         self.binary = binary
+        self._checks = None if rules is None else rules.checks
         if binary:
             self._decode: Any = msgspec.msgpack.Decoder(inbound).decode
             self._encode: Any = msgspec.msgpack.Encoder().encode
@@ -296,6 +499,12 @@ class Codec(Generic[T]):
             raise ProtocolError(
                 error_codes.BAD_MESSAGE,
                 f"the frame is not valid {kind}: {exc}") from None
+        except RecursionError:  # msgspec's own limit (~1,000 levels), far past ours
+            raise _too_deep() from None
+        if self._checks is not None:
+            check = self._checks.get(type(result))
+            if check is not None:
+                check(result)
         return result
 
     def encode(self, message: msgspec.Struct) -> bytes:
@@ -307,14 +516,17 @@ class Codec(Generic[T]):
         return data if self.binary else data.decode()
 
 
-def node_codec(*, binary: bool = False) -> Codec[NodeInbound]:
-    """Hub side of `/v1/node`: decodes node -> hub messages."""
-    return Codec(NodeInbound, binary=binary)
+def node_codec(
+    *, binary: bool = False, max_capability_entries: int = DEFAULT_MAX_CAPABILITY_ENTRIES
+) -> Codec[NodeInbound]:
+    """Hub side of `/v1/node`: decodes node -> hub messages, with the ingress rules."""
+    rules = IngressRules(NodeInbound, max_capability_entries=max_capability_entries)
+    return Codec(NodeInbound, binary=binary, rules=rules)
 
 
 def client_codec(*, binary: bool = False) -> Codec[ClientInbound]:
-    """Hub side of `/v1/client`: decodes client -> hub messages."""
-    return Codec(ClientInbound, binary=binary)
+    """Hub side of `/v1/client`: decodes client -> hub messages, with the ingress rules."""
+    return Codec(ClientInbound, binary=binary, rules=IngressRules(ClientInbound))
 
 
 def agent_codec(*, binary: bool = False) -> Codec[NodeOutbound]:

@@ -129,6 +129,15 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0, 30.0, 60.0, 300.0),
         )
+        # --- issue 10: limits ---
+        self.slow_consumers = Counter(
+            "nodehub_slow_consumers_total",
+            "Sessions closed with 4006 slow_consumer, by endpoint.", ("endpoint",),
+        )
+        self.refused_connections = Counter(
+            "nodehub_refused_connections_total",
+            "WebSocket handshakes refused with HTTP 503 (max_connections).",
+        )
         self.gauges: list[Gauge] = []
 
     def gauge(
@@ -144,7 +153,8 @@ class Metrics:
         metrics: list[Counter | Histogram | Gauge] = [
             self.jobs, self.submits, self.attempts, self.no_node, self.protocol_errors,
             self.selection_seconds, self.dispatch_seconds, self.job_seconds,
-            self.auth_refusals, self.queue_wait_seconds, *self.gauges,
+            self.auth_refusals, self.queue_wait_seconds, self.slow_consumers,
+            self.refused_connections, *self.gauges,
         ]
         lines: list[str] = []
         for metric in metrics:

@@ -15,22 +15,32 @@ from loguru import logger
 
 
 class Link(Protocol):
-    """One connected peer (a node agent or a client)."""
+    """One connected peer (a node agent or a client).
+
+    No method ever waits on the peer: what the peer has not read yet stays
+    queued for it, so a loop that serves many peers (a node's results, the
+    deadlines, another hub's deliveries) is never held up by one of them. A
+    peer that stays too far behind is closed by the link itself (4006
+    `slow_consumer`, see `hub.net.slow_peers`).
+    """
 
     @property
     def peer_id(self) -> str:
         """A hub-unique id of this connection."""
 
     async def send(self, message: msgspec.Struct) -> None:
-        """Encode and send; a closed connection is not an error (the loss is handled
-        where the connection's end is noticed). Waits only when the peer is slow."""
+        """Encode and queue for sending, like `queue`: it never suspends on the peer
+        (it is a coroutine for the callers' sake). A closed connection is not an error
+        (the loss is handled where the connection's end is noticed)."""
 
     def queue(self, message: msgspec.Struct) -> None:
         """Encode and queue for sending, without waiting. Messages queued or sent on
         one link keep their order."""
 
     async def close(self, code: int, reason: str) -> None:
-        """Close the connection with a WebSocket close code."""
+        """Start closing the connection with a WebSocket close code (after what is
+        queued) and return without waiting for the peer; a peer that does not complete
+        the closing handshake soon is dropped."""
 
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake (a peer that does
@@ -54,12 +64,11 @@ class LinkCloser:
 
     async def _close(self, link: Link, code: int, reason: str) -> None:
         try:
-            async with asyncio.timeout(self.grace_s):
-                await link.close(code, reason)
-        except TimeoutError:
-            link.abort()
+            await link.close(code, reason)  # starts the closing handshake; never waits
         except Exception:
             logger.opt(exception=True).debug("closing {} ({}) failed", link.peer_id, code)
+        # Dropped unless the peer completed the handshake by then (a no-op if it did).
+        asyncio.get_running_loop().call_later(self.grace_s, link.abort)
 
     async def wait_closed(self) -> None:
         """Wait for the closes under way (shutting down)."""

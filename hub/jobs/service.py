@@ -127,6 +127,10 @@ class JobService:
     def client_disconnected(self, link: Link) -> None:
         self.delivery.disconnected(link)
 
+    def jobs_held(self, link: Link) -> int:
+        """Unfinished jobs that the client session on `link` submitted here."""
+        return self.table.held.get(link.peer_id, 0)
+
     async def submit(self, link: Link, message: Submit, tenant: str = DEFAULT_TENANT) -> None:
         await self.submits.submit(link, message, tenant)
 

@@ -33,7 +33,7 @@ class Pending:
 
 
 class JobTable:
-    __slots__ = ("_counter", "_prefix", "active", "hub_id", "pending", "submitted_ns")
+    __slots__ = ("_counter", "_prefix", "active", "held", "hub_id", "pending", "submitted_ns")
 
     def __init__(self, hub_id: str) -> None:
         self.hub_id = hub_id
@@ -41,6 +41,9 @@ class JobTable:
         self.pending: dict[str, Pending] = {}
         self.submitted_ns: dict[str, int] = {}
         """When each active job's submit arrived (perf counter), for the latency metrics."""
+        self.held: dict[str, int] = {}
+        """Active jobs per client session of this hub that submitted them (its peer id),
+        against `max_jobs_per_session`."""
         # `<home hub id>.<boot token>.<counter>`: any hub can tell a job's home, and a
         # restarted hub never reuses an id of its previous run.
         self._prefix = f"{hub_id}.{os.urandom(4).hex()}."
@@ -59,10 +62,21 @@ class JobTable:
     def add(self, job: Job, submitted_ns: int) -> None:
         self.active[job.job_id] = job
         self.submitted_ns[job.job_id] = submitted_ns
+        submitter = job.watchers[0]
+        if submitter.hub_id == self.hub_id:
+            self.held[submitter.client_id] = self.held.get(submitter.client_id, 0) + 1
 
     def remove(self, job_id: str) -> int | None:
         """Forget a finished job; when its submit arrived (None if unknown)."""
-        self.active.pop(job_id, None)
+        job = self.active.pop(job_id, None)
+        if job is not None:
+            submitter = job.watchers[0]
+            if submitter.hub_id == self.hub_id:
+                left = self.held.get(submitter.client_id, 0) - 1
+                if left > 0:
+                    self.held[submitter.client_id] = left
+                else:
+                    self.held.pop(submitter.client_id, None)
         return self.submitted_ns.pop(job_id, None)
 
 

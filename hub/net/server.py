@@ -11,6 +11,13 @@ Every request passes the `Gate` (hub/net/auth.py) in `process_request`,
 during the handshake: a refused one is answered with its 401 or 403 and no
 session is made; an admitted WebSocket's `Principal` is handed to its
 session. With `tls_cert_file` and `tls_key_file` the port speaks TLS only.
+
+A session ends when its connection does, whatever ended it and whatever the
+session's loop is doing: the connection's loss, and the hub starting to close
+it, both end the session at once (`end_soon`), so a node is unregistered
+even if its loop is stuck on something else. Past `max_connections` open
+WebSocket sessions a handshake is answered with HTTP 503; the HTTP endpoints
+are not counted and keep answering.
 """
 
 from __future__ import annotations
@@ -35,18 +42,16 @@ from hub.core.messages import (
     client_codec,
     node_codec,
 )
+from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
 from hub.net.auth import Gate, Refusal
-from hub.net.http import JSON, HttpApi
+from hub.net.http import JSON, HttpApi, HttpResponse
 from hub.net.sessions import ClientSession, NodeSession, Sessions
+from hub.net.slow_peers import SlowPeers
 from hub.net.tls import server_context
-from hub.net.wslink import WsLink
+from hub.net.wslink import CLOSE_GRACE_S, WRITE_HIGH_WATER, WsLink
 from hub.runtime.loop_turn import LoopTurn
 
-# Codecs are stateless: one per endpoint and encoding, shared by every session
-# (building msgspec decoders per connection cost ~13 us and ~0.4 KB per session).
-_NODE_CODECS = {binary: node_codec(binary=binary) for binary in (False, True)}
-_CLIENT_CODECS = {binary: client_codec(binary=binary) for binary in (False, True)}
 ENDPOINTS = ("/v1/node", "/v1/client")
 
 
@@ -79,15 +84,35 @@ def _select_subprotocol(
 
 class WsServer:
     def __init__(
-        self, *, config: HubConfig, sessions: Sessions, http: HttpApi, gate: Gate | None = None
+        self,
+        *,
+        config: HubConfig,
+        sessions: Sessions,
+        http: HttpApi,
+        slow_peers: SlowPeers,
+        metrics: Metrics,
+        gate: Gate | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.http = http
-        self.gate = gate if gate is not None else Gate.from_config(config)
-        self._ssl = server_context(config)  # ConfigError now, not at start
+        self.slow_peers = slow_peers
+        self.metrics = metrics
         self._turn = LoopTurn()
         self._server: Server | None = None
+        # Codecs are stateless: one per endpoint and encoding, shared by every session
+        # (building msgspec decoders per connection cost ~13 us and ~0.4 KB per session).
+        self._node_codecs = {
+            binary: node_codec(
+                binary=binary, max_capability_entries=config.max_capability_entries
+            )
+            for binary in (False, True)
+        }
+        self._client_codecs = {binary: client_codec(binary=binary) for binary in (False, True)}
+        self.open_sessions = 0
+        """WebSocket connections past `process_request` and not yet lost."""
+        self.gate = gate if gate is not None else Gate.from_config(config)
+        self._ssl = server_context(config)  # ConfigError now, not at start
         self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal] = (
             weakref.WeakKeyDictionary()
         )
@@ -113,6 +138,11 @@ class WsServer:
             ping_interval=None,  # liveness is the protocol's heartbeat (node_timeout_ms)
             compression=None,
             ssl=self._ssl,
+            # A peer gets this long to complete a closing handshake websockets starts
+            # (shutting down), like the ones the hub starts itself (`WsLink.start_close`).
+            close_timeout=CLOSE_GRACE_S,
+            # The transport's high-water mark: past it frames wait in the link's backlog.
+            write_limit=min(WRITE_HIGH_WATER, self.config.max_outbound_bytes),
         )
 
     def stop_accepting(self) -> None:
@@ -136,19 +166,27 @@ class WsServer:
         principal = self._principals.pop(ws, ANONYMOUS)
         session: NodeSession | ClientSession
         if path.startswith("/v1/node"):
-            codec: Codec[Any] = _NODE_CODECS[binary]
-            link = WsLink(ws, codec, self.sessions.peer_id("node"), self._turn)
+            codec: Codec[Any] = self._node_codecs[binary]
+            link = WsLink(ws, codec, self.sessions.peer_id("node"), self._turn,
+                          self.slow_peers, "node")
             session = self.sessions.node(link, principal)
         elif path.startswith("/v1/client"):
-            codec = _CLIENT_CODECS[binary]
-            link = WsLink(ws, codec, self.sessions.peer_id("client"), self._turn)
+            codec = self._client_codecs[binary]
+            link = WsLink(ws, codec, self.sessions.peer_id("client"), self._turn,
+                          self.slow_peers, "client")
             session = self.sessions.client(link, principal)
         else:
             await ws.close(close_codes.POLICY_VIOLATION, "unknown endpoint")
             return
+        # The session ends when the connection is lost or the hub starts closing it,
+        # even while its loop below waits on something else (no ghost session).
+        link.on_close = session.end_soon
+        ws.connection_lost_waiter.add_done_callback(lambda _: session.end_soon())
         decode = _decoder(codec)
         try:
             async for frame in ws:
+                if session.closed:
+                    break
                 try:
                     message = decode(frame)
                 except ProtocolError as exc:
@@ -169,20 +207,30 @@ class WsServer:
         try:
             principal = self.gate.admit(path, query, request.headers)
         except Refusal as refusal:
-            self.sessions.metrics.auth_refusals.inc(str(int(refusal.status)))
-            return self._response(ws, refusal.status, refusal.body, JSON)
+            self.metrics.auth_refusals.inc(str(int(refusal.status)))
+            return self._respond(ws, HttpResponse(refusal.status, refusal.body, JSON))
         if path in ENDPOINTS:
+            if self.open_sessions >= self.config.max_connections:
+                self.metrics.refused_connections.inc()
+                return self._respond(ws, HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {
+                    "error": error_codes.OVERLOADED,
+                    "message": f"{self.open_sessions} WebSocket sessions are open "
+                               f"(max_connections); try again later",
+                }))
+            self.open_sessions += 1
+            ws.connection_lost_waiter.add_done_callback(self._session_lost)
             self._principals[ws] = principal
             return None
-        answer = await self.http.respond(path, principal)
-        return self._response(ws, answer.status, answer.body, answer.content_type)
+        return self._respond(ws, await self.http.respond(path, principal))
+
+    def _session_lost(self, _: object) -> None:
+        self.open_sessions -= 1
 
     @staticmethod
-    def _response(
-        ws: ServerConnection, status: HTTPStatus, body: bytes, content_type: str
-    ) -> Response:
-        response = ws.respond(status, "")
-        response.body = body
+    def _respond(ws: ServerConnection, answer: HttpResponse) -> Response:
+        response = ws.respond(answer.status, "")
+        response.body = answer.body
+        body, content_type = answer.body, answer.content_type
         # websockets' Headers is a multi-dict: replace, don't append.
         for name, value in (("Content-Type", content_type), ("Content-Length", str(len(body)))):
             del response.headers[name]

@@ -14,13 +14,18 @@ that belong to a connection rather than to a job:
   over (the old session is closed with 4005);
 - a client's submits and cancels belong to its principal's tenant;
 - every refused message is answered with `error` and counted
-  (`RefusalCount`); past `max_protocol_errors` the session is closed with 1008;
+  (`RefusalCount`); `max_protocol_errors` refusals within any
+  `REFUSAL_WINDOW_S` close the session with 1008;
 - a client's submits run concurrently when the store waits on I/O (up to
   `MAX_SUBMITS_IN_FLIGHT`, after which the session stops taking frames until
   one finishes: backpressure on a client that floods);
+- a client session holds at most `max_jobs_per_session` unfinished jobs (past
+  it a submit gets `rejected` `overloaded`);
 - a stopping hub answers submits with `rejected` `hub_shutdown`;
-- when the connection ends, a node is unregistered (its attempts fail over)
-  and a client's submits in flight are let finish;
+- when the connection ends, or the hub starts closing it, the session ends
+  (`end_soon`, once): a node is unregistered (its attempts fail over), even
+  when that happens while the node's `register` is still being handled, and
+  a client's submits in flight are let finish;
 - node sessions that go silent for `node_timeout_ms` are closed
   (`NodeWatchdog`).
 """
@@ -30,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from loguru import logger
@@ -47,6 +54,8 @@ from hub.runtime.eager import eager_task
 
 MAX_SUBMITS_IN_FLIGHT: Final = 256
 """Submits of one client session being handled at once."""
+REFUSAL_WINDOW_S: Final = 10.0
+"""`max_protocol_errors` counts the refusals within any window this long."""
 
 
 _REGISTER_CLOSES: Final = {
@@ -57,24 +66,28 @@ _REGISTER_CLOSES: Final = {
 
 
 class RefusalCount:
-    """A session's refused messages, against `max_protocol_errors`.
+    """A session's refused messages, against `max_protocol_errors` in any
+    `REFUSAL_WINDOW_S`: bad frames mixed with good ones add up, while a
+    long-lived node's occasional race (a late message about a job that moved
+    on) never does. Holds at most `limit` timestamps."""
 
-    The limit is on consecutive refusals: a long-lived node's occasional race
-    (a late message about a job that moved on) never adds up."""
+    __slots__ = ("_clock", "_limit", "_times", "_window")
 
-    __slots__ = ("_count", "_limit")
-
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self, limit: int, *, window_s: float = REFUSAL_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limit = limit
-        self._count = 0
+        self._window = window_s
+        self._clock = clock
+        self._times: deque[float] = deque(maxlen=limit)
 
     def refused(self) -> bool:
         """Count one refusal; True when the session must now be closed."""
-        self._count += 1
-        return self._count >= self._limit
-
-    def accepted(self) -> None:
-        self._count = 0
+        now = self._clock()
+        times = self._times
+        times.append(now)
+        return len(times) >= self._limit and now - times[0] <= self._window
 
 
 class NodeWatchdog:
@@ -82,7 +95,8 @@ class NodeWatchdog:
 
     A peer that does not answer the closing handshake (frozen, partitioned) is
     dropped after a short grace instead of waiting for the close timeout, so
-    its jobs fail over after about `node_timeout_ms`."""
+    its jobs fail over after about `node_timeout_ms`. (Its session has ended
+    already: a link ends its session when the hub starts closing it.)"""
 
     def __init__(self, config: HubConfig, closer: LinkCloser | None = None) -> None:
         self._config = config
@@ -186,7 +200,8 @@ class NodeSession:
         self.link = link
         self.principal = principal
         self.closed = False
-        """True once the session closed itself: stop feeding it."""
+        """True once the session is over (closed by the hub, or its connection lost):
+        stop feeding it."""
         self._peer_id = link.peer_id
         self._takeover = sessions.takeover
         self._expiry = SessionExpiry(link, principal, sessions.closer)
@@ -195,6 +210,7 @@ class NodeSession:
         self._watchdog = sessions.watchdog
         self._refusals = RefusalCount(sessions.config.max_protocol_errors)
         self._node: RegisteredNode | None = None
+        self._ending: asyncio.Task[None] | None = None
         self._log = logger.bind(peer=link.peer_id)
         self._watchdog.watch(link)
 
@@ -212,7 +228,6 @@ class NodeSession:
                 await self._register(message)
             else:
                 await self._registry.handle(self._node, message)
-            self._refusals.accepted()
         except ProtocolError as exc:
             close_code = _REGISTER_CLOSES.get(exc.code)
             if close_code is not None:
@@ -228,9 +243,9 @@ class NodeSession:
             )
 
     async def undecodable(self, exc: ProtocolError) -> None:
-        """A frame that did not decode."""
+        """A frame that did not decode (or broke an ingress rule)."""
         self._watchdog.seen(self._peer_id)
-        await self.refuse(exc)
+        await self.refuse(exc, job_id=exc.job_id)
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
         """Answer a refused message with `error`; close with 1008 past the limit."""
@@ -253,17 +268,36 @@ class NodeSession:
         node = await self._registry.register(
             self.link, message, int(time.time() * 1000), take_over=self._takeover
         )
+        if self._ending is not None:
+            # The connection ended while the registration was under way: the session's
+            # end found no node to unregister, so this one must not stay behind.
+            await self._registry.unregister(node)
+            return
         self._node = node
         self._log = self._log.bind(node_id=node.node_id)
         self._log.info("node registered (pool {})", node.caps.pool)
         await self.link.send(self._registry.registered_reply(node))
 
+    def end_soon(self) -> None:
+        """The connection is lost, or the hub started closing it: end the session now
+        (idempotent), whatever its loop is waiting on."""
+        self.closed = True
+        if self._ending is None:
+            self._ending = asyncio.get_running_loop().create_task(self._end())
+
     async def ended(self, close_code: int | None) -> None:
-        """The connection is gone: unregister the node (its attempts fail over)."""
+        """The session's loop is over: wait for the session's end (`end_soon`)."""
+        self.end_soon()
+        assert self._ending is not None
+        await asyncio.shield(self._ending)
+        if self._node is not None:
+            self._log.info("node session ended (close code {})", close_code)
+
+    async def _end(self) -> None:
+        """Unregister the node (its attempts fail over)."""
         self._expiry.cancel()
         self._watchdog.forget(self.link)
         if self._node is not None:
-            self._log.info("node session ended (close code {})", close_code)
             await self._registry.unregister(self._node)
 
 
@@ -274,14 +308,17 @@ class ClientSession:
         self.link = link
         self.principal = principal
         self.closed = False
-        """True once the session closed itself: stop feeding it."""
+        """True once the session is over (closed by the hub, or its connection lost):
+        stop feeding it."""
         self._tenant = principal.tenant
         self._expiry = SessionExpiry(link, principal, sessions.closer)
         self._sessions = sessions
         self._service = sessions.service
         self._metrics = sessions.metrics
+        self._max_jobs = sessions.config.max_jobs_per_session
         self._refusals = RefusalCount(sessions.config.max_protocol_errors)
         self._submits: set[asyncio.Task[None]] = set()
+        self._ending: asyncio.Task[None] | None = None
         self._service.client_connected(link)
 
     async def received(self, message: Any) -> None:
@@ -291,7 +328,6 @@ class ClientSession:
                 await self._submit(message)
             elif isinstance(message, Cancel):
                 await self._service.cancel(self.link, message, self._tenant)
-            self._refusals.accepted()
         except ProtocolError as exc:
             await self.refuse(exc, job_id=getattr(message, "job_id", None))
         except Exception:
@@ -301,7 +337,7 @@ class ClientSession:
             )
 
     async def undecodable(self, exc: ProtocolError) -> None:
-        await self.refuse(exc)
+        await self.refuse(exc, job_id=exc.job_id)
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
         """Answer a refused message with `error`; close with 1008 past the limit."""
@@ -318,6 +354,15 @@ class ClientSession:
             await self.link.send(Rejected(
                 request_id=message.request_id, code=error_codes.HUB_SHUTDOWN,
                 message="the hub is shutting down",
+            ))
+            return
+        held = self._service.jobs_held(self.link) + len(self._submits)
+        if held >= self._max_jobs:
+            self._metrics.submits.inc(error_codes.OVERLOADED)
+            await self.link.send(Rejected(
+                request_id=message.request_id, code=error_codes.OVERLOADED,
+                message=f"this session holds {held} unfinished jobs "
+                        f"(max_jobs_per_session is {self._max_jobs}); wait for results",
             ))
             return
         if not self._sessions.waits:
@@ -343,9 +388,21 @@ class ClientSession:
                 Error(code=error_codes.INTERNAL_ERROR, message="the hub failed")
             )
 
+    def end_soon(self) -> None:
+        """The connection is lost, or the hub started closing it (idempotent)."""
+        self.closed = True
+        if self._ending is None:
+            self._ending = asyncio.get_running_loop().create_task(self._end())
+
     async def ended(self, close_code: int | None) -> None:
-        """The connection is gone: let submits in flight finish (a half-made job must not
-        be left behind); the client's jobs go on."""
+        """The session's loop is over: wait for the session's end (`end_soon`)."""
+        self.end_soon()
+        assert self._ending is not None
+        await asyncio.shield(self._ending)
+
+    async def _end(self) -> None:
+        """Let submits in flight finish (a half-made job must not be left behind); the
+        client's jobs go on (a resubmit of a request_id gets its result)."""
         self._expiry.cancel()
         if self._submits:
             await asyncio.wait(self._submits)

@@ -6,8 +6,10 @@ waits on the store after a job's result is out: by `run`, or, for the jobs
 that an inbox batch finished, with the inbox's next read (`Cluster` takes them
 with `take`: the write costs no round trip of its own and is stored before the
 entries that finished those jobs are acknowledged). Until written, `load`
-answers from memory; while the store is unreachable the queue is kept
-(bounded by `BACKLOG_LIMIT`, oldest dropped first) and retried.
+answers from memory; while the store is unreachable the queue is kept and
+retried, bounded by `max_bytes` (`max_archive_bytes`: past it the oldest
+records are replaced by their tombstones, see `tombstone`) and by
+`BACKLOG_LIMIT` records (oldest dropped first).
 """
 
 from __future__ import annotations
@@ -25,15 +27,29 @@ from hub.store.base import RecordBatch, Store
 
 BACKLOG_LIMIT = 200_000
 """Finished records kept while the store is unreachable; half the oldest go past it."""
+DEFAULT_MAX_ARCHIVE_BYTES = 268_435_456
+"""`HubConfig.max_archive_bytes`'s default."""
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(JobRecord)
 
 
+def tombstone(record: bytes) -> bytes | None:
+    """What stays of an encoded record whose result is evicted from memory: its
+    `JobRecord.expired` (a few hundred bytes); None if `record` is not a record."""
+    try:
+        return _encoder.encode(_decoder.decode(record).expired())
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 class JobArchive:
-    def __init__(self, *, store: Store, ttl_ms: int) -> None:
+    def __init__(
+        self, *, store: Store, ttl_ms: int, max_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
+    ) -> None:
         self._store = store
         self._ttl_ms = ttl_ms
+        self._max_bytes = max_bytes
         self._queued: dict[str, bytes] = {}
         """Records not written yet."""
         self._writing: dict[str, bytes] = {}
@@ -95,10 +111,26 @@ class JobArchive:
             logger.warning("{} finished job records wait for the store: {}", len(batch.items), exc)
         finally:
             self.settle(batch)
-        if len(self._queued) > BACKLOG_LIMIT:
-            for job_id in list(self._queued)[: len(self._queued) // 2]:
-                del self._queued[job_id]  # oldest first: only a late resubmit misses them
+        if not batch.saved:
+            self._trim()
         return batch.saved
+
+    def _trim(self) -> None:
+        """Bound the records waiting for an unreachable store (oldest first)."""
+        queued = self._queued
+        if len(queued) > BACKLOG_LIMIT:
+            for job_id in list(queued)[: len(queued) // 2]:
+                del queued[job_id]  # only a late resubmit misses them
+        size = sum(len(data) for data in queued.values())
+        if size <= self._max_bytes:
+            return
+        for job_id, data in list(queued.items()):
+            stone = tombstone(data)
+            if stone is not None and len(stone) < len(data):
+                queued[job_id] = stone
+                size -= len(data) - len(stone)
+                if size <= self._max_bytes:
+                    return
 
     async def put_orphan(
         self, node_id: str, request_id: str, message: JobResult, *, tenant: str = DEFAULT_TENANT

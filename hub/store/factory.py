@@ -5,12 +5,13 @@ from __future__ import annotations
 from hub.core.config import HubConfig
 from hub.core.errors import ConfigError
 from hub.store.base import Store
-from hub.store.memory import MemoryStore
+from hub.store.memory import MemoryBackplane, MemoryStore
 
 
 def make_store(config: HubConfig) -> Store:
     if config.deployment_mode == "local":
-        return MemoryStore(hub_id=config.hub_id)
+        plane = MemoryBackplane(max_record_bytes=config.max_archive_bytes)
+        return MemoryStore(hub_id=config.hub_id, backplane=plane)
     if config.deployment_mode == "cross_instance":
         from hub.store.redis import RedisStore
 

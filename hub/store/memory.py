@@ -3,18 +3,26 @@
 Everything is a dict with lazy expiry. Several hubs in one process may share
 one `MemoryStore` through `MemoryBackplane` (tests use this to run the
 cross-hub path without Redis); a single hub, the embedded default, has its own.
+Finished job records are also bounded in bytes (`RecordShelf`,
+`max_archive_bytes`): past the bound the oldest results are evicted, leaving
+a tombstone that answers a resubmit with `result_expired`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from hub.core.principal import DEFAULT_TENANT
+from hub.store.archive import DEFAULT_MAX_ARCHIVE_BYTES, tombstone
 from hub.store.base import Binding, OwnershipConflict, RecordBatch
+
+ENTRY_OVERHEAD: Final = 200
+"""Bytes a record costs besides its own (key, dict slot, tuple), as `RecordShelf` counts."""
 
 
 def _monotonic_ms() -> int:
@@ -67,6 +75,94 @@ class _ExpiringDict:
                 del self._data[key]
 
 
+class RecordShelf:
+    """Finished job records: each lapses `ttl_ms` after it is written, and together
+    they hold at most `max_bytes` (each counted as its length + `ENTRY_OVERHEAD`).
+
+    Past `max_bytes` the oldest records are replaced by their tombstones
+    (`tombstone`: a few hundred bytes, a failed `result_expired` result in
+    place of the real one), so that a resubmit is answered and the job never
+    runs twice. Tombstones take at most a quarter of the budget: past it, and
+    when only tombstones are left, the oldest tombstone is dropped (a resubmit
+    of that request then gets `duplicate_in_flight` while its binding lasts).
+    Every record is written with the same TTL (`idempotency_ttl_ms`), so
+    insertion order is expiry order and both are swept from the front.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], int],
+        max_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+        make_tombstone: Callable[[bytes], bytes | None] = tombstone,
+    ) -> None:
+        self._clock = clock
+        self.max_bytes = max_bytes
+        self._make_tombstone = make_tombstone
+        self._records: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._tombstones: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self.record_bytes = 0
+        self.tombstone_bytes = 0
+        self.evicted = 0
+        """Results replaced by their tombstone so far."""
+
+    def __len__(self) -> int:
+        return len(self._records) + len(self._tombstones)
+
+    def get(self, key: str) -> bytes | None:
+        now = self._clock()
+        for shelf in (self._records, self._tombstones):
+            entry = shelf.get(key)
+            if entry is not None:
+                return entry[1] if entry[0] > now else None
+        return None
+
+    def is_tombstone(self, key: str) -> bool:
+        return key in self._tombstones
+
+    def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        now = self._clock()
+        self._sweep(now)
+        self._remove(key)
+        self._records[key] = (now + ttl_ms, value)
+        self.record_bytes += len(value) + ENTRY_OVERHEAD
+        self._fit()
+
+    def _remove(self, key: str) -> None:
+        entry = self._records.pop(key, None)
+        if entry is not None:
+            self.record_bytes -= len(entry[1]) + ENTRY_OVERHEAD
+        entry = self._tombstones.pop(key, None)
+        if entry is not None:
+            self.tombstone_bytes -= len(entry[1]) + ENTRY_OVERHEAD
+
+    def _fit(self) -> None:
+        tombstone_share = self.max_bytes // 4
+        while self.record_bytes + self.tombstone_bytes > self.max_bytes and self._records:
+            key, (expires, data) = self._records.popitem(last=False)
+            self.record_bytes -= len(data) + ENTRY_OVERHEAD
+            self.evicted += 1
+            stone = self._make_tombstone(data)
+            if stone is not None:
+                self._tombstones[key] = (expires, stone)
+                self.tombstone_bytes += len(stone) + ENTRY_OVERHEAD
+            while self.tombstone_bytes > tombstone_share:
+                self._drop_tombstone()
+        while self.record_bytes + self.tombstone_bytes > self.max_bytes and self._tombstones:
+            self._drop_tombstone()
+
+    def _drop_tombstone(self) -> None:
+        _, (_, stone) = self._tombstones.popitem(last=False)
+        self.tombstone_bytes -= len(stone) + ENTRY_OVERHEAD
+
+    def _sweep(self, now: int) -> None:
+        for shelf in (self._records, self._tombstones):
+            while shelf:
+                key, (expires, _) = next(iter(shelf.items()))
+                if expires > now:
+                    break
+                self._remove(key)
+
+
 @dataclass
 class _Inbox:
     unread: deque[tuple[str, bytes]] = field(default_factory=deque)
@@ -79,8 +175,10 @@ class MemoryBackplane:
     """State shared by every `MemoryStore` of one process."""
 
     clock: Callable[[], int] = _monotonic_ms
+    max_record_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
+    """`max_archive_bytes`: the bound of `jobs`."""
     bindings: _ExpiringDict = field(init=False)
-    jobs: _ExpiringDict = field(init=False)
+    jobs: RecordShelf = field(init=False)
     presence: _ExpiringDict = field(init=False)
     known: set[str] = field(default_factory=set)
     directories: dict[str, dict[str, bytes]] = field(default_factory=dict)
@@ -93,7 +191,7 @@ class MemoryBackplane:
 
     def __post_init__(self) -> None:
         self.bindings = _ExpiringDict(self.clock)
-        self.jobs = _ExpiringDict(self.clock)
+        self.jobs = RecordShelf(self.clock, self.max_record_bytes)
         self.presence = _ExpiringDict(self.clock)
 
     def inbox(self, hub_id: str) -> _Inbox:
@@ -172,8 +270,7 @@ class MemoryStore:
             self._plane.jobs.set(job_id, record, ttl_ms)
 
     async def load_job(self, job_id: str) -> bytes | None:
-        record = self._plane.jobs.get(job_id)
-        return record if isinstance(record, bytes) else None
+        return self._plane.jobs.get(job_id)
 
     # --- published nodes---------------------------------------------------------------
 

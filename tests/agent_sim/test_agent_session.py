@@ -28,6 +28,7 @@ from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     Capabilities,
+    Codec,
     Drain,
     Error,
     Heartbeat,
@@ -42,7 +43,6 @@ from hub.core.messages import (
     Pipeline,
     Register,
     Registered,
-    node_codec,
 )
 
 TIMEOUT_S = 5.0
@@ -54,7 +54,11 @@ class HubConn:
 
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
-        self.codec = node_codec(binary=ws.subprotocol == MSGPACK_SUBPROTOCOL)
+        # The wire model without the hub's ingress rules: this checks what the agent
+        # encodes (bytes included), not what a hub would accept.
+        self.codec: Codec[NodeInbound] = Codec(
+            NodeInbound, binary=ws.subprotocol == MSGPACK_SUBPROTOCOL
+        )
         self.register: Register | None = None
         self.refused = False
         self.inbox: asyncio.Queue[NodeInbound] = asyncio.Queue()

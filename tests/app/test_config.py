@@ -26,6 +26,17 @@ def test_defaults() -> None:
     assert cfg.hub_id.startswith("hub-")
 
 
+def test_limit_defaults_are_the_contracts() -> None:
+    """protocol-v1.1.md, "Limits" (and this hub's own `max_archive_bytes`)."""
+    cfg = load_config(env={})
+    assert cfg.max_outbound_bytes == 4_194_304 and cfg.slow_peer_timeout_ms == 10_000
+    assert cfg.max_capability_entries == 1024 and cfg.max_jobs_per_session == 1024
+    assert cfg.max_connections == 20_000 and cfg.max_archive_bytes == 256 * 1024 * 1024
+    flagged = load_config(env={"NODEHUB_MAX_CONNECTIONS": "5"},
+                          overrides={"slow_peer_timeout_ms": "250"})
+    assert flagged.max_connections == 5 and flagged.slow_peer_timeout_ms == 250
+
+
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -71,6 +82,12 @@ def test_unrelated_environment_is_ignored() -> None:
         ({"overrides": {"heartbeat_interval_ms": "5000", "node_timeout_ms": "5000"}},
          "node_timeout_ms"),
         ({"overrides": {"port": True}}, "port"),
+        ({"overrides": {"max_outbound_bytes": "0"}}, "max_outbound_bytes"),
+        ({"overrides": {"slow_peer_timeout_ms": "-1"}}, "slow_peer_timeout_ms"),
+        ({"overrides": {"max_capability_entries": "0"}}, "max_capability_entries"),
+        ({"overrides": {"max_jobs_per_session": "0"}}, "max_jobs_per_session"),
+        ({"overrides": {"max_connections": "0"}}, "max_connections"),
+        ({"env": {"NODEHUB_MAX_ARCHIVE_BYTES": "lots"}}, "max_archive_bytes"),
     ],
 )
 def test_bad_values_name_the_key(source: dict[str, dict[str, object]], key: str) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from hub.core.capabilities import Requirements
 from hub.core.config import HubConfig
-from hub.core.job import Job, Watcher
+from hub.core.job import Job, JobRecord, Watcher
+from hub.core.messages import ErrorInfo
 from hub.core.selector import Selection
 
 
@@ -41,3 +42,21 @@ def test_a_no_node_answer_names_every_reason_with_its_count() -> None:
     none = Selection(None, reasons={"no_pair": 3, "at_capacity": 1}, considered=4)
     assert none.explain() == "no node can take this job (no_pair=3, at_capacity=1)"
     assert Selection(None).explain() == "no node can take this job (no nodes)"
+
+
+def test_a_records_tombstone_keeps_how_the_job_ended_and_never_its_output() -> None:
+    job = _job(deadline_ms=10_000)
+    job.assign("n1", "h", 0, 5_000, wall_ms=0)
+    job.complete(ok=True, output="x" * 100_000)
+    record = job.to_record()
+    stone = record.expired()
+    assert (stone.job_id, stone.request_id, stone.status, stone.node_id, stone.attempt) == (
+        record.job_id, record.request_id, "done", "n1", 1
+    )
+    assert stone.result is not None and not stone.result.ok and stone.result.output is None
+    assert stone.result.error is not None and stone.result.error.code == "result_expired"
+    assert stone.result.attempts == 1 and stone.result.node_id == "n1"
+    failed = JobRecord(job_id="j", request_id="r", status="failed", node_id="n2", attempt=3,
+                       orphaned=True).expired()
+    assert failed.orphaned and failed.result is not None and failed.result.attempts == 3
+    assert failed.result.error == ErrorInfo("result_expired", failed.result.error.message)

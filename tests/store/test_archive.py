@@ -4,6 +4,7 @@ and a batch taken to ride with an inbox read is settled either way."""
 from __future__ import annotations
 
 from hub.core.job import JobRecord
+from hub.core.messages import Result
 from hub.store.archive import JobArchive
 from hub.store.memory import MemoryBackplane, MemoryStore
 from hub.store.redis import RedisStore
@@ -76,3 +77,22 @@ async def test_records_wait_in_memory_while_the_store_is_unreachable() -> None:
         assert batch is not None and [job_id for job_id, _ in batch.items] == ["j1"]
     finally:
         await store.aclose()
+
+
+async def test_records_waiting_for_the_store_are_bounded_in_bytes() -> None:
+    store = RedisStore(hub_id="hub-a", url=f"redis://127.0.0.1:{free_port()}/0", prefix="t")
+    archive = JobArchive(store=store, ttl_ms=TTL_MS, max_bytes=50_000)
+    big = Result(request_id="r", job_id="j", node_id="n1", ok=True, attempts=1,
+                 output="o" * 20_000)
+    try:
+        for i in range(6):
+            archive.put(JobRecord(job_id=f"j{i}", request_id=f"r{i}", status="done",
+                                  node_id="n1", result=big))
+        assert not await archive.flush()
+        oldest = await archive.load("j0")
+        newest = await archive.load("j5")
+    finally:
+        await store.aclose()
+    assert oldest is not None and oldest.result is not None and oldest.result.error is not None
+    assert oldest.result.error.code == "result_expired"
+    assert newest is not None and newest.result is not None and newest.result.ok

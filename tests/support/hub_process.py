@@ -71,6 +71,10 @@ class HubProcess:
         with urllib.request.urlopen(self.http_url + path, timeout=5) as resp:
             return json.loads(resp.read())
 
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.http_url + path, timeout=5) as resp:
+            return str(resp.read().decode())
+
     def kill(self) -> None:
         """SIGKILL: no goodbye, no cleanup (the failure the other hubs must survive)."""
         if self.proc is not None and self.proc.poll() is None:
