@@ -31,6 +31,7 @@ Pure: no I/O, no clock, randomness only from the injected `random.Random`.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from typing import Final, Literal
 
 import msgspec
@@ -180,6 +181,20 @@ def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) 
     if req.routing_key is not None:
         # Consistent hashing: the first eligible member clockwise from the key.
         start = ring.bisect(stable_hash(req.routing_key)) % n
+        k, i = ring.locate(start)
+        chunk = ring.chunks[k]
+        # Usually the key's own chunk answers: its members from the key on, inline.
+        rest = chunk.capable(conds) >> i
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            node_id = chunk.ids[i + low.bit_length() - 1]
+            if excluded and node_id in excluded:
+                continue
+            state = state_of(node_id)
+            if state.status != ONLINE or state.running >= state.caps.max_concurrency:
+                continue
+            return node_id
         for node_id in ring.capable_ids(start, conds):
             if excluded and node_id in excluded:
                 continue
@@ -189,21 +204,42 @@ def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) 
             return node_id
         return None
 
-    # Load-aware: the best of the first two eligible random probes.
+    # Load-aware: the best of the first two eligible random probes. The probe's
+    # chunk lookup and its capability mask are inlined (this is the hot loop);
+    # `masks` keeps each chunk's mask for the other probes of this call.
     draw = rng.random
     best_id: str | None = None
     best_free = 0
     found = 0
+    chunks = ring.chunks
+    ends = ring.ends
+    masks: dict[int, int] = {}
     for _ in range(SAMPLES if n > SAMPLES else 0):
         pos = int(draw() * n)
+        k = bisect_right(ends, pos)
+        i = pos - ends[k - 1] if k else pos
+        chunk = chunks[k]
         if conds:
-            # The first capable member at or after the probe (wrapping around).
-            found_id = ring.first_capable(pos, conds)
-            if found_id is None:
-                return None  # no member has the capabilities
-            node_id = found_id
+            mask = masks.get(k)
+            if mask is None:
+                mask = chunk.full
+                memo = chunk.bits
+                for cond in conds:
+                    bits = memo.get(cond)
+                    mask &= chunk.mask(cond) if bits is None else bits
+                masks[k] = mask
+            rest = mask >> i
+            if rest:
+                # The first capable member at or after the probe...
+                node_id = chunk.ids[i + (rest & -rest).bit_length() - 1]
+            else:
+                # ...in a later chunk (wrapping around).
+                later = ring.first_capable(pos, conds)
+                if later is None:
+                    return None  # no member has the capabilities
+                node_id = later
         else:
-            node_id = ring.at(pos)
+            node_id = chunk.ids[i]
         if excluded and node_id in excluded:
             continue
         state = state_of(node_id)

@@ -33,6 +33,7 @@ I/O or reads a clock.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -494,7 +495,21 @@ class Snapshot:
 
     @classmethod
     def of(cls, states: Iterable[NodeState]) -> Snapshot:
-        """A snapshot holding `states` (built in one pass, for tests and resyncs)."""
+        """A snapshot holding `states` (built in one pass, for tests and resyncs).
+
+        The collector is paused meanwhile: a 100,000-node build allocates about a
+        million containers, and the collections they would trigger cost as much
+        as the build itself (measured: 2.8 s vs 1.5 s)."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._build(states)
+        finally:
+            if paused:
+                gc.enable()
+
+    @classmethod
+    def _build(cls, states: Iterable[NodeState]) -> Snapshot:
         nodes: dict[str, NodeState] = {}
         for state in states:
             nodes[state.node_id] = state
