@@ -141,11 +141,6 @@ def _bitmap_of(caps: Sequence[NodeCapabilities], cond: Cond) -> int:
     return int("".join(digits), 2) if digits else 0
 
 
-def _remove_bit(bits: int, i: int) -> int:
-    """`bits` without position `i` (higher bits move down by one)."""
-    return ((bits >> (i + 1)) << i) | (bits & ((1 << i) - 1))
-
-
 class Chunk:
     """Up to `MAX_CHUNK` consecutive members of a ring, sorted by hash.
 
@@ -212,7 +207,12 @@ class Chunk:
         del ids[i]
         members = self.caps.copy()
         del members[i]
-        return Chunk(hashes, ids, members, {c: _remove_bit(b, i) for c, b in self.bits.items()})
+        bits: dict[Cond, int] = {}
+        if self.bits:
+            low = (1 << i) - 1
+            for cond, b in self.bits.items():
+                bits[cond] = ((b >> (i + 1)) << i) | (b & low)
+        return Chunk(hashes, ids, members, bits)
 
     def halves(self) -> tuple[Chunk, Chunk]:
         h = len(self.ids) // 2
@@ -446,8 +446,12 @@ class Ring:
         sizes = self.sizes.copy()
         firsts = self.firsts.copy()
         chunks[lo:hi] = replaced
-        sizes[lo:hi] = [len(c.ids) for c in replaced]
-        firsts[lo:hi] = [c.hashes[0] for c in replaced]
+        if hi - lo == 1 and replaced:
+            sizes[lo] = len(smaller.ids)
+            firsts[lo] = smaller.hashes[0]
+        else:
+            sizes[lo:hi] = [len(c.ids) for c in replaced]
+            firsts[lo:hi] = [c.hashes[0] for c in replaced]
         return Ring._make(chunks, sizes, firsts, self.size - 1)
 
 
