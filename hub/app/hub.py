@@ -126,10 +126,8 @@ class Hub:
 
     def _register_gauges(self) -> None:
         def nodes_by_status() -> dict[LabelValues, float]:
-            counts: dict[LabelValues, float] = {("online",): 0, ("draining",): 0, ("offline",): 0}
-            for state in self.fleet.snapshot:
-                counts[(state.status,)] = counts.get((state.status,), 0) + 1
-            return counts
+            by_status = self.fleet.stats.all.by_status  # kept current: no visit of the fleet
+            return {(s,): by_status.get(s, 0) for s in ("online", "draining", "offline")}
 
         registered = self.service.nodes.registered
         self.metrics.gauge(

@@ -144,16 +144,18 @@ class WsServer:
     # --- HTTP ---------------------------------------------------------------------------
 
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        path, _, query = request.path.partition("?")
         if path in ENDPOINTS:
             return None
-        answer = await self.http.respond(path)
+        answer = await self.http.respond(path, query)
         response = ws.respond(answer.status, "")
         response.body = answer.body
         # websockets' Headers is a multi-dict: replace, don't append.
         for name, value in (
-            ("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))
+            ("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
+            *answer.headers.items(),
         ):
-            del response.headers[name]
+            if name in response.headers:
+                del response.headers[name]
             response.headers[name] = value
         return response
