@@ -36,15 +36,15 @@ from hub.net.sessions import Sessions
 JSON = "application/json"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
-DEFAULT_PAGE: Final = 500
-"""Nodes in a `/v1/nodes` page without `limit`."""
-MAX_PAGE: Final = 1000
-"""The largest `limit` (a page of 1,000 views is about 2 ms of CPU)."""
-SCAN_LIMIT: Final = 20_000
-"""Nodes one page may look at while filtering (about 5 ms at most)."""
+MAX_PAGE: Final = 500
+"""Nodes in a `/v1/nodes` page at most (a larger `limit` is clamped to it), and without
+`limit`: a page of 500 distinct capability sets is about 3 ms of CPU."""
+SCAN_LIMIT: Final = 5_000
+"""Nodes one page may look at while filtering (about 1.5 ms)."""
 RATE_WINDOW_S: Final = 60.0
 """`jobs_per_s` is the rate over about this long."""
-CAPS_CACHE_MAX: Final = 100_000
+CAPS_CACHE_MAX: Final = 4_096
+"""Wire views of capability sets kept (real fleets share a few sets)."""
 
 _json = msgspec.json.Encoder()
 _STATUSES: Final = (ONLINE, DRAINING, OFFLINE)
@@ -91,6 +91,24 @@ def _int(query: dict[str, list[str]], name: str, low: int, high: int) -> int | N
     if not low <= value <= high:
         raise BadQuery(name, f"{name} must be in {low}..{high}, not {value}")
     return value
+
+
+def caps_view(caps: NodeCapabilities) -> dict[str, Any]:
+    """`msgspec.to_builtins(caps.to_wire())`, built directly (several times cheaper):
+    lists sorted, empty lists and labels omitted, `pool` resolved."""
+    view: dict[str, Any] = {"max_concurrency": caps.max_concurrency}
+    if caps.language_pairs:
+        view["language_pairs"] = [{"src": s, "tgt": t} for s, t in sorted(caps.language_pairs)]
+    if caps.asr_languages:
+        view["asr_languages"] = sorted(caps.asr_languages)
+    if caps.tts_languages:
+        view["tts_languages"] = sorted(caps.tts_languages)
+    if caps.features:
+        view["features"] = sorted(caps.features)
+    view["pool"] = caps.pool
+    if caps.labels:
+        view["labels"] = dict(caps.labels)
+    return view
 
 
 class JobRate:
@@ -159,7 +177,7 @@ class HttpApi:
     # --- /v1/nodes ------------------------------------------------------------------------
 
     def _nodes(self, query: dict[str, list[str]]) -> HttpResponse:
-        limit = _int(query, "limit", 1, MAX_PAGE) or DEFAULT_PAGE
+        limit = min(_int(query, "limit", 1, 2**31) or MAX_PAGE, MAX_PAGE)
         pool = _int(query, "pool", 0, 65535)
         status = _one(query, "status")
         if status is not None and status not in _STATUSES:
@@ -193,7 +211,7 @@ class HttpApi:
         if view is None:
             if len(self._caps) >= CAPS_CACHE_MAX:
                 self._caps.clear()
-            view = self._caps[caps] = msgspec.to_builtins(caps.to_wire())
+            view = self._caps[caps] = caps_view(caps)
         return view
 
     # --- /v1/stats ------------------------------------------------------------------------

@@ -79,11 +79,21 @@ async def test_nodes_scan_limit_bounds_a_page(hub: Hub, net: Net, monkeypatch: A
 
 
 async def test_nodes_bad_query_is_400(hub: Hub) -> None:
-    for query in ("limit=0", "limit=1001", "limit=x", "pool=-1", "status=sleeping",
+    for query in ("limit=0", "limit=-3", "limit=x", "pool=-1", "status=sleeping",
                   "limit=1&limit=2"):
         status, _, body = await _get(hub, f"/v1/nodes?{query}")
         assert status == 400, query
         assert body["error"] == "invalid_field" and body["path"] in query
+
+
+async def test_nodes_limit_is_clamped(hub: Hub, net: Net, monkeypatch: Any) -> None:
+    monkeypatch.setattr(http_api, "MAX_PAGE", 2)
+    for i in range(3):
+        await net.node(hub, f"n{i}")
+    for query in ("limit=1000", ""):
+        status, headers, page = await _get(hub, f"/v1/nodes?{query}")
+        assert status == 200 and [n["node_id"] for n in page] == ["n0", "n1"]
+        assert headers["x-next-after"] == "n1"
 
 
 async def test_stats(hub: Hub, net: Net) -> None:
@@ -115,3 +125,27 @@ async def test_stats(hub: Hub, net: Net) -> None:
         "0": {"nodes": 1, "status": {"online": 1}, "slots": {"total": 3, "busy": 1}},
         "2": {"nodes": 1, "status": {"draining": 1}, "slots": {"total": 2, "busy": 0}},
     }
+
+
+def test_caps_view_equals_the_wire_form() -> None:
+    import random
+
+    import msgspec
+
+    from hub.core.capabilities import NodeCapabilities
+
+    rng = random.Random(2)
+    langs = ["en", "de", "fr"]
+    for _ in range(200):
+        c = NodeCapabilities(
+            language_pairs=frozenset(
+                (a, b) for a in langs for b in langs if a != b and rng.random() < 0.3),
+            asr_languages=frozenset(x for x in langs if rng.random() < 0.5),
+            tts_languages=frozenset(x for x in langs if rng.random() < 0.5),
+            features=frozenset(f for f in ("emo", "spk") if rng.random() < 0.5),
+            max_concurrency=rng.randint(1, 9), pool=rng.randrange(3),
+            labels=(("gpu", "l4"),) if rng.random() < 0.5 else (),
+        )
+        view = http_api.caps_view(c)
+        assert view == msgspec.to_builtins(c.to_wire())
+        assert msgspec.json.encode(view) == msgspec.json.encode(c.to_wire())
