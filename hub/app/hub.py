@@ -28,6 +28,7 @@ from hub.jobs.service import JobService
 from hub.net.http import HttpApi
 from hub.net.server import WsServer
 from hub.net.sessions import Sessions
+from hub.runtime.gc_pacer import GcPacer
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 from hub.store.factory import make_store
@@ -56,6 +57,9 @@ class Hub:
             sessions=self.sessions,
         )
         self.server = WsServer(config=config, sessions=self.sessions, http=self.http)
+        self.gc_pacer = (
+            GcPacer(thaw_s=config.gc_thaw_interval_ms / 1000) if config.gc_pacing else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._register_gauges()
@@ -98,6 +102,9 @@ class Hub:
             ("node-watchdog", self.sessions.watchdog.run),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
+        if self.gc_pacer is not None:
+            self.gc_pacer.start()
+            self._tasks.append(asyncio.create_task(self.gc_pacer.run(), name="gc-pacer"))
         logger.bind(hub_id=self.config.hub_id).info(
             "hub serving on {} ({} mode)", self.url, self.config.deployment_mode
         )

@@ -51,6 +51,12 @@ class HubConfig:
     redis_prefix: str = "nodehub"
     log_level: str = "INFO"
     log_json: bool = False
+    # --- issue 14: scale out ---------------------------------------------------------
+    gc_pacing: bool = True
+    """Freeze what survived a full garbage collection, so that the next ones stay
+    short on a big heap (hub/runtime/gc_pacer.py)."""
+    gc_thaw_interval_ms: int = 600_000
+    """How often the frozen objects are thawed (one full collection of everything)."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -80,6 +86,11 @@ class HubConfig:
             raise ConfigError(f"default_pool must be in 0..65535, not {self.default_pool}")
         if not self.hub_id:
             raise ConfigError("hub_id must not be empty")
+        # --- issue 14: scale out
+        if self.gc_thaw_interval_ms < 1_000:
+            raise ConfigError(
+                f"gc_thaw_interval_ms must be >= 1000, not {self.gc_thaw_interval_ms}"
+            )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:
