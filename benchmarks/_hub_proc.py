@@ -19,8 +19,8 @@ import signal
 import sys
 import time
 import tracemalloc
-from typing import Any
 from types import FrameType
+from typing import Any
 
 from _procs import raise_nofile
 

@@ -583,19 +583,19 @@ class Snapshot:
         nodes = self._nodes.set(state.node_id, state)
         if old is not None and old.caps == state.caps and old.ring_hash == state.ring_hash:
             return Snapshot._make(nodes, self._index, self.version + 1)
-        with self._index.mutate() as index:
-            if old is not None:
-                _unindex(index, old)
-            _index(index, state)
-            return Snapshot._make(nodes, index.finish(), self.version + 1)
+        index = self._index.mutate()
+        if old is not None:
+            _unindex(index, old)
+        _index(index, state)
+        return Snapshot._make(nodes, index.finish(), self.version + 1)
 
     def without_node(self, node_id: str) -> Snapshot:
         old = self._nodes.get(node_id)
         if old is None:
             return self
-        with self._index.mutate() as index:
-            _unindex(index, old)
-            return Snapshot._make(self._nodes.delete(node_id), index.finish(), self.version + 1)
+        index = self._index.mutate()
+        _unindex(index, old)
+        return Snapshot._make(self._nodes.delete(node_id), index.finish(), self.version + 1)
 
     def with_running(self, node_id: str, running: int) -> Snapshot:
         """The cheap path: a load change touches no index."""

@@ -11,7 +11,7 @@ jobs whoever submitted them. Node messages about jobs are fenced here first
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,7 +37,11 @@ from hub.core.messages import (
 )
 from hub.core.snapshot import DRAINING
 from hub.jobs.links import Link
-from hub.store.base import OwnershipConflict, Store
+from hub.runtime.turn_batch import TurnBatch
+from hub.store.base import Store
+
+CLAIM_BATCH = 500
+"""Node claims per store call (a reconnect storm's registrations of one loop turn)."""
 
 JobMessage = JobAccept | JobReject | JobProgress | JobResult
 
@@ -109,6 +113,12 @@ class NodeRegistry:
         """Where node messages about jobs go (the jobs' home role); see `report_to`."""
         self.registered: dict[str, RegisteredNode] = {}
         """The nodes registered here, by node id."""
+        self._claims: TurnBatch[str, tuple[int, str]] = TurnBatch(
+            self._claim_many, waits=store.waits, max_batch=CLAIM_BATCH
+        )
+
+    async def _claim_many(self, node_ids: Sequence[str]) -> list[tuple[int, str]]:
+        return await self._store.claim_nodes(node_ids, self._config.node_timeout_ms)
 
     def report_to(self, events: JobEvents) -> None:
         """Report node messages about jobs to `events` (the jobs' home role)."""
@@ -127,13 +137,12 @@ class NodeRegistry:
             raise ProtocolError(
                 error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
             )
-        try:
-            epoch = await self._store.claim_node(node_id, self._config.node_timeout_ms)
-        except OwnershipConflict as exc:
+        # Claims of one loop turn's registrations go to the store in one call.
+        epoch, owner = await self._claims.call(node_id)
+        if epoch < 0:
             raise ProtocolError(
-                error_codes.NODE_ID_CONFLICT,
-                f"node {node_id} is connected to hub {exc.owner}"
-            ) from None
+                error_codes.NODE_ID_CONFLICT, f"node {node_id} is connected to hub {owner}"
+            )
         if node_id in self.registered:  # a concurrent register won while we awaited
             raise ProtocolError(
                 error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"

@@ -46,9 +46,11 @@ async def test_nodes_pages_in_node_id_order_with_filters(hub: Hub, net: Net) -> 
     everything = await _walk(hub, "limit=4")
     assert [n["node_id"] for n in everything] == ids
     status, headers, first = await _get(hub, "/v1/nodes?limit=4")
+    assert status == 200
     assert [n["node_id"] for n in first] == ids[:4] and headers["x-next-after"] == ids[3]
     # The last page has no continuation.
     status, headers, last = await _get(hub, f"/v1/nodes?limit=4&after={ids[19]}")
+    assert status == 200
     assert [n["node_id"] for n in last] == ids[20:] and "x-next-after" not in headers
     # Filters.
     pool1 = await _walk(hub, "limit=3&pool=1")

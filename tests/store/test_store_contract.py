@@ -223,6 +223,25 @@ async def test_publish_remove_and_read_node_entries(store: Store, stores: MakeSt
     assert await store.node_entries() == {"n1": b"entry-1b"}
 
 
+async def test_publish_nodes_in_one_call(
+    store: Store, stores: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removals first, then entries; batches larger than one script call are split."""
+    from hub.store import redis as redis_store
+
+    monkeypatch.setattr(redis_store, "PUBLISH_BATCH", 7)
+    await store.announce(LONG_MS)
+    await store.publish_nodes([(f"n{i}", b"e%d" % i) for i in range(20)], [], LONG_MS)
+    assert await store.node_entries() == {f"n{i}": b"e%d" % i for i in range(20)}
+    await store.publish_nodes(
+        [("n3", b"again"), ("new", b"x")], [f"n{i}" for i in range(15)] + ["unknown"], LONG_MS
+    )
+    expected = {f"n{i}": b"e%d" % i for i in range(15, 20)} | {"n3": b"again", "new": b"x"}
+    assert await store.node_entries() == expected
+    await store.publish_nodes([], [], LONG_MS)  # nothing: harmless
+    assert await store.node_entries() == expected
+
+
 async def test_node_entries_omit_hubs_whose_presence_lapsed(
     store: Store, stores: MakeStore
 ) -> None:
