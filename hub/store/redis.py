@@ -21,6 +21,7 @@ from redis import exceptions as redis_errors
 
 from hub.core.errors import StoreUnavailable
 from hub.store.base import Binding, OwnershipConflict, RecordBatch
+from hub.store.connector import RedisConnector
 from hub.store.keys import (
     CONSUMER_GROUP,
     DEAD_LETTER_MAXLEN,
@@ -63,12 +64,14 @@ class RedisStore:
 
     def __init__(self, *, hub_id: str, url: str, prefix: str) -> None:
         self.hub_id = hub_id
-        self.url = url
+        self.connector = RedisConnector(url)
+        self.url = self.connector.redacted
+        """The URL as it may be shown (its password as `***`)."""
         self.keys = Keys(prefix)
         # A blocking pool: a burst of concurrent commands waits for a connection
-        # instead of failing with "too many connections" (not an outage).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
+        # instead of failing with "too many connections" (not an outage). With a
+        # Sentinel URL it is sentinel-managed (see hub/store/connector.py).
+        pool = self.connector.pool(
             decode_responses=False,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=REPLY_TIMEOUT_S,
@@ -113,7 +116,8 @@ class RedisStore:
         async with self._opening[role]:
             pipe = self._pipes.get(role)
             if pipe is None or pipe.closed:
-                pipe = await RespPipe.open(self.url, timeout_s=CONNECT_TIMEOUT_S)
+                endpoint = await self.connector.endpoint(timeout_s=CONNECT_TIMEOUT_S)
+                pipe = await RespPipe.open(endpoint, timeout_s=CONNECT_TIMEOUT_S)
                 self._pipes[role] = pipe
         return pipe
 
@@ -156,6 +160,8 @@ class RedisStore:
             pipe.close()
         with contextlib.suppress(Exception):
             await self._redis.aclose(close_connection_pool=True)
+        with contextlib.suppress(Exception):
+            await self.connector.aclose()
 
     # --- idempotency and job records ----------------------------------------------------
 
