@@ -75,6 +75,8 @@ BUILD_CHUNK: Final = 128
 """Chunk size of a ring built in one pass (room to grow before the first split)."""
 MEMO_MAX: Final = 64
 """Condition bitmaps kept per chunk (beyond it, a condition is computed per call)."""
+FEATURES_MAX: Final = 48
+"""Distinct features of a chunk's members up to which they are indexed all at once."""
 
 
 def stable_hash(text: str) -> int:
@@ -150,9 +152,15 @@ class Chunk:
     filled on first use (`mask`) and carried into the chunks derived from
     this one. A memo entry is a pure function of the members, so sharing a
     chunk between snapshots stays safe.
+
+    Features are indexed all at once, in one pass over the members, the
+    first time any feature is asked for (`features_indexed`: then a feature
+    absent from `bits` is one no member has), unless the chunk's members
+    have more than `FEATURES_MAX` distinct features between them (a node
+    with a thousand features): then each is computed when asked for.
     """
 
-    __slots__ = ("bits", "caps", "full", "hashes", "ids")
+    __slots__ = ("bits", "caps", "features_indexed", "full", "hashes", "ids")
 
     def __init__(
         self,
@@ -160,11 +168,13 @@ class Chunk:
         ids: list[str],
         caps: list[NodeCapabilities],
         bits: dict[Cond, int] | None = None,
+        features_indexed: bool = False,
     ) -> None:
         self.hashes = hashes
         self.ids = ids
         self.caps = caps
         self.bits: dict[Cond, int] = {} if bits is None else bits
+        self.features_indexed = features_indexed
         self.full = (1 << len(ids)) - 1
 
     def __len__(self) -> int:
@@ -173,11 +183,30 @@ class Chunk:
     def mask(self, cond: Cond) -> int:
         """The members that meet `cond`, as a bitmap over this chunk's positions."""
         bits = self.bits.get(cond)
-        if bits is None:
-            bits = _bitmap_of(self.caps, cond)
-            if len(self.bits) < MEMO_MAX:
-                self.bits[cond] = bits
+        if bits is not None:
+            return bits
+        if cond[0] == HAS_FEATURE and (self.features_indexed or self.index_features()):
+            return self.bits.get(cond, 0)
+        bits = _bitmap_of(self.caps, cond)
+        if len(self.bits) < MEMO_MAX:
+            self.bits[cond] = bits
         return bits
+
+    def index_features(self) -> bool:
+        """Make the bitmap of every feature a member has (one pass); False when there
+        are too many distinct features (or too little room in the memo)."""
+        found: dict[str, int] = {}
+        for i, caps in enumerate(self.caps):
+            for name in caps.features:
+                found[name] = found.get(name, 0) | (1 << i)
+            if len(found) > FEATURES_MAX:
+                return False
+        if len(self.bits) + len(found) > MEMO_MAX:
+            return False
+        for name, bits in found.items():
+            self.bits[(HAS_FEATURE, name)] = bits
+        self.features_indexed = True
+        return True
 
     def capable(self, conds: Sequence[Cond]) -> int:
         """The members that meet every condition of `conds`."""
@@ -194,11 +223,19 @@ class Chunk:
         members = self.caps.copy()
         members.insert(i, caps)
         bits: dict[Cond, int] = {}
+        indexed = self.features_indexed
         if self.bits:
             low = (1 << i) - 1
             for cond, b in self.bits.items():
                 bits[cond] = ((b >> i) << (i + 1)) | (b & low) | (holds(caps, cond) << i)
-        return Chunk(hashes, ids, members, bits)
+        if indexed:
+            new = [name for name in caps.features if (HAS_FEATURE, name) not in bits]
+            if len(bits) + len(new) <= MEMO_MAX:
+                for name in new:
+                    bits[(HAS_FEATURE, name)] = 1 << i
+            else:
+                indexed = False  # too many: features are computed when asked for
+        return Chunk(hashes, ids, members, bits, indexed)
 
     def removed(self, i: int) -> Chunk:
         hashes = self.hashes.copy()
@@ -212,23 +249,39 @@ class Chunk:
             low = (1 << i) - 1
             for cond, b in self.bits.items():
                 bits[cond] = ((b >> (i + 1)) << i) | (b & low)
-        return Chunk(hashes, ids, members, bits)
+        return Chunk(hashes, ids, members, bits, self.features_indexed)
 
     def halves(self) -> tuple[Chunk, Chunk]:
         h = len(self.ids) // 2
         low = (1 << h) - 1
+        indexed = self.features_indexed
         return (
             Chunk(self.hashes[:h], self.ids[:h], self.caps[:h],
-                  {c: b & low for c, b in self.bits.items()}),
+                  {c: b & low for c, b in self.bits.items()}, indexed),
             Chunk(self.hashes[h:], self.ids[h:], self.caps[h:],
-                  {c: b >> h for c, b in self.bits.items()}),
+                  {c: b >> h for c, b in self.bits.items()}, indexed),
         )
 
     def merged(self, other: Chunk) -> Chunk:
         n = len(self.ids)
+        bits: dict[Cond, int] = {}
+        for cond in self.bits.keys() | other.bits.keys():
+            mine = self.bits.get(cond)
+            theirs = other.bits.get(cond)
+            feature = cond[0] == HAS_FEATURE
+            if mine is None and feature and self.features_indexed:
+                mine = 0
+            if theirs is None and feature and other.features_indexed:
+                theirs = 0
+            if mine is not None and theirs is not None:
+                bits[cond] = mine | (theirs << n)
+        indexed = self.features_indexed and other.features_indexed
+        if len(bits) > MEMO_MAX:
+            bits = {c: b for c, b in bits.items() if c[0] != HAS_FEATURE}
+            indexed = False
         return Chunk(
-            self.hashes + other.hashes, self.ids + other.ids, self.caps + other.caps,
-            {c: b | (other.bits[c] << n) for c, b in self.bits.items() if c in other.bits},
+            self.hashes + other.hashes, self.ids + other.ids, self.caps + other.caps, bits,
+            indexed,
         )
 
 
@@ -268,16 +321,19 @@ class Ring:
     @classmethod
     def build(
         cls, hashes: list[int], ids: list[str], caps: list[NodeCapabilities],
-        conds: Sequence[Cond] = (),
+        conds: Sequence[Cond] = (), *, features: bool = False,
     ) -> Ring:
         """A ring of members given as parallel lists, already sorted by (hash, id);
-        the bitmaps of `conds` are made at once in every chunk."""
+        the bitmaps of `conds` (and with `features`, of every feature) are made at
+        once in every chunk."""
         chunks = []
         for start in range(0, len(ids), BUILD_CHUNK):
             end = start + BUILD_CHUNK
             chunk = Chunk(hashes[start:end], ids[start:end], caps[start:end])
             for cond in conds:
                 chunk.mask(cond)
+            if features:
+                chunk.index_features()
             chunks.append(chunk)
         return cls(chunks)
 
@@ -533,9 +589,11 @@ class Snapshot:
         rings: dict[IndexKey, Ring] = {}
         for key, (hashes, ids, caps_list) in members.items():
             kind, _, a, b = key
-            # Every default-pipeline request asks a pair ring for these two.
+            # Every default-pipeline request asks a pair ring for ASR and TTS, and many
+            # for features: a build makes those bitmaps at once (rings of the other
+            # kinds make theirs when asked).
             conds: tuple[Cond, ...] = ((HAS_ASR, a), (HAS_TTS, b)) if kind == PAIR else ()
-            rings[key] = Ring.build(hashes, ids, caps_list, conds)
+            rings[key] = Ring.build(hashes, ids, caps_list, conds, features=kind == PAIR)
         return cls._make(immutables.Map(nodes), immutables.Map(rings), 1)
 
     # --- reading ---------------------------------------------------------------

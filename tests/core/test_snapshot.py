@@ -96,6 +96,11 @@ def assert_chunks_sane(ring: Ring) -> None:
         for cond, bits in chunk.bits.items():
             fresh = sum(1 << i for i, c in enumerate(chunk.caps) if holds(c, cond))
             assert bits == fresh, (cond, k)
+        if chunk.features_indexed:
+            # Then a feature absent from the memo is one no member has.
+            for c in chunk.caps:
+                for name in c.features:
+                    assert (HAS_FEATURE, name) in chunk.bits, (name, k)
     assert len(ring) == total
 
 
@@ -356,3 +361,40 @@ def test_a_node_with_many_capability_entries_joins_cheaply() -> None:
     assert ring.bits((HAS_FEATURE, "feat7")) == 1 and ring.bits((HAS_FEATURE, "nope")) == 0
     assert_index_consistent(grown)
     assert_index_consistent(grown.without_node("big"))
+
+
+def test_features_indexed_at_once_unless_there_are_too_many() -> None:
+    few = [NodeCapabilities(features=frozenset({f"f{i % 5}"}), max_concurrency=1)
+           for i in range(20)]
+    ring = Ring()
+    for i, c in enumerate(few):
+        ring = ring.with_member(stable_hash(f"a{i}"), f"a{i}", c)
+    (chunk,) = ring.chunks
+    assert chunk.mask((HAS_FEATURE, "f1")) == sum(
+        1 << i for i, c in enumerate(chunk.caps) if "f1" in c.features)
+    assert chunk.features_indexed and len(chunk.bits) == 5  # all five in one pass
+    assert chunk.mask((HAS_FEATURE, "absent")) == 0
+    # A member with many new features: past the memo's room, features go per request.
+    many = NodeCapabilities(features=frozenset(f"x{i}" for i in range(100)), max_concurrency=1)
+    grown = ring.with_member(stable_hash("big"), "big", many)
+    (big_chunk,) = grown.chunks
+    assert not big_chunk.features_indexed
+    pos = big_chunk.ids.index("big")
+    assert big_chunk.mask((HAS_FEATURE, "x42")) == 1 << pos
+    assert big_chunk.mask((HAS_FEATURE, "f1")) == chunk_bits_after(chunk, pos, "f1")
+    assert_chunks_sane(grown)
+    # A chunk whose members have too many distinct features is never indexed at once.
+    wide = Ring().with_member(stable_hash("w"), "w", many)
+    (wide_chunk,) = wide.chunks
+    assert not wide_chunk.index_features()
+    assert wide_chunk.mask((HAS_FEATURE, "x1")) == 1 and not wide_chunk.features_indexed
+
+
+def chunk_bits_after(chunk: object, pos: int, name: str) -> int:
+    """The bitmap of feature `name` once a member without it is inserted at `pos`."""
+    from hub.core.snapshot import Chunk
+
+    assert isinstance(chunk, Chunk)
+    before = chunk.mask((HAS_FEATURE, name))
+    low = (1 << pos) - 1
+    return ((before >> pos) << (pos + 1)) | (before & low)

@@ -367,6 +367,23 @@ async def test_claim_node_of_a_dead_hub(store: Store, stores: MakeStore) -> None
     assert await store.claim_node("n1", LONG_MS) > epoch
 
 
+async def test_claim_nodes_in_one_call(store: Store, stores: MakeStore) -> None:
+    """Several claims in one call: each as `claim_node` would answer, a conflict
+    reported in place (not raised), renewals keeping their epoch."""
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    theirs = await other.claim_node("n2", LONG_MS)
+    claims = await store.claim_nodes(["n1", "n2", "n3"], LONG_MS)
+    assert [owner for _, owner in claims] == [store.hub_id, "hub-b", store.hub_id]
+    (e1, _), (conflict, _), (e3, _) = claims
+    assert e1 > 0 and e3 > 0 and conflict == -1
+    assert theirs > 0
+    again = await store.claim_nodes(["n3", "n1"], LONG_MS)
+    assert again == [(e3, store.hub_id), (e1, store.hub_id)]
+    assert await store.claim_nodes([], LONG_MS) == []
+
+
 # --- inboxes -----------------------------------------------------------------------------
 
 
