@@ -18,11 +18,13 @@ Members carry a reference to their node's `NodeCapabilities` (one object,
 shared by every ring the node is in, never copied). What a ring does not
 guarantee (a feature; in a pair ring, ASR of the source and TTS of the
 target) is answered by per-chunk bitmaps over the chunk's positions, one per
-*condition* (`Cond`: a feature, an ASR or a TTS language), built the first
-time a selection asks for that condition in that chunk and then carried
-forward through joins and leaves (one bit inserted or removed each). So a
-node's join costs O(conditions ever asked for), not O(its feature count),
-and a node with a thousand capability entries registers in milliseconds.
+*condition* (`Cond`: a feature, an ASR or a TTS language), made the first
+time a selection asks for that condition in that chunk (a chunk's features
+all at once, when they are few; a one-pass build makes a pair ring's at
+once) and then carried forward through joins and leaves (one bit inserted
+or removed each). So a node's join costs O(the chunk's memo, at most
+`MEMO_MAX` bitmaps), not O(its feature count), and a node with a thousand
+capability entries registers in about a millisecond.
 
 Deriving the next snapshot is cheap by construction: a load or status change
 replaces one `NodeState` in a persistent map (`immutables.Map`, a C HAMT:
