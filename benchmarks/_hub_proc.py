@@ -7,6 +7,8 @@ reads VmRSS). With `NODEHUB_BENCH_PROFILE=PATH` the hub runs under cProfile
 and the stats are dumped to PATH when it stops (SIGTERM stops it cleanly).
 With `NODEHUB_BENCH_TRACEMALLOC=PATH` Python allocations are traced and every
 SIGUSR1 also writes the top allocation sites to PATH (memory investigations).
+With `NODEHUB_BENCH_GCLOG=1` every garbage collection of 5 ms or more is
+written to stderr (generation, duration, objects collected).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import gc
 import os
 import signal
 import sys
+import time
 import tracemalloc
 from types import FrameType
+from typing import Any
 
 from _procs import raise_nofile
 
@@ -34,11 +38,30 @@ def _collect(signum: int, frame: FrameType | None) -> None:
             out.writelines(f"{stat}\n" for stat in stats[:40])
 
 
+_gc_started = 0.0
+
+
+def _gc_log(phase: str, info: dict[str, Any]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    took_ms = (time.perf_counter() - _gc_started) * 1000
+    if took_ms >= 5:
+        sys.stderr.write(
+            f"bench: gc generation {info['generation']} took {took_ms:.0f} ms "
+            f"(collected {info['collected']})\n"
+        )
+        sys.stderr.flush()
+
+
 def main() -> int:
     wanted = int(os.environ.get("NODEHUB_BENCH_NOFILE", "0") or 0)
     if wanted:
         raise_nofile(wanted)
     signal.signal(signal.SIGUSR1, _collect)
+    if os.environ.get("NODEHUB_BENCH_GCLOG"):
+        gc.callbacks.append(_gc_log)
     if os.environ.get("NODEHUB_BENCH_TRACEMALLOC"):
         tracemalloc.start()
     from hub.app.cli import main as hub_main

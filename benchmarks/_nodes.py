@@ -10,7 +10,9 @@ Modes:
   measurement); handshakes run `--batch` at a time.
 
 Prints `{"ready": N}` once every node is connected (and registered), then
-serves until SIGTERM.
+serves until SIGTERM. With `--start-at EPOCH` (wall clock) it waits until
+then before the first connection (the storm benchmark starts several such
+processes and lets them all go at once); `--batch` handshakes run at a time.
 
 Usage: python benchmarks/_nodes.py --url ws://127.0.0.1:P --mode hub --count 8
 """
@@ -22,6 +24,7 @@ import asyncio
 import signal
 import ssl
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -121,6 +124,9 @@ async def run(args: argparse.Namespace) -> None:
     url = base + ("/node" if args.mode == "echo" else "/v1/node")
     conns: list[ClientConnection] = []
     ids = [f"{args.prefix}-{args.start + i}" for i in range(args.count)]
+    if args.start_at:
+        emit(waiting=len(ids))
+        await asyncio.sleep(max(0.0, args.start_at - time.time()))
     for first in range(0, len(ids), args.batch):
         batch = ids[first:first + args.batch]
         conns.extend(await asyncio.gather(*(_open(url, node_id, args) for node_id in batch)))
@@ -157,6 +163,8 @@ def main() -> int:
     parser.add_argument("--ca-file", default=None, help="CA of a wss:// hub")
     parser.add_argument("--output-bytes", type=int, default=0,
                         help="hub mode: each result's output, in bytes (default: \"ok\")")
+    parser.add_argument("--start-at", type=float, default=0.0,
+                        help="wall-clock time (time.time()) of the first connection")
     args = parser.parse_args()
     raise_nofile(args.count + 1024)
     uvloop.run(run(args))

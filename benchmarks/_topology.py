@@ -8,11 +8,13 @@ import os
 import shutil
 import ssl
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _procs import Child, ProcGroup, free_port, http_get, wait_http
+from _procs import Child, ProcGroup, free_port, wait_http
 from _procs import start_redis as start_redis_server
 
 CROSS_HUB_IDS = ("bench-a", "bench-b")
@@ -107,12 +109,26 @@ def start_cross_instance(procs: ProcGroup, env: dict[str, str] | None = None) ->
                     node_hub_id=CROSS_HUB_IDS[-1])
 
 
+def all_nodes(http_url: str) -> list[dict[str, object]]:
+    """Every page of `GET /v1/nodes` (following `X-Next-After`)."""
+    out: list[dict[str, object]] = []
+    after = ""
+    while True:
+        url = f"{http_url}/v1/nodes?limit=500&after={urllib.parse.quote(after)}"
+        with urllib.request.urlopen(url, timeout=5.0) as resp:
+            out.extend(json.loads(resp.read()))
+            after = resp.headers.get("X-Next-After") or ""
+        if not after:
+            return out
+
+
 def wait_directory(topology: Topology, count: int, timeout: float = 30.0) -> None:
-    """Until the client's hub lists `count` nodes on the nodes' hub (`GET /v1/nodes`)."""
+    """Until the client's hub lists `count` nodes on the nodes' hub (`GET /v1/nodes`,
+    every page)."""
     deadline = time.monotonic() + timeout
     seen = 0
     while True:
-        nodes = json.loads(http_get(topology.http_url + "/v1/nodes"))
+        nodes = all_nodes(topology.http_url)
         seen = sum(1 for node in nodes if node.get("hub_id") == topology.node_hub_id)
         if seen >= count:
             return

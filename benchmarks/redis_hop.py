@@ -95,8 +95,8 @@ class Pipe:
     async def open(self) -> Pipe:
         from hub.store.resp import RespPipe
 
-        self.sender = await RespPipe.open(self.url, timeout_s=2.0)
-        self.reader = await RespPipe.open(self.url, timeout_s=2.0)
+        self.sender = await RespPipe.open_url(self.url, timeout_s=2.0)
+        self.reader = await RespPipe.open_url(self.url, timeout_s=2.0)
         return self
 
     async def create_group(self, stream: str) -> None:

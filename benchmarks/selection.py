@@ -4,8 +4,22 @@ Builds seeded synthetic fleets that look like real ones and measures, per
 fleet size, the latency of `hub.core.selector.select_node` against a naive
 selector written here that scans every node of the snapshot, on the same
 requests in the same run. It also measures what keeping the snapshot fresh
-costs: one load change (`Snapshot.with_running`) and one node join
-(`Snapshot.with_node` of a new node).
+costs: one load change (`Snapshot.with_running`), one node join
+(`Snapshot.with_node` of a new node), one leave (`Snapshot.without_node`),
+building a whole snapshot in one pass (`Snapshot.of`, the fleet generation
+not counted), and a `register` at `max_capability_entries` (1,024 entries:
+pairs, ASR and TTS languages and features together) joining at 10,000
+nodes. Targets (issue 14): join and leave p99 <= 500 us at 100,000 nodes, a
+100,000-node build <= 3 s.
+
+Selection is timed warm (an untimed pass over every request first: a
+ring's condition bitmaps are made the first time a selection asks for them
+in a chunk, then kept) and, separately, cold: the first pass right after a
+bulk build (the `cold p99` column), which pays for making them.
+
+Last, the persistent map under the snapshot: `immutables.Map` (the one the
+hub uses) against the hand-written `PMap` it replaced
+(`benchmarks/_pmap_baseline.py`), lookup and set at 100,000 keys.
 
 The fleet: about 40 languages with Zipf-like popularity; 2-6 translation
 pairs per node, with ASR languages = the pairs' sources and TTS languages =
@@ -27,7 +41,7 @@ drawn from the same request stream.
 
 Usage:
     python benchmarks/selection.py [--sizes 100,1000,10000,100000] [--seed 1]
-                                   [--requests 20000] [--json PATH]
+                                   [--requests 20000] [--big-at 10000] [--json PATH]
 """
 
 from __future__ import annotations
@@ -42,6 +56,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import immutables
+from _pmap_baseline import PMap
 
 from hub.core.capabilities import NodeCapabilities, Requirements, capability_mismatch
 from hub.core.messages import Pipeline
@@ -262,10 +279,14 @@ def time_selection(
     snapshot: Snapshot,
     requests: Sequence[tuple[str, Requirements]],
     seed: int,
+    *,
+    warmup: int | None = None,
 ) -> tuple[list[int], dict[str, list[int]]]:
+    """Time each request once; `warmup` untimed requests first (default: a tenth)."""
     rng = random.Random(seed)
     clock = time.perf_counter_ns
-    for _, req in requests[: max(50, len(requests) // 10)]:  # warm-up
+    count = max(50, len(requests) // 10) if warmup is None else warmup
+    for _, req in requests[:count]:  # warm-up
         select(snapshot, req, rng)
     samples: list[int] = []
     per_kind: dict[str, list[int]] = {kind: [] for kind in REQUEST_KINDS}
@@ -287,8 +308,9 @@ def time_selection(
 
 
 def time_apply(snapshot: Snapshot, states: Sequence[NodeState], pools: int, seed: int,
-               count: int) -> tuple[list[int], list[int]]:
-    """Latency of one load change and of one node join, each on the same base snapshot."""
+               count: int) -> tuple[list[int], list[int], list[int]]:
+    """Latency of one load change, one node join and one leave, each on the same base
+    snapshot."""
     rng = random.Random(f"apply-{seed}")
     loads = []
     for _ in range(count):
@@ -302,14 +324,71 @@ def time_apply(snapshot: Snapshot, states: Sequence[NodeState], pools: int, seed
     ]
     joins = [make_state(rng, f"new-{i:06d}", pools) for i in range(min(count, 2_000))]
     join_calls = [(lambda s=s: snapshot.with_node(s)) for s in joins]
-    return timed(load_calls, warmup=count // 5), timed(join_calls, warmup=len(join_calls) // 5)
+    leaving = [states[rng.randrange(len(states))].node_id for _ in range(min(count, 2_000))]
+    leave_calls = [(lambda n=n: snapshot.without_node(n)) for n in leaving]
+    return (
+        timed(load_calls, warmup=count // 5),
+        timed(join_calls, warmup=len(join_calls) // 5),
+        timed(leave_calls, warmup=len(leave_calls) // 5),
+    )
 
 
-def run(sizes: Sequence[int], seed: int, requests: int) -> dict[str, Any]:
+def big_caps(rng: random.Random, entries: int = 1_024) -> NodeCapabilities:
+    """A node at `max_capability_entries`: 400 pairs, 40 ASR and 40 TTS languages and
+    the rest features (1,024 entries together by default)."""
+    langs = [f"x{i:02d}" for i in range(40)]
+    pairs = [(a, b) for a in langs for b in langs if a != b]
+    rng.shuffle(pairs)
+    pairs = pairs[:400]
+    features = [f"feature-{i}" for i in range(entries - 400 - 80)]
+    return NodeCapabilities(
+        language_pairs=frozenset(pairs), asr_languages=frozenset(langs),
+        tts_languages=frozenset(langs), features=frozenset(features), max_concurrency=8,
+    )
+
+
+def time_big_register(size: int, seed: int, count: int = 20) -> tuple[list[int], int]:
+    """A node with 1,024 capability entries joining a `size`-node snapshot (the index
+    part of a `register`), on the same base snapshot each time."""
+    states, _ = make_fleet(size, seed)
+    snapshot = Snapshot.of(states)
+    rng = random.Random(f"big-{seed}")
+    nodes = [NodeState.create(f"big-{i}", big_caps(rng)) for i in range(count)]
+    entries = len(nodes[0].caps.language_pairs) + 80 + len(nodes[0].caps.features)
+    return timed([(lambda s=s: snapshot.with_node(s)) for s in nodes], warmup=2), entries
+
+
+def time_maps(keys: int = 100_000, count: int = 50_000) -> dict[str, float]:
+    """Lookup and set at `keys` keys: immutables.Map vs the hand-written PMap."""
+    data = {f"gpu-{i:06d}": i for i in range(keys)}
+    rng = random.Random(7)
+    picks = [f"gpu-{rng.randrange(keys):06d}" for _ in range(count)]
+    out: dict[str, float] = {}
+    for name, m in (("immutables", immutables.Map(data)), ("pmap", PMap.from_mapping(data))):
+        get = m.__getitem__
+        setter = m.set
+        clock = time.perf_counter_ns
+        gc.disable()
+        try:
+            t0 = clock()
+            for k in picks:
+                get(k)
+            out[f"{name}_get_ns"] = (clock() - t0) / count
+            t0 = clock()
+            for k in picks:
+                setter(k, 0)
+            out[f"{name}_set_us"] = (clock() - t0) / count / 1000
+        finally:
+            gc.enable()
+    return out
+
+
+def run(sizes: Sequence[int], seed: int, requests: int, big_at: int = 10_000) -> dict[str, Any]:
     print(
         f"# select_node vs naive full scan; seed={seed}; python {platform.python_version()}; "
         f"per-call time.perf_counter_ns, gc disabled in timed loops, "
-        f"untimed warm-up pass before each timed loop"
+        f"warm: an untimed pass over every request first; cold p99: the first pass "
+        f"after the bulk build"
     )
     print(
         f"# {requests} requests per size for select_node; naive: "
@@ -317,28 +396,34 @@ def run(sizes: Sequence[int], seed: int, requests: int) -> dict[str, Any]:
         + " (first N of the same request stream); times in microseconds"
     )
     header = (
-        f"{'nodes':>7} {'p50':>7} {'p99':>7} {'naive p50':>10} {'naive p99':>10} "
-        f"{'speedup':>8} {'load p50':>9} {'load p99':>9} {'join p50':>9} {'join p99':>9} "
-        f"{'build s':>8}"
+        f"{'nodes':>7} {'p50':>6} {'p99':>6} {'cold p99':>8} {'naive p50':>10} "
+        f"{'naive p99':>10} {'speedup':>8} {'load p50':>8} {'load p99':>8} {'join p50':>8} "
+        f"{'join p99':>8} {'leave p50':>9} {'leave p99':>9} {'build s':>8}"
     )
     print(header)
     result: dict[str, Any] = {"seed": seed, "requests": requests, "sizes": []}
     for size in sizes:
-        t0 = time.perf_counter()
         states, pools = make_fleet(size, seed)
+        gc.collect()
+        t0 = time.perf_counter()
         snapshot = Snapshot.of(states)
         build_s = time.perf_counter() - t0
         reqs = make_requests(states, pools, requests, seed)
-        fast, fast_kinds = time_selection(select_node, snapshot, reqs, seed)
+        # Cold: the first pass right after the bulk build (no untimed warm-up).
+        cold, _ = time_selection(select_node, snapshot, reqs, seed, warmup=0)
+        # Warm: the steady state, every request seen once before.
+        fast, fast_kinds = time_selection(select_node, snapshot, reqs, seed, warmup=len(reqs))
         naive_reqs = reqs[: NAIVE_REQUESTS.get(size, 200)]
         naive, _ = time_selection(naive_select, snapshot, naive_reqs, seed)
-        load, join = time_apply(snapshot, states, pools, seed, count=20_000)
+        load, join, leave = time_apply(snapshot, states, pools, seed, count=20_000)
         row: dict[str, Any] = {
             "nodes": size,
             "pools": pools,
             "p50_us": percentile(fast, 50),
             "p99_us": percentile(fast, 99),
             "max_us": fast[-1] / 1000,
+            "cold_p50_us": percentile(cold, 50),
+            "cold_p99_us": percentile(cold, 99),
             "naive_requests": len(naive_reqs),
             "naive_p50_us": percentile(naive, 50),
             "naive_p99_us": percentile(naive, 99),
@@ -346,6 +431,8 @@ def run(sizes: Sequence[int], seed: int, requests: int) -> dict[str, Any]:
             "apply_load_p99_us": percentile(load, 99),
             "apply_join_p50_us": percentile(join, 50),
             "apply_join_p99_us": percentile(join, 99),
+            "apply_leave_p50_us": percentile(leave, 50),
+            "apply_leave_p99_us": percentile(leave, 99),
             "build_s": build_s,
             "per_kind": {
                 kind: {"n": len(v), "p50_us": percentile(v, 50), "p99_us": percentile(v, 99)}
@@ -355,13 +442,15 @@ def run(sizes: Sequence[int], seed: int, requests: int) -> dict[str, Any]:
         row["speedup_p50"] = row["naive_p50_us"] / row["p50_us"]
         result["sizes"].append(row)
         print(
-            f"{size:>7} {row['p50_us']:>7.2f} {row['p99_us']:>7.2f} "
+            f"{size:>7} {row['p50_us']:>6.2f} {row['p99_us']:>6.2f} {row['cold_p99_us']:>8.1f} "
             f"{row['naive_p50_us']:>10.1f} {row['naive_p99_us']:>10.1f} "
-            f"{row['speedup_p50']:>7.0f}x {row['apply_load_p50_us']:>9.2f} "
-            f"{row['apply_load_p99_us']:>9.2f} {row['apply_join_p50_us']:>9.1f} "
-            f"{row['apply_join_p99_us']:>9.1f} {build_s:>8.2f}",
+            f"{row['speedup_p50']:>7.0f}x {row['apply_load_p50_us']:>8.2f} "
+            f"{row['apply_load_p99_us']:>8.2f} {row['apply_join_p50_us']:>8.1f} "
+            f"{row['apply_join_p99_us']:>8.1f} {row['apply_leave_p50_us']:>9.1f} "
+            f"{row['apply_leave_p99_us']:>9.1f} {build_s:>8.2f}",
             flush=True,
         )
+        del snapshot, states
     print("# per request kind, select_node p50/p99 (us):")
     for row in result["sizes"]:
         kinds = "  ".join(
@@ -370,10 +459,28 @@ def run(sizes: Sequence[int], seed: int, requests: int) -> dict[str, Any]:
         print(f"#  {row['nodes']:>7}: {kinds}")
     # Headline apply costs: the largest size measured (the hardest case).
     last = result["sizes"][-1]
-    result["apply_load_p50_us"] = last["apply_load_p50_us"]
-    result["apply_load_p99_us"] = last["apply_load_p99_us"]
-    result["apply_join_p50_us"] = last["apply_join_p50_us"]
-    result["apply_join_p99_us"] = last["apply_join_p99_us"]
+    for name in ("load", "join", "leave"):
+        for q in ("p50", "p99"):
+            result[f"apply_{name}_{q}_us"] = last[f"apply_{name}_{q}_us"]
+    result["build_s"] = last["build_s"]
+    if big_at:
+        big, entries = time_big_register(big_at, seed)
+        result["big_register"] = {
+            "nodes": big_at, "entries": entries,
+            "p50_us": percentile(big, 50), "p99_us": percentile(big, 99),
+        }
+        print(
+            f"# a node with {entries} capability entries joining {big_at} nodes "
+            f"(Snapshot.with_node): p50 {percentile(big, 50) / 1000:.2f} ms, "
+            f"p99 {percentile(big, 99) / 1000:.2f} ms"
+        )
+    maps = time_maps()
+    result["maps_100k"] = maps
+    print(
+        "# persistent map at 100,000 keys: immutables.Map get "
+        f"{maps['immutables_get_ns']:.0f} ns, set {maps['immutables_set_us']:.2f} us; "
+        f"hand-written PMap get {maps['pmap_get_ns']:.0f} ns, set {maps['pmap_set_us']:.2f} us"
+    )
     return result
 
 
@@ -384,10 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--requests", type=int, default=20_000,
                         help="requests timed per size for select_node (default: %(default)s)")
+    parser.add_argument("--big-at", type=int, default=10_000,
+                        help="fleet size a 1,024-entry node joins (0: skip; default: %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
-    result = run(sizes, args.seed, args.requests)
+    result = run(sizes, args.seed, args.requests, args.big_at)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

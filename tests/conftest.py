@@ -34,6 +34,9 @@ FAST: dict[str, Any] = {
     "accept_timeout_ms": 3_000,
     "job_timeout_ms": 10_000,
     "selection_seed": 1,
+    # One test process runs hundreds of hubs: no freezing of its heap (the pacer has
+    # its own tests, and hub processes started by the tests use it).
+    "gc_pacing": False,
 }
 
 MakeHub = Callable[..., Awaitable[Hub]]

@@ -32,6 +32,7 @@ from hub.net.http import HttpApi
 from hub.net.server import WsServer
 from hub.net.sessions import Sessions, close_grace_s
 from hub.net.slow_peers import SlowPeers
+from hub.runtime.gc_pacer import GcPacer
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 from hub.store.factory import make_store
@@ -71,6 +72,9 @@ class Hub:
         self.server = WsServer(
             config=config, sessions=self.sessions, http=self.http, slow_peers=self.slow_peers,
             metrics=self.metrics, gate=self.gate,
+        )
+        self.gc_pacer = (
+            GcPacer(thaw_s=config.gc_thaw_interval_ms / 1000) if config.gc_pacing else None
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -117,6 +121,9 @@ class Hub:
             ("slow-peers", self.slow_peers.run),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
+        if self.gc_pacer is not None:
+            self.gc_pacer.start()
+            self._tasks.append(asyncio.create_task(self.gc_pacer.run(), name="gc-pacer"))
         log = logger.bind(hub_id=self.config.hub_id)
         log.info(
             "hub serving on {} ({} mode, auth {})", self.url, self.config.deployment_mode,
@@ -154,10 +161,8 @@ class Hub:
 
     def _register_gauges(self) -> None:
         def nodes_by_status() -> dict[LabelValues, float]:
-            counts: dict[LabelValues, float] = {("online",): 0, ("draining",): 0, ("offline",): 0}
-            for state in self.fleet.snapshot:
-                counts[(state.status,)] = counts.get((state.status,), 0) + 1
-            return counts
+            by_status = self.fleet.stats.all.by_status  # kept current: no visit of the fleet
+            return {(s,): by_status.get(s, 0) for s in ("online", "draining", "offline")}
 
         registered = self.service.nodes.registered
         self.metrics.gauge(

@@ -141,11 +141,14 @@ class FleetReplica:
             state = snapshot.get(node_id) if node_id in self.local_nodes else None
             if state is None:
                 removals.append(node_id)
-                await self.store.remove_node(node_id)
             else:
-                entry = _entry(state, with_caps=True)
-                upserts.append(entry)
-                await self.store.publish_node(node_id, encode(entry), self.config.node_timeout_ms)
+                upserts.append(_entry(state, with_caps=True))
+        if structure:
+            # One call for every structural change of this round (a storm's joins).
+            await self.store.publish_nodes(
+                [(entry.node_id, encode(entry)) for entry in upserts], removals,
+                self.config.node_timeout_ms,
+            )
         for node_id in load - structure.keys():
             state = snapshot.get(node_id)
             if state is not None:

@@ -94,6 +94,12 @@ class HubConfig:
     """Bytes of finished job records (results included) held in this process's memory for
     resubmits: the local store's records, and records waiting for an unreachable Redis.
     Past it the oldest results are evicted, leaving a tombstone (`result_expired`)."""
+    # --- issue 14: scale out ---------------------------------------------------------
+    gc_pacing: bool = True
+    """Freeze what survived a full garbage collection, so that the next ones stay
+    short on a big heap (hub/runtime/gc_pacer.py)."""
+    gc_thaw_interval_ms: int = 600_000
+    """How often the frozen objects are thawed (one full collection of everything)."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -126,6 +132,7 @@ class HubConfig:
         self._check_auth()
         self._check_queue()
         self._check_limits()
+        self._check_scale()
 
     def _check_auth(self) -> None:
         """Issue 11: the authentication, Origin and TLS keys (no secret in a message)."""
@@ -170,6 +177,13 @@ class HubConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+
+    def _check_scale(self) -> None:
+        """Issue 14: scale out."""
+        if self.gc_thaw_interval_ms < 1_000:
+            raise ConfigError(
+                f"gc_thaw_interval_ms must be >= 1000, not {self.gc_thaw_interval_ms}"
+            )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:

@@ -11,8 +11,9 @@ Every caller (first dispatch, failover, local or cross-instance mode) calls
    wide (all pools). Without a preferred pool there is one, wide, attempt.
 3. Within an attempt the candidates are one index `Ring` of the snapshot (the
    nodes serving the pair, or the ASR/TTS language, in scope), narrowed by
-   the ring's capability bitmaps (features; ASR/TTS for a pair ring) to the
-   capable members; exclusion, status and load are checked per candidate.
+   the ring's per-chunk condition bitmaps (features; the ASR/TTS languages
+   the ring does not guarantee) to the capable members; exclusion, status
+   and load are checked per candidate.
    - With a routing key the pick is sticky: the key's position on the ring
      (a stable hash) and the first eligible node clockwise from it. A key
      moves only when its node leaves, stops being eligible or fills up.
@@ -30,8 +31,7 @@ Pure: no I/O, no clock, randomness only from the injected `random.Random`.
 from __future__ import annotations
 
 import random
-from bisect import bisect_left
-from collections.abc import Iterator
+from bisect import bisect_right
 from typing import Final, Literal
 
 import msgspec
@@ -51,7 +51,22 @@ from hub.core.capabilities import (
     Requirements,
     capability_mismatch,
 )
-from hub.core.snapshot import ALL, ASR, GLOBAL, ONLINE, PAIR, TTS, NodeState, Snapshot, stable_hash
+from hub.core.snapshot import (
+    ALL,
+    ASR,
+    GLOBAL,
+    HAS_ASR,
+    HAS_FEATURE,
+    HAS_TTS,
+    ONLINE,
+    PAIR,
+    TTS,
+    Cond,
+    NodeState,
+    Ring,
+    Snapshot,
+    stable_hash,
+)
 
 SAMPLES: Final = 8
 """Random probes before falling back to an exhaustive scan of the candidates."""
@@ -122,46 +137,42 @@ def select_node(snapshot: Snapshot, req: Requirements, rng: random.Random) -> Se
 _WIDE_ONLY: Final = (GLOBAL,)
 
 
-def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) -> str | None:
-    """One attempt: the chosen node among the members of `pool`, or None.
-
-    The candidates are the narrowest index ring every eligible node belongs
-    to; `mask`, when not None, is the ring's bitmap of the members that have
-    the capabilities the ring itself does not guarantee (bit i = `ids[i]`).
-    The per-member check below covers the rest: exclusion, status, load and,
-    for a non-translation pipeline, the other side's language.
-    """
+def _scope(snapshot: Snapshot, req: Requirements, pool: int) -> tuple[Ring, list[Cond]]:
+    """The narrowest index ring every eligible node of `pool` belongs to, and the
+    conditions its members must also meet (what the ring itself does not guarantee)."""
     pipeline = req.pipeline
     src, tgt = req.src_lang, req.tgt_lang
-    need_tts = False
-    mask: int | None = None
+    conds: list[Cond] = []
     if pipeline.nmt:
         ring = snapshot.ring(PAIR, pool, src, tgt)
         if pipeline.asr:
-            mask = ring.asr
+            conds.append((HAS_ASR, src))
         if pipeline.tts:
-            mask = ring.tts if mask is None else mask & ring.tts
+            conds.append((HAS_TTS, tgt))
     elif pipeline.asr:
         ring = snapshot.ring(ASR, pool, src)
-        need_tts = pipeline.tts
+        if pipeline.tts:
+            conds.append((HAS_TTS, tgt))
     elif pipeline.tts:
         ring = snapshot.ring(TTS, pool, tgt)
     else:
         ring = snapshot.ring(ALL, pool)
-    ids = ring.ids
-    n = len(ids)
+    conds.extend((HAS_FEATURE, name) for name in req.features)
+    return ring, conds
+
+
+def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) -> str | None:
+    """One attempt: the chosen node among the members of `pool`, or None.
+
+    The candidates are the members of the narrowest index ring every
+    eligible node belongs to that meet the ring's condition bitmaps
+    (features; ASR/TTS languages the ring does not guarantee). The
+    per-member check below covers the rest: exclusion, status and load.
+    """
+    ring, conds = _scope(snapshot, req, pool)
+    n = len(ring)
     if not n:
         return None
-    if req.features:
-        feats = ring.feats
-        for name in req.features:
-            bits = feats.get(name, 0)
-            mask = bits if mask is None else mask & bits
-    if mask is not None:
-        if not mask:
-            return None
-        if mask == ring.full:
-            mask = None
 
     # The per-member check, inlined for speed (it runs a few times per call).
     state_of = snapshot.lookup
@@ -169,44 +180,73 @@ def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) 
 
     if req.routing_key is not None:
         # Consistent hashing: the first eligible member clockwise from the key.
-        start = bisect_left(ring.hashes, stable_hash(req.routing_key))
-        positions = range(start, start + n) if mask is None else _set_bits(mask, start % n)
-        for pos in positions:
-            node_id = ids[pos % n]
+        start = ring.bisect(stable_hash(req.routing_key)) % n
+        k, i = ring.locate(start)
+        chunk = ring.chunks[k]
+        # Usually the key's own chunk answers: its members from the key on, inline.
+        rest = chunk.capable(conds) >> i
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            node_id = chunk.ids[i + low.bit_length() - 1]
             if excluded and node_id in excluded:
                 continue
             state = state_of(node_id)
             if state.status != ONLINE or state.running >= state.caps.max_concurrency:
                 continue
-            if need_tts and tgt not in state.caps.tts_languages:
+            return node_id
+        for node_id in ring.capable_ids(start, conds):
+            if excluded and node_id in excluded:
+                continue
+            state = state_of(node_id)
+            if state.status != ONLINE or state.running >= state.caps.max_concurrency:
                 continue
             return node_id
         return None
 
-    # Load-aware: the best of the first two eligible random probes.
+    # Load-aware: the best of the first two eligible random probes. The probe's
+    # chunk lookup and its capability mask are inlined (this is the hot loop);
+    # `masks` keeps each chunk's mask for the other probes of this call.
     draw = rng.random
     best_id: str | None = None
     best_free = 0
     found = 0
+    chunks = ring.chunks
+    ends = ring.ends
+    masks: dict[int, int] = {}
     for _ in range(SAMPLES if n > SAMPLES else 0):
         pos = int(draw() * n)
-        if mask is not None:
-            # The first capable member at or after the probe (wrapping around).
-            rest = mask >> pos
-            pos = (
-                pos + (rest & -rest).bit_length() - 1
-                if rest
-                else (mask & -mask).bit_length() - 1
-            )
-        node_id = ids[pos]
+        k = bisect_right(ends, pos)
+        i = pos - ends[k - 1] if k else pos
+        chunk = chunks[k]
+        if conds:
+            mask = masks.get(k)
+            if mask is None:
+                mask = chunk.full
+                memo = chunk.bits
+                for cond in conds:
+                    bits = memo.get(cond)
+                    mask &= chunk.mask(cond) if bits is None else bits
+                masks[k] = mask
+            rest = mask >> i
+            if rest:
+                # The first capable member at or after the probe...
+                node_id = chunk.ids[i + (rest & -rest).bit_length() - 1]
+            else:
+                # ...in a later chunk (wrapping around).
+                later = ring.first_capable(pos, conds)
+                if later is None:
+                    return None  # no member has the capabilities
+                node_id = later
+        else:
+            node_id = chunk.ids[i]
         if excluded and node_id in excluded:
             continue
         state = state_of(node_id)
         if state.status != ONLINE:
             continue
-        caps = state.caps
-        free = caps.max_concurrency - state.running
-        if free <= 0 or (need_tts and tgt not in caps.tts_languages):
+        free = state.caps.max_concurrency - state.running
+        if free <= 0:
             continue
         if free > best_free:
             best_id, best_free = node_id, free
@@ -217,65 +257,26 @@ def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) 
         return best_id
     # Few candidates, or sampling found none free: look at every capable one,
     # starting at a random offset so that equal nodes share the load.
-    start = int(draw() * n)
-    positions = range(start, start + n) if mask is None else _set_bits(mask, start)
-    for pos in positions:
-        node_id = ids[pos % n]
+    for node_id in ring.capable_ids(int(draw() * n), conds):
         if excluded and node_id in excluded:
             continue
         state = state_of(node_id)
         if state.status != ONLINE:
             continue
-        caps = state.caps
-        free = caps.max_concurrency - state.running
-        if free > best_free and not (need_tts and tgt not in caps.tts_languages):
+        free = state.caps.max_concurrency - state.running
+        if free > best_free:
             best_id, best_free = node_id, free
     return best_id
-
-
-def _set_bits(mask: int, start: int) -> Iterator[int]:
-    """Positions of the set bits of `mask`, from `start` upwards, then from 0 to `start - 1`.
-
-    The first few come from big-integer arithmetic (cheap when the answer is
-    near); after that the bitmap is rendered once as a string and scanned,
-    which costs one linear pass however many positions follow.
-    """
-    pos = start
-    for _ in range(4):
-        rest = mask >> pos
-        if not rest:
-            break
-        pos += (rest & -rest).bit_length() - 1
-        yield pos
-        pos += 1
-    else:
-        digits = format(mask, "b")[::-1]  # digits[i] is bit i
-        while (found := digits.find("1", pos)) >= 0:
-            yield found
-            pos = found + 1
-        digits_end = start
-        pos = 0
-        while (found := digits.find("1", pos, digits_end)) >= 0:
-            yield found
-            pos = found + 1
-        return
-    # Reached the top bit: wrap around to the bits below `start`.
-    low = mask & ((1 << start) - 1)
-    digits = format(low, "b")[::-1] if low else ""
-    pos = 0
-    while (found := digits.find("1", pos)) >= 0:
-        yield found
-        pos = found + 1
 
 
 def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) -> dict[str, int]:
     """Count every node of `snapshot` under the first rule it breaks for `req`.
 
     With `pool`, nodes outside it count as `pool_mismatch` (the narrow
-    attempt's view). Works from the index rings and their capability bitmaps
-    so that an impossible request costs a few lookups and big-integer ANDs,
-    not a scan of the fleet; only nodes that have every capability are
-    visited, for status and load. The counts add up to `len(snapshot)`;
+    attempt's view). Works from the index rings and their condition bitmaps
+    so that an impossible request costs a few lookups and big-integer ANDs
+    per chunk, not a scan of the fleet; only nodes that have every capability
+    are visited, for status and load. The counts add up to `len(snapshot)`;
     eligible nodes are counted under `"eligible"` (never present when the
     selector found nothing).
     """
@@ -292,59 +293,54 @@ def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) ->
         remaining = in_scope
     pipeline = req.pipeline
     src, tgt = req.src_lang, req.tgt_lang
-    ids: list[str]
+    # Stages in REASON_ORDER: each narrows the ring's members by one condition.
+    stages: list[tuple[str, Cond | None]]
     if pipeline.nmt:
-        # Bitmaps over the pair ring: each stage is one AND and one popcount.
         ring = snapshot.ring(PAIR, scope, src, tgt)
-        alive = ring.full
-        for state in gone:
-            pos = ring.position(state.ring_hash, state.node_id)
-            if pos >= 0:
-                alive &= ~(1 << pos)
-        stages: list[tuple[str, int | None]] = [(LANG_PAIR_UNSUPPORTED, None)]
+        stages = [(LANG_PAIR_UNSUPPORTED, None)]
         if pipeline.asr:
-            stages.append((ASR_LANG_UNSUPPORTED, ring.asr))
+            stages.append((ASR_LANG_UNSUPPORTED, (HAS_ASR, src)))
         if pipeline.tts:
-            stages.append((TTS_LANG_UNSUPPORTED, ring.tts))
-        for name in req.features:
-            stages.append((FEATURE_MISSING, ring.feats.get(name, 0)))
-        for reason, bits in stages:
-            if bits is not None:
-                alive &= bits
-            left = alive.bit_count()
-            counts[reason] = counts.get(reason, 0) + remaining - left
-            remaining = left
-        ids = [ring.ids[pos] for pos in _set_bits(alive, 0)]
+            stages.append((TTS_LANG_UNSUPPORTED, (HAS_TTS, tgt)))
+    elif pipeline.asr:
+        ring = snapshot.ring(ASR, scope, src)
+        stages = [(ASR_LANG_UNSUPPORTED, None)]
+        if pipeline.tts:
+            stages.append((TTS_LANG_UNSUPPORTED, (HAS_TTS, tgt)))
+    elif pipeline.tts:
+        ring = snapshot.ring(TTS, scope, tgt)
+        stages = [(TTS_LANG_UNSUPPORTED, None)]
     else:
-        # No translation stage: start from the narrowest ring, check the rest per node.
-        if pipeline.asr:
-            first, ring = ASR_LANG_UNSUPPORTED, snapshot.ring(ASR, scope, src)
-        elif pipeline.tts:
-            first, ring = TTS_LANG_UNSUPPORTED, snapshot.ring(TTS, scope, tgt)
-        else:
-            first, ring = "", snapshot.ring(ALL, scope)
-        skip = {state.node_id for state in gone}
-        ids = [node_id for node_id in ring.ids if node_id not in skip]
-        if first:
-            counts[first] = remaining - len(ids)
-            remaining = len(ids)
-        if pipeline.asr and pipeline.tts:
-            ids = [i for i in ids if tgt in _state(snapshot, i).caps.tts_languages]
-            counts[TTS_LANG_UNSUPPORTED] = remaining - len(ids)
-            remaining = len(ids)
-        if req.features:
-            features = req.features
-            ids = [i for i in ids if features <= _state(snapshot, i).caps.features]
-            counts[FEATURE_MISSING] = remaining - len(ids)
-    for node_id in ids:
-        state = _state(snapshot, node_id)
-        if state.status != ONLINE:
-            reason = OFFLINE if state.status == "offline" else DRAINING
-        elif state.running >= state.caps.max_concurrency:
-            reason = AT_CAPACITY
-        else:
-            reason = "eligible"
-        counts[reason] = counts.get(reason, 0) + 1
+        ring = snapshot.ring(ALL, scope)
+        stages = [("", None)]
+    stages.extend((FEATURE_MISSING, (HAS_FEATURE, name)) for name in req.features)
+    # Bitmaps per chunk: each stage is one AND and one popcount per chunk.
+    chunks = ring.chunks
+    alive = [chunk.full for chunk in chunks]
+    for state in gone:
+        pos = ring.position(state.ring_hash, state.node_id)
+        if pos >= 0:
+            k, i = ring.locate(pos)
+            alive[k] &= ~(1 << i)
+    for reason, cond in stages:
+        if cond is not None:
+            alive = [bits & chunk.mask(cond) for bits, chunk in zip(alive, chunks, strict=True)]
+        left = sum(bits.bit_count() for bits in alive)
+        if reason:
+            counts[reason] = counts.get(reason, 0) + remaining - left
+        remaining = left
+    for chunk, bits in zip(chunks, alive, strict=True):
+        while bits:
+            low = bits & -bits
+            bits ^= low
+            state = _state(snapshot, chunk.ids[low.bit_length() - 1])
+            if state.status != ONLINE:
+                reason = OFFLINE if state.status == "offline" else DRAINING
+            elif state.running >= state.caps.max_concurrency:
+                reason = AT_CAPACITY
+            else:
+                reason = "eligible"
+            counts[reason] = counts.get(reason, 0) + 1
     return {reason: counts[reason] for reason in _REPORT_ORDER if counts.get(reason)}
 
 

@@ -16,7 +16,7 @@ another hub owned the node, that hub is told with a `NodeReplaced` envelope.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,7 +44,11 @@ from hub.core.messages import (
 from hub.core.principal import DEFAULT_TENANT
 from hub.core.snapshot import DRAINING
 from hub.jobs.links import Link, LinkCloser
+from hub.runtime.turn_batch import TurnBatch
 from hub.store.base import OwnershipConflict, Store
+
+CLAIM_BATCH = 500
+"""Node claims per store call (a reconnect storm's registrations of one loop turn)."""
 
 JobMessage = JobAccept | JobReject | JobProgress | JobResult
 
@@ -127,6 +131,12 @@ class NodeRegistry:
         """Where node messages about jobs go (the jobs' home role); see `report_to`."""
         self.registered: dict[str, RegisteredNode] = {}
         """The nodes registered here, by node id."""
+        self._claims: TurnBatch[str, tuple[int, str]] = TurnBatch(
+            self._claim_many, waits=store.waits, max_batch=CLAIM_BATCH
+        )
+
+    async def _claim_many(self, node_ids: Sequence[str]) -> list[tuple[int, str]]:
+        return await self._store.claim_nodes(node_ids, self._config.node_timeout_ms)
 
     def report_to(self, events: JobEvents) -> None:
         """Report node messages about jobs to `events` (the jobs' home role)."""
@@ -151,16 +161,26 @@ class NodeRegistry:
                     error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
                 )
             await self._replace(current)
-        owner = await self._store.node_owner(node_id) if take_over else None
-        try:
-            epoch = await self._store.claim_node(
-                node_id, self._config.node_timeout_ms, take_over=take_over
-            )
-        except OwnershipConflict as exc:
-            raise ProtocolError(
-                error_codes.NODE_ID_CONFLICT,
-                f"node {node_id} is connected to hub {exc.owner}"
-            ) from None
+        owner: tuple[str, int] | None = None
+        if take_over:
+            # A takeover is rare: its own store calls (who owned the node, then the
+            # forced claim). Ordinary registrations batch their claims per loop turn.
+            owner = await self._store.node_owner(node_id)
+            try:
+                epoch = await self._store.claim_node(
+                    node_id, self._config.node_timeout_ms, take_over=True
+                )
+            except OwnershipConflict as exc:
+                raise ProtocolError(
+                    error_codes.NODE_ID_CONFLICT,
+                    f"node {node_id} is connected to hub {exc.owner}"
+                ) from None
+        else:
+            epoch, holder = await self._claims.call(node_id)
+            if epoch < 0:
+                raise ProtocolError(
+                    error_codes.NODE_ID_CONFLICT, f"node {node_id} is connected to hub {holder}"
+                )
         current = self.registered.get(node_id)
         if current is not None:  # a concurrent register won while we awaited
             if not take_over:

@@ -1,32 +1,58 @@
-"""The HTTP endpoints on the hub's port: `/healthz`, `/metrics`, `/v1/nodes`, `/v1/jobs/<id>`.
+"""The HTTP endpoints on the hub's port: `/healthz`, `/metrics`, `/v1/nodes`, `/v1/stats`,
+`/v1/jobs/<id>`.
 
-Transport-neutral: `HttpApi.respond` turns a request path into an
-`HttpResponse` (status, body, content type); the server writes it. The
-request already passed the gate (hub/net/auth.py) with its `Principal`: a
-client token sees only its own tenant's jobs (another tenant's is 404).
+Transport-neutral: `HttpApi.respond` turns a request path and query string
+into an `HttpResponse` (status, body, content type, extra headers); the
+server writes it.
+
+`/v1/nodes` is paged (protocol-v1.1 "Admin surface"): node_id order from the
+fleet's sorted index (`FleetView.node_ids`), at most `limit` nodes a page
+and at most `SCAN_LIMIT` nodes looked at (a rare filter gives short pages,
+never a long one), and the header `X-Next-After` when more follow. A page
+costs what its nodes cost, whatever the fleet size. `/v1/stats` reads
+counters the fleet view keeps current (`FleetStats`): constant time.
+
+Every request already passed the gate (hub/net/auth.py) with its
+`Principal`: a client token sees only its own tenant's jobs (another
+tenant's is 404).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qs
 
 import msgspec
 
 from hub.core import error_codes
+from hub.core.capabilities import NodeCapabilities
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
-from hub.core.snapshot import NodeState
+from hub.core.snapshot import DRAINING, OFFLINE, ONLINE, NodeState
 from hub.jobs.service import JobService
 from hub.net.sessions import Sessions
 
 JSON = "application/json"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
+MAX_PAGE: Final = 500
+"""Nodes in a `/v1/nodes` page at most (a larger `limit` is clamped to it), and without
+`limit`: a page of 500 distinct capability sets is about 3 ms of CPU."""
+SCAN_LIMIT: Final = 5_000
+"""Nodes one page may look at while filtering (about 1.5 ms)."""
+RATE_WINDOW_S: Final = 60.0
+"""`jobs_per_s` is the rate over about this long."""
+CAPS_CACHE_MAX: Final = 4_096
+"""Wire views of capability sets kept (real fleets share a few sets)."""
+
 _json = msgspec.json.Encoder()
+_STATUSES: Final = (ONLINE, DRAINING, OFFLINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +60,79 @@ class HttpResponse:
     status: HTTPStatus
     body: bytes
     content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def json(cls, status: HTTPStatus, value: Any) -> HttpResponse:
-        return cls(status, _json.encode(value))
+    def json(
+        cls, status: HTTPStatus, value: Any, headers: dict[str, str] | None = None
+    ) -> HttpResponse:
+        return cls(status, _json.encode(value), JSON, headers or {})
+
+
+class BadQuery(Exception):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.message = message
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadQuery(name, f"{name} is given more than once")
+    return values[0]
+
+
+def _int(query: dict[str, list[str]], name: str, low: int, high: int) -> int | None:
+    text = _one(query, name)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadQuery(name, f"{name} must be an integer, not {text!r}") from None
+    if not low <= value <= high:
+        raise BadQuery(name, f"{name} must be in {low}..{high}, not {value}")
+    return value
+
+
+def caps_view(caps: NodeCapabilities) -> dict[str, Any]:
+    """`msgspec.to_builtins(caps.to_wire())`, built directly (several times cheaper):
+    lists sorted, empty lists and labels omitted, `pool` resolved."""
+    view: dict[str, Any] = {"max_concurrency": caps.max_concurrency}
+    if caps.language_pairs:
+        view["language_pairs"] = [{"src": s, "tgt": t} for s, t in sorted(caps.language_pairs)]
+    if caps.asr_languages:
+        view["asr_languages"] = sorted(caps.asr_languages)
+    if caps.tts_languages:
+        view["tts_languages"] = sorted(caps.tts_languages)
+    if caps.features:
+        view["features"] = sorted(caps.features)
+    view["pool"] = caps.pool
+    if caps.labels:
+        view["labels"] = dict(caps.labels)
+    return view
+
+
+class JobRate:
+    """Jobs finished per second over the last `RATE_WINDOW_S`, from samples of the
+    finished-jobs total taken when asked (at most one a second)."""
+
+    def __init__(self, total: int = 0) -> None:
+        self._samples: deque[tuple[float, float]] = deque([(time.monotonic(), float(total))])
+
+    def rate(self, total: float) -> float:
+        now = time.monotonic()
+        samples = self._samples
+        while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW_S:
+            samples.popleft()
+        then, before = samples[0]
+        if now - samples[-1][0] >= 1.0:
+            samples.append((now, total))
+        elapsed = now - then
+        return round((total - before) / elapsed, 3) if elapsed > 0 else 0.0
 
 
 class HttpApi:
@@ -55,9 +150,13 @@ class HttpApi:
         self.service = service
         self.metrics = metrics
         self.sessions = sessions
+        self._rate = JobRate()
+        self._caps: dict[NodeCapabilities, Any] = {}
 
-    async def respond(self, path: str, principal: Principal = ANONYMOUS) -> HttpResponse:
-        """The answer to `GET path` (the query string already removed) for `principal`."""
+    async def respond(
+        self, path: str, query: str = "", principal: Principal = ANONYMOUS
+    ) -> HttpResponse:
+        """The answer to `GET path?query` for `principal`."""
         if path == "/healthz":
             stopping = self.sessions.stopping
             return HttpResponse.json(
@@ -66,16 +165,38 @@ class HttpApi:
             )
         if path == "/metrics":
             return HttpResponse(HTTPStatus.OK, self.metrics.render().encode(), PROMETHEUS_TEXT)
-        if path == "/v1/nodes":
-            return HttpResponse.json(
-                HTTPStatus.OK, [self._node_view(state) for state in self.fleet.snapshot]
-            )
+        try:
+            if path == "/v1/nodes":
+                return self._nodes(parse_qs(query, keep_blank_values=True))
+            if path == "/v1/stats":
+                return HttpResponse.json(HTTPStatus.OK, self.stats())
+        except BadQuery as exc:
+            return HttpResponse.json(HTTPStatus.BAD_REQUEST, {
+                "error": error_codes.INVALID_FIELD, "message": exc.message, "path": exc.name,
+            })
         if path.startswith("/v1/jobs/"):
             record = await self.service.job_record(path[len("/v1/jobs/"):])
             if record is None or not principal.may_read(record.tenant):
                 return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": error_codes.UNKNOWN_JOB})
             return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(record))
         return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path})
+
+    # --- /v1/nodes ------------------------------------------------------------------------
+
+    def _nodes(self, query: dict[str, list[str]]) -> HttpResponse:
+        limit = min(_int(query, "limit", 1, 2**31) or MAX_PAGE, MAX_PAGE)
+        pool = _int(query, "pool", 0, 65535)
+        status = _one(query, "status")
+        if status is not None and status not in _STATUSES:
+            raise BadQuery("status", f"status must be one of {', '.join(_STATUSES)}")
+        after = _one(query, "after")
+        states, next_after = self.fleet.page(
+            after=after or None, limit=limit, pool=pool, status=status, scan=SCAN_LIMIT
+        )
+        headers = {} if next_after is None else {"X-Next-After": next_after}
+        return HttpResponse.json(
+            HTTPStatus.OK, [self._node_view(state) for state in states], headers
+        )
 
     def _node_view(self, state: NodeState) -> dict[str, Any]:
         node = self.service.nodes.registered.get(state.node_id)
@@ -86,7 +207,33 @@ class HttpApi:
             "status": state.status,
             "running": state.running,
             "max_concurrency": state.caps.max_concurrency,
-            "capabilities": msgspec.to_builtins(state.caps.to_wire()),
+            "capabilities": self._caps_view(state.caps),
             "reported": node.load if node is not None else None,
             "version": node.version if node is not None else None,
+        }
+
+    def _caps_view(self, caps: NodeCapabilities) -> Any:
+        """The wire form of a capability set, made once per set (fleets share a few)."""
+        view = self._caps.get(caps)
+        if view is None:
+            if len(self._caps) >= CAPS_CACHE_MAX:
+                self._caps.clear()
+            view = self._caps[caps] = caps_view(caps)
+        return view
+
+    # --- /v1/stats ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """`{"nodes": {status: n}, "slots": {"total", "busy"}, "jobs": {"active", "queued"},
+        "jobs_per_s", "pools": {pool: {"nodes", "status", "slots"}}}`."""
+        tally = self.fleet.stats.all
+        finished = sum(self.metrics.jobs.values.values())
+        return {
+            "nodes": {s: tally.by_status.get(s, 0) for s in _STATUSES},
+            "slots": {"total": tally.slots_total, "busy": tally.slots_busy},
+            "jobs": {"active": len(self.service.jobs), "queued": len(self.service.waiting)},
+            "jobs_per_s": self._rate.rate(finished),
+            "pools": {
+                str(pool): t.view() for pool, t in sorted(self.fleet.stats.pools.items())
+            },
         }

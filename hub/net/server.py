@@ -221,7 +221,7 @@ class WsServer:
             ws.connection_lost_waiter.add_done_callback(self._session_lost)
             self._principals[ws] = principal
             return None
-        return self._respond(ws, await self.http.respond(path, principal))
+        return self._respond(ws, await self.http.respond(path, query, principal))
 
     def _session_lost(self, _: object) -> None:
         self.open_sessions -= 1
@@ -230,9 +230,12 @@ class WsServer:
     def _respond(ws: ServerConnection, answer: HttpResponse) -> Response:
         response = ws.respond(answer.status, "")
         response.body = answer.body
-        body, content_type = answer.body, answer.content_type
         # websockets' Headers is a multi-dict: replace, don't append.
-        for name, value in (("Content-Type", content_type), ("Content-Length", str(len(body)))):
-            del response.headers[name]
+        for name, value in (
+            ("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
+            *answer.headers.items(),
+        ):
+            if name in response.headers:
+                del response.headers[name]
             response.headers[name] = value
         return response

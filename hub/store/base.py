@@ -114,6 +114,12 @@ class Store(Protocol):
     async def remove_node(self, node_id: str) -> None:
         """Withdraw a node's entry, cluster-wide."""
 
+    async def publish_nodes(
+        self, entries: Sequence[tuple[str, bytes]], removals: Sequence[str], ttl_ms: int
+    ) -> None:
+        """Withdraw the entries of `removals`, then publish every `(node_id, entry)` of
+        `entries`, in one call (a reconnect storm's joins in one round trip)."""
+
     async def node_entries(self) -> dict[str, bytes]:
         """Every published node entry of every live hub (for a full resync)."""
 
@@ -151,6 +157,11 @@ class Store(Protocol):
         `take_over` (then that hub's ownership ends and the epoch grows).
         Renewing one's own claim keeps the epoch.
         """
+
+    async def claim_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[tuple[int, str]]:
+        """`claim_node` for many nodes in one call, without taking over: per node
+        `(epoch, this hub)` when the claim holds, `(-1, owner)` when another live hub
+        owns it (a reconnect storm's registrations of one loop turn)."""
 
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
         """Renew this hub's claims on many nodes in one round trip where possible;

@@ -280,6 +280,14 @@ class MemoryStore:
     async def remove_node(self, node_id: str) -> None:
         self._plane.directories.get(self.hub_id, {}).pop(node_id, None)
 
+    async def publish_nodes(
+        self, entries: Sequence[tuple[str, bytes]], removals: Sequence[str], ttl_ms: int
+    ) -> None:
+        directory = self._plane.directories.setdefault(self.hub_id, {})
+        for node_id in removals:
+            directory.pop(node_id, None)
+        directory.update(entries)
+
     async def node_entries(self) -> dict[str, bytes]:
         live = await self.live_hubs()
         return {
@@ -336,6 +344,15 @@ class MemoryStore:
             raise OwnershipConflict(node_id, current[0])
         self._plane.owners[node_id] = (self.hub_id, epoch, now + ttl_ms)
         return epoch
+
+    async def claim_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        for node_id in node_ids:
+            try:
+                out.append((await self.claim_node(node_id, ttl_ms), self.hub_id))
+            except OwnershipConflict as exc:
+                out.append((-1, exc.owner))
+        return out
 
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
         lost = []

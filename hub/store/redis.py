@@ -23,6 +23,7 @@ from hub.core.errors import StoreUnavailable
 from hub.core.principal import DEFAULT_TENANT
 from hub.core.redact import redact_url
 from hub.store.base import Binding, OwnershipConflict, RecordBatch
+from hub.store.connector import RedisConnector
 from hub.store.keys import (
     CONSUMER_GROUP,
     DEAD_LETTER_MAXLEN,
@@ -38,10 +39,11 @@ from hub.store.resp import RespPipe
 from hub.store.scripts import (
     ANNOUNCE,
     BIND_MANY,
-    CLAIM_NODE,
+    CLAIM_MANY,
     DEAD_LETTER,
     LIVE_HUBS,
     PUBLISH_NODE,
+    PUBLISH_NODES,
     REBIND_REQUEST,
     RELEASE_NODE,
     RELEASE_REQUEST,
@@ -50,7 +52,10 @@ from hub.store.scripts import (
 )
 
 RENEW_BATCH = 500
-"""Lease renewals per pipelined round trip."""
+"""Node claims (registrations, lease renewals) per script call."""
+PUBLISH_BATCH = 1000
+"""Node entries (and removals) per `PUBLISH_NODES` call."""
+
 CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 10.0
 
@@ -61,12 +66,14 @@ class RedisStore:
 
     def __init__(self, *, hub_id: str, url: str, prefix: str) -> None:
         self.hub_id = hub_id
-        self.url = url
+        self.connector = RedisConnector(url)
+        self.url = self.connector.redacted
+        """The URL as it may be shown (its password as `***`)."""
         self.keys = Keys(prefix)
         # A blocking pool: a burst of concurrent commands waits for a connection
-        # instead of failing with "too many connections" (not an outage).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
+        # instead of failing with "too many connections" (not an outage). With a
+        # Sentinel URL it is sentinel-managed (see hub/store/connector.py).
+        pool = self.connector.pool(
             decode_responses=False,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=REPLY_TIMEOUT_S,
@@ -82,11 +89,12 @@ class RedisStore:
                 ("bind_many", BIND_MANY),
                 ("save_many", SAVE_MANY),
                 ("live_hubs", LIVE_HUBS),
-                ("claim_node", CLAIM_NODE),
+                ("claim_many", CLAIM_MANY),
                 ("release_node", RELEASE_NODE),
                 ("release_request", RELEASE_REQUEST),
                 ("rebind_request", REBIND_REQUEST),
                 ("publish_node", PUBLISH_NODE),
+                ("publish_nodes", PUBLISH_NODES),
                 ("send_many", SEND_MANY),
                 ("dead_letter", DEAD_LETTER),
             )
@@ -110,7 +118,8 @@ class RedisStore:
         async with self._opening[role]:
             pipe = self._pipes.get(role)
             if pipe is None or pipe.closed:
-                pipe = await RespPipe.open(self.url, timeout_s=CONNECT_TIMEOUT_S)
+                endpoint = await self.connector.endpoint(timeout_s=CONNECT_TIMEOUT_S)
+                pipe = await RespPipe.open(endpoint, timeout_s=CONNECT_TIMEOUT_S)
                 self._pipes[role] = pipe
         return pipe
 
@@ -155,6 +164,8 @@ class RedisStore:
             pipe.close()
         with contextlib.suppress(Exception):
             await self._redis.aclose(close_connection_pool=True)
+        with contextlib.suppress(Exception):
+            await self.connector.aclose()
 
     # --- idempotency and job records ----------------------------------------------------
 
@@ -217,6 +228,22 @@ class RedisStore:
     @translated
     async def remove_node(self, node_id: str) -> None:
         await self._redis.hdel(self.keys.nodes(self.hub_id), node_id)
+
+    @translated
+    async def publish_nodes(
+        self, entries: Sequence[tuple[str, bytes]], removals: Sequence[str], ttl_ms: int
+    ) -> None:
+        # Bounded batches: Lua's unpack() takes at most a few thousand values.
+        removals = list(removals)
+        entries = list(entries)
+        while removals or entries:
+            gone, removals = removals[:PUBLISH_BATCH], removals[PUBLISH_BATCH:]
+            some, entries = entries[: PUBLISH_BATCH - len(gone)], entries[
+                PUBLISH_BATCH - len(gone):]
+            args: list[Any] = [ttl_ms, len(gone), *gone]
+            for node_id, entry in some:
+                args += [node_id, entry]
+            await self._piped_script("publish_nodes", [self.keys.nodes(self.hub_id)], args)
 
     @translated
     async def node_entries(self) -> dict[str, bytes]:
@@ -282,31 +309,40 @@ class RedisStore:
 
     @translated
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
-        epoch, owner = await self._script(
-            "claim_node",
-            [self.keys.owner(node_id), self.keys.hubs],
-            [self.hub_id, ttl_ms, "1" if take_over else "0"],
-        )
-        if int(epoch) < 0:
-            raise OwnershipConflict(node_id, text(owner))
-        return int(epoch)
+        ((epoch, owner),) = await self._claims([node_id], ttl_ms, take_over=take_over)
+        if epoch < 0:
+            raise OwnershipConflict(node_id, owner)
+        return epoch
+
+    @translated
+    async def claim_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        for start in range(0, len(node_ids), RENEW_BATCH):
+            out += await self._claims(node_ids[start : start + RENEW_BATCH], ttl_ms)
+        return out
+
+    async def _claims(
+        self, node_ids: Sequence[str], ttl_ms: int, *, take_over: bool = False,
+        piped: bool = True,
+    ) -> list[tuple[int, str]]:
+        """One `CLAIM_MANY`: on the send pipe (registrations), or on redis-py's pool
+        (lease renewals: thousands of keys must not queue ahead of the jobs' commands)."""
+        keys = [*(self.keys.owner(node_id) for node_id in node_ids), self.keys.hubs]
+        args = [self.hub_id, ttl_ms, "1" if take_over else "0"]
+        if piped:
+            replies = await self._piped_script("claim_many", keys, args)
+        else:
+            replies = await self._script("claim_many", keys, args)
+        return [(int(epoch), text(owner)) for epoch, owner in replies]
 
     @translated
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
         lost: list[str] = []
-        script = self._scripts["claim_node"]
         for start in range(0, len(node_ids), RENEW_BATCH):
             batch = node_ids[start : start + RENEW_BATCH]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for node_id in batch:
-                    await script(
-                        keys=[self.keys.owner(node_id), self.keys.hubs],
-                        args=[self.hub_id, ttl_ms, "0"],
-                        client=pipe,
-                    )
-                replies = await pipe.execute()
-            lost.extend(node_id for node_id, (epoch, _) in zip(batch, replies, strict=True)
-                        if int(epoch) < 0)
+            claims = await self._claims(batch, ttl_ms, piped=False)
+            lost += [node_id for node_id, (epoch, _) in zip(batch, claims, strict=True)
+                     if epoch < 0]
         return lost
 
     @translated

@@ -12,27 +12,30 @@ and parses replies with hiredis (redis-py's own parser) straight in
 keeps the commands' order, so inbox entries sent through it arrive in the
 order they were sent.
 
-It serves three commands of the hot path (EVALSHA of the bind-and-dispatch
-and send scripts, XREADGROUP and XACK); everything else goes through
-redis-py. The URL is parsed by redis-py (`redis://`, `rediss://`, `unix://`,
-user, password, db). Failures surface as `ConnectionError` (connection lost,
-reply timeout) or `redis.exceptions.ResponseError` (an error reply), the
-same types redis-py raises, so `RedisStore` translates both alike.
+It serves the commands of the hot path (EVALSHA of the bind-and-dispatch,
+send, save and claim scripts, XREADGROUP and XACK); everything else goes
+through redis-py. Where it connects (address, TLS context, user, password,
+db) is an `Endpoint` from `RedisConnector`, asked each time a pipe is
+opened: with Sentinel, the master of that moment. Failures surface as
+`ConnectionError` (connection lost, reply timeout) or
+`redis.exceptions.ResponseError` (an error reply), the same types redis-py
+raises, so `RedisStore` translates both alike. A `READONLY` reply means the
+server was demoted (a failover): the pipe fails as if the connection were
+lost, so the next one is opened to the new master.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
 from redis import exceptions as redis_errors
-from redis.asyncio.connection import parse_url
 
 from hub.runtime.loop_turn import LoopTurn
+from hub.store.connector import Endpoint, RedisConnector
 
 Reply = Any
 WATCHDOG_S = 0.5
@@ -54,26 +57,34 @@ class RespPipe(asyncio.Protocol):
     # --- opening and closing ----------------------------------------------------------
 
     @classmethod
-    async def open(cls, url: str, *, timeout_s: float) -> RespPipe:
-        """Connect, authenticate and select the database the URL names."""
-        params = parse_url(url)
+    async def open_url(cls, url: str, *, timeout_s: float) -> RespPipe:
+        """`open` at where `url` (any `redis_url` form) points now."""
+        connector = RedisConnector(url)
+        try:
+            endpoint = await connector.endpoint(timeout_s=timeout_s)
+        finally:
+            await connector.aclose()
+        return await cls.open(endpoint, timeout_s=timeout_s)
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint, *, timeout_s: float) -> RespPipe:
+        """Connect, authenticate and select the endpoint's database."""
         loop = asyncio.get_running_loop()
         pipe = cls()
         async with asyncio.timeout(timeout_s):
-            if "path" in params:
-                await loop.create_unix_connection(lambda: pipe, params["path"])
+            if endpoint.path is not None:
+                await loop.create_unix_connection(lambda: pipe, endpoint.path)
             else:
-                tls = ssl.create_default_context() if url.startswith("rediss://") else None
                 await loop.create_connection(
-                    lambda: pipe, params.get("host", "localhost"), params.get("port", 6379),
-                    ssl=tls,
+                    lambda: pipe, endpoint.host, endpoint.port, ssl=endpoint.tls,
+                    server_hostname=endpoint.host if endpoint.tls is not None else None,
                 )
             handshake = []
-            if params.get("password"):
-                auth = [params.get("username") or "default", params["password"]]
+            if endpoint.password:
+                auth = [endpoint.username or "default", endpoint.password]
                 handshake.append(pipe.call("AUTH", *auth))
-            if params.get("db"):
-                handshake.append(pipe.call("SELECT", params["db"]))
+            if endpoint.db:
+                handshake.append(pipe.call("SELECT", endpoint.db))
             try:
                 for reply in handshake:
                     await reply
@@ -152,6 +163,11 @@ class RespPipe(asyncio.Protocol):
             if future.done():  # its caller gave up (cancelled); the reply is dropped
                 continue
             if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("READONLY"):
+                    # A demoted master (a failover): this connection is done for.
+                    future.set_exception(ConnectionError(f"Redis: {reply}"))
+                    self._fail(ConnectionError("the server is a replica now"))
+                    return
                 future.set_exception(redis_errors.ResponseError(str(reply)))
             else:
                 future.set_result(reply)

@@ -30,32 +30,44 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 """
 
-# KEYS[1] owner hash of the node, KEYS[2] hubs zset
+# KEYS[1..n] the owner hashes of n nodes, KEYS[n+1] hubs zset
 # ARGV[1] claiming hub id, ARGV[2] lease ttl ms, ARGV[3] '1' to take over a live owner
-# Returns {epoch, owner}: epoch > 0 when the claim holds (owner = ARGV[1]),
+# Returns per node {epoch, owner}: epoch > 0 when the claim holds (owner = ARGV[1]),
 # epoch = -1 when another live hub owns the node (owner = that hub).
-# A new epoch is max(old + 1, Redis clock ms), so it grows even after the
-# old lease's key has expired and its epoch is forgotten.
-CLAIM_NODE = """
+# A new epoch is max(old + 1, Redis clock in ms), so it grows even after the
+# old lease's key has expired and its epoch is forgotten. Renewing one's own
+# claim keeps the epoch. One node (a register), many (a reconnect storm's
+# registrations of one loop turn) or a batch of lease renewals: one call.
+CLAIM_MANY = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
-local hub, epoch = cur[1], tonumber(cur[2])
-if hub == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {epoch, hub}
-end
-if hub and hub ~= '' then
-  local alive = redis.call('ZSCORE', KEYS[2], hub)
-  if alive and tonumber(alive) > now and ARGV[3] ~= '1' then
-    return {-1, hub}
+local hubs = KEYS[#KEYS]
+local out = {}
+for i = 1, #KEYS - 1 do
+  local cur = redis.call('HMGET', KEYS[i], 'hub', 'epoch')
+  local hub, epoch = cur[1], tonumber(cur[2])
+  if hub == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    out[i] = {epoch, hub}
+  else
+    local taken = false
+    if hub and hub ~= '' then
+      local alive = redis.call('ZSCORE', hubs, hub)
+      if alive and tonumber(alive) > now and ARGV[3] ~= '1' then
+        out[i] = {-1, hub}
+        taken = true
+      end
+    end
+    if not taken then
+      local new = now
+      if epoch and epoch + 1 > new then new = epoch + 1 end
+      redis.call('HSET', KEYS[i], 'hub', ARGV[1], 'epoch', new)
+      redis.call('PEXPIRE', KEYS[i], ARGV[2])
+      out[i] = {new, ARGV[1]}
+    end
   end
 end
-local new = now
-if epoch and epoch + 1 > new then new = epoch + 1 end
-redis.call('HSET', KEYS[1], 'hub', ARGV[1], 'epoch', new)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {new, ARGV[1]}
+return out
 """
 
 # KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch. Returns 1 when released.
@@ -122,6 +134,22 @@ PUBLISH_NODE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+
+# KEYS[1] the hub's node hash. ARGV[1] ttl ms, ARGV[2] how many removals (r);
+# ARGV[3..2+r] node ids to remove; then pairs node id, entry.
+# Withdraws, then publishes, in one call; returns the number of entries published.
+PUBLISH_NODES = """
+local r = tonumber(ARGV[2])
+if r > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 3, 2 + r)) end
+local first = 3 + r
+local n = 0
+for i = first, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  n = n + 1
+end
+if n > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
 """
 
 # KEYS[i] an inbox stream per envelope (repeats allowed)

@@ -12,13 +12,19 @@ from hub.core.snapshot import (
     ASR,
     DRAINING,
     GLOBAL,
+    HAS_ASR,
+    HAS_FEATURE,
+    HAS_TTS,
+    MAX_CHUNK,
     OFFLINE,
     PAIR,
     TTS,
+    Cond,
     IndexKey,
     NodeState,
     Ring,
     Snapshot,
+    holds,
     stable_hash,
 )
 
@@ -58,26 +64,57 @@ def random_caps(rng: random.Random) -> NodeCapabilities:
     )
 
 
-RingView = tuple[tuple[int, ...], tuple[str, ...], dict[str, int], int, int]
+CONDS: list[Cond] = [
+    *((HAS_FEATURE, f) for f in FEATURES),
+    *((HAS_ASR, lang) for lang in LANGS),
+    *((HAS_TTS, lang) for lang in LANGS),
+]
+RingView = tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]
 
 
 def index_of(snapshot: Snapshot) -> dict[IndexKey, RingView]:
-    """Every ring of the snapshot in comparable form."""
+    """Every ring of the snapshot in comparable form (chunk boundaries left out: they
+    may differ between a ring built in one pass and one derived step by step)."""
     return {
-        key: (ring.hashes, ring.ids, ring.feats, ring.asr, ring.tts)
-        for key, ring in snapshot._index.items()
+        key: (ring.hashes, ring.ids, tuple(ring.bits(cond) for cond in CONDS))
+        for key, ring in snapshot.rings()
     }
+
+
+def assert_chunks_sane(ring: Ring) -> None:
+    """Chunks are non-empty, bounded, sorted across boundaries; the per-chunk tuples
+    agree with the chunks; every memoised bitmap equals a fresh computation."""
+    assert len(ring.chunks) == len(ring.sizes) == len(ring.firsts) == len(ring.ends)
+    total = 0
+    for k, chunk in enumerate(ring.chunks):
+        assert 0 < len(chunk) <= MAX_CHUNK
+        assert ring.sizes[k] == len(chunk) and ring.firsts[k] == chunk.hashes[0]
+        total += len(chunk)
+        assert ring.ends[k] == total
+        assert chunk.full == (1 << len(chunk)) - 1
+        assert len(chunk.hashes) == len(chunk.ids) == len(chunk.caps)
+        for cond, bits in chunk.bits.items():
+            fresh = sum(1 << i for i, c in enumerate(chunk.caps) if holds(c, cond))
+            assert bits == fresh, (cond, k)
+        if chunk.features_indexed:
+            # Then a feature absent from the memo is one no member has.
+            for c in chunk.caps:
+                for name in c.features:
+                    assert (HAS_FEATURE, name) in chunk.bits, (name, k)
+    assert len(ring) == total
 
 
 def assert_index_consistent(snapshot: Snapshot) -> None:
     """The incremental index equals the one built from scratch, and rings are sane."""
     rebuilt = Snapshot.of(list(snapshot))
     assert index_of(snapshot) == index_of(rebuilt)
-    for (kind, pool, a, b), ring in snapshot._index.items():
+    for (kind, pool, a, b), ring in snapshot.rings():
         assert ring.ids, "empty rings are dropped"
         assert list(ring.hashes) == sorted(ring.hashes)
-        assert ring.full == (1 << len(ring.ids)) - 1
+        assert_chunks_sane(ring)
         for pos, node_id in enumerate(ring.ids):
+            assert ring.at(pos) == node_id
+            assert ring.position(stable_hash(node_id), node_id) == pos
             state = snapshot.get(node_id)
             assert state is not None
             c = state.caps
@@ -91,10 +128,10 @@ def assert_index_consistent(snapshot: Snapshot) -> None:
             }[kind]
             assert member
             for name in FEATURES:
-                assert bool(ring.feats.get(name, 0) >> pos & 1) == (name in c.features)
+                assert bool(ring.bits((HAS_FEATURE, name)) >> pos & 1) == (name in c.features)
             if kind == PAIR:
-                assert bool(ring.asr >> pos & 1) == (a in c.asr_languages)
-                assert bool(ring.tts >> pos & 1) == (b in c.tts_languages)
+                assert bool(ring.bits((HAS_ASR, a)) >> pos & 1) == (a in c.asr_languages)
+                assert bool(ring.bits((HAS_TTS, b)) >> pos & 1) == (b in c.tts_languages)
     # And every node is in every ring it should be in.
     for state in snapshot:
         c = state.caps
@@ -166,13 +203,13 @@ def test_with_running_and_status_share_the_index() -> None:
     nodes = [NodeState.create(f"n{i}", caps(max_concurrency=4)) for i in range(50)]
     s1 = Snapshot.of(nodes)
     s2 = s1.with_running("n3", 2)
-    assert s2._index is s1._index
+    assert s2.index_token is s1.index_token
     got = s2.get("n3")
     assert got is not None and got.running == 2 and got.free_slots == 2
     assert s1.get("n3") is nodes[3] and nodes[3].running == 0
     assert s2.version == s1.version + 1
     s3 = s2.with_status("n3", OFFLINE)
-    assert s3._index is s1._index
+    assert s3.index_token is s1.index_token
     got3 = s3.get("n3")
     assert got3 is not None and got3.status == OFFLINE and got3.running == 2
     s2_n3 = s2.get("n3")
@@ -184,7 +221,7 @@ def test_with_running_and_status_share_the_index() -> None:
     assert s3.with_status("zz", DRAINING) is s3
     # Re-adding a node with the same capabilities (load change via with_node) shares too.
     s4 = s3.with_node(nodes[7].with_running(1))
-    assert s4._index is s3._index
+    assert s4.index_token is s3.index_token
     assert_index_consistent(s4)
 
 
@@ -240,18 +277,124 @@ def test_ring_members_and_bits() -> None:
     for i, node_id in enumerate(ids):
         ring = ring.with_member(
             stable_hash(node_id), node_id,
-            features=frozenset({"emo"} if i % 2 else set()), asr=i % 3 == 0, tts=True,
+            caps(asr=["en"] if i % 3 == 0 else [], tts=["de"],
+                 features=["emo"] if i % 2 else []),
         )
     assert sorted(ring.ids) == sorted(ids) and list(ring.hashes) == sorted(ring.hashes)
+    emo, asr, tts = ring.bits((HAS_FEATURE, "emo")), ring.bits((HAS_ASR, "en")), ring.bits(
+        (HAS_TTS, "de"))
     for pos, node_id in enumerate(ring.ids):
         i = int(node_id[1:])
-        assert (ring.feats["emo"] >> pos & 1) == i % 2
-        assert (ring.asr >> pos & 1) == (i % 3 == 0)
+        assert (emo >> pos & 1) == i % 2
+        assert (asr >> pos & 1) == (i % 3 == 0)
         assert ring.position(stable_hash(node_id), node_id) == pos
-    assert ring.tts == ring.full
+    assert tts == (1 << len(ring)) - 1
     smaller = ring.without_member(stable_hash("n1"), "n1")
     assert "n1" not in smaller.ids and len(smaller) == 29 and "n1" in ring.ids
     assert smaller.without_member(stable_hash("n1"), "n1") is smaller
     assert ring.position(1, "nope") == -1
+    emo = smaller.bits((HAS_FEATURE, "emo"))
     for pos, node_id in enumerate(smaller.ids):
-        assert (smaller.feats["emo"] >> pos & 1) == int(node_id[1:]) % 2
+        assert (emo >> pos & 1) == int(node_id[1:]) % 2
+
+
+def test_chunks_split_merge_and_carry_their_bitmaps() -> None:
+    """Thousands of members: chunks split past MAX_CHUNK, merge when small, and a
+    condition bitmap made once is carried through every later join and leave."""
+    rng = random.Random(5)
+    ring = Ring()
+    members: dict[str, NodeCapabilities] = {}
+    for step in range(3_000):
+        if members and rng.random() < 0.3:
+            node_id = rng.choice(sorted(members))
+            ring = ring.without_member(stable_hash(node_id), node_id)
+            del members[node_id]
+        else:
+            node_id = f"m{step}"
+            c = random_caps(rng)
+            ring = ring.with_member(stable_hash(node_id), node_id, c)
+            members[node_id] = c
+        if step == 200:
+            # Ask once: from now on the chunks carry the bitmap forward.
+            assert ring.first_capable(0, [(HAS_FEATURE, "emo")]) is not None
+        if step % 500 == 0:
+            assert_chunks_sane(ring)
+    assert_chunks_sane(ring)
+    assert len(ring.chunks) > 4, "thousands of members span several chunks"
+    assert sum(1 for chunk in ring.chunks if (HAS_FEATURE, "emo") in chunk.bits) > 1
+    order = sorted(members, key=lambda n: (stable_hash(n), n))
+    assert list(ring.ids) == order
+    want = [n for n in order if "emo" in members[n].features and "en" in members[n].tts_languages]
+    conds: list[Cond] = [(HAS_FEATURE, "emo"), (HAS_TTS, "en")]
+    for start in (0, 1, len(order) // 2, len(order) - 1):
+        got = list(ring.capable_ids(start, conds))
+        rotated = [n for n in order[start:] + order[:start] if n in set(want)]
+        assert got == rotated
+        first = ring.first_capable(start, conds)
+        assert first == (rotated[0] if rotated else None)
+    assert ring.bisect(0) == 0 and ring.bisect(2**64) == len(order)
+    for node_id in order[:50]:
+        assert order[ring.bisect(stable_hash(node_id))] == node_id
+
+
+def test_a_node_with_many_capability_entries_joins_cheaply() -> None:
+    """A node with 1,024 capability entries (pairs, languages, features) joins a
+    fleet: its rings share its one capability object instead of copying its
+    feature set, so the join costs about as many ring updates as index entries."""
+    fleet = [NodeState.create(f"g{i}", random_caps(random.Random(i))) for i in range(500)]
+    snap = Snapshot.of(fleet)
+    langs = [f"l{i}" for i in range(40)]
+    pairs = [(a, b) for a in langs[:20] for b in langs[20:]][:400]
+    big = NodeCapabilities(
+        language_pairs=frozenset(pairs),
+        asr_languages=frozenset(langs),
+        tts_languages=frozenset(langs),
+        features=frozenset(f"feat{i}" for i in range(544)),
+        max_concurrency=4,
+    )
+    grown = snap.with_node(NodeState.create("big", big))
+    ring = grown.ring(PAIR, GLOBAL, "l0", "l20")
+    assert ring.ids == ("big",)
+    chunk = ring.chunks[0]
+    assert chunk.caps[0] is big, "members share the node's capabilities"
+    assert chunk.bits == {}, "no bitmap is made before a selection asks for one"
+    assert ring.bits((HAS_FEATURE, "feat7")) == 1 and ring.bits((HAS_FEATURE, "nope")) == 0
+    assert_index_consistent(grown)
+    assert_index_consistent(grown.without_node("big"))
+
+
+def test_features_indexed_at_once_unless_there_are_too_many() -> None:
+    few = [NodeCapabilities(features=frozenset({f"f{i % 5}"}), max_concurrency=1)
+           for i in range(20)]
+    ring = Ring()
+    for i, c in enumerate(few):
+        ring = ring.with_member(stable_hash(f"a{i}"), f"a{i}", c)
+    (chunk,) = ring.chunks
+    assert chunk.mask((HAS_FEATURE, "f1")) == sum(
+        1 << i for i, c in enumerate(chunk.caps) if "f1" in c.features)
+    assert chunk.features_indexed and len(chunk.bits) == 5  # all five in one pass
+    assert chunk.mask((HAS_FEATURE, "absent")) == 0
+    # A member with many new features: past the memo's room, features go per request.
+    many = NodeCapabilities(features=frozenset(f"x{i}" for i in range(100)), max_concurrency=1)
+    grown = ring.with_member(stable_hash("big"), "big", many)
+    (big_chunk,) = grown.chunks
+    assert not big_chunk.features_indexed
+    pos = big_chunk.ids.index("big")
+    assert big_chunk.mask((HAS_FEATURE, "x42")) == 1 << pos
+    assert big_chunk.mask((HAS_FEATURE, "f1")) == chunk_bits_after(chunk, pos, "f1")
+    assert_chunks_sane(grown)
+    # A chunk whose members have too many distinct features is never indexed at once.
+    wide = Ring().with_member(stable_hash("w"), "w", many)
+    (wide_chunk,) = wide.chunks
+    assert not wide_chunk.index_features()
+    assert wide_chunk.mask((HAS_FEATURE, "x1")) == 1 and not wide_chunk.features_indexed
+
+
+def chunk_bits_after(chunk: object, pos: int, name: str) -> int:
+    """The bitmap of feature `name` once a member without it is inserted at `pos`."""
+    from hub.core.snapshot import Chunk
+
+    assert isinstance(chunk, Chunk)
+    before = chunk.mask((HAS_FEATURE, name))
+    low = (1 << pos) - 1
+    return ((before >> pos) << (pos + 1)) | (before & low)

@@ -47,7 +47,7 @@ async def store(redis_server: RedisServer, prefix: str) -> AsyncIterator[RedisSt
 async def test_replies_come_back_in_order_and_errors_stay_with_their_command(
     redis_server: RedisServer,
 ) -> None:
-    pipe = await RespPipe.open(redis_server.url, timeout_s=2.0)
+    pipe = await RespPipe.open_url(redis_server.url, timeout_s=2.0)
     key = f"pipe-{uuid.uuid4().hex}"
     try:
         # One loop turn: every command goes out before any reply is awaited.
@@ -124,7 +124,7 @@ async def test_records_riding_with_a_read_are_left_unsaved_when_redis_forgot_the
 async def test_a_reply_that_never_comes_fails_the_connection(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    pipe = await RespPipe.open(redis_server.url, timeout_s=2.0)
+    pipe = await RespPipe.open_url(redis_server.url, timeout_s=2.0)
     try:
         # Redis holds every client's commands (ours too) for 1.5 s; the watchdog gives up
         # on the overdue reply (0.2 s) well before that, and fails every waiting command.
@@ -151,7 +151,7 @@ async def test_the_url_s_user_password_and_database_are_honoured(
     await admin.execute_command("ACL", "SETUSER", user, "on", ">s3cret", "~*", "+@all")
     host_port = redis_server.url.split("//", 1)[1].split("/", 1)[0]
     try:
-        pipe = await RespPipe.open(f"redis://{user}:s3cret@{host_port}/3", timeout_s=2.0)
+        pipe = await RespPipe.open_url(f"redis://{user}:s3cret@{host_port}/3", timeout_s=2.0)
         try:
             assert await pipe.call("ACL", "WHOAMI") == user.encode()
             await pipe.call("SET", key, "in-db-3")
@@ -165,6 +165,6 @@ async def test_the_url_s_user_password_and_database_are_honoured(
             await db3.aclose()
         assert await admin.get(key) is None  # not in db 0
         with pytest.raises(redis_errors.ResponseError):
-            await RespPipe.open(f"redis://{user}:wrong@{host_port}/0", timeout_s=2.0)
+            await RespPipe.open_url(f"redis://{user}:wrong@{host_port}/0", timeout_s=2.0)
     finally:
         await admin.execute_command("ACL", "DELUSER", user)

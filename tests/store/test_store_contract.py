@@ -247,6 +247,25 @@ async def test_publish_remove_and_read_node_entries(store: Store, stores: MakeSt
     assert await store.node_entries() == {"n1": b"entry-1b"}
 
 
+async def test_publish_nodes_in_one_call(
+    store: Store, stores: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removals first, then entries; batches larger than one script call are split."""
+    from hub.store import redis as redis_store
+
+    monkeypatch.setattr(redis_store, "PUBLISH_BATCH", 7)
+    await store.announce(LONG_MS)
+    await store.publish_nodes([(f"n{i}", b"e%d" % i) for i in range(20)], [], LONG_MS)
+    assert await store.node_entries() == {f"n{i}": b"e%d" % i for i in range(20)}
+    await store.publish_nodes(
+        [("n3", b"again"), ("new", b"x")], [f"n{i}" for i in range(15)] + ["unknown"], LONG_MS
+    )
+    expected = {f"n{i}": b"e%d" % i for i in range(15, 20)} | {"n3": b"again", "new": b"x"}
+    assert await store.node_entries() == expected
+    await store.publish_nodes([], [], LONG_MS)  # nothing: harmless
+    assert await store.node_entries() == expected
+
+
 async def test_node_entries_omit_hubs_whose_presence_lapsed(
     store: Store, stores: MakeStore
 ) -> None:
@@ -370,6 +389,23 @@ async def test_claim_node_of_a_dead_hub(store: Store, stores: MakeStore) -> None
 
     await eventually(dead, "hub-dying's presence to lapse")
     assert await store.claim_node("n1", LONG_MS) > epoch
+
+
+async def test_claim_nodes_in_one_call(store: Store, stores: MakeStore) -> None:
+    """Several claims in one call: each as `claim_node` would answer, a conflict
+    reported in place (not raised), renewals keeping their epoch."""
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    theirs = await other.claim_node("n2", LONG_MS)
+    claims = await store.claim_nodes(["n1", "n2", "n3"], LONG_MS)
+    assert [owner for _, owner in claims] == [store.hub_id, "hub-b", store.hub_id]
+    (e1, _), (conflict, _), (e3, _) = claims
+    assert e1 > 0 and e3 > 0 and conflict == -1
+    assert theirs > 0
+    again = await store.claim_nodes(["n3", "n1"], LONG_MS)
+    assert again == [(e3, store.hub_id), (e1, store.hub_id)]
+    assert await store.claim_nodes([], LONG_MS) == []
 
 
 # --- inboxes -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class RedisServer:
     restart without persistence looks like to the hubs.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, extra_args: list[str] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -32,6 +32,7 @@ class RedisServer:
             )
         self.binary = binary
         self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
         self._dir = tempfile.TemporaryDirectory(prefix="nodehub-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -45,6 +46,7 @@ class RedisServer:
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self._dir.name,
                 "--logfile", str(Path(self._dir.name) / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -75,6 +77,16 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    @property
+    def dir(self) -> str:
+        return self._dir.name
+
+    def log(self) -> str:
+        try:
+            return (Path(self._dir.name) / "redis.log").read_text(errors="replace")[-3000:]
+        except FileNotFoundError:
+            return ""
 
     def close(self) -> None:
         self.stop()
