@@ -210,6 +210,7 @@ class Attempts:
             await self.wait(job, announce=announce, recheck=False)
             return
         if selection.node_id is None:
+            self.metrics.no_node_answer(selection.reasons)
             error = ErrorInfo(error_codes.NO_NODE, selection.explain())
             await self.finish(job, ok=False, error=error, announce=announce)
             return
