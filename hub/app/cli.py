@@ -30,22 +30,13 @@ from typing import Any
 import uvloop
 from loguru import logger
 
+from hub.app.logs import configure_logging
 from hub.app.settings import load_config
 from hub.core.config import HubConfig
 from hub.core.errors import ConfigError, StoreUnavailable
 from hub.core.principal import ROLES, ClaimsError
 
 SHUTDOWN_TIMEOUT_S = 10.0
-
-
-def configure_logging(level: str, *, json: bool) -> None:
-    logger.remove()
-    # Never `diagnose`: it prints every local variable of a traceback, peers' frames
-    # included. The traceback itself is kept.
-    logger.add(
-        sys.stderr, level=level.upper(), serialize=json, enqueue=False, diagnose=False,
-        backtrace=False,
-    )
 
 
 NOFILE_MARGIN = 256
@@ -178,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_mint(args))
         elif args.command == "serve":
             config = load_config(path=args.config, overrides=_overrides(args))
-            configure_logging(config.log_level, json=config.log_json)
+            configure_logging(config.log_level, json=config.log_json, hub_id=config.hub_id)
             uvloop.run(serve(config))
         else:
             from hub.app.demo import run_demo

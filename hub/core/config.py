@@ -19,6 +19,9 @@ from hub.core.redact import redact_url
 
 DeploymentMode = Literal["local", "cross_instance"]
 AuthMode = Literal["none", "jwt"]
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+JOB_LOG_LEVELS = (*LOG_LEVELS, "OFF")
+"""Issue 15: `log_level` and `job_log_level` choices (case does not matter)."""
 MIN_JWT_SECRET_BYTES = 32
 """An HS256 secret shorter than the hash (RFC 7518, 3.2) is refused."""
 
@@ -100,6 +103,10 @@ class HubConfig:
     short on a big heap (hub/runtime/gc_pacer.py)."""
     gc_thaw_interval_ms: int = 600_000
     """How often the frozen objects are thawed (one full collection of everything)."""
+    # --- issue 15: operating it ------------------------------------------------------
+    job_log_level: str = "INFO"
+    """The level of the job lifecycle lines (accepted, assigned, failover, result...);
+    DEBUG turns them down below an INFO log, OFF skips them."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -133,6 +140,7 @@ class HubConfig:
         self._check_queue()
         self._check_limits()
         self._check_scale()
+        self._check_ops()
 
     def _check_auth(self) -> None:
         """Issue 11: the authentication, Origin and TLS keys (no secret in a message)."""
@@ -184,6 +192,16 @@ class HubConfig:
             raise ConfigError(
                 f"gc_thaw_interval_ms must be >= 1000, not {self.gc_thaw_interval_ms}"
             )
+
+    def _check_ops(self) -> None:
+        """Issue 15: the log levels are names loguru knows (one clear line, not a
+        traceback at the first log call)."""
+        for name, choices in (("log_level", LOG_LEVELS), ("job_log_level", JOB_LOG_LEVELS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value.upper() not in choices:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(choices)}, not {value!r}"
+                )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:

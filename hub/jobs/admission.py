@@ -149,12 +149,14 @@ class Admission:
                     message=selection.explain(),
                     reasons=selection.reasons,
                 )
+            self.attempts.log.rejected(message.request_id, rejected.code, rejected.message)
             await link.send(rejected)
             return rejected
         self.table.add(job, started_ns)
         if message.timeout_ms is not None:
             self.attempts.watch_overall(job)
         self.metrics.submit("accepted", message.src_lang, message.tgt_lang)
+        self.attempts.log.accepted(job, queued=assign is None)
         if assign is None:
             # Planned before the binding's round trip (when the store waits on I/O).
             await self.attempts.wait(job, announce=link, recheck=self.store.waits)

@@ -40,6 +40,7 @@ from hub.jobs.admission import Admission
 from hub.jobs.attempts import Attempts
 from hub.jobs.binder import Binder
 from hub.jobs.delivery import ClientDelivery
+from hub.jobs.job_log import JobLog
 from hub.jobs.links import Link, LinkCloser
 from hub.jobs.node_events import NodeEvents
 from hub.jobs.node_registry import NodeRegistry
@@ -83,6 +84,7 @@ class JobService:
             config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
             delivery=self.delivery, archive=self.archive, metrics=metrics, clock=clock, rng=rng,
             waiting=self.waiting,
+            job_log=JobLog(config.hub_id, config.job_log_level, config.log_level),
         )
         self.pump = QueuePump(
             waiting=self.waiting, attempts=self.attempts, fleet=fleet, clock=clock

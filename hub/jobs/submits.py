@@ -99,6 +99,7 @@ class Submits:
             self.metrics.submit(
                 error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang
             )
+            self.attempts.log.rejected(message.request_id, error_codes.STORE_UNAVAILABLE, str(exc))
             await link.send(Rejected(
                 request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
                 message=str(exc),
