@@ -261,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="2: two hubs in cross-instance mode on a redis-server started for the demo",
     )
     demo_cmd.add_argument(
+        "--linger", action="store_true",
+        help="keep the hub(s) and the fleet up after the summary, until Ctrl-C",
+    )
+    demo_cmd.add_argument(
         "--log-level", default="WARNING", type=_choice_type("log_level", LOG_LEVELS),
         help="the demo's log level (default WARNING)",
     )
@@ -297,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             uvloop.run(
                 run_demo(
                     nodes=args.nodes, seconds=args.seconds, in_flight=args.in_flight,
-                    seed=args.seed, faults=args.faults, hubs=args.hubs,
+                    seed=args.seed, faults=args.faults, hubs=args.hubs, linger=args.linger,
                 )
             )
     except (ConfigError, StoreUnavailable, ClaimsError) as exc:
