@@ -127,3 +127,46 @@ def test_exceptions_become_one_json_line(log_stream: io.StringIO) -> None:
     (record,) = lines(log_stream)
     assert record["msg"] == "internal error" and record["peer"] == "c1"
     assert "ValueError: boom" in record["exc"] and record["level"] == "ERROR"
+
+
+def test_hub_serve_log_json_writes_only_flat_json_lines(tmp_path: Any) -> None:
+    """A real `hub serve --log-json` process: every line of its log is one JSON object
+    with the hub's id, from the first line to the last."""
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from tests.support.redis_server import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    log_path = tmp_path / "hub.log"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.app.cli", "serve", "--port", str(port), "--hub-id",
+             "json-hub", "--log-json"], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    text = log_path.read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert len(records) >= 2, text
+    assert all(r["hub_id"] == "json-hub" and {"ts", "level", "msg"} <= r.keys()
+               for r in records)
+    assert any("serving" in r["msg"] for r in records) and "hub stopped" in records[-1]["msg"]
+    assert os.path.getsize(log_path) < 400 * len(records)  # not loguru's ~1 KB records

@@ -77,3 +77,20 @@ async def test_unknown_node_is_404_on_any_hub(
     assert status == 404 and json.loads(body)["error"] == "unknown_node"
     status, _, body = await http_get(hub_a.http_url, "/v1/jobs")
     assert status == 200 and json.loads(body) == []
+
+
+async def test_an_owner_that_does_not_answer_is_504(
+    make_hub: MakeHub, redis_server: RedisServer, net: Net
+) -> None:
+    hub_a, hub_b = await two_hubs(make_hub, redis_server)
+    await net.node(hub_b, "far")
+    await wait_until(lambda: status_on(hub_a, "far") == "online", what="A to see B's node")
+    hub_a.service.admin.reply_timeout_s = 0.3
+    # B stops reading its inbox (a hub hung or partitioned): A still believes it alive.
+    for task in hub_b.cluster._tasks:
+        if task.get_name().endswith(":inbox"):
+            task.cancel()
+    status, _, body = await http_request(hub_a.http_url, "POST", "/v1/nodes/far/drain")
+    assert status == 504 and json.loads(body)["error"] == "hub_unreachable"
+    assert not hub_b.service.nodes.registered["far"].draining
+    assert not hub_a.service.admin._replies  # nothing left waiting
