@@ -194,8 +194,11 @@ class JobRunner:
             error = ErrorInfo(code=exc.code, message=exc.message)
             return JobResult(ctx.job_id, ctx.attempt, ok=False, error=error)
         except Exception as exc:
-            self._state.log.opt(exception=True).debug(
-                "{} handler raised in {!r}", self._state.node_id, ctx
+            # A bug in the node's own code: the operator of the node must see it.
+            self._state.log.opt(exception=True).warning(
+                "{} handler raised on job {} (attempt {}): {}: {}", self._state.node_id,
+                ctx.job_id, ctx.attempt, type(exc).__name__, exc, job_id=ctx.job_id,
+                attempt=ctx.attempt, event="handler_error",
             )
             error = ErrorInfo(code="handler_error", message=f"{type(exc).__name__}: {exc}")
             return JobResult(ctx.job_id, ctx.attempt, ok=False, error=error)

@@ -166,6 +166,8 @@ def summarize(dispatch: dict[str, Any] | None, memory: list[dict[str, Any]],
         "tp_jobs": args.tp_jobs, "in_flight": args.in_flight, "nodes": args.nodes,
         "max_concurrency": args.max_concurrency, "auth": getattr(args, "auth", False),
         "handshakes": getattr(args, "handshakes", 0),
+        "hub_log_level": getattr(args, "hub_log_level", "WARNING"),
+        "job_log_level": getattr(args, "job_log_level", None),
     }
     out["machine"] = {
         "cpus": os.cpu_count(), "python": platform.python_version(),

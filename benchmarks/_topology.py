@@ -22,6 +22,15 @@ CROSS_HUB_IDS = ("bench-a", "bench-b")
 
 # Idle nodes get no heartbeats in: keep every session alive for the whole run.
 HUB_TIMING_FLAGS = ("--heartbeat-interval-ms", "30000", "--node-timeout-ms", "600000")
+HUB_LOG_FLAGS: list[str] = ["--log-level", "WARNING"]
+"""The hubs' logging (dispatch.py `--hub-log-level`, `--job-log-level`: issue 15 measures
+what the job lifecycle lines cost)."""
+
+
+def set_hub_logging(log_level: str, job_log_level: str | None = None) -> None:
+    HUB_LOG_FLAGS[:] = ["--log-level", log_level]
+    if job_log_level is not None:
+        HUB_LOG_FLAGS.extend(["--job-log-level", job_log_level])
 
 
 @dataclass
@@ -56,7 +65,7 @@ def _start_hub(procs: ProcGroup, name: str, *, extra: tuple[str, ...] = (),
     port = free_port()
     hub = procs.spawn(
         name, "_hub_proc.py", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "WARNING", *HUB_TIMING_FLAGS, *extra, extra_env=env,
+        *HUB_LOG_FLAGS, *HUB_TIMING_FLAGS, *extra, extra_env=env,
     )
     scheme = "s" if tls is not None else ""
     url = f"ws{scheme}://127.0.0.1:{port}"

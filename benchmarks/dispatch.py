@@ -63,7 +63,13 @@ Usage:
     python benchmarks/dispatch.py [--mode local|cross_instance] [--rounds 3]
         [--jobs 2000] [--tp-jobs 20000] [--in-flight 64] [--nodes 8] [--memory]
         [--memory-nodes 1000,10000] [--auth] [--handshakes 200] [--keep-logs]
-        [--json PATH]
+        [--hub-log-level WARNING] [--job-log-level LEVEL] [--json PATH]
+
+The job lifecycle lines (issue 15) cost: run once with the defaults (hubs at
+WARNING: the lines are not even built) and once with `--hub-log-level INFO`
+(every job's accepted/assigned/result lines written to the hub's log), and
+compare the two tables (`--job-log-level DEBUG` with `--hub-log-level INFO`
+measures them turned down under an INFO log).
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ from _procs import install_exit_on_sigterm
 from _report import print_table
 from _rounds import run_dispatch
 from _summary import summarize
-from _topology import TOPOLOGIES
+from _topology import TOPOLOGIES, set_hub_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handshakes", type=int, default=200,
                         help="with --auth: sessions opened one by one per measurement")
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--hub-log-level", default="WARNING",
+                        help="the hubs' log_level (INFO: job lifecycle lines on)")
+    parser.add_argument("--job-log-level", default=None,
+                        help="the hubs' job_log_level (default: the hub's, INFO)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = parser.parse_args(argv)
+    set_hub_logging(args.hub_log_level, args.job_log_level)
     install_exit_on_sigterm()
     dispatch = None if args.memory_only else run_dispatch(args)
     memory: list[dict[str, Any]] = []

@@ -1,5 +1,6 @@
 """The `hub` command: `hub serve` runs a hub; `hub demo` shows one at work; `hub token`
-mints a token.
+mints a token; `hub config` prints the effective configuration; `hub nodes`, `hub jobs`,
+`hub job`, `hub drain`, `hub undrain`, `hub cancel`, `hub stats` operate a running hub.
 
 Configuration for `serve`: `--config FILE` (TOML) < `NODEHUB_*` environment
 variables < `--key-with-dashes` flags, one flag per key of `HubConfig`.
@@ -20,32 +21,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json as json_module
 import resource
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn, get_args
 
 import uvloop
 from loguru import logger
 
+from hub.app import admin_cli
+from hub.app.logs import configure_logging
 from hub.app.settings import load_config
-from hub.core.config import HubConfig
+from hub.app.version import version
+from hub.core.config import (
+    JOB_LOG_LEVELS,
+    LOG_LEVELS,
+    AuthMode,
+    DeploymentMode,
+    HubConfig,
+    default_of,
+    key_type,
+)
+from hub.core.config_help import KEY_HELP
 from hub.core.errors import ConfigError, StoreUnavailable
 from hub.core.principal import ROLES, ClaimsError
 
 SHUTDOWN_TIMEOUT_S = 10.0
-
-
-def configure_logging(level: str, *, json: bool) -> None:
-    logger.remove()
-    # Never `diagnose`: it prints every local variable of a traceback, peers' frames
-    # included. The traceback itself is kept.
-    logger.add(
-        sys.stderr, level=level.upper(), serialize=json, enqueue=False, diagnose=False,
-        backtrace=False,
-    )
 
 
 NOFILE_MARGIN = 256
@@ -76,17 +80,104 @@ def raise_open_file_limit(config: HubConfig) -> tuple[int, int]:
     return soft, hard
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (issue 15): `hub serve: argument --auth: invalid
+    choice: 'x' (choose from 'none', 'jwt')`, exit status 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _choices(name: str) -> tuple[str, ...] | None:
+    kind = key_type(name)
+    if kind == "DeploymentMode":
+        return get_args(DeploymentMode)
+    if kind == "AuthMode":
+        return get_args(AuthMode)
+    if name == "log_level":
+        return LOG_LEVELS
+    if name == "job_log_level":
+        return JOB_LOG_LEVELS
+    return None
+
+
+def _default_text(name: str) -> str:
+    if name == "hub_id":
+        return "a random hub-…"
+    default = default_of(name)
+    if name == "jwt_secret" or default in ("", (), None):
+        return "unset" if name != "selection_seed" else "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return str(default)
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    keys = parser.add_argument_group(
+        "configuration keys",
+        "each also a NODEHUB_<KEY> variable and a key of the --config file; "
+        "file < environment < flag",
+    )
     for f in fields(HubConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)
+        choices = _choices(f.name)
+        text = f"{KEY_HELP.get(f.name, '')} [default: {_default_text(f.name)}]"
+        text = text.replace("%", "%%")
         if kind == "bool":
-            parser.add_argument(
-                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction
+            keys.add_argument(
+                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                help=text,
+            )
+        elif choices is not None:
+            keys.add_argument(
+                flag, dest=f.name, default=None, metavar="{" + ",".join(choices) + "}",
+                type=_choice_type(f.name, choices), help=text,
             )
         else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
+            keys.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                              help=text)
+
+
+def _choice_type(name: str, choices: tuple[str, ...]) -> Any:
+    """A flag value among `choices` (log levels in any case), or one clear error line."""
+    upper = name in ("log_level", "job_log_level")
+
+    def check(value: str) -> str:
+        chosen = value.upper() if upper else value
+        if chosen not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {value!r} (choose from {', '.join(choices)})"
+            )
+        return chosen
+
+    check.__name__ = name
+    return check
+
+
+def _print_config(config: HubConfig, *, as_json: bool) -> None:
+    """`hub config`: the effective configuration, secrets redacted; TOML a file can take."""
+    values = config.redacted()
+    if as_json:
+        print(json_module.dumps(
+            {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, indent=2
+        ))
+        return
+    print("[hub]")
+    for name, value in values.items():
+        if value is None:
+            print(f"# {name} = (unset)")
+        elif isinstance(value, bool):
+            print(f"{name} = {'true' if value else 'false'}")
+        elif isinstance(value, int):
+            print(f"{name} = {value}")
+        elif isinstance(value, tuple):
+            print(f"{name} = {json_module.dumps(list(value))}")
+        else:
+            print(f"{name} = {json_module.dumps(value)}")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,10 +231,20 @@ def _mint(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hub", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run a hub")
+    parser = Parser(prog="hub", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"nodehub {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    serve_cmd = commands.add_parser(
+        "serve", help="run a hub", usage="hub serve [--config FILE] [--KEY VALUE ...]"
+    )
     _add_config_flags(serve_cmd)
+    config_cmd = commands.add_parser(
+        "config", help="print the effective configuration (file < env < flags), secrets "
+        "redacted", usage="hub config [--json] [--config FILE] [--KEY VALUE ...]"
+    )
+    _add_config_flags(config_cmd)
+    config_cmd.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    admin_cli.add_commands(commands)
     demo_cmd = commands.add_parser(
         "demo", help="a hub, a simulated fleet and a client load in one process"
     )
@@ -159,7 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--hubs", type=int, default=1, choices=(1, 2),
         help="2: two hubs in cross-instance mode on a redis-server started for the demo",
     )
-    demo_cmd.add_argument("--log-level", default="WARNING")
+    demo_cmd.add_argument(
+        "--linger", action="store_true",
+        help="keep the hub(s) and the fleet up after the summary, until Ctrl-C",
+    )
+    demo_cmd.add_argument(
+        "--log-level", default="WARNING", type=_choice_type("log_level", LOG_LEVELS),
+        help="the demo's log level (default WARNING)",
+    )
     token_cmd = commands.add_parser(
         "token", help="print an HS256 token signed with the configured secret"
     )
@@ -173,12 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     token_cmd.add_argument("--ttl", default="24h", help="lifetime: 90s, 30m, 24h, 7d (24h)")
     args = parser.parse_args(argv)
+    if args.command in admin_cli.COMMANDS:
+        return admin_cli.run(args)
     try:
         if args.command == "token":
             print(_mint(args))
+        elif args.command == "config":
+            _print_config(
+                load_config(path=args.config, overrides=_overrides(args)), as_json=args.as_json
+            )
         elif args.command == "serve":
             config = load_config(path=args.config, overrides=_overrides(args))
-            configure_logging(config.log_level, json=config.log_json)
+            configure_logging(config.log_level, json=config.log_json, hub_id=config.hub_id)
             uvloop.run(serve(config))
         else:
             from hub.app.demo import run_demo
@@ -187,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             uvloop.run(
                 run_demo(
                     nodes=args.nodes, seconds=args.seconds, in_flight=args.in_flight,
-                    seed=args.seed, faults=args.faults, hubs=args.hubs,
+                    seed=args.seed, faults=args.faults, hubs=args.hubs, linger=args.linger,
                 )
             )
     except (ConfigError, StoreUnavailable, ClaimsError) as exc:

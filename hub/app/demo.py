@@ -41,7 +41,7 @@ from hub.app.hub import Hub
 from hub.core.config import HubConfig
 from hub.core.errors import ConfigError
 from hub.core.messages import Rejected, Result
-from hub.core.principal import CLIENT, NODE
+from hub.core.principal import ADMIN, CLIENT, NODE
 from hub.net.auth import mint_token
 
 TIME_SCALE = 0.02
@@ -125,7 +125,7 @@ def _request(fleets: list[Fleet], rng: random.Random) -> dict[str, object]:
     """A job the fleet can mostly serve: a random node's pair, sometimes more demands."""
     agents = [agent for fleet in fleets for agent in fleet.agents]
     roll = rng.random()
-    if roll < 0.03:
+    if roll < IMPOSSIBLE_SHARE:
         return {"src_lang": "xx", "tgt_lang": "yy"}  # nobody serves it: rejected no_node
     agent = rng.choice(agents)
     caps = agent.capabilities
@@ -198,9 +198,13 @@ def _status_line(stats: LoadStats, hubs: list[Hub]) -> str:
     )
 
 
+IMPOSSIBLE_SHARE = 0.03
+"""Submits that ask for xx -> yy, a pair no node serves: answered `rejected` `no_node`."""
+
+
 async def run_demo(
     *, nodes: int = 50, seconds: float = 15.0, in_flight: int = 32, seed: int = 1,
-    faults: bool = True, hubs: int = 1,
+    faults: bool = True, hubs: int = 1, linger: bool = False,
 ) -> None:
     if hubs not in (1, 2):
         raise ConfigError("--hubs must be 1 or 2")
@@ -222,6 +226,7 @@ async def run_demo(
             secret, role=NODE, sub="demo-fleet", node_ids=["gpu*"], ttl_s=ttl_s
         )
         client_token = mint_token(secret, role=CLIENT, sub="demo-client", ttl_s=ttl_s)
+        admin_token = mint_token(secret, role=ADMIN, sub="demo-operator", ttl_s=ttl_s)
         urls = [hub.url for hub in running]
         print(
             f"nodehub demo: {hubs} hub(s) at {', '.join(urls)}"
@@ -229,6 +234,7 @@ async def run_demo(
             f"{nodes} simulated nodes, profile {profile!r}; {in_flight} jobs in flight "
             f"for {seconds:.0f}s; auth jwt (tokens minted by the demo)"
         )
+        _how_to_look(running[0], admin_token, linger=linger)
         fleets = []
         for i in range(hubs):
             share = nodes // hubs + (1 if i < nodes % hubs else 0)
@@ -256,6 +262,24 @@ async def run_demo(
             print()
         await load
         _summary(stats, running, fleets)
+        if linger:
+            print(f"\nthe hub(s) keep serving at {', '.join(urls)} (the fleet stays "
+                  "connected) until Ctrl-C")
+            await asyncio.Event().wait()
+
+
+def _how_to_look(hub: Hub, admin_token: str, *, linger: bool) -> None:
+    """The hub's URL and the commands that look at it (with the demo's admin token)."""
+    when = "while it runs" if not linger else "while it runs, and after (--linger)"
+    print(
+        f"\nlook at it {when}, from another terminal:\n"
+        f"  export NODEHUB_URL={hub.http_url}\n"
+        f"  export NODEHUB_TOKEN={admin_token}\n"
+        "  hub nodes; hub jobs; hub stats; hub drain NODE_ID; hub undrain NODE_ID\n"
+        f"  curl -s -H \"Authorization: Bearer $NODEHUB_TOKEN\" {hub.http_url}/metrics\n"
+        "(an admin token the demo minted with its own random secret: it is good for this "
+        "run only)\n"
+    )
 
 
 def _summary(stats: LoadStats, hubs: list[Hub], fleets: list[Fleet]) -> None:
@@ -284,3 +308,22 @@ def _summary(stats: LoadStats, hubs: list[Hub], fleets: list[Fleet]) -> None:
         jobs = hub.metrics.jobs.values
         print(f"  hub {hub.config.hub_id:12s} jobs by outcome: "
               + ", ".join(f"{k[0]} {int(v)}" for k, v in sorted(jobs.items())))
+    print(EXPLAINED.format(impossible=f"{IMPOSSIBLE_SHARE:.0%}"))
+
+
+EXPLAINED = """
+what the outcomes mean
+  ok                the job ran on a node and returned its result.
+  rejected:<code>   the hub refused the submit: no job was created, nothing ran.
+                    no_node (nothing connected serves it): about {impossible} of the demo's
+                    submits ask for xx -> yy, a pair no node serves, on purpose, to show
+                    the refusal; the others ask for a pair whose only nodes are
+                    disconnected at that moment. The answer's `reasons` count why each
+                    node did not fit.
+  failed:<code>     the job was accepted and ended without a result. attempts_exhausted:
+                    every attempt was rejected by its node, crashed or timed out;
+                    no_node: its node failed and no other connected node serves the job;
+                    timeout: the job's deadline passed; any other code is the node's own
+                    error. The "faulty" profile causes these on purpose (rejects, crashes
+                    mid-job, slow nodes, disconnects); --no-faults turns it off.
+  attempts per job  1 for most; 2 or more means the job failed over to another node."""

@@ -19,6 +19,8 @@ from typing import Self
 
 from loguru import logger
 
+from hub.app.process_metrics import process_text
+from hub.app.version import build_labels
 from hub.cluster.cluster import Cluster
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
@@ -43,10 +45,10 @@ class Hub:
         self.config = config
         # First: a key file or certificate that cannot be used is a ConfigError now.
         self.gate = Gate.from_config(config)
-        self.store = store if store is not None else make_store(config)
+        self.metrics = Metrics(config)
+        self.store = store if store is not None else make_store(config, self.metrics)
         self.closer = LinkCloser(close_grace_s(config))
         """Closes sessions without waiting on their peers (takeover, expiry, silence)."""
-        self.metrics = Metrics()
         self.fleet = FleetView()
         self.archive = JobArchive(
             store=self.store, ttl_ms=config.idempotency_ttl_ms,
@@ -189,3 +191,22 @@ class Hub:
             "nodehub_busy_slots", "Assigned jobs on nodes this hub owns.", (),
             lambda: {(): sum(len(n.assignments) for n in registered.values())},
         )
+        # --- issue 15: capacity per pool, the build, the process -----------------------
+        stats = self.fleet.stats  # kept current change by change
+        self.metrics.gauge(
+            "nodehub_pool_slots", "Slots (max_concurrency summed) of the nodes this hub can "
+            "select from, by pool.", ("pool",),
+            lambda: {(str(pool),): t.slots_total for pool, t in stats.pools.items()},
+        )
+        self.metrics.gauge(
+            "nodehub_pool_busy_slots", "Jobs running on the nodes this hub can select from, "
+            "by pool.", ("pool",),
+            lambda: {(str(pool),): t.slots_busy for pool, t in stats.pools.items()},
+        )
+        build = build_labels()
+        build["mode"] = self.config.deployment_mode
+        self.metrics.gauge(
+            "nodehub_build_info", "Always 1: the hub's version, Python and deployment mode.",
+            tuple(build), lambda: {tuple(build.values()): 1},
+        )
+        self.metrics.add_source(process_text)

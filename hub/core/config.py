@@ -9,16 +9,22 @@ file or environment is read here.
 
 from __future__ import annotations
 
+import difflib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
+
+import msgspec
 
 from hub.core.errors import ConfigError
 from hub.core.redact import redact_url
 
 DeploymentMode = Literal["local", "cross_instance"]
 AuthMode = Literal["none", "jwt"]
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+JOB_LOG_LEVELS = (*LOG_LEVELS, "OFF")
+"""Issue 15: `log_level` and `job_log_level` choices (case does not matter)."""
 MIN_JWT_SECRET_BYTES = 32
 """An HS256 secret shorter than the hash (RFC 7518, 3.2) is refused."""
 
@@ -100,6 +106,10 @@ class HubConfig:
     short on a big heap (hub/runtime/gc_pacer.py)."""
     gc_thaw_interval_ms: int = 600_000
     """How often the frozen objects are thawed (one full collection of everything)."""
+    # --- issue 15: operating it ------------------------------------------------------
+    job_log_level: str = "INFO"
+    """The level of the job lifecycle lines (accepted, assigned, failover, result...);
+    DEBUG turns them down below an INFO log, OFF skips them."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -133,6 +143,7 @@ class HubConfig:
         self._check_queue()
         self._check_limits()
         self._check_scale()
+        self._check_ops()
 
     def _check_auth(self) -> None:
         """Issue 11: the authentication, Origin and TLS keys (no secret in a message)."""
@@ -185,11 +196,34 @@ class HubConfig:
                 f"gc_thaw_interval_ms must be >= 1000, not {self.gc_thaw_interval_ms}"
             )
 
+    def _check_ops(self) -> None:
+        """Issue 15: the log levels are names loguru knows (one clear line, not a
+        traceback at the first log call)."""
+        for name, choices in (("log_level", LOG_LEVELS), ("job_log_level", JOB_LOG_LEVELS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value.upper() not in choices:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(choices)}, not {value!r}"
+                )
+
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:
         """A configuration from raw values (strings from the environment or flags, TOML
-        values), each turned into its key's type; `ConfigError` names the bad key."""
-        return cls(**{name: coerce(name, value) for name, value in values.items()})
+        values), each turned into its key's type; `ConfigError` names the bad key (an
+        unknown one with the nearest known key)."""
+        return convert(values)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every key and its value, secrets as `***` (issue 15: `hub config`)."""
+        shown: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_KEYS and value:
+                value = "***"
+            elif f.name == "redis_url":
+                value = redact_url(value)
+            shown[f.name] = value
+        return shown
 
     def job_budget_ms(self, timeout_ms: int | None) -> int:
         """A job's overall time budget: the client's `timeout_ms`, else what its
@@ -211,49 +245,99 @@ class HubConfig:
 
     def __repr__(self) -> str:
         """Every key; secrets redacted (issue 11: `jwt_secret`, a `redis_url` password)."""
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "jwt_secret" and value:
-                value = "***"
-            elif f.name == "redis_url":
-                value = redact_url(value)
-            shown.append(f"{f.name}={value!r}")
+        shown = [f"{name}={value!r}" for name, value in self.redacted().items()]
         return f"HubConfig({', '.join(shown)})"
 
 
 _KEYS: dict[str, Any] = {f.name: f.type for f in fields(HubConfig)}
+SECRET_KEYS = frozenset({"jwt_secret"})
+"""Keys whose values are never printed (`redis_url` shows its password as `***`)."""
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Turn a file, env or flag value into the key's type, or raise ConfigError."""
-    if name not in _KEYS:
-        raise ConfigError(f"unknown configuration key {name!r}")
+def nearest_key(name: str) -> str | None:
+    """The configuration key `name` most likely meant (a typo, a missing `_ms`)."""
+    name = name.lower()
+    matches = difflib.get_close_matches(name, list(_KEYS), n=1, cutoff=0.6)
+    if matches:
+        return matches[0]
+    prefixed = [key for key in _KEYS if key.startswith(name) or name.startswith(key)]
+    return min(prefixed, key=len) if prefixed else None
+
+
+def unknown_key(name: str, *, spelled: str | None = None) -> ConfigError:
+    """The error for an unknown key `name` (shown as `spelled`: a flag, a variable)."""
+    shown = spelled or name
+    guess = nearest_key(name)
+    if guess is None:
+        return ConfigError(f"unknown configuration key {shown!r}")
+    if spelled is not None and spelled.startswith("NODEHUB_"):
+        guess_shown = "NODEHUB_" + guess.upper()
+    else:
+        guess_shown = guess
+    return ConfigError(f"unknown configuration key {shown!r}: did you mean {guess_shown!r}?")
+
+
+def _prepared(name: str, value: Any) -> Any:
+    """A raw value made ready for msgspec's lax conversion: the spellings of the
+    environment and flags (`yes`/`off` booleans, `none`, comma-separated lists)."""
     kind = str(_KEYS[name])
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if kind == "bool":
+        lowered = text.lower()
+        return True if lowered in _TRUE else False if lowered in _FALSE else value
+    if kind == "int | None" and text.lower() in ("", "none", "null"):
+        return None
+    if kind.startswith("tuple["):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _choices(name: str) -> str:
+    kind = _KEYS[name]
+    options: tuple[Any, ...] = ()
+    if kind in ("DeploymentMode", "AuthMode"):
+        options = get_args(DeploymentMode if kind == "DeploymentMode" else AuthMode)
+    return f" (one of: {', '.join(options)})" if options else ""
+
+
+def convert(values: Mapping[str, Any]) -> HubConfig:
+    """`HubConfig` from raw values with msgspec's lax conversion (strings to numbers and
+    booleans); `ConfigError` names the key, the value and what was expected."""
+    for name in values:
+        if name not in _KEYS:
+            raise unknown_key(name)
+    prepared = {name: _prepared(name, value) for name, value in values.items()}
     try:
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if kind in ("int", "int | None"):
-            if value is None or (kind == "int | None" and str(value).lower() in ("", "none")):
-                return None
-            if isinstance(value, bool | float):  # int(2.5) would silently be 2
-                raise ValueError(value)
-            return int(value)
-        if kind == "tuple[str, ...]":  # a TOML list, or a comma-separated env/flag value
-            items = value if isinstance(value, list | tuple) else str(value).split(",")
-            return tuple(str(item).strip() for item in items if str(item).strip())
-        return str(value)
-    except ValueError:
-        raise ConfigError(f"{name}: cannot use {value!r} (expected {kind})") from None
+        return msgspec.convert(prepared, HubConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        detail, _, where = message.rpartition(" - at `$.")
+        name = where.rstrip("`").split(".")[0].split("[")[0]
+        if name in values:
+            raise ConfigError(
+                f"{name}: cannot use {values[name]!r}: "
+                f"{detail[0].lower() + detail[1:] if detail else message}{_choices(name)}"
+            ) from None
+        raise ConfigError(f"configuration: {message}") from None
 
 
 def config_keys() -> list[str]:
     """Every key, in declaration order (for `--help` and the CLI's flags)."""
     return list(_KEYS)
+
+
+def default_of(name: str) -> Any:
+    """A key's default (None for `hub_id`, whose default is made at random)."""
+    for f in fields(HubConfig):
+        if f.name == name:
+            return None if f.default is MISSING else f.default
+    raise unknown_key(name)
+
+
+def key_type(name: str) -> str:
+    """A key's type as declared (`int`, `bool`, `str`, `AuthMode`, ...)."""
+    return str(_KEYS[name])

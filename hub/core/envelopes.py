@@ -107,7 +107,31 @@ class NodeReplaced(_Envelope, tag="node_replaced"):
     epoch: int
 
 
-Envelope = Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Deliver | NodeReplaced
+# --- issue 15: the admin surface, on any hub -------------------------------------------
+
+
+class AdminRequest(_Envelope, tag="admin_request"):
+    """Any hub -> the node's owner or the job's home (issue 15): an operator's `action`
+    (`drain`, `undrain` a node; `cancel` a job) on `target`; answered with an
+    `AdminReply` carrying the same `ticket`."""
+
+    ticket: int
+    action: str
+    target: str
+
+
+class AdminReply(_Envelope, tag="admin_reply"):
+    """Owner or home -> the hub that asked: how the `AdminRequest` `ticket` went
+    (`ok`, `unknown_node`, `unknown_job`, `job_finished`)."""
+
+    ticket: int
+    outcome: str
+
+
+Envelope = (
+    Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Deliver | NodeReplaced
+    | AdminRequest | AdminReply
+)
 
 
 class NodeEntry(msgspec.Struct, array_like=True):

@@ -70,3 +70,11 @@ QUEUE_TIMEOUT: Final = "queue_timeout"
 """`result.error`: the job waited for a free slot past its `queue_timeout_ms`."""
 QUEUE_OUTCOMES: Final = frozenset({QUEUE_TIMEOUT})
 """Terminal outcomes of the queue, counted in `nodehub_jobs_total` like `HUB_OUTCOMES`."""
+
+# --- issue 15: the admin surface (the `error` of an HTTP answer's JSON body) ----------
+UNKNOWN_NODE: Final = "unknown_node"
+"""HTTP 404 of `POST /v1/nodes/<id>/drain` and `/undrain`: no such node in the fleet."""
+HUB_UNREACHABLE: Final = "hub_unreachable"
+"""HTTP 504 of an admin action forwarded to another hub that did not answer in time."""
+METHOD_NOT_ALLOWED: Final = "method_not_allowed"
+"""HTTP 405: the path exists, the method does not (an `Allow` header lists those that do)."""

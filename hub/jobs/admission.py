@@ -132,7 +132,7 @@ class Admission:
             job, refusal = None, error_codes.OVERLOADED  # the queue filled meanwhile
         if job is None:
             await self.store.release_request(message.request_id, job_id, tenant=tenant)
-            self.metrics.submits.inc(refusal)
+            self.metrics.submit(refusal, message.src_lang, message.tgt_lang)
             if refusal == error_codes.OVERLOADED:
                 rejected = Rejected(
                     request_id=message.request_id, code=refusal,
@@ -142,18 +142,21 @@ class Admission:
                     ),
                 )
             else:
+                self.metrics.no_node_answer(selection.reasons)
                 rejected = Rejected(
                     request_id=message.request_id,
                     code=error_codes.NO_NODE,
                     message=selection.explain(),
                     reasons=selection.reasons,
                 )
+            self.attempts.log.rejected(message.request_id, rejected.code, rejected.message)
             await link.send(rejected)
             return rejected
         self.table.add(job, started_ns)
         if message.timeout_ms is not None:
             self.attempts.watch_overall(job)
-        self.metrics.submits.inc("accepted")
+        self.metrics.submit("accepted", message.src_lang, message.tgt_lang)
+        self.attempts.log.accepted(job, queued=assign is None)
         if assign is None:
             # Planned before the binding's round trip (when the store waits on I/O).
             await self.attempts.wait(job, announce=link, recheck=self.store.waits)

@@ -27,8 +27,6 @@ import random
 import time
 from typing import Any
 
-from loguru import logger
-
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.capabilities import AT_CAPACITY, Requirements
@@ -40,6 +38,7 @@ from hub.core.messages import Accepted, ErrorInfo, JobAssign
 from hub.core.metrics import Metrics
 from hub.core.selector import Selection, select_node
 from hub.jobs.delivery import ClientDelivery
+from hub.jobs.job_log import OFF, JobLog
 from hub.jobs.links import Link
 from hub.jobs.node_registry import NodeRegistry
 from hub.jobs.table import JobTable
@@ -70,8 +69,11 @@ class Attempts:
         clock: Clock,
         rng: random.Random,
         waiting: WaitingJobs,
+        job_log: JobLog | None = None,
     ) -> None:
         self.config = config
+        self.log = job_log if job_log is not None else JobLog(config.hub_id, OFF)
+        """Each job's story (issue 15)."""
         self.hub_id = config.hub_id
         self.table = table
         self.fleet = fleet
@@ -154,6 +156,7 @@ class Attempts:
                 self.fleet.set_running(job.node_id, state.running + 1)
             if not dispatched:
                 self.cluster.send(job.node_hub, self.dispatch(job, assign))
+            self.log.assigned(job)
             if announce is not None:
                 await announce.send(accepted)
             return
@@ -169,6 +172,7 @@ class Attempts:
         # The node first: its write leaves first. `accepted` still precedes `result`:
         # both are queued in this turn, before any reply from the node can be read.
         self.nodes.deliver(job.node_id, assign)
+        self.log.assigned(job)
         if announce is not None:
             await announce.send(accepted)
         if job.attempt == 1:
@@ -185,12 +189,11 @@ class Attempts:
             # The owner hub's node was full after all: back in line, not a failure.
             job.requeue_attempt(outcome)
             self.metrics.attempts.inc(outcome)
-            await self.wait(job, announce=announce, keep_deadline=True)
+            self.log.queued(job, outcome)
+            await self.wait(job, announce=announce, keep_deadline=True, logged=True)
             return
         job.fail_attempt(outcome)
-        logger.bind(job_id=job.job_id).debug(
-            "attempt {} on {} ({}) failed: {}", job.attempt, job.node_id, job.node_hub, outcome
-        )
+        self.log.attempt_failed(job, outcome)
         self.metrics.attempts.inc(outcome)
         if not job.can_retry(self.config.max_attempts, self.clock.now_ms()):
             if self.clock.now_ms() >= job.deadline_ms:
@@ -210,10 +213,13 @@ class Attempts:
             await self.wait(job, announce=announce, recheck=False)
             return
         if selection.node_id is None:
+            self.metrics.no_node_answer(selection.reasons)
             error = ErrorInfo(error_codes.NO_NODE, selection.explain())
             await self.finish(job, ok=False, error=error, announce=announce)
             return
-        await self.send(job, self.assign(job, selection.node_id), announce=announce)
+        assign = self.assign(job, selection.node_id)
+        self.log.failover(job, outcome)
+        await self.send(job, assign, announce=announce)
 
     # --- waiting for a free slot (issue 13) ----------------------------------------------
 
@@ -222,7 +228,7 @@ class Attempts:
 
     async def wait(
         self, job: Job, *, announce: Link | None = None, keep_deadline: bool = False,
-        recheck: bool = True,
+        recheck: bool = True, logged: bool = False,
     ) -> None:
         """Queue the job until a slot frees (`QueuePump` starts it again).
 
@@ -231,6 +237,8 @@ class Attempts:
         an await, or on another hub's view): look for a free node once more."""
         now = self.clock.now_ms()
         job.wait(now, keep_deadline=keep_deadline)
+        if not logged:
+            self.log.queued(job, AT_CAPACITY)
         self.waiting.add(job, job.fair_key)
         self.deadlines.push(job.queue_deadline_ms, (job.job_id, 0, QUEUE))
         if announce is not None:
@@ -252,7 +260,9 @@ class Attempts:
             job.wait(self.clock.now_ms(), keep_deadline=True)
             self.waiting.add(job, job.fair_key)
             return False
-        await self.send(job, self.assign(job, selection.node_id))
+        assign = self.assign(job, selection.node_id)
+        self.log.dequeued(job)
+        await self.send(job, assign)
         return True
 
     async def revoke(self, job: Job, reason: str) -> None:
@@ -288,6 +298,7 @@ class Attempts:
         # Codes from nodes are free text: keep the label set bounded.
         known = outcome in error_codes.HUB_OUTCOMES or outcome in error_codes.QUEUE_OUTCOMES
         self.metrics.jobs.inc(outcome if known else "node_error")
+        self.log.finished(job, outcome)
         if started is not None:
             self.metrics.job_seconds.observe((time.perf_counter_ns() - started) / 1e9)
         if announce is not None:

@@ -15,6 +15,8 @@ from loguru import logger
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.envelopes import (
+    AdminReply,
+    AdminRequest,
     Deliver,
     Dispatch,
     Envelope,
@@ -42,6 +44,7 @@ class InboundRouter:
         self.resubmits = service.resubmits
         self.delivery = service.delivery
         self.archive = service.archive
+        self.admin = service.admin
         self.cluster = cluster
 
     async def handle_envelope(self, envelope: Envelope, *, reaped_from: str | None) -> None:
@@ -105,6 +108,8 @@ class InboundRouter:
                 await self.delivery.to_client(envelope.client_id, envelope.message)
             case NodeReplaced():
                 await self.nodes.replaced_elsewhere(envelope.node_id, envelope.epoch)
+            case AdminRequest() | AdminReply():
+                await self.admin.handle(envelope)
 
     async def _reaped(self, envelope: Envelope) -> None:
         match envelope:

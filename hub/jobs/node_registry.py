@@ -42,7 +42,7 @@ from hub.core.messages import (
     Registered,
 )
 from hub.core.principal import DEFAULT_TENANT
-from hub.core.snapshot import DRAINING
+from hub.core.snapshot import DRAINING, ONLINE
 from hub.jobs.links import Link, LinkCloser
 from hub.runtime.turn_batch import TurnBatch
 from hub.store.base import OwnershipConflict, Store
@@ -104,6 +104,8 @@ class RegisteredNode:
     """The last heartbeat's self-reported figures (running, cpu, gpu, mem)."""
     gone: bool = False
     """Unregistered (the session ended, or was replaced): its messages change nothing."""
+    self_drained: bool = False
+    """The node sent `drain` itself (issue 15: an operator's undrain says so in the log)."""
 
 
 class NodeRegistry:
@@ -274,7 +276,7 @@ class NodeRegistry:
                     self._fleet.drain(node.node_id)
                 self._published(node.node_id)
             case Drain():
-                node.draining = True
+                node.draining = node.self_drained = True
                 self._fleet.drain(node.node_id)
                 self._published(node.node_id)
             case Register():
@@ -298,6 +300,21 @@ class NodeRegistry:
     def _release(self, node: RegisteredNode, job_id: str) -> None:
         if node.assignments.pop(job_id, None) is not None:
             self._fleet.set_running(node.node_id, len(node.assignments))
+
+    # --- the admin surface (issue 15) --------------------------------------------------
+
+    def set_draining(self, node_id: str, draining: bool) -> RegisteredNode | None:
+        """An operator drains or undrains a node this hub owns; None when it is not
+        registered here. Undrain also undoes a `drain` the node sent itself (its session
+        is offered jobs again; docs/protocol.md, "Drain")."""
+        node = self.registered.get(node_id)
+        if node is None or node.gone:
+            return None
+        if node.draining != draining:
+            node.draining = draining
+            self._fleet.set_status(node_id, DRAINING if draining else ONLINE)
+            self._published(node_id)
+        return node
 
     # --- commands from jobs' home hubs -------------------------------------------------
 

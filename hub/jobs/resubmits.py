@@ -54,7 +54,7 @@ class Resubmits:
     ) -> None:
         """A resubmitted request_id: answer for the job that exists, wherever it runs (it
         is the tenant's own: the binding that named it is scoped to `tenant`)."""
-        self.metrics.submits.inc("duplicate")
+        self.metrics.submit("duplicate", message.src_lang, message.tgt_lang)
         request_id = message.request_id
         watcher = self.delivery.watcher(link, request_id)
         if await self.add_watcher(job_id, watcher):

@@ -15,6 +15,7 @@ the inbound router use:
 | `Submits` (submits.py) | `submit` (binding) and `cancel` |
 | `NodeEvents` (node_events.py) | node owners' reports at the job's home |
 | `NodeRegistry` (node_registry.py) | the node owner role: registration, slots, fencing |
+| `Admin` (admin.py) | an operator's drain, undrain, cancel and job list (issue 15) |
 
 The service is the job's *home* role; the node's *owner* role is
 `NodeRegistry`. Neither knows whether the store is memory or Redis, nor how
@@ -34,10 +35,12 @@ from hub.core.job import HUB_SHUTDOWN, Job, JobRecord
 from hub.core.messages import Cancel, ErrorInfo, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import DEFAULT_TENANT
+from hub.jobs.admin import Admin
 from hub.jobs.admission import Admission
 from hub.jobs.attempts import Attempts
 from hub.jobs.binder import Binder
 from hub.jobs.delivery import ClientDelivery
+from hub.jobs.job_log import JobLog
 from hub.jobs.links import Link, LinkCloser
 from hub.jobs.node_events import NodeEvents
 from hub.jobs.node_registry import NodeRegistry
@@ -81,6 +84,7 @@ class JobService:
             config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
             delivery=self.delivery, archive=self.archive, metrics=metrics, clock=clock, rng=rng,
             waiting=self.waiting,
+            job_log=JobLog(config.hub_id, config.job_log_level, config.log_level),
         )
         self.pump = QueuePump(
             waiting=self.waiting, attempts=self.attempts, fleet=fleet, clock=clock
@@ -104,6 +108,10 @@ class JobService:
             config=config, table=self.table, admission=self.admission, attempts=self.attempts,
             resubmits=self.resubmits, delivery=self.delivery, binder=self.binder,
             archive=self.archive, cluster=cluster, metrics=metrics,
+        )
+        self.admin = Admin(
+            hub_id=config.hub_id, fleet=fleet, nodes=self.nodes, table=self.table,
+            attempts=self.attempts, archive=self.archive, cluster=cluster,
         )
 
     def __repr__(self) -> str:

@@ -96,7 +96,10 @@ class Submits:
             if not isinstance(exc, StoreUnavailable):
                 raise  # answered as an internal error by the session
             # Fail fast: without the binding the hub cannot promise exactly-once.
-            self.metrics.submits.inc(error_codes.STORE_UNAVAILABLE)
+            self.metrics.submit(
+                error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang
+            )
+            self.attempts.log.rejected(message.request_id, error_codes.STORE_UNAVAILABLE, str(exc))
             await link.send(Rejected(
                 request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
                 message=str(exc),

@@ -1,5 +1,7 @@
 """The HTTP endpoints on the hub's port: `/healthz`, `/metrics`, `/v1/nodes`, `/v1/stats`,
-`/v1/jobs/<id>`.
+`/v1/jobs/<id>`, and the admin surface (issue 15): `POST /v1/nodes/<id>/drain` and
+`/undrain`, `DELETE /v1/jobs/<id>`, `GET /v1/jobs?state=&limit=` (`hub/jobs/admin.py`
+acts, on whichever hub must).
 
 Transport-neutral: `HttpApi.respond` turns a request path and query string
 into an `HttpResponse` (status, body, content type, extra headers); the
@@ -24,17 +26,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import msgspec
 
 from hub.core import error_codes
 from hub.core.capabilities import NodeCapabilities
 from hub.core.config import HubConfig
+from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
 from hub.core.snapshot import DRAINING, OFFLINE, ONLINE, NodeState
+from hub.jobs.admin import ACTIVE, JOB_STATES, OK
 from hub.jobs.service import JobService
 from hub.net.sessions import Sessions
 
@@ -50,6 +54,19 @@ RATE_WINDOW_S: Final = 60.0
 """`jobs_per_s` is the rate over about this long."""
 CAPS_CACHE_MAX: Final = 4_096
 """Wire views of capability sets kept (real fleets share a few sets)."""
+MAX_JOBS_PAGE: Final = 1_000
+"""`GET /v1/jobs`: records in one answer at most (default 100)."""
+NODES_PREFIX: Final = "/v1/nodes/"
+JOBS_PREFIX: Final = "/v1/jobs/"
+ADMIN_STATUS: Final = {
+    OK: HTTPStatus.NO_CONTENT,
+    error_codes.UNKNOWN_NODE: HTTPStatus.NOT_FOUND,
+    error_codes.UNKNOWN_JOB: HTTPStatus.NOT_FOUND,
+    error_codes.JOB_FINISHED: HTTPStatus.NOT_FOUND,
+    error_codes.HUB_UNREACHABLE: HTTPStatus.GATEWAY_TIMEOUT,
+    error_codes.STORE_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+"""The HTTP status of an admin action's outcome (`hub/jobs/admin.py`)."""
 
 _json = msgspec.json.Encoder()
 _STATUSES: Final = (ONLINE, DRAINING, OFFLINE)
@@ -96,6 +113,40 @@ def _int(query: dict[str, list[str]], name: str, low: int, high: int) -> int | N
     if not low <= value <= high:
         raise BadQuery(name, f"{name} must be in {low}..{high}, not {value}")
     return value
+
+
+def _bad_query(exc: BadQuery) -> HttpResponse:
+    return HttpResponse.json(HTTPStatus.BAD_REQUEST, {
+        "error": error_codes.INVALID_FIELD, "message": exc.message, "path": exc.name,
+    })
+
+
+def _not_found(path: str) -> HttpResponse:
+    return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path})
+
+
+def _not_allowed(allow: str) -> HttpResponse:
+    return HttpResponse.json(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        {"error": error_codes.METHOD_NOT_ALLOWED, "message": f"this path takes {allow}"},
+        {"Allow": allow},
+    )
+
+
+def _outcome(outcome: str, kind: str, name: str) -> HttpResponse:
+    """An admin action's answer: 204 when done, else the outcome's status and code."""
+    status = ADMIN_STATUS.get(outcome, HTTPStatus.BAD_REQUEST)
+    if status is HTTPStatus.NO_CONTENT:
+        return HttpResponse(status, b"")
+    messages = {
+        error_codes.UNKNOWN_NODE: f"no node {name} in the fleet",
+        error_codes.UNKNOWN_JOB: f"no job {name}",
+        error_codes.JOB_FINISHED: f"job {name} is already finished",
+        error_codes.HUB_UNREACHABLE: f"the hub that holds {kind} {name} did not answer",
+    }
+    return HttpResponse.json(
+        status, {"error": outcome, "message": messages.get(outcome, outcome)}
+    )
 
 
 def caps_view(caps: NodeCapabilities) -> dict[str, Any]:
@@ -154,9 +205,12 @@ class HttpApi:
         self._caps: dict[NodeCapabilities, Any] = {}
 
     async def respond(
-        self, path: str, query: str = "", principal: Principal = ANONYMOUS
+        self, path: str, query: str = "", principal: Principal = ANONYMOUS,
+        method: str = "GET",
     ) -> HttpResponse:
-        """The answer to `GET path?query` for `principal`."""
+        """The answer to `method path?query` for `principal`."""
+        if method != "GET" or path.endswith(("/drain", "/undrain")) or path == "/v1/jobs":
+            return await self._admin(method, path, query)
         if path == "/healthz":
             stopping = self.sessions.stopping
             return HttpResponse.json(
@@ -171,15 +225,57 @@ class HttpApi:
             if path == "/v1/stats":
                 return HttpResponse.json(HTTPStatus.OK, self.stats())
         except BadQuery as exc:
-            return HttpResponse.json(HTTPStatus.BAD_REQUEST, {
-                "error": error_codes.INVALID_FIELD, "message": exc.message, "path": exc.name,
-            })
+            return _bad_query(exc)
         if path.startswith("/v1/jobs/"):
             record = await self.service.job_record(path[len("/v1/jobs/"):])
             if record is None or not principal.may_read(record.tenant):
                 return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": error_codes.UNKNOWN_JOB})
             return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(record))
-        return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path})
+        return _not_found(path)
+
+    # --- the admin surface (issue 15) -----------------------------------------------------
+
+    async def _admin(self, method: str, path: str, query: str) -> HttpResponse:
+        """`POST /v1/nodes/<id>/drain|undrain`, `DELETE /v1/jobs/<id>`, `GET /v1/jobs`; 405
+        for another method on a path that exists."""
+        admin = self.service.admin
+        if path.startswith(NODES_PREFIX) and path.endswith(("/drain", "/undrain")):
+            node_id, _, action = path[len(NODES_PREFIX):].rpartition("/")
+            if method != "POST":
+                return _not_allowed("POST")
+            if not node_id:
+                return _not_found(path)
+            outcome = await admin.set_draining(unquote(node_id), action == "drain")
+            return _outcome(outcome, "node", unquote(node_id))
+        if path.startswith(JOBS_PREFIX) and "/" not in path[len(JOBS_PREFIX):]:
+            if method != "DELETE":
+                return _not_allowed("GET, DELETE")
+            job_id = unquote(path[len(JOBS_PREFIX):])
+            try:
+                outcome = await admin.cancel(job_id)
+            except StoreUnavailable as exc:
+                return HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {
+                    "error": error_codes.STORE_UNAVAILABLE, "message": str(exc),
+                })
+            return _outcome(outcome, "job", job_id)
+        if path == "/v1/jobs":
+            if method != "GET":
+                return _not_allowed("GET")
+            try:
+                args = parse_qs(query, keep_blank_values=True)
+                state = _one(args, "state") or ACTIVE
+                if state not in JOB_STATES:
+                    raise BadQuery("state", f"state must be one of {', '.join(JOB_STATES)}")
+                limit = min(_int(args, "limit", 1, 2**31) or 100, MAX_JOBS_PAGE)
+            except BadQuery as exc:
+                return _bad_query(exc)
+            records = admin.jobs(state, limit)
+            return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(records))
+        if path in ("/healthz", "/metrics", "/v1/nodes", "/v1/stats") or path.startswith(
+            JOBS_PREFIX
+        ):
+            return _not_allowed("GET")
+        return _not_found(path)
 
     # --- /v1/nodes ------------------------------------------------------------------------
 

@@ -205,11 +205,11 @@ class WsServer:
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path, _, query = request.path.partition("?")
         try:
-            principal = self.gate.admit(path, query, request.headers)
+            principal = self.gate.admit(path, query, request.headers, method=request.method)
         except Refusal as refusal:
             self.metrics.auth_refusals.inc(str(int(refusal.status)))
             return self._respond(ws, HttpResponse(refusal.status, refusal.body, JSON))
-        if path in ENDPOINTS:
+        if path in ENDPOINTS and request.method == "GET":
             if self.open_sessions >= self.config.max_connections:
                 self.metrics.refused_connections.inc()
                 return self._respond(ws, HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {
@@ -221,7 +221,9 @@ class WsServer:
             ws.connection_lost_waiter.add_done_callback(self._session_lost)
             self._principals[ws] = principal
             return None
-        return self._respond(ws, await self.http.respond(path, query, principal))
+        return self._respond(
+            ws, await self.http.respond(path, query, principal, request.method)
+        )
 
     def _session_lost(self, _: object) -> None:
         self.open_sessions -= 1
@@ -230,11 +232,16 @@ class WsServer:
     def _respond(ws: ServerConnection, answer: HttpResponse) -> Response:
         response = ws.respond(answer.status, "")
         response.body = answer.body
-        # websockets' Headers is a multi-dict: replace, don't append.
-        for name, value in (
+        headers: list[tuple[str, str]] = [
             ("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
-            *answer.headers.items(),
-        ):
+        ]
+        if answer.status is HTTPStatus.NO_CONTENT:  # RFC 9110: neither header on a 204
+            headers = []
+            for name in ("Content-Type", "Content-Length"):
+                if name in response.headers:
+                    del response.headers[name]
+        # websockets' Headers is a multi-dict: replace, don't append.
+        for name, value in (*headers, *answer.headers.items()):
             if name in response.headers:
                 del response.headers[name]
             response.headers[name] = value

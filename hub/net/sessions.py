@@ -358,7 +358,10 @@ class ClientSession:
             return
         held = self._service.jobs_held(self.link) + len(self._submits)
         if held >= self._max_jobs:
-            self._metrics.submits.inc(error_codes.OVERLOADED)
+            self._metrics.submit(error_codes.OVERLOADED, message.src_lang, message.tgt_lang)
+            self._service.attempts.log.rejected(
+                message.request_id, error_codes.OVERLOADED, "max_jobs_per_session"
+            )
             await self.link.send(Rejected(
                 request_id=message.request_id, code=error_codes.OVERLOADED,
                 message=f"this session holds {held} unfinished jobs "

@@ -138,6 +138,10 @@ class WsLink:
         chunks = ws.protocol.data_to_send()
         if not chunks:
             return
+        if ws.transport.is_closing():
+            # The peer went away between the frame and this flush (an ordinary
+            # disconnect): nothing can be delivered, and uvloop would raise (issue 15).
+            return
         if self._backlog is not None or ws.paused:
             self._hold(chunks)
             return

@@ -34,6 +34,7 @@ from hub.store.keys import (
     REAPER_LOCK_TTL_MS,
     Keys,
 )
+from hub.store.meter import StoreMeter
 from hub.store.replies import UNAVAILABLE, entries, settle, text, translated
 from hub.store.resp import RespPipe
 from hub.store.scripts import (
@@ -64,8 +65,12 @@ class RedisStore:
 
     waits = True
 
-    def __init__(self, *, hub_id: str, url: str, prefix: str) -> None:
+    def __init__(
+        self, *, hub_id: str, url: str, prefix: str, meter: StoreMeter | None = None
+    ) -> None:
         self.hub_id = hub_id
+        self.meter = meter if meter is not None else StoreMeter()
+        """Times calls and counts failures (issue 15; see `replies.translated`)."""
         self.connector = RedisConnector(url)
         self.url = self.connector.redacted
         """The URL as it may be shown (its password as `***`)."""

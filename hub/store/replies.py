@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from redis import exceptions as redis_errors
 
 from hub.core.errors import StoreUnavailable
+from hub.store.meter import ERROR as ERROR_KIND
+from hub.store.meter import UNAVAILABLE as UNAVAILABLE_KIND
+from hub.store.meter import StoreMeter
+
+NO_METER = StoreMeter()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,17 +30,29 @@ UNAVAILABLE = (
 
 
 def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Raise `StoreUnavailable` for any failure to talk to Redis."""
+    """Raise `StoreUnavailable` for any failure to talk to Redis; time the call and count
+    its failure with the store's `meter` (a `StoreMeter`, issue 15)."""
+    op = fn.__name__.lstrip("_")
 
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        meter: StoreMeter = getattr(args[0], "meter", NO_METER)
+        started = time.perf_counter()
         try:
-            return await fn(*args, **kwargs)
+            result = await fn(*args, **kwargs)
+        except StoreUnavailable:
+            meter.failed(op, UNAVAILABLE_KIND)
+            raise
         except UNAVAILABLE as exc:
+            meter.failed(op, UNAVAILABLE_KIND)
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         except redis_errors.ResponseError as exc:
             if "LOADING" in str(exc) or "READONLY" in str(exc):
+                meter.failed(op, UNAVAILABLE_KIND)
                 raise StoreUnavailable(f"Redis is not serving: {exc}") from exc
+            meter.failed(op, ERROR_KIND)
             raise
+        meter.observe(op, time.perf_counter() - started)
+        return result
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

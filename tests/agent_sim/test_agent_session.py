@@ -331,6 +331,29 @@ async def test_handler_failures_report_ok_false(scripted: ScriptedHub) -> None:
         assert agent.failed == 3
 
 
+async def test_a_handler_exception_is_logged_at_warning(scripted: ScriptedHub) -> None:
+    """Issue 15: a bug in a node's handler is the node operator's to see, with the job."""
+    from loguru import logger
+
+    async def handler(ctx: JobContext) -> Any:
+        raise RuntimeError("model exploded")
+
+    seen: list[Any] = []
+    sink = logger.add(lambda message: seen.append(message.record), level="WARNING")
+    try:
+        async with make_agent([scripted.url], handler, caps=CAPS):
+            conn = await scripted.next_conn()
+            await conn.send(assign("crash"))
+            await conn.expect(JobAccept)
+            await conn.expect(JobResult)
+    finally:
+        logger.remove(sink)
+    (record,) = [r for r in seen if r["extra"].get("event") == "handler_error"]
+    assert record["level"].name == "WARNING"
+    assert record["extra"]["job_id"] == "crash" and "model exploded" in record["message"]
+    assert record["exception"] is not None  # the traceback goes with it
+
+
 async def test_rejects_when_busy(scripted: ScriptedHub) -> None:
     gate = Gate()
     caps = msgspec.structs.replace(CAPS, max_concurrency=1)

@@ -354,16 +354,26 @@ async def http_get(
     tls: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """A minimal HTTP/1.1 GET over asyncio streams: (status, headers, body)."""
+    return await http_request(base_url, "GET", path, headers=headers, tls=tls)
+
+
+async def http_request(
+    base_url: str, method: str, path: str, *, headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """A minimal HTTP/1.1 request without a body over asyncio streams: (status, headers,
+    body)."""
     host_port = base_url.split("://", 1)[1]
     host, port = host_port.rsplit(":", 1)
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, int(port), ssl=tls), TIMEOUT_S
     )
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    empty_body = "" if method == "GET" else "Content-Length: 0\r\n"
     try:
         writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {host_port}\r\n{extra}Connection: close\r\n\r\n"
-            .encode()
+            f"{method} {path} HTTP/1.1\r\nHost: {host_port}\r\n{extra}{empty_body}"
+            "Connection: close\r\n\r\n".encode()
         )
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
@@ -374,7 +384,9 @@ async def http_get(
             if line:
                 key, _, value = line.partition(":")
                 headers[key.strip().lower()] = value.strip()
-        if "content-length" in headers:
+        if status == 204:
+            body = b""
+        elif "content-length" in headers:
             body = await asyncio.wait_for(
                 reader.readexactly(int(headers["content-length"])), TIMEOUT_S
             )
