@@ -10,6 +10,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
+from hub.core.recent_jobs import RecentJobs
+
 LabelValues = tuple[str, ...]
 
 
@@ -138,6 +140,8 @@ class Metrics:
             "nodehub_refused_connections_total",
             "WebSocket handshakes refused with HTTP 503 (max_connections).",
         )
+        # --- issue 16: the console's last minutes (`/v1/stats?include=recent`) ---
+        self.recent = RecentJobs()
         self.gauges: list[Gauge] = []
 
     def gauge(

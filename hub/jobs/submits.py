@@ -97,6 +97,7 @@ class Submits:
                 raise  # answered as an internal error by the session
             # Fail fast: without the binding the hub cannot promise exactly-once.
             self.metrics.submits.inc(error_codes.STORE_UNAVAILABLE)
+            self.metrics.recent.rejected(time.monotonic(), error_codes.STORE_UNAVAILABLE)
             await link.send(Rejected(
                 request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
                 message=str(exc),

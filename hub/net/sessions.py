@@ -351,6 +351,7 @@ class ClientSession:
 
     async def _submit(self, message: Submit) -> None:
         if self._sessions.stopping:
+            self._metrics.recent.rejected(time.monotonic(), error_codes.HUB_SHUTDOWN)
             await self.link.send(Rejected(
                 request_id=message.request_id, code=error_codes.HUB_SHUTDOWN,
                 message="the hub is shutting down",
@@ -359,6 +360,7 @@ class ClientSession:
         held = self._service.jobs_held(self.link) + len(self._submits)
         if held >= self._max_jobs:
             self._metrics.submits.inc(error_codes.OVERLOADED)
+            self._metrics.recent.rejected(time.monotonic(), error_codes.OVERLOADED)
             await self.link.send(Rejected(
                 request_id=message.request_id, code=error_codes.OVERLOADED,
                 message=f"this session holds {held} unfinished jobs "
