@@ -159,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--hubs", type=int, default=1, choices=(1, 2),
         help="2: two hubs in cross-instance mode on a redis-server started for the demo",
     )
+    demo_cmd.add_argument(
+        "--port", type=int, default=0,
+        help="the (first) hub's port (default: a free one); its console is at /ui",
+    )
     demo_cmd.add_argument("--log-level", default="WARNING")
     token_cmd = commands.add_parser(
         "token", help="print an HS256 token signed with the configured secret"
@@ -187,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             uvloop.run(
                 run_demo(
                     nodes=args.nodes, seconds=args.seconds, in_flight=args.in_flight,
-                    seed=args.seed, faults=args.faults, hubs=args.hubs,
+                    seed=args.seed, faults=args.faults, hubs=args.hubs, port=args.port,
                 )
             )
     except (ConfigError, StoreUnavailable, ClaimsError) as exc:

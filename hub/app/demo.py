@@ -14,6 +14,11 @@ so jobs cross from one hub to the other.
 The hubs run with `auth = "jwt"` as in production (issue 11): the demo makes
 a random HS256 secret and mints its own tokens with it (a node token allowed
 the fleet's node ids, a client token), so it still needs no setup.
+
+It prints a link to each hub's live console (issue 16: `/ui`, with an admin
+token in the link's fragment, which the page keeps for its tab and never
+sends in a URL); `--port` fixes the first hub's port, `--seconds` how long
+the demo runs.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from hub.app.hub import Hub
 from hub.core.config import HubConfig
 from hub.core.errors import ConfigError
 from hub.core.messages import Rejected, Result
-from hub.core.principal import CLIENT, NODE
+from hub.core.principal import ADMIN, CLIENT, NODE
 from hub.net.auth import mint_token
 
 TIME_SCALE = 0.02
@@ -104,9 +109,11 @@ async def _redis_server() -> AsyncIterator[str]:
             await proc.wait()
 
 
-def _config(hub_id: str, redis_url: str | None, prefix: str, secret: str) -> HubConfig:
+def _config(
+    hub_id: str, redis_url: str | None, prefix: str, secret: str, port: int = 0
+) -> HubConfig:
     return HubConfig(
-        port=0,
+        port=port,
         auth="jwt",
         jwt_secret=secret,
         hub_id=hub_id,
@@ -200,7 +207,7 @@ def _status_line(stats: LoadStats, hubs: list[Hub]) -> str:
 
 async def run_demo(
     *, nodes: int = 50, seconds: float = 15.0, in_flight: int = 32, seed: int = 1,
-    faults: bool = True, hubs: int = 1,
+    faults: bool = True, hubs: int = 1, port: int = 0,
 ) -> None:
     if hubs not in (1, 2):
         raise ConfigError("--hubs must be 1 or 2")
@@ -213,7 +220,8 @@ async def run_demo(
         secret = secrets.token_urlsafe(32)
         running = [
             await stack.enter_async_context(
-                Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret))
+                Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret,
+                            port if i == 0 else 0))
             )
             for i in range(hubs)
         ]
@@ -222,6 +230,7 @@ async def run_demo(
             secret, role=NODE, sub="demo-fleet", node_ids=["gpu*"], ttl_s=ttl_s
         )
         client_token = mint_token(secret, role=CLIENT, sub="demo-client", ttl_s=ttl_s)
+        admin_token = mint_token(secret, role=ADMIN, sub="demo-operator", ttl_s=ttl_s)
         urls = [hub.url for hub in running]
         print(
             f"nodehub demo: {hubs} hub(s) at {', '.join(urls)}"
@@ -229,6 +238,9 @@ async def run_demo(
             f"{nodes} simulated nodes, profile {profile!r}; {in_flight} jobs in flight "
             f"for {seconds:.0f}s; auth jwt (tokens minted by the demo)"
         )
+        for hub in running:
+            print(f"console of {hub.config.hub_id}: {hub.http_url}/ui#token={admin_token}",
+                  flush=True)
         fleets = []
         for i in range(hubs):
             share = nodes // hubs + (1 if i < nodes % hubs else 0)

@@ -14,7 +14,7 @@ counters the fleet view keeps current (`FleetStats`): constant time.
 
 The console (issue 16) asks `/v1/stats?include=pairs,hubs,recent` for more
 than the contract's counts: slots per language pair (`FleetStats.pair_view`,
-computed at most once a `PAIRS_CACHE_S`), per hub with its liveness, and the
+kept current like the pools), per hub with its liveness, and the
 last minutes of this hub's jobs (`Metrics.recent`, a `RecentJobs`); and
 `/v1/nodes?hub_id=` filters by the hub a node is connected to.
 
@@ -63,9 +63,6 @@ INCLUDES: Final = ("pairs", "hubs", "recent")
 """What `/v1/stats?include=` may add."""
 PAIRS_SHOWN: Final = 50
 """Language pairs in `/v1/stats?include=pairs` (those with the most slots)."""
-PAIRS_CACHE_S: Final = 1.0
-"""The pair view is summed at most this often (its cost grows with the distinct pair
-sets of the fleet)."""
 
 _json = msgspec.json.Encoder()
 _STATUSES: Final = (ONLINE, DRAINING, OFFLINE)
@@ -173,7 +170,6 @@ class HttpApi:
         self.console = console if console is not None else ConsoleAssets()
         self._rate = JobRate()
         self._caps: dict[NodeCapabilities, Any] = {}
-        self._pairs: tuple[float, dict[str, Any]] | None = None
 
     async def respond(
         self, path: str, query: str = "", principal: Principal = ANONYMOUS
@@ -282,11 +278,8 @@ class HttpApi:
     # --- issue 16: what the console adds to /v1/stats -----------------------------------
 
     def _pair_view(self) -> dict[str, Any]:
-        now = time.monotonic()
-        if self._pairs is None or now - self._pairs[0] >= PAIRS_CACHE_S:
-            top, total = self.fleet.stats.pair_view(PAIRS_SHOWN)
-            self._pairs = (now, {"total": total, "top": top})
-        return self._pairs[1]
+        top, total = self.fleet.stats.pair_view(PAIRS_SHOWN)
+        return {"total": total, "top": top}
 
     def _hub_view(self) -> list[dict[str, Any]]:
         """Every hub that is alive or has nodes in this hub's view, this one first."""

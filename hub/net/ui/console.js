@@ -359,17 +359,40 @@
       `${ago(s.ago_s[i])}: ${niceNumber(ok[i])} ok/s, ${niceNumber(failed[i])} failed/s, ${niceNumber(rejected[i])} rejected/s`);
   }
 
+  function logAxes(svg, f, lo, hi) {
+    // A log-scale y axis from 10^lo to 10^hi ms: p50 and p99 are often decades apart.
+    const g = svgEl("g", { class: "axes" });
+    const plotH = f.height - f.top - f.bottom;
+    for (let e = lo; e <= hi; e++) {
+      const y = f.top + plotH * (1 - (e - lo) / (hi - lo));
+      g.append(svgEl("line", { x1: f.left, x2: f.width - f.right, y1: y, y2: y, class: "grid" }));
+      const label = svgEl("text", { x: f.left - 4, y: y + 3, "text-anchor": "end" });
+      const v = 10 ** e;
+      label.textContent = v >= 1000 ? `${v / 1000} s` : `${v} ms`;
+      g.append(label);
+    }
+    const left = svgEl("text", { x: f.left, y: f.height - 4 });
+    left.textContent = "−5 min";
+    const right = svgEl("text", { x: f.width - f.right, y: f.height - 4, "text-anchor": "end" });
+    right.textContent = "now";
+    g.append(left, right);
+    svg.append(g);
+  }
+
   function drawRtt(recent) {
     const svg = $("chart-rtt");
     const s = recent.series;
     const n = s.p50_ms.length;
-    const top = niceMax(Math.max(0, ...s.p99_ms.filter((v) => v !== null)));
+    const values = [...s.p50_ms, ...s.p99_ms].filter((v) => v !== null && v > 0);
+    const lo = values.length ? Math.floor(Math.log10(Math.min(...values))) : 0;
+    const hi = Math.max(lo + 1, values.length ? Math.ceil(Math.log10(Math.max(...values))) : 2);
     const f = frame(svg);
     svg.replaceChildren();
-    axes(svg, f, top);
+    logAxes(svg, f, lo, hi);
     const x = xs(f, n);
     const plotH = f.height - f.top - f.bottom;
-    const y = (v) => (v === null ? null : f.top + plotH * (1 - v / top));
+    const y = (v) => (v === null || v <= 0 ? null
+      : f.top + plotH * (1 - (Math.log10(v) - lo) / (hi - lo)));
     svg.append(svgEl("path", { d: path(s.p99_ms.map((v, i) => [x(i), y(v)])), class: "line p99" }));
     svg.append(svgEl("path", { d: path(s.p50_ms.map((v, i) => [x(i), y(v)])), class: "line p50" }));
     hover(svg, f, n, $("rtt-readout"), (i) =>
