@@ -31,7 +31,7 @@ async def test_the_demo_links_its_console() -> None:
             lines.append(line)
             link = re.search(r"console of demo-hub-1: (http://[\d.:]+)/ui#token=(\S+)", line)
         base, admin = link[1], link[2]
-        status, headers, page = await http_get(base, "/ui")
+        status, _, page = await http_get(base, "/ui")
         assert status == 200 and b"nodehub console" in page
         bearer = {"Authorization": f"Bearer {admin}"}
 
