@@ -64,12 +64,14 @@ class ConsoleAssets:
         self._versions = {
             name: hashlib.sha256(body).hexdigest()[:12] for name, body in files.items()
         }
-        index = files[INDEX]
-        for name, version in self._versions.items():
-            index = index.replace(
-                f'"{UI_PATH}/{name}"'.encode(), f'"{UI_PATH}/{name}?v={version}"'.encode()
-            )
-        self._files = {**files, INDEX: index}
+        index = files.get(INDEX)
+        if index is not None:
+            for name, version in self._versions.items():
+                index = index.replace(
+                    f'"{UI_PATH}/{name}"'.encode(), f'"{UI_PATH}/{name}?v={version}"'.encode()
+                )
+            files = {**files, INDEX: index}
+        self._files = files
 
     def __repr__(self) -> str:
         return f"ConsoleAssets({sorted(self._files)})"
@@ -89,6 +91,14 @@ class ConsoleAssets:
 
 
 def load_files() -> dict[str, bytes]:
-    """The console's files from the package (`hub/net/ui/`)."""
+    """The console's files from the package (`hub/net/ui/`). One that is missing (an
+    install without the package data) is left out: the hub serves without it (404),
+    rather than not at all."""
     folder = resources.files("hub.net").joinpath("ui")
-    return {name: folder.joinpath(name).read_bytes() for name in ASSETS}
+    files = {}
+    for name in ASSETS:
+        try:
+            files[name] = folder.joinpath(name).read_bytes()
+        except OSError:
+            continue
+    return files

@@ -165,3 +165,12 @@ async def test_cross_instance_lists_the_hubs_and_their_nodes(
     assert stats["hubs"][1]["slots"] == {"total": 6, "busy": 0}
     _, page = await _json(a, "/v1/nodes?hub_id=hub-b")
     assert [n["node_id"] for n in page] == ["on-b1", "on-b2"]
+
+
+def test_a_hub_without_the_console_files_still_serves() -> None:
+    """An install that lost the package data: the console is a 404, the hub still runs."""
+    assets = console.ConsoleAssets(files={})
+    assert assets.lookup("/ui") is None and assets.lookup("/ui/console.js") is None
+    partial = console.ConsoleAssets(files={"index.html": b'<script src="/ui/console.js">'})
+    page = partial.lookup("/ui")
+    assert page is not None and page.body == b'<script src="/ui/console.js">'
