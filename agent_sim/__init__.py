@@ -1,9 +1,11 @@
 """Node-side code: the `NodeAgent` SDK, a small hub client, seeded simulated behaviour and fleets.
 
 What a node author needs is importable from here: `NodeAgent` and what its
-handler sees (`JobContext`, `JobFailed`), the capability model it advertises
-(`Capabilities`, `LanguagePair`, `Pipeline`, re-exported from
-`hub.core.messages`) and `HubClient` to submit jobs for testing.
+handler sees (`JobContext`, `JobFailed`, `JobRejected`), `run_node` (serve until
+SIGTERM, then drain), the capability model it advertises (`Capabilities`,
+`LanguagePair`, `Pipeline`, re-exported from `hub.core.messages`) and
+`HubClient` to submit jobs. The guide is docs/sdk.md; examples/ has a node and
+a client.
 
 The modules:
 
@@ -13,15 +15,17 @@ The modules:
   decode, send) and `agent_sim.state` (what they share);
 - `agent_sim.job`: what handlers and fault policies see;
 - `agent_sim.client`: `HubClient`, a client of `/v1/client`;
+- `agent_sim.run`: `run_node`, a node's main loop with a graceful drain on SIGTERM;
 - `agent_sim.behaviour`: pure, seeded capabilities, service times, faults;
 - `agent_sim.fleet`: many simulated agents in one process;
 - `agent_sim.cli`: the `agent-sim` command.
 """
 
-from agent_sim.agent import JobContext, JobFailed, NodeAgent
+from agent_sim.agent import JobContext, JobFailed, JobRejected, NodeAgent
 from agent_sim.behaviour import Behaviour, FaultDecision, Profile, get_profile, node_capabilities
 from agent_sim.client import HubClient
 from agent_sim.fleet import Fleet
+from agent_sim.run import run_node
 from hub.core.messages import Capabilities, LanguagePair, Pipeline
 
 __all__ = [
@@ -32,10 +36,12 @@ __all__ = [
     "HubClient",
     "JobContext",
     "JobFailed",
+    "JobRejected",
     "LanguagePair",
     "NodeAgent",
     "Pipeline",
     "Profile",
     "get_profile",
     "node_capabilities",
+    "run_node",
 ]

@@ -45,7 +45,7 @@ from loguru import logger
 from agent_sim.connection import NODE_PATH, ConnectionLoop, Token, node_url
 from agent_sim.connection import STABLE_SESSION_S as STABLE_SESSION_S
 from agent_sim.frames import Frames
-from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler
+from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler, JobRejected
 from agent_sim.jobs import JobRunner
 from agent_sim.state import AgentState
 from hub.core.messages import Capabilities, CapabilitiesUpdate, Drain
@@ -56,6 +56,7 @@ __all__ = [
     "JobContext",
     "JobFailed",
     "JobHandler",
+    "JobRejected",
     "NodeAgent",
     "Token",
     "node_url",

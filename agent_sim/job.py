@@ -1,8 +1,9 @@
 """What a `NodeAgent`'s job handler and fault policy see.
 
 `JobContext` is one accepted job attempt as passed to the handler,
-`JobFailed` is what a handler raises to report `ok: false`, and `FaultPolicy`
-is consulted on each `job_assign` to inject faults.
+`JobFailed` is what a handler raises to report `ok: false`, `JobRejected` what
+it raises to give the job back to the hub for another node (issue 16), and
+`FaultPolicy` is consulted on each `job_assign` to inject faults.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 from agent_sim.behaviour import FaultDecision
 from hub.core.messages import JobAssign, Pipeline
 
-__all__ = ["FaultPolicy", "JobContext", "JobFailed", "JobHandler"]
+__all__ = ["FaultPolicy", "JobContext", "JobFailed", "JobHandler", "JobRejected"]
 
 
 class JobFailed(Exception):
@@ -23,6 +24,17 @@ class JobFailed(Exception):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+
+
+class JobRejected(Exception):
+    """Raise from a handler to give the job back: the agent sends `job_reject` and the
+    hub runs the job on another node (this one is excluded for it). For a failure that
+    another node would not have (out of GPU memory, a model not loaded): unlike
+    `JobFailed`, which is final, the client does not see it, only a later result."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class JobContext:

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection
 
 from agent_sim.behaviour import NO_FAULT, FaultDecision
 from agent_sim.frames import Frames
-from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler
+from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler, JobRejected
 from agent_sim.state import AgentState
 from hub.core.messages import (
     ErrorInfo,
@@ -169,6 +169,10 @@ class JobRunner:
             if key in self._cancel_requested:  # the handler swallowed our cancellation
                 self.cancelled += 1
                 return
+            if isinstance(result, JobReject):  # the handler gave the job back
+                self.rejected += 1
+                await self._frames.send(ws, result)
+                return
             if result.ok:
                 self.completed += 1
             else:
@@ -187,9 +191,13 @@ class JobRunner:
             if not self._jobs:
                 self._idle.set()
 
-    async def _call_handler(self, ws: ClientConnection, ctx: JobContext) -> JobResult:
+    async def _call_handler(
+        self, ws: ClientConnection, ctx: JobContext
+    ) -> JobResult | JobReject:
         try:
             output = await self._handler(ctx)
+        except JobRejected as exc:
+            return JobReject(ctx.job_id, ctx.attempt, exc.reason)
         except JobFailed as exc:
             error = ErrorInfo(code=exc.code, message=exc.message)
             return JobResult(ctx.job_id, ctx.attempt, ok=False, error=error)

@@ -130,6 +130,13 @@ def _percentile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[index])
 
 
+QUANTILES = (
+    0.001, *(i / 100 for i in range(1, 100)), 0.995, 0.999,
+)
+"""The RTT distribution each measurement reports (`rtt_quantiles_us`; benchmarks/report.py
+draws it, issue 16)."""
+
+
 class RedisWindow:
     """Redis commands between `open()` and `close()` (a no-op without a port)."""
 
@@ -207,6 +214,10 @@ async def run(args: argparse.Namespace) -> None:
         rtt_p90_us=_percentile(rtts, 0.90) / 1000,
         rtt_p99_us=_percentile(rtts, 0.99) / 1000,
         rtt_mean_us=sum(rtts) / len(rtts) / 1000,
+        rtt_quantiles_us={
+            "q": list(QUANTILES),
+            "us": [round(_percentile(rtts, q) / 1000, 3) for q in QUANTILES],
+        },
         jobs_per_s=args.tp_jobs / elapsed,
         tp_seconds=elapsed,
         failures=load.failures,

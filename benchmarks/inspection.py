@@ -7,6 +7,9 @@ times pages walked from the start with `limit` 100/250/500 (the largest), a pool
 and a status filter, and `/v1/stats`. The baseline, measured in the same run:
 the unpaged answer `/v1/nodes` gave before paging (every node's view,
 sorted, one document). Target (issue 14): a page <= 5 ms at 100,000 nodes.
+Also (issue 16) the console's `/v1/stats?include=pairs,hubs,recent`, and the
+fleet's distinct language-pair sets (this synthetic fleet draws pairs per
+node: nearly one set per node, the worst case for the per-pair tallies).
 
 Usage:
     python benchmarks/inspection.py [--sizes 10000,100000] [--pages 50] [--json PATH]
@@ -72,6 +75,16 @@ async def run_size(size: int, seed: int, pages: int) -> dict[str, Any]:
     stats.sort()
     row["stats_p50_us"] = percentile(stats, 50)
     row["stats_p99_us"] = percentile(stats, 99)
+    # Issue 16: the console's request (pairs, hubs and the recent window included).
+    console = []
+    for _ in range(50):
+        t0 = time.perf_counter_ns()
+        await api.respond("/v1/stats", "include=pairs,hubs,recent")
+        console.append(time.perf_counter_ns() - t0)
+    console.sort()
+    row["console_stats_p50_ms"] = percentile(console, 50) / 1000
+    row["console_stats_p99_ms"] = percentile(console, 99) / 1000
+    row["pair_sets"] = len(hub.fleet.stats.pair_sets)
     # Baseline: the one-document answer of before (every view, node_id order).
     t0 = time.perf_counter_ns()
     views = [api._node_view(s) for s in sorted(hub.fleet.snapshot, key=lambda s: s.node_id)]
@@ -92,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("# /v1/nodes pages and /v1/stats, hub CPU per request (JSON included); "
           "baseline: the unpaged document; page times in ms (p50/p99/max)")
     print(f"{'nodes':>7} {'limit=100':>18} {'limit=250':>18} {'limit=500':>18} "
-          f"{'pool=1':>18} {'draining':>18} {'stats us':>9} {'unpaged ms':>11}")
+          f"{'pool=1':>18} {'draining':>18} {'stats us':>9} {'unpaged ms':>11} "
+          f"{'console stats ms':>17} {'pair sets':>9}")
     rows = []
     for size in sizes:
         row = asyncio.run(run_size(size, args.seed, args.pages))
@@ -105,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{size:>7} {cell('limit100'):>18} {cell('limit250'):>18} "
               f"{cell('limit500'):>18} {cell('pool1_limit500'):>18} "
               f"{cell('draining_limit500'):>18} {row['stats_p99_us']:>9.1f} "
-              f"{row['unpaged_ms']:>11.1f}", flush=True)
+              f"{row['unpaged_ms']:>11.1f} "
+              f"{row['console_stats_p50_ms']:>7.2f}/{row['console_stats_p99_ms']:<9.2f}"
+              f"{row['pair_sets']:>9}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"seed": args.seed, "sizes": rows}, fh, indent=2)

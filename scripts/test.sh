@@ -2,6 +2,8 @@
 # The test command of the README: installs what the tests need, then runs them.
 # - redis-server (Debian package) when missing: the test session starts its own
 #   on a free port for the cross-instance tests;
+# - chromium (Debian package) when missing: the console's browser tests drive a
+#   headless one over its DevTools protocol (they skip, saying why, without it);
 # - a virtual environment in .venv with the project and its test extra;
 # - pytest (which also runs ruff and mypy, see tests/test_lint.py).
 # Extra arguments go to pytest.
@@ -17,6 +19,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   else
     echo "redis-server is missing: install it (Debian: apt-get install redis-server)" >&2
     exit 1
+  fi
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (Debian package, for the console's browser tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing: the console's browser tests will skip (Debian: apt-get install chromium)" >&2
   fi
 fi
 

@@ -265,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep the hub(s) and the fleet up after the summary, until Ctrl-C",
     )
     demo_cmd.add_argument(
+        "--port", type=int, default=0,
+        help="the (first) hub's port (default: a free one); its console is at /ui",
+    )
+    demo_cmd.add_argument(
         "--log-level", default="WARNING", type=_choice_type("log_level", LOG_LEVELS),
         help="the demo's log level (default WARNING)",
     )
@@ -302,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_demo(
                     nodes=args.nodes, seconds=args.seconds, in_flight=args.in_flight,
                     seed=args.seed, faults=args.faults, hubs=args.hubs, linger=args.linger,
+                    port=args.port,
                 )
             )
     except (ConfigError, StoreUnavailable, ClaimsError) as exc:

@@ -14,6 +14,11 @@ so jobs cross from one hub to the other.
 The hubs run with `auth = "jwt"` as in production (issue 11): the demo makes
 a random HS256 secret and mints its own tokens with it (a node token allowed
 the fleet's node ids, a client token), so it still needs no setup.
+
+It prints a link to each hub's live console (issue 16: `/ui`, with an admin
+token in the link's fragment, which the page keeps for its tab and never
+sends in a URL); `--port` fixes the first hub's port, `--seconds` how long
+the demo runs.
 """
 
 from __future__ import annotations
@@ -104,9 +109,11 @@ async def _redis_server() -> AsyncIterator[str]:
             await proc.wait()
 
 
-def _config(hub_id: str, redis_url: str | None, prefix: str, secret: str) -> HubConfig:
+def _config(
+    hub_id: str, redis_url: str | None, prefix: str, secret: str, port: int = 0
+) -> HubConfig:
     return HubConfig(
-        port=0,
+        port=port,
         auth="jwt",
         jwt_secret=secret,
         hub_id=hub_id,
@@ -204,7 +211,7 @@ IMPOSSIBLE_SHARE = 0.03
 
 async def run_demo(
     *, nodes: int = 50, seconds: float = 15.0, in_flight: int = 32, seed: int = 1,
-    faults: bool = True, hubs: int = 1, linger: bool = False,
+    faults: bool = True, hubs: int = 1, linger: bool = False, port: int = 0,
 ) -> None:
     if hubs not in (1, 2):
         raise ConfigError("--hubs must be 1 or 2")
@@ -217,7 +224,8 @@ async def run_demo(
         secret = secrets.token_urlsafe(32)
         running = [
             await stack.enter_async_context(
-                Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret))
+                Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret,
+                            port if i == 0 else 0))
             )
             for i in range(hubs)
         ]
@@ -234,7 +242,7 @@ async def run_demo(
             f"{nodes} simulated nodes, profile {profile!r}; {in_flight} jobs in flight "
             f"for {seconds:.0f}s; auth jwt (tokens minted by the demo)"
         )
-        _how_to_look(running[0], admin_token, linger=linger)
+        _how_to_look(running, admin_token, linger=linger)
         fleets = []
         for i in range(hubs):
             share = nodes // hubs + (1 if i < nodes % hubs else 0)
@@ -268,9 +276,14 @@ async def run_demo(
             await asyncio.Event().wait()
 
 
-def _how_to_look(hub: Hub, admin_token: str, *, linger: bool) -> None:
-    """The hub's URL and the commands that look at it (with the demo's admin token)."""
+def _how_to_look(hubs: list[Hub], admin_token: str, *, linger: bool) -> None:
+    """The hubs' consoles, and the commands that look at the first (with the demo's admin
+    token)."""
+    hub = hubs[0]
     when = "while it runs" if not linger else "while it runs, and after (--linger)"
+    for each in hubs:
+        print(f"console of {each.config.hub_id}: {each.http_url}/ui#token={admin_token}",
+              flush=True)
     print(
         f"\nlook at it {when}, from another terminal:\n"
         f"  export NODEHUB_URL={hub.http_url}\n"

@@ -68,7 +68,7 @@ class Hub:
         )
         self.http = HttpApi(
             config=config, fleet=self.fleet, service=self.service, metrics=self.metrics,
-            sessions=self.sessions,
+            sessions=self.sessions, cluster=self.cluster,
         )
         self.slow_peers = SlowPeers(config, self.metrics)
         self.server = WsServer(

@@ -117,13 +117,14 @@ class FleetView:
 
     def page(
         self, *, after: str | None, limit: int, pool: int | None, status: str | None,
-        scan: int,
+        scan: int, hub_id: str | None = None,
     ) -> tuple[list[NodeState], str | None]:
-        """Up to `limit` nodes in node_id order after `after`, of `pool` and `status`
-        when given, looking at no more than `scan` nodes; and the node id to continue
-        after (None when no node follows). A filter that matches few nodes may
-        return a short (even empty) page with a continuation: the cost of one page
-        is bounded, whatever the fleet and the filter."""
+        """Up to `limit` nodes in node_id order after `after`, of `pool`, `status` and
+        `hub_id` (the hub the node is connected to; issue 16) when given, looking at no
+        more than `scan` nodes; and the node id to continue after (None when no node
+        follows). A filter that matches few nodes may return a short (even empty) page
+        with a continuation: the cost of one page is bounded, whatever the fleet and
+        the filter."""
         ids = self.node_ids
         start = 0 if after is None else ids.bisect_right(after)
         lookup = self.snapshot.get
@@ -138,8 +139,10 @@ class FleetView:
             state = lookup(node_id)
             if state is None:
                 continue
-            if (pool is None or state.caps.pool == pool) and (
-                status is None or state.status == status
+            if (
+                (pool is None or state.caps.pool == pool)
+                and (status is None or state.status == status)
+                and (hub_id is None or state.hub_id == hub_id)
             ):
                 out.append(state)
         return out, None

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from hub.core.config import HubConfig
 
+from hub.core.recent_jobs import RecentJobs
+
 LabelValues = tuple[str, ...]
 TextSource = Callable[[], str]
 """A callable that renders more exposition text at scrape time (process metrics)."""
@@ -306,6 +308,8 @@ class Metrics:
             "Store (Redis) calls that failed, by operation and kind (unavailable, error).",
             ("op", "kind"),
         )
+        # --- issue 16: the console's last minutes (`/v1/stats?include=recent`) ---
+        self.recent = RecentJobs()
         self.gauges: list[Gauge] = []
         self.sources: list[TextSource] = []
 

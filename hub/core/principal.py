@@ -39,6 +39,14 @@ NODE_PATH: Final = "/v1/node"
 CLIENT_PATH: Final = "/v1/client"
 METRICS_PATH: Final = "/metrics"
 JOB_PATH_PREFIX: Final = "/v1/jobs/"
+UI_PATH: Final = "/ui"
+"""The console's page and its static files (issue 16): no data in them, so no token;
+the page's own data requests carry the admin token."""
+
+
+def is_ui_path(path: str) -> bool:
+    """`/ui` and everything under `/ui/`."""
+    return path == UI_PATH or path.startswith(UI_PATH + "/")
 
 
 class ClaimsError(HubError):
@@ -118,10 +126,13 @@ def required_roles(
     `/v1/node` takes `node`; `/v1/client` takes `client` or `admin`;
     `GET /v1/jobs/<id>` takes `client` (its own tenant's jobs) or `admin`;
     `/healthz`, `/livez`, `/readyz` are open, `/metrics` too with
-    `metrics_public`; every other path (the inspection and admin endpoints,
+    `metrics_public`, and `GET /ui` and `GET /ui/...` (the console's static
+    files, issue 16); every other path (the inspection and admin endpoints,
     and unknown paths) takes `admin`.
     """
     if path in OPEN_PATHS or (metrics_public and path == METRICS_PATH):
+        return frozenset()
+    if method == "GET" and is_ui_path(path):
         return frozenset()
     if path == NODE_PATH:
         return frozenset({NODE})

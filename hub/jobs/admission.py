@@ -133,6 +133,7 @@ class Admission:
         if job is None:
             await self.store.release_request(message.request_id, job_id, tenant=tenant)
             self.metrics.submit(refusal, message.src_lang, message.tgt_lang)
+            self.metrics.recent.rejected(time.monotonic(), refusal)
             if refusal == error_codes.OVERLOADED:
                 rejected = Rejected(
                     request_id=message.request_id, code=refusal,

@@ -299,8 +299,12 @@ class Attempts:
         known = outcome in error_codes.HUB_OUTCOMES or outcome in error_codes.QUEUE_OUTCOMES
         self.metrics.jobs.inc(outcome if known else "node_error")
         self.log.finished(job, outcome)
-        if started is not None:
-            self.metrics.job_seconds.observe((time.perf_counter_ns() - started) / 1e9)
+        seconds = None if started is None else (time.perf_counter_ns() - started) / 1e9
+        if seconds is not None:
+            self.metrics.job_seconds.observe(seconds)
+        self.metrics.recent.finished(
+            time.monotonic(), code=None if ok else outcome, seconds=seconds
+        )
         if announce is not None:
             await announce.send(
                 Accepted(

@@ -10,6 +10,8 @@ before archiving it.
 
 from __future__ import annotations
 
+import time
+
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.config import HubConfig
@@ -80,6 +82,7 @@ class Resubmits:
             if await self.adopt(link, message, job_id, tenant):
                 return
         # Bound, but not recorded anywhere this hub can see.
+        self.metrics.recent.rejected(time.monotonic(), error_codes.DUPLICATE_IN_FLIGHT)
         await link.send(Rejected(
             request_id=request_id, code=error_codes.DUPLICATE_IN_FLIGHT,
             message=f"request {request_id} is already being handled; submit it again later",

@@ -100,6 +100,7 @@ class Submits:
                 error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang
             )
             self.attempts.log.rejected(message.request_id, error_codes.STORE_UNAVAILABLE, str(exc))
+            self.metrics.recent.rejected(time.monotonic(), error_codes.STORE_UNAVAILABLE)
             await link.send(Rejected(
                 request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
                 message=str(exc),

@@ -1,7 +1,7 @@
 """The HTTP endpoints on the hub's port: `/healthz`, `/metrics`, `/v1/nodes`, `/v1/stats`,
-`/v1/jobs/<id>`, and the admin surface (issue 15): `POST /v1/nodes/<id>/drain` and
+`/v1/jobs/<id>`, the admin surface (issue 15): `POST /v1/nodes/<id>/drain` and
 `/undrain`, `DELETE /v1/jobs/<id>`, `GET /v1/jobs?state=&limit=` (`hub/jobs/admin.py`
-acts, on whichever hub must).
+acts, on whichever hub must), and the console's files at `/ui` (hub/net/console.py).
 
 Transport-neutral: `HttpApi.respond` turns a request path and query string
 into an `HttpResponse` (status, body, content type, extra headers); the
@@ -13,6 +13,12 @@ and at most `SCAN_LIMIT` nodes looked at (a rare filter gives short pages,
 never a long one), and the header `X-Next-After` when more follow. A page
 costs what its nodes cost, whatever the fleet size. `/v1/stats` reads
 counters the fleet view keeps current (`FleetStats`): constant time.
+
+The console (issue 16) asks `/v1/stats?include=pairs,hubs,recent` for more
+than the contract's counts: slots per language pair (`FleetStats.pair_view`,
+kept current like the pools), per hub with its liveness, and the
+last minutes of this hub's jobs (`Metrics.recent`, a `RecentJobs`); and
+`/v1/nodes?hub_id=` filters by the hub a node is connected to.
 
 Every request already passed the gate (hub/net/auth.py) with its
 `Principal`: a client token sees only its own tenant's jobs (another
@@ -30,16 +36,18 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
+from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.capabilities import NodeCapabilities
 from hub.core.config import HubConfig
 from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.metrics import Metrics
-from hub.core.principal import ANONYMOUS, Principal
+from hub.core.principal import ANONYMOUS, Principal, is_ui_path
 from hub.core.snapshot import DRAINING, OFFLINE, ONLINE, NodeState
 from hub.jobs.admin import ACTIVE, JOB_STATES, OK
 from hub.jobs.service import JobService
+from hub.net.console import SECURITY_HEADERS, ConsoleAssets
 from hub.net.sessions import Sessions
 
 JSON = "application/json"
@@ -67,6 +75,11 @@ ADMIN_STATUS: Final = {
     error_codes.STORE_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 """The HTTP status of an admin action's outcome (`hub/jobs/admin.py`)."""
+# --- issue 16: the console ---
+INCLUDES: Final = ("pairs", "hubs", "recent")
+"""What `/v1/stats?include=` may add."""
+PAIRS_SHOWN: Final = 50
+"""Language pairs in `/v1/stats?include=pairs` (those with the most slots)."""
 
 _json = msgspec.json.Encoder()
 _STATUSES: Final = (ONLINE, DRAINING, OFFLINE)
@@ -195,12 +208,17 @@ class HttpApi:
         service: JobService,
         metrics: Metrics,
         sessions: Sessions,
+        cluster: Cluster | None = None,
+        console: ConsoleAssets | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
         self.service = service
         self.metrics = metrics
         self.sessions = sessions
+        self.cluster = cluster
+        """Which hubs are alive (`include=hubs`); without one only this hub is."""
+        self.console = console if console is not None else ConsoleAssets()
         self._rate = JobRate()
         self._caps: dict[NodeCapabilities, Any] = {}
 
@@ -209,6 +227,14 @@ class HttpApi:
         method: str = "GET",
     ) -> HttpResponse:
         """The answer to `method path?query` for `principal`."""
+        if method == "GET" and is_ui_path(path):
+            asset = self.console.lookup(path, query)
+            if asset is None:
+                return HttpResponse.json(
+                    HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path},
+                    dict(SECURITY_HEADERS),
+                )
+            return HttpResponse(HTTPStatus.OK, asset.body, asset.content_type, asset.headers)
         if method != "GET" or path.endswith(("/drain", "/undrain")) or path == "/v1/jobs":
             return await self._admin(method, path, query)
         if path == "/healthz":
@@ -223,7 +249,8 @@ class HttpApi:
             if path == "/v1/nodes":
                 return self._nodes(parse_qs(query, keep_blank_values=True))
             if path == "/v1/stats":
-                return HttpResponse.json(HTTPStatus.OK, self.stats())
+                query_values = parse_qs(query, keep_blank_values=True)
+                return HttpResponse.json(HTTPStatus.OK, self.stats(_includes(query_values)))
         except BadQuery as exc:
             return _bad_query(exc)
         if path.startswith("/v1/jobs/"):
@@ -286,8 +313,10 @@ class HttpApi:
         if status is not None and status not in _STATUSES:
             raise BadQuery("status", f"status must be one of {', '.join(_STATUSES)}")
         after = _one(query, "after")
+        hub_id = _one(query, "hub_id")
         states, next_after = self.fleet.page(
-            after=after or None, limit=limit, pool=pool, status=status, scan=SCAN_LIMIT
+            after=after or None, limit=limit, pool=pool, status=status, scan=SCAN_LIMIT,
+            hub_id=hub_id or None,
         )
         headers = {} if next_after is None else {"X-Next-After": next_after}
         return HttpResponse.json(
@@ -319,12 +348,13 @@ class HttpApi:
 
     # --- /v1/stats ------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, include: frozenset[str] = frozenset()) -> dict[str, Any]:
         """`{"nodes": {status: n}, "slots": {"total", "busy"}, "jobs": {"active", "queued"},
-        "jobs_per_s", "pools": {pool: {"nodes", "status", "slots"}}}`."""
+        "jobs_per_s", "pools": {pool: {"nodes", "status", "slots"}}}`, and what `include`
+        names of `pairs`, `hubs`, `recent` (issue 16)."""
         tally = self.fleet.stats.all
         finished = sum(self.metrics.jobs.values.values())
-        return {
+        out = {
             "nodes": {s: tally.by_status.get(s, 0) for s in _STATUSES},
             "slots": {"total": tally.slots_total, "busy": tally.slots_busy},
             "jobs": {"active": len(self.service.jobs), "queued": len(self.service.waiting)},
@@ -333,3 +363,47 @@ class HttpApi:
                 str(pool): t.view() for pool, t in sorted(self.fleet.stats.pools.items())
             },
         }
+        if "pairs" in include:
+            out["pairs"] = self._pair_view()
+        if "hubs" in include:
+            out["hubs"] = self._hub_view()
+        if "recent" in include:
+            out["recent"] = self.metrics.recent.view(time.monotonic())
+        return out
+
+    # --- issue 16: what the console adds to /v1/stats -----------------------------------
+
+    def _pair_view(self) -> dict[str, Any]:
+        top, total = self.fleet.stats.pair_view(PAIRS_SHOWN)
+        return {"total": total, "top": top}
+
+    def _hub_view(self) -> list[dict[str, Any]]:
+        """Every hub that is alive or has nodes in this hub's view, this one first."""
+        tallies = self.fleet.stats.hubs
+        live = self.cluster.members.live if self.cluster is not None else set()
+        me = self.config.hub_id
+        out = []
+        for hub_id in sorted({me, *live, *tallies}, key=lambda h: (h != me, h)):
+            tally = tallies.get(hub_id)
+            view = tally.view() if tally is not None else {
+                "nodes": 0, "status": {}, "slots": {"total": 0, "busy": 0},
+            }
+            out.append({
+                "hub_id": hub_id, "self": hub_id == me, "live": hub_id == me or hub_id in live,
+                **view,
+            })
+        return out
+
+
+def _includes(query: dict[str, list[str]]) -> frozenset[str]:
+    """`include=pairs,hubs,recent` (comma-separated, or repeated); 400 for another name."""
+    names = {
+        name.strip() for value in query.get("include", []) for name in value.split(",")
+        if name.strip()
+    }
+    unknown = names - set(INCLUDES)
+    if unknown:
+        raise BadQuery(
+            "include", f"include takes {', '.join(INCLUDES)}, not {', '.join(sorted(unknown))}"
+        )
+    return frozenset(names)

@@ -351,6 +351,7 @@ class ClientSession:
 
     async def _submit(self, message: Submit) -> None:
         if self._sessions.stopping:
+            self._metrics.recent.rejected(time.monotonic(), error_codes.HUB_SHUTDOWN)
             await self.link.send(Rejected(
                 request_id=message.request_id, code=error_codes.HUB_SHUTDOWN,
                 message="the hub is shutting down",
@@ -362,6 +363,7 @@ class ClientSession:
             self._service.attempts.log.rejected(
                 message.request_id, error_codes.OVERLOADED, "max_jobs_per_session"
             )
+            self._metrics.recent.rejected(time.monotonic(), error_codes.OVERLOADED)
             await self.link.send(Rejected(
                 request_id=message.request_id, code=error_codes.OVERLOADED,
                 message=f"this session holds {held} unfinished jobs "

@@ -244,7 +244,10 @@ def test_take_for_answers_what_a_scan_of_every_waiting_job_would(ops: list[tuple
             job_id = sorted(taken)[op[1] % len(taken)]
             order = taken.pop(job_id)
             req, priority, key = reqs[job_id]
-            assert queue.push(job_id, req, priority=priority, fair_key=key, order=order) == order
+            back = queue.push(job_id, req, priority=priority, fair_key=key, order=order)
+            # Back in its place: first in its lane, on the turn it was taken on, or on
+            # the earlier turn of the job that heads its lane now (it takes that turn).
+            assert back.seq == order.seq and back.turn <= order.turn
         elif kind == "take":
             _, node_id, caps, _ = op
             expected = _scan(queue, node_id, caps)

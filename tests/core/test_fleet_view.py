@@ -90,3 +90,89 @@ def test_random_changes_keep_order_stats_and_pages_right() -> None:
     # A rebuild re-derives the order and the stats.
     fleet.rebuild([*fleet.snapshot][:40])
     assert_consistent(fleet)
+
+
+# --- issue 16: per hub and per language pair (the console) ---------------------------------
+
+_PAIRS = [("en", "de"), ("en", "fr"), ("de", "en"), ("fr", "en"), ("en", "ja")]
+
+
+def _mixed_caps(rng: random.Random) -> NodeCapabilities:
+    return NodeCapabilities(
+        language_pairs=frozenset(rng.sample(_PAIRS, rng.randint(0, 3))),
+        max_concurrency=rng.randint(1, 4), pool=rng.randrange(3),
+    )
+
+
+def assert_hubs_and_pairs(fleet: FleetView) -> None:
+    states = list(fleet.snapshot)
+    hubs = {s.hub_id for s in states}
+    assert set(fleet.stats.hubs) == hubs
+    for hub_id in hubs:
+        want = _expected_tally([s for s in states if s.hub_id == hub_id])
+        got = fleet.stats.hubs[hub_id]
+        assert (got.nodes, got.slots_total, got.slots_busy) == (
+            want.nodes, want.slots_total, want.slots_busy)
+        assert {k: v for k, v in got.by_status.items() if v} == want.by_status
+    expected = {}
+    for pair in _PAIRS:
+        serving = [s for s in states if pair in s.caps.language_pairs]
+        if serving:
+            expected[pair] = (
+                len(serving), sum(s.caps.max_concurrency for s in serving),
+                sum(s.running for s in serving),
+            )
+    top, total = fleet.stats.pair_view(limit=3)
+    assert total == len(expected)
+    want_top = sorted(expected.items(), key=lambda item: (-item[1][1], item[0]))[:3]
+    assert top == [
+        {"src": s, "tgt": t, "nodes": n, "slots": {"total": total_, "busy": busy}}
+        for (s, t), (n, total_, busy) in want_top
+    ]
+
+
+def test_hub_and_pair_tallies_follow_every_change() -> None:
+    rng = random.Random(16)
+    fleet = FleetView()
+    for step in range(1_500):
+        node_id = f"n{rng.randrange(200):03d}"
+        op = rng.random()
+        present = node_id in fleet.snapshot
+        if op < 0.4:
+            fleet.join(node_id, _mixed_caps(rng), hub_id=rng.choice("abc"),
+                       running=rng.randint(0, 1))
+        elif op < 0.55:
+            fleet.leave(node_id)
+        elif op < 0.8 and present:
+            fleet.set_running(node_id, rng.randint(0, 4))
+        elif op < 0.9 and present:
+            fleet.set_status(node_id, rng.choice((ONLINE, DRAINING, OFFLINE)))
+        elif present:
+            fleet.set_capabilities(node_id, _mixed_caps(rng))
+        if step % 100 == 0:
+            assert_hubs_and_pairs(fleet)
+    assert_hubs_and_pairs(fleet)
+    fleet.rebuild([*fleet.snapshot][:50])
+    assert_hubs_and_pairs(fleet)
+
+
+def test_pages_filter_by_hub() -> None:
+    fleet = FleetView()
+    for i in range(30):
+        fleet.join(f"n{i:02d}", NodeCapabilities(max_concurrency=1), hub_id="ab"[i % 2])
+    page, after = fleet.page(after=None, limit=100, pool=None, status=None, scan=1_000,
+                             hub_id="b")
+    assert [s.node_id for s in page] == [f"n{i:02d}" for i in range(1, 30, 2)]
+    assert after is None
+    assert walk(fleet, limit=4, pool=None, status=None, scan=5) == [f"n{i:02d}" for i in range(30)]
+
+
+def test_a_node_that_moves_to_another_hub_moves_its_tally() -> None:
+    """Cross-instance: another hub took the node over; same capabilities object."""
+    fleet = FleetView()
+    caps = NodeCapabilities(language_pairs=frozenset({("en", "de")}), max_concurrency=3)
+    fleet.join("n1", caps, hub_id="a", running=1)
+    fleet.put(NodeState.create("n1", caps, hub_id="b", running=2))
+    assert set(fleet.stats.hubs) == {"b"}
+    assert (fleet.stats.hubs["b"].nodes, fleet.stats.hubs["b"].slots_busy) == (1, 2)
+    assert_hubs_and_pairs(fleet)

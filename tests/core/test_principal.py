@@ -85,6 +85,21 @@ def test_roles_per_endpoint(method: str, path: str, roles: set[str]) -> None:
     assert required_roles(path, method=method) == roles
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "roles"),
+    [
+        # issue 16: the console's page and files hold no data: no token.
+        ("GET", "/ui", set()), ("GET", "/ui/", set()), ("GET", "/ui/console.js", set()),
+        ("GET", "/ui/anything/else", set()),
+        # Not the console: a look-alike prefix, another method.
+        ("GET", "/uix", {"admin"}), ("GET", "/ui.js", {"admin"}), ("POST", "/ui", {"admin"}),
+        ("DELETE", "/ui/console.js", {"admin"}),
+    ],
+)
+def test_the_console_is_open(method: str, path: str, roles: set[str]) -> None:
+    assert required_roles(path, method=method) == roles
+
+
 def test_metrics_public() -> None:
     assert required_roles("/metrics", metrics_public=True) == set()
     assert required_roles("/v1/nodes", metrics_public=True) == {"admin"}
