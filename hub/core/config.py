@@ -51,6 +51,13 @@ class HubConfig:
     redis_prefix: str = "nodehub"
     log_level: str = "INFO"
     log_json: bool = False
+    # --- issue 12: exactly one answer, drain, dead-hub exclusion ---
+    hub_timeout_ms: int = 3_000
+    """Cross-instance: a hub that stopped answering this long is excluded from selection
+    on every other hub (its nodes stop being chosen; its work fails over later, when its
+    presence lapses)."""
+    drain_timeout_ms: int = 30_000
+    """On SIGTERM, how long running jobs may finish before the rest fail `hub_shutdown`."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -80,6 +87,11 @@ class HubConfig:
             raise ConfigError(f"default_pool must be in 0..65535, not {self.default_pool}")
         if not self.hub_id:
             raise ConfigError("hub_id must not be empty")
+        # --- issue 12 ---
+        if self.hub_timeout_ms < 100:
+            raise ConfigError(f"hub_timeout_ms must be >= 100, not {self.hub_timeout_ms}")
+        if self.drain_timeout_ms < 0:
+            raise ConfigError(f"drain_timeout_ms must be >= 0, not {self.drain_timeout_ms}")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:

@@ -160,6 +160,7 @@ class Attempts:
 
         `announce` carries the submitter through refusals of the first dispatch.
         """
+        self._forget_deadlines(job, overall=False)
         job.fail_attempt(outcome)
         logger.bind(job_id=job.job_id).debug(
             "attempt {} on {} ({}) failed: {}", job.attempt, job.node_id, job.node_hub, outcome
@@ -207,6 +208,7 @@ class Attempts:
         """
         if job.finished:
             return
+        self._forget_deadlines(job, overall=True)
         result = job.complete(ok=ok, output=output, error=error)
         started = self.table.remove(job.job_id)
         outcome = "ok" if ok else (error.code if error else error_codes.FAILED)
@@ -232,6 +234,15 @@ class Attempts:
     def watch_overall(self, job: Job) -> None:
         """Arm the job's overall deadline (the client's `timeout_ms`)."""
         self.deadlines.push(job.deadline_ms, (job.job_id, 0, OVERALL))
+
+    def _forget_deadlines(self, job: Job, *, overall: bool) -> None:
+        """The current attempt ended (and with `overall`, the job): its deadlines go, so
+        the heap holds only what can still fire."""
+        deadlines = self.deadlines
+        deadlines.discard((job.job_id, job.attempt, ACCEPT))
+        deadlines.discard((job.job_id, job.attempt, ATTEMPT))
+        if overall:
+            deadlines.discard((job.job_id, 0, OVERALL))
 
     async def run_deadlines(self) -> None:
         """Fire accept, attempt and overall deadlines; runs until cancelled."""

@@ -328,3 +328,17 @@ async def test_attempts_are_bounded(path: JobPath) -> None:
     result = only(client.take()[1:], Result)
     assert result.error is not None and result.error.code == "attempts_exhausted"
     assert result.attempts == 3
+
+
+async def test_finished_jobs_leave_no_deadlines_behind(path: JobPath) -> None:
+    node = await path.node("n1", slots=1)
+    client = path.client()
+    deadlines = path.service.attempts.deadlines
+    for i in range(300):
+        await path.submit(client, f"r{i}", timeout_ms=86_400_000)  # a day-long budget
+        assign = only(node.take(), JobAssign)
+        assert len(deadlines) == 2  # the accept deadline and the job's own
+        await path.from_node("n1", JobResult(assign.job_id, 1, ok=True))
+        assert len(deadlines) == 0
+    assert deadlines.heap_size <= 100  # not 600 entries waiting a day to fall due
+    assert [type(m) for m in client.take()] == [Accepted, Result] * 300
