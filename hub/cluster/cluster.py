@@ -184,7 +184,9 @@ class Cluster:
         for hub_id in lost:
             logger.warning("hub {} is gone: failing over its work", hub_id)
             await self._bury(hub_id)
-        for hub_id in dead:
+        # A hub this one just buried is reaped here too, even if another hub already
+        # dropped it: whatever this hub sent it before burying it (a result) is drained.
+        for hub_id in sorted(set(lost) | set(dead)):
             await self.reaper.reap(hub_id)
             self.members.forget(hub_id)
         if resync:

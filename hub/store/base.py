@@ -52,6 +52,22 @@ class OwnershipConflict(Exception):
         self.owner = owner
 
 
+class InboxLocked(Exception):
+    """Another live hub holds the reaper lock of a dead hub's inbox (see
+    `Store.claim_inbox`): it is draining it, do not drop it."""
+
+    def __init__(self, hub_id: str, holder: str) -> None:
+        super().__init__(f"hub {holder} is draining the inbox of hub {hub_id}")
+        self.hub_id = hub_id
+        self.holder = holder
+
+
+def stream_id(entry_id: str) -> tuple[int, int]:
+    """An inbox entry id (`<ms>-<seq>`) as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class Store(Protocol):
     """Shared state for one hub. All methods may raise `StoreUnavailable`."""
 
@@ -131,8 +147,12 @@ class Store(Protocol):
     async def known_hubs(self) -> set[str]:
         """Hubs that announced themselves and have not been dropped, live or not."""
 
-    async def drop_hub(self, hub_id: str) -> None:
-        """Forget a dead hub whose inbox has been drained (its inbox and its node entries)."""
+    async def drop_hub(self, hub_id: str, *, upto: str | None = None) -> bool:
+        """Forget a dead hub whose inbox has been drained (its inbox and its node entries).
+
+        With `upto` (the last entry id drained, `"0-0"` for none) nothing is dropped
+        and False returned when a newer entry arrived meanwhile (drain again), or when
+        another hub holds the reaper lock (`InboxLocked` is raised then)."""
 
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         """Own `node_id` for `ttl_ms`; returns the ownership epoch (fencing token).
@@ -176,9 +196,14 @@ class Store(Protocol):
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         """Acknowledge handled entries (of `hub_id`'s inbox, by default this hub's)."""
 
-    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
-        """Take over up to `count` entries of a dead hub's inbox: those it never read
-        and those it read but never acknowledged. Empty when none are left."""
+    async def claim_inbox(
+        self, hub_id: str, *, count: int, after: str = "0-0"
+    ) -> Sequence[tuple[str, bytes]]:
+        """Take over up to `count` entries of a dead hub's inbox with ids after `after`,
+        in id order: those it read but never acknowledged, then those it never read.
+        Empty when none are left. Page through an inbox by passing the last id
+        returned as `after`. Takes (or renews) the reaper lock of that inbox; raises
+        `InboxLocked` when another hub holds it."""
 
     async def dead_letter(self, hub_id: str, entry_id: str, envelope: bytes, why: str) -> None:
         """Move an entry that cannot be handled to the dead-letter stream and ack it."""

@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from hub.store.base import Binding, OwnershipConflict, RecordBatch
+from hub.store.base import Binding, InboxLocked, OwnershipConflict, RecordBatch, stream_id
+from hub.store.keys import REAPER_LOCK_TTL_MS
 
 
 def _monotonic_ms() -> int:
@@ -83,6 +84,8 @@ class MemoryBackplane:
     inboxes: dict[str, _Inbox] = field(default_factory=dict)
     subscribers: list[asyncio.Queue[bytes | None]] = field(default_factory=list)
     dead_letters: list[tuple[str, str, bytes, str]] = field(default_factory=list)
+    reapers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """dead hub id -> (reaping hub id, lock expiry ms)"""
     sequence: int = 0
 
     def __post_init__(self) -> None:
@@ -207,10 +210,25 @@ class MemoryStore:
     async def known_hubs(self) -> set[str]:
         return set(self._plane.known)
 
-    async def drop_hub(self, hub_id: str) -> None:
+    async def drop_hub(self, hub_id: str, *, upto: str | None = None) -> bool:
+        self._check_reaper(hub_id)
+        inbox = self._plane.inboxes.get(hub_id)
+        if upto is not None and inbox is not None:
+            last = stream_id(upto)
+            ids = [*inbox.pending, *(entry_id for entry_id, _ in inbox.unread)]
+            if any(stream_id(entry_id) > last for entry_id in ids):
+                return False
         self._plane.known.discard(hub_id)
         self._plane.directories.pop(hub_id, None)
         self._plane.inboxes.pop(hub_id, None)
+        self._plane.reapers.pop(hub_id, None)
+        return True
+
+    def _check_reaper(self, hub_id: str) -> None:
+        """Raise `InboxLocked` when another hub holds `hub_id`'s reaper lock."""
+        lock = self._plane.reapers.get(hub_id)
+        if lock is not None and lock[0] != self.hub_id and lock[1] > self._plane.clock():
+            raise InboxLocked(hub_id, lock[0])
 
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         now = self._plane.clock()
@@ -289,11 +307,20 @@ class MemoryStore:
             for entry_id in entry_ids:
                 inbox.pending.pop(entry_id, None)
 
-    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
+    async def claim_inbox(
+        self, hub_id: str, *, count: int, after: str = "0-0"
+    ) -> Sequence[tuple[str, bytes]]:
+        self._check_reaper(hub_id)
+        self._plane.reapers[hub_id] = (self.hub_id, self._plane.clock() + REAPER_LOCK_TTL_MS)
         inbox = self._plane.inboxes.get(hub_id)
         if inbox is None:
             return []
-        entries = list(inbox.pending.items())[:count]
+        start = stream_id(after)
+        pending = sorted(
+            (item for item in inbox.pending.items() if stream_id(item[0]) > start),
+            key=lambda item: stream_id(item[0]),
+        )
+        entries = pending[:count]
         while inbox.unread and len(entries) < count:
             entry_id, envelope = inbox.unread.popleft()
             inbox.pending[entry_id] = envelope

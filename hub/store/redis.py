@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from hub.core.errors import StoreUnavailable
-from hub.store.base import Binding, OwnershipConflict, RecordBatch
+from hub.store.base import Binding, InboxLocked, OwnershipConflict, RecordBatch, stream_id
 from hub.store.keys import (
     CONSUMER_GROUP,
     DEAD_LETTER_MAXLEN,
@@ -38,6 +38,7 @@ from hub.store.scripts import (
     BIND_MANY,
     CLAIM_NODE,
     DEAD_LETTER,
+    DROP_HUB,
     LIVE_HUBS,
     PUBLISH_NODE,
     REBIND_REQUEST,
@@ -87,6 +88,7 @@ class RedisStore:
                 ("publish_node", PUBLISH_NODE),
                 ("send_many", SEND_MANY),
                 ("dead_letter", DEAD_LETTER),
+                ("drop_hub", DROP_HUB),
             )
         }
         self._inbox = self.keys.inbox(hub_id)
@@ -263,12 +265,18 @@ class RedisStore:
         return {text(h) for h in hubs}
 
     @translated
-    async def drop_hub(self, hub_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.inbox(hub_id), self.keys.nodes(hub_id))
-            pipe.delete(self.keys.reaper(hub_id))
-            pipe.zrem(self.keys.hubs, hub_id)
-            await pipe.execute()
+    async def drop_hub(self, hub_id: str, *, upto: str | None = None) -> bool:
+        dropped = await self._script(
+            "drop_hub",
+            [
+                self.keys.inbox(hub_id), self.keys.nodes(hub_id), self.keys.reaper(hub_id),
+                self.keys.hubs,
+            ],
+            [hub_id, "" if upto is None else upto, self.hub_id],
+        )
+        if isinstance(dropped, list):
+            raise InboxLocked(hub_id, text(dropped[1]))
+        return bool(dropped)
 
     @translated
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
@@ -383,25 +391,37 @@ class RedisStore:
             await self._redis.xack(stream, CONSUMER_GROUP, *entry_ids)
 
     @translated
-    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
+    async def claim_inbox(
+        self, hub_id: str, *, count: int, after: str = "0-0"
+    ) -> Sequence[tuple[str, bytes]]:
         stream = self.keys.inbox(hub_id)
-        lock = await self._redis.set(
-            self.keys.reaper(hub_id), self.hub_id, px=REAPER_LOCK_TTL_MS, nx=True, get=True
+        lock = self.keys.reaper(hub_id)
+        holder = await self._redis.set(
+            lock, self.hub_id, px=REAPER_LOCK_TTL_MS, nx=True, get=True
         )
-        if lock is not None and text(lock) != self.hub_id:
-            return []  # another live hub is draining it
-        await self._redis.pexpire(self.keys.reaper(hub_id), REAPER_LOCK_TTL_MS)
+        if holder is not None and text(holder) != self.hub_id:
+            raise InboxLocked(hub_id, text(holder))
+        await self._redis.pexpire(lock, REAPER_LOCK_TTL_MS)
         if not await self._redis.exists(stream):
             return []
         await self._ensure_group(stream)
+        ms, seq = stream_id(after)
+        cursor = f"{ms}-{seq + 1}"
+        claimed: list[tuple[str, bytes]] = []
         try:
-            # Entries the dead hub read but never acknowledged...
-            reply = await self._redis.xautoclaim(
-                stream, CONSUMER_GROUP, self.hub_id, min_idle_time=0, start_id="0-0", count=count
-            )
-            claimed = [(i.decode(), f[b"e"]) for i, f in reply[1] if f and b"e" in f]
+            # Entries the dead hub (or an earlier claim) read but never acknowledged, in
+            # id order from `after`, following XAUTOCLAIM's cursor until the list ends...
+            while len(claimed) < count:
+                reply = await self._redis.xautoclaim(
+                    stream, CONSUMER_GROUP, self.hub_id, min_idle_time=0,
+                    start_id=cursor, count=count - len(claimed),
+                )
+                claimed += [(text(i), f.get(b"e", b"")) for i, f in reply[1] if f]
+                cursor = text(reply[0])
+                if cursor == "0-0":
+                    break
             if len(claimed) < count:
-                # ...and those it never read.
+                # ...then those it never read (their ids are all higher).
                 unread = await self._redis.xreadgroup(
                     CONSUMER_GROUP, self.hub_id, {stream: ">"}, count=count - len(claimed)
                 )

@@ -145,3 +145,27 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('XACK', KEYS[2], ARGV[7], ARGV[4])
 return 1
 """
+
+# KEYS[1] the dead hub's inbox, KEYS[2] its node hash, KEYS[3] its reaper lock,
+# KEYS[4] hubs zset
+# ARGV[1] the dead hub's id, ARGV[2] the last inbox entry id drained ('' = drop anyway),
+# ARGV[3] the reaping hub's id
+# Forgets a drained hub, unless an entry newer than ARGV[2] arrived since (returns 0:
+# drain again) or another hub holds the reaper lock (returns {-1, holder}).
+# Returns 1 when dropped.
+DROP_HUB = """
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[3] then return {-1, holder} end
+if ARGV[2] ~= '' then
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if newest[1] then
+    local nm, ns = string.match(newest[1][1], '(%d+)-(%d+)')
+    local lm, ls = string.match(ARGV[2], '(%d+)-(%d+)')
+    nm, ns, lm, ls = tonumber(nm), tonumber(ns), tonumber(lm), tonumber(ls)
+    if nm > lm or (nm == lm and ns > ls) then return 0 end
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"""

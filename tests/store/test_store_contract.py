@@ -21,7 +21,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from hub.store.base import Binding, OwnershipConflict, RecordBatch, Store
+from hub.store.base import Binding, InboxLocked, OwnershipConflict, RecordBatch, Store, stream_id
 from hub.store.memory import MemoryBackplane, MemoryStore
 from hub.store.redis import RedisStore
 
@@ -411,3 +411,32 @@ async def test_renew_nodes_reports_the_nodes_taken_over(store: Store, stores: Ma
     await other.claim_node("n2", LONG_MS, take_over=True)
     assert await store.renew_nodes(["n1", "n2"], LONG_MS) == ["n2"]
     assert await store.node_owner("n2") == ("hub-b", (await other.node_owner("n2") or ("", 0))[1])
+
+
+async def test_claim_inbox_pages_past_one_batch_and_locks_out_other_reapers(
+    store: Store, stores: MakeStore
+) -> None:
+    dead = await stores("hub-dead")
+    rival = await stores("hub-c")
+    await store.send_many([("hub-dead", f"e{i}".encode()) for i in range(600)])
+    first = list(await dead.read_inbox(block_ms=1000, count=300))  # read, never acknowledged
+    assert len(first) == 300
+    seen: list[bytes] = []
+    after = "0-0"
+    while batch := await store.claim_inbox("hub-dead", count=256, after=after):
+        seen.extend(envelope for _, envelope in batch)
+        after = max((entry_id for entry_id, _ in batch), key=stream_id)
+    # Every entry once, in order: the 300 read and unacknowledged, then the 300 unread.
+    assert seen == [f"e{i}".encode() for i in range(600)]
+    # Another hub finds the inbox being drained: it must not take or drop it.
+    with pytest.raises(InboxLocked):
+        await rival.claim_inbox("hub-dead", count=10)
+    with pytest.raises(InboxLocked):
+        await rival.drop_hub("hub-dead", upto=after)
+    # An entry that arrives after the drain keeps the hub from being dropped.
+    await rival.send_to_hub("hub-dead", b"late")
+    assert not await store.drop_hub("hub-dead", upto=after)
+    late = await store.claim_inbox("hub-dead", count=10, after=after)
+    assert [envelope for _, envelope in late] == [b"late"]
+    assert await store.drop_hub("hub-dead", upto=late[0][0])
+    assert await store.claim_inbox("hub-dead", count=10) == []

@@ -1,0 +1,63 @@
+"""A home hub that dies with results waiting in its inbox: every one is kept, none is run
+again (real hub processes, a real redis-server, agent SDK nodes and clients)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+import redis.asyncio as aioredis
+
+from agent_sim.client import HubClient
+from hub.core.messages import Result
+from tests.cross.test_cross_hub import WAIT_S, Work, agent, sees, until
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+async def test_results_in_a_dead_homes_inbox_are_all_kept_past_one_claim_batch(
+    start_hubs: object, redis_server: RedisServer, prefix: str
+) -> None:
+    # More results than one XAUTOCLAIM/XREADGROUP batch (256) wait in the dead home's
+    # inbox: the reaper must page through all of them, not stop after the first batch.
+    jobs = 300
+    home, survivor = start_hubs(2)  # type: ignore[operator]
+    work = Work(gated=True)
+    async with agent("big", [survivor.url], work, max_concurrency=jobs) as node:
+        await node.wait_registered(WAIT_S)
+        await until(lambda: sees(home, "big", owner=survivor), "the home to see the node")
+        async with HubClient(home.url) as doomed:
+            handles = [
+                await doomed.submit("en", "zh", payload={"key": f"k{i}"}) for i in range(jobs)
+            ]
+            await asyncio.wait_for(asyncio.gather(*(h.accepted for h in handles)), WAIT_S)
+            await until(lambda: _true(node.running == jobs), "every job to run on the node")
+            home.kill()
+            work.gate.set()  # the results go to the dead home's inbox, unread
+            await until(lambda: _true(node.completed == jobs), "the node to finish them all")
+        async with HubClient(survivor.url) as back:
+            again = [
+                await back.submit("en", "zh", request_id=h.request_id, payload={"key": f"k{i}"})
+                for i, h in enumerate(handles)
+            ]
+            results = await asyncio.wait_for(
+                asyncio.gather(*(h.result for h in again)), WAIT_S * 2
+            )
+            assert all(n == 1 for n in back.result_counts.values())
+    assert all(isinstance(r, Result) and r.ok for r in results), Counter(
+        type(r).__name__ for r in results
+    )
+    # Every resubmit was answered from the result the node already produced.
+    assert all(n == 1 for n in work.completed.values()), Counter(work.completed.values())
+    assert [r.output["key"] for r in results] == [f"k{i}" for i in range(jobs)]  # type: ignore[union-attr]
+    store = aioredis.Redis.from_url(redis_server.url)
+    try:  # the dead hub was forgotten once its inbox was drained
+        assert not await store.exists("{" + prefix + "}:inbox:" + home.hub_id)
+    finally:
+        await store.aclose()
+
+
+async def _true(value: bool) -> bool:
+    return value
