@@ -43,6 +43,8 @@ class Reaper:
         self.inbox = inbox
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaped: set[str] = set()
+        self._reaping: dict[str, asyncio.Task[object] | None] = {}
+        """The task reaping each hub right now."""
 
     def __repr__(self) -> str:
         return f"Reaper(reaped={sorted(self._reaped)})"
@@ -52,27 +54,39 @@ class Reaper:
         self._reaped -= hub_ids
 
     async def reap(self, hub_id: str) -> None:
-        """Drain `hub_id`'s inbox and forget the hub, or wait for the hub that does."""
+        """Drain `hub_id`'s inbox and forget the hub, or wait for the hub that does.
+
+        Called again from within the reap (a reaped envelope's handling asks for
+        it), it returns at once: the reap is under way in this very task."""
+        if self._reaping.get(hub_id) is asyncio.current_task():
+            return
         lock = self._locks.setdefault(hub_id, asyncio.Lock())
         async with lock:
-            if hub_id in self._reaped or hub_id in await self.store.live_hubs():
-                return
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while True:
-                try:
-                    if not await self._reap(hub_id):
-                        return  # left for a later try
+            self._reaping[hub_id] = asyncio.current_task()
+            try:
+                await self._reap_once(hub_id)
+            finally:
+                del self._reaping[hub_id]
+
+    async def _reap_once(self, hub_id: str) -> None:
+        if hub_id in self._reaped or hub_id in await self.store.live_hubs():
+            return
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                if not await self._reap(hub_id):
+                    return  # entries kept arriving: left for a later try
+                break
+            except InboxLocked as exc:
+                # Another hub is draining it: its results are being archived. Wait for
+                # it to finish (it drops the hub), never drop it under it.
+                if hub_id not in await self.store.known_hubs():
                     break
-                except InboxLocked as exc:
-                    # Another hub is draining it: its results are being archived. Wait
-                    # for it to finish (it drops the hub), never drop it under it.
-                    if hub_id not in await self.store.known_hubs():
-                        break
-                    if time.monotonic() > deadline:
-                        logger.warning("gave up waiting for {}", exc)
-                        return
-                    await asyncio.sleep(LOCK_POLL_S)
-            self._reaped.add(hub_id)
+                if time.monotonic() > deadline:
+                    logger.warning("gave up waiting for {}", exc)
+                    return
+                await asyncio.sleep(LOCK_POLL_S)
+        self._reaped.add(hub_id)
 
     async def _reap(self, hub_id: str) -> bool:
         """Drain and drop; False when entries kept arriving (try again later)."""

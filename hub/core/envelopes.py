@@ -83,6 +83,18 @@ class Watch(_Envelope, tag="watch"):
     job_id: str
     client_id: str
     submit: Submit
+    again: bool = False
+    """Sent again because the home may have lost the first one (it restarted): ignored
+    by a home that already has this watcher."""
+
+
+class Unknown(_Envelope, tag="unknown"):
+    """Home -> hub of a duplicate submit: the job its `Watch` named is unknown here (never
+    recorded, or its binding released): resolve the request again there."""
+
+    job_id: str
+    client_id: str
+    submit: Submit
 
 
 class Deliver(_Envelope, tag="deliver"):
@@ -92,7 +104,7 @@ class Deliver(_Envelope, tag="deliver"):
     message: ClientOutbound
 
 
-Envelope = Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Deliver
+Envelope = Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Unknown | Deliver
 
 
 class NodeEntry(msgspec.Struct, array_like=True):

@@ -163,6 +163,8 @@ class Error(_Message, tag="error"):
     message: str
     path: str | None = None
     job_id: str | None = None
+    request_id: str | None = None
+    """Set on an `error` caused by a submit (issue 12)."""
 
 
 NodeOutbound = Registered | JobAssign | JobCancel | Error

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import time
 
+from loguru import logger
+
 from hub.core import error_codes
 from hub.core.capabilities import Requirements
 from hub.core.config import HubConfig
+from hub.core.errors import StoreUnavailable
 from hub.core.job import Job
 from hub.core.messages import JobAssign, Rejected, Submit
 from hub.core.metrics import Metrics
@@ -86,7 +89,11 @@ class Admission:
         `rejected` sent when no node fits (the binding is then released)."""
         job, assign, selection = plan
         if job is None or assign is None:
-            await self.store.release_request(message.request_id, job_id)
+            try:
+                await self.store.release_request(message.request_id, job_id)
+            except StoreUnavailable as exc:
+                # Still bound, to a job that never existed: a resubmit takes it over.
+                logger.warning("releasing request {} failed: {}", message.request_id, exc)
             self.metrics.submits.inc(error_codes.NO_NODE)
             rejected = Rejected(
                 request_id=message.request_id,

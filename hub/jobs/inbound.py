@@ -13,7 +13,6 @@ from __future__ import annotations
 from loguru import logger
 
 from hub.cluster.cluster import Cluster
-from hub.core import error_codes
 from hub.core.envelopes import (
     Deliver,
     Dispatch,
@@ -22,11 +21,12 @@ from hub.core.envelopes import (
     NodeLost,
     Refused,
     Revoke,
+    Unknown,
     Watch,
 )
 from hub.core.errors import ProtocolError
 from hub.core.job import HUB_LOST, NODE_LOST, Watcher
-from hub.core.messages import Error, JobResult
+from hub.core.messages import JobResult
 from hub.jobs.service import JobService
 
 
@@ -88,20 +88,19 @@ class InboundRouter:
                 )
             case Watch():
                 watcher = Watcher(envelope.sender, envelope.client_id, envelope.submit.request_id)
-                if not await self.resubmits.add_watcher(envelope.job_id, watcher):
-                    self.cluster.send(
-                        envelope.sender,
-                        Deliver(
-                            self.hub_id, client_id=envelope.client_id,
-                            message=Error(
-                                code=error_codes.UNKNOWN_JOB,
-                                message=f"job {envelope.job_id} is unknown to its home hub",
-                                job_id=envelope.job_id,
-                            ),
-                        ),
-                    )
+                if not await self.resubmits.add_watcher(
+                    envelope.job_id, watcher, again=envelope.again
+                ):
+                    # Never recorded here, or its binding was released: the client's hub
+                    # resolves the request again (takes it over, or binds it afresh).
+                    self.cluster.send(envelope.sender, _unknown(self.hub_id, envelope))
+            case Unknown():
+                await self.resubmits.home_unknown(
+                    envelope.client_id, envelope.job_id, envelope.submit
+                )
             case Deliver():
                 await self.delivery.to_client(envelope.client_id, envelope.message)
+                self.resubmits.delivered(envelope.client_id, envelope.message)
 
     async def _reaped(self, envelope: Envelope) -> None:
         match envelope:
@@ -122,31 +121,24 @@ class InboundRouter:
                     envelope.node_id, envelope.request_id, envelope.message
                 )
             case Watch() if envelope.sender == self.hub_id:
-                # Our own client asked the dead hub about its job: run it again here.
-                link = self.delivery.clients.get(envelope.client_id)
-                if link is not None and not await self.resubmits.add_watcher(
-                    envelope.job_id,
-                    Watcher(self.hub_id, envelope.client_id, envelope.submit.request_id),
-                ):
-                    await self.resubmits.adopt(link, envelope.submit, envelope.job_id)
-            case Watch():
-                self.cluster.send(
-                    envelope.sender,
-                    Deliver(
-                        self.hub_id, client_id=envelope.client_id,
-                        message=Error(
-                            code=error_codes.HOME_LOST,
-                            message="the job's hub died; submit the request again",
-                            job_id=envelope.job_id,
-                        ),
-                    ),
+                # Our own client asked the dead hub about its job: resolve it here (the
+                # results this inbox held are archived by now: node events go first).
+                await self.resubmits.home_lost_watch(
+                    envelope.client_id, envelope.job_id, envelope.submit
                 )
+            case Watch() if self.cluster.is_live(envelope.sender):
+                self.cluster.send(envelope.sender, _unknown(self.hub_id, envelope))
             case _:
                 pass  # revokes, losses and deliveries for a dead hub change nothing
 
     async def hub_lost(self, hub_id: str) -> None:
         await self.nodes.home_lost(hub_id)
         await self.events.node_hub_lost(hub_id)
+        await self.resubmits.home_lost(hub_id)
 
     async def renew_leases(self) -> None:
         await self.nodes.renew_leases()
+
+
+def _unknown(hub_id: str, watch: Watch) -> Unknown:
+    return Unknown(hub_id, job_id=watch.job_id, client_id=watch.client_id, submit=watch.submit)

@@ -4,25 +4,41 @@ The resubmitting client becomes another *watcher* of the existing job and
 gets its `accepted` (`duplicate: true`) and its one `result`: from the job if
 it is active (or being created) here, from the archive if it finished, from
 its home hub (a `Watch` envelope, answered with `Deliver` envelopes) if it
-runs there, or by running it again here (*adoption*) if its home hub died
-before archiving it.
+runs there, or by running it again here (*taking it over*) when nobody holds
+it: its home died before archiving it, or the job was never recorded (a lost
+binding reply, a failed commit, a binding released meanwhile).
+
+Resolution is a bounded loop over what the binding says: taking over either
+moves the binding to a new job here (atomically: one hub wins), or finds it
+moved or released, and then follows it (a released one is bound afresh). It
+ends with exactly one answer for the client: `accepted` (then the `result`),
+or a `rejected` with the request id.
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+from loguru import logger
 
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.envelopes import Watch
+from hub.core.errors import StoreUnavailable
 from hub.core.job import Watcher
-from hub.core.messages import Rejected, Submit
+from hub.core.messages import ClientOutbound, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.jobs.admission import Admission
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
-from hub.jobs.table import JobTable, job_home
+from hub.jobs.table import JobTable, Pending, job_home
+from hub.jobs.watches import RemoteWatch, RemoteWatches
 from hub.store.archive import JobArchive
 from hub.store.base import Store
+
+MAX_ROUNDS: Final = 5
+"""Times one resubmit follows its binding (moved by another hub, or released)."""
 
 
 class Resubmits:
@@ -47,64 +63,100 @@ class Resubmits:
         self.cluster = cluster
         self.store = store
         self.metrics = metrics
+        self.remote = RemoteWatches()
+        """This hub's clients waiting on jobs homed elsewhere."""
 
     async def attach(self, link: Link, message: Submit, job_id: str) -> None:
         """A resubmitted request_id: answer for the job that exists, wherever it runs."""
         self.metrics.submits.inc("duplicate")
+        await self.resolve(link, message, job_id)
+
+    async def resolve(
+        self, link: Link, message: Submit, job_id: str, *, home_unknown: bool = False
+    ) -> None:
+        """Answer `message`, whose request is bound to `job_id` (`home_unknown`: the job's
+        live home said it does not know it)."""
         request_id = message.request_id
         watcher = self.delivery.watcher(link, request_id)
-        if await self.add_watcher(job_id, watcher):
-            return
-        home = job_home(job_id)
-        cluster = self.cluster
-        if home != self.hub_id and not cluster.is_live(home):
-            await cluster.refresh_live()
-        if home != self.hub_id and cluster.is_live(home):
-            cluster.send(
-                home, Watch(self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message)
-            )
-            return
-        if home != self.hub_id:
-            # The home hub died: results it never archived may still sit in its inbox.
-            await cluster.reap(home)
+        for _ in range(MAX_ROUNDS):
             if await self.add_watcher(job_id, watcher):
                 return
-            if await self.adopt(link, message, job_id):
+            home = job_home(job_id)
+            if home != self.hub_id and not home_unknown:
+                cluster = self.cluster
+                if not cluster.is_live(home):
+                    await cluster.refresh_live()
+                if cluster.is_live(home):
+                    self.watch_remote(link, message, job_id, home)
+                    return
+                # The home hub died: results it never archived may still sit in its inbox.
+                await cluster.reap(home)
+                if await self.add_watcher(job_id, watcher):
+                    return
+            # Nobody holds the job: run it here, unless the binding moved meanwhile.
+            bound_to = await self.take_over(link, message, job_id)
+            if bound_to is None:
                 return
-        # Bound, but not recorded anywhere this hub can see.
+            job_id, home_unknown = bound_to, False
+        # Bound, but it kept moving: let the client try again later.
         await link.send(Rejected(
             request_id=request_id, code=error_codes.DUPLICATE_IN_FLIGHT,
             message=f"request {request_id} is already being handled; submit it again later",
         ))
 
-    async def adopt(self, link: Link, message: Submit, job_id: str) -> bool:
-        """Run again, here, a job whose home hub died before archiving its result.
+    async def take_over(self, link: Link, message: Submit, job_id: str) -> str | None:
+        """Run here, under a new job id, a request bound to `job_id` that nobody holds.
 
-        Its attempts were revoked when the death was noticed (`NodeRegistry.home_lost`
-        on every hub), so the job is not running anywhere. False when another hub
-        rebound the request first."""
+        Its attempts were revoked when its home's death was noticed
+        (`NodeRegistry.home_lost` on every hub), or it never reached a node, so it
+        is not running anywhere. The binding moves atomically (one hub wins); if
+        it had been released, it is bound afresh. Returns None when the job was
+        created here (the client is answered), else the job the request is bound
+        to now (another hub moved it first)."""
+        config = self.config
+        ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)
         new_job_id = self.table.new_job_id()
-        if not await self.store.rebind_request(
-            message.request_id, job_id, new_job_id, self.config.idempotency_ttl_ms
-        ):
-            return False
-        self.metrics.submits.inc("adopted")
-        await self.admission.create(link, message, new_job_id)
-        return True
+        request_id = message.request_id
+        # Until the job exists, duplicates of it wait here (as for a new submit).
+        pending = self.table.pending[new_job_id] = Pending()
+        try:
+            if await self.store.rebind_request(request_id, job_id, new_job_id, ttl_ms):
+                self.metrics.submits.inc("adopted")
+            else:
+                bound = await self.store.bind_request(request_id, new_job_id, ttl_ms)
+                if bound is not None:
+                    return bound
+            pending.early = None
+            rejected = await self.admission.create(link, message, new_job_id)
+        except BaseException:
+            for waiting in pending.watchers:  # a duplicate that arrived meanwhile
+                await self.delivery.to_watcher(waiting, _failed(waiting.request_id))
+            raise
+        finally:
+            del self.table.pending[new_job_id]
+        for waiting in pending.watchers:
+            if rejected is not None:
+                await self.delivery.to_watcher(waiting, rejected)
+            else:
+                await self.add_watcher(new_job_id, waiting)
+        return None
 
-    async def add_watcher(self, job_id: str, watcher: Watcher) -> bool:
+    async def add_watcher(self, job_id: str, watcher: Watcher, *, again: bool = False) -> bool:
         """Have `watcher` get the job's `accepted` (duplicate) and its one `result`.
 
         False when this hub knows nothing of the job (not active here, no record).
-        """
+        With `again` (a watch sent once more) a watcher the job already has is not
+        added twice."""
         pending = self.table.pending.get(job_id)
         if pending is not None:
-            pending.watchers.append(watcher)  # answered once the job exists (`Submits`)
+            if not (again and watcher in pending.watchers):
+                pending.watchers.append(watcher)  # answered once the job exists (`Submits`)
             return True
         job = self.table.get(job_id)
         if job is not None:
-            job.watchers.append(watcher)
-            await self.delivery.accepted(watcher, job_id, job.node_id)
+            if not (again and watcher in job.watchers):
+                job.watchers.append(watcher)
+                await self.delivery.accepted(watcher, job_id, job.node_id)
             return True
         stored = await self.archive.load(job_id)
         if stored is None or stored.result is None:
@@ -112,3 +164,75 @@ class Resubmits:
         await self.delivery.accepted(watcher, job_id, stored.result.node_id)
         await self.delivery.result(watcher, stored.result)
         return True
+
+    # --- watches at other homes ----------------------------------------------------------
+
+    def watch_remote(
+        self, link: Link, message: Submit, job_id: str, home: str, *, again: bool = False
+    ) -> None:
+        """Ask the job's (live) home to answer this client; kept until it has."""
+        self.remote.add(RemoteWatch(link.peer_id, job_id, home, message))
+        self.cluster.send(home, Watch(
+            self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message, again=again,
+        ))
+
+    def delivered(self, client_id: str, message: ClientOutbound) -> None:
+        """A home delivered a message to one of this hub's clients."""
+        self.remote.answered(client_id, message)
+
+    def client_gone(self, client_id: str) -> None:
+        self.remote.drop_client(client_id)
+
+    async def home_unknown(self, client_id: str, job_id: str, submit: Submit) -> None:
+        """The home of a watched job does not know it: resolve the request again here."""
+        watch = self.remote.take(client_id, submit.request_id)
+        link = self.delivery.clients.get(client_id)
+        if watch is None or link is None:
+            return
+        await self._answering(link, submit, job_id, home_unknown=True)
+
+    async def home_lost_watch(self, client_id: str, job_id: str, submit: Submit) -> None:
+        """A `Watch` of ours was found unread in a dead home's inbox."""
+        watch = self.remote.take(client_id, submit.request_id)
+        link = self.delivery.clients.get(client_id)
+        if watch is None or link is None:
+            return  # answered already, being resolved (`home_lost`), or the client left
+        await self._answering(link, submit, job_id)
+
+    async def home_lost(self, hub_id: str) -> None:
+        """A home died: every client of ours waiting on it gets its request resolved again
+        (from what its inbox held, or by running the job here)."""
+        for watch in self.remote.take_home(hub_id):
+            link = self.delivery.clients.get(watch.client_id)
+            if link is not None:
+                await self._answering(link, watch.submit, watch.job_id)
+
+    def home_restarted(self, hub_id: str) -> None:
+        """A home restarted under its id: it may have lost the watches its previous run
+        had read. Ask it again (it ignores those it has)."""
+        for watch in self.remote.take_home(hub_id):
+            link = self.delivery.clients.get(watch.client_id)
+            if link is not None:
+                self.watch_remote(link, watch.submit, watch.job_id, hub_id, again=True)
+
+    async def _answering(
+        self, link: Link, submit: Submit, job_id: str, *, home_unknown: bool = False
+    ) -> None:
+        """`resolve` for a client whose submit was taken earlier: a store outage now is
+        its answer (`rejected` `store_unavailable`), not an inbox failure."""
+        try:
+            await self.resolve(link, submit, job_id, home_unknown=home_unknown)
+        except Exception as exc:
+            logger.opt(exception=exc).warning("resolving {} failed", submit.request_id)
+            await link.send(_failed(submit.request_id, exc))
+
+
+def _failed(request_id: str, exc: BaseException | None = None) -> Rejected:
+    """The answer to a submit whose handling failed: the store's outage, or a bug."""
+    if isinstance(exc, StoreUnavailable):
+        return Rejected(
+            request_id=request_id, code=error_codes.STORE_UNAVAILABLE, message=str(exc)
+        )
+    return Rejected(
+        request_id=request_id, code=error_codes.INTERNAL_ERROR, message="the hub failed"
+    )

@@ -114,6 +114,7 @@ class JobService:
 
     def client_disconnected(self, link: Link) -> None:
         self.delivery.disconnected(link)
+        self.resubmits.client_gone(link.peer_id)
 
     async def submit(self, link: Link, message: Submit) -> None:
         await self.submits.submit(link, message)

@@ -23,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from typing import Any, Final
 
+import msgspec
 from loguru import logger
 
 from hub.core import close_codes, error_codes
 from hub.core.config import HubConfig
-from hub.core.errors import ProtocolError
-from hub.core.messages import Cancel, Error, Register, Rejected, Submit
+from hub.core.errors import ProtocolError, StoreUnavailable
+from hub.core.messages import Accepted, Cancel, Error, Register, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.jobs.links import Link
 from hub.jobs.node_registry import NodeRegistry, RegisteredNode
@@ -223,11 +225,49 @@ class NodeSession:
             await self._registry.unregister(self._node)
 
 
+class ClientLink:
+    """A client's `Link` as the job path sees it: it counts the submits still owed an
+    answer (`accepted` or `rejected` with their request id), so that a submit whose
+    handling fails before it was answered still gets one (`ClientSession`)."""
+
+    __slots__ = ("_link", "owed", "peer_id")
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self.peer_id = link.peer_id
+        self.owed: Counter[str] = Counter()
+
+    def _answered(self, message: msgspec.Struct) -> None:
+        if type(message) is Accepted or type(message) is Rejected:
+            request_id = message.request_id
+            left = self.owed.get(request_id, 0) - 1
+            if left > 0:
+                self.owed[request_id] = left
+            elif left == 0:
+                del self.owed[request_id]
+
+    def queue(self, message: msgspec.Struct) -> None:
+        if self.owed:
+            self._answered(message)
+        self._link.queue(message)
+
+    async def send(self, message: msgspec.Struct) -> None:
+        if self.owed:
+            self._answered(message)
+        await self._link.send(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._link.close(code, reason)
+
+    def abort(self) -> None:
+        self._link.abort()
+
+
 class ClientSession:
     """One client's connection: submits (concurrent when the store waits) and cancels."""
 
     def __init__(self, link: Link, sessions: Sessions) -> None:
-        self.link = link
+        self.link = ClientLink(link)
         self.closed = False
         """True once the session closed itself: stop feeding it."""
         self._sessions = sessions
@@ -235,7 +275,7 @@ class ClientSession:
         self._metrics = sessions.metrics
         self._refusals = RefusalCount(sessions.config.max_protocol_errors)
         self._submits: set[asyncio.Task[None]] = set()
-        self._service.client_connected(link)
+        self._service.client_connected(self.link)
 
     async def received(self, message: Any) -> None:
         """A decoded message from the client; returns once the next may be read."""
@@ -285,16 +325,32 @@ class ClientSession:
             await asyncio.wait(self._submits, return_when=asyncio.FIRST_COMPLETED)
 
     async def _run_submit(self, message: Submit) -> None:
+        """Hand a submit to the job path; if that fails before the submit was answered,
+        answer it (`rejected` with its request id), else report the `error` with it."""
+        link = self.link
+        request_id = message.request_id
+        link.owed[request_id] += 1
         try:
-            await self._service.submit(self.link, message)
-        except ProtocolError as exc:
-            self._metrics.protocol_errors.inc("client", exc.code)
-            await self.link.send(Error(code=exc.code, message=exc.message, path=exc.path))
-        except Exception:
-            logger.exception("internal error on a submit")
-            await self.link.send(
-                Error(code=error_codes.INTERNAL_ERROR, message="the hub failed")
-            )
+            await self._service.submit(link, message)
+        except Exception as exc:
+            code, text = error_codes.INTERNAL_ERROR, "the hub failed"
+            if isinstance(exc, ProtocolError):
+                self._metrics.protocol_errors.inc("client", exc.code)
+                code, text = exc.code, exc.message
+            elif isinstance(exc, StoreUnavailable):
+                code, text = error_codes.STORE_UNAVAILABLE, str(exc)
+            else:
+                logger.exception("internal error on a submit")
+            if link.owed.get(request_id, 0) > 0:
+                await link.send(Rejected(request_id=request_id, code=code, message=text))
+            else:
+                await link.send(Error(code=code, message=text, request_id=request_id))
+        finally:
+            left = link.owed.get(request_id, 0) - 1
+            if left > 0:
+                link.owed[request_id] = left
+            else:
+                link.owed.pop(request_id, None)
 
     async def ended(self, close_code: int | None) -> None:
         """The connection is gone: let submits in flight finish (a half-made job must not

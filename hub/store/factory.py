@@ -14,5 +14,8 @@ def make_store(config: HubConfig) -> Store:
     if config.deployment_mode == "cross_instance":
         from hub.store.redis import RedisStore
 
-        return RedisStore(hub_id=config.hub_id, url=config.redis_url, prefix=config.redis_prefix)
+        return RedisStore(
+            hub_id=config.hub_id, url=config.redis_url, prefix=config.redis_prefix,
+            reply_timeout_s=config.hub_timeout_ms / 1000,
+        )
     raise ConfigError(f"unknown deployment_mode {config.deployment_mode!r}")

@@ -58,9 +58,15 @@ class RedisStore:
 
     waits = True
 
-    def __init__(self, *, hub_id: str, url: str, prefix: str) -> None:
+    def __init__(
+        self, *, hub_id: str, url: str, prefix: str, reply_timeout_s: float = REPLY_TIMEOUT_S
+    ) -> None:
         self.hub_id = hub_id
         self.url = url
+        self.reply_timeout_s = reply_timeout_s
+        """How long a binding or a send waits for Redis before the call fails with
+        `StoreUnavailable` (the hub uses `hub_timeout_ms`: a store that stopped
+        answering is treated like a hub that did)."""
         self.keys = Keys(prefix)
         # A blocking pool: a burst of concurrent commands waits for a connection
         # instead of failing with "too many connections" (not an outage).
@@ -121,14 +127,15 @@ class RedisStore:
     async def _piped_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on the send pipe; EVAL when Redis lost the script (a restart)."""
         pipe = await self._pipe("send")
+        timeout_s = self.reply_timeout_s
         try:
-            return await pipe.call(*self._evalsha(name, keys, args))
+            return await pipe.call(*self._evalsha(name, keys, args), timeout_s=timeout_s)
         except redis_errors.ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         source = self._scripts[name].script
         assert isinstance(source, str | bytes)
-        return await pipe.call("EVAL", source, len(keys), *keys, *args)
+        return await pipe.call("EVAL", source, len(keys), *keys, *args, timeout_s=timeout_s)
 
     def _save_args(
         self, items: Sequence[tuple[str, bytes]], ttl_ms: int
