@@ -286,12 +286,18 @@ class NodeRegistry:
         network partition, and the node re-registered there) is no longer
         served here: its session is closed and its jobs fail over."""
         registered = list(self.registered.values())
-        lost = set(
-            await self._store.renew_nodes(
-                [s.node_id for s in registered], self._config.node_timeout_ms
-            )
+        claims = await self._store.renew_claims(
+            [s.node_id for s in registered], self._config.node_timeout_ms
         )
         for node in registered:
-            if node.node_id in lost and self.registered.get(node.node_id) is node:
+            if self.registered.get(node.node_id) is not node:
+                continue
+            epoch = claims.get(node.node_id)
+            if epoch is not None:
+                # A lapsed lease (a Redis restart) is claimed anew with a new epoch: keep
+                # it, or the release when the node leaves would not match and the next
+                # hub would wait the lease out.
+                node.epoch = epoch
+            elif node.node_id in claims:
                 await self.unregister(node)
                 await node.link.close(close_codes.OWNERSHIP_LOST, "ownership_lost")

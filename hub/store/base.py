@@ -166,6 +166,11 @@ class Store(Protocol):
         """Renew this hub's claims on many nodes in one round trip where possible;
         returns the ids of nodes another hub owns now (this hub lost them)."""
 
+    async def renew_claims(self, node_ids: Sequence[str], ttl_ms: int) -> dict[str, int | None]:
+        """As `renew_nodes`, with each node's epoch now (None: another hub owns it). A
+        claim whose lease had lapsed (a Redis restart lost it) is made again with a
+        new epoch: the caller must use that one from now on (to release it)."""
+
     async def release_node(self, node_id: str, epoch: int) -> None:
         """Give up ownership, if still held with `epoch`."""
 

@@ -245,13 +245,17 @@ class MemoryStore:
         return epoch
 
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
-        lost = []
+        claims = await self.renew_claims(node_ids, ttl_ms)
+        return [node_id for node_id, epoch in claims.items() if epoch is None]
+
+    async def renew_claims(self, node_ids: Sequence[str], ttl_ms: int) -> dict[str, int | None]:
+        claims: dict[str, int | None] = {}
         for node_id in node_ids:
             try:
-                await self.claim_node(node_id, ttl_ms)
+                claims[node_id] = await self.claim_node(node_id, ttl_ms)
             except OwnershipConflict:
-                lost.append(node_id)
-        return lost
+                claims[node_id] = None
+        return claims
 
     async def release_node(self, node_id: str, epoch: int) -> None:
         current = self._plane.owners.get(node_id)

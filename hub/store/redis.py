@@ -296,9 +296,13 @@ class RedisStore:
             raise OwnershipConflict(node_id, text(owner))
         return int(epoch)
 
-    @translated
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
-        lost: list[str] = []
+        claims = await self.renew_claims(node_ids, ttl_ms)
+        return [node_id for node_id, epoch in claims.items() if epoch is None]
+
+    @translated
+    async def renew_claims(self, node_ids: Sequence[str], ttl_ms: int) -> dict[str, int | None]:
+        claims: dict[str, int | None] = {}
         script = self._scripts["claim_node"]
         for start in range(0, len(node_ids), RENEW_BATCH):
             batch = node_ids[start : start + RENEW_BATCH]
@@ -310,9 +314,9 @@ class RedisStore:
                         client=pipe,
                     )
                 replies = await pipe.execute()
-            lost.extend(node_id for node_id, (epoch, _) in zip(batch, replies, strict=True)
-                        if int(epoch) < 0)
-        return lost
+            for node_id, (epoch, _) in zip(batch, replies, strict=True):
+                claims[node_id] = int(epoch) if int(epoch) >= 0 else None
+        return claims
 
     @translated
     async def release_node(self, node_id: str, epoch: int) -> None:

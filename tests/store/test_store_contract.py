@@ -440,3 +440,22 @@ async def test_claim_inbox_pages_past_one_batch_and_locks_out_other_reapers(
     assert [envelope for _, envelope in late] == [b"late"]
     assert await store.drop_hub("hub-dead", upto=late[0][0])
     assert await store.claim_inbox("hub-dead", count=10) == []
+
+
+async def test_renew_claims_gives_the_epoch_a_lapsed_lease_was_claimed_with(
+    store: Store, stores: MakeStore
+) -> None:
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    first = await store.claim_node("n1", SHORT_MS)
+
+    async def lapsed() -> bool:
+        return await store.node_owner("n1") is None
+
+    await eventually(lapsed, "the lease to lapse")
+    claims = await store.renew_claims(["n1"], LONG_MS)
+    assert claims["n1"] is not None and claims["n1"] > first
+    await store.release_node("n1", claims["n1"])
+    assert await other.claim_node("n1", LONG_MS) > claims["n1"]  # released: no conflict
+    assert await store.renew_claims(["n1"], LONG_MS) == {"n1": None}
