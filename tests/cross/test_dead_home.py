@@ -61,3 +61,37 @@ async def test_results_in_a_dead_homes_inbox_are_all_kept_past_one_claim_batch(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_running_jobs_of_a_dead_home_run_once_more_and_stay_bound_for_their_budget(
+    start_hubs: object, redis_server: RedisServer, prefix: str
+) -> None:
+    # The home dies while its jobs run on another hub's node: the node's hub revokes
+    # them (nobody awaits their results), and each resubmit runs its job once more,
+    # under a binding that lasts the job's whole budget plus the idempotency window.
+    home, survivor = start_hubs(2)  # type: ignore[operator]
+    work = Work(gated=True)
+    async with agent("n1", [survivor.url], work, max_concurrency=20) as node:
+        await node.wait_registered(WAIT_S)
+        await until(lambda: sees(home, "n1", owner=survivor), "the home to see the node")
+        async with HubClient(home.url) as doomed:
+            handles = [await doomed.submit("en", "zh", payload={"key": f"r{i}"}) for i in range(10)]
+            await until(lambda: _true(node.running == 10), "the jobs to run")
+            home.kill()
+            await until(lambda: _true(node.cancelled == 10), "the survivor to revoke them")
+        work.gate.set()
+        async with HubClient(survivor.url) as back:
+            again = [
+                await back.submit("en", "zh", request_id=h.request_id, payload={"key": f"r{i}"})
+                for i, h in enumerate(handles)
+            ]
+            results = await asyncio.wait_for(asyncio.gather(*(h.result for h in again)), WAIT_S)
+    assert all(isinstance(r, Result) and r.ok for r in results), results
+    assert work.completed == Counter({f"r{i}": 1 for i in range(10)})
+    store = aioredis.Redis.from_url(redis_server.url)
+    try:
+        ttl_ms = await store.pttl("{" + prefix + "}:req:" + handles[0].request_id)
+    finally:
+        await store.aclose()
+    # idempotency_ttl_ms (600 s) plus the job's budget (3 x (1 s + 3 s) with these timers)
+    assert ttl_ms > 600_000 + 5_000, ttl_ms
