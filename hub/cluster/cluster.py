@@ -10,12 +10,19 @@ It composes the cluster's parts and runs their loops:
 | `Inbox` (inbox.py) | this hub's envelopes from other hubs, read and handled in order |
 | `Reaper` (reaper.py) | a dead hub's inbox drained, then the hub forgotten |
 
-and the presence loop: every heartbeat interval this hub announces itself,
-renews the leases of the nodes it owns, sends a beacon (a subscription that
-stops hearing even its own beacons is rebuilt), and checks the other hubs'
-presence. A hub found dead is *buried*: its nodes leave this hub's fleet view
-and the job path fails over what depended on it (`LocalHub.hub_lost`); then
-it is reaped.
+and two loops of its own. The presence loop: every heartbeat interval this
+hub announces itself, renews the leases of the nodes it owns, sends a beacon
+(a subscription that stops hearing even its own beacons is rebuilt), and
+checks the other hubs' presence. A hub found dead is *buried*: its nodes
+leave this hub's fleet view and the job path fails over what depended on it
+(`LocalHub.hub_lost`); then it is reaped. The liveness loop, six times per
+`hub_timeout_ms`: this hub beats (`Store.beat`) and reads every hub's beats;
+a hub silent for two thirds of `hub_timeout_ms` is *excluded* (its nodes leave
+selection here, within `hub_timeout_ms` of its last beat, long before it is
+declared dead), one beating again is included, and one beating with a new
+boot token *restarted* under its id (`LocalHub.hub_restarted`). Whether those
+beats reach the store is also this hub's view of the store's health
+(`store_ok`, for `/readyz`).
 
 The cluster knows the store and the core, never the job path: what it needs
 of it is the `LocalHub` protocol, given with `attach`. In local mode the same
@@ -54,6 +61,10 @@ class LocalHub(EnvelopeHandler, Protocol):
     async def renew_leases(self) -> None:
         """Renew this hub's ownership of its nodes (every presence tick)."""
 
+    async def hub_restarted(self, hub_id: str) -> None:
+        """A hub was seen with a new boot token (or for the first time): reconcile what
+        this hub holds of its jobs and nodes with its new run."""
+
 
 class Cluster:
     def __init__(
@@ -71,6 +82,8 @@ class Cluster:
         self._local: LocalHub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self.store_ok = True
+        """Whether the last liveness beat reached the store."""
 
     def __repr__(self) -> str:
         return f"Cluster(hub={self.hub_id!r}, {self.members!r})"
@@ -86,9 +99,20 @@ class Cluster:
         self._local = local
         self.inbox.handler = local
 
+    @property
+    def beat_interval_ms(self) -> int:
+        return max(10, self.config.hub_timeout_ms // 6)
+
+    @property
+    def silence_ms(self) -> int:
+        """Beats missed this long exclude a hub: its last beat, plus this, plus one
+        reading interval stays within `hub_timeout_ms`."""
+        return self.config.hub_timeout_ms - 2 * self.beat_interval_ms
+
     async def start(self) -> None:
         await self.store.announce(self.presence_ttl_ms)
         self.members.seen(await self.store.live_hubs())
+        await self.beat()
         await self.resync()
         for name, loop in (
             ("inbox", self.inbox.run),
@@ -96,6 +120,7 @@ class Cluster:
             ("fleet-publish", self.replica.publish_loop),
             ("fleet-subscribe", self.replica.subscribe_loop),
             ("presence", self._presence_loop),
+            ("liveness", self._liveness_loop),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.hub_id}:{name}"))
 
@@ -160,6 +185,48 @@ class Cluster:
             except Exception:
                 logger.exception("presence tick failed")
 
+    async def _liveness_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.beat_interval_ms / 1000)
+            try:
+                await self.beat()
+            except StoreUnavailable as exc:
+                if self.store_ok:
+                    logger.warning("store unreachable: {}", exc)
+                self.store_ok = False
+            except Exception:
+                logger.exception("liveness beat failed")
+
+    async def beat(self) -> None:
+        """Beat, and act on every hub's beats: exclude, include, restarted."""
+        beats = await self.store.beat()
+        if not self.store_ok:
+            logger.info("store reachable again")
+        self.store_ok = True
+        changes = self.members.beats(beats, self.silence_ms)
+        for hub_id in changes.excluded:
+            logger.warning("hub {} stopped answering: not selecting its nodes", hub_id)
+            self._withdraw_nodes(hub_id)
+        for hub_id in changes.restarted:
+            logger.warning("hub {} restarted: reconciling with its new run", hub_id)
+            self._withdraw_nodes(hub_id)
+        for hub_id in changes.included:
+            logger.info("hub {} answers again", hub_id)
+        if changes.included or changes.restarted:
+            await self.resync()
+        if self._local is not None:
+            for hub_id in changes.restarted + changes.first_seen:
+                await self._local.hub_restarted(hub_id)
+
+    def is_excluded(self, hub_id: str) -> bool:
+        """Whether `hub_id` stopped answering (its nodes are not selected)."""
+        return self.members.is_excluded(hub_id)
+
+    def _withdraw_nodes(self, hub_id: str) -> None:
+        for state in list(self.fleet.snapshot):
+            if state.hub_id == hub_id:
+                self.fleet.leave(state.node_id)
+
     async def tick(self, *, resync: bool = False) -> None:
         """One maintenance round: presence, leases, beacon, dead hubs, maybe a resync."""
         if not await self.store.announce(self.presence_ttl_ms):
@@ -201,8 +268,6 @@ class Cluster:
                 )
 
     async def _bury(self, hub_id: str) -> None:
-        for state in list(self.fleet.snapshot):
-            if state.hub_id == hub_id:
-                self.fleet.leave(state.node_id)
+        self._withdraw_nodes(hub_id)
         if self._local is not None:
             await self._local.hub_lost(hub_id)

@@ -28,7 +28,7 @@ from hub.core.capabilities import Requirements
 from hub.core.config import HubConfig
 from hub.core.envelopes import Dispatch, Revoke
 from hub.core.fleet_view import FleetView
-from hub.core.job import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, Job, JobStatus
+from hub.core.job import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, HUB_LOST, Job, JobStatus
 from hub.core.messages import Accepted, ErrorInfo, JobAssign
 from hub.core.metrics import Metrics
 from hub.core.selector import Selection, select_node
@@ -161,7 +161,12 @@ class Attempts:
         `announce` carries the submitter through refusals of the first dispatch.
         """
         self._forget_deadlines(job, overall=False)
-        job.fail_attempt(outcome)
+        # A node whose hub died or stopped answering did not fail: it may well serve the
+        # job from the hub it reconnects to.
+        hub_failed = outcome == HUB_LOST or (
+            job.node_hub != self.hub_id and self.cluster.is_excluded(job.node_hub)
+        )
+        job.fail_attempt(outcome, exclude=not hub_failed)
         logger.bind(job_id=job.job_id).debug(
             "attempt {} on {} ({}) failed: {}", job.attempt, job.node_id, job.node_hub, outcome
         )

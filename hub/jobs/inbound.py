@@ -139,6 +139,9 @@ class InboundRouter:
     async def renew_leases(self) -> None:
         await self.nodes.renew_leases()
 
+    async def hub_restarted(self, hub_id: str) -> None:
+        self.resubmits.home_restarted(hub_id)
+
 
 def _unknown(hub_id: str, watch: Watch) -> Unknown:
     return Unknown(hub_id, job_id=watch.job_id, client_id=watch.client_id, submit=watch.submit)

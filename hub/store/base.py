@@ -16,6 +16,7 @@ What lives here:
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -41,6 +42,20 @@ class RecordBatch:
     items: list[tuple[str, bytes]]
     ttl_ms: int
     saved: bool = False
+
+
+class HubBeat(NamedTuple):
+    """Another hub as its liveness beats show it (`Store.beat`)."""
+
+    age_ms: int
+    """Since its last beat (the store's clock)."""
+    boot: str
+    """The boot token of its current run."""
+
+
+def new_boot() -> str:
+    """A fresh boot token: one per run of a hub (job ids carry it)."""
+    return os.urandom(4).hex()
 
 
 class OwnershipConflict(Exception):
@@ -72,6 +87,8 @@ class Store(Protocol):
     """Shared state for one hub. All methods may raise `StoreUnavailable`."""
 
     hub_id: str
+    boot: str
+    """This run's boot token: a hub restarted under the same id has a new one."""
     waits: bool
     """Whether calls may wait on I/O. When False (memory), callers need not run
     store calls concurrently: they complete without suspending."""
@@ -141,6 +158,10 @@ class Store(Protocol):
         False when the hub's presence was not there before this call: the first
         announcement, or the store lost it (lapsed, or the server restarted empty)."""
 
+    async def beat(self) -> dict[str, HubBeat]:
+        """Record that this hub is answering now (with its boot token); every hub that
+        beats, this one included, with the time since its last beat and its boot."""
+
     async def live_hubs(self) -> set[str]:
         """Hubs whose presence has not lapsed, this one included."""
 
@@ -158,8 +179,9 @@ class Store(Protocol):
         """Own `node_id` for `ttl_ms`; returns the ownership epoch (fencing token).
 
         Raises `OwnershipConflict` when another live hub owns it, unless
-        `take_over` (then that hub's ownership ends and the epoch grows).
-        Renewing one's own claim keeps the epoch.
+        `take_over` (then that hub's ownership ends and the epoch grows). An owner
+        whose beats stopped for `hub_timeout` or that restarted (another boot) does
+        not count as live. Renewing one's own claim keeps the epoch.
         """
 
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:

@@ -13,7 +13,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from hub.store.base import Binding, InboxLocked, OwnershipConflict, RecordBatch, stream_id
+from hub.store.base import (
+    Binding,
+    HubBeat,
+    InboxLocked,
+    OwnershipConflict,
+    RecordBatch,
+    new_boot,
+    stream_id,
+)
 from hub.store.keys import REAPER_LOCK_TTL_MS
 
 
@@ -79,8 +87,12 @@ class MemoryBackplane:
     presence: _ExpiringDict = field(init=False)
     known: set[str] = field(default_factory=set)
     directories: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    owners: dict[str, tuple[str, int, int]] = field(default_factory=dict)
-    """node id -> (hub id, epoch, lease expiry ms)"""
+    owners: dict[str, tuple[str, int, int, str]] = field(default_factory=dict)
+    """node id -> (hub id, epoch, lease expiry ms, the owner's boot token)"""
+    beats: dict[str, int] = field(default_factory=dict)
+    """hub id -> its last liveness beat (ms)"""
+    boots: dict[str, str] = field(default_factory=dict)
+    """hub id -> the boot token of its current run"""
     inboxes: dict[str, _Inbox] = field(default_factory=dict)
     subscribers: list[asyncio.Queue[bytes | None]] = field(default_factory=list)
     dead_letters: list[tuple[str, str, bytes, str]] = field(default_factory=list)
@@ -105,8 +117,13 @@ class MemoryStore:
 
     waits = False  # every call completes without suspending (except reading the inbox)
 
-    def __init__(self, *, hub_id: str, backplane: MemoryBackplane | None = None) -> None:
+    def __init__(
+        self, *, hub_id: str, backplane: MemoryBackplane | None = None, boot: str | None = None,
+        hub_timeout_ms: int = 3_000,
+    ) -> None:
         self.hub_id = hub_id
+        self.boot = boot or new_boot()
+        self.hub_timeout_ms = hub_timeout_ms
         self._plane = backplane if backplane is not None else MemoryBackplane()
         self._updates: asyncio.Queue[bytes | None] | None = None
 
@@ -204,6 +221,13 @@ class MemoryStore:
         self._plane.known.add(self.hub_id)
         return present
 
+    async def beat(self) -> dict[str, HubBeat]:
+        plane = self._plane
+        now = plane.clock()
+        plane.beats[self.hub_id] = now
+        plane.boots[self.hub_id] = self.boot
+        return {h: HubBeat(now - t, plane.boots.get(h, "")) for h, t in plane.beats.items()}
+
     async def live_hubs(self) -> set[str]:
         return {k for k, _ in self._plane.presence.items()}
 
@@ -222,6 +246,8 @@ class MemoryStore:
         self._plane.directories.pop(hub_id, None)
         self._plane.inboxes.pop(hub_id, None)
         self._plane.reapers.pop(hub_id, None)
+        self._plane.beats.pop(hub_id, None)
+        self._plane.boots.pop(hub_id, None)
         return True
 
     def _check_reaper(self, hub_id: str) -> None:
@@ -231,18 +257,31 @@ class MemoryStore:
             raise InboxLocked(hub_id, lock[0])
 
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
-        now = self._plane.clock()
-        current = self._plane.owners.get(node_id)
-        if current is None or current[2] <= now or self._plane.presence.get(current[0]) is None:
-            epoch = 1 if current is None else current[1] + 1
-        elif current[0] == self.hub_id:
+        plane = self._plane
+        now = plane.clock()
+        current = plane.owners.get(node_id)
+        if current is not None and current[0] == self.hub_id and current[3] == self.boot and (
+            current[2] > now
+        ):
             epoch = current[1]
-        elif take_over:
+        elif current is None or current[2] <= now or not self._owner_live(current, now):
+            epoch = 1 if current is None else current[1] + 1
+        elif take_over or current[0] == self.hub_id:  # this hub's previous run
             epoch = current[1] + 1
         else:
             raise OwnershipConflict(node_id, current[0])
-        self._plane.owners[node_id] = (self.hub_id, epoch, now + ttl_ms)
+        plane.owners[node_id] = (self.hub_id, epoch, now + ttl_ms, self.boot)
         return epoch
+
+    def _owner_live(self, owner: tuple[str, int, int, str], now: int) -> bool:
+        """Whether a node's owner still holds it: presence, recent beats, same run."""
+        hub_id, _, _, boot = owner
+        beat = self._plane.beats.get(hub_id)
+        return (
+            self._plane.presence.get(hub_id) is not None
+            and (beat is None or now - beat <= self.hub_timeout_ms)
+            and self._plane.boots.get(hub_id, boot) == boot
+        )
 
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
         claims = await self.renew_claims(node_ids, ttl_ms)
@@ -261,7 +300,7 @@ class MemoryStore:
         current = self._plane.owners.get(node_id)
         if current is not None and current[0] == self.hub_id and current[1] == epoch:
             # Keep the epoch so the next owner's is higher: mark the lease lapsed.
-            self._plane.owners[node_id] = (self.hub_id, epoch, 0)
+            self._plane.owners[node_id] = (self.hub_id, epoch, 0, current[3])
 
     async def node_owner(self, node_id: str) -> tuple[str, int] | None:
         current = self._plane.owners.get(node_id)

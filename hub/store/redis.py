@@ -20,7 +20,15 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from hub.core.errors import StoreUnavailable
-from hub.store.base import Binding, InboxLocked, OwnershipConflict, RecordBatch, stream_id
+from hub.store.base import (
+    Binding,
+    HubBeat,
+    InboxLocked,
+    OwnershipConflict,
+    RecordBatch,
+    new_boot,
+    stream_id,
+)
 from hub.store.keys import (
     CONSUMER_GROUP,
     DEAD_LETTER_MAXLEN,
@@ -35,6 +43,7 @@ from hub.store.replies import UNAVAILABLE, entries, settle, text, translated
 from hub.store.resp import RespPipe
 from hub.store.scripts import (
     ANNOUNCE,
+    BEAT,
     BIND_MANY,
     CLAIM_NODE,
     DEAD_LETTER,
@@ -52,6 +61,8 @@ RENEW_BATCH = 500
 """Lease renewals per pipelined round trip."""
 CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 10.0
+HUB_TIMEOUT_MS = 3_000
+"""`hub_timeout_ms`'s default."""
 
 class RedisStore:
     """The `Store` of cross-instance mode (see hub/store/base.py for the contract)."""
@@ -59,9 +70,13 @@ class RedisStore:
     waits = True
 
     def __init__(
-        self, *, hub_id: str, url: str, prefix: str, reply_timeout_s: float = REPLY_TIMEOUT_S
+        self, *, hub_id: str, url: str, prefix: str, boot: str | None = None,
+        reply_timeout_s: float = REPLY_TIMEOUT_S, hub_timeout_ms: int = HUB_TIMEOUT_MS,
     ) -> None:
         self.hub_id = hub_id
+        self.boot = boot or new_boot()
+        self.hub_timeout_ms = hub_timeout_ms
+        """An owner hub whose beats stopped this long no longer holds its nodes."""
         self.url = url
         self.reply_timeout_s = reply_timeout_s
         """How long a binding or a send waits for Redis before the call fails with
@@ -84,6 +99,7 @@ class RedisStore:
             name: self._redis.register_script(source)
             for name, source in (
                 ("announce", ANNOUNCE),
+                ("beat", BEAT),
                 ("bind_many", BIND_MANY),
                 ("save_many", SAVE_MANY),
                 ("live_hubs", LIVE_HUBS),
@@ -262,6 +278,16 @@ class RedisStore:
         return bool(existed)
 
     @translated
+    async def beat(self) -> dict[str, HubBeat]:
+        reply = await self._script(
+            "beat", [self.keys.beats, self.keys.boots], [self.hub_id, self.boot, HUBS_TTL_MS]
+        )
+        return {
+            text(reply[i]): HubBeat(int(reply[i + 1]), text(reply[i + 2]))
+            for i in range(0, len(reply), 3)
+        }
+
+    @translated
     async def live_hubs(self) -> set[str]:
         hubs = await self._script("live_hubs", [self.keys.hubs], [])
         return {h.decode() for h in hubs}
@@ -277,7 +303,7 @@ class RedisStore:
             "drop_hub",
             [
                 self.keys.inbox(hub_id), self.keys.nodes(hub_id), self.keys.reaper(hub_id),
-                self.keys.hubs,
+                self.keys.hubs, self.keys.beats, self.keys.boots,
             ],
             [hub_id, "" if upto is None else upto, self.hub_id],
         )
@@ -288,9 +314,7 @@ class RedisStore:
     @translated
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         epoch, owner = await self._script(
-            "claim_node",
-            [self.keys.owner(node_id), self.keys.hubs],
-            [self.hub_id, ttl_ms, "1" if take_over else "0"],
+            "claim_node", *self._claim_args(node_id, ttl_ms, take_over=take_over)
         )
         if int(epoch) < 0:
             raise OwnershipConflict(node_id, text(owner))
@@ -308,15 +332,21 @@ class RedisStore:
             batch = node_ids[start : start + RENEW_BATCH]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for node_id in batch:
-                    await script(
-                        keys=[self.keys.owner(node_id), self.keys.hubs],
-                        args=[self.hub_id, ttl_ms, "0"],
-                        client=pipe,
-                    )
+                    keys, args = self._claim_args(node_id, ttl_ms, take_over=False)
+                    await script(keys=keys, args=args, client=pipe)
                 replies = await pipe.execute()
             for node_id, (epoch, _) in zip(batch, replies, strict=True):
                 claims[node_id] = int(epoch) if int(epoch) >= 0 else None
         return claims
+
+    def _claim_args(
+        self, node_id: str, ttl_ms: int, *, take_over: bool
+    ) -> tuple[list[str], list[Any]]:
+        """`CLAIM_NODE`'s keys and arguments."""
+        return (
+            [self.keys.owner(node_id), self.keys.hubs, self.keys.beats, self.keys.boots],
+            [self.hub_id, ttl_ms, "1" if take_over else "0", self.boot, self.hub_timeout_ms],
+        )
 
     @translated
     async def release_node(self, node_id: str, epoch: int) -> None:

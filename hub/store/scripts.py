@@ -30,32 +30,62 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 """
 
-# KEYS[1] owner hash of the node, KEYS[2] hubs zset
-# ARGV[1] claiming hub id, ARGV[2] lease ttl ms, ARGV[3] '1' to take over a live owner
+# KEYS[1] owner hash of the node, KEYS[2] hubs zset, KEYS[3] beats zset, KEYS[4] boots hash
+# ARGV[1] claiming hub id, ARGV[2] lease ttl ms, ARGV[3] '1' to take over a live owner,
+# ARGV[4] the claiming hub's boot token, ARGV[5] hub_timeout_ms
 # Returns {epoch, owner}: epoch > 0 when the claim holds (owner = ARGV[1]),
 # epoch = -1 when another live hub owns the node (owner = that hub).
+# An owner counts as live while its presence has not lapsed, its last beat is within
+# hub_timeout_ms (a hub that stopped answering loses its nodes to the hubs they
+# reconnect to) and it runs the boot that claimed the node (a hub restarted under the
+# same id does not hold its previous run's nodes).
 # A new epoch is max(old + 1, Redis clock ms), so it grows even after the
 # old lease's key has expired and its epoch is forgotten.
 CLAIM_NODE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
-local hub, epoch = cur[1], tonumber(cur[2])
-if hub == ARGV[1] then
+local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch', 'boot')
+local hub, epoch, boot = cur[1], tonumber(cur[2]), cur[3]
+if hub == ARGV[1] and (not boot or boot == ARGV[4]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {epoch, hub}
 end
-if hub and hub ~= '' then
+if hub and hub ~= '' and hub ~= ARGV[1] and ARGV[3] ~= '1' then
   local alive = redis.call('ZSCORE', KEYS[2], hub)
-  if alive and tonumber(alive) > now and ARGV[3] ~= '1' then
+  local beat = redis.call('ZSCORE', KEYS[3], hub)
+  local running = redis.call('HGET', KEYS[4], hub)
+  if alive and tonumber(alive) > now
+      and (not beat or now - tonumber(beat) <= tonumber(ARGV[5]))
+      and (not boot or not running or running == boot) then
     return {-1, hub}
   end
 end
 local new = now
 if epoch and epoch + 1 > new then new = epoch + 1 end
-redis.call('HSET', KEYS[1], 'hub', ARGV[1], 'epoch', new)
+redis.call('HSET', KEYS[1], 'hub', ARGV[1], 'epoch', new, 'boot', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {new, ARGV[1]}
+"""
+
+# KEYS[1] beats zset, KEYS[2] boots hash
+# ARGV[1] hub id, ARGV[2] its boot token, ARGV[3] ttl ms of both keys
+# Records this hub's liveness beat (Redis clock) and its run's boot token; returns
+# {hub, ms since its last beat, boot token, ...} for every hub that beats.
+BEAT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local beats = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #beats, 2 do
+  out[#out + 1] = beats[i]
+  out[#out + 1] = now - tonumber(beats[i + 1])
+  out[#out + 1] = redis.call('HGET', KEYS[2], beats[i]) or ''
+end
+return out
 """
 
 # KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch. Returns 1 when released.
@@ -147,7 +177,7 @@ return 1
 """
 
 # KEYS[1] the dead hub's inbox, KEYS[2] its node hash, KEYS[3] its reaper lock,
-# KEYS[4] hubs zset
+# KEYS[4] hubs zset, KEYS[5] beats zset, KEYS[6] boots hash
 # ARGV[1] the dead hub's id, ARGV[2] the last inbox entry id drained ('' = drop anyway),
 # ARGV[3] the reaping hub's id
 # Forgets a drained hub, unless an entry newer than ARGV[2] arrived since (returns 0:
@@ -167,5 +197,7 @@ if ARGV[2] ~= '' then
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 return 1
 """

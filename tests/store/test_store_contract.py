@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 
@@ -29,15 +30,17 @@ LONG_MS = 60_000
 SHORT_MS = 50
 WAIT_S = 5.0
 
-MakeStore = Callable[[str], Awaitable[Store]]
+MakeStore = Callable[..., Awaitable[Store]]
+"""`make(hub_id, **options)`: options are the backends' common keywords (`boot`,
+`hub_timeout_ms`)."""
 
 
 @contextlib.asynccontextmanager
 async def memory_backend() -> AsyncIterator[MakeStore]:
     plane = MemoryBackplane()
 
-    async def make(hub_id: str) -> Store:
-        return MemoryStore(hub_id=hub_id, backplane=plane)
+    async def make(hub_id: str, **options: Any) -> Store:
+        return MemoryStore(hub_id=hub_id, backplane=plane, **options)
 
     yield make
 
@@ -47,8 +50,8 @@ async def redis_backend(url: str) -> AsyncIterator[MakeStore]:
     # A fresh key prefix is a fresh, empty shared state on the session's redis-server.
     prefix = f"contract-{uuid.uuid4().hex[:10]}"
 
-    async def make(hub_id: str) -> Store:
-        return RedisStore(hub_id=hub_id, url=url, prefix=prefix)
+    async def make(hub_id: str, **options: Any) -> Store:
+        return RedisStore(hub_id=hub_id, url=url, prefix=prefix, **options)
 
     yield make
 
@@ -64,8 +67,8 @@ async def stores(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
     opened: list[Store] = []
     async with BACKENDS[request.param](request) as make:
 
-        async def started(hub_id: str) -> Store:
-            store = await make(hub_id)
+        async def started(hub_id: str, **options: Any) -> Store:
+            store = await make(hub_id, **options)
             await store.start()
             opened.append(store)
             return store
@@ -459,3 +462,45 @@ async def test_renew_claims_gives_the_epoch_a_lapsed_lease_was_claimed_with(
     await store.release_node("n1", claims["n1"])
     assert await other.claim_node("n1", LONG_MS) > claims["n1"]  # released: no conflict
     assert await store.renew_claims(["n1"], LONG_MS) == {"n1": None}
+
+
+async def test_beats_report_every_hub_with_its_boot(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b", boot="b-boot-1")
+    await other.beat()
+    beats = await store.beat()
+    assert beats["hub-a"].boot == store.boot and beats["hub-a"].age_ms < 1000
+    assert beats["hub-b"] == (beats["hub-b"].age_ms, "b-boot-1")
+
+
+async def test_a_node_is_not_held_by_an_owner_that_restarted_or_stopped_answering(
+    store: Store, stores: MakeStore
+) -> None:
+    other = await stores("hub-b", hub_timeout_ms=300)
+    for s in (store, other):
+        await s.announce(LONG_MS)
+        await s.beat()
+    first = await store.claim_node("n1", LONG_MS)
+    with pytest.raises(OwnershipConflict):
+        await other.claim_node("n1", LONG_MS)
+    # hub-a restarts under its id: the new run does not hold the old run's node...
+    restarted = await stores("hub-a")
+    await restarted.announce(LONG_MS)
+    await restarted.beat()
+    taken = await other.claim_node("n1", LONG_MS)
+    assert taken > first
+    # ...and a restarted hub may claim what its previous run held.
+    await store.claim_node("n2", LONG_MS)
+    assert await restarted.claim_node("n2", LONG_MS) > 0
+    # An owner whose beats stopped for longer than hub_timeout_ms loses its nodes to the
+    # hub they reconnect to, although its presence has not lapsed.
+    await other.claim_node("n3", LONG_MS)
+    with pytest.raises(OwnershipConflict):
+        await restarted.claim_node("n3", LONG_MS)
+    lenient = await stores("hub-c", hub_timeout_ms=200)
+    await lenient.announce(LONG_MS)
+
+    async def other_silent() -> bool:
+        return (await lenient.beat())["hub-b"].age_ms > 250
+
+    await eventually(other_silent, "hub-b's beats to age")
+    assert await lenient.claim_node("n3", LONG_MS) > 0
