@@ -65,6 +65,12 @@ class LocalHub(EnvelopeHandler, Protocol):
         """A hub was seen with a new boot token (or for the first time): reconcile what
         this hub holds of its jobs and nodes with its new run."""
 
+    async def peers_at_start(self, hub_ids: list[str]) -> None:
+        """At start: the other hubs answering now (each will reconcile with this run)."""
+
+    async def housekeeping(self) -> None:
+        """Periodic (every liveness beat): work that waits on time."""
+
 
 class Cluster:
     def __init__(
@@ -112,7 +118,17 @@ class Cluster:
     async def start(self) -> None:
         await self.store.announce(self.presence_ttl_ms)
         self.members.seen(await self.store.live_hubs())
+        # A new run owns no node yet: entries an earlier run under this id published
+        # are stale. Then the beats: every hub answering now reconciles with this run.
+        await self.store.clear_nodes()
+        beats = await self.store.beat()
+        if self._local is not None:
+            await self._local.peers_at_start(sorted(
+                h for h, b in beats.items() if h != self.hub_id and b.age_ms <= self.silence_ms
+            ))
         await self.beat()
+        # What an earlier run read and never acknowledged (results, watches, dispatches).
+        await self.inbox.recover()
         await self.resync()
         for name, loop in (
             ("inbox", self.inbox.run),
@@ -217,6 +233,7 @@ class Cluster:
         if self._local is not None:
             for hub_id in changes.restarted + changes.first_seen:
                 await self._local.hub_restarted(hub_id)
+            await self._local.housekeeping()
 
     def is_excluded(self, hub_id: str) -> bool:
         """Whether `hub_id` stopped answering (its nodes are not selected)."""

@@ -23,7 +23,7 @@ from loguru import logger
 from hub.core.envelopes import Envelope, decode_envelope
 from hub.core.errors import StoreUnavailable
 from hub.store.archive import JobArchive
-from hub.store.base import RecordBatch, Store
+from hub.store.base import RecordBatch, Store, stream_id
 
 MAX_DELIVERIES: Final = 3
 INBOX_BLOCK_MS: Final = 250
@@ -83,6 +83,20 @@ class Inbox:
                 # its client: flushed at the end of the loop turn) leave before the
                 # next read's round trip is started.
                 await asyncio.sleep(0)
+
+    async def recover(self) -> int:
+        """At start: handle the entries an earlier run of this hub read and never
+        acknowledged (it died in between); how many there were."""
+        recovered = 0
+        after = "0-0"
+        while batch := await self.store.pending_inbox(count=READ_COUNT, after=after):
+            after = max((entry_id for entry_id, _ in batch), key=stream_id)
+            handled = await self.handle(self.hub_id, batch, reaped_from=None)
+            await self.store.ack_inbox(handled)
+            recovered += len(batch)
+        if recovered:
+            logger.info("handled {} inbox entries an earlier run left unacknowledged", recovered)
+        return recovered
 
     async def handle(
         self, inbox_hub: str, entries: Sequence[tuple[str, bytes]], *, reaped_from: str | None

@@ -97,6 +97,30 @@ class Unknown(_Envelope, tag="unknown"):
     submit: Submit
 
 
+class Held(msgspec.Struct, array_like=True):
+    """One attempt in a `Reconcile`."""
+
+    job_id: str
+    attempt: int
+    node_id: str
+    request_id: str = ""
+
+
+class Reconcile(_Envelope, tag="reconcile"):
+    """Any hub -> a hub it sees run under a new boot token (restarted, or new to it):
+    what the sender holds that involves the recipient's earlier runs.
+
+    `running`: attempts on the sender's nodes of jobs homed at the recipient (the
+    recipient's new run takes them over and answers their resubmits). `attempts`:
+    the sender's jobs' attempts on the recipient's nodes (the recipient refuses those
+    it does not hold: they died with its previous run)."""
+
+    boot: str
+    """The recipient's run this is meant for (another run ignores it)."""
+    running: list[Held] = []
+    attempts: list[Held] = []
+
+
 class Deliver(_Envelope, tag="deliver"):
     """Home -> hub of a client session: send this message to that client."""
 
@@ -104,7 +128,9 @@ class Deliver(_Envelope, tag="deliver"):
     message: ClientOutbound
 
 
-Envelope = Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Unknown | Deliver
+Envelope = (
+    Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Unknown | Reconcile | Deliver
+)
 
 
 class NodeEntry(msgspec.Struct, array_like=True):

@@ -10,6 +10,8 @@ client's resubmit, everything else is moot and dropped.
 
 from __future__ import annotations
 
+from functools import partial
+
 from loguru import logger
 
 from hub.cluster.cluster import Cluster
@@ -17,8 +19,10 @@ from hub.core.envelopes import (
     Deliver,
     Dispatch,
     Envelope,
+    Held,
     NodeEvent,
     NodeLost,
+    Reconcile,
     Refused,
     Revoke,
     Unknown,
@@ -36,6 +40,9 @@ class InboundRouter:
 
     def __init__(self, *, service: JobService, cluster: Cluster) -> None:
         self.hub_id = service.hub_id
+        self.boot = service.table.boot
+        self.table = service.table
+        self.previous = service.previous
         self.nodes = service.nodes
         self.events = service.events
         self.resubmits = service.resubmits
@@ -86,6 +93,11 @@ class InboundRouter:
                 await self.events.attempt_failed(
                     envelope.job_id, envelope.attempt, NODE_LOST, node_id=envelope.node_id
                 )
+            case Watch() if self.previous.owns(envelope.job_id):
+                # An earlier run's job: answered once this run knows what still runs.
+                ready = self.previous.when_ready(partial(self._watch_previous, envelope))
+                if ready is not None:
+                    await ready
             case Watch():
                 watcher = Watcher(envelope.sender, envelope.client_id, envelope.submit.request_id)
                 if not await self.resubmits.add_watcher(
@@ -98,9 +110,34 @@ class InboundRouter:
                 await self.resubmits.home_unknown(
                     envelope.client_id, envelope.job_id, envelope.submit
                 )
+            case Reconcile():
+                await self._reconciled(envelope)
             case Deliver():
                 await self.delivery.to_client(envelope.client_id, envelope.message)
                 self.resubmits.delivered(envelope.client_id, envelope.message)
+
+    async def _watch_previous(self, watch: Watch) -> None:
+        watcher = Watcher(watch.sender, watch.client_id, watch.submit.request_id)
+        if await self.previous.watch(watch.job_id, watcher, watch.submit):
+            return
+        if not await self.resubmits.add_watcher(watch.job_id, watcher, again=watch.again):
+            self.cluster.send(watch.sender, _unknown(self.hub_id, watch))  # run it there
+
+    async def _reconciled(self, envelope: Reconcile) -> None:
+        if envelope.boot != self.boot:
+            return  # meant for another run of this hub id
+        for held in envelope.attempts:
+            # The sender's jobs on nodes of this hub id: those this run does not hold
+            # died with the run that did (dispatches sent to this run came before this
+            # envelope in the inbox, so they are held by now if they were taken).
+            node = self.nodes.registered.get(held.node_id)
+            assignment = None if node is None else node.assignments.get(held.job_id)
+            if assignment is None or assignment.attempt != held.attempt:
+                self.cluster.send(envelope.sender, Refused(
+                    self.hub_id, node_id=held.node_id, job_id=held.job_id,
+                    attempt=held.attempt, reason=HUB_LOST,
+                ))
+        await self.previous.reconciled(envelope.sender, envelope.running)
 
     async def _reaped(self, envelope: Envelope) -> None:
         match envelope:
@@ -140,7 +177,30 @@ class InboundRouter:
         await self.nodes.renew_leases()
 
     async def hub_restarted(self, hub_id: str) -> None:
+        """Tell a hub's new run what this hub holds of its earlier runs: attempts of its
+        jobs on our nodes, and our jobs' attempts on its nodes."""
+        boot = self.cluster.members.boots.get(hub_id, "")
+        running = [
+            Held(job_id, assignment.attempt, node.node_id, assignment.request_id)
+            for node in self.nodes.registered.values()
+            for job_id, assignment in node.assignments.items()
+            if assignment.home_hub == hub_id
+        ]
+        attempts = [
+            Held(job.job_id, job.attempt, job.node_id)
+            for job in self.table.active.values()
+            if job.node_hub == hub_id and not job.finished
+        ]
+        self.cluster.send(
+            hub_id, Reconcile(self.hub_id, boot=boot, running=running, attempts=attempts)
+        )
         self.resubmits.home_restarted(hub_id)
+
+    async def peers_at_start(self, hub_ids: list[str]) -> None:
+        self.previous.expect(hub_ids)
+
+    async def housekeeping(self) -> None:
+        await self.previous.sweep()
 
 
 def _unknown(hub_id: str, watch: Watch) -> Unknown:

@@ -31,6 +31,7 @@ from hub.core.metrics import Metrics
 from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.node_registry import JobMessage
+from hub.jobs.previous import PreviousRuns
 from hub.jobs.table import JobTable, Replay
 from hub.store.archive import JobArchive
 
@@ -46,8 +47,10 @@ class NodeEvents:
         archive: JobArchive,
         cluster: Cluster,
         metrics: Metrics,
+        previous: PreviousRuns,
     ) -> None:
         self.hub_id = hub_id
+        self.previous = previous
         self.table = table
         self.attempts = attempts
         self.delivery = delivery
@@ -81,6 +84,13 @@ class NodeEvents:
                             request_id=request_id)
                 )
                 return
+            if self.previous.owns(message.job_id):  # an earlier run of this hub made it
+                await self.previous.node_event(node_id, message, request_id=request_id)
+                return
+            if isinstance(message, JobResult):
+                # A result is never thrown away: a job this run does not know (its
+                # binding's reply was lost) answers a later resubmit with it.
+                await self.archive.put_orphan(node_id, request_id, message)
             raise ProtocolError(
                 error_codes.JOB_FINISHED, f"job {message.job_id} is no longer active"
             )
@@ -123,6 +133,9 @@ class NodeEvents:
         """An attempt ended without a result (node lost, refused by its owner)."""
         if (early := self._early(job_id)) is not None:
             early.append(partial(self.attempt_failed, job_id, attempt, outcome, node_id=node_id))
+            return
+        if self.previous.owns(job_id):
+            await self.previous.attempt_lost(job_id, attempt)
             return
         job = self.table.get(job_id)
         if job is None or job.attempt != attempt or (node_id and job.node_id != node_id):

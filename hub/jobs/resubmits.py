@@ -24,7 +24,7 @@ from loguru import logger
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.config import HubConfig
-from hub.core.envelopes import Watch
+from hub.core.envelopes import Unknown, Watch
 from hub.core.errors import StoreUnavailable
 from hub.core.job import Watcher
 from hub.core.messages import ClientOutbound, Rejected, Submit
@@ -32,6 +32,7 @@ from hub.core.metrics import Metrics
 from hub.jobs.admission import Admission
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
+from hub.jobs.previous import PreviousRuns
 from hub.jobs.table import JobTable, Pending, job_home
 from hub.jobs.watches import RemoteWatch, RemoteWatches
 from hub.store.archive import JobArchive
@@ -53,8 +54,10 @@ class Resubmits:
         cluster: Cluster,
         store: Store,
         metrics: Metrics,
+        previous: PreviousRuns,
     ) -> None:
         self.config = config
+        self.previous = previous
         self.hub_id = config.hub_id
         self.table = table
         self.admission = admission
@@ -82,7 +85,15 @@ class Resubmits:
             if await self.add_watcher(job_id, watcher):
                 return
             home = job_home(job_id)
-            if home != self.hub_id and not home_unknown:
+            if self.previous.owns(job_id):
+                # An earlier run of this hub made it: still running elsewhere (watch it),
+                # finished (its result was archived meanwhile), or nowhere (run it).
+                await self.previous.ready()
+                if await self.previous.watch(job_id, watcher, message):
+                    return
+                if await self.add_watcher(job_id, watcher):
+                    return
+            elif home != self.hub_id and not home_unknown:
                 cluster = self.cluster
                 if not cluster.is_live(home):
                     await cluster.refresh_live()
@@ -182,6 +193,18 @@ class Resubmits:
 
     def client_gone(self, client_id: str) -> None:
         self.remote.drop_client(client_id)
+
+    async def resolve_again(self, watcher: Watcher, submit: Submit, job_id: str) -> None:
+        """The job `watcher` waited on is gone without a result (an earlier run's job
+        whose attempt was lost): resolve its request again, here or at its hub."""
+        if watcher.hub_id == self.hub_id:
+            link = self.delivery.clients.get(watcher.client_id)
+            if link is not None:
+                await self._answering(link, submit, job_id)
+        elif self.cluster.is_live(watcher.hub_id):
+            self.cluster.send(watcher.hub_id, Unknown(
+                self.hub_id, job_id=job_id, client_id=watcher.client_id, submit=submit,
+            ))
 
     async def home_unknown(self, client_id: str, job_id: str, submit: Submit) -> None:
         """The home of a watched job does not know it: resolve the request again here."""

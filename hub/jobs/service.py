@@ -13,6 +13,7 @@ the inbound router use:
 | `Submits` (submits.py) | `submit` (binding) and `cancel` |
 | `NodeEvents` (node_events.py) | node owners' reports at the job's home |
 | `NodeRegistry` (node_registry.py) | the node owner role: registration, slots, fencing |
+| `PreviousRuns` (previous.py) | jobs an earlier run of this hub id was home to |
 
 The service is the job's *home* role; the node's *owner* role is
 `NodeRegistry`. Neither knows whether the store is memory or Redis, nor how
@@ -38,6 +39,7 @@ from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
 from hub.jobs.node_events import NodeEvents
 from hub.jobs.node_registry import NodeRegistry
+from hub.jobs.previous import PreviousRuns
 from hub.jobs.resubmits import Resubmits
 from hub.jobs.submits import Submits
 from hub.jobs.table import JobTable
@@ -63,7 +65,7 @@ class JobService:
         self.hub_id = config.hub_id
         rng = rng if rng is not None else random.Random(config.selection_seed)
         clock = clock if clock is not None else Clock()
-        self.table = JobTable(config.hub_id)
+        self.table = JobTable(config.hub_id, boot=store.boot)
         self.archive = archive
         self.delivery = ClientDelivery(hub_id=config.hub_id, cluster=cluster)
         self.nodes = NodeRegistry(
@@ -73,9 +75,14 @@ class JobService:
             config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
             delivery=self.delivery, archive=self.archive, metrics=metrics, clock=clock, rng=rng,
         )
+        self.previous = PreviousRuns(
+            config=config, table=self.table, delivery=self.delivery, archive=self.archive,
+            cluster=cluster,
+        )
         self.events = NodeEvents(
             hub_id=config.hub_id, table=self.table, attempts=self.attempts,
             delivery=self.delivery, archive=self.archive, cluster=cluster, metrics=metrics,
+            previous=self.previous,
         )
         # The owner role reports to the home role, which drives attempts through it.
         self.nodes.report_to(self.events)
@@ -86,7 +93,10 @@ class JobService:
         self.resubmits = Resubmits(
             config=config, table=self.table, admission=self.admission, delivery=self.delivery,
             archive=self.archive, cluster=cluster, store=store, metrics=metrics,
+            previous=self.previous,
         )
+        # An earlier run's job whose attempt is lost is resolved again for its watchers.
+        self.previous.resolve_with(self.resubmits)
         self.binder = Binder(store)
         self.submits = Submits(
             config=config, table=self.table, admission=self.admission, attempts=self.attempts,

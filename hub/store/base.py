@@ -137,6 +137,10 @@ class Store(Protocol):
     async def remove_node(self, node_id: str) -> None:
         """Withdraw a node's entry, cluster-wide."""
 
+    async def clear_nodes(self) -> None:
+        """Withdraw every entry of this hub's (a new run owns no node yet: its previous
+        run's entries are stale)."""
+
     async def node_entries(self) -> dict[str, bytes]:
         """Every published node entry of every live hub (for a full resync)."""
 
@@ -219,6 +223,10 @@ class Store(Protocol):
         before `ack` (a job's record is stored no later than the entry that finished
         it is acknowledged); `records.saved` says whether they were. Their failure
         does not fail the read."""
+
+    async def pending_inbox(self, *, count: int, after: str = "0-0") -> Sequence[tuple[str, bytes]]:
+        """Up to `count` entries of this hub's inbox that were read under this hub's id
+        and never acknowledged (by a previous run that died), ids after `after`."""
 
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         """Acknowledge handled entries (of `hub_id`'s inbox, by default this hub's)."""

@@ -189,6 +189,9 @@ class MemoryStore:
     async def remove_node(self, node_id: str) -> None:
         self._plane.directories.get(self.hub_id, {}).pop(node_id, None)
 
+    async def clear_nodes(self) -> None:
+        self._plane.directories.pop(self.hub_id, None)
+
     async def node_entries(self) -> dict[str, bytes]:
         live = await self.live_hubs()
         return {
@@ -343,6 +346,17 @@ class MemoryStore:
             inbox.pending[entry_id] = envelope
             entries.append((entry_id, envelope))
         return entries
+
+    async def pending_inbox(self, *, count: int, after: str = "0-0") -> Sequence[tuple[str, bytes]]:
+        inbox = self._plane.inboxes.get(self.hub_id)
+        if inbox is None:
+            return []
+        start = stream_id(after)
+        mine = sorted(
+            (item for item in inbox.pending.items() if stream_id(item[0]) > start),
+            key=lambda item: stream_id(item[0]),
+        )
+        return mine[:count]
 
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         inbox = self._plane.inboxes.get(hub_id or self.hub_id)

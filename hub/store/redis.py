@@ -234,6 +234,10 @@ class RedisStore:
         await self._redis.hdel(self.keys.nodes(self.hub_id), node_id)
 
     @translated
+    async def clear_nodes(self) -> None:
+        await self._redis.delete(self.keys.nodes(self.hub_id))
+
+    @translated
     async def node_entries(self) -> dict[str, bytes]:
         hubs = await self.live_hubs()
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -423,6 +427,18 @@ class RedisStore:
             # An error reply (e.g. NOSCRIPT after a Redis restart) leaves them unsaved:
             # the archive writes them again, with EVAL if need be.
             records.saved = not records.items or not isinstance(outcomes[0], Exception)
+        return entries(reply)
+
+    @translated
+    async def pending_inbox(self, *, count: int, after: str = "0-0") -> Sequence[tuple[str, bytes]]:
+        try:
+            reply = await self._redis.xreadgroup(
+                CONSUMER_GROUP, self.hub_id, {self._inbox: after}, count=count
+            )
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []
         return entries(reply)
 
     @translated
