@@ -95,3 +95,34 @@ async def test_running_jobs_of_a_dead_home_run_once_more_and_stay_bound_for_thei
         await store.aclose()
     # idempotency_ttl_ms (600 s) plus the job's budget (3 x (1 s + 3 s) with these timers)
     assert ttl_ms > 600_000 + 5_000, ttl_ms
+
+
+async def test_resends_while_the_home_is_dying_are_each_answered(start_hubs: object) -> None:
+    # A client on the survivor resends a request twice while its home is dead but not
+    # yet declared so: both watches land in the dead hub's inbox. Once the home is
+    # declared dead, each resend still gets exactly one accepted and one result.
+    home, survivor = start_hubs(2)  # type: ignore[operator]
+    work = Work(gated=True)
+    async with agent("n1", [survivor.url], work) as node:
+        await node.wait_registered(WAIT_S)
+        await until(lambda: sees(home, "n1", owner=survivor), "the home to see the node")
+        async with HubClient(home.url) as doomed:
+            handle = await doomed.submit("en", "zh", payload={"key": "dying"})
+            await until(lambda: _true(node.running == 1), "the job to run")
+            home.kill()
+        async with HubClient(survivor.url) as one, HubClient(survivor.url) as two:
+            resends = [
+                await client.submit("en", "zh", request_id=handle.request_id,
+                                    payload={"key": "dying"})
+                for client in (one, two)
+            ]
+            await until(lambda: _true(node.cancelled == 1), "the dead home's job to be revoked")
+            work.gate.set()
+            results = await asyncio.wait_for(
+                asyncio.gather(*(h.result for h in resends)), WAIT_S
+            )
+            await asyncio.sleep(0.3)  # nothing more may arrive
+            assert one.result_counts[handle.request_id] == 1
+            assert two.result_counts[handle.request_id] == 1
+    assert all(isinstance(r, Result) and r.ok for r in results), results
+    assert work.completed == Counter({"dying": 1})
