@@ -40,6 +40,9 @@ from hub.core.messages import (
 __all__ = ["NODE_PATH", "STABLE_SESSION_S", "ConnectionLoop", "node_url"]
 
 NODE_PATH: Final = "/v1/node"
+GOING_AWAY: Final = 1001
+"""The close code of a hub that shuts down (or drains): reconnect to the next hub."""
+HUB_SHUTDOWN: Final = "hub_shutdown"
 STABLE_SESSION_S: Final = 1.0
 """A session that lasted this long resets the reconnect backoff."""
 
@@ -66,9 +69,14 @@ class ConnectionLoop:
     Observable state: `registered` (an Event, set while registered), `hub_id`,
     `pool`, `heartbeat_interval_ms`, `connected_url` (of the last
     registration) and the counters `connects`, `disconnects`, `conflicts`.
+
+    A hub that closes the session with 1001 or refuses `register` with
+    `hub_shutdown` is draining or stopping: the loop moves to the next hub URL at
+    once (no backoff).
     """
 
     __slots__ = (
+        "_close_code",
         "_close_timeout_s",
         "_frames",
         "_jobs",
@@ -138,6 +146,8 @@ class ConnectionLoop:
         self.connects = 0
         self.disconnects = 0
         self.conflicts = 0
+        self._close_code: int | None = None
+        """How the last connection was closed (1001: the hub is going away)."""
 
     def _backoff_s(self, failures: int) -> float:
         """Exponential backoff with full jitter, in [reconnect_min_s, reconnect_max_s]."""
@@ -170,6 +180,8 @@ class ConnectionLoop:
             except _RegistrationRefused as exc:
                 if exc.code == "node_id_conflict":
                     self.conflicts += 1
+                if exc.code == HUB_SHUTDOWN:  # that hub is draining: the next one
+                    index = (index + 1) % len(self.hub_urls)
                 state.log.log(
                     "INFO" if failures == 0 else "DEBUG",
                     "{} registration refused by {}: {}",
@@ -184,11 +196,14 @@ class ConnectionLoop:
                 )
                 failures += 1
             else:
-                if registered and time.monotonic() - started >= STABLE_SESSION_S:
-                    failures = 0
+                going_away = self._close_code == GOING_AWAY
+                if going_away or (registered and time.monotonic() - started >= STABLE_SESSION_S):
+                    failures = 0  # the hub is shutting down: move on at once
                 else:
                     failures += 1
-                if not registered:  # closed before `registered`: that hub is not serving
+                if not registered or going_away:
+                    # Closed before `registered` (that hub is not serving), or the hub
+                    # is shutting down (1001): the next hub.
                     index = (index + 1) % len(self.hub_urls)
             if state.stopping or state.draining:
                 break
@@ -214,6 +229,7 @@ class ConnectionLoop:
         ) as ws:
             self.connects += 1
             self._frames.current = ws
+            self._close_code = None
             registered = False
             try:
                 try:
@@ -228,6 +244,7 @@ class ConnectionLoop:
                 pass
             finally:
                 self._frames.current = None
+                self._close_code = ws.close_code
                 if self.registered.is_set():
                     self.registered.clear()
                     if not self._state.stopping:  # not our own close

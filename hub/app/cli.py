@@ -2,9 +2,10 @@
 
 Configuration for `serve`: `--config FILE` (TOML) < `NODEHUB_*` environment
 variables < `--key-with-dashes` flags, one flag per key of `HubConfig`.
-SIGINT/SIGTERM stop gracefully (see `Hub.aclose`). A bad configuration or an
-unreachable store is one clear line on stderr and exit status 2, never a
-traceback.
+SIGTERM (or SIGINT) drains: no new work, running jobs finish within
+`drain_timeout_ms`, then the hub stops (see `Hub.drain`, `Hub.aclose`); a
+second SIGTERM or SIGINT stops at once. A bad configuration or an unreachable
+store is one clear line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -50,18 +51,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def serve(config: HubConfig) -> None:
-    """Run a hub until SIGINT or SIGTERM."""
+    """Run a hub until SIGINT or SIGTERM: drain, then stop (a second signal: at once)."""
     from hub.app.hub import Hub
 
+    hub = Hub(config)
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            logger.warning("second signal: stopping now")
+            hub.stop_now()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    hub = Hub(config)
+        loop.add_signal_handler(sig, on_signal)
     await hub.start()
     try:
         await stop.wait()
-        logger.info("signal received: stopping")
+        logger.info("signal received: draining (a second signal stops at once)")
+        await hub.drain()
     finally:
         closing = asyncio.create_task(hub.aclose())
         done, _ = await asyncio.wait({closing}, timeout=SHUTDOWN_TIMEOUT_S)

@@ -88,8 +88,9 @@ class Cluster:
         self._local: LocalHub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self.store_ok = True
-        """Whether the last liveness beat reached the store."""
+        self._beat_ok_s = time.monotonic()
+        """When a liveness beat last reached the store."""
+        self._beat_failed = False
 
     def __repr__(self) -> str:
         return f"Cluster(hub={self.hub_id!r}, {self.members!r})"
@@ -207,18 +208,26 @@ class Cluster:
             try:
                 await self.beat()
             except StoreUnavailable as exc:
-                if self.store_ok:
+                if not self._beat_failed:
                     logger.warning("store unreachable: {}", exc)
-                self.store_ok = False
+                self._beat_failed = True
             except Exception:
                 logger.exception("liveness beat failed")
+
+    @property
+    def store_ok(self) -> bool:
+        """Whether the store answers: the last beat reached it, within `hub_timeout_ms`
+        (a store that hangs counts as unreachable as soon as one that refuses)."""
+        recent = time.monotonic() - self._beat_ok_s <= self.config.hub_timeout_ms / 1000
+        return recent and not self._beat_failed
 
     async def beat(self) -> None:
         """Beat, and act on every hub's beats: exclude, include, restarted."""
         beats = await self.store.beat()
-        if not self.store_ok:
+        if self._beat_failed:
             logger.info("store reachable again")
-        self.store_ok = True
+        self._beat_failed = False
+        self._beat_ok_s = time.monotonic()
         changes = self.members.beats(beats, self.silence_ms)
         for hub_id in changes.excluded:
             logger.warning("hub {} stopped answering: not selecting its nodes", hub_id)

@@ -11,6 +11,7 @@ jobs whoever submitted them. Node messages about jobs are fenced here first
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,7 +19,7 @@ from typing import Protocol
 from hub.core import close_codes, error_codes
 from hub.core.capabilities import AT_CAPACITY, NodeCapabilities
 from hub.core.config import HubConfig
-from hub.core.errors import ProtocolError
+from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.job import HOME_LOST, NODE_GONE
 from hub.core.messages import (
@@ -109,6 +110,8 @@ class NodeRegistry:
         """Where node messages about jobs go (the jobs' home role); see `report_to`."""
         self.registered: dict[str, RegisteredNode] = {}
         """The nodes registered here, by node id."""
+        self.draining = False
+        """The hub is draining: no node takes a new job; each leaves once idle."""
 
     def report_to(self, events: JobEvents) -> None:
         """Report node messages about jobs to `events` (the jobs' home role)."""
@@ -121,8 +124,11 @@ class NodeRegistry:
     # --- registration ---------------------------------------------------------
 
     async def register(self, link: Link, message: Register, now_ms: int) -> RegisteredNode:
-        """Admit a node; `ProtocolError` `node_id_conflict` if it has a live session."""
+        """Admit a node; `ProtocolError` `node_id_conflict` if it has a live session,
+        `hub_shutdown` while the hub drains."""
         node_id = message.node_id
+        if self.draining:
+            raise ProtocolError(error_codes.HUB_SHUTDOWN, "the hub is shutting down")
         if node_id in self.registered:
             raise ProtocolError(
                 error_codes.NODE_ID_CONFLICT, f"node {node_id} already has a live session"
@@ -187,6 +193,8 @@ class NodeRegistry:
                     node.node_id, message,
                     home_hub=assignment.home_hub, request_id=assignment.request_id,
                 )
+                if self.draining and not node.assignments:
+                    await self._leave(node)
             case Heartbeat():
                 node.load = {
                     k: float(v)
@@ -271,6 +279,36 @@ class NodeRegistry:
             return
         self._release(node, job_id)
         await node.link.send(JobCancel(job_id=job_id, attempt=attempt, reason=reason))
+        if self.draining and not node.assignments:
+            await self._leave(node)
+
+    # --- draining ---------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """The hub drains: every node takes no new job (here, and on every hub that
+        selects it), and leaves as soon as it is idle (released and closed with 1001,
+        so that it reconnects to another hub at once); busy ones leave when their last
+        job ends."""
+        self.draining = True
+        for node in list(self.registered.values()):
+            if not node.draining:
+                node.draining = True
+                self._fleet.drain(node.node_id)
+                self._published(node.node_id)
+            if not node.assignments:
+                await self._leave(node)
+
+    @property
+    def busy(self) -> int:
+        """Jobs running on the nodes registered here."""
+        return sum(len(node.assignments) for node in self.registered.values())
+
+    async def _leave(self, node: RegisteredNode) -> None:
+        """A draining hub lets an idle node go: its lease first (so the next hub takes it
+        at once), then its session (1001)."""
+        with contextlib.suppress(StoreUnavailable):  # else the lease lapses by itself
+            await self.unregister(node)
+        await node.link.close(close_codes.GOING_AWAY, error_codes.HUB_SHUTDOWN)
 
     async def home_lost(self, hub_id: str) -> None:
         """A hub died: stop the attempts it was the home of (nobody awaits their results)."""

@@ -1,7 +1,13 @@
-"""The HTTP endpoints on the hub's port: `/healthz`, `/metrics`, `/v1/nodes`, `/v1/jobs/<id>`.
+"""The HTTP endpoints on the hub's port: `/livez`, `/readyz`, `/healthz`, `/metrics`,
+`/v1/nodes`, `/v1/jobs/<id>`.
 
 Transport-neutral: `HttpApi.respond` turns a request path into an
 `HttpResponse` (status, body, content type); the server writes it.
+
+`/livez` answers 200 whenever the event loop does. `/readyz` (and `/healthz`,
+which answers the same) is 200 only while the hub takes submits: not draining
+or stopping, and its store answering (`Cluster.store_ok`); else 503 with the
+reason.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
@@ -46,8 +53,10 @@ class HttpApi:
         service: JobService,
         metrics: Metrics,
         sessions: Sessions,
+        cluster: Cluster,
     ) -> None:
         self.config = config
+        self.cluster = cluster
         self.fleet = fleet
         self.service = service
         self.metrics = metrics
@@ -55,11 +64,15 @@ class HttpApi:
 
     async def respond(self, path: str) -> HttpResponse:
         """The answer to `GET path` (the query string already removed)."""
-        if path == "/healthz":
-            stopping = self.sessions.stopping
+        if path == "/livez":
+            return HttpResponse.json(HTTPStatus.OK, {"status": "ok", "hub_id": self.config.hub_id})
+        if path in ("/readyz", "/healthz"):
+            status, reason = self.readiness()
+            body = {"status": status, "hub_id": self.config.hub_id}
+            if reason:
+                body["reason"] = reason
             return HttpResponse.json(
-                HTTPStatus.SERVICE_UNAVAILABLE if stopping else HTTPStatus.OK,
-                {"status": "stopping" if stopping else "ok", "hub_id": self.config.hub_id},
+                HTTPStatus.OK if status == "ok" else HTTPStatus.SERVICE_UNAVAILABLE, body
             )
         if path == "/metrics":
             return HttpResponse(HTTPStatus.OK, self.metrics.render().encode(), PROMETHEUS_TEXT)
@@ -73,6 +86,16 @@ class HttpApi:
                 return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": error_codes.UNKNOWN_JOB})
             return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(record))
         return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path})
+
+    def readiness(self) -> tuple[str, str]:
+        """(status, reason): `ok`, `draining`, `stopping` or `unavailable`."""
+        if self.sessions.stopping:
+            if self.sessions.draining:
+                return "draining", "the hub is draining: running jobs finish, no new ones"
+            return "stopping", "the hub is shutting down"
+        if not self.cluster.store_ok:
+            return "unavailable", "the store (Redis) is unreachable"
+        return "ok", ""
 
     def _node_view(self, state: NodeState) -> dict[str, Any]:
         node = self.service.nodes.registered.get(state.node_id)

@@ -11,7 +11,8 @@ that belong to a connection rather than to a job:
 - a client's submits run concurrently when the store waits on I/O (up to
   `MAX_SUBMITS_IN_FLIGHT`, after which the session stops taking frames until
   one finishes: backpressure on a client that floods);
-- a stopping hub answers submits with `rejected` `hub_shutdown`;
+- a stopping or draining hub answers submits with `rejected` `hub_shutdown`, and
+  a node's `register` with `error` `hub_shutdown` and close 1001;
 - when the connection ends, a node is unregistered (its attempts fail over)
   and a client's submits in flight are let finish;
 - node sessions that go silent for `node_timeout_ms` are closed
@@ -135,6 +136,9 @@ class Sessions:
         """Whether the store waits on I/O (then submits run concurrently)."""
         self.watchdog = NodeWatchdog(config)
         self.stopping = False
+        """The hub is stopping or draining: submits are refused `hub_shutdown`."""
+        self.draining = False
+        """Stopping by draining first (running jobs finish)."""
         self._ids = itertools.count(1)
 
     def peer_id(self, endpoint: str) -> str:
@@ -183,6 +187,11 @@ class NodeSession:
             if exc.code == error_codes.NODE_ID_CONFLICT:
                 await self._send_error(exc)
                 await self.link.close(close_codes.REGISTER_REFUSED, error_codes.NODE_ID_CONFLICT)
+                self.closed = True
+                return
+            if exc.code == error_codes.HUB_SHUTDOWN:  # draining: go to another hub
+                await self._send_error(exc)
+                await self.link.close(close_codes.GOING_AWAY, error_codes.HUB_SHUTDOWN)
                 self.closed = True
                 return
             await self.refuse(exc, job_id=getattr(message, "job_id", None))

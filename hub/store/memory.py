@@ -301,7 +301,9 @@ class MemoryStore:
 
     async def release_node(self, node_id: str, epoch: int) -> None:
         current = self._plane.owners.get(node_id)
-        if current is not None and current[0] == self.hub_id and current[1] == epoch:
+        if current is not None and current[0] == self.hub_id and (
+            current[1] == epoch or current[3] == self.boot
+        ):
             # Keep the epoch so the next owner's is higher: mark the lease lapsed.
             self._plane.owners[node_id] = (self.hub_id, epoch, 0, current[3])
 

@@ -354,7 +354,9 @@ class RedisStore:
 
     @translated
     async def release_node(self, node_id: str, epoch: int) -> None:
-        await self._script("release_node", [self.keys.owner(node_id)], [self.hub_id, epoch])
+        await self._script(
+            "release_node", [self.keys.owner(node_id)], [self.hub_id, epoch, self.boot]
+        )
 
     @translated
     async def node_owner(self, node_id: str) -> tuple[str, int] | None:

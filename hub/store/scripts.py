@@ -88,11 +88,13 @@ end
 return out
 """
 
-# KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch. Returns 1 when released.
+# KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch, ARGV[3] the hub's boot token.
+# Returns 1 when released: the claim is this hub's, at that epoch or made by this run
+# (a renewal after a Redis restart made a new epoch that the caller may not know yet).
 # The hash stays (owner '' and its TTL) so the next claim's epoch is still higher.
 RELEASE_NODE = """
-local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
-if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
+local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch', 'boot')
+if cur[1] == ARGV[1] and (cur[2] == ARGV[2] or cur[3] == ARGV[3]) then
   redis.call('HSET', KEYS[1], 'hub', '')
   return 1
 end
