@@ -12,6 +12,7 @@ fails those attempts over, so nothing is sent for them.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -117,7 +118,9 @@ class JobRunner:
             await self._frames.send(ws, JobReject(assign.job_id, assign.attempt, reason))
             return
         self._idle.clear()
-        self._jobs[key] = tg.create_task(self._run_job(ws, assign, decision))
+        task = tg.create_task(self._run_job(ws, assign, decision))
+        self._jobs[key] = task
+        task.add_done_callback(partial(self._never_ran, key))
         if decision.crash_after_s is not None:
             crash = tg.create_task(self._crash_later(ws, key, decision.crash_after_s))
             self._timers.add(crash)
@@ -141,6 +144,24 @@ class JobRunner:
     def forget_cancels(self) -> None:
         """After the connection's tasks have finished: forget the `job_cancel`s it got."""
         self._cancel_requested.clear()
+
+    def _never_ran(self, key: _JobKey, task: asyncio.Task[None]) -> None:
+        """A job task that ended still in the table was cancelled before its first step
+        (the connection dropped in the same loop turn as its job_assign): its body and
+        its `finally` never ran. Do their bookkeeping here."""
+        if self._jobs.get(key) is not task:
+            return
+        if key in self._cancel_requested:
+            self.cancelled += 1
+        else:
+            self.lost += 1
+        self._forget(key)
+
+    def _forget(self, key: _JobKey) -> None:
+        self._cancel_requested.discard(key)
+        self._jobs.pop(key, None)
+        if not self._jobs:
+            self._idle.set()
 
     # --- one job ---------------------------------------------------------------------
 
@@ -182,10 +203,7 @@ class JobRunner:
                 self.lost += 1
             raise
         finally:
-            self._cancel_requested.discard(key)
-            self._jobs.pop(key, None)
-            if not self._jobs:
-                self._idle.set()
+            self._forget(key)
 
     async def _call_handler(self, ws: ClientConnection, ctx: JobContext) -> JobResult:
         try:
