@@ -11,10 +11,11 @@ jobs whoever submitted them. Node messages about jobs are fenced here first
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from loguru import logger
 
 from hub.core import close_codes, error_codes
 from hub.core.capabilities import AT_CAPACITY, NodeCapabilities
@@ -173,7 +174,10 @@ class NodeRegistry:
             await self.events.node_lost(
                 node.node_id, job_id, assignment.attempt, home_hub=assignment.home_hub
             )
-        await self._store.release_node(node.node_id, node.epoch)
+        try:
+            await self._store.release_node(node.node_id, node.epoch)
+        except StoreUnavailable as exc:  # the lease lapses by itself (node_timeout_ms)
+            logger.warning("releasing node {} failed: {}", node.node_id, exc)
 
     # --- messages from the node ------------------------------------------------------
 
@@ -306,8 +310,7 @@ class NodeRegistry:
     async def _leave(self, node: RegisteredNode) -> None:
         """A draining hub lets an idle node go: its lease first (so the next hub takes it
         at once), then its session (1001)."""
-        with contextlib.suppress(StoreUnavailable):  # else the lease lapses by itself
-            await self.unregister(node)
+        await self.unregister(node)
         await node.link.close(close_codes.GOING_AWAY, error_codes.HUB_SHUTDOWN)
 
     async def home_lost(self, hub_id: str) -> None:

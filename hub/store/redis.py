@@ -18,6 +18,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from hub.core.errors import StoreUnavailable
 from hub.store.base import (
@@ -93,6 +95,11 @@ class RedisStore:
             health_check_interval=0,
             max_connections=64,
             timeout=5.0,
+            # After a Redis restart every pooled connection is dead: a command that meets
+            # one reconnects and is tried once more, instead of failing (a lease release
+            # lost that way locks a node out for its lease). Not on a timeout: a Redis
+            # that hangs is not asked twice.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._scripts = {
