@@ -90,6 +90,7 @@ class Cluster:
         self._closing = False
         self._beat_ok_s = time.monotonic()
         """When a liveness beat last reached the store."""
+        self._starting = True
         self._beat_failed = False
 
     def __repr__(self) -> str:
@@ -128,6 +129,7 @@ class Cluster:
                 h for h, b in beats.items() if h != self.hub_id and b.age_ms <= self.silence_ms
             ))
         await self.beat()
+        self._starting = False
         # What an earlier run read and never acknowledged (results, watches, dispatches).
         await self.inbox.recover()
         await self.resync()
@@ -226,9 +228,15 @@ class Cluster:
         beats = await self.store.beat()
         if self._beat_failed:
             logger.info("store reachable again")
+        now = time.monotonic()
+        # After this hub could not beat for a while (the store was unreachable or hung),
+        # every other hub's beats look old too: judge them on the next reading.
+        cut_off = (now - self._beat_ok_s) * 1000 > self.silence_ms
         self._beat_failed = False
-        self._beat_ok_s = time.monotonic()
-        changes = self.members.beats(beats, self.silence_ms)
+        self._beat_ok_s = now
+        changes = self.members.beats(
+            beats, self.silence_ms, exclude=not cut_off and not self._starting
+        )
         for hub_id in changes.excluded:
             logger.warning("hub {} stopped answering: not selecting its nodes", hub_id)
             self._withdraw_nodes(hub_id)

@@ -98,10 +98,13 @@ class Membership:
     def is_excluded(self, hub_id: str) -> bool:
         return hub_id in self.excluded
 
-    def beats(self, beats: Mapping[str, tuple[int, str]], threshold_ms: int) -> BeatChanges:
+    def beats(
+        self, beats: Mapping[str, tuple[int, str]], threshold_ms: int, *, exclude: bool = True
+    ) -> BeatChanges:
         """One reading of every hub's (ms since its last beat, boot token): hubs silent
-        for more than `threshold_ms` are excluded, those beating again included, those
-        with a new boot token restarted."""
+        for more than `threshold_ms` are excluded (unless not `exclude`: this reading
+        cannot tell), those beating again included, those with a new boot token
+        restarted."""
         changes = BeatChanges()
         for hub_id, (age_ms, boot) in sorted(beats.items()):
             if hub_id == self.hub_id:
@@ -111,7 +114,7 @@ class Membership:
                 self.boots[hub_id] = boot
                 (changes.first_seen if known is None else changes.restarted).append(hub_id)
             if age_ms > threshold_ms:
-                if hub_id not in self.excluded:
+                if exclude and hub_id not in self.excluded:
                     self.excluded.add(hub_id)
                     changes.excluded.append(hub_id)
             elif hub_id in self.excluded:

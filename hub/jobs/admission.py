@@ -9,6 +9,7 @@ answers `rejected` `no_node` and releases the binding.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from loguru import logger
@@ -25,6 +26,7 @@ from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
 from hub.jobs.table import JobTable
+from hub.jobs.transit import Transit
 from hub.runtime.deadline_loop import Clock
 from hub.store.base import Store
 
@@ -43,8 +45,10 @@ class Admission:
         store: Store,
         metrics: Metrics,
         clock: Clock,
+        transit: Transit,
     ) -> None:
         self.config = config
+        self.transit = transit
         self.hub_id = config.hub_id
         self.table = table
         self.attempts = attempts
@@ -52,6 +56,19 @@ class Admission:
         self.store = store
         self.metrics = metrics
         self.clock = clock
+
+    async def plan_waiting(self, link: Link, message: Submit, job_id: str) -> Plan:
+        """`plan`; when no node fits just after nodes left their hub (they are on their
+        way to another: `Transit`), wait briefly for one to arrive and plan again."""
+        plan = self.plan(link, message, job_id)
+        if plan[0] is None and self.transit.recent():
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.transit.wait_s
+            while await self.transit.arrival(deadline - loop.time()):
+                plan = self.plan(link, message, job_id)
+                if plan[0] is not None:
+                    break
+        return plan
 
     def plan(self, link: Link, message: Submit, job_id: str) -> Plan:
         """Select a node and assign the job's first attempt to it (no I/O, nothing
@@ -113,5 +130,5 @@ class Admission:
     async def create(self, link: Link, message: Submit, job_id: str) -> Rejected | None:
         """Plan and commit a job whose request is already bound to `job_id`."""
         started_ns = time.perf_counter_ns()
-        plan = self.plan(link, message, job_id)
+        plan = await self.plan_waiting(link, message, job_id)
         return await self.commit(link, message, job_id, plan, started_ns)

@@ -36,12 +36,16 @@ from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
 from hub.jobs.node_registry import NodeRegistry
 from hub.jobs.table import JobTable
+from hub.jobs.transit import Transit
 from hub.runtime.deadline_loop import Clock, DeadlineLoop
 from hub.store.archive import JobArchive
 
 ACCEPT = "accept"
 ATTEMPT = "attempt"
 OVERALL = "overall"
+TRANSIT = "transit"
+TRANSIT_POLL_MS = 50
+"""How often a job waiting for a node in transit selects again."""
 Deadline = tuple[str, int, str]
 """(job_id, attempt, kind) of a pending deadline."""
 
@@ -60,8 +64,12 @@ class Attempts:
         metrics: Metrics,
         clock: Clock,
         rng: random.Random,
+        transit: Transit,
     ) -> None:
         self.config = config
+        self.transit = transit
+        self._in_transit: dict[str, int] = {}
+        """Jobs waiting for a node in transit: until when they may (monotonic ms)."""
         self.hub_id = config.hub_id
         self.table = table
         self.fleet = fleet
@@ -183,12 +191,32 @@ class Attempts:
                 )
             await self.finish(job, ok=False, error=error, announce=announce)
             return
+        await self._reselect(job, announce=announce)
+
+    async def _reselect(self, job: Job, *, announce: Link | None = None) -> None:
+        """The job's next attempt: a node if one fits; if none does just after nodes left
+        their hub (`Transit`), try again shortly (a deadline, up to `Transit.wait_s`;
+        the submitter gets its `accepted` meanwhile); else the job ends `no_node`."""
         selection = self.select(job.requirements)
-        if selection.node_id is None:
-            error = ErrorInfo(error_codes.NO_NODE, selection.explain())
-            await self.finish(job, ok=False, error=error, announce=announce)
+        if selection.node_id is not None:
+            self._in_transit.pop(job.job_id, None)
+            await self.send(job, self.assign(job, selection.node_id), announce=announce)
             return
-        await self.send(job, self.assign(job, selection.node_id), announce=announce)
+        now = self.clock.now_ms()
+        until = self._in_transit.setdefault(
+            job.job_id, now + int(self.transit.wait_s * 1000)
+        )
+        if self.transit.recent() and now < until:
+            if announce is not None:
+                await announce.send(Accepted(
+                    request_id=job.request_id, job_id=job.job_id, node_id=job.node_id,
+                    duplicate=False,
+                ))
+            self.deadlines.push(now + TRANSIT_POLL_MS, (job.job_id, job.attempt, TRANSIT))
+            return
+        self._in_transit.pop(job.job_id, None)
+        error = ErrorInfo(error_codes.NO_NODE, selection.explain())
+        await self.finish(job, ok=False, error=error, announce=announce)
 
     async def revoke(self, job: Job, reason: str) -> None:
         """Take the current attempt back from its node (it is told with `job_cancel`)."""
@@ -246,8 +274,10 @@ class Attempts:
         deadlines = self.deadlines
         deadlines.discard((job.job_id, job.attempt, ACCEPT))
         deadlines.discard((job.job_id, job.attempt, ATTEMPT))
+        deadlines.discard((job.job_id, job.attempt, TRANSIT))
         if overall:
             deadlines.discard((job.job_id, 0, OVERALL))
+            self._in_transit.pop(job.job_id, None)
 
     async def run_deadlines(self) -> None:
         """Fire accept, attempt and overall deadlines; runs until cancelled."""
@@ -264,6 +294,9 @@ class Attempts:
             await self.finish(job, ok=False, error=error)
             return
         if job.attempt != attempt:
+            return
+        if kind == TRANSIT:
+            await self._reselect(job)
             return
         if kind == ACCEPT:
             if job.status is JobStatus.ASSIGNED:

@@ -113,8 +113,8 @@ class InboundRouter:
             case Reconcile():
                 await self._reconciled(envelope)
             case Deliver():
-                await self.delivery.to_client(envelope.client_id, envelope.message)
-                self.resubmits.delivered(envelope.client_id, envelope.message)
+                if self.resubmits.deliverable(envelope.client_id, envelope.message):
+                    await self.delivery.to_client(envelope.client_id, envelope.message)
 
     async def _watch_previous(self, watch: Watch) -> None:
         watcher = Watcher(watch.sender, watch.client_id, watch.submit.request_id)

@@ -187,9 +187,10 @@ class Resubmits:
             self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message, again=again,
         ))
 
-    def delivered(self, client_id: str, message: ClientOutbound) -> None:
-        """A home delivered a message to one of this hub's clients."""
-        self.remote.answered(client_id, message)
+    def deliverable(self, client_id: str, message: ClientOutbound) -> bool:
+        """A home delivers a message to one of this hub's clients: pass it on? (Once per
+        watch: see `RemoteWatches.deliverable`.)"""
+        return self.remote.deliverable(client_id, message)
 
     def client_gone(self, client_id: str) -> None:
         self.remote.drop_client(client_id)

@@ -14,6 +14,7 @@ the inbound router use:
 | `NodeEvents` (node_events.py) | node owners' reports at the job's home |
 | `NodeRegistry` (node_registry.py) | the node owner role: registration, slots, fencing |
 | `PreviousRuns` (previous.py) | jobs an earlier run of this hub id was home to |
+| `Transit` (transit.py) | nodes between hubs: a submit finding none waits briefly |
 
 The service is the job's *home* role; the node's *owner* role is
 `NodeRegistry`. Neither knows whether the store is memory or Redis, nor how
@@ -43,6 +44,7 @@ from hub.jobs.previous import PreviousRuns
 from hub.jobs.resubmits import Resubmits
 from hub.jobs.submits import Submits
 from hub.jobs.table import JobTable
+from hub.jobs.transit import Transit
 from hub.runtime.deadline_loop import Clock
 from hub.store.archive import JobArchive
 from hub.store.base import Store
@@ -71,9 +73,14 @@ class JobService:
         self.nodes = NodeRegistry(
             config=config, fleet=fleet, store=store, published=cluster.node_changed
         )
+        self.transit = Transit(
+            fleet=fleet, clock=clock, window_ms=config.hub_timeout_ms,
+            wait_s=config.hub_timeout_ms / 3000,
+        )
         self.attempts = Attempts(
             config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
             delivery=self.delivery, archive=self.archive, metrics=metrics, clock=clock, rng=rng,
+            transit=self.transit,
         )
         self.previous = PreviousRuns(
             config=config, table=self.table, delivery=self.delivery, archive=self.archive,
@@ -88,7 +95,7 @@ class JobService:
         self.nodes.report_to(self.events)
         self.admission = Admission(
             config=config, table=self.table, attempts=self.attempts, delivery=self.delivery,
-            store=store, metrics=metrics, clock=clock,
+            store=store, metrics=metrics, clock=clock, transit=self.transit,
         )
         self.resubmits = Resubmits(
             config=config, table=self.table, admission=self.admission, delivery=self.delivery,

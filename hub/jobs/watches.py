@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub.core.messages import ClientOutbound, Rejected, Result, Submit
+from hub.core.messages import Accepted, ClientOutbound, Rejected, Result, Submit
 
 
 @dataclass(slots=True)
@@ -21,6 +21,8 @@ class RemoteWatch:
     job_id: str
     home: str
     submit: Submit
+    accepted: bool = False
+    """The client got this watch's `accepted`."""
 
 
 class RemoteWatches:
@@ -50,10 +52,19 @@ class RemoteWatches:
             del self._by_key[key]
         return watch
 
-    def answered(self, client_id: str, message: ClientOutbound) -> None:
-        """A message was delivered to a client: a result or a refusal ends one watch."""
+    def deliverable(self, client_id: str, message: ClientOutbound) -> bool:
+        """A home delivers a message to a client of this hub: whether it should reach the
+        client. Each watch gets one `accepted` and one result or refusal (which ends
+        it): a watch sent twice (a home that restarted) is answered once."""
         if isinstance(message, Result | Rejected):
-            self.take(client_id, message.request_id)
+            return self.take(client_id, message.request_id) is not None
+        if isinstance(message, Accepted):
+            for watch in self._by_key.get((client_id, message.request_id), ()):
+                if not watch.accepted:
+                    watch.accepted = True
+                    return True
+            return False
+        return True
 
     def take_home(self, home: str) -> list[RemoteWatch]:
         """Remove and return every watch on jobs homed at `home`."""

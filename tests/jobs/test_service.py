@@ -8,6 +8,7 @@ Each test asserts the exact messages the links received.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -342,3 +343,46 @@ async def test_finished_jobs_leave_no_deadlines_behind(path: JobPath) -> None:
         assert len(deadlines) == 0
     assert deadlines.heap_size <= 100  # not 600 entries waiting a day to fall due
     assert [type(m) for m in client.take()] == [Accepted, Result] * 300
+
+
+async def test_a_submit_that_finds_no_node_just_after_one_left_waits_for_one() -> None:
+    # Nodes leave a draining hub and register with another a moment later: a submit in
+    # that moment waits for one to arrive instead of being refused `no_node`.
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    await path.node("n1")
+    await path.drop("n1")  # on its way to another hub
+    client = path.client()
+    waiting = asyncio.create_task(path.submit(client, "r1"))
+    await asyncio.sleep(0)  # the submit runs up to its wait
+    assert not waiting.done() and client.take() == []
+    node = await path.node("n2")  # a node arrives
+    await asyncio.wait_for(waiting, 1.0)
+    assert only(client.take(), Accepted).node_id == "n2"
+    assert only(node.take(), JobAssign).attempt == 1
+
+
+async def test_the_wait_for_a_node_in_transit_is_bounded() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=300))  # waits at most 0.1 s
+    await path.node("n1")
+    await path.drop("n1")
+    client = path.client()
+    await asyncio.wait_for(path.submit(client, "r1"), 1.0)
+    assert only(client.take(), Rejected).code == "no_node"
+    path.clock.advance(301)  # long after the departure: no wait at all
+    await path.submit(client, "r2")
+    assert only(client.take(), Rejected).code == "no_node"
+
+
+async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    first = await path.node("n1")
+    client = path.client()
+    await path.submit(client, "r1")
+    assign = only(first.take(), JobAssign)
+    only(client.take(), Accepted)
+    await path.drop("n1")  # the only node leaves with the job: nothing to fail over to
+    assert client.take() == []  # not `no_node` yet: it waits for a node to arrive
+    second = await path.node("n2")
+    await path.fire_deadlines(60)
+    again = only(second.take(), JobAssign)
+    assert (again.job_id, again.attempt) == (assign.job_id, 2)
