@@ -78,6 +78,7 @@ class ConnectionLoop:
     __slots__ = (
         "_close_code",
         "_close_timeout_s",
+        "_dropped",
         "_frames",
         "_jobs",
         "_open_timeout_s",
@@ -148,6 +149,8 @@ class ConnectionLoop:
         self.conflicts = 0
         self._close_code: int | None = None
         """How the last connection was closed (1001: the hub is going away)."""
+        self._dropped = False
+        """A registered connection ended without a clean close: replay recent results."""
 
     def _backoff_s(self, failures: int) -> float:
         """Exponential backoff with full jitter, in [reconnect_min_s, reconnect_max_s]."""
@@ -239,12 +242,19 @@ class ConnectionLoop:
                     await ws.close(reason="registration failed")
                     raise
                 registered = True
+                if self._dropped:
+                    # The last connection dropped (no clean close): its hub may have died
+                    # holding results not yet passed on to their jobs' homes.
+                    self._dropped = False
+                    await self._jobs.replay(ws)
                 await self._serve(ws)
             except ConnectionClosed:
                 pass
             finally:
                 self._frames.current = None
                 self._close_code = ws.close_code
+                if registered and ws.close_code not in (1000, GOING_AWAY):
+                    self._dropped = True
                 if self.registered.is_set():
                     self.registered.clear()
                     if not self._state.stopping:  # not our own close

@@ -12,8 +12,10 @@ fails those attempts over, so nothing is sent for them.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
@@ -31,7 +33,10 @@ from hub.core.messages import (
     JobResult,
 )
 
-__all__ = ["JobRunner"]
+__all__ = ["REPLAY_WINDOW_S", "JobRunner"]
+
+REPLAY_WINDOW_S: Final = 5.0
+"""Results sent this long before a connection dropped are sent again after it."""
 
 _JobKey = tuple[str, int]
 
@@ -48,6 +53,7 @@ class JobRunner:
         "_handler",
         "_idle",
         "_jobs",
+        "_recent",
         "_state",
         "_timers",
         "accepted",
@@ -82,6 +88,8 @@ class JobRunner:
         """Pending simulated crashes (`FaultDecision.crash_after_s`)."""
         self._idle = asyncio.Event()
         self._idle.set()
+        self._recent: deque[tuple[float, JobResult]] = deque()
+        """Results sent lately (monotonic time), to `replay` after a dropped connection."""
 
     @property
     def running(self) -> int:
@@ -125,6 +133,26 @@ class JobRunner:
             crash = tg.create_task(self._crash_later(ws, key, decision.crash_after_s))
             self._timers.add(crash)
             crash.add_done_callback(self._timers.discard)
+
+    def _sent(self, result: JobResult) -> None:
+        now = time.monotonic()
+        recent = self._recent
+        recent.append((now, result))
+        while recent and recent[0][0] < now - REPLAY_WINDOW_S:
+            recent.popleft()
+
+    async def replay(self, ws: ClientConnection) -> int:
+        """After a connection dropped: send again, marked `replayed`, the results sent in
+        the last `REPLAY_WINDOW_S` (the hub they went to may have died before passing
+        them on; the job's home takes one only if that attempt is still current).
+        Returns how many."""
+        now = time.monotonic()
+        recent = [r for t, r in self._recent if t >= now - REPLAY_WINDOW_S]
+        self._recent.clear()
+        for result in recent:
+            if not await self._frames.send(ws, msgspec.structs.replace(result, replayed=True)):
+                break
+        return len(recent)
 
     def cancel(self, job_id: str, attempt: int) -> None:
         """`job_cancel`: cancel that attempt's handler; nothing is sent for it."""
@@ -196,6 +224,7 @@ class JobRunner:
                 self.failed += 1
             if not await self._frames.send(ws, result):
                 return
+            self._sent(result)
         except asyncio.CancelledError:
             if key in self._cancel_requested:
                 self.cancelled += 1

@@ -38,6 +38,8 @@ class Sizes:
     """Submits per second of a paced load."""
 
 
+TINY = Sizes(jobs=40, finished=20, running=5, restart_jobs=10, rate=80)
+"""The seeded run of the test suite (tests/cross/test_chaos.py)."""
 QUICK = Sizes(jobs=150, finished=60, running=10, restart_jobs=30, rate=100)
 FULL = Sizes(jobs=2000, finished=600, running=100, restart_jobs=400, rate=300)
 
@@ -284,18 +286,21 @@ async def rolling_restart(world: World, sizes: Sizes, rng: random.Random) -> dic
     clients = await clients_for(world, ["a", "b"], ["b", "a"])
     ledger = Ledger()
     started = time.monotonic()
-    rate = sizes.rate / 2
-    count = int(rate * 12)  # long enough to cover both restarts
 
     async def restarts() -> None:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         for name in ("a", "b"):
             await asyncio.to_thread(world.drain_hub, name)
             await asyncio.to_thread(world.start_hub, name)
             await asyncio.sleep(0.5)
 
+    # The load runs from before the first restart until after the second.
     rolling = asyncio.create_task(restarts())
-    await paced(ledger, clients, count, rate, "rr")
+    i = 0
+    while not rolling.done():
+        await ledger.submit(clients[i % len(clients)], f"rr-{i}")
+        i += 1
+        await asyncio.sleep(2 / sizes.rate)  # pacing the load, not waiting for anything
     await rolling
     return await finish(world, ledger, "rolling_restart", started, clients)
 

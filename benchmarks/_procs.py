@@ -181,6 +181,14 @@ class Child:
         # Anything the child left behind in its group goes too.
         self.signal(signal.SIGKILL)
         self._log.close()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        if self.proc.stdout is not None:
+            reader = getattr(self, "_reader", None)
+            if reader is not None:
+                reader.join(timeout=5)  # it reads up to the end of the output
+            self.proc.stdout.close()
 
 
 class ProcGroup:

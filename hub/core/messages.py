@@ -120,6 +120,9 @@ class JobResult(_Message, tag="job_result"):
     ok: bool
     output: Any = None
     error: ErrorInfo | None = None
+    replayed: bool = False
+    """(issue 12) Sent again after the connection it first went out on dropped: the hub
+    it went to may have died with it. Accepted if that attempt is still the job's."""
 
 
 NodeInbound = (

@@ -39,6 +39,7 @@ from hub.core.messages import (
 )
 from hub.core.snapshot import DRAINING
 from hub.jobs.links import Link
+from hub.jobs.table import job_home
 from hub.store.base import OwnershipConflict, Store
 
 JobMessage = JobAccept | JobReject | JobProgress | JobResult
@@ -190,6 +191,16 @@ class NodeRegistry:
                     node.node_id, message,
                     home_hub=assignment.home_hub, request_id=assignment.request_id,
                 )
+            case JobResult() if message.replayed and message.job_id not in node.assignments:
+                # A result the node sent to a hub that dropped it (maybe dying before
+                # passing it on). The job's home decides: it takes it only if that
+                # attempt on this node is still the job's current one.
+                try:
+                    await self.events.node_event(
+                        node.node_id, message, home_hub=job_home(message.job_id), request_id=""
+                    )
+                except ProtocolError as exc:  # it had reached the home: nothing to do
+                    logger.debug("replayed result for {}: {}", message.job_id, exc.message)
             case JobResult() | JobReject():
                 assignment = self._fence(node, message.job_id, message.attempt)
                 self._release(node, message.job_id)

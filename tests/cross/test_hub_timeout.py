@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from typing import Any
@@ -79,3 +80,24 @@ async def test_a_killed_owner_hub_stops_being_selected_within_hub_timeout(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_result_sent_to_an_owner_that_then_died_is_not_lost(start_hubs: Any) -> None:
+    # The node hands its result to its hub, which dies before passing it on. The node
+    # reconnects to the job's home and sends the result again (`replayed`): the home
+    # takes it (that attempt is still the job's), nothing runs twice.
+    home, owner = start_hubs(2, hub_timeout_ms=1000)
+    work = Work(gated=True)
+    async with agent("n1", [owner.url, home.url], work) as node:
+        await node.wait_registered(WAIT_S)
+        await until(lambda: sees(home, "n1", owner=owner), "the home to see n1")
+        async with HubClient(home.url) as client:
+            handle = await client.submit("en", "zh", payload={"key": "once"})
+            await until(lambda: _true(node.running == 1), "the job to run")
+            owner.signal(signal.SIGSTOP)  # frozen: it will never pass the result on
+            work.gate.set()
+            await until(lambda: _true(node.completed == 1), "the node to finish")
+            owner.kill()
+            result = await asyncio.wait_for(handle.result, WAIT_S)
+    assert isinstance(result, Result) and result.ok and result.attempts == 1, result
+    assert work.started == Counter({"once": 1})
