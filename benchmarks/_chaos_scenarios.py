@@ -246,7 +246,9 @@ async def redis_kill(world: World, sizes: Sizes, rng: random.Random) -> dict[str
         await asyncio.sleep(1.0)
         await asyncio.to_thread(world.start_redis)
 
-    await paced(ledger, clients, sizes.jobs, sizes.rate, "rk", at={sizes.jobs // 3: outage})
+    background = {sizes.jobs // 3: lambda: _background(outage())}  # the load goes on
+    await paced(ledger, clients, sizes.jobs, sizes.rate, "rk", at=background)
+    await _all_background()
     await retry_refused(world, ledger, clients, sizes.rate)
     return await finish(world, ledger, "redis_kill", started, clients)
 
@@ -268,8 +270,9 @@ async def redis_pause(world: World, sizes: Sizes, rng: random.Random) -> dict[st
         await asyncio.sleep(5.0)
         world.resume_redis()
 
-    pause = {sizes.jobs // 3: lambda: _background(freeze())}
+    pause = {sizes.jobs // 3: lambda: _background(freeze())}  # the load goes on
     await paced(ledger, clients, sizes.jobs, sizes.rate, "rp", at=pause)
+    await _all_background()
     await ledger.settle(SETTLE_S)
     await retry_refused(world, ledger, clients, sizes.rate)
     return await finish(world, ledger, "redis_pause", started, clients)
@@ -351,9 +354,16 @@ _background_tasks: set[asyncio.Task[None]] = set()
 
 
 async def _background(coro: Awaitable[None]) -> None:
+    """Start a fault that takes time (an outage) without holding the load up."""
     task = asyncio.ensure_future(coro)
     _background_tasks.add(task)
     task.add_done_callback(_background_tasks.discard)
+
+
+async def _all_background() -> None:
+    """Wait for the background faults to be over (re-raising what broke in them)."""
+    while _background_tasks:
+        await asyncio.gather(*_background_tasks)
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -71,6 +71,10 @@ class LocalHub(EnvelopeHandler, Protocol):
     async def housekeeping(self) -> None:
         """Periodic (every liveness beat): work that waits on time."""
 
+    async def store_restarted(self) -> None:
+        """The store lost its data (a restart without persistence): put back what this
+        hub's work needs there (request bindings, recent records, remote watches)."""
+
 
 class Cluster:
     def __init__(
@@ -81,15 +85,19 @@ class Cluster:
         self.store = store
         self.fleet = fleet
         self.members = Membership(config.hub_id)
-        self.outbox = Outbox(store)
+        self.outbox = Outbox(store, on_failure=self.store_failed)
         self.replica = FleetReplica(config=config, store=store, fleet=fleet, members=self.members)
-        self.inbox = Inbox(hub_id=config.hub_id, store=store, archive=archive)
+        self.inbox = Inbox(
+            hub_id=config.hub_id, store=store, archive=archive, on_failure=self.store_failed
+        )
         self.reaper = Reaper(store=store, inbox=self.inbox)
         self._local: LocalHub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._beat_ok_s = time.monotonic()
         """When a liveness beat last reached the store."""
+        self._store_failed_s: float | None = None
+        """When a store call (beat, inbox read, send) last failed."""
         self._starting = True
         self._beat_failed = False
 
@@ -213,8 +221,19 @@ class Cluster:
                 if not self._beat_failed:
                     logger.warning("store unreachable: {}", exc)
                 self._beat_failed = True
+                self.store_failed()
             except Exception:
                 logger.exception("liveness beat failed")
+
+    def store_failed(self) -> None:
+        """A store call failed (the store is unreachable, hangs, or restarts)."""
+        self._store_failed_s = time.monotonic()
+
+    def store_troubled(self, within_s: float) -> bool:
+        """Whether the store is failing, or failed within `within_s`: messages from other
+        hubs may be late or lost (and are being replayed), so silence proves nothing."""
+        failed = self._store_failed_s
+        return not self.store_ok or (failed is not None and time.monotonic() - failed < within_s)
 
     @property
     def store_ok(self) -> bool:
@@ -265,9 +284,15 @@ class Cluster:
         """One maintenance round: presence, leases, beacon, dead hubs, maybe a resync."""
         if not await self.store.announce(self.presence_ttl_ms):
             # Our presence had lapsed or the store lost its data (a Redis restart):
-            # what we published is gone too. Publish it again, and read others'.
-            logger.warning("presence was missing from the store: republishing this hub's nodes")
+            # what we published is gone too. Publish it again, and read others'. What
+            # was in flight through it may be gone as well: send the recent attempt
+            # outcomes again and restore what the job path keeps there.
+            logger.warning("presence was missing from the store: republishing this hub's "
+                           "nodes and replaying recent results")
             await self.replica.republish()
+            self.outbox.replay_recent()
+            if self._local is not None:
+                await self._local.store_restarted()
             resync = True
         if self._local is not None:
             await self._local.renew_leases()

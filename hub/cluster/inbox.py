@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from loguru import logger
@@ -40,8 +40,13 @@ class EnvelopeHandler(Protocol):
 
 
 class Inbox:
-    def __init__(self, *, hub_id: str, store: Store, archive: JobArchive) -> None:
+    def __init__(
+        self, *, hub_id: str, store: Store, archive: JobArchive,
+        on_failure: Callable[[], None] = lambda: None,
+    ) -> None:
         self.hub_id = hub_id
+        self._on_failure = on_failure
+        """Told when a read fails (the store's health, see `Cluster.store_troubled`)."""
         self.store = store
         self.archive = archive
         self.handler: EnvelopeHandler | None = None
@@ -66,6 +71,7 @@ class Inbox:
                 )
                 self._unacked = []
             except StoreUnavailable:
+                self._on_failure()
                 await asyncio.sleep(0.2)
                 continue
             except Exception:  # e.g. the stream was deleted under a blocked read

@@ -268,6 +268,15 @@ class Attempts:
         """Arm the job's overall deadline (the client's `timeout_ms`)."""
         self.deadlines.push(job.deadline_ms, (job.job_id, 0, OVERALL))
 
+    def _store_silenced(self, job: Job) -> bool:
+        """Whether a remote attempt's deadline should wait: the store between this hub
+        and the node's is (or just was) failing, and the job's budget is not spent."""
+        return (
+            job.node_hub != self.hub_id
+            and self.clock.now_ms() < job.deadline_ms
+            and self.cluster.store_troubled(self.config.accept_timeout_ms / 1000)
+        )
+
     def _forget_deadlines(self, job: Job, *, overall: bool) -> None:
         """The current attempt ended (and with `overall`, the job): its deadlines go, so
         the heap holds only what can still fire."""
@@ -297,6 +306,12 @@ class Attempts:
             return
         if kind == TRANSIT:
             await self._reselect(job)
+            return
+        if self._store_silenced(job):
+            # The node's hub can reach us only through the store, which is failing or
+            # just failed (its messages are late, or being replayed): its silence proves
+            # nothing yet. Look again later (the job's own deadline still applies).
+            self.deadlines.push(self.clock.now_ms() + self.config.accept_timeout_ms, item)
             return
         if kind == ACCEPT:
             if job.status is JobStatus.ASSIGNED:

@@ -32,6 +32,7 @@ from hub.core.errors import ProtocolError
 from hub.core.job import HUB_LOST, NODE_LOST, Watcher
 from hub.core.messages import JobResult
 from hub.jobs.service import JobService
+from hub.store.base import Binding
 
 
 class InboundRouter:
@@ -46,6 +47,8 @@ class InboundRouter:
         self.nodes = service.nodes
         self.events = service.events
         self.resubmits = service.resubmits
+        self.attempts = service.attempts
+        self.store = service.resubmits.store
         self.delivery = service.delivery
         self.archive = service.archive
         self.cluster = cluster
@@ -201,6 +204,25 @@ class InboundRouter:
 
     async def housekeeping(self) -> None:
         await self.previous.sweep()
+
+    async def store_restarted(self) -> None:
+        """Bind again the request ids of this hub's active jobs and of the jobs whose
+        records are written again (a resubmit must find them, not start a new job), and
+        ask the homes of this hub's waiting clients again."""
+        config = self.resubmits.config
+        now_ms = self.attempts.clock.now_ms()
+        bindings = [
+            Binding(job.request_id, job.job_id,
+                    config.idempotency_ttl_ms + max(0, job.deadline_ms - now_ms))
+            for job in self.table.active.values()
+        ]
+        bindings += [
+            Binding(record.request_id, record.job_id, config.idempotency_ttl_ms)
+            for record in self.archive.rewrite_recent() if record.request_id
+        ]
+        for start in range(0, len(bindings), 512):
+            await self.store.bind_requests(bindings[start : start + 512])
+        self.resubmits.resend_watches()
 
 
 def _unknown(hub_id: str, watch: Watch) -> Unknown:

@@ -231,6 +231,12 @@ class Resubmits:
             if link is not None:
                 await self._answering(link, watch.submit, watch.job_id)
 
+    def resend_watches(self) -> None:
+        """The store restarted empty: watches (and answers to them) in flight through it
+        are gone. Ask every home again (it ignores a watcher it has)."""
+        for home in {w.home for w in self.remote.all()}:
+            self.home_restarted(home)
+
     def home_restarted(self, hub_id: str) -> None:
         """A home restarted under its id: it may have lost the watches its previous run
         had read. Ask it again (it ignores those it has)."""

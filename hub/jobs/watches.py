@@ -79,6 +79,9 @@ class RemoteWatches:
                 del self._by_key[key]
         return taken
 
+    def all(self) -> list[RemoteWatch]:
+        return [w for watches in self._by_key.values() for w in watches]
+
     def on_home(self, home: str) -> list[RemoteWatch]:
         """The watches on jobs homed at `home` (kept)."""
         return [w for watches in self._by_key.values() for w in watches if w.home == home]

@@ -13,6 +13,8 @@ answers from memory; while the store is unreachable the queue is kept
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 
 import msgspec
 from loguru import logger
@@ -24,6 +26,9 @@ from hub.store.base import RecordBatch, Store
 
 BACKLOG_LIMIT = 200_000
 """Finished records kept while the store is unreachable; half the oldest go past it."""
+RECENT_S = 10.0
+"""Records written this long ago are kept, to write again if the store restarts empty."""
+RECENT_LIMIT = 10_000
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(JobRecord)
@@ -38,6 +43,8 @@ class JobArchive:
         self._writing: dict[str, bytes] = {}
         """Records being written (by `flush`, or riding with an inbox read)."""
         self._ready = asyncio.Event()
+        self._recent: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        """Records written lately (monotonic s), oldest first."""
 
     def __repr__(self) -> str:
         return f"JobArchive({len(self._queued)} queued, {len(self._writing)} being written)"
@@ -65,13 +72,35 @@ class JobArchive:
 
     def settle(self, batch: RecordBatch) -> None:
         """A taken batch was written (`batch.saved`), or not: then it is queued again."""
+        now = time.monotonic()
         for job_id, data in batch.items:
             if self._writing.get(job_id) is data:
                 del self._writing[job_id]
             if not batch.saved:
                 self._queued.setdefault(job_id, data)  # unless a newer one was put
+            else:
+                self._recent[job_id] = (now, data)
+                self._recent.move_to_end(job_id)
         if not batch.saved:
             self._ready.set()
+            return
+        # Forgotten only once writes go through again: what was written just before the
+        # store failed may be lost with it.
+        horizon = now - RECENT_S
+        recent = self._recent
+        while recent and (len(recent) > RECENT_LIMIT or next(iter(recent.values()))[0] < horizon):
+            recent.popitem(last=False)
+
+    def rewrite_recent(self) -> list[JobRecord]:
+        """The store restarted empty: queue the records written lately to be written
+        again; those records (whose request bindings the caller restores)."""
+        records = []
+        for job_id, (_, data) in self._recent.items():
+            self._queued.setdefault(job_id, data)
+            records.append(_decoder.decode(data))
+        if records:
+            self._ready.set()
+        return records
 
     async def run(self) -> None:
         """Write queued records, many per round trip; runs until cancelled."""
