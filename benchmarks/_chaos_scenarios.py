@@ -114,6 +114,20 @@ def sees_nodes(world: World, hub: str, count: int) -> bool:
 # --- the scenarios ---------------------------------------------------------------------
 
 
+async def no_fault(world: World, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
+    """The baseline: node_kill's world and load, without the fault."""
+    world.start_hub("a")
+    world.start_hub("b")
+    world.start_nodes("x", ["a", "b"], count=2, slots=20, service_ms=200)
+    world.start_nodes("y", ["b", "a"], count=2, slots=20, service_ms=200)
+    await until(lambda: sees_nodes(world, "a", 4) and sees_nodes(world, "b", 4), "the fleet")
+    clients = await clients_for(world, ["a", "b"], ["b", "a"])
+    ledger = Ledger()
+    started = time.monotonic()
+    await paced(ledger, clients, sizes.jobs, sizes.rate, "nf")
+    return await finish(world, ledger, "no_fault", started, clients)
+
+
 async def node_kill(world: World, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
     """A node process SIGKILLed mid-job: its jobs fail over to the others."""
     world.start_hub("a")
@@ -366,7 +380,10 @@ async def _all_background() -> None:
         await asyncio.gather(*_background_tasks)
 
 
+BASELINE = "no_fault"
+
 SCENARIOS: dict[str, Scenario] = {
+    BASELINE: no_fault,
     "node_kill": node_kill,
     "node_flap": node_flap,
     "home_kill": home_kill,

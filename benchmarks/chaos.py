@@ -8,6 +8,7 @@ and `HubClient`s in this process whose every submit is kept in a ledger
 
 | scenario | fault |
 |---|---|
+| no_fault | none: the baseline, run first (node_kill's world and load) |
 | node_kill | a node process SIGKILLed mid-job |
 | node_flap | nodes leave their hub and come back on the other, again and again |
 | home_kill | the jobs' home SIGKILLed (jobs finished after it died, others running) |
@@ -21,8 +22,10 @@ and `HubClient`s in this process whose every submit is kept in a ledger
 Per scenario it prints, and writes with `--json PATH` as `{"scenarios": [...]}`:
 submits, accepted, rejected (by code), results ok / failed (by code),
 unanswered, duplicate results, re-runs of a finished job, leaked slots, wall
-time. Targets: 0 unanswered, 0 duplicate results, 0 re-runs of a finished
-job, 0 leaked slots in every scenario; rolling_restart: 0 jobs failed.
+time, and the wall time against the baseline's (`vs base`: the same world and
+load without a fault, measured in the same run). Targets: 0 unanswered, 0
+duplicate results, 0 re-runs of a finished job, 0 leaked slots in every
+scenario; rolling_restart: 0 jobs failed.
 
 Usage:
     python benchmarks/chaos.py [--quick] [--scenario NAME ...] [--seed 1] [--json PATH]
@@ -47,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from _chaos_ledger import FIELDS
-from _chaos_scenarios import FULL, QUICK, SCENARIOS, Sizes
+from _chaos_scenarios import BASELINE, FULL, QUICK, SCENARIOS, Sizes
 from _chaos_world import World
 from _procs import ProcGroup, install_exit_on_sigterm
 
@@ -81,8 +84,10 @@ def met(summary: dict[str, Any]) -> bool:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
+    base = next((r["seconds"] for r in results if r["name"] == BASELINE and "error" not in r),
+                None)
     header = (f"{'scenario':<22}{'submits':>8}{'accepted':>9}{'ok':>7}{'unans.':>7}"
-              f"{'dup.':>5}{'reruns':>7}{'leaked':>7}{'s':>7}  rejected / failed")
+              f"{'dup.':>5}{'reruns':>7}{'leaked':>7}{'s':>7}{'vs base':>8}  rejected / failed")
     print(header)
     print("-" * len(header))
     for r in results:
@@ -94,9 +99,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
             + [f"failed {k}={v}" for k, v in r["results_failed"].items()]
         )
         flag = "" if met(r) else "  <-- MISSED"
+        ratio = f"{r['seconds'] / base:.1f}x" if base else "-"
         print(f"{r['name']:<22}{r['submits']:>8}{r['accepted']:>9}{r['results_ok']:>7}"
               f"{r['unanswered']:>7}{r['duplicate_results']:>5}{r['reruns']:>7}"
-              f"{r['leaked_slots']:>7}{r['seconds']:>7.1f}  {codes or '-'}{flag}")
+              f"{r['leaked_slots']:>7}{r['seconds']:>7.1f}{ratio:>8}  {codes or '-'}{flag}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     install_exit_on_sigterm()
     sizes = QUICK if args.quick else FULL
     results = []
-    for name in args.scenario or list(SCENARIOS):
+    names = args.scenario or list(SCENARIOS)
+    if BASELINE not in names:
+        names = [BASELINE, *names]  # every run measures its baseline
+    for name in names:
         print(f"  {name} ...", flush=True)
         results.append(run_scenario(name, sizes, args.seed, keep_logs=args.keep_logs))
     print()
