@@ -40,8 +40,9 @@ async def test_after_a_redis_restart_a_node_moves_hubs_without_waiting_out_its_l
                 await until(reclaimed, "hub a to renew its claim on n1 after the restart")
                 assert int((await store.hgetall(owner_key))[b"epoch"]) != before
             async with agent("n1", [b.url], Work()) as moved:
-                await moved.wait_registered(3.0)  # well within the 5 s lease
-                assert moved.conflicts == 0
+                # Well within the 5 s lease (a refusal or two may come first: hub a
+                # releases the node a moment after the agent left it).
+                await moved.wait_registered(3.0)
                 await until(lambda: sees(a, "n1", owner=b), "hub a to see n1 on hub b")
         finally:
             await store.aclose()
