@@ -17,7 +17,7 @@ import pytest
 
 from hub.cluster.cluster import Cluster
 from hub.core.config import HubConfig
-from hub.core.errors import ProtocolError
+from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.messages import (
     Accepted,
@@ -97,9 +97,9 @@ class RecordingLink:
 class JobPath:
     """A `JobService` wired as `Hub` wires it, minus the server and the loops."""
 
-    def __init__(self, config: HubConfig = CONFIG) -> None:
+    def __init__(self, config: HubConfig = CONFIG, store: MemoryStore | None = None) -> None:
         self.clock = ManualClock()
-        store = MemoryStore(hub_id=config.hub_id)
+        store = store if store is not None else MemoryStore(hub_id=config.hub_id)
         fleet = FleetView()
         self.archive = JobArchive(store=store, ttl_ms=config.idempotency_ttl_ms)
         cluster = Cluster(config=config, store=store, fleet=fleet, archive=self.archive)
@@ -386,3 +386,26 @@ async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one()
     await path.fire_deadlines(60)
     again = only(second.take(), JobAssign)
     assert (again.job_id, again.attempt) == (assign.job_id, 2)
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose request releases fail (the store went away meanwhile)."""
+
+    async def release_request(self, request_id: str, job_id: str) -> None:
+        raise StoreUnavailable("the store went away")
+
+
+async def test_a_failed_release_still_answers_and_leaves_nothing_pending() -> None:
+    path = JobPath(store=FlakyStore(hub_id=CONFIG.hub_id))
+    await path.node("n1")
+    client = path.client()
+    await path.service.submit(client, Submit("r1", "fr", "es"))
+    assert only(client.take(), Rejected).code == "no_node"
+    assert path.service.table.pending == {}
+    # Still bound, to a job that never existed: the resubmit takes it over (and, no node
+    # serving the pair either, is refused again: never `duplicate_in_flight`).
+    await path.service.submit(client, Submit("r1", "fr", "es"))
+    assert only(client.take(), Rejected).code == "no_node"
+    assert path.service.table.pending == {}
+    await path.service.submit(client, Submit("r1", "en", "de"))  # now servable
+    assert only(client.take(), Accepted).duplicate is False

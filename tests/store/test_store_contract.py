@@ -504,3 +504,31 @@ async def test_a_node_is_not_held_by_an_owner_that_restarted_or_stopped_answerin
 
     await eventually(other_silent, "hub-b's beats to age")
     assert await lenient.claim_node("n3", LONG_MS) > 0
+
+
+async def test_pending_inbox_gives_what_this_hub_read_and_never_acknowledged(
+    store: Store, stores: MakeStore
+) -> None:
+    sender = await stores("hub-b")
+    await sender.send_many([("hub-a", f"e{i}".encode()) for i in range(5)])
+    read = list(await store.read_inbox(block_ms=1000, count=3))
+    await store.ack_inbox([read[0][0]])
+    # A new run of this hub id (same consumer): the two read and not acknowledged.
+    again = await stores("hub-a")
+    pending = list(await again.pending_inbox(count=10))
+    assert [e for _, e in pending] == [b"e1", b"e2"]
+    assert [e for _, e in await again.pending_inbox(count=10, after=pending[0][0])] == [b"e2"]
+    await again.ack_inbox([entry_id for entry_id, _ in pending])
+    assert list(await again.pending_inbox(count=10)) == []
+    unread = await again.read_inbox(block_ms=1000, count=10)
+    assert [e for _, e in unread] == [b"e3", b"e4"]
+
+
+async def test_clear_nodes_withdraws_this_hubs_entries(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    for s in (store, other):
+        await s.announce(LONG_MS)
+    await store.publish_node("n1", b"entry-1", LONG_MS)
+    await other.publish_node("n2", b"entry-2", LONG_MS)
+    await store.clear_nodes()
+    assert await other.node_entries() == {"n2": b"entry-2"}
