@@ -61,7 +61,7 @@ class Admission:
         """`plan`; when no node fits just after nodes left their hub (they are on their
         way to another: `Transit`), wait briefly for one to arrive and plan again."""
         plan = self.plan(link, message, job_id)
-        if plan[0] is None and self.transit.recent():
+        if plan[0] is None and self.transit.recent(self._requirements(link, message)[1]):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.transit.wait_s
             while await self.transit.arrival(deadline - loop.time()):
@@ -74,11 +74,7 @@ class Admission:
         """Select a node and assign the job's first attempt to it (no I/O, nothing
         recorded yet); no job when no node fits."""
         config = self.config
-        session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
-        routing_key = message.routing_key
-        if routing_key is None and config.session_affinity:
-            routing_key = session_id
-        req = Requirements.from_submit(message, routing_key=routing_key)
+        session_id, req = self._requirements(link, message)
         selection = self.attempts.select(req)
         if selection.node_id is None:
             return None, None, selection
@@ -96,6 +92,14 @@ class Admission:
             timeout_ms=timeout_ms,
         )
         return job, self.attempts.assign(job, selection.node_id), selection
+
+    def _requirements(self, link: Link, message: Submit) -> tuple[str, Requirements]:
+        """The submit's session id and what a node must offer to run it."""
+        session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
+        routing_key = message.routing_key
+        if routing_key is None and self.config.session_affinity:
+            routing_key = session_id
+        return session_id, Requirements.from_submit(message, routing_key=routing_key)
 
     async def commit(
         self, link: Link, message: Submit, job_id: str, plan: Plan, started_ns: int,

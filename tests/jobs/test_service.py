@@ -377,15 +377,31 @@ async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one()
     path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
     first = await path.node("n1")
     client = path.client()
-    await path.submit(client, "r1")
+    await path.submit(client, "r1", preferred_node_id="n1")
     assign = only(first.take(), JobAssign)
     only(client.take(), Accepted)
-    await path.drop("n1")  # the only node leaves with the job: nothing to fail over to
+    await path.node("n2")
+    await path.drop("n2")  # on its way to another hub
+    await path.drop("n1")  # and the job's node leaves with it: nothing to fail over to
     assert client.take() == []  # not `no_node` yet: it waits for a node to arrive
-    second = await path.node("n2")
+    await path.fire_deadlines(60)
+    assert client.take() == []
+    second = await path.node("n2")  # back (on this hub)
     await path.fire_deadlines(60)
     again = only(second.take(), JobAssign)
     assert (again.job_id, again.attempt) == (assign.job_id, 2)
+
+
+async def test_a_job_no_departed_node_could_serve_does_not_wait() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    first = await path.node("n1")
+    client = path.client()
+    await path.submit(client, "r1")
+    only(first.take(), JobAssign)
+    only(client.take(), Accepted)
+    await path.drop("n1")  # the job's own node: excluded from it from now on
+    result = only(client.take(), Result)
+    assert result.error is not None and result.error.code == "no_node"
 
 
 class FlakyStore(MemoryStore):
