@@ -61,7 +61,9 @@ class Admission:
         """`plan`; when no node fits just after nodes left their hub (they are on their
         way to another: `Transit`), wait briefly for one to arrive and plan again."""
         plan = self.plan(link, message, job_id)
-        if plan[0] is None and self.transit.recent(self._requirements(link, message)[1]):
+        if self.transit.should_wait(plan[2]) and self.transit.recent(
+            self._requirements(link, message)[1]
+        ):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.transit.wait_s
             while await self.transit.arrival(deadline - loop.time()):

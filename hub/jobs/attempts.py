@@ -206,7 +206,9 @@ class Attempts:
         until = self._in_transit.setdefault(
             job.job_id, now + int(self.transit.wait_s * 1000)
         )
-        if self.transit.recent(job.requirements) and now < until:
+        if self.transit.should_wait(selection) and self.transit.recent(job.requirements) and (
+            now < until
+        ):
             if announce is not None:
                 await announce.send(Accepted(
                     request_id=job.request_id, job_id=job.job_id, node_id=job.node_id,

@@ -23,6 +23,7 @@ from hub.core.messages import (
     Accepted,
     Cancel,
     Capabilities,
+    Drain,
     JobAccept,
     JobAssign,
     JobCancel,
@@ -128,6 +129,11 @@ class JobPath:
     async def drop(self, node_id: str) -> None:
         _, node = self.nodes.pop(node_id)
         await self.service.nodes.unregister(node)
+
+    async def leave(self, node_id: str) -> None:
+        """As a node of a draining hub leaves: draining first, then gone."""
+        await self.from_node(node_id, Drain())
+        await self.drop(node_id)
 
     def client(self, name: str = "c1") -> RecordingLink:
         link = RecordingLink(name)
@@ -350,7 +356,7 @@ async def test_a_submit_that_finds_no_node_just_after_one_left_waits_for_one() -
     # that moment waits for one to arrive instead of being refused `no_node`.
     path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
     await path.node("n1")
-    await path.drop("n1")  # on its way to another hub
+    await path.leave("n1")  # drained, on its way to another hub
     client = path.client()
     waiting = asyncio.create_task(path.submit(client, "r1"))
     await asyncio.sleep(0)  # the submit runs up to its wait
@@ -364,7 +370,7 @@ async def test_a_submit_that_finds_no_node_just_after_one_left_waits_for_one() -
 async def test_the_wait_for_a_node_in_transit_is_bounded() -> None:
     path = JobPath(CONFIG.with_changes(hub_timeout_ms=300))  # waits at most 0.1 s
     await path.node("n1")
-    await path.drop("n1")
+    await path.leave("n1")
     client = path.client()
     await asyncio.wait_for(path.submit(client, "r1"), 1.0)
     assert only(client.take(), Rejected).code == "no_node"
@@ -381,7 +387,7 @@ async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one()
     assign = only(first.take(), JobAssign)
     only(client.take(), Accepted)
     await path.node("n2")
-    await path.drop("n2")  # on its way to another hub
+    await path.leave("n2")  # drained, on its way to another hub
     await path.drop("n1")  # and the job's node leaves with it: nothing to fail over to
     assert client.take() == []  # not `no_node` yet: it waits for a node to arrive
     await path.fire_deadlines(60)
@@ -390,6 +396,15 @@ async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one()
     await path.fire_deadlines(60)
     again = only(second.take(), JobAssign)
     assert (again.job_id, again.attempt) == (assign.job_id, 2)
+
+
+async def test_nodes_that_crash_are_not_waited_for() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    await path.node("n1")
+    await path.drop("n1")  # gone without draining first: not on its way anywhere
+    client = path.client()
+    await path.submit(client, "r1")
+    assert only(client.take(), Rejected).code == "no_node"
 
 
 async def test_a_job_no_departed_node_could_serve_does_not_wait() -> None:
