@@ -58,9 +58,17 @@ class Admission:
         self.clock = clock
 
     async def plan_waiting(self, link: Link, message: Submit, job_id: str) -> Plan:
-        """`plan`; when no node fits just after nodes left their hub (they are on their
-        way to another: `Transit`), wait briefly for one to arrive and plan again."""
+        """`plan`; when no node fits just after nodes left a draining hub (they are on
+        their way to another: `Transit`), wait briefly for one to arrive and plan again."""
         plan = self.plan(link, message, job_id)
+        if plan[0] is None:
+            plan = await self.replan_in_transit(link, message, job_id, plan)
+        return plan
+
+    async def replan_in_transit(
+        self, link: Link, message: Submit, job_id: str, plan: Plan
+    ) -> Plan:
+        """A plan that found no node: wait for nodes in transit, if any, and plan again."""
         if self.transit.should_wait(plan[2]) and self.transit.recent(
             self._requirements(link, message)[1]
         ):

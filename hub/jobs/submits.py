@@ -69,7 +69,9 @@ class Submits:
         job_id = table.new_job_id()
         # Selected and assigned before the binding, so that a dispatch to a node of
         # another hub goes out with the binding, atomically, in the same round trip.
-        plan = await self.admission.plan_waiting(link, message, job_id)
+        plan = self.admission.plan(link, message, job_id)
+        if plan[0] is None:  # maybe nodes in transit between hubs: wait for one
+            plan = await self.admission.replan_in_transit(link, message, job_id, plan)
         job, assign, _ = plan
         # The binding outlives the longest the job can run, plus the idempotency window.
         config = self.config

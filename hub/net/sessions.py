@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import Counter
 from typing import Any, Final
 
 import msgspec
@@ -244,7 +243,7 @@ class ClientLink:
     def __init__(self, link: Link) -> None:
         self._link = link
         self.peer_id = link.peer_id
-        self.owed: Counter[str] = Counter()
+        self.owed: dict[str, int] = {}
 
     def _answered(self, message: msgspec.Struct) -> None:
         if type(message) is Accepted or type(message) is Rejected:
@@ -338,7 +337,8 @@ class ClientSession:
         answer it (`rejected` with its request id), else report the `error` with it."""
         link = self.link
         request_id = message.request_id
-        link.owed[request_id] += 1
+        owed = link.owed
+        owed[request_id] = owed.get(request_id, 0) + 1
         try:
             await self._service.submit(link, message)
         except Exception as exc:

@@ -45,6 +45,8 @@ class JobArchive:
         self._ready = asyncio.Event()
         self._recent: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         """Records written lately (monotonic s), oldest first."""
+        self._keep_recent = store.waits
+        """Only a store that can restart empty under a running hub (Redis) needs them."""
 
     def __repr__(self) -> str:
         return f"JobArchive({len(self._queued)} queued, {len(self._writing)} being written)"
@@ -78,11 +80,13 @@ class JobArchive:
                 del self._writing[job_id]
             if not batch.saved:
                 self._queued.setdefault(job_id, data)  # unless a newer one was put
-            else:
+            elif self._keep_recent:
                 self._recent[job_id] = (now, data)
                 self._recent.move_to_end(job_id)
         if not batch.saved:
             self._ready.set()
+            return
+        if not self._keep_recent:
             return
         # Forgotten only once writes go through again: what was written just before the
         # store failed may be lost with it.
