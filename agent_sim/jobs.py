@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
@@ -53,6 +54,7 @@ class JobRunner:
         "_handler",
         "_idle",
         "_jobs",
+        "_on_result",
         "_recent",
         "_state",
         "_timers",
@@ -71,8 +73,10 @@ class JobRunner:
         *,
         handler: JobHandler,
         faults: FaultPolicy | None,
+        on_result: Callable[[JobResult], None] | None = None,
     ) -> None:
         self._state = state
+        self._on_result = on_result
         self._frames = frames
         self._handler = handler
         self._faults = faults
@@ -225,6 +229,8 @@ class JobRunner:
             if not await self._frames.send(ws, result):
                 return
             self._sent(result)
+            if self._on_result is not None:
+                self._on_result(result)
         except asyncio.CancelledError:
             if key in self._cancel_requested:
                 self.cancelled += 1

@@ -6,8 +6,9 @@ then a `result` (ok, or failed with a code), or a `rejected` (by code), or
 nothing (unanswered: still pending at the end, or the client's connection lost
 with no hub to resubmit it to). Results per (client, request id) beyond the
 submits that got one are duplicates. From the nodes' execution events (a
-start and a done per run of a request's job) it counts re-runs of a finished
-job: a request whose job started again after a run of it had finished.
+start when a run's handler starts, a done when its result left the node) it
+counts re-runs of a finished job: a request whose job started again after a
+run of it had finished.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """A fleet of agent SDK nodes in one process, for the chaos benchmark (`chaos.py`).
 
 Each node is a real `NodeAgent` (agent_sim) with the hub URLs given, rotated
-per node so that a fleet spreads over the hubs. Its handler records every
-execution on stdout as JSON lines (`{"ev": "start"|"done", "key", "node",
-"t"}`, `t` is wall-clock seconds), so that the benchmark can tell a job that
-ran again after it had finished. A job's payload may name a `hold` group: it
+per node so that a fleet spreads over the hubs. It records every execution on
+stdout as JSON lines (`{"ev": "start"|"done", "key", "node", "t"}`, `t` is
+wall-clock seconds): `start` when the handler starts, `done` when the job's
+result left the node (`NodeAgent(on_result=...)`), so that the benchmark can
+tell a job that ran again after it had finished. A job's payload may name a `hold` group: it
 then runs until the benchmark writes `release GROUP` on stdin; otherwise it
 takes `--service-ms` (or the payload's `ms`).
 
@@ -24,13 +25,14 @@ import asyncio
 import random
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import uvloop
 from _procs import emit
 
 from agent_sim.agent import JobContext, NodeAgent
-from hub.core.messages import Capabilities, LanguagePair
+from hub.core.messages import Capabilities, JobResult, LanguagePair
 
 
 class Fleet:
@@ -60,8 +62,14 @@ class Fleet:
             await self.group(str(hold)).wait()
         else:
             await asyncio.sleep(float(payload.get("ms", self.args.service_ms)) / 1000)
-        emit(ev="done", key=key, node=ctx.node_id, job=ctx.job_id, t=time.time())
         return {"key": key, "node": ctx.node_id}
+
+    def sent(self, node_id: str, result: JobResult) -> None:
+        """A result left the node (handed to its hub's connection): the run finished.
+        (A handler that returned as its connection closed finished nothing anyone saw.)"""
+        output = result.output if isinstance(result.output, dict) else {}
+        emit(ev="done", key=str(output.get("key", result.job_id)), node=node_id,
+             job=result.job_id, t=time.time())
 
     def agent(self, index: int, shift: int = 0) -> NodeAgent:
         node_id = f"{self.args.prefix}{index}"
@@ -70,6 +78,7 @@ class Fleet:
             node_id=node_id, capabilities=self.caps, hub_urls=self.urls[k:] + self.urls[:k],
             handler=self.handle, reconnect_min_s=0.05, reconnect_max_s=0.5,
             rng=random.Random(self.args.seed * 1000 + index), ping_interval_s=None,
+            on_result=partial(self.sent, node_id),
         )
 
     async def run(self) -> None:

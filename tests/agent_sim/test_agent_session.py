@@ -570,3 +570,14 @@ async def test_a_job_assigned_as_the_connection_drops_is_not_left_behind(
         assert agent.stats()["running"] == 0
         drained = await agent.drain(timeout_s=1.0)
     assert drained
+
+
+async def test_on_result_is_told_of_each_result_sent(scripted: ScriptedHub) -> None:
+    sent: list[JobResult] = []
+    async with make_agent([scripted.url], on_result=sent.append) as agent:
+        conn = await scripted.next_conn()
+        await agent.wait_registered(TIMEOUT_S)
+        await conn.send(assign("j1", payload="x"))
+        await conn.expect(JobAccept)
+        received = await conn.expect(JobResult)
+    assert [r.job_id for r in sent] == ["j1"] and sent[0] == received
