@@ -4,7 +4,8 @@ What a node author needs is importable from here: `NodeAgent` and what its
 handler sees (`JobContext`, `JobFailed`, `JobRejected`), `run_node` (serve until
 SIGTERM, then drain), the capability model it advertises (`Capabilities`,
 `LanguagePair`, `Pipeline`, re-exported from `hub.core.messages`) and
-`HubClient` to submit jobs. The guide is docs/sdk.md; examples/ has a node and
+`HubClient` to submit jobs (its futures fail with `ConnectionLost` when the
+connection drops unanswered). The guide is docs/sdk.md; examples/ has a node and
 a client.
 
 The modules:
@@ -23,7 +24,7 @@ The modules:
 
 from agent_sim.agent import JobContext, JobFailed, JobRejected, NodeAgent
 from agent_sim.behaviour import Behaviour, FaultDecision, Profile, get_profile, node_capabilities
-from agent_sim.client import HubClient
+from agent_sim.client import ConnectionLost, HubClient
 from agent_sim.fleet import Fleet
 from agent_sim.run import run_node
 from hub.core.messages import Capabilities, LanguagePair, Pipeline
@@ -31,6 +32,7 @@ from hub.core.messages import Capabilities, LanguagePair, Pipeline
 __all__ = [
     "Behaviour",
     "Capabilities",
+    "ConnectionLost",
     "FaultDecision",
     "Fleet",
     "HubClient",

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -48,7 +48,7 @@ from agent_sim.frames import Frames
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler, JobRejected
 from agent_sim.jobs import JobRunner
 from agent_sim.state import AgentState
-from hub.core.messages import Capabilities, CapabilitiesUpdate, Drain
+from hub.core.messages import Capabilities, CapabilitiesUpdate, Drain, JobResult
 
 __all__ = [
     "NODE_PATH",
@@ -97,11 +97,16 @@ class NodeAgent:
         register_timeout_s: float = 10.0,
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
+        on_result: Callable[[JobResult], None] | None = None,
     ) -> None:
+        """`on_result` is called with each `job_result` once it was handed to the hub's
+        connection (observability: a ledger of what left the node)."""
         log = logger.bind(node_id=node_id)
         self._state = AgentState(node_id=node_id, capabilities=capabilities, log=log)
         self._frames = Frames(node_id=node_id, log=log)
-        self._jobs = JobRunner(self._state, self._frames, handler=handler, faults=faults)
+        self._jobs = JobRunner(
+            self._state, self._frames, handler=handler, faults=faults, on_result=on_result
+        )
         self._connection = ConnectionLoop(
             self._state,
             self._frames,

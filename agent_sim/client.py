@@ -1,11 +1,24 @@
 """`HubClient`: a small asyncio client of `/v1/client`, for the demo, benchmarks and tests.
 
-One connection, many jobs in flight (`token` is sent as `Authorization: Bearer`;
-`wss://` URLs use `ssl_context`, or the system's default trust): `submit()`
-returns a `JobHandle` whose
-`accepted` and `result` futures resolve as the hub answers; `rejected`
-submits resolve `result` with the `Rejected` message. Progress messages are
-collected per job.
+One connection at a time serves new submits, many jobs in flight (`token` is
+sent as `Authorization: Bearer`; `wss://` URLs use `ssl_context`, or the
+system's default trust): `submit()` returns a `JobHandle` whose `accepted` and
+`result` futures resolve as the hub answers; `rejected` submits resolve
+`result` with the `Rejected` message. Progress messages are collected per job.
+
+Faults never leave a future hanging:
+
+- Given several hub URLs, the client *fails over*: a hub that refuses a submit
+  with `hub_shutdown` (it is draining) is left for the next URL, and that
+  submit is sent there (it created no job, so this is a fresh submit); the
+  draining hub's connection stays open for the results of what it accepted,
+  until the hub closes it (1001).
+- When a connection drops (or the hub closes it) with requests unanswered,
+  those are resubmitted on the next reachable hub with the same request ids
+  when `resubmit=True` (idempotency makes that safe: a duplicate watches the
+  job, a finished job answers from its stored result). Otherwise, or when no
+  hub can be reached within `reconnect_timeout_s`, their futures fail with
+  `ConnectionLost`.
 """
 
 from __future__ import annotations
@@ -15,13 +28,14 @@ import contextlib
 import ssl
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from hub.core.messages import (
     JSON_SUBPROTOCOL,
@@ -37,6 +51,16 @@ from hub.core.messages import (
     submitter_codec,
 )
 
+CLIENT_PATH: Final = "/v1/client"
+HUB_SHUTDOWN: Final = "hub_shutdown"
+RETRY_MIN_S: Final = 0.05
+RETRY_MAX_S: Final = 1.0
+
+
+class ConnectionLost(Exception):
+    """The connection to the hub dropped before this request was answered (and it was
+    not, or could not be, resubmitted elsewhere)."""
+
 
 @dataclass
 class JobHandle:
@@ -45,40 +69,80 @@ class JobHandle:
     result: asyncio.Future[Result | Rejected]
     progress: list[Any] = field(default_factory=list)
     job_id: str | None = None
+    submit: Submit | None = None
+    """The message, kept to resubmit it."""
+    sends: int = 0
+    """Times the submit was sent (1 unless it was resubmitted)."""
+
+    @property
+    def done(self) -> bool:
+        return self.result.done()
+
+
+def client_url(url: str) -> str:
+    base = url.rstrip("/")
+    return base if base.endswith(CLIENT_PATH) else base + CLIENT_PATH
+
+
+class _Connection:
+    """One WebSocket session to one hub, with the requests it still owes answers to."""
+
+    def __init__(self, url: str, ws: ClientConnection) -> None:
+        self.url = url
+        self.ws = ws
+        self.owed: set[str] = set()
+        """Request ids sent here and not answered with a result or a refusal yet."""
+        self.draining = False
+        """The hub refused a submit `hub_shutdown`: new submits go elsewhere."""
+        self.reader: asyncio.Task[None] | None = None
 
 
 class HubClient:
-    """`async with HubClient(url) as client: handle = await client.submit(...)`."""
+    """`async with HubClient(url_or_urls) as client: handle = await client.submit(...)`."""
 
     def __init__(
-        self, url: str, *, binary: bool = False, token: str | None = None,
+        self,
+        url: str | Sequence[str],
+        *,
+        binary: bool = False,
+        token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        resubmit: bool = False,
+        reconnect_timeout_s: float = 30.0,
     ) -> None:
-        base = url.rstrip("/")
-        self.url = base if base.endswith("/v1/client") else base + "/v1/client"
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("HubClient needs at least one hub URL")
+        self.urls: tuple[str, ...] = tuple(client_url(u) for u in urls)
         self.binary = binary
         self.token = token
         self.ssl_context = ssl_context
+        self.resubmit = resubmit
+        self.reconnect_timeout_s = reconnect_timeout_s
         self._codec = submitter_codec(binary=binary)
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._active: _Connection | None = None
+        self._connections: list[_Connection] = []
+        self._index = 0
         self._by_request: dict[str, JobHandle] = {}
         self._by_job: dict[str, JobHandle] = {}
+        self._to_resend: list[JobHandle] = []
+        self._switching: asyncio.Task[None] | None = None
+        self._unreachable: ConnectionLost | None = None
+        """Why the last failover found no hub."""
+        self._closing = False
         self.errors: asyncio.Queue[Error] = asyncio.Queue()
         self.result_counts: Counter[str] = Counter()
         """How many `result` messages arrived per request id (the contract says one)."""
+        self.failovers = 0
+        """Times the client moved to another hub (or reconnected)."""
+
+    @property
+    def url(self) -> str:
+        """The hub URL new submits go to."""
+        return self._active.url if self._active is not None else self.urls[self._index]
 
     async def __aenter__(self) -> Self:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        self._ws = await connect(
-            self.url,
-            subprotocols=[MSGPACK_SUBPROTOCOL if self.binary else JSON_SUBPROTOCOL],  # type: ignore[list-item]
-            additional_headers=headers,
-            max_size=None,
-            compression=None,
-            ssl=self.ssl_context if self.url.startswith("wss://") else None,
-        )
-        self._reader = asyncio.create_task(self._read())
+        self._active = await self._connect(self._index, first=True)
         return self
 
     async def __aexit__(
@@ -88,17 +152,24 @@ class HubClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._ws is not None:
+        self._closing = True
+        if self._switching is not None:
+            self._switching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
+                await self._switching
+        for conn in list(self._connections):
             with contextlib.suppress(ConnectionClosed):
-                await self._ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await self._reader
+                await conn.ws.close()
+            if conn.reader is not None:
+                conn.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await conn.reader
         for handle in self._by_request.values():
             for fut in (handle.accepted, handle.result):
                 if not fut.done():
                     fut.cancel()
+
+    # --- submitting -------------------------------------------------------------------
 
     async def submit(
         self,
@@ -117,11 +188,8 @@ class HubClient:
         priority: int = 0,
         queue_timeout_ms: int | None = None,
     ) -> JobHandle:
-        assert self._ws is not None, "use `async with HubClient(...)`"
         request_id = request_id or uuid.uuid4().hex
         loop = asyncio.get_running_loop()
-        handle = JobHandle(request_id, loop.create_future(), loop.create_future())
-        self._by_request[request_id] = handle
         message = Submit(
             request_id=request_id,
             src_lang=src_lang,
@@ -137,52 +205,215 @@ class HubClient:
             priority=priority,
             queue_timeout_ms=queue_timeout_ms,
         )
-        await self.send(message)
+        handle = JobHandle(request_id, loop.create_future(), loop.create_future(), submit=message)
+        self._by_request[request_id] = handle
+        await self._send_submit(handle)
         return handle
 
     async def cancel(self, job_id: str) -> None:
         await self.send(Cancel(job_id=job_id))
 
     async def send(self, message: msgspec.Struct) -> None:
-        assert self._ws is not None
-        data = self._codec.encode(message)
-        await self._ws.send(data, text=not self.binary)
+        conn = await self._ready()
+        await conn.ws.send(self._codec.encode(message), text=not self.binary)
 
     async def send_raw(self, frame: str | bytes) -> None:
-        assert self._ws is not None
-        await self._ws.send(frame)
+        conn = await self._ready()
+        await conn.ws.send(frame)
 
-    async def _read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self._read_frames()
+    async def _send_submit(self, handle: JobHandle) -> None:
+        try:
+            conn = await self._ready()
+        except ConnectionLost as exc:
+            self._fail(handle, exc)
+            return
+        await self._send_on(conn, handle)
 
-    async def _read_frames(self) -> None:
-        assert self._ws is not None
-        async for frame in self._ws:
-            message = self._codec.decode(frame)
-            match message:
-                case Accepted():
-                    handle = self._by_request.get(message.request_id)
-                    if handle is not None:
-                        handle.job_id = message.job_id
-                        self._by_job[message.job_id] = handle
-                        if not handle.accepted.done():
-                            handle.accepted.set_result(message)
-                case Rejected():
-                    handle = self._by_request.pop(message.request_id, None)
-                    if handle is not None:
-                        for fut in (handle.accepted, handle.result):
-                            if not fut.done():
-                                fut.set_result(message)
-                case Result():
-                    self.result_counts[message.request_id] += 1
-                    handle = self._by_request.pop(message.request_id, None)
-                    self._by_job.pop(message.job_id, None)
-                    if handle is not None and not handle.result.done():
-                        handle.result.set_result(message)
-                case Progress():
-                    handle = self._by_job.get(message.job_id)
-                    if handle is not None:
-                        handle.progress.append(message.data)
-                case Error():
-                    self.errors.put_nowait(message)
+    async def _send_on(self, conn: _Connection, handle: JobHandle) -> None:
+        assert handle.submit is not None
+        conn.owed.add(handle.request_id)
+        handle.sends += 1
+        with contextlib.suppress(ConnectionClosed):  # the reader resends or fails it
+            await conn.ws.send(self._codec.encode(handle.submit), text=not self.binary)
+
+    # --- connections -------------------------------------------------------------------
+
+    async def _ready(self) -> _Connection:
+        """The connection for new submits, once there is one (a failover may be under
+        way); `ConnectionLost` when no hub could be reached."""
+        if self._closing:
+            raise ConnectionLost("the client is closed")
+        conn = self._active
+        if conn is not None and not conn.draining:
+            return conn
+        self._switch()
+        assert self._switching is not None
+        await asyncio.shield(self._switching)
+        conn = self._active
+        if conn is None or conn.draining or self._closing:
+            raise self._unreachable or ConnectionLost("no hub reachable")
+        return conn
+
+    async def _connect(self, start: int, *, first: bool = False) -> _Connection:
+        """A connection to the first hub that answers, trying the URLs in turn from
+        `start` (with backoff) for up to `reconnect_timeout_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_timeout_s
+        delay = RETRY_MIN_S
+        last: Exception | None = None
+        for attempt in range(1_000_000):
+            index = (start + attempt) % len(self.urls)
+            url = self.urls[index]
+            try:
+                ws = await asyncio.wait_for(self._open(url), max(0.1, deadline - loop.time()))
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                last = exc
+                if first and len(self.urls) == 1:
+                    raise
+                if loop.time() >= deadline:
+                    break
+                if (attempt + 1) % len(self.urls) == 0:  # every hub tried once: wait
+                    await asyncio.sleep(delay)
+                    delay = min(RETRY_MAX_S, delay * 2)
+                continue
+            self._index = index
+            conn = _Connection(url, ws)
+            self._connections.append(conn)
+            conn.reader = asyncio.create_task(self._read(conn))
+            return conn
+        raise ConnectionLost(f"no hub reachable among {list(self.urls)}: {last!r}")
+
+    async def _open(self, url: str) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        return await connect(
+            url,
+            subprotocols=[MSGPACK_SUBPROTOCOL if self.binary else JSON_SUBPROTOCOL],  # type: ignore[list-item]
+            additional_headers=headers,
+            max_size=None,
+            compression=None,
+            proxy=None,
+            ssl=self.ssl_context if url.startswith("wss://") else None,
+        )
+
+    def _switch(self) -> None:
+        """Start moving new submits to the next hub (once), and resending what waits."""
+        if self._switching is None or self._switching.done():
+            self._switching = asyncio.create_task(self._failover())
+
+    async def _failover(self) -> None:
+        """Make sure new submits have a usable hub (the next one when the current one
+        is draining or gone), then send what waits for one; within
+        `reconnect_timeout_s`, else what waits fails with `ConnectionLost`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_timeout_s
+        while True:
+            current = self._active
+            if current is None or current.draining:
+                start = self._index + 1 if len(self.urls) > 1 else self._index
+                try:
+                    if loop.time() > deadline:
+                        raise ConnectionLost(f"no hub took the requests within "
+                                             f"{self.reconnect_timeout_s} s")
+                    self._active = await self._connect(start % len(self.urls))
+                except ConnectionLost as exc:
+                    self._active = None
+                    self._unreachable = exc
+                    waiting, self._to_resend = self._to_resend, []
+                    for handle in waiting:
+                        self._fail(handle, exc)
+                    return
+                self._unreachable = None
+                self.failovers += 1
+            if not self._to_resend:
+                return
+            waiting, self._to_resend = self._to_resend, []
+            for handle in waiting:
+                conn = self._active
+                if handle.done:
+                    continue
+                if conn is None or conn.draining:
+                    self._to_resend.append(handle)  # the next round finds another hub
+                    continue
+                await self._send_on(conn, handle)
+
+    def _resend(self, handle: JobHandle) -> None:
+        """Send a submit again on the next hub (after a failover, if one is needed)."""
+        self._to_resend.append(handle)
+        self._switch()
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def _read(self, conn: _Connection) -> None:
+        try:
+            async for frame in conn.ws:
+                self._received(conn, self._codec.decode(frame))
+        except ConnectionClosed:
+            pass
+        finally:
+            self._ended(conn)
+
+    def _received(self, conn: _Connection, message: Any) -> None:
+        match message:
+            case Accepted():
+                handle = self._by_request.get(message.request_id)
+                if handle is not None:
+                    handle.job_id = message.job_id
+                    self._by_job[message.job_id] = handle
+                    if not handle.accepted.done():
+                        handle.accepted.set_result(message)
+            case Rejected():
+                conn.owed.discard(message.request_id)
+                handle = self._by_request.get(message.request_id)
+                if handle is None:
+                    return
+                if message.code == HUB_SHUTDOWN and len(self.urls) > 1 and not self._closing:
+                    # That hub is draining: new submits go to the next one, starting with
+                    # this one (no job was created, so this is a fresh submit there).
+                    conn.draining = True
+                    self._resend(handle)
+                    return
+                del self._by_request[message.request_id]
+                for fut in (handle.accepted, handle.result):
+                    if not fut.done():
+                        fut.set_result(message)
+            case Result():
+                conn.owed.discard(message.request_id)
+                self.result_counts[message.request_id] += 1
+                handle = self._by_request.pop(message.request_id, None)
+                self._by_job.pop(message.job_id, None)
+                if handle is not None and not handle.result.done():
+                    handle.result.set_result(message)
+            case Progress():
+                handle = self._by_job.get(message.job_id)
+                if handle is not None:
+                    handle.progress.append(message.data)
+            case Error():
+                self.errors.put_nowait(message)
+
+    def _ended(self, conn: _Connection) -> None:
+        """A connection is gone: what it still owed is resubmitted or failed."""
+        if conn in self._connections:
+            self._connections.remove(conn)
+        if conn is self._active:
+            self._active = None
+        if self._closing:
+            return
+        owed = [self._by_request[r] for r in sorted(conn.owed) if r in self._by_request]
+        conn.owed.clear()
+        lost = ConnectionLost(f"the connection to {conn.url} dropped (code {conn.ws.close_code})")
+        for handle in owed:
+            if handle.done:
+                continue
+            if self.resubmit:
+                self._resend(handle)
+            else:
+                self._fail(handle, lost)
+
+    def _fail(self, handle: JobHandle, exc: Exception) -> None:
+        self._by_request.pop(handle.request_id, None)
+        if handle.job_id is not None:
+            self._by_job.pop(handle.job_id, None)
+        for fut in (handle.accepted, handle.result):
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: an unawaited handle raises no warning

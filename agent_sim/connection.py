@@ -64,6 +64,9 @@ async def resolve_token(token: Token | None) -> str | None:
     return value
 
 NODE_PATH: Final = "/v1/node"
+GOING_AWAY: Final = 1001
+"""The close code of a hub that shuts down (or drains): reconnect to the next hub."""
+HUB_SHUTDOWN: Final = "hub_shutdown"
 STABLE_SESSION_S: Final = 1.0
 """A session that lasted this long resets the reconnect backoff."""
 
@@ -90,10 +93,16 @@ class ConnectionLoop:
     Observable state: `registered` (an Event, set while registered), `hub_id`,
     `pool`, `heartbeat_interval_ms`, `connected_url` (of the last
     registration) and the counters `connects`, `disconnects`, `conflicts`.
+
+    A hub that closes the session with 1001 or refuses `register` with
+    `hub_shutdown` is draining or stopping: the loop moves to the next hub URL at
+    once (no backoff).
     """
 
     __slots__ = (
+        "_close_code",
         "_close_timeout_s",
+        "_dropped",
         "_frames",
         "_jobs",
         "_open_timeout_s",
@@ -168,6 +177,10 @@ class ConnectionLoop:
         self.conflicts = 0
         self.replaced = False
         """The hub closed the session with 4005: another agent took this node id over."""
+        self._close_code: int | None = None
+        """How the last connection was closed (1001: the hub is going away)."""
+        self._dropped = False
+        """A registered connection ended without a clean close: replay recent results."""
 
     def _backoff_s(self, failures: int) -> float:
         """Exponential backoff with full jitter, in [reconnect_min_s, reconnect_max_s]."""
@@ -200,6 +213,8 @@ class ConnectionLoop:
             except _RegistrationRefused as exc:
                 if exc.code == "node_id_conflict":
                     self.conflicts += 1
+                if exc.code == HUB_SHUTDOWN:  # that hub is draining: the next one
+                    index = (index + 1) % len(self.hub_urls)
                 state.log.log(
                     "INFO" if failures == 0 else "DEBUG",
                     "{} registration refused by {}: {}",
@@ -214,11 +229,14 @@ class ConnectionLoop:
                 )
                 failures += 1
             else:
-                if registered and time.monotonic() - started >= STABLE_SESSION_S:
-                    failures = 0
+                going_away = self._close_code == GOING_AWAY
+                if going_away or (registered and time.monotonic() - started >= STABLE_SESSION_S):
+                    failures = 0  # the hub is shutting down: move on at once
                 else:
                     failures += 1
-                if not registered:  # closed before `registered`: that hub is not serving
+                if not registered or going_away:
+                    # Closed before `registered` (that hub is not serving), or the hub
+                    # is shutting down (1001): the next hub.
                     index = (index + 1) % len(self.hub_urls)
             if state.stopping or state.draining or self.replaced:
                 break
@@ -247,6 +265,7 @@ class ConnectionLoop:
         ) as ws:
             self.connects += 1
             self._frames.current = ws
+            self._close_code = None
             registered = False
             try:
                 try:
@@ -256,6 +275,11 @@ class ConnectionLoop:
                     await ws.close(reason="registration failed")
                     raise
                 registered = True
+                if self._dropped:
+                    # The last connection dropped (no clean close): its hub may have died
+                    # holding results not yet passed on to their jobs' homes.
+                    self._dropped = False
+                    await self._jobs.replay(ws)
                 await self._serve(ws)
             except ConnectionClosed:
                 pass
@@ -267,6 +291,9 @@ class ConnectionLoop:
                         "{} was replaced at {} by another session with its node id: "
                         "not reconnecting", self._state.node_id, url,
                     )
+                self._close_code = ws.close_code
+                if registered and ws.close_code not in (1000, GOING_AWAY):
+                    self._dropped = True
                 if self.registered.is_set():
                     self.registered.clear()
                     if not self._state.stopping:  # not our own close

@@ -12,7 +12,11 @@ fails those attempts over, so nothing is sent for them.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Final
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
@@ -30,7 +34,10 @@ from hub.core.messages import (
     JobResult,
 )
 
-__all__ = ["JobRunner"]
+__all__ = ["REPLAY_WINDOW_S", "JobRunner"]
+
+REPLAY_WINDOW_S: Final = 5.0
+"""Results sent this long before a connection dropped are sent again after it."""
 
 _JobKey = tuple[str, int]
 
@@ -47,6 +54,8 @@ class JobRunner:
         "_handler",
         "_idle",
         "_jobs",
+        "_on_result",
+        "_recent",
         "_state",
         "_timers",
         "accepted",
@@ -64,8 +73,10 @@ class JobRunner:
         *,
         handler: JobHandler,
         faults: FaultPolicy | None,
+        on_result: Callable[[JobResult], None] | None = None,
     ) -> None:
         self._state = state
+        self._on_result = on_result
         self._frames = frames
         self._handler = handler
         self._faults = faults
@@ -81,6 +92,8 @@ class JobRunner:
         """Pending simulated crashes (`FaultDecision.crash_after_s`)."""
         self._idle = asyncio.Event()
         self._idle.set()
+        self._recent: deque[tuple[float, JobResult]] = deque()
+        """Results sent lately (monotonic time), to `replay` after a dropped connection."""
 
     @property
     def running(self) -> int:
@@ -117,11 +130,33 @@ class JobRunner:
             await self._frames.send(ws, JobReject(assign.job_id, assign.attempt, reason))
             return
         self._idle.clear()
-        self._jobs[key] = tg.create_task(self._run_job(ws, assign, decision))
+        task = tg.create_task(self._run_job(ws, assign, decision))
+        self._jobs[key] = task
+        task.add_done_callback(partial(self._never_ran, key))
         if decision.crash_after_s is not None:
             crash = tg.create_task(self._crash_later(ws, key, decision.crash_after_s))
             self._timers.add(crash)
             crash.add_done_callback(self._timers.discard)
+
+    def _sent(self, result: JobResult) -> None:
+        now = time.monotonic()
+        recent = self._recent
+        recent.append((now, result))
+        while recent and recent[0][0] < now - REPLAY_WINDOW_S:
+            recent.popleft()
+
+    async def replay(self, ws: ClientConnection) -> int:
+        """After a connection dropped: send again, marked `replayed`, the results sent in
+        the last `REPLAY_WINDOW_S` (the hub they went to may have died before passing
+        them on; the job's home takes one only if that attempt is still current).
+        Returns how many."""
+        now = time.monotonic()
+        recent = [r for t, r in self._recent if t >= now - REPLAY_WINDOW_S]
+        self._recent.clear()
+        for result in recent:
+            if not await self._frames.send(ws, msgspec.structs.replace(result, replayed=True)):
+                break
+        return len(recent)
 
     def cancel(self, job_id: str, attempt: int) -> None:
         """`job_cancel`: cancel that attempt's handler; nothing is sent for it."""
@@ -141,6 +176,24 @@ class JobRunner:
     def forget_cancels(self) -> None:
         """After the connection's tasks have finished: forget the `job_cancel`s it got."""
         self._cancel_requested.clear()
+
+    def _never_ran(self, key: _JobKey, task: asyncio.Task[None]) -> None:
+        """A job task that ended still in the table was cancelled before its first step
+        (the connection dropped in the same loop turn as its job_assign): its body and
+        its `finally` never ran. Do their bookkeeping here."""
+        if self._jobs.get(key) is not task:
+            return
+        if key in self._cancel_requested:
+            self.cancelled += 1
+        else:
+            self.lost += 1
+        self._forget(key)
+
+    def _forget(self, key: _JobKey) -> None:
+        self._cancel_requested.discard(key)
+        self._jobs.pop(key, None)
+        if not self._jobs:
+            self._idle.set()
 
     # --- one job ---------------------------------------------------------------------
 
@@ -179,6 +232,9 @@ class JobRunner:
                 self.failed += 1
             if not await self._frames.send(ws, result):
                 return
+            self._sent(result)
+            if self._on_result is not None:
+                self._on_result(result)
         except asyncio.CancelledError:
             if key in self._cancel_requested:
                 self.cancelled += 1
@@ -186,10 +242,7 @@ class JobRunner:
                 self.lost += 1
             raise
         finally:
-            self._cancel_requested.discard(key)
-            self._jobs.pop(key, None)
-            if not self._jobs:
-                self._idle.set()
+            self._forget(key)
 
     async def _call_handler(
         self, ws: ClientConnection, ctx: JobContext

@@ -93,13 +93,14 @@ class Child:
     """One child process, its stdout JSON lines in a queue, its stderr in a log file."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str],
-                 *, stdout_to_log: bool = False) -> None:
+                 *, stdout_to_log: bool = False, stdin: bool = False) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             argv, stdout=self._log if stdout_to_log else subprocess.PIPE, stderr=self._log,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             env=env, cwd=ROOT, start_new_session=True,
         )
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -127,6 +128,12 @@ class Child:
                 item = {"text": text}
             self.lines.put(item if isinstance(item, dict) else {"value": item})
         self.lines.put(None)
+
+    def write(self, line: str) -> None:
+        """One line to the child's stdin (spawned with `stdin=True`)."""
+        assert self.proc.stdin is not None, "spawned without stdin"
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
 
     def expect(self, key: str, timeout: float) -> dict[str, Any]:
         """The next stdout JSON line holding `key` (earlier lines are dropped)."""
@@ -175,6 +182,14 @@ class Child:
         # Anything the child left behind in its group goes too.
         self.signal(signal.SIGKILL)
         self._log.close()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        if self.proc.stdout is not None:
+            reader = getattr(self, "_reader", None)
+            if reader is not None:
+                reader.join(timeout=5)  # it reads up to the end of the output
+            self.proc.stdout.close()
 
 
 class ProcGroup:
@@ -202,13 +217,13 @@ class ProcGroup:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def spawn(self, name: str, script: str, *args: str, extra_env: dict[str, str] | None = None,
-              python: str = sys.executable) -> Child:
+              python: str = sys.executable, stdin: bool = False) -> Child:
         """Run `benchmarks/<script>` with the same interpreter."""
         env = dict(self.env)
         if extra_env:
             env.update(extra_env)
         log = self.dir / f"{name}.{len(self.children)}.log"
-        child = Child(name, [python, str(HERE / script), *args], log, env)
+        child = Child(name, [python, str(HERE / script), *args], log, env, stdin=stdin)
         self.children.append(child)
         return child
 

@@ -8,9 +8,7 @@ import os
 import sys
 import uuid
 
-from websockets.exceptions import ConnectionClosed
-
-from agent_sim import HubClient, Pipeline
+from agent_sim import ConnectionLost, HubClient, Pipeline
 
 
 async def translate(text: str, urls: list[str], tgt: str = "de") -> None:
@@ -31,9 +29,13 @@ async def translate(text: str, urls: list[str], tgt: str = "de") -> None:
                     shown = len(job.progress)
                     if done:
                         break
-                answer = job.result.result()  # a `result`, or a `rejected` (no job was made)
-        except (OSError, ConnectionClosed, asyncio.InvalidStateError) as exc:
-            print(f"{url}: {exc!r}; trying again", flush=True)  # unreachable, or no answer
+                if not job.result.done():
+                    raise TimeoutError("no answer within 5 minutes")
+                # A `result`, or a `rejected` (no job was made); `ConnectionLost` when the
+                # connection dropped before the answer.
+                answer = job.result.result()
+        except (OSError, ConnectionLost) as exc:  # unreachable, dropped, or no answer
+            print(f"{url}: {exc!r}; trying again", flush=True)
         else:
             if getattr(answer, "ok", False):
                 print("result ok", answer.output, "from", answer.node_id, flush=True)

@@ -4,17 +4,18 @@ mints a token; `hub config` prints the effective configuration; `hub nodes`, `hu
 
 Configuration for `serve`: `--config FILE` (TOML) < `NODEHUB_*` environment
 variables < `--key-with-dashes` flags, one flag per key of `HubConfig`.
-SIGINT/SIGTERM stop gracefully (see `Hub.aclose`). A bad configuration or an
-unreachable store is one clear line on stderr and exit status 2, never a
-traceback.
+SIGTERM (or SIGINT) drains: no new work, running jobs finish within
+`drain_timeout_ms`, then the hub stops (see `Hub.drain`, `Hub.aclose`); a
+second SIGTERM or SIGINT stops at once. A bad configuration or an unreachable
+store is one clear line on stderr and exit status 2, never a traceback.
+`serve` raises the open-file limit to its hard limit first (every connection
+is a descriptor), and logs without loguru's `diagnose` (which would write the
+values of local variables, frame contents among them, into the log).
 
 `hub token --config FILE --role ROLE --sub SUB [--tenant T] [--node-ids GLOB ...]
 [--ttl 24h]` prints an HS256 token signed with the configured secret
 (`jwt_secret`, or the first secret of `jwt_secret_file`), for operators and
 scripts.
-traceback. `serve` raises the open-file limit to its hard limit first (every
-connection is a descriptor), and logs without loguru's `diagnose` (which would
-write the values of local variables, frame contents among them, into the log).
 """
 
 from __future__ import annotations
@@ -185,19 +186,27 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def serve(config: HubConfig) -> None:
-    """Run a hub until SIGINT or SIGTERM."""
+    """Run a hub until SIGINT or SIGTERM: drain, then stop (a second signal: at once)."""
     from hub.app.hub import Hub
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     raise_open_file_limit(config)
     hub = Hub(config)
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            logger.warning("second signal: stopping now")
+            hub.stop_now()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     await hub.start()
     try:
         await stop.wait()
-        logger.info("signal received: stopping")
+        logger.info("signal received: draining (a second signal stops at once)")
+        await hub.drain()
     finally:
         closing = asyncio.create_task(hub.aclose())
         done, _ = await asyncio.wait({closing}, timeout=SHUTDOWN_TIMEOUT_S)

@@ -3,7 +3,9 @@
     store (memory or Redis) -- FleetView -- Cluster -- JobService -- InboundRouter
                                                   \\-- Sessions -- HttpApi -- WsServer
 
-`async with Hub(config) as hub:` serves until the block ends. Closing stops
+`async with Hub(config) as hub:` serves until the block ends. `drain()` (what
+SIGTERM does in `hub serve`) first stops taking work and lets the running jobs
+finish, up to `drain_timeout_ms` (or until `stop_now()`); closing then stops
 accepting, fails unfinished jobs with `hub_shutdown`, closes the sessions
 with 1001, then stops the background loops and the store. Every background
 task has an owner: the hub's own (deadlines, archiver, node watchdog, slow
@@ -80,6 +82,7 @@ class Hub:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._stop_now = asyncio.Event()
         self._register_gauges()
 
     def __repr__(self) -> str:
@@ -138,6 +141,51 @@ class Hub:
                 'and read job records. Set auth = "jwt" (docs/operations.md, "Running in '
                 'production").', self.config.host, self.port,
             )
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Stop taking work and let what runs finish: `/readyz` answers 503 at once, new
+        submits are refused `hub_shutdown`, this hub's nodes take no new job (each one
+        leaves, closed with 1001, as soon as it is idle, to reconnect elsewhere); jobs
+        this hub is home to and jobs on its nodes run on. Jobs waiting for a slot (the
+        admission queue, issue 13) wait on (a node of another hub may still take them)
+        but do not hold the drain open: once nothing runs, the drain is over and
+        `aclose` fails those still waiting with `hub_shutdown`. Returns True when all
+        running jobs finished within `timeout_s` (default `drain_timeout_ms`), False
+        when time ran out or `stop_now` was called. Call `aclose` next: it fails what
+        is left."""
+        if timeout_s is None:
+            timeout_s = self.config.drain_timeout_ms / 1000
+        self.sessions.stopping = True
+        self.sessions.draining = True
+        service = self.service
+        logger.bind(hub_id=self.config.hub_id).info(
+            "draining: {} jobs ({} waiting for a slot), {} on this hub's nodes (up to {:.0f} s)",
+            len(service.jobs), len(service.waiting), service.nodes.busy, timeout_s,
+        )
+        await service.nodes.drain()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while service.running or service.nodes.busy or service.table.pending:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or self._stop_now.is_set():
+                logger.warning(
+                    "drain ended with {} jobs unfinished", len(service.jobs)
+                )
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.05)):
+                    await self._stop_now.wait()
+        if service.waiting:
+            logger.bind(hub_id=self.config.hub_id).info(
+                "drained: every running job finished; {} still waiting for a slot fail "
+                "hub_shutdown", len(service.waiting),
+            )
+        else:
+            logger.bind(hub_id=self.config.hub_id).info("drained: every job finished")
+        return True
+
+    def stop_now(self) -> None:
+        """End a drain at once (a second signal): `aclose` fails what is left."""
+        self._stop_now.set()
 
     async def aclose(self) -> None:
         """Stop accepting, fail unfinished jobs with `hub_shutdown`, close sessions with 1001."""

@@ -10,12 +10,19 @@ It composes the cluster's parts and runs their loops:
 | `Inbox` (inbox.py) | this hub's envelopes from other hubs, read and handled in order |
 | `Reaper` (reaper.py) | a dead hub's inbox drained, then the hub forgotten |
 
-and the presence loop: every heartbeat interval this hub announces itself,
-renews the leases of the nodes it owns, sends a beacon (a subscription that
-stops hearing even its own beacons is rebuilt), and checks the other hubs'
-presence. A hub found dead is *buried*: its nodes leave this hub's fleet view
-and the job path fails over what depended on it (`LocalHub.hub_lost`); then
-it is reaped.
+and two loops of its own. The presence loop: every heartbeat interval this
+hub announces itself, renews the leases of the nodes it owns, sends a beacon
+(a subscription that stops hearing even its own beacons is rebuilt), and
+checks the other hubs' presence. A hub found dead is *buried*: its nodes
+leave this hub's fleet view and the job path fails over what depended on it
+(`LocalHub.hub_lost`); then it is reaped. The liveness loop, six times per
+`hub_timeout_ms`: this hub beats (`Store.beat`) and reads every hub's beats;
+a hub silent for two thirds of `hub_timeout_ms` is *excluded* (its nodes leave
+selection here, within `hub_timeout_ms` of its last beat, long before it is
+declared dead), one beating again is included, and one beating with a new
+boot token *restarted* under its id (`LocalHub.hub_restarted`). Whether those
+beats reach the store is also this hub's view of the store's health
+(`store_ok`, for `/readyz`).
 
 The cluster knows the store and the core, never the job path: what it needs
 of it is the `LocalHub` protocol, given with `attach`. In local mode the same
@@ -54,6 +61,20 @@ class LocalHub(EnvelopeHandler, Protocol):
     async def renew_leases(self) -> None:
         """Renew this hub's ownership of its nodes (every presence tick)."""
 
+    async def hub_restarted(self, hub_id: str) -> None:
+        """A hub was seen with a new boot token (or for the first time): reconcile what
+        this hub holds of its jobs and nodes with its new run."""
+
+    async def peers_at_start(self, hub_ids: list[str]) -> None:
+        """At start: the other hubs answering now (each will reconcile with this run)."""
+
+    async def housekeeping(self) -> None:
+        """Periodic (every liveness beat): work that waits on time."""
+
+    async def store_restarted(self) -> None:
+        """The store lost its data (a restart without persistence): put back what this
+        hub's work needs there (request bindings, recent records, remote watches)."""
+
 
 class Cluster:
     def __init__(
@@ -64,13 +85,21 @@ class Cluster:
         self.store = store
         self.fleet = fleet
         self.members = Membership(config.hub_id)
-        self.outbox = Outbox(store)
+        self.outbox = Outbox(store, on_failure=self.store_failed)
         self.replica = FleetReplica(config=config, store=store, fleet=fleet, members=self.members)
-        self.inbox = Inbox(hub_id=config.hub_id, store=store, archive=archive)
+        self.inbox = Inbox(
+            hub_id=config.hub_id, store=store, archive=archive, on_failure=self.store_failed
+        )
         self.reaper = Reaper(store=store, inbox=self.inbox)
         self._local: LocalHub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._beat_ok_s = time.monotonic()
+        """When a liveness beat last reached the store."""
+        self._store_failed_s: float | None = None
+        """When a store call (beat, inbox read, send) last failed."""
+        self._starting = True
+        self._beat_failed = False
 
     def __repr__(self) -> str:
         return f"Cluster(hub={self.hub_id!r}, {self.members!r})"
@@ -86,9 +115,31 @@ class Cluster:
         self._local = local
         self.inbox.handler = local
 
+    @property
+    def beat_interval_ms(self) -> int:
+        return max(10, self.config.hub_timeout_ms // 6)
+
+    @property
+    def silence_ms(self) -> int:
+        """Beats missed this long exclude a hub: its last beat, plus this, plus one
+        reading interval stays within `hub_timeout_ms`."""
+        return self.config.hub_timeout_ms - 2 * self.beat_interval_ms
+
     async def start(self) -> None:
         await self.store.announce(self.presence_ttl_ms)
         self.members.seen(await self.store.live_hubs())
+        # A new run owns no node yet: entries an earlier run under this id published
+        # are stale. Then the beats: every hub answering now reconciles with this run.
+        await self.store.clear_nodes()
+        beats = await self.store.beat()
+        if self._local is not None:
+            await self._local.peers_at_start(sorted(
+                h for h, b in beats.items() if h != self.hub_id and b.age_ms <= self.silence_ms
+            ))
+        await self.beat()
+        self._starting = False
+        # What an earlier run read and never acknowledged (results, watches, dispatches).
+        await self.inbox.recover()
         await self.resync()
         for name, loop in (
             ("inbox", self.inbox.run),
@@ -96,6 +147,7 @@ class Cluster:
             ("fleet-publish", self.replica.publish_loop),
             ("fleet-subscribe", self.replica.subscribe_loop),
             ("presence", self._presence_loop),
+            ("liveness", self._liveness_loop),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.hub_id}:{name}"))
 
@@ -164,13 +216,87 @@ class Cluster:
             except Exception:
                 logger.exception("presence tick failed")
 
+    async def _liveness_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.beat_interval_ms / 1000)
+            try:
+                await self.beat()
+            except StoreUnavailable as exc:
+                if not self._beat_failed:
+                    logger.warning("store unreachable: {}", exc)
+                self._beat_failed = True
+                self.store_failed()
+            except Exception:
+                logger.exception("liveness beat failed")
+
+    def store_failed(self) -> None:
+        """A store call failed (the store is unreachable, hangs, or restarts)."""
+        self._store_failed_s = time.monotonic()
+
+    def store_troubled(self, within_s: float) -> bool:
+        """Whether the store is failing, or failed within `within_s`: messages from other
+        hubs may be late or lost (and are being replayed), so silence proves nothing."""
+        failed = self._store_failed_s
+        return not self.store_ok or (failed is not None and time.monotonic() - failed < within_s)
+
+    @property
+    def store_ok(self) -> bool:
+        """Whether the store answers: the last beat reached it, within `hub_timeout_ms`
+        (a store that hangs counts as unreachable as soon as one that refuses)."""
+        recent = time.monotonic() - self._beat_ok_s <= self.config.hub_timeout_ms / 1000
+        return recent and not self._beat_failed
+
+    async def beat(self) -> None:
+        """Beat, and act on every hub's beats: exclude, include, restarted."""
+        beats = await self.store.beat()
+        if self._beat_failed:
+            logger.info("store reachable again")
+        now = time.monotonic()
+        # After this hub could not beat for a while (the store was unreachable or hung),
+        # every other hub's beats look old too: judge them on the next reading.
+        cut_off = (now - self._beat_ok_s) * 1000 > self.silence_ms
+        self._beat_failed = False
+        self._beat_ok_s = now
+        changes = self.members.beats(
+            beats, self.silence_ms, exclude=not cut_off and not self._starting
+        )
+        for hub_id in changes.excluded:
+            logger.warning("hub {} stopped answering: not selecting its nodes", hub_id)
+            self._withdraw_nodes(hub_id)
+        for hub_id in changes.restarted:
+            logger.warning("hub {} restarted: reconciling with its new run", hub_id)
+            self._withdraw_nodes(hub_id)
+        for hub_id in changes.included:
+            logger.info("hub {} answers again", hub_id)
+        if changes.included or changes.restarted:
+            await self.resync()
+        if self._local is not None:
+            for hub_id in changes.restarted + changes.first_seen:
+                await self._local.hub_restarted(hub_id)
+            await self._local.housekeeping()
+
+    def is_excluded(self, hub_id: str) -> bool:
+        """Whether `hub_id` stopped answering (its nodes are not selected)."""
+        return self.members.is_excluded(hub_id)
+
+    def _withdraw_nodes(self, hub_id: str) -> None:
+        for state in list(self.fleet.snapshot):
+            if state.hub_id == hub_id:
+                self.fleet.leave(state.node_id)
+
     async def tick(self, *, resync: bool = False) -> None:
         """One maintenance round: presence, leases, beacon, dead hubs, maybe a resync."""
         if not await self.store.announce(self.presence_ttl_ms):
             # Our presence had lapsed or the store lost its data (a Redis restart):
-            # what we published is gone too. Publish it again, and read others'.
-            logger.warning("presence was missing from the store: republishing this hub's nodes")
+            # what we published is gone too. Publish it again, and read others'. What
+            # was in flight through it may be gone as well: send the recent attempt
+            # outcomes again and restore what the job path keeps there.
+            logger.warning("presence was missing from the store: republishing this hub's "
+                           "nodes and replaying recent results")
             await self.replica.republish()
+            self.outbox.replay_recent()
+            if self._local is not None:
+                await self._local.store_restarted()
             resync = True
         if self._local is not None:
             await self._local.renew_leases()
@@ -190,7 +316,9 @@ class Cluster:
         for hub_id in lost:
             logger.warning("hub {} is gone: failing over its work", hub_id)
             await self._bury(hub_id)
-        for hub_id in dead:
+        # A hub this one just buried is reaped here too, even if another hub already
+        # dropped it: whatever this hub sent it before burying it (a result) is drained.
+        for hub_id in sorted(set(lost) | set(dead)):
             await self.reaper.reap(hub_id)
             self.members.forget(hub_id)
         if resync:
@@ -205,8 +333,6 @@ class Cluster:
                 )
 
     async def _bury(self, hub_id: str) -> None:
-        for state in list(self.fleet.snapshot):
-            if state.hub_id == hub_id:
-                self.fleet.leave(state.node_id)
+        self._withdraw_nodes(hub_id)
         if self._local is not None:
             await self._local.hub_lost(hub_id)

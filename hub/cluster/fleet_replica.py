@@ -47,6 +47,8 @@ class Members(Protocol):
 
     def is_buried(self, hub_id: str) -> bool: ...
 
+    def is_excluded(self, hub_id: str) -> bool: ...
+
 
 class FleetReplica:
     def __init__(
@@ -189,7 +191,7 @@ class FleetReplica:
             self._apply_entry(entry)
 
     def _apply_entry(self, entry: NodeEntry) -> None:
-        if entry.node_id in self.local_nodes or self.members.is_buried(entry.hub_id):
+        if entry.node_id in self.local_nodes or not self._selectable(entry.hub_id):
             return
         current = self.fleet.snapshot.get(entry.node_id)
         status: NodeStatus = entry.status  # type: ignore[assignment]
@@ -221,7 +223,7 @@ class FleetReplica:
             return
         seen = set()
         for entry in entries:
-            if entry.hub_id != self.hub_id and entry.hub_id in self.members.live:
+            if entry.hub_id != self.hub_id and self._selectable(entry.hub_id):
                 seen.add(entry.node_id)
                 self._apply_entry(entry)
         for state in list(self.fleet.snapshot):
@@ -234,7 +236,7 @@ class FleetReplica:
         for entry in entries:
             if (
                 entry.caps is not None and entry.node_id not in local
-                and entry.hub_id != self.hub_id and entry.hub_id in self.members.live
+                and entry.hub_id != self.hub_id and self._selectable(entry.hub_id)
             ):
                 caps = NodeCapabilities.from_wire(entry.caps, default_pool=self.config.default_pool)
                 status: NodeStatus = entry.status  # type: ignore[assignment]
@@ -242,6 +244,16 @@ class FleetReplica:
                     entry.node_id, caps, hub_id=entry.hub_id, status=status, running=entry.running
                 ))
         self.fleet.rebuild(states)
+
+    def _selectable(self, hub_id: str) -> bool:
+        """Whether another hub's nodes belong in the view: it is alive (not buried) and
+        answering (not excluded)."""
+        members = self.members
+        return (
+            hub_id in members.live
+            and not members.is_buried(hub_id)
+            and not members.is_excluded(hub_id)
+        )
 
     async def republish(self) -> None:
         """Publish every local node again (after the store lost them)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from loguru import logger
@@ -23,7 +23,7 @@ from loguru import logger
 from hub.core.envelopes import Envelope, decode_envelope
 from hub.core.errors import StoreUnavailable
 from hub.store.archive import JobArchive
-from hub.store.base import RecordBatch, Store
+from hub.store.base import RecordBatch, Store, stream_id
 
 MAX_DELIVERIES: Final = 3
 INBOX_BLOCK_MS: Final = 250
@@ -40,8 +40,13 @@ class EnvelopeHandler(Protocol):
 
 
 class Inbox:
-    def __init__(self, *, hub_id: str, store: Store, archive: JobArchive) -> None:
+    def __init__(
+        self, *, hub_id: str, store: Store, archive: JobArchive,
+        on_failure: Callable[[], None] = lambda: None,
+    ) -> None:
         self.hub_id = hub_id
+        self._on_failure = on_failure
+        """Told when a read fails (the store's health, see `Cluster.store_troubled`)."""
         self.store = store
         self.archive = archive
         self.handler: EnvelopeHandler | None = None
@@ -66,6 +71,7 @@ class Inbox:
                 )
                 self._unacked = []
             except StoreUnavailable:
+                self._on_failure()
                 await asyncio.sleep(0.2)
                 continue
             except Exception:  # e.g. the stream was deleted under a blocked read
@@ -83,6 +89,20 @@ class Inbox:
                 # its client: flushed at the end of the loop turn) leave before the
                 # next read's round trip is started.
                 await asyncio.sleep(0)
+
+    async def recover(self) -> int:
+        """At start: handle the entries an earlier run of this hub read and never
+        acknowledged (it died in between); how many there were."""
+        recovered = 0
+        after = "0-0"
+        while batch := await self.store.pending_inbox(count=READ_COUNT, after=after):
+            after = max((entry_id for entry_id, _ in batch), key=stream_id)
+            handled = await self.handle(self.hub_id, batch, reaped_from=None)
+            await self.store.ack_inbox(handled)
+            recovered += len(batch)
+        if recovered:
+            logger.info("handled {} inbox entries an earlier run left unacknowledged", recovered)
+        return recovered
 
     async def handle(
         self, inbox_hub: str, entries: Sequence[tuple[str, bytes]], *, reaped_from: str | None

@@ -12,10 +12,13 @@ fail over, as for any lost message).
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
 
 from loguru import logger
 
-from hub.core.envelopes import Envelope, NodeEvent, encode
+from hub.core.envelopes import Envelope, NodeEvent, NodeLost, Refused, encode
 from hub.core.errors import StoreUnavailable
 from hub.core.messages import JobAccept, JobResult
 from hub.runtime.eager import eager_task
@@ -24,11 +27,17 @@ from hub.store.base import Store
 
 OUTBOX_LIMIT = 100_000
 """Envelopes kept for retry while the store is unreachable; older ones are dropped."""
+RECENT_S = 10.0
+"""Attempt outcomes (results, losses, refusals) sent this long ago are kept, to send
+again if the store restarts empty (`replay_recent`)."""
+RECENT_LIMIT = 20_000
 
 
 class Outbox:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, on_failure: Callable[[], None] = lambda: None) -> None:
         self.store = store
+        self._on_failure = on_failure
+        """Told when a send fails (the store's health, see `Cluster.store_troubled`)."""
         self.closing = False
         self._queue: list[tuple[int, str, bytes] | None] = []
         """(sequence number, hub, envelope), in the order queued."""
@@ -38,6 +47,8 @@ class Outbox:
         self._ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self._turn = LoopTurn()
+        self._recent: deque[tuple[float, str, bytes]] = deque(maxlen=RECENT_LIMIT)
+        """(monotonic s, hub, envelope) of the attempt outcomes sent lately."""
 
     def __len__(self) -> int:
         return sum(entry is not None for entry in self._queue)
@@ -60,7 +71,10 @@ class Outbox:
                 if index is not None:  # a result implies its accept: one envelope, not two
                     self._queue[index] = None
         self._seq += 1
-        self._queue.append((self._seq, hub_id, encode(envelope)))
+        data = encode(envelope)
+        self._queue.append((self._seq, hub_id, data))
+        if now or isinstance(envelope, NodeLost | Refused):
+            self._recent.append((time.monotonic(), hub_id, data))
         if now and not self.closing and self._turn.first():
             # The first result of a loop turn leaves in this step, not a turn later;
             # whatever the rest of the turn queues goes together after it.
@@ -85,13 +99,34 @@ class Outbox:
             self._ready.clear()  # all of it is on its way: `run` has nothing to do
             try:
                 await self.store.send_many([(hub_id, data) for _, hub_id, data in batch])
+                self._trim_recent()
             except StoreUnavailable:
+                self._on_failure()
                 # Back in order, among whatever was queued (or failed) meanwhile.
                 kept = batch + [entry for entry in self._queue if entry is not None]
                 kept.sort(key=lambda entry: entry[0])
                 self._queue = list(kept[max(0, len(kept) - OUTBOX_LIMIT):])
                 self._accepts.clear()  # indexes moved; such accepts are simply sent
                 raise
+
+    def _trim_recent(self) -> None:
+        """Forget outcomes older than `RECENT_S`, only after a send went through: while
+        the store fails, what was sent just before is kept (it may be lost with it)."""
+        horizon = time.monotonic() - RECENT_S
+        recent = self._recent
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+
+    def replay_recent(self) -> int:
+        """The store restarted empty: what it held unread is gone. Send again the attempt
+        outcomes sent lately (each home fences them: a duplicate changes nothing)."""
+        replayed = [(hub_id, data) for _, hub_id, data in self._recent]
+        for hub_id, data in replayed:
+            self._seq += 1
+            self._queue.append((self._seq, hub_id, data))
+        if replayed:
+            self._ready.set()
+        return len(replayed)
 
     async def wait_sent(self, timeout_s: float = 2.0) -> None:
         """Wait for the sends started at once (results) to be stored or kept."""

@@ -110,6 +110,13 @@ class HubConfig:
     job_log_level: str = "INFO"
     """The level of the job lifecycle lines (accepted, assigned, failover, result...);
     DEBUG turns them down below an INFO log, OFF skips them."""
+    # --- issue 12: exactly one answer, drain, dead-hub exclusion ---
+    hub_timeout_ms: int = 3_000
+    """Cross-instance: a hub that stopped answering this long is excluded from selection
+    on every other hub (its nodes stop being chosen; its work fails over later, when its
+    presence lapses)."""
+    drain_timeout_ms: int = 30_000
+    """On SIGTERM, how long running jobs may finish before the rest fail `hub_shutdown`."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -144,6 +151,7 @@ class HubConfig:
         self._check_limits()
         self._check_scale()
         self._check_ops()
+        self._check_answers()
 
     def _check_auth(self) -> None:
         """Issue 11: the authentication, Origin and TLS keys (no secret in a message)."""
@@ -205,6 +213,13 @@ class HubConfig:
                 raise ConfigError(
                     f"{name} must be one of {', '.join(choices)}, not {value!r}"
                 )
+
+    def _check_answers(self) -> None:
+        """Issue 12: exactly one answer, drain, dead-hub exclusion."""
+        if self.hub_timeout_ms < 100:
+            raise ConfigError(f"hub_timeout_ms must be >= 100, not {self.hub_timeout_ms}")
+        if self.drain_timeout_ms < 0:
+            raise ConfigError(f"drain_timeout_ms must be >= 0, not {self.drain_timeout_ms}")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HubConfig:

@@ -89,7 +89,50 @@ class Watch(_Envelope, tag="watch"):
     client_id: str
     submit: Submit
     tenant: str = DEFAULT_TENANT
-    """The duplicate submit's tenant (issue 11), for running the job again if need be."""
+    """The duplicate submit's tenant (issue 11), for running the job again if need be;
+    the home adds the watcher only to a job of this tenant."""
+    again: bool = False
+    """Sent again because the home may have lost the first one (it restarted): ignored
+    by a home that already has this watcher."""
+
+
+class Unknown(_Envelope, tag="unknown"):
+    """Home -> hub of a duplicate submit: the job its `Watch` named is unknown here (never
+    recorded, its binding released, or another tenant's): resolve the request again
+    there, under `tenant`."""
+
+    job_id: str
+    client_id: str
+    submit: Submit
+    tenant: str = DEFAULT_TENANT
+    """The `Watch`'s tenant, echoed."""
+
+
+class Held(msgspec.Struct, array_like=True):
+    """One attempt in a `Reconcile`."""
+
+    job_id: str
+    attempt: int
+    node_id: str
+    request_id: str = ""
+    tenant: str = DEFAULT_TENANT
+    """The job's tenant (issue 11), as its Dispatch said: an inherited job's result is
+    archived under it, and only its own tenant's resubmits watch it."""
+
+
+class Reconcile(_Envelope, tag="reconcile"):
+    """Any hub -> a hub it sees run under a new boot token (restarted, or new to it):
+    what the sender holds that involves the recipient's earlier runs.
+
+    `running`: attempts on the sender's nodes of jobs homed at the recipient (the
+    recipient's new run takes them over and answers their resubmits). `attempts`:
+    the sender's jobs' attempts on the recipient's nodes (the recipient refuses those
+    it does not hold: they died with its previous run)."""
+
+    boot: str
+    """The recipient's run this is meant for (another run ignores it)."""
+    running: list[Held] = []
+    attempts: list[Held] = []
 
 
 class Deliver(_Envelope, tag="deliver"):
@@ -129,8 +172,8 @@ class AdminReply(_Envelope, tag="admin_reply"):
 
 
 Envelope = (
-    Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Deliver | NodeReplaced
-    | AdminRequest | AdminReply
+    Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Unknown | Reconcile | Deliver
+    | NodeReplaced | AdminRequest | AdminReply
 )
 
 

@@ -269,12 +269,15 @@ class Job:
         """Progress implies acceptance; the job is now running."""
         self.status = JobStatus.RUNNING
 
-    def fail_attempt(self, outcome: str) -> str:
-        """End the current attempt without a result; returns the node to exclude next."""
+    def fail_attempt(self, outcome: str, *, exclude: bool = True) -> str:
+        """End the current attempt without a result; returns the node that ran it, which
+        is hard-excluded from now on unless not `exclude` (its hub failed, not it: the
+        node may serve the job from the hub it reconnected to)."""
         self.history[-1].outcome = outcome
         if outcome in REFUSALS:
             self.refused += 1
-        self.requirements = self.requirements.excluding(self.node_id)
+        if exclude:
+            self.requirements = self.requirements.excluding(self.node_id)
         return self.node_id
 
     def can_retry(self, max_attempts: int, now_ms: int) -> bool:

@@ -125,6 +125,9 @@ class JobResult(_Message, tag="job_result"):
     ok: bool
     output: Any = None
     error: ErrorInfo | None = None
+    replayed: bool = False
+    """(issue 12) Sent again after the connection it first went out on dropped: the hub
+    it went to may have died with it. Accepted if that attempt is still the job's."""
 
 
 NodeInbound = (
@@ -168,6 +171,8 @@ class Error(_Message, tag="error"):
     message: str
     path: str | None = None
     job_id: str | None = None
+    request_id: str | None = None
+    """Set on an `error` caused by a submit (issue 12)."""
 
 
 NodeOutbound = Registered | JobAssign | JobCancel | Error

@@ -15,12 +15,16 @@ at least its priority fits that node too (it must not jump the line). Past
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import NamedTuple
+
+from loguru import logger
 
 from hub.core import error_codes
 from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
+from hub.core.errors import StoreUnavailable
 from hub.core.job import Job
 from hub.core.messages import JobAssign, Rejected, Submit
 from hub.core.metrics import Metrics
@@ -30,6 +34,7 @@ from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
 from hub.jobs.table import JobTable
+from hub.jobs.transit import Transit
 from hub.jobs.waiting import WaitingJobs
 from hub.runtime.deadline_loop import Clock
 from hub.store.base import Store
@@ -59,8 +64,10 @@ class Admission:
         metrics: Metrics,
         clock: Clock,
         waiting: WaitingJobs,
+        transit: Transit,
     ) -> None:
         self.config = config
+        self.transit = transit
         self.hub_id = config.hub_id
         self.table = table
         self.attempts = attempts
@@ -70,17 +77,45 @@ class Admission:
         self.clock = clock
         self.waiting = waiting
 
+    async def plan_waiting(
+        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
+    ) -> Plan:
+        """`plan`; when no node fits just after nodes left a draining hub (they are on
+        their way to another: `Transit`), wait briefly for one to arrive and plan again."""
+        plan = self.plan(link, message, job_id, tenant)
+        if plan.job is None:
+            plan = await self.replan_in_transit(link, message, job_id, plan, tenant)
+        return plan
+
+    async def replan_in_transit(
+        self, link: Link, message: Submit, job_id: str, plan: Plan, tenant: str = DEFAULT_TENANT
+    ) -> Plan:
+        """A plan that found no node: wait for nodes in transit, if any, and plan again.
+
+        Only a `no_node` plan (no capable node online at all) waits here; a full fleet
+        is the admission queue's (issue 13: the job is planned to wait for a slot), so
+        the two never wait for the same submit at once. A node that arrives is planned
+        for like any other: behind the jobs already waiting for it."""
+        if (
+            plan.refusal == error_codes.NO_NODE
+            and self.transit.should_wait(plan.selection)
+            and self.transit.recent(self._requirements(link, message)[1])
+        ):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.transit.wait_s
+            while await self.transit.arrival(deadline - loop.time()):
+                plan = self.plan(link, message, job_id, tenant)
+                if plan.job is not None:
+                    break
+        return plan
+
     def plan(
         self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
     ) -> Plan:
         """Select a node and assign the job's first attempt to it (no I/O, nothing
         recorded yet); no job when no node fits. The job belongs to `tenant`."""
         config = self.config
-        session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
-        routing_key = message.routing_key
-        if routing_key is None and config.session_affinity:
-            routing_key = session_id
-        req = Requirements.from_submit(message, routing_key=routing_key)
+        session_id, req = self._requirements(link, message)
         selection = self.attempts.select(req)
         queue_timeout_ms = config.queue_timeout(message.queue_timeout_ms)
         waits = False
@@ -117,6 +152,14 @@ class Admission:
             return Plan(job, None, selection)
         return Plan(job, self.attempts.assign(job, selection.node_id), selection)
 
+    def _requirements(self, link: Link, message: Submit) -> tuple[str, Requirements]:
+        """The submit's session id and what a node must offer to run it."""
+        session_id = message.session_id or f"{self.hub_id}:{link.peer_id}"
+        routing_key = message.routing_key
+        if routing_key is None and self.config.session_affinity:
+            routing_key = session_id
+        return session_id, Requirements.from_submit(message, routing_key=routing_key)
+
     async def commit(
         self, link: Link, message: Submit, job_id: str, plan: Plan, started_ns: int,
         *, dispatched: bool = False, tenant: str = DEFAULT_TENANT,
@@ -131,7 +174,11 @@ class Admission:
         ):
             job, refusal = None, error_codes.OVERLOADED  # the queue filled meanwhile
         if job is None:
-            await self.store.release_request(message.request_id, job_id, tenant=tenant)
+            try:
+                await self.store.release_request(message.request_id, job_id, tenant=tenant)
+            except StoreUnavailable as exc:
+                # Still bound, to a job that never existed: a resubmit takes it over.
+                logger.warning("releasing request {} failed: {}", message.request_id, exc)
             self.metrics.submit(refusal, message.src_lang, message.tgt_lang)
             self.metrics.recent.rejected(time.monotonic(), refusal)
             if refusal == error_codes.OVERLOADED:
@@ -170,5 +217,5 @@ class Admission:
     ) -> Rejected | None:
         """Plan and commit a job whose request is already bound to `job_id`."""
         started_ns = time.perf_counter_ns()
-        plan = self.plan(link, message, job_id, tenant)
+        plan = await self.plan_waiting(link, message, job_id, tenant)
         return await self.commit(link, message, job_id, plan, started_ns, tenant=tenant)

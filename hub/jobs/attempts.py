@@ -17,6 +17,12 @@ attempt: no exclusion, no `max_attempts` spent). `QueuePump` starts it again
 (`start_waiting`) when a slot frees; its queue deadline ends it with
 `queue_timeout`.
 
+A failover that finds no capable node online at all, shortly after one that
+could serve the job drained (it is on its way to another hub: `Transit`,
+issue 12), polls for it briefly (`TRANSIT` deadlines, up to `Transit.wait_s`)
+instead of failing `no_node`. The two waits never overlap: a fleet that is
+merely full is the queue's.
+
 Each method changes all state before its first `await` (decide, then
 perform), so an interleaved message always sees a consistent job.
 """
@@ -33,7 +39,7 @@ from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
 from hub.core.envelopes import Dispatch, Revoke
 from hub.core.fleet_view import FleetView
-from hub.core.job import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, Job, JobStatus
+from hub.core.job import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, HUB_LOST, Job, JobStatus
 from hub.core.messages import Accepted, ErrorInfo, JobAssign
 from hub.core.metrics import Metrics
 from hub.core.selector import Selection, select_node
@@ -42,6 +48,7 @@ from hub.jobs.job_log import OFF, JobLog
 from hub.jobs.links import Link
 from hub.jobs.node_registry import NodeRegistry
 from hub.jobs.table import JobTable
+from hub.jobs.transit import Transit
 from hub.jobs.waiting import WaitingJobs
 from hub.runtime.deadline_loop import Clock, DeadlineLoop
 from hub.store.archive import JobArchive
@@ -50,6 +57,9 @@ ACCEPT = "accept"
 ATTEMPT = "attempt"
 OVERALL = "overall"
 QUEUE = "queue"
+TRANSIT = "transit"
+TRANSIT_POLL_MS = 50
+"""How often a job waiting for a node in transit selects again."""
 Deadline = tuple[str, int, str]
 """(job_id, attempt, kind) of a pending deadline."""
 
@@ -69,11 +79,15 @@ class Attempts:
         clock: Clock,
         rng: random.Random,
         waiting: WaitingJobs,
+        transit: Transit,
         job_log: JobLog | None = None,
     ) -> None:
         self.config = config
         self.log = job_log if job_log is not None else JobLog(config.hub_id, OFF)
         """Each job's story (issue 15)."""
+        self.transit = transit
+        self._in_transit: dict[str, int] = {}
+        """Jobs waiting for a node in transit: until when they may (monotonic ms)."""
         self.hub_id = config.hub_id
         self.table = table
         self.fleet = fleet
@@ -185,6 +199,7 @@ class Attempts:
 
         `announce` carries the submitter through refusals of the first dispatch.
         """
+        self._forget_deadlines(job, overall=False)
         if outcome == AT_CAPACITY and self.may_wait(job):
             # The owner hub's node was full after all: back in line, not a failure.
             job.requeue_attempt(outcome)
@@ -192,7 +207,12 @@ class Attempts:
             self.log.queued(job, outcome)
             await self.wait(job, announce=announce, keep_deadline=True, logged=True)
             return
-        job.fail_attempt(outcome)
+        # A node whose hub died or stopped answering did not fail: it may well serve the
+        # job from the hub it reconnects to.
+        hub_failed = outcome == HUB_LOST or (
+            job.node_hub != self.hub_id and self.cluster.is_excluded(job.node_hub)
+        )
+        job.fail_attempt(outcome, exclude=not hub_failed)
         self.log.attempt_failed(job, outcome)
         self.metrics.attempts.inc(outcome)
         if not job.can_retry(self.config.max_attempts, self.clock.now_ms()):
@@ -207,19 +227,43 @@ class Attempts:
                 )
             await self.finish(job, ok=False, error=error, announce=announce)
             return
+        await self._reselect(job, outcome, announce=announce)
+
+    async def _reselect(self, job: Job, outcome: str, *, announce: Link | None = None) -> None:
+        """The job's next attempt: a node if one fits; if none does just after nodes left
+        their hub (`Transit`), try again shortly (a deadline, up to `Transit.wait_s`;
+        the submitter gets its `accepted` meanwhile); else the job ends `no_node`."""
         selection = self.select(job.requirements)
         if selection.node_id is None and self.may_wait(job) and selection.reasons.get(AT_CAPACITY):
-            # Every node that could take it is full (the selection was just made).
+            # Every node that could take it is full (the selection was just made): the
+            # admission queue's, not a transit wait (issue 13).
+            self._in_transit.pop(job.job_id, None)
             await self.wait(job, announce=announce, recheck=False)
             return
-        if selection.node_id is None:
-            self.metrics.no_node_answer(selection.reasons)
-            error = ErrorInfo(error_codes.NO_NODE, selection.explain())
-            await self.finish(job, ok=False, error=error, announce=announce)
+        if selection.node_id is not None:
+            self._in_transit.pop(job.job_id, None)
+            assign = self.assign(job, selection.node_id)
+            self.log.failover(job, outcome)
+            await self.send(job, assign, announce=announce)
             return
-        assign = self.assign(job, selection.node_id)
-        self.log.failover(job, outcome)
-        await self.send(job, assign, announce=announce)
+        now = self.clock.now_ms()
+        until = self._in_transit.setdefault(
+            job.job_id, now + int(self.transit.wait_s * 1000)
+        )
+        if self.transit.should_wait(selection) and self.transit.recent(job.requirements) and (
+            now < until
+        ):
+            if announce is not None:
+                await announce.send(Accepted(
+                    request_id=job.request_id, job_id=job.job_id, node_id=job.node_id,
+                    duplicate=False,
+                ))
+            self.deadlines.push(now + TRANSIT_POLL_MS, (job.job_id, job.attempt, TRANSIT))
+            return
+        self._in_transit.pop(job.job_id, None)
+        self.metrics.no_node_answer(selection.reasons)
+        error = ErrorInfo(error_codes.NO_NODE, selection.explain())
+        await self.finish(job, ok=False, error=error, announce=announce)
 
     # --- waiting for a free slot (issue 13) ----------------------------------------------
 
@@ -260,6 +304,7 @@ class Attempts:
             job.wait(self.clock.now_ms(), keep_deadline=True)
             self.waiting.add(job, job.fair_key)
             return False
+        self.deadlines.discard((job.job_id, 0, QUEUE))  # pushed again if it waits again
         assign = self.assign(job, selection.node_id)
         self.log.dequeued(job)
         await self.send(job, assign)
@@ -292,6 +337,7 @@ class Attempts:
             return
         if job.queued:
             self.waiting.remove(job, self.clock.now_ms())
+        self._forget_deadlines(job, overall=True)
         result = job.complete(ok=ok, output=output, error=error)
         started = self.table.remove(job.job_id)
         outcome = "ok" if ok else (error.code if error else error_codes.FAILED)
@@ -324,6 +370,27 @@ class Attempts:
         """Arm the job's overall deadline (the client's `timeout_ms`)."""
         self.deadlines.push(job.deadline_ms, (job.job_id, 0, OVERALL))
 
+    def _store_silenced(self, job: Job) -> bool:
+        """Whether a remote attempt's deadline should wait: the store between this hub
+        and the node's is (or just was) failing, and the job's budget is not spent."""
+        return (
+            job.node_hub != self.hub_id
+            and self.clock.now_ms() < job.deadline_ms
+            and self.cluster.store_troubled(self.config.accept_timeout_ms / 1000)
+        )
+
+    def _forget_deadlines(self, job: Job, *, overall: bool) -> None:
+        """The current attempt ended (and with `overall`, the job): its deadlines go, so
+        the heap holds only what can still fire."""
+        deadlines = self.deadlines
+        deadlines.discard((job.job_id, job.attempt, ACCEPT))
+        deadlines.discard((job.job_id, job.attempt, ATTEMPT))
+        deadlines.discard((job.job_id, job.attempt, TRANSIT))
+        if overall:
+            deadlines.discard((job.job_id, 0, OVERALL))
+            deadlines.discard((job.job_id, 0, QUEUE))
+            self._in_transit.pop(job.job_id, None)
+
     async def run_deadlines(self) -> None:
         """Fire accept, attempt and overall deadlines; runs until cancelled."""
         await self.deadlines.run()
@@ -347,6 +414,15 @@ class Attempts:
                 await self.finish(job, ok=False, error=error)
             return
         if job.attempt != attempt or job.queued:
+            return
+        if kind == TRANSIT:
+            await self._reselect(job, job.history[-1].outcome if job.history else TRANSIT)
+            return
+        if self._store_silenced(job):
+            # The node's hub can reach us only through the store, which is failing or
+            # just failed (its messages are late, or being replayed): its silence proves
+            # nothing yet. Look again later (the job's own deadline still applies).
+            self.deadlines.push(self.clock.now_ms() + self.config.accept_timeout_ms, item)
             return
         if kind == ACCEPT:
             if job.status is JobStatus.ASSIGNED:

@@ -10,27 +10,32 @@ client's resubmit, everything else is moot and dropped.
 
 from __future__ import annotations
 
+from functools import partial
+
 from loguru import logger
 
 from hub.cluster.cluster import Cluster
-from hub.core import error_codes
 from hub.core.envelopes import (
     AdminReply,
     AdminRequest,
     Deliver,
     Dispatch,
     Envelope,
+    Held,
     NodeEvent,
     NodeLost,
     NodeReplaced,
+    Reconcile,
     Refused,
     Revoke,
+    Unknown,
     Watch,
 )
 from hub.core.errors import ProtocolError
 from hub.core.job import HUB_LOST, NODE_LOST, Watcher
-from hub.core.messages import Error, JobResult
+from hub.core.messages import JobResult
 from hub.jobs.service import JobService
+from hub.store.base import Binding
 
 
 class InboundRouter:
@@ -39,9 +44,14 @@ class InboundRouter:
 
     def __init__(self, *, service: JobService, cluster: Cluster) -> None:
         self.hub_id = service.hub_id
+        self.boot = service.table.boot
+        self.table = service.table
+        self.previous = service.previous
         self.nodes = service.nodes
         self.events = service.events
         self.resubmits = service.resubmits
+        self.attempts = service.attempts
+        self.store = service.resubmits.store
         self.delivery = service.delivery
         self.archive = service.archive
         self.admin = service.admin
@@ -90,26 +100,58 @@ class InboundRouter:
                 await self.events.attempt_failed(
                     envelope.job_id, envelope.attempt, NODE_LOST, node_id=envelope.node_id
                 )
+            case Watch() if self.previous.owns(envelope.job_id):
+                # An earlier run's job: answered once this run knows what still runs.
+                ready = self.previous.when_ready(partial(self._watch_previous, envelope))
+                if ready is not None:
+                    await ready
             case Watch():
                 watcher = Watcher(envelope.sender, envelope.client_id, envelope.submit.request_id)
-                if not await self.resubmits.add_watcher(envelope.job_id, watcher):
-                    self.cluster.send(
-                        envelope.sender,
-                        Deliver(
-                            self.hub_id, client_id=envelope.client_id,
-                            message=Error(
-                                code=error_codes.UNKNOWN_JOB,
-                                message=f"job {envelope.job_id} is unknown to its home hub",
-                                job_id=envelope.job_id,
-                            ),
-                        ),
-                    )
+                if not await self.resubmits.add_watcher(
+                    envelope.job_id, watcher, again=envelope.again, tenant=envelope.tenant
+                ):
+                    # Never recorded here, its binding was released (or it is another
+                    # tenant's): the client's hub resolves the request again (takes it
+                    # over, or binds it afresh).
+                    self.cluster.send(envelope.sender, _unknown(self.hub_id, envelope))
+            case Unknown():
+                await self.resubmits.home_unknown(
+                    envelope.client_id, envelope.job_id, envelope.submit
+                )
+            case Reconcile():
+                await self._reconciled(envelope)
             case Deliver():
-                await self.delivery.to_client(envelope.client_id, envelope.message)
+                if self.resubmits.deliverable(envelope.client_id, envelope.message):
+                    await self.delivery.to_client(envelope.client_id, envelope.message)
             case NodeReplaced():
                 await self.nodes.replaced_elsewhere(envelope.node_id, envelope.epoch)
             case AdminRequest() | AdminReply():
                 await self.admin.handle(envelope)
+
+    async def _watch_previous(self, watch: Watch) -> None:
+        watcher = Watcher(watch.sender, watch.client_id, watch.submit.request_id)
+        if await self.previous.watch(watch.job_id, watcher, watch.submit, watch.tenant):
+            return
+        if not await self.resubmits.add_watcher(
+            watch.job_id, watcher, again=watch.again, tenant=watch.tenant
+        ):
+            self.cluster.send(watch.sender, _unknown(self.hub_id, watch))  # run it there
+
+    async def _reconciled(self, envelope: Reconcile) -> None:
+        if envelope.boot != self.boot:
+            return  # meant for another run of this hub id
+        for held in envelope.attempts:
+            # The sender's jobs on nodes of this hub id: those this run does not hold
+            # died with the run that did (dispatches sent to this run came before this
+            # envelope in the inbox, so they are held by now if they were taken).
+            node = self.nodes.registered.get(held.node_id)
+            assignment = None if node is None else node.assignments.get(held.job_id)
+            if assignment is None or assignment.attempt != held.attempt:
+                self.cluster.send(envelope.sender, Refused(
+                    self.hub_id, node_id=held.node_id, job_id=held.job_id,
+                    attempt=held.attempt, reason=HUB_LOST,
+                ))
+        await self.previous.reconciled(envelope.sender, envelope.running)
 
     async def _reaped(self, envelope: Envelope) -> None:
         match envelope:
@@ -131,33 +173,77 @@ class InboundRouter:
                     tenant=envelope.tenant,
                 )
             case Watch() if envelope.sender == self.hub_id:
-                # Our own client asked the dead hub about its job: run it again here.
-                link = self.delivery.clients.get(envelope.client_id)
-                if link is not None and not await self.resubmits.add_watcher(
-                    envelope.job_id,
-                    Watcher(self.hub_id, envelope.client_id, envelope.submit.request_id),
-                ):
-                    await self.resubmits.adopt(
-                        link, envelope.submit, envelope.job_id, envelope.tenant
-                    )
-            case Watch():
-                self.cluster.send(
-                    envelope.sender,
-                    Deliver(
-                        self.hub_id, client_id=envelope.client_id,
-                        message=Error(
-                            code=error_codes.HOME_LOST,
-                            message="the job's hub died; submit the request again",
-                            job_id=envelope.job_id,
-                        ),
-                    ),
+                # Our own client asked the dead hub about its job: resolve it here (the
+                # results this inbox held are archived by now: node events go first).
+                await self.resubmits.home_lost_watch(
+                    envelope.client_id, envelope.job_id, envelope.submit
                 )
+            case Watch() if self.cluster.is_live(envelope.sender):
+                self.cluster.send(envelope.sender, _unknown(self.hub_id, envelope))
             case _:
                 pass  # revokes, losses and deliveries for a dead hub change nothing
 
     async def hub_lost(self, hub_id: str) -> None:
         await self.nodes.home_lost(hub_id)
         await self.events.node_hub_lost(hub_id)
+        await self.resubmits.home_lost(hub_id)
 
     async def renew_leases(self) -> None:
         await self.nodes.renew_leases()
+
+    async def hub_restarted(self, hub_id: str) -> None:
+        """Tell a hub's new run what this hub holds of its earlier runs: attempts of its
+        jobs on our nodes, and our jobs' attempts on its nodes."""
+        boot = self.cluster.members.boots.get(hub_id, "")
+        running = [
+            Held(
+                job_id, assignment.attempt, node.node_id, assignment.request_id,
+                assignment.tenant,
+            )
+            for node in self.nodes.registered.values()
+            for job_id, assignment in node.assignments.items()
+            if assignment.home_hub == hub_id
+        ]
+        attempts = [
+            Held(job.job_id, job.attempt, job.node_id)
+            for job in self.table.active.values()
+            if job.node_hub == hub_id and not job.finished
+        ]
+        self.cluster.send(
+            hub_id, Reconcile(self.hub_id, boot=boot, running=running, attempts=attempts)
+        )
+        self.resubmits.home_restarted(hub_id)
+
+    async def peers_at_start(self, hub_ids: list[str]) -> None:
+        self.previous.expect(hub_ids)
+
+    async def housekeeping(self) -> None:
+        await self.previous.sweep()
+
+    async def store_restarted(self) -> None:
+        """Bind again the request ids of this hub's active jobs and of the jobs whose
+        records are written again (a resubmit must find them, not start a new job), and
+        ask the homes of this hub's waiting clients again."""
+        config = self.resubmits.config
+        now_ms = self.attempts.clock.now_ms()
+        bindings = [
+            Binding(job.request_id, job.job_id,
+                    config.idempotency_ttl_ms + max(0, job.deadline_ms - now_ms),
+                    tenant=job.tenant)
+            for job in self.table.active.values()
+        ]
+        bindings += [
+            Binding(record.request_id, record.job_id, config.idempotency_ttl_ms,
+                    tenant=record.tenant)
+            for record in self.archive.rewrite_recent() if record.request_id
+        ]
+        for start in range(0, len(bindings), 512):
+            await self.store.bind_requests(bindings[start : start + 512])
+        self.resubmits.resend_watches()
+
+
+def _unknown(hub_id: str, watch: Watch) -> Unknown:
+    return Unknown(
+        hub_id, job_id=watch.job_id, client_id=watch.client_id, submit=watch.submit,
+        tenant=watch.tenant,
+    )

@@ -32,6 +32,7 @@ from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.node_registry import JobMessage
+from hub.jobs.previous import PreviousRuns
 from hub.jobs.table import JobTable, Replay
 from hub.store.archive import JobArchive
 
@@ -47,8 +48,10 @@ class NodeEvents:
         archive: JobArchive,
         cluster: Cluster,
         metrics: Metrics,
+        previous: PreviousRuns,
     ) -> None:
         self.hub_id = hub_id
+        self.previous = previous
         self.table = table
         self.attempts = attempts
         self.delivery = delivery
@@ -86,6 +89,15 @@ class NodeEvents:
                             request_id=request_id, tenant=tenant)
                 )
                 return
+            if self.previous.owns(message.job_id):  # an earlier run of this hub made it
+                await self.previous.node_event(
+                    node_id, message, request_id=request_id, tenant=tenant
+                )
+                return
+            if isinstance(message, JobResult):
+                # A result is never thrown away: a job this run does not know (its
+                # binding's reply was lost) answers a later resubmit with it.
+                await self.archive.put_orphan(node_id, request_id, message, tenant=tenant)
             raise ProtocolError(
                 error_codes.JOB_FINISHED, f"job {message.job_id} is no longer active"
             )
@@ -128,6 +140,9 @@ class NodeEvents:
         """An attempt ended without a result (node lost, refused by its owner)."""
         if (early := self._early(job_id)) is not None:
             early.append(partial(self.attempt_failed, job_id, attempt, outcome, node_id=node_id))
+            return
+        if self.previous.owns(job_id):
+            await self.previous.attempt_lost(job_id, attempt)
             return
         job = self.table.get(job_id)
         if (

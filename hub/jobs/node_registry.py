@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from loguru import logger
+
 from hub.core import close_codes, error_codes
 from hub.core.capabilities import AT_CAPACITY, NodeCapabilities
 from hub.core.config import HubConfig
 from hub.core.envelopes import Envelope, NodeReplaced
-from hub.core.errors import ProtocolError
+from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.job import HOME_LOST, NODE_GONE
 from hub.core.messages import (
@@ -44,6 +46,7 @@ from hub.core.messages import (
 from hub.core.principal import DEFAULT_TENANT
 from hub.core.snapshot import DRAINING, ONLINE
 from hub.jobs.links import Link, LinkCloser
+from hub.jobs.table import job_home
 from hub.runtime.turn_batch import TurnBatch
 from hub.store.base import OwnershipConflict, Store
 
@@ -136,6 +139,8 @@ class NodeRegistry:
         self._claims: TurnBatch[str, tuple[int, str]] = TurnBatch(
             self._claim_many, waits=store.waits, max_batch=CLAIM_BATCH
         )
+        self.draining = False
+        """The hub is draining: no node takes a new job; each leaves once idle."""
 
     async def _claim_many(self, node_ids: Sequence[str]) -> list[tuple[int, str]]:
         return await self._store.claim_nodes(node_ids, self._config.node_timeout_ms)
@@ -154,8 +159,11 @@ class NodeRegistry:
         self, link: Link, message: Register, now_ms: int, *, take_over: bool = False
     ) -> RegisteredNode:
         """Admit a node; `ProtocolError` `node_id_conflict` if it has a live session,
-        unless `take_over`: then that session is replaced (see the module docstring)."""
+        unless `take_over`: then that session is replaced (see the module docstring);
+        `hub_shutdown` while the hub drains."""
         node_id = message.node_id
+        if self.draining:
+            raise ProtocolError(error_codes.HUB_SHUTDOWN, "the hub is shutting down")
         current = self.registered.get(node_id)
         if current is not None:
             if not take_over:
@@ -183,6 +191,12 @@ class NodeRegistry:
                 raise ProtocolError(
                     error_codes.NODE_ID_CONFLICT, f"node {node_id} is connected to hub {holder}"
                 )
+        if self.draining:  # the drain began while the claim was on its way
+            try:
+                await self._store.release_node(node_id, epoch)
+            except StoreUnavailable as exc:  # the lease lapses by itself
+                logger.warning("releasing node {} failed: {}", node_id, exc)
+            raise ProtocolError(error_codes.HUB_SHUTDOWN, "the hub is shutting down")
         current = self.registered.get(node_id)
         if current is not None:  # a concurrent register won while we awaited
             if not take_over:
@@ -233,7 +247,10 @@ class NodeRegistry:
             await self.events.node_lost(
                 node.node_id, job_id, assignment.attempt, home_hub=assignment.home_hub
             )
-        await self._store.release_node(node.node_id, node.epoch)
+        try:
+            await self._store.release_node(node.node_id, node.epoch)
+        except StoreUnavailable as exc:  # the lease lapses by itself (node_timeout_ms)
+            logger.warning("releasing node {} failed: {}", node.node_id, exc)
 
     # --- messages from the node ------------------------------------------------------
 
@@ -248,6 +265,16 @@ class NodeRegistry:
                     node.node_id, message, home_hub=assignment.home_hub,
                     request_id=assignment.request_id, tenant=assignment.tenant,
                 )
+            case JobResult() if message.replayed and message.job_id not in node.assignments:
+                # A result the node sent to a hub that dropped it (maybe dying before
+                # passing it on). The job's home decides: it takes it only if that
+                # attempt on this node is still the job's current one.
+                try:
+                    await self.events.node_event(
+                        node.node_id, message, home_hub=job_home(message.job_id), request_id=""
+                    )
+                except ProtocolError as exc:  # it had reached the home: nothing to do
+                    logger.debug("replayed result for {}: {}", message.job_id, exc.message)
             case JobResult() | JobReject():
                 assignment = self._fence(node, message.job_id, message.attempt)
                 self._release(node, message.job_id)
@@ -255,6 +282,8 @@ class NodeRegistry:
                     node.node_id, message, home_hub=assignment.home_hub,
                     request_id=assignment.request_id, tenant=assignment.tenant,
                 )
+                if self.draining and not node.assignments:
+                    await self._leave(node)
             case Heartbeat():
                 node.load = {
                     k: float(v)
@@ -306,10 +335,12 @@ class NodeRegistry:
     def set_draining(self, node_id: str, draining: bool) -> RegisteredNode | None:
         """An operator drains or undrains a node this hub owns; None when it is not
         registered here. Undrain also undoes a `drain` the node sent itself (its session
-        is offered jobs again; docs/protocol.md, "Drain")."""
+        is offered jobs again; docs/protocol.md, "Drain"), except while the hub itself
+        drains (issue 12: its nodes take no new job until they leave)."""
         node = self.registered.get(node_id)
         if node is None or node.gone:
             return None
+        draining = draining or self.draining
         if node.draining != draining:
             node.draining = draining
             self._fleet.set_status(node_id, DRAINING if draining else ONLINE)
@@ -355,6 +386,35 @@ class NodeRegistry:
             return
         self._release(node, job_id)
         await node.link.send(JobCancel(job_id=job_id, attempt=attempt, reason=reason))
+        if self.draining and not node.assignments:
+            await self._leave(node)
+
+    # --- draining ---------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """The hub drains: every node takes no new job (here, and on every hub that
+        selects it), and leaves as soon as it is idle (released and closed with 1001,
+        so that it reconnects to another hub at once); busy ones leave when their last
+        job ends."""
+        self.draining = True
+        for node in list(self.registered.values()):
+            if not node.draining:
+                node.draining = True
+                self._fleet.drain(node.node_id)
+                self._published(node.node_id)
+            if not node.assignments:
+                await self._leave(node)
+
+    @property
+    def busy(self) -> int:
+        """Jobs running on the nodes registered here."""
+        return sum(len(node.assignments) for node in self.registered.values())
+
+    async def _leave(self, node: RegisteredNode) -> None:
+        """A draining hub lets an idle node go: its lease first (so the next hub takes it
+        at once), then its session (1001)."""
+        await self.unregister(node)
+        await node.link.close(close_codes.GOING_AWAY, error_codes.HUB_SHUTDOWN)
 
     async def home_lost(self, hub_id: str) -> None:
         """A hub died: stop the attempts it was the home of (nobody awaits their results)."""
@@ -370,12 +430,18 @@ class NodeRegistry:
         network partition, and the node re-registered there) is no longer
         served here: its session is closed and its jobs fail over."""
         registered = list(self.registered.values())
-        lost = set(
-            await self._store.renew_nodes(
-                [s.node_id for s in registered], self._config.node_timeout_ms
-            )
+        claims = await self._store.renew_claims(
+            [s.node_id for s in registered], self._config.node_timeout_ms
         )
         for node in registered:
-            if node.node_id in lost and self.registered.get(node.node_id) is node:
+            if self.registered.get(node.node_id) is not node:
+                continue
+            epoch = claims.get(node.node_id)
+            if epoch is not None:
+                # A lapsed lease (a Redis restart) is claimed anew with a new epoch: keep
+                # it, or the release when the node leaves would not match and the next
+                # hub would wait the lease out.
+                node.epoch = epoch
+            elif node.node_id in claims:
                 await self.unregister(node)
                 await node.link.close(close_codes.OWNERSHIP_LOST, "ownership_lost")

@@ -4,28 +4,44 @@ The resubmitting client becomes another *watcher* of the existing job and
 gets its `accepted` (`duplicate: true`) and its one `result`: from the job if
 it is active (or being created) here, from the archive if it finished, from
 its home hub (a `Watch` envelope, answered with `Deliver` envelopes) if it
-runs there, or by running it again here (*adoption*) if its home hub died
-before archiving it.
+runs there, or by running it again here (*taking it over*) when nobody holds
+it: its home died before archiving it, or the job was never recorded (a lost
+binding reply, a failed commit, a binding released meanwhile).
+
+Resolution is a bounded loop over what the binding says: taking over either
+moves the binding to a new job here (atomically: one hub wins), or finds it
+moved or released, and then follows it (a released one is bound afresh). It
+ends with exactly one answer for the client: `accepted` (then the `result`),
+or a `rejected` with the request id.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Final
+
+from loguru import logger
 
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.config import HubConfig
-from hub.core.envelopes import Watch
+from hub.core.envelopes import Unknown, Watch
+from hub.core.errors import StoreUnavailable
 from hub.core.job import Watcher
-from hub.core.messages import Rejected, Submit
+from hub.core.messages import ClientOutbound, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.admission import Admission
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.links import Link
-from hub.jobs.table import JobTable, job_home
+from hub.jobs.previous import PreviousRuns
+from hub.jobs.table import JobTable, Pending, job_home
+from hub.jobs.watches import RemoteWatch, RemoteWatches
 from hub.store.archive import JobArchive
 from hub.store.base import Store
+
+MAX_ROUNDS: Final = 5
+"""Times one resubmit follows its binding (moved by another hub, or released)."""
 
 
 class Resubmits:
@@ -40,8 +56,10 @@ class Resubmits:
         cluster: Cluster,
         store: Store,
         metrics: Metrics,
+        previous: PreviousRuns,
     ) -> None:
         self.config = config
+        self.previous = previous
         self.hub_id = config.hub_id
         self.table = table
         self.admission = admission
@@ -50,6 +68,8 @@ class Resubmits:
         self.cluster = cluster
         self.store = store
         self.metrics = metrics
+        self.remote = RemoteWatches()
+        """This hub's clients waiting on jobs homed elsewhere."""
 
     async def attach(
         self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
@@ -57,72 +77,222 @@ class Resubmits:
         """A resubmitted request_id: answer for the job that exists, wherever it runs (it
         is the tenant's own: the binding that named it is scoped to `tenant`)."""
         self.metrics.submit("duplicate", message.src_lang, message.tgt_lang)
+        await self.resolve(link, message, job_id, tenant)
+
+    async def resolve(
+        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT,
+        *, home_unknown: bool = False,
+    ) -> None:
+        """Answer `message` of `tenant`, whose request is bound to `job_id`
+        (`home_unknown`: the job's live home said it does not know it)."""
         request_id = message.request_id
         watcher = self.delivery.watcher(link, request_id)
-        if await self.add_watcher(job_id, watcher):
-            return
-        home = job_home(job_id)
-        cluster = self.cluster
-        if home != self.hub_id and not cluster.is_live(home):
-            await cluster.refresh_live()
-        if home != self.hub_id and cluster.is_live(home):
-            cluster.send(
-                home,
-                Watch(
-                    self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message,
-                    tenant=tenant,
-                ),
-            )
-            return
-        if home != self.hub_id:
-            # The home hub died: results it never archived may still sit in its inbox.
-            await cluster.reap(home)
-            if await self.add_watcher(job_id, watcher):
+        for _ in range(MAX_ROUNDS):
+            if await self.add_watcher(job_id, watcher, tenant=tenant):
                 return
-            if await self.adopt(link, message, job_id, tenant):
+            home = job_home(job_id)
+            if self.previous.owns(job_id):
+                # An earlier run of this hub made it: still running elsewhere (watch it),
+                # finished (its result was archived meanwhile), or nowhere (run it).
+                await self.previous.ready()
+                if await self.previous.watch(job_id, watcher, message, tenant):
+                    return
+                if await self.add_watcher(job_id, watcher, tenant=tenant):
+                    return
+            elif home != self.hub_id and not home_unknown:
+                cluster = self.cluster
+                if not cluster.is_live(home):
+                    await cluster.refresh_live()
+                if cluster.is_live(home):
+                    self.watch_remote(link, message, job_id, home, tenant)
+                    return
+                # The home hub died: results it never archived may still sit in its inbox.
+                await cluster.reap(home)
+                if await self.add_watcher(job_id, watcher, tenant=tenant):
+                    return
+            # Nobody holds the job: run it here, unless the binding moved meanwhile.
+            bound_to = await self.take_over(link, message, job_id, tenant)
+            if bound_to is None:
                 return
-        # Bound, but not recorded anywhere this hub can see.
+            job_id, home_unknown = bound_to, False
+        # Bound, but it kept moving: let the client try again later.
         self.metrics.recent.rejected(time.monotonic(), error_codes.DUPLICATE_IN_FLIGHT)
         await link.send(Rejected(
             request_id=request_id, code=error_codes.DUPLICATE_IN_FLIGHT,
             message=f"request {request_id} is already being handled; submit it again later",
         ))
 
-    async def adopt(
+    async def take_over(
         self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
-    ) -> bool:
-        """Run again, here, a job whose home hub died before archiving its result.
+    ) -> str | None:
+        """Run here, under a new job id, a request of `tenant` bound to `job_id` that
+        nobody holds.
 
-        Its attempts were revoked when the death was noticed (`NodeRegistry.home_lost`
-        on every hub), so the job is not running anywhere. False when another hub
-        rebound the request first."""
+        Its attempts were revoked when its home's death was noticed
+        (`NodeRegistry.home_lost` on every hub), or it never reached a node, so it
+        is not running anywhere. The binding moves atomically (one hub wins); if
+        it had been released, it is bound afresh. Returns None when the job was
+        created here (the client is answered), else the job the request is bound
+        to now (another hub moved it first)."""
+        config = self.config
+        ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)
         new_job_id = self.table.new_job_id()
-        if not await self.store.rebind_request(
-            message.request_id, job_id, new_job_id, self.config.idempotency_ttl_ms,
-            tenant=tenant,
-        ):
-            return False
-        self.metrics.submits.inc("adopted")
-        await self.admission.create(link, message, new_job_id, tenant)
-        return True
+        request_id = message.request_id
+        store = self.store
+        # Until the job exists, duplicates of it wait here (as for a new submit).
+        pending = self.table.pending[new_job_id] = Pending()
+        try:
+            if await store.rebind_request(request_id, job_id, new_job_id, ttl_ms, tenant=tenant):
+                self.metrics.submits.inc("adopted")
+            else:
+                bound = await store.bind_request(request_id, new_job_id, ttl_ms, tenant=tenant)
+                if bound is not None:
+                    return bound
+            pending.early = None
+            rejected = await self.admission.create(link, message, new_job_id, tenant)
+        except BaseException:
+            for waiting in pending.watchers:  # a duplicate that arrived meanwhile
+                await self.delivery.to_watcher(waiting, _failed(waiting.request_id))
+            raise
+        finally:
+            del self.table.pending[new_job_id]
+        for waiting in pending.watchers:
+            if rejected is not None:
+                await self.delivery.to_watcher(waiting, rejected)
+            else:
+                await self.add_watcher(new_job_id, waiting)
+        return None
 
-    async def add_watcher(self, job_id: str, watcher: Watcher) -> bool:
+    async def add_watcher(
+        self, job_id: str, watcher: Watcher, *, again: bool = False, tenant: str | None = None
+    ) -> bool:
         """Have `watcher` get the job's `accepted` (duplicate) and its one `result`.
 
-        False when this hub knows nothing of the job (not active here, no record).
-        """
+        False when this hub knows nothing of the job (not active here, no record), or
+        (with `tenant`) the active job is another tenant's: a duplicate joins only a
+        job of its own tenant. With `again` (a watch sent once more) a watcher the job
+        already has is not added twice."""
         pending = self.table.pending.get(job_id)
         if pending is not None:
-            pending.watchers.append(watcher)  # answered once the job exists (`Submits`)
+            if not (again and watcher in pending.watchers):
+                pending.watchers.append(watcher)  # answered once the job exists (`Submits`)
             return True
         job = self.table.get(job_id)
         if job is not None:
-            job.watchers.append(watcher)
-            await self.delivery.accepted(watcher, job_id, job.node_id, queued=job.queued)
+            if tenant is not None and job.tenant != tenant:
+                return False
+            if not (again and watcher in job.watchers):
+                job.watchers.append(watcher)
+                await self.delivery.accepted(watcher, job_id, job.node_id, queued=job.queued)
             return True
         stored = await self.archive.load(job_id)
         if stored is None or stored.result is None:
-            return False
+            return False  # (a record's tenant is not checked: a replayed result archived
+            # by a hub that never saw the job's dispatch has none; the binding that named
+            # `job_id` is the tenant's own)
         await self.delivery.accepted(watcher, job_id, stored.result.node_id)
         await self.delivery.result(watcher, stored.result)
         return True
+
+    # --- watches at other homes ----------------------------------------------------------
+
+    def watch_remote(
+        self, link: Link, message: Submit, job_id: str, home: str,
+        tenant: str = DEFAULT_TENANT, *, again: bool = False,
+    ) -> None:
+        """Ask the job's (live) home to answer this client; kept until it has."""
+        self.remote.add(RemoteWatch(link.peer_id, job_id, home, message, tenant=tenant))
+        self.cluster.send(home, Watch(
+            self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message, tenant=tenant,
+            again=again,
+        ))
+
+    def deliverable(self, client_id: str, message: ClientOutbound) -> bool:
+        """A home delivers a message to one of this hub's clients: pass it on? (Once per
+        watch: see `RemoteWatches.deliverable`.)"""
+        return self.remote.deliverable(client_id, message)
+
+    def client_gone(self, client_id: str) -> None:
+        self.remote.drop_client(client_id)
+
+    async def resolve_again(
+        self, watcher: Watcher, submit: Submit, job_id: str, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        """The job `watcher` waited on is gone without a result (an earlier run's job
+        whose attempt was lost): resolve its request (of `tenant`) again, here or at its
+        hub."""
+        if watcher.hub_id == self.hub_id:
+            link = self.delivery.clients.get(watcher.client_id)
+            if link is not None:
+                await self._answering(link, submit, job_id, tenant)
+        elif self.cluster.is_live(watcher.hub_id):
+            self.cluster.send(watcher.hub_id, Unknown(
+                self.hub_id, job_id=job_id, client_id=watcher.client_id, submit=submit,
+                tenant=tenant,
+            ))
+
+    async def home_unknown(self, client_id: str, job_id: str, submit: Submit) -> None:
+        """The home of a watched job does not know it: resolve the request again here
+        (for the tenant the watch was made for)."""
+        watch = self.remote.take(client_id, submit.request_id)
+        link = self.delivery.clients.get(client_id)
+        if watch is None or link is None:
+            return
+        await self._answering(link, submit, job_id, watch.tenant, home_unknown=True)
+
+    async def home_lost_watch(self, client_id: str, job_id: str, submit: Submit) -> None:
+        """A `Watch` of ours was found unread in a dead home's inbox."""
+        watch = self.remote.take(client_id, submit.request_id)
+        link = self.delivery.clients.get(client_id)
+        if watch is None or link is None:
+            return  # answered already, being resolved (`home_lost`), or the client left
+        await self._answering(link, submit, job_id, watch.tenant)
+
+    async def home_lost(self, hub_id: str) -> None:
+        """A home died: every client of ours waiting on it gets its request resolved again
+        (from what its inbox held, or by running the job here)."""
+        for watch in self.remote.take_home(hub_id):
+            link = self.delivery.clients.get(watch.client_id)
+            if link is not None:
+                await self._answering(link, watch.submit, watch.job_id, watch.tenant)
+
+    def resend_watches(self) -> None:
+        """The store restarted empty: watches (and answers to them) in flight through it
+        are gone. Ask every home again (it ignores a watcher it has)."""
+        for home in {w.home for w in self.remote.all()}:
+            self.home_restarted(home)
+
+    def home_restarted(self, hub_id: str) -> None:
+        """A home restarted under its id: it may have lost the watches its previous run
+        had read. Ask it again (it ignores those it has)."""
+        for watch in self.remote.take_home(hub_id):
+            link = self.delivery.clients.get(watch.client_id)
+            if link is not None:
+                self.watch_remote(
+                    link, watch.submit, watch.job_id, hub_id, watch.tenant, again=True
+                )
+
+    async def _answering(
+        self, link: Link, submit: Submit, job_id: str, tenant: str,
+        *, home_unknown: bool = False,
+    ) -> None:
+        """`resolve` for a client whose submit was taken earlier: a store outage now is
+        its answer (`rejected` `store_unavailable`), not an inbox failure."""
+        try:
+            await self.resolve(link, submit, job_id, tenant, home_unknown=home_unknown)
+        except Exception as exc:
+            logger.opt(exception=exc).warning("resolving {} failed", submit.request_id)
+            rejected = _failed(submit.request_id, exc)
+            self.metrics.recent.rejected(time.monotonic(), rejected.code)
+            await link.send(rejected)
+
+
+def _failed(request_id: str, exc: BaseException | None = None) -> Rejected:
+    """The answer to a submit whose handling failed: the store's outage, or a bug."""
+    if isinstance(exc, StoreUnavailable):
+        return Rejected(
+            request_id=request_id, code=error_codes.STORE_UNAVAILABLE, message=str(exc)
+        )
+    return Rejected(
+        request_id=request_id, code=error_codes.INTERNAL_ERROR, message="the hub failed"
+    )

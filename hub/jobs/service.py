@@ -16,6 +16,8 @@ the inbound router use:
 | `NodeEvents` (node_events.py) | node owners' reports at the job's home |
 | `NodeRegistry` (node_registry.py) | the node owner role: registration, slots, fencing |
 | `Admin` (admin.py) | an operator's drain, undrain, cancel and job list (issue 15) |
+| `PreviousRuns` (previous.py) | jobs an earlier run of this hub id was home to |
+| `Transit` (transit.py) | nodes between hubs: a submit finding none waits briefly |
 
 The service is the job's *home* role; the node's *owner* role is
 `NodeRegistry`. Neither knows whether the store is memory or Redis, nor how
@@ -44,10 +46,12 @@ from hub.jobs.job_log import JobLog
 from hub.jobs.links import Link, LinkCloser
 from hub.jobs.node_events import NodeEvents
 from hub.jobs.node_registry import NodeRegistry
+from hub.jobs.previous import PreviousRuns
 from hub.jobs.queue_pump import QueuePump
 from hub.jobs.resubmits import Resubmits
 from hub.jobs.submits import Submits
 from hub.jobs.table import JobTable
+from hub.jobs.transit import Transit
 from hub.jobs.waiting import WaitingJobs
 from hub.runtime.deadline_loop import Clock
 from hub.store.archive import JobArchive
@@ -72,7 +76,7 @@ class JobService:
         self.hub_id = config.hub_id
         rng = rng if rng is not None else random.Random(config.selection_seed)
         clock = clock if clock is not None else Clock()
-        self.table = JobTable(config.hub_id)
+        self.table = JobTable(config.hub_id, boot=store.boot)
         self.archive = archive
         self.delivery = ClientDelivery(hub_id=config.hub_id, cluster=cluster)
         self.nodes = NodeRegistry(
@@ -80,29 +84,42 @@ class JobService:
             send=cluster.send, closer=closer,
         )
         self.waiting = WaitingJobs(fleet=fleet, metrics=metrics, announce=cluster.set_waiting)
+        self.transit = Transit(
+            fleet=fleet, clock=clock, window_ms=config.hub_timeout_ms,
+            wait_s=config.hub_timeout_ms / 3000,
+        )
         self.attempts = Attempts(
             config=config, table=self.table, fleet=fleet, nodes=self.nodes, cluster=cluster,
             delivery=self.delivery, archive=self.archive, metrics=metrics, clock=clock, rng=rng,
-            waiting=self.waiting,
+            waiting=self.waiting, transit=self.transit,
             job_log=JobLog(config.hub_id, config.job_log_level, config.log_level),
         )
         self.pump = QueuePump(
             waiting=self.waiting, attempts=self.attempts, fleet=fleet, clock=clock
         )
+        self.previous = PreviousRuns(
+            config=config, table=self.table, delivery=self.delivery, archive=self.archive,
+            cluster=cluster,
+        )
         self.events = NodeEvents(
             hub_id=config.hub_id, table=self.table, attempts=self.attempts,
             delivery=self.delivery, archive=self.archive, cluster=cluster, metrics=metrics,
+            previous=self.previous,
         )
         # The owner role reports to the home role, which drives attempts through it.
         self.nodes.report_to(self.events)
         self.admission = Admission(
             config=config, table=self.table, attempts=self.attempts, delivery=self.delivery,
             store=store, metrics=metrics, clock=clock, waiting=self.waiting,
+            transit=self.transit,
         )
         self.resubmits = Resubmits(
             config=config, table=self.table, admission=self.admission, delivery=self.delivery,
             archive=self.archive, cluster=cluster, store=store, metrics=metrics,
+            previous=self.previous,
         )
+        # An earlier run's job whose attempt is lost is resolved again for its watchers.
+        self.previous.resolve_with(self.resubmits)
         self.binder = Binder(store)
         self.submits = Submits(
             config=config, table=self.table, admission=self.admission, attempts=self.attempts,
@@ -123,6 +140,12 @@ class JobService:
         return self.table.active
 
     @property
+    def running(self) -> int:
+        """Active jobs not waiting for a slot: an attempt is on a node, or being placed
+        (what a drain waits for)."""
+        return len(self.table.active) - len(self.waiting)
+
+    @property
     def clients(self) -> dict[str, Link]:
         """Client sessions connected to this hub."""
         return self.delivery.clients
@@ -134,6 +157,7 @@ class JobService:
 
     def client_disconnected(self, link: Link) -> None:
         self.delivery.disconnected(link)
+        self.resubmits.client_gone(link.peer_id)
 
     def jobs_held(self, link: Link) -> int:
         """Unfinished jobs that the client session on `link` submitted here."""

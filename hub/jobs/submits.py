@@ -73,6 +73,8 @@ class Submits:
         # Selected and assigned before the binding, so that a dispatch to a node of
         # another hub goes out with the binding, atomically, in the same round trip.
         plan = self.admission.plan(link, message, job_id, tenant)
+        if plan.job is None:  # maybe nodes in transit between hubs: wait for one
+            plan = await self.admission.replan_in_transit(link, message, job_id, plan, tenant)
         job, assign = plan.job, plan.assign
         # The binding outlives the longest the job can run, plus the idempotency window.
         config = self.config
@@ -84,48 +86,63 @@ class Submits:
             )
         # Until the job exists, duplicates (from any hub) and node events wait here.
         pending = table.pending[job_id] = Pending()
+        rejected: Rejected | None = None
         try:
-            existing = await self.binder.bind(binding)
-        except BaseException as exc:
-            del table.pending[job_id]
-            if job is not None and binding.send_to is not None:
-                # It may have gone out, with only the reply lost.
-                self.cluster.send(
-                    binding.send_to, self.attempts.revocation(job, BINDING_FAILED)
-                )
-            if not isinstance(exc, StoreUnavailable):
-                raise  # answered as an internal error by the session
-            # Fail fast: without the binding the hub cannot promise exactly-once.
-            self.metrics.submit(
-                error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang
-            )
-            self.attempts.log.rejected(message.request_id, error_codes.STORE_UNAVAILABLE, str(exc))
-            self.metrics.recent.rejected(time.monotonic(), error_codes.STORE_UNAVAILABLE)
-            await link.send(Rejected(
-                request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
-                message=str(exc),
-            ))
-            return
-        early, pending.early = pending.early or [], None  # later events find the job
-        if existing is not None:
-            del table.pending[job_id]  # nothing was dispatched: the script sent only if bound
-            await self.resubmits.attach(link, message, existing, tenant)
-            return
-        rejected = await self.admission.commit(
-            link, message, job_id, plan, started_ns, dispatched=binding.send_to is not None,
-            tenant=tenant,
-        )
-        for event in early:  # node events that overtook the binding's reply
             try:
-                await event()
-            except ProtocolError as exc:  # about the node's message, not this client's
-                logger.bind(job_id=job_id).info("early node event refused: {}", exc.message)
-        del table.pending[job_id]
-        for watcher in pending.watchers:
-            if rejected is not None:
-                await self.delivery.to_watcher(watcher, rejected)
-            else:
-                await self.resubmits.add_watcher(job_id, watcher)
+                existing = await self.binder.bind(binding)
+            except BaseException as exc:
+                if job is not None and binding.send_to is not None:
+                    # It may have gone out, with only the reply lost.
+                    self.cluster.send(
+                        binding.send_to, self.attempts.revocation(job, BINDING_FAILED)
+                    )
+                if not isinstance(exc, StoreUnavailable):
+                    raise  # answered by the session (`rejected` `internal_error`)
+                # Fail fast: without the binding the hub cannot promise exactly-once. The
+                # binding may have been made all the same (a lost reply): a resubmit then
+                # finds it, unknown here, and takes it over (`Resubmits.take_over`).
+                self.metrics.submit(
+                    error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang
+                )
+                self.attempts.log.rejected(
+                    message.request_id, error_codes.STORE_UNAVAILABLE, str(exc)
+                )
+                self.metrics.recent.rejected(time.monotonic(), error_codes.STORE_UNAVAILABLE)
+                rejected = Rejected(
+                    request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
+                    message=str(exc),
+                )
+                await link.send(rejected)
+                return
+            early, pending.early = pending.early or [], None  # later events find the job
+            if existing is not None:
+                # Nothing was dispatched (the script sends only what it binds), and nobody
+                # can know this job id: the request belongs to `existing`.
+                del table.pending[job_id]
+                await self.resubmits.attach(link, message, existing, tenant)
+                return
+            rejected = await self.admission.commit(
+                link, message, job_id, plan, started_ns, dispatched=binding.send_to is not None,
+                tenant=tenant,
+            )
+            for event in early:  # node events that overtook the binding's reply
+                try:
+                    await event()
+                except ProtocolError as exc:  # about the node's message, not this client's
+                    logger.bind(job_id=job_id).info("early node event refused: {}", exc.message)
+        finally:
+            # Whatever happened, the entry goes and the duplicates that waited get answers
+            # (the same refusal as this submit, or the job's `accepted` and result).
+            if table.pending.get(job_id) is pending:
+                del table.pending[job_id]
+            for watcher in pending.watchers:
+                if rejected is not None:
+                    await self.delivery.to_watcher(watcher, rejected)
+                elif not await self.resubmits.add_watcher(job_id, watcher):
+                    await self.delivery.to_watcher(watcher, Rejected(
+                        request_id=watcher.request_id, code=error_codes.INTERNAL_ERROR,
+                        message="the hub failed to create the job",
+                    ))
 
     async def cancel(self, link: Link, message: Cancel, tenant: str = DEFAULT_TENANT) -> None:
         """A client's cancel: only of a job this connection watches, of its own tenant (a

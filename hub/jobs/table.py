@@ -33,10 +33,14 @@ class Pending:
 
 
 class JobTable:
-    __slots__ = ("_counter", "_prefix", "active", "held", "hub_id", "pending", "submitted_ns")
+    __slots__ = (
+        "_counter", "_prefix", "active", "boot", "held", "hub_id", "pending", "submitted_ns",
+    )
 
-    def __init__(self, hub_id: str) -> None:
+    def __init__(self, hub_id: str, boot: str | None = None) -> None:
         self.hub_id = hub_id
+        self.boot = boot or os.urandom(4).hex()
+        """This run's boot token (the store's, `Store.boot`)."""
         self.active: dict[str, Job] = {}
         self.pending: dict[str, Pending] = {}
         self.submitted_ns: dict[str, int] = {}
@@ -46,7 +50,7 @@ class JobTable:
         against `max_jobs_per_session`."""
         # `<home hub id>.<boot token>.<counter>`: any hub can tell a job's home, and a
         # restarted hub never reuses an id of its previous run.
-        self._prefix = f"{hub_id}.{os.urandom(4).hex()}."
+        self._prefix = f"{hub_id}.{self.boot}."
         self._counter = 0
 
     def __repr__(self) -> str:
@@ -55,6 +59,12 @@ class JobTable:
     def new_job_id(self) -> str:
         self._counter += 1
         return f"{self._prefix}{self._counter}"
+
+    def is_previous_run(self, job_id: str) -> bool:
+        """Whether `job_id` was made by an earlier run of this hub (same hub id, another
+        boot token): its state was in that run's memory."""
+        home, boot, _ = _parts(job_id)
+        return home == self.hub_id and boot != self.boot
 
     def get(self, job_id: str) -> Job | None:
         return self.active.get(job_id)
@@ -83,3 +93,10 @@ class JobTable:
 def job_home(job_id: str) -> str:
     """The hub a job was submitted to (job ids are `<hub id>.<boot>.<counter>`)."""
     return job_id.rsplit(".", 2)[0]
+
+
+def _parts(job_id: str) -> tuple[str, str, str]:
+    parts = job_id.rsplit(".", 2)
+    if len(parts) != 3:
+        return job_id, "", ""
+    return parts[0], parts[1], parts[2]

@@ -1,11 +1,17 @@
-"""The HTTP endpoints on the hub's port: `/healthz`, `/metrics`, `/v1/nodes`, `/v1/stats`,
-`/v1/jobs/<id>`, the admin surface (issue 15): `POST /v1/nodes/<id>/drain` and
-`/undrain`, `DELETE /v1/jobs/<id>`, `GET /v1/jobs?state=&limit=` (`hub/jobs/admin.py`
-acts, on whichever hub must), and the console's files at `/ui` (hub/net/console.py).
+"""The HTTP endpoints on the hub's port: `/livez`, `/readyz`, `/healthz`, `/metrics`,
+`/v1/nodes`, `/v1/stats`, `/v1/jobs/<id>`, the admin surface (issue 15):
+`POST /v1/nodes/<id>/drain` and `/undrain`, `DELETE /v1/jobs/<id>`,
+`GET /v1/jobs?state=&limit=` (`hub/jobs/admin.py` acts, on whichever hub must), and
+the console's files at `/ui` (hub/net/console.py).
 
 Transport-neutral: `HttpApi.respond` turns a request path and query string
 into an `HttpResponse` (status, body, content type, extra headers); the
 server writes it.
+
+`/livez` answers 200 whenever the event loop does. `/readyz` (and `/healthz`,
+which answers the same) is 200 only while the hub takes submits: not draining
+or stopping, and its store answering (`Cluster.store_ok`); else 503 with the
+reason (issue 12).
 
 `/v1/nodes` is paged (protocol-v1.1 "Admin surface"): node_id order from the
 fleet's sorted index (`FleetView.node_ids`), at most `limit` nodes a page
@@ -66,6 +72,10 @@ MAX_JOBS_PAGE: Final = 1_000
 """`GET /v1/jobs`: records in one answer at most (default 100)."""
 NODES_PREFIX: Final = "/v1/nodes/"
 JOBS_PREFIX: Final = "/v1/jobs/"
+_GET_ONLY: Final = frozenset(
+    {"/livez", "/readyz", "/healthz", "/metrics", "/v1/nodes", "/v1/stats"}
+)
+"""Paths that answer only GET (another method: 405)."""
 ADMIN_STATUS: Final = {
     OK: HTTPStatus.NO_CONTENT,
     error_codes.UNKNOWN_NODE: HTTPStatus.NOT_FOUND,
@@ -237,11 +247,15 @@ class HttpApi:
             return HttpResponse(HTTPStatus.OK, asset.body, asset.content_type, asset.headers)
         if method != "GET" or path.endswith(("/drain", "/undrain")) or path == "/v1/jobs":
             return await self._admin(method, path, query)
-        if path == "/healthz":
-            stopping = self.sessions.stopping
+        if path == "/livez":
+            return HttpResponse.json(HTTPStatus.OK, {"status": "ok", "hub_id": self.config.hub_id})
+        if path in ("/readyz", "/healthz"):
+            status, reason = self.readiness()
+            body = {"status": status, "hub_id": self.config.hub_id}
+            if reason:
+                body["reason"] = reason
             return HttpResponse.json(
-                HTTPStatus.SERVICE_UNAVAILABLE if stopping else HTTPStatus.OK,
-                {"status": "stopping" if stopping else "ok", "hub_id": self.config.hub_id},
+                HTTPStatus.OK if status == "ok" else HTTPStatus.SERVICE_UNAVAILABLE, body
             )
         if path == "/metrics":
             return HttpResponse(HTTPStatus.OK, self.metrics.render().encode(), PROMETHEUS_TEXT)
@@ -298,7 +312,7 @@ class HttpApi:
                 return _bad_query(exc)
             records = admin.jobs(state, limit)
             return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(records))
-        if path in ("/healthz", "/metrics", "/v1/nodes", "/v1/stats") or path.startswith(
+        if path in _GET_ONLY or path.startswith(
             JOBS_PREFIX
         ):
             return _not_allowed("GET")
@@ -322,6 +336,16 @@ class HttpApi:
         return HttpResponse.json(
             HTTPStatus.OK, [self._node_view(state) for state in states], headers
         )
+
+    def readiness(self) -> tuple[str, str]:
+        """(status, reason): `ok`, `draining`, `stopping` or `unavailable`."""
+        if self.sessions.stopping:
+            if self.sessions.draining:
+                return "draining", "the hub is draining: running jobs finish, no new ones"
+            return "stopping", "the hub is shutting down"
+        if self.cluster is not None and not self.cluster.store_ok:
+            return "unavailable", "the store (Redis) is unreachable"
+        return "ok", ""
 
     def _node_view(self, state: NodeState) -> dict[str, Any]:
         node = self.service.nodes.registered.get(state.node_id)

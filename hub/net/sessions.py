@@ -21,7 +21,10 @@ that belong to a connection rather than to a job:
   one finishes: backpressure on a client that floods);
 - a client session holds at most `max_jobs_per_session` unfinished jobs (past
   it a submit gets `rejected` `overloaded`);
-- a stopping hub answers submits with `rejected` `hub_shutdown`;
+- a stopping or draining hub answers submits with `rejected` `hub_shutdown`, and
+  a node's `register` with `error` `hub_shutdown` and close 1001;
+- every submit gets one answer with its request id (`accepted` or `rejected`),
+  even when the job path fails on it (`ClientLink` counts what is owed);
 - when the connection ends, or the hub starts closing it, the session ends
   (`end_soon`, once): a node is unregistered (its attempts fail over), even
   when that happens while the node's `register` is still being handled, and
@@ -39,12 +42,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 from loguru import logger
 
 from hub.core import close_codes, error_codes
 from hub.core.config import HubConfig
-from hub.core.errors import ProtocolError
-from hub.core.messages import Cancel, Error, Register, Rejected, Submit
+from hub.core.errors import ProtocolError, StoreUnavailable
+from hub.core.messages import Accepted, Cancel, Error, Register, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
 from hub.jobs.links import Link, LinkCloser
@@ -61,6 +65,7 @@ REFUSAL_WINDOW_S: Final = 10.0
 _REGISTER_CLOSES: Final = {
     error_codes.NODE_ID_CONFLICT: close_codes.REGISTER_REFUSED,
     error_codes.FORBIDDEN: close_codes.FORBIDDEN,
+    error_codes.HUB_SHUTDOWN: close_codes.GOING_AWAY,  # draining (issue 12): go elsewhere
 }
 """Registration refusals that end the session: the `error` is sent, then this close."""
 
@@ -180,6 +185,9 @@ class Sessions:
         """Whether a register for a node id with a live session replaces it (issue 11)."""
         self.watchdog = NodeWatchdog(config, self.closer)
         self.stopping = False
+        """The hub is stopping or draining: submits are refused `hub_shutdown`."""
+        self.draining = False
+        """Stopping by draining first (running jobs finish)."""
         self._ids = itertools.count(1)
 
     def peer_id(self, endpoint: str) -> str:
@@ -301,11 +309,54 @@ class NodeSession:
             await self._registry.unregister(self._node)
 
 
+class ClientLink:
+    """A client's `Link` as the job path sees it: it counts the submits still owed an
+    answer (`accepted` or `rejected` with their request id), so that a submit whose
+    handling fails before it was answered still gets one (`ClientSession`)."""
+
+    __slots__ = ("_link", "owed", "peer_id")
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self.peer_id = link.peer_id
+        self.owed: dict[str, int] = {}
+
+    @property
+    def connection(self) -> Link:
+        """The connection's own `Link` (what this one counts for)."""
+        return self._link
+
+    def _answered(self, message: msgspec.Struct) -> None:
+        if type(message) is Accepted or type(message) is Rejected:
+            request_id = message.request_id
+            left = self.owed.get(request_id, 0) - 1
+            if left > 0:
+                self.owed[request_id] = left
+            elif left == 0:
+                del self.owed[request_id]
+
+    def queue(self, message: msgspec.Struct) -> None:
+        if self.owed:
+            self._answered(message)
+        self._link.queue(message)
+
+    async def send(self, message: msgspec.Struct) -> None:
+        if self.owed:
+            self._answered(message)
+        await self._link.send(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._link.close(code, reason)
+
+    def abort(self) -> None:
+        self._link.abort()
+
+
 class ClientSession:
     """One client's connection: submits (concurrent when the store waits) and cancels."""
 
     def __init__(self, link: Link, sessions: Sessions, principal: Principal) -> None:
-        self.link = link
+        self.link = ClientLink(link)
         self.principal = principal
         self.closed = False
         """True once the session is over (closed by the hub, or its connection lost):
@@ -319,7 +370,7 @@ class ClientSession:
         self._refusals = RefusalCount(sessions.config.max_protocol_errors)
         self._submits: set[asyncio.Task[None]] = set()
         self._ending: asyncio.Task[None] | None = None
-        self._service.client_connected(link)
+        self._service.client_connected(self.link)
 
     async def received(self, message: Any) -> None:
         """A decoded message from the client; returns once the next may be read."""
@@ -382,16 +433,36 @@ class ClientSession:
             await asyncio.wait(self._submits, return_when=asyncio.FIRST_COMPLETED)
 
     async def _run_submit(self, message: Submit) -> None:
+        """Hand a submit to the job path; if that fails before the submit was answered,
+        answer it (`rejected` with its request id), else report the `error` with it."""
+        link = self.link
+        request_id = message.request_id
+        owed = link.owed
+        owed[request_id] = owed.get(request_id, 0) + 1
         try:
-            await self._service.submit(self.link, message, self._tenant)
-        except ProtocolError as exc:
-            self._metrics.protocol_errors.inc("client", exc.code)
-            await self.link.send(Error(code=exc.code, message=exc.message, path=exc.path))
-        except Exception:
-            logger.exception("internal error on a submit")
-            await self.link.send(
-                Error(code=error_codes.INTERNAL_ERROR, message="the hub failed")
-            )
+            await self._service.submit(link, message, self._tenant)
+        except Exception as exc:
+            code, text = error_codes.INTERNAL_ERROR, "the hub failed"
+            if isinstance(exc, ProtocolError):
+                self._metrics.protocol_errors.inc("client", exc.code)
+                code, text = exc.code, exc.message
+            elif isinstance(exc, StoreUnavailable):
+                code, text = error_codes.STORE_UNAVAILABLE, str(exc)
+            else:
+                logger.exception("internal error on a submit")
+            if link.owed.get(request_id, 0) > 0:
+                self._metrics.submit(code, message.src_lang, message.tgt_lang)
+                self._service.attempts.log.rejected(request_id, code, text)
+                self._metrics.recent.rejected(time.monotonic(), code)
+                await link.send(Rejected(request_id=request_id, code=code, message=text))
+            else:
+                await link.send(Error(code=code, message=text, request_id=request_id))
+        finally:
+            left = link.owed.get(request_id, 0) - 1
+            if left > 0:
+                link.owed[request_id] = left
+            else:
+                link.owed.pop(request_id, None)
 
     def end_soon(self) -> None:
         """The connection is lost, or the hub started closing it (idempotent)."""

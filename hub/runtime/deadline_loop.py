@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from loguru import logger
 
 from hub.core.timers import DeadlineQueue
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Hashable)
 
 
 class Clock:
@@ -48,6 +48,14 @@ class DeadlineLoop(Generic[T]):
         self._queue.push(due_ms, item)
         if self._wake_at is None or due_ms < self._wake_at - TICK_MS:
             self._wake.set()  # due before the planned wake-up's tick: plan again
+
+    def discard(self, item: T) -> None:
+        """Forget a pending deadline (its job finished, or moved on)."""
+        self._queue.discard(item)
+
+    @property
+    def heap_size(self) -> int:
+        return self._queue.heap_size
 
     async def run(self) -> None:
         """Fire deadlines until cancelled; one item's failure does not stop the rest."""

@@ -15,6 +15,8 @@ records are replaced by their tombstones, see `tombstone`) and by
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 
 import msgspec
 from loguru import logger
@@ -29,6 +31,9 @@ BACKLOG_LIMIT = 200_000
 """Finished records kept while the store is unreachable; half the oldest go past it."""
 DEFAULT_MAX_ARCHIVE_BYTES = 268_435_456
 """`HubConfig.max_archive_bytes`'s default."""
+RECENT_S = 10.0
+"""Records written this long ago are kept, to write again if the store restarts empty."""
+RECENT_LIMIT = 10_000
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(JobRecord)
@@ -55,6 +60,12 @@ class JobArchive:
         self._writing: dict[str, bytes] = {}
         """Records being written (by `flush`, or riding with an inbox read)."""
         self._ready = asyncio.Event()
+        self._recent: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        """Records written lately (monotonic s), oldest first; within `max_bytes` too
+        (past it the oldest are kept as their tombstones)."""
+        self._recent_bytes = 0
+        self._keep_recent = store.waits
+        """Only a store that can restart empty under a running hub (Redis) needs them."""
 
     def __repr__(self) -> str:
         return f"JobArchive({len(self._queued)} queued, {len(self._writing)} being written)"
@@ -82,13 +93,57 @@ class JobArchive:
 
     def settle(self, batch: RecordBatch) -> None:
         """A taken batch was written (`batch.saved`), or not: then it is queued again."""
+        now = time.monotonic()
         for job_id, data in batch.items:
             if self._writing.get(job_id) is data:
                 del self._writing[job_id]
             if not batch.saved:
                 self._queued.setdefault(job_id, data)  # unless a newer one was put
+            elif self._keep_recent:
+                self._keep(job_id, now, data)
         if not batch.saved:
             self._ready.set()
+            return
+        if not self._keep_recent:
+            return
+        # Forgotten only once writes go through again: what was written just before the
+        # store failed may be lost with it.
+        horizon = now - RECENT_S
+        recent = self._recent
+        while recent and (len(recent) > RECENT_LIMIT or next(iter(recent.values()))[0] < horizon):
+            self._recent_bytes -= len(recent.popitem(last=False)[1][1])
+        if self._recent_bytes > self._max_bytes:
+            self._shrink_recent()
+
+    def _keep(self, job_id: str, now: float, data: bytes) -> None:
+        old = self._recent.pop(job_id, None)
+        if old is not None:
+            self._recent_bytes -= len(old[1])
+        self._recent[job_id] = (now, data)
+        self._recent_bytes += len(data)
+
+    def _shrink_recent(self) -> None:
+        """Past `max_bytes`, the oldest recent records are kept as their tombstones (a
+        resubmit after a store restart gets `result_expired`, never a second run)."""
+        recent = self._recent
+        for job_id, (written, data) in list(recent.items()):
+            stone = tombstone(data)
+            if stone is not None and len(stone) < len(data):
+                recent[job_id] = (written, stone)
+                self._recent_bytes -= len(data) - len(stone)
+                if self._recent_bytes <= self._max_bytes:
+                    return
+
+    def rewrite_recent(self) -> list[JobRecord]:
+        """The store restarted empty: queue the records written lately to be written
+        again; those records (whose request bindings the caller restores)."""
+        records = []
+        for job_id, (_, data) in self._recent.items():
+            self._queued.setdefault(job_id, data)
+            records.append(_decoder.decode(data))
+        if records:
+            self._ready.set()
+        return records
 
     async def run(self) -> None:
         """Write queued records, many per round trip; runs until cancelled."""

@@ -16,6 +16,7 @@ What lives here:
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -48,6 +49,20 @@ class RecordBatch:
     saved: bool = False
 
 
+class HubBeat(NamedTuple):
+    """Another hub as its liveness beats show it (`Store.beat`)."""
+
+    age_ms: int
+    """Since its last beat (the store's clock)."""
+    boot: str
+    """The boot token of its current run."""
+
+
+def new_boot() -> str:
+    """A fresh boot token: one per run of a hub (job ids carry it)."""
+    return os.urandom(4).hex()
+
+
 class OwnershipConflict(Exception):
     """Another live hub owns the node (see `Store.claim_node`)."""
 
@@ -57,10 +72,28 @@ class OwnershipConflict(Exception):
         self.owner = owner
 
 
+class InboxLocked(Exception):
+    """Another live hub holds the reaper lock of a dead hub's inbox (see
+    `Store.claim_inbox`): it is draining it, do not drop it."""
+
+    def __init__(self, hub_id: str, holder: str) -> None:
+        super().__init__(f"hub {holder} is draining the inbox of hub {hub_id}")
+        self.hub_id = hub_id
+        self.holder = holder
+
+
+def stream_id(entry_id: str) -> tuple[int, int]:
+    """An inbox entry id (`<ms>-<seq>`) as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class Store(Protocol):
     """Shared state for one hub. All methods may raise `StoreUnavailable`."""
 
     hub_id: str
+    boot: str
+    """This run's boot token: a hub restarted under the same id has a new one."""
     waits: bool
     """Whether calls may wait on I/O. When False (memory), callers need not run
     store calls concurrently: they complete without suspending."""
@@ -120,6 +153,10 @@ class Store(Protocol):
         """Withdraw the entries of `removals`, then publish every `(node_id, entry)` of
         `entries`, in one call (a reconnect storm's joins in one round trip)."""
 
+    async def clear_nodes(self) -> None:
+        """Withdraw every entry of this hub's (a new run owns no node yet: its previous
+        run's entries are stale)."""
+
     async def node_entries(self) -> dict[str, bytes]:
         """Every published node entry of every live hub (for a full resync)."""
 
@@ -141,31 +178,46 @@ class Store(Protocol):
         False when the hub's presence was not there before this call: the first
         announcement, or the store lost it (lapsed, or the server restarted empty)."""
 
+    async def beat(self) -> dict[str, HubBeat]:
+        """Record that this hub is answering now (with its boot token); every hub that
+        beats, this one included, with the time since its last beat and its boot."""
+
     async def live_hubs(self) -> set[str]:
         """Hubs whose presence has not lapsed, this one included."""
 
     async def known_hubs(self) -> set[str]:
         """Hubs that announced themselves and have not been dropped, live or not."""
 
-    async def drop_hub(self, hub_id: str) -> None:
-        """Forget a dead hub whose inbox has been drained (its inbox and its node entries)."""
+    async def drop_hub(self, hub_id: str, *, upto: str | None = None) -> bool:
+        """Forget a dead hub whose inbox has been drained (its inbox and its node entries).
+
+        With `upto` (the last entry id drained, `"0-0"` for none) nothing is dropped
+        and False returned when a newer entry arrived meanwhile (drain again), or when
+        another hub holds the reaper lock (`InboxLocked` is raised then)."""
 
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
         """Own `node_id` for `ttl_ms`; returns the ownership epoch (fencing token).
 
         Raises `OwnershipConflict` when another live hub owns it, unless
-        `take_over` (then that hub's ownership ends and the epoch grows).
-        Renewing one's own claim keeps the epoch.
+        `take_over` (then that hub's ownership ends and the epoch grows). An owner
+        whose beats stopped for `hub_timeout` or that restarted (another boot) does
+        not count as live. Renewing one's own claim keeps the epoch.
         """
 
     async def claim_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[tuple[int, str]]:
         """`claim_node` for many nodes in one call, without taking over: per node
         `(epoch, this hub)` when the claim holds, `(-1, owner)` when another live hub
-        owns it (a reconnect storm's registrations of one loop turn)."""
+        owns it (live as `claim_node` means it: beating, same boot; a reconnect storm's
+        registrations of one loop turn)."""
 
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
         """Renew this hub's claims on many nodes in one round trip where possible;
         returns the ids of nodes another hub owns now (this hub lost them)."""
+
+    async def renew_claims(self, node_ids: Sequence[str], ttl_ms: int) -> dict[str, int | None]:
+        """As `renew_nodes`, with each node's epoch now (None: another hub owns it). A
+        claim whose lease had lapsed (a Redis restart lost it) is made again with a
+        new epoch: the caller must use that one from now on (to release it)."""
 
     async def release_node(self, node_id: str, epoch: int) -> None:
         """Give up ownership, if still held with `epoch`."""
@@ -194,12 +246,21 @@ class Store(Protocol):
         it is acknowledged); `records.saved` says whether they were. Their failure
         does not fail the read."""
 
+    async def pending_inbox(self, *, count: int, after: str = "0-0") -> Sequence[tuple[str, bytes]]:
+        """Up to `count` entries of this hub's inbox that were read under this hub's id
+        and never acknowledged (by a previous run that died), ids after `after`."""
+
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         """Acknowledge handled entries (of `hub_id`'s inbox, by default this hub's)."""
 
-    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
-        """Take over up to `count` entries of a dead hub's inbox: those it never read
-        and those it read but never acknowledged. Empty when none are left."""
+    async def claim_inbox(
+        self, hub_id: str, *, count: int, after: str = "0-0"
+    ) -> Sequence[tuple[str, bytes]]:
+        """Take over up to `count` entries of a dead hub's inbox with ids after `after`,
+        in id order: those it read but never acknowledged, then those it never read.
+        Empty when none are left. Page through an inbox by passing the last id
+        returned as `after`. Takes (or renews) the reaper lock of that inbox; raises
+        `InboxLocked` when another hub holds it."""
 
     async def dead_letter(self, hub_id: str, entry_id: str, envelope: bytes, why: str) -> None:
         """Move an entry that cannot be handled to the dead-letter stream and ack it."""

@@ -22,5 +22,6 @@ def make_store(config: HubConfig, metrics: Metrics | None = None) -> Store:
         return RedisStore(
             hub_id=config.hub_id, url=config.redis_url, prefix=config.redis_prefix,
             meter=StoreMeter(metrics),
+            reply_timeout_s=config.hub_timeout_ms / 1000, hub_timeout_ms=config.hub_timeout_ms,
         )
     raise ConfigError(f"unknown deployment_mode {config.deployment_mode!r}")

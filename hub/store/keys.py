@@ -26,7 +26,7 @@ class Keys:
     """Key names under one prefix (`redis_prefix`), so clusters and test runs can share
     one Redis server."""
 
-    __slots__ = ("_p", "dead_letter", "fleet_channel", "hubs")
+    __slots__ = ("_p", "beats", "boots", "dead_letter", "fleet_channel", "hubs")
 
     def __init__(self, prefix: str) -> None:
         self._p = "{" + prefix + "}"
@@ -36,6 +36,10 @@ class Keys:
         """Pub/sub channel of fleet change batches (`FleetUpdate`)."""
         self.dead_letter = f"{self._p}:deadletter"
         """Stream of inbox entries that could not be handled."""
+        self.beats = f"{self._p}:beats"
+        """ZSET hub id -> its last liveness beat (ms, Redis clock), every few hundred ms."""
+        self.boots = f"{self._p}:boots"
+        """HASH hub id -> the boot token of its current run (job ids carry it)."""
 
     def request(self, tenant: str, request_id: str) -> str:
         """STRING request_id -> job id (idempotency binding), scoped to its tenant (a

@@ -19,7 +19,16 @@ from typing import Final
 
 from hub.core.principal import DEFAULT_TENANT
 from hub.store.archive import DEFAULT_MAX_ARCHIVE_BYTES, tombstone
-from hub.store.base import Binding, OwnershipConflict, RecordBatch
+from hub.store.base import (
+    Binding,
+    HubBeat,
+    InboxLocked,
+    OwnershipConflict,
+    RecordBatch,
+    new_boot,
+    stream_id,
+)
+from hub.store.keys import REAPER_LOCK_TTL_MS
 
 ENTRY_OVERHEAD: Final = 200
 """Bytes a record costs besides its own (key, dict slot, tuple), as `RecordShelf` counts."""
@@ -182,11 +191,17 @@ class MemoryBackplane:
     presence: _ExpiringDict = field(init=False)
     known: set[str] = field(default_factory=set)
     directories: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    owners: dict[str, tuple[str, int, int]] = field(default_factory=dict)
-    """node id -> (hub id, epoch, lease expiry ms)"""
+    owners: dict[str, tuple[str, int, int, str]] = field(default_factory=dict)
+    """node id -> (hub id, epoch, lease expiry ms, the owner's boot token)"""
+    beats: dict[str, int] = field(default_factory=dict)
+    """hub id -> its last liveness beat (ms)"""
+    boots: dict[str, str] = field(default_factory=dict)
+    """hub id -> the boot token of its current run"""
     inboxes: dict[str, _Inbox] = field(default_factory=dict)
     subscribers: list[asyncio.Queue[bytes | None]] = field(default_factory=list)
     dead_letters: list[tuple[str, str, bytes, str]] = field(default_factory=list)
+    reapers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """dead hub id -> (reaping hub id, lock expiry ms)"""
     sequence: int = 0
 
     def __post_init__(self) -> None:
@@ -206,8 +221,13 @@ class MemoryStore:
 
     waits = False  # every call completes without suspending (except reading the inbox)
 
-    def __init__(self, *, hub_id: str, backplane: MemoryBackplane | None = None) -> None:
+    def __init__(
+        self, *, hub_id: str, backplane: MemoryBackplane | None = None, boot: str | None = None,
+        hub_timeout_ms: int = 3_000,
+    ) -> None:
         self.hub_id = hub_id
+        self.boot = boot or new_boot()
+        self.hub_timeout_ms = hub_timeout_ms
         self._plane = backplane if backplane is not None else MemoryBackplane()
         self._updates: asyncio.Queue[bytes | None] | None = None
 
@@ -288,6 +308,9 @@ class MemoryStore:
             directory.pop(node_id, None)
         directory.update(entries)
 
+    async def clear_nodes(self) -> None:
+        self._plane.directories.pop(self.hub_id, None)
+
     async def node_entries(self) -> dict[str, bytes]:
         live = await self.live_hubs()
         return {
@@ -320,29 +343,56 @@ class MemoryStore:
         self._plane.known.add(self.hub_id)
         return present
 
+    async def beat(self) -> dict[str, HubBeat]:
+        plane = self._plane
+        now = plane.clock()
+        plane.beats[self.hub_id] = now
+        plane.boots[self.hub_id] = self.boot
+        return {h: HubBeat(now - t, plane.boots.get(h, "")) for h, t in plane.beats.items()}
+
     async def live_hubs(self) -> set[str]:
         return {k for k, _ in self._plane.presence.items()}
 
     async def known_hubs(self) -> set[str]:
         return set(self._plane.known)
 
-    async def drop_hub(self, hub_id: str) -> None:
+    async def drop_hub(self, hub_id: str, *, upto: str | None = None) -> bool:
+        self._check_reaper(hub_id)
+        inbox = self._plane.inboxes.get(hub_id)
+        if upto is not None and inbox is not None:
+            last = stream_id(upto)
+            ids = [*inbox.pending, *(entry_id for entry_id, _ in inbox.unread)]
+            if any(stream_id(entry_id) > last for entry_id in ids):
+                return False
         self._plane.known.discard(hub_id)
         self._plane.directories.pop(hub_id, None)
         self._plane.inboxes.pop(hub_id, None)
+        self._plane.reapers.pop(hub_id, None)
+        self._plane.beats.pop(hub_id, None)
+        self._plane.boots.pop(hub_id, None)
+        return True
+
+    def _check_reaper(self, hub_id: str) -> None:
+        """Raise `InboxLocked` when another hub holds `hub_id`'s reaper lock."""
+        lock = self._plane.reapers.get(hub_id)
+        if lock is not None and lock[0] != self.hub_id and lock[1] > self._plane.clock():
+            raise InboxLocked(hub_id, lock[0])
 
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
-        now = self._plane.clock()
-        current = self._plane.owners.get(node_id)
-        if current is None or current[2] <= now or self._plane.presence.get(current[0]) is None:
-            epoch = 1 if current is None else current[1] + 1
-        elif current[0] == self.hub_id:
+        plane = self._plane
+        now = plane.clock()
+        current = plane.owners.get(node_id)
+        if current is not None and current[0] == self.hub_id and current[3] == self.boot and (
+            current[2] > now
+        ):
             epoch = current[1]
-        elif take_over:
+        elif current is None or current[2] <= now or not self._owner_live(current, now):
+            epoch = 1 if current is None else current[1] + 1
+        elif take_over or current[0] == self.hub_id:  # this hub's previous run
             epoch = current[1] + 1
         else:
             raise OwnershipConflict(node_id, current[0])
-        self._plane.owners[node_id] = (self.hub_id, epoch, now + ttl_ms)
+        plane.owners[node_id] = (self.hub_id, epoch, now + ttl_ms, self.boot)
         return epoch
 
     async def claim_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[tuple[int, str]]:
@@ -354,20 +404,36 @@ class MemoryStore:
                 out.append((-1, exc.owner))
         return out
 
+    def _owner_live(self, owner: tuple[str, int, int, str], now: int) -> bool:
+        """Whether a node's owner still holds it: presence, recent beats, same run."""
+        hub_id, _, _, boot = owner
+        beat = self._plane.beats.get(hub_id)
+        return (
+            self._plane.presence.get(hub_id) is not None
+            and (beat is None or now - beat <= self.hub_timeout_ms)
+            and self._plane.boots.get(hub_id, boot) == boot
+        )
+
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
-        lost = []
+        claims = await self.renew_claims(node_ids, ttl_ms)
+        return [node_id for node_id, epoch in claims.items() if epoch is None]
+
+    async def renew_claims(self, node_ids: Sequence[str], ttl_ms: int) -> dict[str, int | None]:
+        claims: dict[str, int | None] = {}
         for node_id in node_ids:
             try:
-                await self.claim_node(node_id, ttl_ms)
+                claims[node_id] = await self.claim_node(node_id, ttl_ms)
             except OwnershipConflict:
-                lost.append(node_id)
-        return lost
+                claims[node_id] = None
+        return claims
 
     async def release_node(self, node_id: str, epoch: int) -> None:
         current = self._plane.owners.get(node_id)
-        if current is not None and current[0] == self.hub_id and current[1] == epoch:
+        if current is not None and current[0] == self.hub_id and (
+            current[1] == epoch or current[3] == self.boot
+        ):
             # Keep the epoch so the next owner's is higher: mark the lease lapsed.
-            self._plane.owners[node_id] = (self.hub_id, epoch, 0)
+            self._plane.owners[node_id] = (self.hub_id, current[1], 0, current[3])
 
     async def node_owner(self, node_id: str) -> tuple[str, int] | None:
         current = self._plane.owners.get(node_id)
@@ -411,17 +477,37 @@ class MemoryStore:
             entries.append((entry_id, envelope))
         return entries
 
+    async def pending_inbox(self, *, count: int, after: str = "0-0") -> Sequence[tuple[str, bytes]]:
+        inbox = self._plane.inboxes.get(self.hub_id)
+        if inbox is None:
+            return []
+        start = stream_id(after)
+        mine = sorted(
+            (item for item in inbox.pending.items() if stream_id(item[0]) > start),
+            key=lambda item: stream_id(item[0]),
+        )
+        return mine[:count]
+
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         inbox = self._plane.inboxes.get(hub_id or self.hub_id)
         if inbox is not None:
             for entry_id in entry_ids:
                 inbox.pending.pop(entry_id, None)
 
-    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
+    async def claim_inbox(
+        self, hub_id: str, *, count: int, after: str = "0-0"
+    ) -> Sequence[tuple[str, bytes]]:
+        self._check_reaper(hub_id)
+        self._plane.reapers[hub_id] = (self.hub_id, self._plane.clock() + REAPER_LOCK_TTL_MS)
         inbox = self._plane.inboxes.get(hub_id)
         if inbox is None:
             return []
-        entries = list(inbox.pending.items())[:count]
+        start = stream_id(after)
+        pending = sorted(
+            (item for item in inbox.pending.items() if stream_id(item[0]) > start),
+            key=lambda item: stream_id(item[0]),
+        )
+        entries = pending[:count]
         while inbox.unread and len(entries) < count:
             entry_id, envelope = inbox.unread.popleft()
             inbox.pending[entry_id] = envelope

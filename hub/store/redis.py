@@ -18,11 +18,21 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from hub.core.errors import StoreUnavailable
 from hub.core.principal import DEFAULT_TENANT
 from hub.core.redact import redact_url
-from hub.store.base import Binding, OwnershipConflict, RecordBatch
+from hub.store.base import (
+    Binding,
+    HubBeat,
+    InboxLocked,
+    OwnershipConflict,
+    RecordBatch,
+    new_boot,
+    stream_id,
+)
 from hub.store.connector import RedisConnector
 from hub.store.keys import (
     CONSUMER_GROUP,
@@ -39,9 +49,11 @@ from hub.store.replies import UNAVAILABLE, entries, settle, text, translated
 from hub.store.resp import RespPipe
 from hub.store.scripts import (
     ANNOUNCE,
+    BEAT,
     BIND_MANY,
     CLAIM_MANY,
     DEAD_LETTER,
+    DROP_HUB,
     LIVE_HUBS,
     PUBLISH_NODE,
     PUBLISH_NODES,
@@ -59,6 +71,8 @@ PUBLISH_BATCH = 1000
 
 CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 10.0
+HUB_TIMEOUT_MS = 3_000
+"""`hub_timeout_ms`'s default."""
 
 class RedisStore:
     """The `Store` of cross-instance mode (see hub/store/base.py for the contract)."""
@@ -66,14 +80,23 @@ class RedisStore:
     waits = True
 
     def __init__(
-        self, *, hub_id: str, url: str, prefix: str, meter: StoreMeter | None = None
+        self, *, hub_id: str, url: str, prefix: str, meter: StoreMeter | None = None,
+        boot: str | None = None, reply_timeout_s: float = REPLY_TIMEOUT_S,
+        hub_timeout_ms: int = HUB_TIMEOUT_MS,
     ) -> None:
         self.hub_id = hub_id
+        self.boot = boot or new_boot()
+        self.hub_timeout_ms = hub_timeout_ms
+        """An owner hub whose beats stopped this long no longer holds its nodes."""
         self.meter = meter if meter is not None else StoreMeter()
         """Times calls and counts failures (issue 15; see `replies.translated`)."""
         self.connector = RedisConnector(url)
         self.url = self.connector.redacted
         """The URL as it may be shown (its password as `***`)."""
+        self.reply_timeout_s = reply_timeout_s
+        """How long a binding or a send waits for Redis before the call fails with
+        `StoreUnavailable` (the hub uses `hub_timeout_ms`: a store that stopped
+        answering is treated like a hub that did)."""
         self.keys = Keys(prefix)
         # A blocking pool: a burst of concurrent commands waits for a connection
         # instead of failing with "too many connections" (not an outage). With a
@@ -85,12 +108,18 @@ class RedisStore:
             health_check_interval=0,
             max_connections=64,
             timeout=5.0,
+            # After a Redis restart every pooled connection is dead: a command that meets
+            # one reconnects and is tried once more, instead of failing (a lease release
+            # lost that way locks a node out for its lease). Not on a timeout: a Redis
+            # that hangs is not asked twice.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._scripts = {
             name: self._redis.register_script(source)
             for name, source in (
                 ("announce", ANNOUNCE),
+                ("beat", BEAT),
                 ("bind_many", BIND_MANY),
                 ("save_many", SAVE_MANY),
                 ("live_hubs", LIVE_HUBS),
@@ -102,6 +131,7 @@ class RedisStore:
                 ("publish_nodes", PUBLISH_NODES),
                 ("send_many", SEND_MANY),
                 ("dead_letter", DEAD_LETTER),
+                ("drop_hub", DROP_HUB),
             )
         }
         self._inbox = self.keys.inbox(hub_id)
@@ -135,14 +165,15 @@ class RedisStore:
     async def _piped_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on the send pipe; EVAL when Redis lost the script (a restart)."""
         pipe = await self._pipe("send")
+        timeout_s = self.reply_timeout_s
         try:
-            return await pipe.call(*self._evalsha(name, keys, args))
+            return await pipe.call(*self._evalsha(name, keys, args), timeout_s=timeout_s)
         except redis_errors.ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         source = self._scripts[name].script
         assert isinstance(source, str | bytes)
-        return await pipe.call("EVAL", source, len(keys), *keys, *args)
+        return await pipe.call("EVAL", source, len(keys), *keys, *args, timeout_s=timeout_s)
 
     def _save_args(
         self, items: Sequence[tuple[str, bytes]], ttl_ms: int
@@ -251,6 +282,10 @@ class RedisStore:
             await self._piped_script("publish_nodes", [self.keys.nodes(self.hub_id)], args)
 
     @translated
+    async def clear_nodes(self) -> None:
+        await self._redis.delete(self.keys.nodes(self.hub_id))
+
+    @translated
     async def node_entries(self) -> dict[str, bytes]:
         hubs = await self.live_hubs()
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -295,6 +330,16 @@ class RedisStore:
         return bool(existed)
 
     @translated
+    async def beat(self) -> dict[str, HubBeat]:
+        reply = await self._script(
+            "beat", [self.keys.beats, self.keys.boots], [self.hub_id, self.boot, HUBS_TTL_MS]
+        )
+        return {
+            text(reply[i]): HubBeat(int(reply[i + 1]), text(reply[i + 2]))
+            for i in range(0, len(reply), 3)
+        }
+
+    @translated
     async def live_hubs(self) -> set[str]:
         hubs = await self._script("live_hubs", [self.keys.hubs], [])
         return {h.decode() for h in hubs}
@@ -305,12 +350,18 @@ class RedisStore:
         return {text(h) for h in hubs}
 
     @translated
-    async def drop_hub(self, hub_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.inbox(hub_id), self.keys.nodes(hub_id))
-            pipe.delete(self.keys.reaper(hub_id))
-            pipe.zrem(self.keys.hubs, hub_id)
-            await pipe.execute()
+    async def drop_hub(self, hub_id: str, *, upto: str | None = None) -> bool:
+        dropped = await self._script(
+            "drop_hub",
+            [
+                self.keys.inbox(hub_id), self.keys.nodes(hub_id), self.keys.reaper(hub_id),
+                self.keys.hubs, self.keys.beats, self.keys.boots,
+            ],
+            [hub_id, "" if upto is None else upto, self.hub_id],
+        )
+        if isinstance(dropped, list):
+            raise InboxLocked(hub_id, text(dropped[1]))
+        return bool(dropped)
 
     @translated
     async def claim_node(self, node_id: str, ttl_ms: int, *, take_over: bool = False) -> int:
@@ -332,27 +383,36 @@ class RedisStore:
     ) -> list[tuple[int, str]]:
         """One `CLAIM_MANY`: on the send pipe (registrations), or on redis-py's pool
         (lease renewals: thousands of keys must not queue ahead of the jobs' commands)."""
-        keys = [*(self.keys.owner(node_id) for node_id in node_ids), self.keys.hubs]
-        args = [self.hub_id, ttl_ms, "1" if take_over else "0"]
+        keys = [
+            *(self.keys.owner(node_id) for node_id in node_ids),
+            self.keys.hubs, self.keys.beats, self.keys.boots,
+        ]
+        args = [self.hub_id, ttl_ms, "1" if take_over else "0", self.boot, self.hub_timeout_ms]
         if piped:
             replies = await self._piped_script("claim_many", keys, args)
         else:
             replies = await self._script("claim_many", keys, args)
         return [(int(epoch), text(owner)) for epoch, owner in replies]
 
-    @translated
     async def renew_nodes(self, node_ids: Sequence[str], ttl_ms: int) -> list[str]:
-        lost: list[str] = []
+        claims = await self.renew_claims(node_ids, ttl_ms)
+        return [node_id for node_id, epoch in claims.items() if epoch is None]
+
+    @translated
+    async def renew_claims(self, node_ids: Sequence[str], ttl_ms: int) -> dict[str, int | None]:
+        claims: dict[str, int | None] = {}
         for start in range(0, len(node_ids), RENEW_BATCH):
             batch = node_ids[start : start + RENEW_BATCH]
-            claims = await self._claims(batch, ttl_ms, piped=False)
-            lost += [node_id for node_id, (epoch, _) in zip(batch, claims, strict=True)
-                     if epoch < 0]
-        return lost
+            replies = await self._claims(batch, ttl_ms, piped=False)
+            for node_id, (epoch, _) in zip(batch, replies, strict=True):
+                claims[node_id] = epoch if epoch >= 0 else None
+        return claims
 
     @translated
     async def release_node(self, node_id: str, epoch: int) -> None:
-        await self._script("release_node", [self.keys.owner(node_id)], [self.hub_id, epoch])
+        await self._script(
+            "release_node", [self.keys.owner(node_id)], [self.hub_id, epoch, self.boot]
+        )
 
     @translated
     async def node_owner(self, node_id: str) -> tuple[str, int] | None:
@@ -428,31 +488,55 @@ class RedisStore:
         return entries(reply)
 
     @translated
+    async def pending_inbox(self, *, count: int, after: str = "0-0") -> Sequence[tuple[str, bytes]]:
+        try:
+            reply = await self._redis.xreadgroup(
+                CONSUMER_GROUP, self.hub_id, {self._inbox: after}, count=count
+            )
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []
+        return entries(reply)
+
+    @translated
     async def ack_inbox(self, entry_ids: Sequence[str], *, hub_id: str | None = None) -> None:
         if entry_ids:
             stream = self.keys.inbox(hub_id or self.hub_id)
             await self._redis.xack(stream, CONSUMER_GROUP, *entry_ids)
 
     @translated
-    async def claim_inbox(self, hub_id: str, *, count: int) -> Sequence[tuple[str, bytes]]:
+    async def claim_inbox(
+        self, hub_id: str, *, count: int, after: str = "0-0"
+    ) -> Sequence[tuple[str, bytes]]:
         stream = self.keys.inbox(hub_id)
-        lock = await self._redis.set(
-            self.keys.reaper(hub_id), self.hub_id, px=REAPER_LOCK_TTL_MS, nx=True, get=True
+        lock = self.keys.reaper(hub_id)
+        holder = await self._redis.set(
+            lock, self.hub_id, px=REAPER_LOCK_TTL_MS, nx=True, get=True
         )
-        if lock is not None and text(lock) != self.hub_id:
-            return []  # another live hub is draining it
-        await self._redis.pexpire(self.keys.reaper(hub_id), REAPER_LOCK_TTL_MS)
+        if holder is not None and text(holder) != self.hub_id:
+            raise InboxLocked(hub_id, text(holder))
+        await self._redis.pexpire(lock, REAPER_LOCK_TTL_MS)
         if not await self._redis.exists(stream):
             return []
         await self._ensure_group(stream)
+        ms, seq = stream_id(after)
+        cursor = f"{ms}-{seq + 1}"
+        claimed: list[tuple[str, bytes]] = []
         try:
-            # Entries the dead hub read but never acknowledged...
-            reply = await self._redis.xautoclaim(
-                stream, CONSUMER_GROUP, self.hub_id, min_idle_time=0, start_id="0-0", count=count
-            )
-            claimed = [(i.decode(), f[b"e"]) for i, f in reply[1] if f and b"e" in f]
+            # Entries the dead hub (or an earlier claim) read but never acknowledged, in
+            # id order from `after`, following XAUTOCLAIM's cursor until the list ends...
+            while len(claimed) < count:
+                reply = await self._redis.xautoclaim(
+                    stream, CONSUMER_GROUP, self.hub_id, min_idle_time=0,
+                    start_id=cursor, count=count - len(claimed),
+                )
+                claimed += [(text(i), f.get(b"e", b"")) for i, f in reply[1] if f]
+                cursor = text(reply[0])
+                if cursor == "0-0":
+                    break
             if len(claimed) < count:
-                # ...and those it never read.
+                # ...then those it never read (their ids are all higher).
                 unread = await self._redis.xreadgroup(
                     CONSUMER_GROUP, self.hub_id, {stream: ">"}, count=count - len(claimed)
                 )

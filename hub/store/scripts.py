@@ -30,30 +30,42 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 """
 
-# KEYS[1..n] the owner hashes of n nodes, KEYS[n+1] hubs zset
-# ARGV[1] claiming hub id, ARGV[2] lease ttl ms, ARGV[3] '1' to take over a live owner
+# KEYS[1..n] the owner hashes of n nodes, then KEYS[n+1] hubs zset, KEYS[n+2] beats zset,
+# KEYS[n+3] boots hash
+# ARGV[1] claiming hub id, ARGV[2] lease ttl ms, ARGV[3] '1' to take over a live owner,
+# ARGV[4] the claiming hub's boot token, ARGV[5] hub_timeout_ms
 # Returns per node {epoch, owner}: epoch > 0 when the claim holds (owner = ARGV[1]),
 # epoch = -1 when another live hub owns the node (owner = that hub).
+# An owner counts as live while its presence has not lapsed, its last beat is within
+# hub_timeout_ms (a hub that stopped answering loses its nodes to the hubs they
+# reconnect to) and it runs the boot that claimed the node (a hub restarted under the
+# same id does not hold its previous run's nodes).
 # A new epoch is max(old + 1, Redis clock in ms), so it grows even after the
 # old lease's key has expired and its epoch is forgotten. Renewing one's own
-# claim keeps the epoch. One node (a register), many (a reconnect storm's
-# registrations of one loop turn) or a batch of lease renewals: one call.
+# claim (same boot) keeps the epoch. One node (a register, a takeover), many (a
+# reconnect storm's registrations of one loop turn) or a batch of lease renewals:
+# one call.
 CLAIM_MANY = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local hubs = KEYS[#KEYS]
+local n = #KEYS - 3
+local hubs, beats, boots = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
 local out = {}
-for i = 1, #KEYS - 1 do
-  local cur = redis.call('HMGET', KEYS[i], 'hub', 'epoch')
-  local hub, epoch = cur[1], tonumber(cur[2])
-  if hub == ARGV[1] then
+for i = 1, n do
+  local cur = redis.call('HMGET', KEYS[i], 'hub', 'epoch', 'boot')
+  local hub, epoch, boot = cur[1], tonumber(cur[2]), cur[3]
+  if hub == ARGV[1] and (not boot or boot == ARGV[4]) then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     out[i] = {epoch, hub}
   else
     local taken = false
-    if hub and hub ~= '' then
+    if hub and hub ~= '' and hub ~= ARGV[1] and ARGV[3] ~= '1' then
       local alive = redis.call('ZSCORE', hubs, hub)
-      if alive and tonumber(alive) > now and ARGV[3] ~= '1' then
+      local beat = redis.call('ZSCORE', beats, hub)
+      local running = redis.call('HGET', boots, hub)
+      if alive and tonumber(alive) > now
+          and (not beat or now - tonumber(beat) <= tonumber(ARGV[5]))
+          and (not boot or not running or running == boot) then
         out[i] = {-1, hub}
         taken = true
       end
@@ -61,7 +73,7 @@ for i = 1, #KEYS - 1 do
     if not taken then
       local new = now
       if epoch and epoch + 1 > new then new = epoch + 1 end
-      redis.call('HSET', KEYS[i], 'hub', ARGV[1], 'epoch', new)
+      redis.call('HSET', KEYS[i], 'hub', ARGV[1], 'epoch', new, 'boot', ARGV[4])
       redis.call('PEXPIRE', KEYS[i], ARGV[2])
       out[i] = {new, ARGV[1]}
     end
@@ -70,11 +82,34 @@ end
 return out
 """
 
-# KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch. Returns 1 when released.
+# KEYS[1] beats zset, KEYS[2] boots hash
+# ARGV[1] hub id, ARGV[2] its boot token, ARGV[3] ttl ms of both keys
+# Records this hub's liveness beat (Redis clock) and its run's boot token; returns
+# {hub, ms since its last beat, boot token, ...} for every hub that beats.
+BEAT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local beats = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #beats, 2 do
+  out[#out + 1] = beats[i]
+  out[#out + 1] = now - tonumber(beats[i + 1])
+  out[#out + 1] = redis.call('HGET', KEYS[2], beats[i]) or ''
+end
+return out
+"""
+
+# KEYS[1] owner hash. ARGV[1] hub id, ARGV[2] epoch, ARGV[3] the hub's boot token.
+# Returns 1 when released: the claim is this hub's, at that epoch or made by this run
+# (a renewal after a Redis restart made a new epoch that the caller may not know yet).
 # The hash stays (owner '' and its TTL) so the next claim's epoch is still higher.
 RELEASE_NODE = """
-local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch')
-if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
+local cur = redis.call('HMGET', KEYS[1], 'hub', 'epoch', 'boot')
+if cur[1] == ARGV[1] and (cur[2] == ARGV[2] or cur[3] == ARGV[3]) then
   redis.call('HSET', KEYS[1], 'hub', '')
   return 1
 end
@@ -171,5 +206,31 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
   'hub', ARGV[3], 'entry', ARGV[4], 'e', ARGV[5], 'why', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('XACK', KEYS[2], ARGV[7], ARGV[4])
+return 1
+"""
+
+# KEYS[1] the dead hub's inbox, KEYS[2] its node hash, KEYS[3] its reaper lock,
+# KEYS[4] hubs zset, KEYS[5] beats zset, KEYS[6] boots hash
+# ARGV[1] the dead hub's id, ARGV[2] the last inbox entry id drained ('' = drop anyway),
+# ARGV[3] the reaping hub's id
+# Forgets a drained hub, unless an entry newer than ARGV[2] arrived since (returns 0:
+# drain again) or another hub holds the reaper lock (returns {-1, holder}).
+# Returns 1 when dropped.
+DROP_HUB = """
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[3] then return {-1, holder} end
+if ARGV[2] ~= '' then
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if newest[1] then
+    local nm, ns = string.match(newest[1][1], '(%d+)-(%d+)')
+    local lm, ls = string.match(ARGV[2], '(%d+)-(%d+)')
+    nm, ns, lm, ls = tonumber(nm), tonumber(ns), tonumber(lm), tonumber(ls)
+    if nm > lm or (nm == lm and ns > ls) then return 0 end
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 return 1
 """

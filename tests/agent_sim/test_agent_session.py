@@ -571,3 +571,40 @@ async def test_abort_connection_reconnects(scripted: ScriptedHub) -> None:
         await agent.wait_registered(TIMEOUT_S)
         assert agent.connects == 2
     assert not agent.abort_connection()
+
+
+async def test_a_job_assigned_as_the_connection_drops_is_not_left_behind(
+    scripted: ScriptedHub,
+) -> None:
+    # The job_assign and the close arrive together: the job's task is cancelled before it
+    # ever ran. It must still leave the agent's table (running back to 0, counted lost),
+    # or `drain` would wait for it forever.
+    gate = Gate()
+    async with make_agent([scripted.url], gate) as agent:
+        conn = await scripted.next_conn()
+        await agent.wait_registered(TIMEOUT_S)
+        protocol = conn.ws.protocol
+        frame = conn.codec.encode_frame(assign("j-doomed"))
+        if isinstance(frame, str):
+            protocol.send_text(frame.encode())
+        else:
+            protocol.send_binary(frame)
+        protocol.send_close(1001, "going away")
+        conn.ws.transport.writelines(protocol.data_to_send())  # one write: both frames
+        await scripted.next_conn()  # the agent reconnected
+        await agent.wait_registered(TIMEOUT_S)
+        assert agent.running == 0 and agent.lost + agent.accepted >= 1
+        assert agent.stats()["running"] == 0
+        drained = await agent.drain(timeout_s=1.0)
+    assert drained
+
+
+async def test_on_result_is_told_of_each_result_sent(scripted: ScriptedHub) -> None:
+    sent: list[JobResult] = []
+    async with make_agent([scripted.url], on_result=sent.append) as agent:
+        conn = await scripted.next_conn()
+        await agent.wait_registered(TIMEOUT_S)
+        await conn.send(assign("j1", payload="x"))
+        await conn.expect(JobAccept)
+        received = await conn.expect(JobResult)
+    assert [r.job_id for r in sent] == ["j1"] and sent[0] == received

@@ -40,3 +40,25 @@ def test_a_message_proves_a_hub_alive_unless_it_was_buried() -> None:
     assert not members.is_live("c")
     members.check({"a", "c"}, {"a", "c"})  # it announced itself again: alive
     assert members.is_live("c") and not members.is_buried("c")
+
+
+def test_silent_hubs_are_excluded_and_included_again_when_they_beat() -> None:
+    members = Membership("a")
+    first = members.beats({"a": (0, "a1"), "b": (100, "b1"), "c": (100, "c1")}, 2000)
+    assert first.first_seen == ["b", "c"] and first.excluded == [] and first.restarted == []
+    silent = members.beats({"a": (0, "a1"), "b": (2500, "b1"), "c": (100, "c1")}, 2000)
+    assert silent.excluded == ["b"] and members.is_excluded("b")
+    # Reported once, not on every reading.
+    assert members.beats({"a": (0, "a1"), "b": (3000, "b1")}, 2000).excluded == []
+    back = members.beats({"a": (0, "a1"), "b": (50, "b1")}, 2000)
+    assert back.included == ["b"] and not members.is_excluded("b")
+
+
+def test_a_new_boot_token_means_the_hub_restarted() -> None:
+    members = Membership("a")
+    members.beats({"b": (0, "b1")}, 2000)
+    changes = members.beats({"b": (0, "b2")}, 2000)
+    assert changes.restarted == ["b"] and changes.first_seen == []
+    assert members.beats({"b": (0, "b2")}, 2000).restarted == []
+    # The hub's own beats never count.
+    assert members.beats({"a": (9999, "other")}, 2000) == members.beats({}, 2000)

@@ -379,8 +379,14 @@ async def test_a_hub_that_lost_a_nodes_lease_stops_serving_it(
     async with agent("n1", [a.url], work) as node:
         await node.wait_registered(WAIT_S)
         first_connects = node.connects
-        # Hub b takes the node over in the store, as after a partition that cut hub a off.
-        thief = RedisStore(hub_id=b.hub_id, url=redis_server.url, prefix=prefix)
+        # Hub b takes the node over in the store, as after a partition that cut hub a off
+        # (a claim of hub b's current run: its boot token, as hub b itself would claim).
+        admin = aioredis.Redis.from_url(redis_server.url)
+        try:
+            boot = (await admin.hget("{" + prefix + "}:boots", b.hub_id) or b"").decode()
+        finally:
+            await admin.aclose()
+        thief = RedisStore(hub_id=b.hub_id, url=redis_server.url, prefix=prefix, boot=boot)
         await thief.start()
         try:
             await thief.claim_node("n1", 60_000, take_over=True)

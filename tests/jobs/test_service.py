@@ -8,6 +8,7 @@ Each test asserts the exact messages the links received.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -16,12 +17,13 @@ import pytest
 
 from hub.cluster.cluster import Cluster
 from hub.core.config import HubConfig
-from hub.core.errors import ProtocolError
+from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.messages import (
     Accepted,
     Cancel,
     Capabilities,
+    Drain,
     JobAccept,
     JobAssign,
     JobCancel,
@@ -36,6 +38,7 @@ from hub.core.messages import (
     Submit,
 )
 from hub.core.metrics import Metrics
+from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.node_registry import RegisteredNode
 from hub.jobs.service import JobService
 from hub.runtime.deadline_loop import Clock
@@ -96,9 +99,9 @@ class RecordingLink:
 class JobPath:
     """A `JobService` wired as `Hub` wires it, minus the server and the loops."""
 
-    def __init__(self, config: HubConfig = CONFIG) -> None:
+    def __init__(self, config: HubConfig = CONFIG, store: MemoryStore | None = None) -> None:
         self.clock = ManualClock()
-        store = MemoryStore(hub_id=config.hub_id)
+        store = store if store is not None else MemoryStore(hub_id=config.hub_id)
         fleet = FleetView()
         self.archive = JobArchive(store=store, ttl_ms=config.idempotency_ttl_ms)
         cluster = Cluster(config=config, store=store, fleet=fleet, archive=self.archive)
@@ -127,6 +130,11 @@ class JobPath:
     async def drop(self, node_id: str) -> None:
         _, node = self.nodes.pop(node_id)
         await self.service.nodes.unregister(node)
+
+    async def leave(self, node_id: str) -> None:
+        """As a node of a draining hub leaves: draining first, then gone."""
+        await self.from_node(node_id, Drain())
+        await self.drop(node_id)
 
     def client(self, name: str = "c1") -> RecordingLink:
         link = RecordingLink(name)
@@ -328,3 +336,110 @@ async def test_attempts_are_bounded(path: JobPath) -> None:
     result = only(client.take()[1:], Result)
     assert result.error is not None and result.error.code == "attempts_exhausted"
     assert result.attempts == 3
+
+
+async def test_finished_jobs_leave_no_deadlines_behind(path: JobPath) -> None:
+    node = await path.node("n1", slots=1)
+    client = path.client()
+    deadlines = path.service.attempts.deadlines
+    for i in range(300):
+        await path.submit(client, f"r{i}", timeout_ms=86_400_000)  # a day-long budget
+        assign = only(node.take(), JobAssign)
+        assert len(deadlines) == 2  # the accept deadline and the job's own
+        await path.from_node("n1", JobResult(assign.job_id, 1, ok=True))
+        assert len(deadlines) == 0
+    assert deadlines.heap_size <= 100  # not 600 entries waiting a day to fall due
+    assert [type(m) for m in client.take()] == [Accepted, Result] * 300
+
+
+async def test_a_submit_that_finds_no_node_just_after_one_left_waits_for_one() -> None:
+    # Nodes leave a draining hub and register with another a moment later: a submit in
+    # that moment waits for one to arrive instead of being refused `no_node`.
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    await path.node("n1")
+    await path.leave("n1")  # drained, on its way to another hub
+    client = path.client()
+    waiting = asyncio.create_task(path.submit(client, "r1"))
+    await asyncio.sleep(0)  # the submit runs up to its wait
+    assert not waiting.done() and client.take() == []
+    node = await path.node("n2")  # a node arrives
+    await asyncio.wait_for(waiting, 1.0)
+    assert only(client.take(), Accepted).node_id == "n2"
+    assert only(node.take(), JobAssign).attempt == 1
+
+
+async def test_the_wait_for_a_node_in_transit_is_bounded() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=300))  # waits at most 0.1 s
+    await path.node("n1")
+    await path.leave("n1")
+    client = path.client()
+    await asyncio.wait_for(path.submit(client, "r1"), 1.0)
+    assert only(client.take(), Rejected).code == "no_node"
+    path.clock.advance(301)  # long after the departure: no wait at all
+    await path.submit(client, "r2")
+    assert only(client.take(), Rejected).code == "no_node"
+
+
+async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    first = await path.node("n1")
+    client = path.client()
+    await path.submit(client, "r1", preferred_node_id="n1")
+    assign = only(first.take(), JobAssign)
+    only(client.take(), Accepted)
+    await path.node("n2")
+    await path.leave("n2")  # drained, on its way to another hub
+    await path.drop("n1")  # and the job's node leaves with it: nothing to fail over to
+    assert client.take() == []  # not `no_node` yet: it waits for a node to arrive
+    await path.fire_deadlines(60)
+    assert client.take() == []
+    second = await path.node("n2")  # back (on this hub)
+    await path.fire_deadlines(60)
+    again = only(second.take(), JobAssign)
+    assert (again.job_id, again.attempt) == (assign.job_id, 2)
+
+
+async def test_nodes_that_crash_are_not_waited_for() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    await path.node("n1")
+    await path.drop("n1")  # gone without draining first: not on its way anywhere
+    client = path.client()
+    await path.submit(client, "r1")
+    assert only(client.take(), Rejected).code == "no_node"
+
+
+async def test_a_job_no_departed_node_could_serve_does_not_wait() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    first = await path.node("n1")
+    client = path.client()
+    await path.submit(client, "r1")
+    only(first.take(), JobAssign)
+    only(client.take(), Accepted)
+    await path.drop("n1")  # the job's own node: excluded from it from now on
+    result = only(client.take(), Result)
+    assert result.error is not None and result.error.code == "no_node"
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose request releases fail (the store went away meanwhile)."""
+
+    async def release_request(
+        self, request_id: str, job_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        raise StoreUnavailable("the store went away")
+
+
+async def test_a_failed_release_still_answers_and_leaves_nothing_pending() -> None:
+    path = JobPath(store=FlakyStore(hub_id=CONFIG.hub_id))
+    await path.node("n1")
+    client = path.client()
+    await path.service.submit(client, Submit("r1", "fr", "es"))
+    assert only(client.take(), Rejected).code == "no_node"
+    assert path.service.table.pending == {}
+    # Still bound, to a job that never existed: the resubmit takes it over (and, no node
+    # serving the pair either, is refused again: never `duplicate_in_flight`).
+    await path.service.submit(client, Submit("r1", "fr", "es"))
+    assert only(client.take(), Rejected).code == "no_node"
+    assert path.service.table.pending == {}
+    await path.service.submit(client, Submit("r1", "en", "de"))  # now servable
+    assert only(client.take(), Accepted).duplicate is False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 from websockets.asyncio.client import connect
@@ -13,7 +14,10 @@ from websockets.exceptions import InvalidStatus
 
 from agent_sim.client import HubClient
 from hub.app.hub import Hub
-from tests.conftest import MakeHub, Net
+from hub.core.config import HubConfig
+from hub.store.base import Binding
+from hub.store.memory import MemoryStore
+from tests.conftest import FAST, MakeHub, Net
 from tests.support.hubtest import (
     TIMEOUT_S,
     Msg,
@@ -270,3 +274,28 @@ async def test_unknown_websocket_path_is_refused(hub: Hub) -> None:
             pass
     assert info.value.response.status_code == 404
 
+
+
+class BrokenBindings(MemoryStore):
+    """A store with a bug in binding (not an outage): every bind raises."""
+
+    async def bind_requests(self, bindings: Sequence[Binding]) -> list[str | None]:
+        raise RuntimeError("a bug in the store")
+
+
+async def test_a_submit_the_hub_fails_on_is_still_answered_with_its_request_id(
+    net: Net,
+) -> None:
+    config = HubConfig(**{**FAST, "hub_id": "broken"})
+    hub = Hub(config, store=BrokenBindings(hub_id="broken"))
+    await hub.start()
+    try:
+        await net.node(hub, "n1")
+        client = await net.client(hub)
+        await client.submit("r1")
+        rejected = await client.expect("rejected", request_id="r1")
+        assert rejected["code"] == "internal_error"
+        await client.quiet()
+        assert [m for m in client.received if m["type"] == "error"] == []
+    finally:
+        await hub.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from hub.app.hub import Hub
@@ -114,3 +115,40 @@ async def test_graceful_shutdown(make_hub: MakeHub, net: Net) -> None:
     for peer in (node, idle, client):
         assert await peer.wait_closed() == 1001
     await hub.aclose()  # idempotent
+
+
+async def test_livez_and_readyz(hub: Hub) -> None:
+    status, _, body = await http_get(hub.http_url, "/livez")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, _, body = await http_get(hub.http_url, "/readyz")
+    assert status == 200 and json.loads(body) == {"status": "ok", "hub_id": hub.config.hub_id}
+
+
+async def test_drain_lets_the_running_job_finish_and_lets_idle_nodes_go(
+    make_hub: MakeHub, net: Net
+) -> None:
+    hub = await make_hub()
+    node = await net.node(hub, "n1")
+    idle = await net.node(hub, "n2")
+    client = await net.client(hub)
+    await client.submitted("r1", preferred_node_id="n1")
+    assign = await node.assigned()
+    await node.accept(assign)
+    draining = asyncio.create_task(hub.drain(timeout_s=5.0))
+    # At once: not ready, new submits refused, the idle node let go (1001).
+    assert await idle.wait_closed() == 1001
+    status, _, body = await http_get(hub.http_url, "/readyz")
+    assert status == 503 and json.loads(body)["status"] == "draining"
+    assert (await http_get(hub.http_url, "/livez"))[0] == 200
+    await client.submit("r2")
+    assert (await client.expect("rejected", request_id="r2"))["code"] == "hub_shutdown"
+    # The running job finishes normally; then the drain is over, its node let go too.
+    await node.result(assign, output="done")
+    assert (await client.expect("result", request_id="r1"))["ok"] is True
+    assert await asyncio.wait_for(draining, 5.0) is True
+    assert await node.wait_closed() == 1001
+    late = await net.node(hub, "n3", register=False)
+    await late.send({"type": "register", "node_id": "n3", "capabilities": caps()})
+    assert (await late.expect("error"))["code"] == "hub_shutdown"
+    assert await late.wait_closed() == 1001
+

@@ -26,7 +26,8 @@ async def _disconnect_between_frame_and_flush() -> list[dict[str, Any]]:
     try:
         client = await connect_client(hub.url)
         await wait_until(lambda: len(hub.service.clients) == 1, what="the client session")
-        (link,) = hub.service.clients.values()
+        (client_link,) = hub.service.clients.values()
+        link = client_link.connection  # the WsLink under the session's ClientLink
         # The connection is gone (uvloop closed its handle) but websockets has not been
         # told yet: the window an ordinary disconnect opens for frames sent meanwhile.
         link.ws.transport.abort()

@@ -18,10 +18,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 
-from hub.store.base import Binding, OwnershipConflict, RecordBatch, Store
+from hub.store.base import Binding, InboxLocked, OwnershipConflict, RecordBatch, Store, stream_id
 from hub.store.memory import MemoryBackplane, MemoryStore
 from hub.store.redis import RedisStore
 
@@ -29,15 +30,17 @@ LONG_MS = 60_000
 SHORT_MS = 50
 WAIT_S = 5.0
 
-MakeStore = Callable[[str], Awaitable[Store]]
+MakeStore = Callable[..., Awaitable[Store]]
+"""`make(hub_id, **options)`: options are the backends' common keywords (`boot`,
+`hub_timeout_ms`)."""
 
 
 @contextlib.asynccontextmanager
 async def memory_backend() -> AsyncIterator[MakeStore]:
     plane = MemoryBackplane()
 
-    async def make(hub_id: str) -> Store:
-        return MemoryStore(hub_id=hub_id, backplane=plane)
+    async def make(hub_id: str, **options: Any) -> Store:
+        return MemoryStore(hub_id=hub_id, backplane=plane, **options)
 
     yield make
 
@@ -47,8 +50,8 @@ async def redis_backend(url: str) -> AsyncIterator[MakeStore]:
     # A fresh key prefix is a fresh, empty shared state on the session's redis-server.
     prefix = f"contract-{uuid.uuid4().hex[:10]}"
 
-    async def make(hub_id: str) -> Store:
-        return RedisStore(hub_id=hub_id, url=url, prefix=prefix)
+    async def make(hub_id: str, **options: Any) -> Store:
+        return RedisStore(hub_id=hub_id, url=url, prefix=prefix, **options)
 
     yield make
 
@@ -64,8 +67,8 @@ async def stores(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
     opened: list[Store] = []
     async with BACKENDS[request.param](request) as make:
 
-        async def started(hub_id: str) -> Store:
-            store = await make(hub_id)
+        async def started(hub_id: str, **options: Any) -> Store:
+            store = await make(hub_id, **options)
             await store.start()
             opened.append(store)
             return store
@@ -471,3 +474,121 @@ async def test_renew_nodes_reports_the_nodes_taken_over(store: Store, stores: Ma
     await other.claim_node("n2", LONG_MS, take_over=True)
     assert await store.renew_nodes(["n1", "n2"], LONG_MS) == ["n2"]
     assert await store.node_owner("n2") == ("hub-b", (await other.node_owner("n2") or ("", 0))[1])
+
+
+async def test_claim_inbox_pages_past_one_batch_and_locks_out_other_reapers(
+    store: Store, stores: MakeStore
+) -> None:
+    dead = await stores("hub-dead")
+    rival = await stores("hub-c")
+    await store.send_many([("hub-dead", f"e{i}".encode()) for i in range(600)])
+    first = list(await dead.read_inbox(block_ms=1000, count=300))  # read, never acknowledged
+    assert len(first) == 300
+    seen: list[bytes] = []
+    after = "0-0"
+    while batch := await store.claim_inbox("hub-dead", count=256, after=after):
+        seen.extend(envelope for _, envelope in batch)
+        after = max((entry_id for entry_id, _ in batch), key=stream_id)
+    # Every entry once, in order: the 300 read and unacknowledged, then the 300 unread.
+    assert seen == [f"e{i}".encode() for i in range(600)]
+    # Another hub finds the inbox being drained: it must not take or drop it.
+    with pytest.raises(InboxLocked):
+        await rival.claim_inbox("hub-dead", count=10)
+    with pytest.raises(InboxLocked):
+        await rival.drop_hub("hub-dead", upto=after)
+    # An entry that arrives after the drain keeps the hub from being dropped.
+    await rival.send_to_hub("hub-dead", b"late")
+    assert not await store.drop_hub("hub-dead", upto=after)
+    late = await store.claim_inbox("hub-dead", count=10, after=after)
+    assert [envelope for _, envelope in late] == [b"late"]
+    assert await store.drop_hub("hub-dead", upto=late[0][0])
+    assert await store.claim_inbox("hub-dead", count=10) == []
+
+
+async def test_renew_claims_gives_the_epoch_a_lapsed_lease_was_claimed_with(
+    store: Store, stores: MakeStore
+) -> None:
+    other = await stores("hub-b")
+    await store.announce(LONG_MS)
+    await other.announce(LONG_MS)
+    first = await store.claim_node("n1", SHORT_MS)
+
+    async def lapsed() -> bool:
+        return await store.node_owner("n1") is None
+
+    await eventually(lapsed, "the lease to lapse")
+    claims = await store.renew_claims(["n1"], LONG_MS)
+    assert claims["n1"] is not None and claims["n1"] > first
+    await store.release_node("n1", claims["n1"])
+    assert await other.claim_node("n1", LONG_MS) > claims["n1"]  # released: no conflict
+    assert await store.renew_claims(["n1"], LONG_MS) == {"n1": None}
+
+
+async def test_beats_report_every_hub_with_its_boot(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b", boot="b-boot-1")
+    await other.beat()
+    beats = await store.beat()
+    assert beats["hub-a"].boot == store.boot and beats["hub-a"].age_ms < 1000
+    assert beats["hub-b"] == (beats["hub-b"].age_ms, "b-boot-1")
+
+
+async def test_a_node_is_not_held_by_an_owner_that_restarted_or_stopped_answering(
+    store: Store, stores: MakeStore
+) -> None:
+    other = await stores("hub-b", hub_timeout_ms=300)
+    for s in (store, other):
+        await s.announce(LONG_MS)
+        await s.beat()
+    first = await store.claim_node("n1", LONG_MS)
+    with pytest.raises(OwnershipConflict):
+        await other.claim_node("n1", LONG_MS)
+    # hub-a restarts under its id: the new run does not hold the old run's node...
+    restarted = await stores("hub-a")
+    await restarted.announce(LONG_MS)
+    await restarted.beat()
+    taken = await other.claim_node("n1", LONG_MS)
+    assert taken > first
+    # ...and a restarted hub may claim what its previous run held.
+    await store.claim_node("n2", LONG_MS)
+    assert await restarted.claim_node("n2", LONG_MS) > 0
+    # An owner whose beats stopped for longer than hub_timeout_ms loses its nodes to the
+    # hub they reconnect to, although its presence has not lapsed.
+    await other.claim_node("n3", LONG_MS)
+    with pytest.raises(OwnershipConflict):
+        await restarted.claim_node("n3", LONG_MS)
+    lenient = await stores("hub-c", hub_timeout_ms=200)
+    await lenient.announce(LONG_MS)
+
+    async def other_silent() -> bool:
+        return (await lenient.beat())["hub-b"].age_ms > 250
+
+    await eventually(other_silent, "hub-b's beats to age")
+    assert await lenient.claim_node("n3", LONG_MS) > 0
+
+
+async def test_pending_inbox_gives_what_this_hub_read_and_never_acknowledged(
+    store: Store, stores: MakeStore
+) -> None:
+    sender = await stores("hub-b")
+    await sender.send_many([("hub-a", f"e{i}".encode()) for i in range(5)])
+    read = list(await store.read_inbox(block_ms=1000, count=3))
+    await store.ack_inbox([read[0][0]])
+    # A new run of this hub id (same consumer): the two read and not acknowledged.
+    again = await stores("hub-a")
+    pending = list(await again.pending_inbox(count=10))
+    assert [e for _, e in pending] == [b"e1", b"e2"]
+    assert [e for _, e in await again.pending_inbox(count=10, after=pending[0][0])] == [b"e2"]
+    await again.ack_inbox([entry_id for entry_id, _ in pending])
+    assert list(await again.pending_inbox(count=10)) == []
+    unread = await again.read_inbox(block_ms=1000, count=10)
+    assert [e for _, e in unread] == [b"e3", b"e4"]
+
+
+async def test_clear_nodes_withdraws_this_hubs_entries(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    for s in (store, other):
+        await s.announce(LONG_MS)
+    await store.publish_node("n1", b"entry-1", LONG_MS)
+    await other.publish_node("n2", b"entry-2", LONG_MS)
+    await store.clear_nodes()
+    assert await other.node_entries() == {"n2": b"entry-2"}

@@ -81,6 +81,22 @@ class HubProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
+    def signal(self, sig: int) -> None:
+        """Send a signal (SIGTERM drains, a second one stops at once)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def get_status(self, path: str) -> tuple[int, Any]:
+        """(HTTP status, JSON body) of a GET, whatever the status."""
+        try:
+            with urllib.request.urlopen(self.http_url + path, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

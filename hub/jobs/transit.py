@@ -1,0 +1,109 @@
+"""`Transit`: nodes on their way from one hub to another.
+
+When a hub drains, its nodes stop taking jobs (`draining`), leave it and
+register with another hub a moment later (a reconnect and a registration:
+~0.1-0.3 s). In between they
+are in no hub's fleet. A submit that finds no node in that moment would be
+refused `no_node` although capacity is about to come back: during a rolling
+restart, when every node sits on the hub that drains, that is every submit
+of the gap. So when a selection finds no capable node online at all (none
+merely full: `should_wait`) shortly after a node that could serve the job
+drained (`recent`), the submit waits for the next node to come online
+(`arrival`, bounded) and selects again. Otherwise (no such node drained
+lately, a node that crashed, a full fleet), `no_node` is answered at once as
+before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hub.core.capabilities import (
+    AT_CAPACITY,
+    NodeCapabilities,
+    Requirements,
+    capability_mismatch,
+)
+from hub.core.fleet_view import FleetView
+from hub.core.selector import Selection
+from hub.core.snapshot import DRAINING, ONLINE, NodeState
+from hub.runtime.deadline_loop import Clock
+
+
+class Transit:
+    __slots__ = (
+        "_arrived", "_clock", "_departed", "_draining", "_online", "wait_s", "window_ms",
+    )
+
+    def __init__(self, *, fleet: FleetView, clock: Clock, window_ms: int, wait_s: float) -> None:
+        self._clock = clock
+        self.window_ms = window_ms
+        """How long after a departure a selection that finds nothing waits."""
+        self.wait_s = wait_s
+        """The longest such a wait lasts."""
+        self._departed: dict[str, tuple[int, NodeCapabilities]] = {}
+        """Nodes that drained (and left) lately: when, and what they serve."""
+        self._online: dict[str, NodeCapabilities] = {}
+        self._draining: dict[str, NodeCapabilities] = {}
+        self._arrived: asyncio.Event | None = None
+        fleet.subscribe(self._changed)
+
+    def __repr__(self) -> str:
+        return f"Transit({len(self._online)} online, {len(self._departed)} departed lately)"
+
+    def _changed(self, node_id: str, state: NodeState | None) -> None:
+        online = state is not None and state.status == ONLINE
+        if state is not None and state.status == DRAINING:
+            # Draining first, then gone: how a drained hub's nodes leave for another hub
+            # (a node that crashes just vanishes: it is not on its way anywhere).
+            caps = self._online.pop(node_id, None)
+            if caps is not None or node_id in self._draining:
+                self._draining[node_id] = state.caps
+                self._departed[node_id] = (self._clock.now_ms(), state.caps)
+            return
+        if online == (node_id in self._online):
+            return  # a load change: nothing came or went
+        if state is not None and online:
+            self._online[node_id] = state.caps
+            self._draining.pop(node_id, None)
+            self._departed.pop(node_id, None)
+            if self._arrived is not None:
+                self._arrived.set()
+            return
+        self._online.pop(node_id, None)
+        drained = self._draining.pop(node_id, None)
+        if drained is not None:  # it left after draining: now it is on its way
+            self._departed[node_id] = (self._clock.now_ms(), drained)
+
+    @staticmethod
+    def should_wait(selection: Selection) -> bool:
+        """Whether a selection's failure may be nodes in transit: nothing fit, and no
+        capable node is online here at all (a full one would be `at_capacity`: a full
+        fleet is a matter of capacity, not of transit, and is answered at once)."""
+        return selection.node_id is None and not selection.reasons.get(AT_CAPACITY)
+
+    def recent(self, req: Requirements) -> bool:
+        """Whether a node that could serve `req` drained (or left after draining) within
+        `window_ms`: it may be on its way to another hub."""
+        horizon = self._clock.now_ms() - self.window_ms
+        for node_id, (left_ms, _) in list(self._departed.items()):
+            if left_ms < horizon:
+                del self._departed[node_id]
+        return any(
+            node_id not in req.excluded and capability_mismatch(caps, req) is None
+            for node_id, (_, caps) in self._departed.items()
+        )
+
+    async def arrival(self, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) for a node to come online; whether one did."""
+        if timeout_s <= 0:
+            return False
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        self._arrived.clear()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._arrived.wait()
+        except TimeoutError:
+            return False
+        return True

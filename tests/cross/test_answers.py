@@ -1,0 +1,180 @@
+"""Every decodable submit gets exactly one `accepted` or `rejected` with its request_id,
+whatever happens between the hubs and the store (real hub processes, a real
+redis-server, raw clients that record every frame)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from agent_sim.client import HubClient
+from hub.core.messages import Rejected, Result
+from hub.core.principal import DEFAULT_TENANT
+from hub.store.keys import Keys
+from tests.cross.test_cross_hub import WAIT_S, Work, agent, sees, until
+from tests.support.hubtest import Msg, TestClient, connect_client, wait_until
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+ANSWERS = ("accepted", "rejected")
+
+
+def answers(client: TestClient) -> dict[str, list[Msg]]:
+    """Per request id, the `accepted`/`rejected` frames it got."""
+    out: dict[str, list[Msg]] = {}
+    for message in client.received:
+        if message["type"] in ANSWERS:
+            out.setdefault(message["request_id"], []).append(message)
+    return out
+
+
+async def test_the_same_request_id_on_two_hubs_for_a_pair_nobody_serves(start_hubs: Any) -> None:
+    # Both hubs bind, one wins, the winner finds no node and releases the binding; the
+    # loser asked the winner to be watched meanwhile. Every submit on both sides still
+    # gets its own `rejected` with its request id, never a bare `error`.
+    a, b = start_hubs(2)
+    async with agent("en-zh", [b.url], Work()) as node:
+        await node.wait_registered(WAIT_S)
+        await until(lambda: sees(a, "en-zh"), "hub a to see the node")
+        on_a, on_b = await connect_client(a.url), await connect_client(b.url)
+        try:
+            count = 200
+            for i in range(count):
+                for client in (on_a, on_b):
+                    await client.submit(f"unservable-{i}", "en", "fr")
+            await wait_until(
+                lambda: len(answers(on_a)) == count and len(answers(on_b)) == count,
+                WAIT_S * 2, "an answer to every submit on both hubs",
+            )
+            await asyncio.sleep(0.3)  # nothing more may follow (a second answer, an error)
+        finally:
+            await on_a.aclose()
+            await on_b.aclose()
+    for client in (on_a, on_b):
+        assert [m for m in client.received if m["type"] == "error"] == []
+        per_request = answers(client)
+        assert all(len(frames) == 1 for frames in per_request.values())
+        assert {f[0]["type"] for f in per_request.values()} == {"rejected"}
+        assert {f[0]["code"] for f in per_request.values()} == {"no_node"}
+
+
+async def test_a_lost_binding_reply_never_locks_the_request_id(start_hubs: Any) -> None:
+    # Redis stops answering (SIGSTOP) while submits wait on their bindings: they are
+    # refused `store_unavailable`, but Redis makes those bindings when it resumes.
+    # Resubmitting them later gets real answers, not `duplicate_in_flight`.
+    own = RedisServer()
+    own.start()
+    try:
+        (a,) = start_hubs(1, redis=own, hub_timeout_ms=1000)
+        work = Work()
+        async with agent("n1", [a.url], work, max_concurrency=8) as node:
+            await node.wait_registered(WAIT_S)
+            async with HubClient(a.url) as client:
+                assert own.proc is not None
+                os.kill(own.proc.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    paused = [
+                        await client.submit("en", "zh", payload={"key": f"p{i}"}) for i in range(5)
+                    ]
+                    refused = await asyncio.wait_for(
+                        asyncio.gather(*(h.result for h in paused)), WAIT_S
+                    )
+                    refused_after_s = time.monotonic() - started
+                finally:
+                    os.kill(own.proc.pid, signal.SIGCONT)
+                assert all(
+                    isinstance(r, Rejected) and r.code == "store_unavailable" for r in refused
+                ), refused
+                again = [
+                    await client.submit("en", "zh", request_id=h.request_id,
+                                        payload={"key": f"p{i}"})
+                    for i, h in enumerate(paused)
+                ]
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(h.result for h in again)), WAIT_S
+                )
+    finally:
+        own.close()
+    assert refused_after_s < 5, refused_after_s
+    assert all(isinstance(r, Result) and r.ok for r in results), results
+    assert work.completed == Counter({f"p{i}": 1 for i in range(5)})
+
+
+async def test_a_binding_to_a_job_this_hub_never_recorded_is_taken_over(
+    start_hubs: Any, redis_server: RedisServer, prefix: str
+) -> None:
+    # What a lost binding reply leaves behind: Redis bound the request to a job id of
+    # this hub's current run, but the hub answered `store_unavailable` and never
+    # recorded the job. A resubmit must run it, not get `duplicate_in_flight` for the
+    # binding's lifetime.
+    (a,) = start_hubs(1)
+    work = Work()
+    store = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with agent("n1", [a.url], work) as node:
+            await node.wait_registered(WAIT_S)
+            async with HubClient(a.url) as client:
+                first = await client.submit("en", "zh", payload={"key": "first"})
+                done = await asyncio.wait_for(first.result, WAIT_S)
+                assert isinstance(done, Result)
+                boot = done.job_id.rsplit(".", 1)[0]  # <hub id>.<boot token>
+                await store.set(
+                    Keys(prefix).request(DEFAULT_TENANT, "lost-reply"), f"{boot}.999999",
+                    px=600_000,
+                )
+                again = await client.submit("en", "zh", request_id="lost-reply",
+                                            payload={"key": "lost"})
+                result = await asyncio.wait_for(again.result, WAIT_S)
+    finally:
+        await store.aclose()
+    assert isinstance(result, Result) and result.ok, result
+    assert work.completed["lost"] == 1
+
+
+async def test_after_a_redis_restart_every_submit_is_answered_with_its_request_id(
+    start_hubs: Any,
+) -> None:
+    # Right after Redis restarts the hub's pooled connections are stale: releasing the
+    # binding of a submit nobody can serve fails. The submit is still answered with
+    # its request id (and a resubmit later gets a fresh answer).
+    own = RedisServer()
+    own.start()
+    try:
+        (a,) = start_hubs(1, redis=own)
+        async with agent("n1", [a.url], Work()) as node:
+            await node.wait_registered(WAIT_S)
+            client = await connect_client(a.url)
+            try:
+                await client.submit("warm-up", "en", "fr")
+                await client.expect("rejected", request_id="warm-up")
+                own.restart()
+                for i in range(10):
+                    await client.submit(f"after-{i}", "en", "fr")
+                await wait_until(
+                    lambda: sum(r.startswith("after-") for r in answers(client)) == 10,
+                    WAIT_S, "an answer to every submit",
+                )
+                for i in range(10):  # and again, once the hub reconnected
+                    await client.submit(f"after-{i}", "en", "fr")
+                await wait_until(
+                    lambda: sum(len(f) for r, f in answers(client).items()
+                                if r.startswith("after-")) == 20,
+                    WAIT_S, "an answer to every resubmit",
+                )
+            finally:
+                await client.aclose()
+    finally:
+        own.close()
+    assert [m for m in client.received if m["type"] == "error"] == []
+    for request_id, frames in answers(client).items():
+        assert all(f["type"] == "rejected" for f in frames), (request_id, frames)
+        assert frames[-1]["code"] == "no_node", (request_id, frames)
