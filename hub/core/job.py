@@ -384,6 +384,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
             attempt=self.attempt,
             created_ms=self.created_ms,
             orphaned=self.orphaned,
+            tenant=self.tenant,
             result=Result(
                 request_id=self.request_id,
                 job_id=self.job_id,

@@ -7,7 +7,7 @@ import json
 
 from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
-from tests.support.hubtest import caps, http_get
+from tests.support.hubtest import caps, http_get, wait_until
 
 NODE_FIELDS = {"node_id", "hub_id", "pool", "status", "running", "max_concurrency", "capabilities"}
 
@@ -152,3 +152,30 @@ async def test_drain_lets_the_running_job_finish_and_lets_idle_nodes_go(
     assert (await late.expect("error"))["code"] == "hub_shutdown"
     assert await late.wait_closed() == 1001
 
+
+async def test_drain_waits_for_running_jobs_not_for_queued_ones(
+    make_hub: MakeHub, net: Net
+) -> None:
+    # Issue 12's drain with issue 13's queue: a job waiting for a slot keeps waiting
+    # while the hub drains, but does not keep the drain going; once nothing runs the
+    # drain is over, and the waiting job ends `hub_shutdown` when the hub closes.
+    hub = await make_hub()
+    node = await net.node(hub, "solo", caps(max_concurrency=1))
+    client = await net.client(hub)
+    await client.submitted("r1")
+    assign = await node.assigned()
+    await node.accept(assign)
+    waiting = await client.submitted("r2")
+    assert waiting["queued"] is True
+    draining = asyncio.create_task(hub.drain(timeout_s=30.0))
+    await wait_until(lambda: hub.sessions.draining, what="the drain to start")
+    assert not draining.done()  # r1 still runs
+    await node.quiet()  # the draining node is offered nothing, the queued job included
+    await node.result(assign, output="done")
+    assert (await client.expect("result", request_id="r1"))["ok"] is True
+    # Well before the 30 s drain timeout: the queued job does not hold the drain.
+    assert await asyncio.wait_for(draining, 10.0) is True
+    assert len(hub.service.waiting) == 1
+    await hub.aclose()
+    result = await client.expect("result", request_id="r2", ok=False)
+    assert result["error"]["code"] == "hub_shutdown"
