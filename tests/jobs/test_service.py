@@ -17,6 +17,7 @@ import pytest
 
 from hub.cluster.cluster import Cluster
 from hub.core.config import HubConfig
+from hub.core.envelopes import Held
 from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.messages import (
@@ -443,3 +444,48 @@ async def test_a_failed_release_still_answers_and_leaves_nothing_pending() -> No
     assert path.service.table.pending == {}
     await path.service.submit(client, Submit("r1", "en", "de"))  # now servable
     assert only(client.take(), Accepted).duplicate is False
+
+
+# --- tenancy (issue 11) through issue 12's duplicate paths ---------------------------------
+
+
+async def test_a_watch_joins_only_an_active_job_of_its_own_tenant(path: JobPath) -> None:
+    await path.node("n1")
+    client = path.client()
+    await path.service.submit(client, Submit("r1", "en", "de"), "acme")
+    accepted = only(client.take(), Accepted)
+    resubmits = path.service.resubmits
+    # A watch from another hub naming this job under another tenant: unknown here (the
+    # inbound router answers `Unknown`, and that hub resolves the request again).
+    stranger = path.client("c2")
+    watcher = path.service.delivery.watcher(stranger, "r1")
+    assert not await resubmits.add_watcher(accepted.job_id, watcher, tenant="globex")
+    assert stranger.take() == []
+    assert await resubmits.add_watcher(accepted.job_id, watcher, tenant="acme")
+    duplicate = only(stranger.take(), Accepted)
+    assert duplicate.duplicate is True and duplicate.job_id == accepted.job_id
+
+
+async def test_an_inherited_job_is_watched_by_its_tenant_and_archived_under_it(
+    path: JobPath,
+) -> None:
+    # A job of an earlier run of this hub id (another boot token) still runs on another
+    # hub's node: that hub's `Reconcile` says so, with the job's tenant.
+    previous = path.service.previous
+    job_id = f"{CONFIG.hub_id}.0ldb00t.7"
+    assert previous.owns(job_id)
+    await previous.reconciled("hub-b", [Held(job_id, 1, "n9", "r7", "acme")])
+    client = path.client()
+    watcher = path.service.delivery.watcher(client, "r7")
+    submit = Submit("r7", "en", "de")
+    assert not await previous.watch(job_id, watcher, submit, "globex")
+    assert client.take() == []
+    assert await previous.watch(job_id, watcher, submit, "acme")
+    assert only(client.take(), Accepted).job_id == job_id
+    await previous.node_event(
+        "n9", JobResult(job_id, 1, ok=True, output="done"), request_id="r7", tenant="acme"
+    )
+    result = only(client.take(), Result)
+    assert result.ok and result.job_id == job_id
+    record = await path.archive.load(job_id)
+    assert record is not None and record.tenant == "acme" and record.orphaned
