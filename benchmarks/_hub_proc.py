@@ -1,7 +1,7 @@
 """Run `hub serve` for the benchmarks: `python benchmarks/_hub_proc.py serve --port P ...`.
 
 Before handing over to `hub.app.cli.main` it raises RLIMIT_NOFILE (to
-`NODEHUB_BENCH_NOFILE`, for the 10,000-node memory run) and makes SIGUSR1
+`BENCH_HUB_NOFILE`, for the 10,000-node memory run) and makes SIGUSR1
 run a full garbage collection (the memory measurement asks for one before it
 reads VmRSS). With `NODEHUB_BENCH_PROFILE=PATH` the hub runs under cProfile
 and the stats are dumped to PATH when it stops (SIGTERM stops it cleanly).
@@ -56,7 +56,7 @@ def _gc_log(phase: str, info: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    wanted = int(os.environ.get("NODEHUB_BENCH_NOFILE", "0") or 0)
+    wanted = int(os.environ.get("BENCH_HUB_NOFILE", "0") or 0)
     if wanted:
         raise_nofile(wanted)
     signal.signal(signal.SIGUSR1, _collect)

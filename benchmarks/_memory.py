@@ -22,7 +22,7 @@ def _gc_and_rss(hub: Child, settle: float) -> int:
 def run_memory(n: int, args: argparse.Namespace) -> dict[str, Any]:
     per_process = args.memory_per_process
     with ProcGroup(keep_logs=args.keep_logs) as procs:
-        env = {"NODEHUB_BENCH_NOFILE": str(n + 4096)}
+        env = {"BENCH_HUB_NOFILE": str(n + 4096)}
         if args.trace_memory:
             env["NODEHUB_BENCH_TRACEMALLOC"] = f"{args.trace_memory}.{n}"
         topology = TOPOLOGIES[args.mode](procs, env)

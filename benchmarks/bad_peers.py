@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with ProcGroup(keep_logs=args.keep_logs) as procs:
         hub, url = _start_hub(
             procs, "hub", extra=("--slow-peer-timeout-ms", str(args.slow_peer_timeout_ms)),
-            env={"NODEHUB_BENCH_NOFILE": str(args.idle + 4096)},
+            env={"BENCH_HUB_NOFILE": str(args.idle + 4096)},
         )
         for name, extra in (
             ("bystander-nodes", ("--tgt", "de", "--count", str(args.nodes))),

@@ -150,10 +150,12 @@ def pick_next_cost(waiting: int, ops: int, seed: int = 1) -> dict[str, float]:
     queue = AdmissionQueue()
     counter = 0
 
-    def push() -> None:
+    fitting = [req for req in classes if (req.src_lang, req.tgt_lang) in caps.language_pairs]
+
+    def push(choices: list[Requirements] = classes) -> None:
         nonlocal counter
         counter += 1
-        queue.push(f"j{counter}", rng.choice(classes), priority=rng.randrange(3),
+        queue.push(f"j{counter}", rng.choice(choices), priority=rng.randrange(3),
                    fair_key=f"s{rng.randrange(50)}")
 
     for _ in range(waiting):
@@ -164,7 +166,7 @@ def pick_next_cost(waiting: int, ops: int, seed: int = 1) -> dict[str, float]:
         entry = queue.take_for("n1", caps)
         samples.append((time.perf_counter_ns() - started) / 1000)
         assert entry is not None
-        push()
+        push(fitting)  # the job taken is replaced by one the node fits: a steady mix
     scans: list[float] = []
     for _ in range(max(20, ops // 100)):
         started = time.perf_counter_ns()

@@ -70,7 +70,7 @@ def _fleet_size(http_url: str) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.agents
-    env = {"NODEHUB_BENCH_NOFILE": str(n + 4096)}
+    env = {"BENCH_HUB_NOFILE": str(n + 4096)}
     if args.profile:
         env["NODEHUB_BENCH_PROFILE"] = args.profile
     if args.gc_log:
