@@ -77,20 +77,27 @@ class Load:
         self.ok: list[str] = []
         self._rng = random.Random(7)
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def __aenter__(self) -> Load:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.in_flight)]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # The flag as well as the cancel: Python 3.11's `asyncio.wait_for` swallows a
+        # cancellation that lands in the loop turn its future completes in, and a worker
+        # that missed it would go on submitting forever.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        outcomes = await asyncio.gather(*self._tasks, return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)
+                  and not isinstance(o, asyncio.CancelledError)]
+        if errors:
+            raise errors[0]
 
     async def _worker(self) -> None:
-        while True:
+        while not self._stopping:
             if self._rng.random() < 0.03:
                 src, tgt = "xx", "yy"  # nobody serves it: rejected no_node
             else:
