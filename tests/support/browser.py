@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -66,7 +67,10 @@ class Chromium:
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
-        self._dir = tempfile.TemporaryDirectory(prefix="nodehub-chromium-")
+        # Errors removing it are ignored: a file a dying helper process wrote last.
+        self._dir = tempfile.TemporaryDirectory(
+            prefix="nodehub-chromium-", ignore_cleanup_errors=True
+        )
         self.profile = Path(self._dir.name) / "profile"
         self.log_path = Path(self._dir.name) / "chromium.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,13 +107,18 @@ class Chromium:
             return ""
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        """Stop Chromium and every helper process it started (its own process group:
+        a renderer still writing into the profile would race the profile's removal)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self._dir.cleanup()
 
 
