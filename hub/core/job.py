@@ -112,6 +112,7 @@ class Job:
         "status",
         "tenant",
         "timeout_ms",
+        "unconfirmed",
         "watchers",
     )
 
@@ -167,6 +168,11 @@ class Job:
         self.queue_deadline_ms = 0
         self.queue_order: Any = None
         """Its place in the queue (`admission_queue.Order`), kept across a requeue."""
+        self.unconfirmed = False
+        """Its submitter was refused because the binding's reply was lost, after the
+        first Dispatch went out with it: the store may have made both. Tracked all the
+        same (no watcher unless a resubmit finds the binding), so that a run that happens
+        anyway is answered and archived, never started twice (issue 12)."""
 
     def __repr__(self) -> str:
         return (

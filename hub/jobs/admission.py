@@ -212,6 +212,31 @@ class Admission:
             await self.attempts.send(job, assign, announce=link, dispatched=dispatched)
         return None
 
+    async def keep_unconfirmed(
+        self, message: Submit, job: Job, assign: JobAssign, started_ns: int
+    ) -> None:
+        """Track a job whose binding's reply was lost after its first Dispatch went out
+        with it (its submitter was refused `store_unavailable`).
+
+        The store may have made the binding and appended the Dispatch all the same (a
+        reply lost on the way back, or a paused Redis that ran the script when it
+        resumed): the attempt may reach its node and run. It is tracked like any other,
+        without a watcher, so that such a run is archived and answered to a resubmit
+        that finds the binding (it joins this job: `Resubmits.add_watcher`), never
+        started a second time by a takeover. If its attempt fails while nobody watches
+        it, it ends without a record (`Attempts.next`): the binding, if made, then
+        names a job nobody holds, and a resubmit takes it over safely."""
+        job.unconfirmed = True  # before `add`: it holds nothing of the session's
+        job.watchers.clear()
+        self.table.add(job, started_ns)
+        if message.timeout_ms is not None:
+            self.attempts.watch_overall(job)
+        logger.bind(job_id=job.job_id, node_id=job.node_id).info(
+            "binding of {} unconfirmed (reply lost); its dispatch to hub {} is tracked",
+            job.request_id, job.node_hub,
+        )
+        await self.attempts.send(job, assign, dispatched=True)
+
     async def create(
         self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
     ) -> Rejected | None:

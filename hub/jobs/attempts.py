@@ -33,6 +33,8 @@ import random
 import time
 from typing import Any
 
+from loguru import logger
+
 from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.capabilities import AT_CAPACITY, Requirements
@@ -200,6 +202,9 @@ class Attempts:
         `announce` carries the submitter through refusals of the first dispatch.
         """
         self._forget_deadlines(job, overall=False)
+        if job.unconfirmed and not job.watchers:
+            self._drop_unconfirmed(job, outcome)
+            return
         if outcome == AT_CAPACITY and self.may_wait(job):
             # The owner hub's node was full after all: back in line, not a failure.
             job.requeue_attempt(outcome)
@@ -264,6 +269,17 @@ class Attempts:
         self.metrics.no_node_answer(selection.reasons)
         error = ErrorInfo(error_codes.NO_NODE, selection.explain())
         await self.finish(job, ok=False, error=error, announce=announce)
+
+    def _drop_unconfirmed(self, job: Job, outcome: str) -> None:
+        """An unconfirmed job's attempt failed and nobody watches it (`Admission.
+        keep_unconfirmed`): it ends here, without a result or a record. It is not
+        running anywhere now, so a resubmit that finds its binding may take it over."""
+        self._forget_deadlines(job, overall=True)
+        self.table.remove(job.job_id)
+        self.metrics.attempts.inc(outcome)
+        logger.bind(job_id=job.job_id, node_id=job.node_id).info(
+            "unconfirmed job of {} dropped: its attempt failed ({})", job.request_id, outcome
+        )
 
     # --- waiting for a free slot (issue 13) ----------------------------------------------
 

@@ -223,14 +223,17 @@ class InboundRouter:
     async def store_restarted(self) -> None:
         """Bind again the request ids of this hub's active jobs and of the jobs whose
         records are written again (a resubmit must find them, not start a new job), and
-        ask the homes of this hub's waiting clients again."""
+        ask the homes of this hub's waiting clients again. Not those of unconfirmed jobs
+        (`Admission.keep_unconfirmed`): whether their binding was ever made is unknown,
+        and binding one now would tie its request to a dispatch that may never have
+        left."""
         config = self.resubmits.config
         now_ms = self.attempts.clock.now_ms()
         bindings = [
             Binding(job.request_id, job.job_id,
                     config.idempotency_ttl_ms + max(0, job.deadline_ms - now_ms),
                     tenant=job.tenant)
-            for job in self.table.active.values()
+            for job in self.table.active.values() if not job.unconfirmed
         ]
         bindings += [
             Binding(record.request_id, record.job_id, config.idempotency_ttl_ms,

@@ -129,8 +129,10 @@ class Resubmits:
         nobody holds.
 
         Its attempts were revoked when its home's death was noticed
-        (`NodeRegistry.home_lost` on every hub), or it never reached a node, so it
-        is not running anywhere. The binding moves atomically (one hub wins); if
+        (`NodeRegistry.home_lost` on every hub), or it never reached a node (a
+        Dispatch that may have left with a lost binding reply is tracked here until
+        its attempt ends: `Admission.keep_unconfirmed`), so it is not running
+        anywhere. The binding moves atomically (one hub wins); if
         it had been released, it is bound afresh. Returns None when the job was
         created here (the client is answered), else the job the request is bound
         to now (another hub moved it first)."""

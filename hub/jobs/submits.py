@@ -8,7 +8,10 @@
 The binding comes after the selection so that a dispatch to another hub costs
 no round trip of its own: the store appends it to the owner's inbox in the
 same atomic step, and only when the binding was made (a duplicate never
-dispatches). A request already bound goes to `Resubmits`.
+dispatches). A request already bound goes to `Resubmits`. A binding whose
+reply is lost is refused `store_unavailable`; if its Dispatch went with it, the
+job is tracked all the same, unconfirmed (`Admission.keep_unconfirmed`), since
+the store may have made both.
 """
 
 from __future__ import annotations
@@ -87,33 +90,30 @@ class Submits:
         # Until the job exists, duplicates (from any hub) and node events wait here.
         pending = table.pending[job_id] = Pending()
         rejected: Rejected | None = None
+        unconfirmed = False
         try:
             try:
                 existing = await self.binder.bind(binding)
             except BaseException as exc:
-                if job is not None and binding.send_to is not None:
-                    # It may have gone out, with only the reply lost.
-                    self.cluster.send(
-                        binding.send_to, self.attempts.revocation(job, BINDING_FAILED)
-                    )
                 if not isinstance(exc, StoreUnavailable):
+                    if job is not None and binding.send_to is not None:
+                        # It may have gone out, with only the reply lost.
+                        self.cluster.send(
+                            binding.send_to, self.attempts.revocation(job, BINDING_FAILED)
+                        )
                     raise  # answered by the session (`rejected` `internal_error`)
-                # Fail fast: without the binding the hub cannot promise exactly-once. The
-                # binding may have been made all the same (a lost reply): a resubmit then
-                # finds it, unknown here, and takes it over (`Resubmits.take_over`).
-                self.metrics.submit(
-                    error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang
-                )
-                self.attempts.log.rejected(
-                    message.request_id, error_codes.STORE_UNAVAILABLE, str(exc)
-                )
-                self.metrics.recent.rejected(time.monotonic(), error_codes.STORE_UNAVAILABLE)
-                rejected = Rejected(
-                    request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE,
-                    message=str(exc),
-                )
-                await link.send(rejected)
-                return
+                # Fail fast: without the binding the hub cannot promise exactly-once.
+                rejected = await self._store_unavailable(link, message, exc)
+                if job is None or assign is None or binding.send_to is None:
+                    # The binding may have been made all the same (a lost reply): a
+                    # resubmit then finds it, unknown here, and takes it over
+                    # (`Resubmits.take_over`); nothing was dispatched.
+                    return
+                # The Dispatch may have gone out with it: track the attempt (without the
+                # refused submitter) so that it is never started twice.
+                await self.admission.keep_unconfirmed(message, job, assign, started_ns)
+                existing, unconfirmed = None, True
+                rejected = None  # duplicates that waited found the binding: they join
             early, pending.early = pending.early or [], None  # later events find the job
             if existing is not None:
                 # Nothing was dispatched (the script sends only what it binds), and nobody
@@ -121,10 +121,11 @@ class Submits:
                 del table.pending[job_id]
                 await self.resubmits.attach(link, message, existing, tenant)
                 return
-            rejected = await self.admission.commit(
-                link, message, job_id, plan, started_ns, dispatched=binding.send_to is not None,
-                tenant=tenant,
-            )
+            if not unconfirmed:
+                rejected = await self.admission.commit(
+                    link, message, job_id, plan, started_ns,
+                    dispatched=binding.send_to is not None, tenant=tenant,
+                )
             for event in early:  # node events that overtook the binding's reply
                 try:
                     await event()
@@ -143,6 +144,19 @@ class Submits:
                         request_id=watcher.request_id, code=error_codes.INTERNAL_ERROR,
                         message="the hub failed to create the job",
                     ))
+
+    async def _store_unavailable(
+        self, link: Link, message: Submit, exc: StoreUnavailable
+    ) -> Rejected:
+        """Refuse a submit whose binding failed: the store is unreachable."""
+        self.metrics.submit(error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang)
+        self.attempts.log.rejected(message.request_id, error_codes.STORE_UNAVAILABLE, str(exc))
+        self.metrics.recent.rejected(time.monotonic(), error_codes.STORE_UNAVAILABLE)
+        rejected = Rejected(
+            request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE, message=str(exc)
+        )
+        await link.send(rejected)
+        return rejected
 
     async def cancel(self, link: Link, message: Cancel, tenant: str = DEFAULT_TENANT) -> None:
         """A client's cancel: only of a job this connection watches, of its own tenant (a

@@ -5,7 +5,9 @@ one terminal result. Between the submit and that confirmation (a round trip
 to the store) it is *pending*: duplicates of its request (from any hub) and
 node events about it (which can overtake the binding's reply in
 cross-instance mode) wait in its `Pending` entry, and are answered or
-replayed once the job exists. Every collaborator of the job path reads and
+replayed once the job exists. (One exception: a job whose binding's reply was
+lost after its Dispatch went with it is active *unconfirmed*: see
+`Admission.keep_unconfirmed`.) Every collaborator of the job path reads and
 changes jobs through this one table.
 """
 
@@ -72,6 +74,8 @@ class JobTable:
     def add(self, job: Job, submitted_ns: int) -> None:
         self.active[job.job_id] = job
         self.submitted_ns[job.job_id] = submitted_ns
+        if job.unconfirmed:
+            return  # its submitter was refused: it holds nothing of the session's
         submitter = job.watchers[0]
         if submitter.hub_id == self.hub_id:
             self.held[submitter.client_id] = self.held.get(submitter.client_id, 0) + 1
@@ -79,7 +83,7 @@ class JobTable:
     def remove(self, job_id: str) -> int | None:
         """Forget a finished job; when its submit arrived (None if unknown)."""
         job = self.active.pop(job_id, None)
-        if job is not None:
+        if job is not None and not job.unconfirmed:
             submitter = job.watchers[0]
             if submitter.hub_id == self.hub_id:
                 left = self.held.get(submitter.client_id, 0) - 1

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,6 +108,79 @@ async def test_a_lost_binding_reply_never_locks_the_request_id(start_hubs: Any) 
     assert refused_after_s < 5, refused_after_s
     assert all(isinstance(r, Result) and r.ok for r in results), results
     assert work.completed == Counter({f"p{i}": 1 for i in range(5)})
+
+
+@pytest.mark.parametrize("pipe", ["warm", "cold"])
+async def test_a_job_dispatched_with_a_lost_binding_reply_runs_once(
+    start_hubs: Any, pipe: str
+) -> None:
+    # The node is on hub b, so hub a's binding script also appends the Dispatch to b's
+    # inbox. Redis stops answering (SIGSTOP): a refuses the submits `store_unavailable`.
+    # Warm: the scripts were written on the open connection, and Redis runs them when
+    # it resumes, so the jobs reach the node and run; a resubmit must get that run's
+    # result, not run the job again. Cold: no submit before the pause, so the bindings
+    # may wait for a connection that is never ready (a fresh one waits for Redis
+    # before writing anything) and are never made: a resubmit runs the job, once, and
+    # the attempts hub a tracked in case they had gone out end. (Whether the
+    # connection is open already depends on what the hub did before; either way
+    # every job runs exactly once.) The pause outlasts the hubs' presence, so both
+    # also take the store for restarted (`store_restarted`).
+    own = RedisServer()
+    own.start()
+    try:
+        a, b = start_hubs(2, redis=own, hub_timeout_ms=1000)
+        work = Work()
+        async with agent("n1", [b.url], work, max_concurrency=8) as node:
+            await node.wait_registered(WAIT_S)
+            await until(lambda: sees(a, "n1", owner=b), "hub a to see n1 owned by hub b")
+            async with HubClient(a.url) as client:
+                if pipe == "warm":
+                    warm = await client.submit("en", "zh", payload={"key": "warm"})
+                    assert isinstance(await asyncio.wait_for(warm.result, WAIT_S), Result)
+                assert own.proc is not None
+                os.kill(own.proc.pid, signal.SIGSTOP)
+                try:
+                    paused = [
+                        await client.submit("en", "zh", payload={"key": f"g{i}"})
+                        for i in range(5)
+                    ]
+                    refused = await asyncio.wait_for(
+                        asyncio.gather(*(h.result for h in paused)), WAIT_S
+                    )
+                finally:
+                    os.kill(own.proc.pid, signal.SIGCONT)
+                assert all(
+                    isinstance(r, Rejected) and r.code == "store_unavailable" for r in refused
+                ), refused
+                keys = {f"g{i}" for i in range(5)} | ({"warm"} if pipe == "warm" else set())
+                if pipe == "warm":
+                    await until(
+                        lambda: _true(set(work.completed) == keys), "the bound jobs to run"
+                    )
+                again = [
+                    await client.submit("en", "zh", request_id=h.request_id,
+                                        payload={"key": f"g{i}"})
+                    for i, h in enumerate(paused)
+                ]
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(h.result for h in again)), WAIT_S
+                )
+                await until(  # no job is left behind on hub a
+                    lambda: _true(a.get_json("/v1/jobs?state=active") == []),  # (loopback)
+                    "hub a to hold no job",
+                )
+        for hub in (a, b):
+            log = await asyncio.to_thread(Path(hub.log_path).read_text, errors="replace")
+            assert "Traceback" not in log, hub.output()
+    finally:
+        own.close()
+    assert all(isinstance(r, Result) and r.ok for r in results), results
+    assert work.started == Counter({key: 1 for key in keys}), work.started
+    assert work.completed == Counter({key: 1 for key in keys}), work.completed
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_a_binding_to_a_job_this_hub_never_recorded_is_taken_over(
