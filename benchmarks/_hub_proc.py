@@ -9,6 +9,10 @@ With `NODEHUB_BENCH_TRACEMALLOC=PATH` Python allocations are traced and every
 SIGUSR1 also writes the top allocation sites to PATH (memory investigations).
 With `NODEHUB_BENCH_GCLOG=1` every garbage collection of 5 ms or more is
 written to stderr (generation, duration, objects collected).
+With `NODEHUB_BENCH_LOOPLAG=1` a thread asks the hub's event loop to run a
+callback every millisecond (as an I/O event would) and writes, every 5 s, how
+late those callbacks ran (p50/p99/max, ms) to stderr: how long anything that
+arrives waits for the hub's loop.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ import tracemalloc
 from types import FrameType
 from typing import Any
 
-from _procs import raise_nofile
+from _procs import probe_loop_lag, raise_nofile
+
+bench: dict[str, str] = {}
+"""The harness's NODEHUB_BENCH_* settings (taken out of the environment)."""
 
 
 def _collect(signum: int, frame: FrameType | None) -> None:
     collected = gc.collect()
     sys.stderr.write(f"bench: gc.collect() freed {collected} objects\n")
     sys.stderr.flush()
-    trace_path = os.environ.get("NODEHUB_BENCH_TRACEMALLOC")
+    trace_path = bench.get("NODEHUB_BENCH_TRACEMALLOC")
     if trace_path and tracemalloc.is_tracing():
         stats = tracemalloc.take_snapshot().statistics("lineno")
         total = sum(stat.size for stat in stats)
@@ -55,18 +62,43 @@ def _gc_log(phase: str, info: dict[str, Any]) -> None:
         sys.stderr.flush()
 
 
+def _with_loop_lag_probe() -> None:
+    """Have `uvloop.run` (the hub's) start the probe on the loop it makes."""
+    import uvloop
+
+    run = uvloop.run
+
+    def factory() -> Any:
+        loop = uvloop.new_event_loop()
+        probe_loop_lag(loop)
+        return loop
+
+    def probed_run(main: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("loop_factory", factory)
+        return run(main, **kwargs)
+
+    uvloop.run = probed_run
+
+
 def main() -> int:
+    # The hub refuses NODEHUB_* variables it does not know (a typo must not pass
+    # silently): the harness's own are read here and taken out of its sight.
+    bench.update(
+        (k, os.environ.pop(k)) for k in list(os.environ) if k.startswith("NODEHUB_BENCH_")
+    )
     wanted = int(os.environ.get("BENCH_HUB_NOFILE", "0") or 0)
     if wanted:
         raise_nofile(wanted)
     signal.signal(signal.SIGUSR1, _collect)
-    if os.environ.get("NODEHUB_BENCH_GCLOG"):
+    if bench.get("NODEHUB_BENCH_GCLOG"):
         gc.callbacks.append(_gc_log)
-    if os.environ.get("NODEHUB_BENCH_TRACEMALLOC"):
+    if bench.get("NODEHUB_BENCH_TRACEMALLOC"):
         tracemalloc.start()
+    if bench.get("NODEHUB_BENCH_LOOPLAG"):
+        _with_loop_lag_probe()
     from hub.app.cli import main as hub_main
 
-    profile_path = os.environ.get("NODEHUB_BENCH_PROFILE")
+    profile_path = bench.get("NODEHUB_BENCH_PROFILE")
     if not profile_path:
         return hub_main(sys.argv[1:])
     import cProfile

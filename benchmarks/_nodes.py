@@ -9,6 +9,10 @@ Modes:
 - `idle`: connect to `URL/v1/node`, register, then do nothing (the memory
   measurement); handshakes run `--batch` at a time.
 
+With `--service-ms`, SIGUSR1 prints the slots' figures since the last one and resets
+them (`{"slot_stats": ...}`: service as run, idle gap from a freed slot to the next
+assign; see `SlotStats`).
+
 Prints `{"ready": N}` once every node is connected (and registered), then
 serves until SIGTERM. With `--start-at EPOCH` (wall clock) it waits until
 then before the first connection (the storm benchmark starts several such
@@ -21,15 +25,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import ssl
 import sys
 import time
+from collections import deque
 from typing import Any
 
 import msgspec
 import uvloop
-from _procs import emit, raise_nofile
+from _procs import emit, probe_loop_lag, raise_nofile
 from websockets.asyncio.client import ClientConnection, connect
 
 
@@ -73,24 +79,72 @@ async def _register(ws: ClientConnection, node_id: str, src: str, tgt: str, slot
         raise RuntimeError(f"{node_id}: registration refused: {reply}")
 
 
-async def _serve_jobs(ws: ClientConnection, output: str, service_s: float = 0.0) -> None:
+class SlotStats:
+    """With `--service-ms`: how the nodes' slots spent their time, to tell the hub's
+    share of lost capacity from the rig's. Per job: its service as run (from the
+    assign read to the result written: the timer's overshoot included), and the idle
+    gap before it: from the moment a slot freed (a result written) to the next
+    assign read (the hub's result-to-dispatch turnaround, both hops included).
+    Reported and reset on SIGUSR1 (`{"slot_stats": ...}`)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.freed: deque[float] = deque()
+        self.gaps: list[float] = []
+        self.services: list[float] = []
+
+    def report(self, service_s: float) -> dict[str, float]:
+        def pct(values: list[float], q: float) -> float:
+            ordered = sorted(values)
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
+
+        def mean(values: list[float]) -> float:
+            return sum(values) / len(values) * 1000 if values else 0.0
+
+        return {
+            "jobs": len(self.services), "gaps": len(self.gaps),
+            "service_nominal_ms": service_s * 1000,
+            "service_mean_ms": round(mean(self.services), 3),
+            "service_p50_ms": round(pct(self.services, 0.5), 3),
+            "service_p99_ms": round(pct(self.services, 0.99), 3),
+            "gap_mean_ms": round(mean(self.gaps), 3),
+            "gap_p50_ms": round(pct(self.gaps, 0.5), 3),
+            "gap_p99_ms": round(pct(self.gaps, 0.99), 3),
+        }
+
+
+async def _serve_jobs(
+    ws: ClientConnection, output: str, service_s: float = 0.0, stats: SlotStats | None = None
+) -> None:
     protocol = ws.protocol
     loop = asyncio.get_running_loop()
+    stats = stats or SlotStats()
+    freed = stats.freed  # when this node's slots freed, oldest first (reset: a new deque)
 
     sending: set[asyncio.Task[None]] = set()
 
-    def finish(job_id: str, attempt: int) -> None:
+    def finish(job_id: str, attempt: int, started: float) -> None:
         task = loop.create_task(ws.send(_encode(JobResult(job_id, attempt, True, output)).decode()))
         sending.add(task)
         task.add_done_callback(sending.discard)
+        now = time.monotonic()
+        stats.services.append(now - started)
+        stats.freed.append(now)
 
     async for frame in ws:
         message = _decode(frame)
         if message.type != "job_assign":
             continue
         if service_s:
+            now = time.monotonic()
+            if freed is not stats.freed:
+                freed = stats.freed
+            if freed:
+                stats.gaps.append(now - freed.popleft())
             await ws.send(_encode(Accept(message.job_id, message.attempt)).decode())
-            loop.call_later(service_s, finish, message.job_id, message.attempt)
+            loop.call_later(service_s, finish, message.job_id, message.attempt, now)
             continue
         accept = _encode(Accept(message.job_id, message.attempt))
         result = _encode(JobResult(message.job_id, message.attempt, True, output))
@@ -135,8 +189,22 @@ async def run(args: argparse.Namespace) -> None:
     workers: list[asyncio.Task[None]] = []
     if args.mode == "hub":
         output = "x" * args.output_bytes if args.output_bytes else "ok"
+        per_node = [SlotStats() for _ in conns]
+
+        def report() -> None:
+            merged = SlotStats()
+            for one in per_node:
+                merged.gaps += one.gaps
+                merged.services += one.services
+                one.reset()
+            emit(slot_stats=merged.report(args.service_ms / 1000))
+
+        loop.add_signal_handler(signal.SIGUSR1, report)
+        if os.environ.get("NODEHUB_BENCH_LOOPLAG"):
+            probe_loop_lag(loop, "nodes loop")
         workers = [
-            asyncio.create_task(_serve_jobs(ws, output, args.service_ms / 1000)) for ws in conns
+            asyncio.create_task(_serve_jobs(ws, output, args.service_ms / 1000, stats))
+            for ws, stats in zip(conns, per_node, strict=True)
         ]
     elif args.mode == "echo":
         workers = [asyncio.create_task(_echo(ws)) for ws in conns]

@@ -313,3 +313,34 @@ def start_redis(procs: ProcGroup, program: str) -> int:
         if redis.proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"redis-server did not come up on port {port}{redis.tail()}")
         time.sleep(0.05)
+
+
+def probe_loop_lag(loop: Any, label: str = "loop") -> None:
+    """From a thread, ask `loop` to run a callback every millisecond (as an I/O event
+    would) and write, every 5 s, how late those callbacks ran to stderr."""
+    lags: list[float] = []
+
+    def ran(asked: float) -> None:
+        lags.append(time.monotonic() - asked)
+
+    def probe() -> None:
+        window_end = time.monotonic() + 5.0
+        while not loop.is_closed():
+            asked = time.monotonic()
+            try:
+                loop.call_soon_threadsafe(ran, asked)
+            except RuntimeError:  # closed meanwhile
+                return
+            time.sleep(0.001)
+            if time.monotonic() >= window_end and lags:
+                ordered = sorted(lags)
+                lags.clear()
+                sys.stderr.write(
+                    f"bench: {label} lag ms p50 {ordered[len(ordered) // 2] * 1000:.2f} "
+                    f"p99 {ordered[int(len(ordered) * 0.99)] * 1000:.2f} "
+                    f"max {ordered[-1] * 1000:.2f} ({len(ordered)} probes)\n"
+                )
+                sys.stderr.flush()
+                window_end = time.monotonic() + 5.0
+
+    threading.Thread(target=probe, name="loop-lag", daemon=True).start()

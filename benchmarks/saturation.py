@@ -17,6 +17,11 @@ capacity = nodes x slots / service time. Figures, over the offered-load window:
   (target: within 10% of equal); `shares_overall` over the whole window (a
   client that offers less than its fair share is never backlogged: it gets
   what it offers, and `both_backlogged_s` says how long both were);
+- slot cycle: from the nodes (SIGUSR1 to benchmarks/_nodes.py at the window's
+  start and end), the mean service as run (the timer's overshoot included) and
+  the idle gap from a freed slot to its next assign; nominal / (service + gap)
+  is the most goodput those cycles allow, nominal / service what the rig's
+  timer alone allows: the hub's turnaround is the gap;
 - pick_next: the pure `AdmissionQueue.take_for` with `--waiting` (10,000)
   jobs waiting, per call, p50/p99 in microseconds, against a baseline
   measured in the same run: a linear scan of the same waiting jobs for the
@@ -38,13 +43,15 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from _procs import ProcGroup, install_exit_on_sigterm
+from _procs import Child, ProcGroup, install_exit_on_sigterm
 from _topology import TOPOLOGIES, wait_directory
 
 from hub.core.admission_queue import AdmissionQueue
@@ -61,16 +68,25 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_load(procs: ProcGroup, url: str, args: argparse.Namespace, rate: float,
-             queue_timeout_ms: int | None) -> dict[str, Any]:
+             queue_timeout_ms: int | None, fleet: Child) -> dict[str, Any]:
+    """The load's record, with the nodes' slot figures over its offered-load window."""
     extra = [] if queue_timeout_ms is None else ["--queue-timeout-ms", str(queue_timeout_ms)]
+    fleet.signal(signal.SIGUSR1)  # reset the slot figures
+    fleet.expect("slot_stats", timeout=30)
     load = procs.spawn(
         "load", "_saturation_load.py", "--url", url, "--rate", f"{rate:.1f}",
         "--weights", args.weights, "--duration", str(args.duration), *extra,
     )
+    # The window ends `duration` after the load's start (its connections take a moment:
+    # the figures then miss the window's first milliseconds, not its drain).
+    window = threading.Timer(args.duration, fleet.signal, (signal.SIGUSR1,))
+    window.start()
     done = load.expect("done", timeout=args.duration + 90)["done"]
+    window.join()
+    slots = fleet.expect("slot_stats", timeout=30)["slot_stats"]
     load.wait(30)
     procs.stop(load)
-    return dict(done)
+    return {**done, "slot_stats": slots}
 
 
 def analyse(done: dict[str, Any], service_s: float, capacity: float) -> dict[str, Any]:
@@ -130,6 +146,7 @@ def analyse(done: dict[str, Any], service_s: float, capacity: float) -> dict[str
         "offered_jobs_per_s": {n: round(done["clients"][n]["rate"], 1) for n in names},
         "accepted_queued": {n: done["clients"][n]["queued"] for n in names},
         "unanswered": sum(c["unanswered"] for c in done["clients"].values()),
+        "slot_stats": done.get("slot_stats"),
     }
 
 
@@ -219,12 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         fleet.expect("ready", timeout=60)
         if args.mode == "cross_instance":
             wait_directory(topology, args.nodes)
-        queued = analyse(run_load(procs, topology.client_url, args, rate, None),
+        queued = analyse(run_load(procs, topology.client_url, args, rate, None, fleet),
                          service_s, capacity)
         print(f"  queue: goodput {queued['goodput_ratio']:.3f} x capacity", flush=True)
         v1 = None
         if not args.no_v1:
-            v1 = analyse(run_load(procs, topology.client_url, args, rate, 0),
+            v1 = analyse(run_load(procs, topology.client_url, args, rate, 0, fleet),
                          service_s, capacity)
             print(f"  v1:    goodput {v1['goodput_ratio']:.3f} x capacity", flush=True)
     out: dict[str, Any] = {
@@ -266,6 +283,18 @@ def print_table(out: dict[str, Any]) -> None:
     v1_ratio = f"{v1['goodput_ratio']:>16.3f}" if v1 else f"{'-':>16}"
     print(f"{'goodput / capacity':<30}{out['goodput_ratio']:>12.3f}{v1_ratio}  >= 0.95  "
           f"{ok(out['goodput_ratio'] >= 0.95)}")
+    slots = d.get("slot_stats")
+    if slots and slots["jobs"]:
+        # Where a slot's time went: service as run (timer overshoot included), and the
+        # idle gap from a freed slot to the next assign (the hub's turnaround).
+        cycle = slots["service_mean_ms"] + slots["gap_mean_ms"]
+        print(f"{'slot cycle (ms, mean)':<30}{cycle:>12.2f}   service as run "
+              f"{slots['service_mean_ms']:.2f} (nominal {slots['service_nominal_ms']:g}, "
+              f"p99 {slots['service_p99_ms']:.2f}) + idle gap {slots['gap_mean_ms']:.2f} "
+              f"(p50 {slots['gap_p50_ms']:.2f}, p99 {slots['gap_p99_ms']:.2f})")
+        print(f"{'  nominal / cycle':<30}{slots['service_nominal_ms'] / cycle:>12.3f}   "
+              f"the most goodput these slot cycles allow; the rig's timer alone allows "
+              f"{slots['service_nominal_ms'] / slots['service_mean_ms']:.3f}")
     print(f"{'queue wait p50 / p99 (ms)':<30}{out['wait_p50_ms']:>6.1f} /"
           f"{out['wait_p99_ms']:>7.1f}")
     print(f"{'overloaded':<30}{out['overloaded']:>12}")
