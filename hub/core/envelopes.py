@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from hub.core.job import NODE_LOST
 from hub.core.messages import (
     Capabilities,
     ClientOutbound,
@@ -72,11 +73,16 @@ class NodeEvent(_Envelope, tag="node_event"):
 
 
 class NodeLost(_Envelope, tag="node_lost"):
-    """Owner -> home: the node's session ended while it held the attempt."""
+    """Owner -> home: the attempt ended on the node without a result: its session ended
+    while it held it (`node_lost`), or it did not accept it in time (`accept_timeout`,
+    timed by the owner: `OwnerDeadlines`)."""
 
     node_id: str
     job_id: str
     attempt: int
+    outcome: str = NODE_LOST
+    """The attempt's outcome at the home (`NODE_LOST`, `ACCEPT_TIMEOUT`); left out on the
+    wire for `node_lost`, so that older hubs read the envelope as before."""
 
 
 class Watch(_Envelope, tag="watch"):

@@ -91,6 +91,11 @@ class Attempts:
         self._in_transit: dict[str, int] = {}
         """Jobs waiting for a node in transit: until when they may (monotonic ms)."""
         self.hub_id = config.hub_id
+        self._remote_slack_ms = config.hub_timeout_ms
+        """How much later this hub times out an attempt on another hub's node: the owner
+        times the node itself (`OwnerDeadlines`), and its reports may be late by up to the
+        time that hub is allowed to be silent before it is excluded (then the attempt
+        fails `hub_lost` at once)."""
         self.table = table
         self.fleet = fleet
         self.nodes = nodes
@@ -160,8 +165,11 @@ class Attempts:
             # does not spend the attempt budget). Not counting the slot here as well:
             # with short jobs, increments between two coalesced load updates add up
             # past the node's real load and the hub would refuse work it could place.
+            # The owner times the node's accept (`OwnerDeadlines`); this deadline is the
+            # backstop for a Dispatch or a report the store lost (`_remote_slack_ms`).
             self.deadlines.push(
-                now + self.config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT)
+                now + self.config.accept_timeout_ms + self._remote_slack_ms,
+                (job.job_id, job.attempt, ACCEPT),
             )
             # Counted in this hub's view until the owner publishes the node's load again,
             # so that jobs started in one go (the queue pump) do not all go to the one
@@ -445,7 +453,10 @@ class Attempts:
                 await self.revoke(job, ACCEPT_TIMEOUT)
                 await self.next(job, ACCEPT_TIMEOUT)
             else:
-                self.deadlines.push(job.attempt_deadline_ms, (job_id, attempt, ATTEMPT))
+                due = job.attempt_deadline_ms
+                if job.node_hub != self.hub_id:
+                    due += self._remote_slack_ms
+                self.deadlines.push(due, (job_id, attempt, ATTEMPT))
         elif kind == ATTEMPT:
             await self.revoke(job, ATTEMPT_TIMEOUT)
             await self.next(job, ATTEMPT_TIMEOUT)

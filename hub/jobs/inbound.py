@@ -32,7 +32,7 @@ from hub.core.envelopes import (
     Watch,
 )
 from hub.core.errors import ProtocolError
-from hub.core.job import HUB_LOST, NODE_LOST, Watcher
+from hub.core.job import HUB_LOST, Watcher
 from hub.core.messages import JobResult
 from hub.jobs.service import JobService
 from hub.store.base import Binding
@@ -48,6 +48,7 @@ class InboundRouter:
         self.table = service.table
         self.previous = service.previous
         self.nodes = service.nodes
+        self.owner_deadlines = service.owner_deadlines
         self.events = service.events
         self.resubmits = service.resubmits
         self.attempts = service.attempts
@@ -71,6 +72,7 @@ class InboundRouter:
                 )
                 if refused is None:
                     self.nodes.deliver(envelope.node_id, assign)
+                    self.owner_deadlines.watch(envelope.node_id, assign.job_id, assign.attempt)
                 else:
                     self.cluster.send(
                         envelope.sender,
@@ -98,7 +100,7 @@ class InboundRouter:
                     logger.debug("late node event for {}: {}", envelope.message.job_id, exc)
             case NodeLost():
                 await self.events.attempt_failed(
-                    envelope.job_id, envelope.attempt, NODE_LOST, node_id=envelope.node_id
+                    envelope.job_id, envelope.attempt, envelope.outcome, node_id=envelope.node_id
                 )
             case Watch() if self.previous.owns(envelope.job_id):
                 # An earlier run's job: answered once this run knows what still runs.

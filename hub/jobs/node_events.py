@@ -125,14 +125,20 @@ class NodeEvents:
             case JobReject():
                 await self.attempts.next(job, REJECTED)
 
-    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
+    async def node_lost(
+        self, node_id: str, job_id: str, attempt: int, *, home_hub: str, outcome: str = NODE_LOST
+    ) -> None:
         if home_hub != self.hub_id:
             if self.cluster.is_live(home_hub):
                 self.cluster.send(
-                    home_hub, NodeLost(self.hub_id, node_id=node_id, job_id=job_id, attempt=attempt)
+                    home_hub,
+                    NodeLost(
+                        self.hub_id, node_id=node_id, job_id=job_id, attempt=attempt,
+                        outcome=outcome,
+                    ),
                 )
             return
-        await self.attempt_failed(job_id, attempt, NODE_LOST, node_id=node_id)
+        await self.attempt_failed(job_id, attempt, outcome, node_id=node_id)
 
     async def attempt_failed(
         self, job_id: str, attempt: int, outcome: str, *, node_id: str | None = None

@@ -28,7 +28,7 @@ from hub.core.config import HubConfig
 from hub.core.envelopes import Envelope, NodeReplaced
 from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.fleet_view import FleetView
-from hub.core.job import HOME_LOST, NODE_GONE
+from hub.core.job import ACCEPT_TIMEOUT, HOME_LOST, NODE_GONE, NODE_LOST
 from hub.core.messages import (
     CapabilitiesUpdate,
     Drain,
@@ -66,8 +66,9 @@ class JobEvents(Protocol):
         tenant: str = DEFAULT_TENANT,
     ) -> None: ...
 
-    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
-        ...
+    async def node_lost(
+        self, node_id: str, job_id: str, attempt: int, *, home_hub: str, outcome: str = NODE_LOST
+    ) -> None: ...
 
 
 class _Unattached:
@@ -79,7 +80,9 @@ class _Unattached:
     ) -> None:
         raise RuntimeError("NodeRegistry.report_to was never called")
 
-    async def node_lost(self, node_id: str, job_id: str, attempt: int, *, home_hub: str) -> None:
+    async def node_lost(
+        self, node_id: str, job_id: str, attempt: int, *, home_hub: str, outcome: str = NODE_LOST
+    ) -> None:
         raise RuntimeError("NodeRegistry.report_to was never called")
 
 
@@ -89,6 +92,8 @@ class Assignment:
     home_hub: str
     request_id: str
     tenant: str = DEFAULT_TENANT
+    accepted: bool = False
+    """The node sent `job_accept` (or progress) for it."""
 
 
 @dataclass(slots=True)
@@ -261,6 +266,7 @@ class NodeRegistry:
         match message:
             case JobAccept() | JobProgress():
                 assignment = self._fence(node, message.job_id, message.attempt)
+                assignment.accepted = True
                 await self.events.node_event(
                     node.node_id, message, home_hub=assignment.home_hub,
                     request_id=assignment.request_id, tenant=assignment.tenant,
@@ -388,6 +394,18 @@ class NodeRegistry:
         await node.link.send(JobCancel(job_id=job_id, attempt=attempt, reason=reason))
         if self.draining and not node.assignments:
             await self._leave(node)
+
+    async def accept_overdue(self, node_id: str, job_id: str, attempt: int) -> None:
+        """Another hub's attempt reached its node `accept_timeout_ms` ago (`OwnerDeadlines`):
+        unless the node accepted it, take it back and fail it at its home."""
+        node = self.registered.get(node_id)
+        assignment = None if node is None else node.assignments.get(job_id)
+        if assignment is None or assignment.attempt != attempt or assignment.accepted:
+            return
+        await self.revoke(node_id, job_id, attempt, ACCEPT_TIMEOUT)
+        await self.events.node_lost(
+            node_id, job_id, attempt, home_hub=assignment.home_hub, outcome=ACCEPT_TIMEOUT
+        )
 
     # --- draining ---------------------------------------------------------------------
 

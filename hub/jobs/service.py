@@ -15,6 +15,7 @@ the inbound router use:
 | `Submits` (submits.py) | `submit` (binding) and `cancel` |
 | `NodeEvents` (node_events.py) | node owners' reports at the job's home |
 | `NodeRegistry` (node_registry.py) | the node owner role: registration, slots, fencing |
+| `OwnerDeadlines` (owner_deadlines.py) | the owner timing its nodes' accepts of other hubs' jobs |
 | `Admin` (admin.py) | an operator's drain, undrain, cancel and job list (issue 15) |
 | `PreviousRuns` (previous.py) | jobs an earlier run of this hub id was home to |
 | `Transit` (transit.py) | nodes between hubs: a submit finding none waits briefly |
@@ -46,6 +47,7 @@ from hub.jobs.job_log import JobLog
 from hub.jobs.links import Link, LinkCloser
 from hub.jobs.node_events import NodeEvents
 from hub.jobs.node_registry import NodeRegistry
+from hub.jobs.owner_deadlines import OwnerDeadlines
 from hub.jobs.previous import PreviousRuns
 from hub.jobs.queue_pump import QueuePump
 from hub.jobs.resubmits import Resubmits
@@ -83,6 +85,7 @@ class JobService:
             config=config, fleet=fleet, store=store, published=cluster.node_changed,
             send=cluster.send, closer=closer,
         )
+        self.owner_deadlines = OwnerDeadlines(config=config, nodes=self.nodes, clock=clock)
         self.waiting = WaitingJobs(fleet=fleet, metrics=metrics, announce=cluster.set_waiting)
         self.transit = Transit(
             fleet=fleet, clock=clock, window_ms=config.hub_timeout_ms,
@@ -178,8 +181,11 @@ class JobService:
         return await self.archive.load(job_id)
 
     async def run_deadlines(self) -> None:
-        """Fire accept, attempt and overall deadlines; runs until cancelled."""
-        await self.attempts.run_deadlines()
+        """Fire accept, attempt and overall deadlines (the home's, and the owner's for
+        other hubs' attempts on this hub's nodes); runs until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.attempts.run_deadlines())
+            group.create_task(self.owner_deadlines.run())
 
     async def run_queue(self) -> None:
         """Hand slots that free to waiting jobs; runs until cancelled."""

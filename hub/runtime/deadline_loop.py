@@ -33,6 +33,9 @@ class Clock:
 TICK_MS = 10
 """Deadlines fire on multiples of this (up to this late), so that a steady stream
 of jobs wakes the loop once a tick for all the deadlines due in it, not once each."""
+STALL_MS = 100
+"""Waking this much later than planned means the event loop stalled (CPU steal, a long
+GC pause, SIGSTOP): see `DeadlineLoop.run`."""
 
 
 class DeadlineLoop(Generic[T]):
@@ -75,6 +78,11 @@ class DeadlineLoop(Generic[T]):
                     async with asyncio.timeout(delay_s):
                         await self._wake.wait()
                 continue
+            if self.clock.now_ms() - self._wake_at > STALL_MS:
+                # The loop stalled: what peers sent meanwhile (a node's accept, its
+                # result) is waiting in the sockets, and the timers came due in the same
+                # loop turn as that input. Read it first (one tick), then judge silence.
+                await asyncio.sleep(TICK_MS / 1000)
             await self.fire_due()
 
     def __len__(self) -> int:

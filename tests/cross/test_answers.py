@@ -20,7 +20,14 @@ from hub.core.messages import Rejected, Result
 from hub.core.principal import DEFAULT_TENANT
 from hub.store.keys import Keys
 from tests.cross.test_cross_hub import WAIT_S, Work, agent, sees, until
-from tests.support.hubtest import Msg, TestClient, connect_client, wait_until
+from tests.support.hubtest import (
+    AutoNode,
+    Msg,
+    TestClient,
+    connect_client,
+    connect_node,
+    wait_until,
+)
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -252,3 +259,68 @@ async def test_after_a_redis_restart_every_submit_is_answered_with_its_request_i
     for request_id, frames in answers(client).items():
         assert all(f["type"] == "rejected" for f in frames), (request_id, frames)
         assert frames[-1]["code"] == "no_node", (request_id, frames)
+
+
+async def test_a_job_is_not_run_again_while_its_owner_hub_only_stalls(start_hubs: Any) -> None:
+    # The node accepts its job and finishes it while its hub (b) is stalled (SIGSTOP for
+    # 1 s: far past accept_timeout_ms, well short of hub_timeout_ms's exclusion). The
+    # job's home (a) hears nothing meanwhile, but that is the hub between them being
+    # late, not the node: the home must not give the job to another node, and the
+    # node's own result is the answer once b catches up. (Before the owner hub timed
+    # its nodes' accepts, the home failed the attempt over at 300 ms and the spare
+    # node ran the job a second time.)
+    a, b = start_hubs(2, accept_timeout_ms=300, hub_timeout_ms=3000, node_timeout_ms=5000)
+    n1 = await connect_node(b.url, "n1")
+    spare = AutoNode(await connect_node(a.url, "n2"))
+    client = await connect_client(a.url)
+    try:
+        for node_id, owner in (("n1", b), ("n2", a)):
+            await until(lambda n=node_id, o=owner: sees(a, n, owner=o), f"hub a to see {node_id}")
+        await client.submitted("r1", preferred_node_id="n1", payload="p")
+        assign = await n1.assigned()
+        b.signal(signal.SIGSTOP)
+        try:
+            await n1.accept(assign)
+            await n1.result(assign, "from n1")
+            await asyncio.sleep(1.0)  # the stall itself: b reads nothing for 1 s
+        finally:
+            b.signal(signal.SIGCONT)
+        result = await client.expect("result")
+    finally:
+        await client.aclose()
+        await spare.aclose()
+        await spare.node.aclose()
+        await n1.aclose()
+    assert result["ok"] and result["output"] == "from n1", result
+    assert result["attempts"] == 1, result
+    assert spare.done == [], spare.done
+
+
+async def test_the_owner_hub_times_its_nodes_accept_of_another_hubs_job(
+    start_hubs: Any,
+) -> None:
+    # n1 (on hub b) never accepts the job homed at hub a. Hub b, which reads n1 itself,
+    # takes the job back after accept_timeout_ms and tells a, which fails over to n2. The
+    # home's own backstop (accept_timeout_ms + hub_timeout_ms, here over a minute) is
+    # far beyond the wait: only b's deadline can end the attempt in time.
+    a, b = start_hubs(2, accept_timeout_ms=300, hub_timeout_ms=60_000)
+    n1 = await connect_node(b.url, "n1")
+    spare = AutoNode(await connect_node(a.url, "n2"))
+    client = await connect_client(a.url)
+    try:
+        for node_id, owner in (("n1", b), ("n2", a)):
+            await until(lambda n=node_id, o=owner: sees(a, n, owner=o), f"hub a to see {node_id}")
+        await client.submitted("r1", preferred_node_id="n1", payload="p")
+        assign = await n1.assigned()
+        cancel = await n1.expect("job_cancel")
+        result = await client.expect("result")
+    finally:
+        await client.aclose()
+        await spare.aclose()
+        await spare.node.aclose()
+        await n1.aclose()
+    assert (cancel["job_id"], cancel["attempt"], cancel["reason"]) == (
+        assign["job_id"], 1, "accept_timeout"
+    ), cancel
+    assert result["ok"] and result["node_id"] == "n2" and result["attempts"] == 2, result
+    assert spare.done == [assign["job_id"]], spare.done
