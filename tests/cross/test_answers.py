@@ -5,10 +5,12 @@ redis-server, raw clients that record every frame)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,12 @@ from hub.core.messages import Rejected, Result
 from hub.core.principal import DEFAULT_TENANT
 from hub.store.keys import Keys
 from tests.cross.test_cross_hub import WAIT_S, Work, agent, sees, until
+from tests.support.hub_process import HubProcess
 from tests.support.hubtest import (
     AutoNode,
     Msg,
     TestClient,
+    TestNode,
     connect_client,
     connect_node,
     wait_until,
@@ -261,6 +265,27 @@ async def test_after_a_redis_restart_every_submit_is_answered_with_its_request_i
         assert frames[-1]["code"] == "no_node", (request_id, frames)
 
 
+@contextlib.asynccontextmanager
+async def remote_node_and_spare(
+    a: HubProcess, b: HubProcess
+) -> AsyncIterator[tuple[TestNode, AutoNode, TestClient, Msg]]:
+    """n1 on hub b (driven by the test), a spare n2 on hub a that runs whatever it gets,
+    a client of hub a, and the assignment to n1 of a job submitted on a for n1."""
+    n1 = await connect_node(b.url, "n1")
+    spare = AutoNode(await connect_node(a.url, "n2"))
+    client = await connect_client(a.url)
+    try:
+        for node_id, owner in (("n1", b), ("n2", a)):
+            await until(lambda n=node_id, o=owner: sees(a, n, owner=o), f"hub a to see {node_id}")
+        await client.submitted("r1", preferred_node_id="n1", payload="p")
+        yield n1, spare, client, await n1.assigned()
+    finally:
+        await client.aclose()
+        await spare.aclose()
+        await spare.node.aclose()
+        await n1.aclose()
+
+
 async def test_a_job_is_not_run_again_while_its_owner_hub_only_stalls(start_hubs: Any) -> None:
     # The node accepts its job and finishes it while its hub (b) is stalled (SIGSTOP for
     # 1 s: far past accept_timeout_ms, well short of hub_timeout_ms's exclusion). The
@@ -270,14 +295,7 @@ async def test_a_job_is_not_run_again_while_its_owner_hub_only_stalls(start_hubs
     # its nodes' accepts, the home failed the attempt over at 300 ms and the spare
     # node ran the job a second time.)
     a, b = start_hubs(2, accept_timeout_ms=300, hub_timeout_ms=3000, node_timeout_ms=5000)
-    n1 = await connect_node(b.url, "n1")
-    spare = AutoNode(await connect_node(a.url, "n2"))
-    client = await connect_client(a.url)
-    try:
-        for node_id, owner in (("n1", b), ("n2", a)):
-            await until(lambda n=node_id, o=owner: sees(a, n, owner=o), f"hub a to see {node_id}")
-        await client.submitted("r1", preferred_node_id="n1", payload="p")
-        assign = await n1.assigned()
+    async with remote_node_and_spare(a, b) as (n1, spare, client, assign):
         b.signal(signal.SIGSTOP)
         try:
             await n1.accept(assign)
@@ -286,11 +304,6 @@ async def test_a_job_is_not_run_again_while_its_owner_hub_only_stalls(start_hubs
         finally:
             b.signal(signal.SIGCONT)
         result = await client.expect("result")
-    finally:
-        await client.aclose()
-        await spare.aclose()
-        await spare.node.aclose()
-        await n1.aclose()
     assert result["ok"] and result["output"] == "from n1", result
     assert result["attempts"] == 1, result
     assert spare.done == [], spare.done
@@ -304,21 +317,9 @@ async def test_the_owner_hub_times_its_nodes_accept_of_another_hubs_job(
     # home's own backstop (accept_timeout_ms + hub_timeout_ms, here over a minute) is
     # far beyond the wait: only b's deadline can end the attempt in time.
     a, b = start_hubs(2, accept_timeout_ms=300, hub_timeout_ms=60_000)
-    n1 = await connect_node(b.url, "n1")
-    spare = AutoNode(await connect_node(a.url, "n2"))
-    client = await connect_client(a.url)
-    try:
-        for node_id, owner in (("n1", b), ("n2", a)):
-            await until(lambda n=node_id, o=owner: sees(a, n, owner=o), f"hub a to see {node_id}")
-        await client.submitted("r1", preferred_node_id="n1", payload="p")
-        assign = await n1.assigned()
+    async with remote_node_and_spare(a, b) as (n1, spare, client, assign):
         cancel = await n1.expect("job_cancel")
         result = await client.expect("result")
-    finally:
-        await client.aclose()
-        await spare.aclose()
-        await spare.node.aclose()
-        await n1.aclose()
     assert (cancel["job_id"], cancel["attempt"], cancel["reason"]) == (
         assign["job_id"], 1, "accept_timeout"
     ), cancel

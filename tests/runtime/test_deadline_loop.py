@@ -36,7 +36,7 @@ async def test_input_that_arrived_during_a_stall_is_handled_before_overdue_deadl
         await asyncio.sleep(0)  # both wait on their input
         deadlines.push(Clock().now_ms() + 20, "deadline")
         await asyncio.sleep(0)  # the deadline loop plans its wake-up
-        time.sleep(0.3)  # the loop stalls: the deadline comes due, the peer writes
+        time.sleep(0.3)  # noqa: ASYNC251 (the stall under test: the deadline comes due, the peer writes)
         right.sendall(b"accept")
         await asyncio.wait_for(fired.wait(), 5)
         await asyncio.wait_for(asyncio.gather(*tasks), 5)
