@@ -123,13 +123,14 @@ async def _serve_jobs(
     stats = stats or SlotStats()
     freed = stats.freed  # when this node's slots freed, oldest first (reset: a new deque)
 
-    sending: set[asyncio.Task[None]] = set()
-
     def finish(job_id: str, attempt: int, started: float) -> None:
-        task = loop.create_task(ws.send(_encode(JobResult(job_id, attempt, True, output)).decode()))
-        sending.add(task)
-        task.add_done_callback(sending.discard)
+        # Written in the timer's own callback, as a node that frees its slot sends its
+        # result at once: a task would add a turn of this process's loop to the gap.
         now = time.monotonic()
+        if ws.transport.is_closing():
+            return
+        protocol.send_text(_encode(JobResult(job_id, attempt, True, output)))
+        ws.transport.writelines(protocol.data_to_send())
         stats.services.append(now - started)
         stats.freed.append(now)
 

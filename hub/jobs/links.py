@@ -33,9 +33,11 @@ class Link(Protocol):
         (it is a coroutine for the callers' sake). A closed connection is not an error
         (the loss is handled where the connection's end is noticed)."""
 
-    def queue(self, message: msgspec.Struct) -> None:
+    def queue(self, message: msgspec.Struct, *, flush: bool = False) -> None:
         """Encode and queue for sending, without waiting. Messages queued or sent on
-        one link keep their order."""
+        one link keep their order. Queued messages are written together at the end of
+        the event-loop turn; `flush` writes this one (and what was queued before it) at
+        once, for a message whose delay idles the peer (a job for a node's free slot)."""
 
     async def close(self, code: int, reason: str) -> None:
         """Start closing the connection with a WebSocket close code (after what is

@@ -7,7 +7,9 @@ for a result whose home died, archived for the client's resubmit). At the
 home, each event is fenced (job active, same node, same attempt) and drives
 the job's state machine through `Attempts`. An event that overtakes its job's
 binding (cross-instance mode) waits in the job's `Pending` entry and is
-replayed once the job exists.
+replayed once the job exists. A slot that a result or reject frees on one of
+this hub's nodes goes to a waiting job (`QueuePump.pump_now`) before the
+result is passed on.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from hub.jobs.attempts import Attempts
 from hub.jobs.delivery import ClientDelivery
 from hub.jobs.node_registry import JobMessage
 from hub.jobs.previous import PreviousRuns
+from hub.jobs.queue_pump import QueuePump
 from hub.jobs.table import JobTable, Replay
 from hub.store.archive import JobArchive
 
@@ -49,8 +52,10 @@ class NodeEvents:
         cluster: Cluster,
         metrics: Metrics,
         previous: PreviousRuns,
+        pump: QueuePump,
     ) -> None:
         self.hub_id = hub_id
+        self.pump = pump
         self.previous = previous
         self.table = table
         self.attempts = attempts
@@ -58,6 +63,12 @@ class NodeEvents:
         self.archive = archive
         self.cluster = cluster
         self.metrics = metrics
+
+    async def slot_freed(self) -> None:
+        """A slot on one of this hub's nodes freed: this hub's waiting jobs get it at
+        once, in the step that freed it (other hubs' jobs learn of it from the node's
+        published load)."""
+        await self.pump.pump_now()
 
     def _early(self, job_id: str) -> list[Replay] | None:
         """Where an event about a job still waiting on its binding goes, if it is."""

@@ -70,6 +70,10 @@ class JobEvents(Protocol):
         self, node_id: str, job_id: str, attempt: int, *, home_hub: str, outcome: str = NODE_LOST
     ) -> None: ...
 
+    async def slot_freed(self) -> None:
+        """A result or reject freed a slot on one of this hub's nodes: give it to a
+        waiting job now, before the message that freed it is passed on."""
+
 
 class _Unattached:
     """The `JobEvents` of a registry nobody called `report_to` on."""
@@ -83,6 +87,9 @@ class _Unattached:
     async def node_lost(
         self, node_id: str, job_id: str, attempt: int, *, home_hub: str, outcome: str = NODE_LOST
     ) -> None:
+        raise RuntimeError("NodeRegistry.report_to was never called")
+
+    async def slot_freed(self) -> None:
         raise RuntimeError("NodeRegistry.report_to was never called")
 
 
@@ -284,6 +291,9 @@ class NodeRegistry:
             case JobResult() | JobReject():
                 assignment = self._fence(node, message.job_id, message.attempt)
                 self._release(node, message.job_id)
+                # The next job first: the slot idles until it arrives, while the
+                # result's client (or home hub) can wait the few microseconds.
+                await self.events.slot_freed()
                 await self.events.node_event(
                     node.node_id, message, home_hub=assignment.home_hub,
                     request_id=assignment.request_id, tenant=assignment.tenant,
@@ -375,12 +385,13 @@ class NodeRegistry:
         return None
 
     def deliver(self, node_id: str, message: JobAssign) -> None:
-        """Queue a reserved assignment for its node, without waiting (a node holds at
-        most `max_concurrency` of them; a lost node is handled by `unregister`)."""
+        """Send a reserved assignment to its node, without waiting (a node holds at
+        most `max_concurrency` of them; a lost node is handled by `unregister`). Written
+        at once, not at the end of the loop turn: until it arrives the slot idles."""
         node = self.registered.get(node_id)
         assignment = None if node is None else node.assignments.get(message.job_id)
         if node is not None and assignment is not None and assignment.attempt == message.attempt:
-            node.link.queue(message)
+            node.link.queue(message, flush=True)
 
     async def revoke(self, node_id: str, job_id: str, attempt: int, reason: str) -> None:
         """Take a job back from a node (timeout, cancel): free the slot, tell the node."""

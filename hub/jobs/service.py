@@ -107,7 +107,7 @@ class JobService:
         self.events = NodeEvents(
             hub_id=config.hub_id, table=self.table, attempts=self.attempts,
             delivery=self.delivery, archive=self.archive, cluster=cluster, metrics=metrics,
-            previous=self.previous,
+            previous=self.previous, pump=self.pump,
         )
         # The owner role reports to the home role, which drives attempts through it.
         self.nodes.report_to(self.events)

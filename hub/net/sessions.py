@@ -335,10 +335,10 @@ class ClientLink:
             elif left == 0:
                 del self.owed[request_id]
 
-    def queue(self, message: msgspec.Struct) -> None:
+    def queue(self, message: msgspec.Struct, *, flush: bool = False) -> None:
         if self.owed:
             self._answered(message)
-        self._link.queue(message)
+        self._link.queue(message, flush=flush)
 
     async def send(self, message: msgspec.Struct) -> None:
         if self.owed:

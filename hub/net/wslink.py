@@ -40,6 +40,9 @@ class WsLink:
     turns many write syscalls into one. The first frame of a turn, hub-wide,
     is written at once instead: a lone message (a quiet hub) does not wait for
     the rest of the turn, and a busy turn pays one extra write, not one per peer.
+    `queue(..., flush=True)` writes at once whatever the turn has framed for this
+    peer: a job for a node's free slot does not wait for the rest of a busy turn
+    (the slot would idle that long; a write costs less than an idle GPU).
 
     A peer that reads slower than it is sent to: once its transport is past its
     high-water mark (websockets' `write_limit`), further frames wait in this
@@ -99,7 +102,7 @@ class WsLink:
 
     # --- sending ---------------------------------------------------------------------
 
-    def queue(self, message: msgspec.Struct) -> None:
+    def queue(self, message: msgspec.Struct, *, flush: bool = False) -> None:
         ws = self.ws
         protocol = ws.protocol
         if protocol.state is not State.OPEN:
@@ -111,6 +114,9 @@ class WsLink:
             protocol.send_text(data)
         if self._backlog is not None:  # behind the backlog, in order
             self._hold(protocol.data_to_send())
+            return
+        if flush:  # now, with what this turn queued before it (a pending flush finds none)
+            self._write()
             return
         if not self._flush_pending:
             self._flush_pending = True

@@ -18,6 +18,7 @@ from hub.core.messages import (
     CapabilitiesUpdate,
     JobAccept,
     JobAssign,
+    JobCancel,
     JobReject,
     JobResult,
     LanguagePair,
@@ -248,14 +249,36 @@ async def test_a_node_joining_or_raising_its_concurrency_takes_waiting_jobs(
     assert len(path.service.waiting) == 0
 
 
+async def test_a_result_hands_its_slot_to_the_next_job_before_it_goes_to_its_client(
+    path: QueuePath,
+) -> None:
+    node = await path.node("n1", slots=1)
+    client = path.client()
+    await path.submit(client, "r1")
+    first = only(node.take(), JobAssign)
+    client.take()
+    await path.submit(client, "r2", payload="next")
+    queued(client, "r2")
+    path.journal.clear()
+    # No pump round of its own (no `settle`): the result's step starts the next job.
+    await path.from_node("n1", JobResult(first.job_id, 1, ok=True))
+    assert [(peer, type(m)) for peer, m in path.journal] == [
+        ("n-n1", JobAssign), ("c1", Result),
+    ]
+    assert payloads(node.take()) == ["next"]
+    assert only(client.take(), Result).request_id == "r1"
+
+
 async def test_a_new_submit_does_not_jump_the_line(path: QueuePath) -> None:
     node = await path.node("n1", slots=1)
     client = path.client()
     await path.submit(client, "running")
     running = only(node.take(), JobAssign)
     await path.submit(client, "waiting", payload="waiting")
-    # The slot frees; before the pump hands it out, a new submit arrives.
-    await path.from_node("n1", JobResult(running.job_id, 1, ok=True))
+    # The slot frees (a cancel: the background pump hands it out, not the step that
+    # freed it); before the pump runs, a new submit arrives.
+    await path.service.cancel(client, Cancel(job_id=running.job_id))
+    assert [type(m) for m in node.take()] == [JobCancel]
     await path.submit(client, "late", payload="late")
     late = [m for m in client.take() if isinstance(m, Accepted)][-1]
     assert late.queued

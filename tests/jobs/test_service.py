@@ -73,17 +73,26 @@ class ManualClock(Clock):
 class RecordingLink:
     """A `Link` that keeps what the hub sends, in order."""
 
-    def __init__(self, peer_id: str) -> None:
+    def __init__(
+        self, peer_id: str, journal: list[tuple[str, msgspec.Struct]] | None = None
+    ) -> None:
         self.peer_id = peer_id
         self.sent: list[msgspec.Struct] = []
+        self.journal = journal
+        """Shared by several links: what each was sent, in the order across them."""
         self.closed: tuple[int, str] | None = None
         self.aborted = False
 
-    def queue(self, message: msgspec.Struct) -> None:
-        self.sent.append(message)
+    def queue(self, message: msgspec.Struct, *, flush: bool = False) -> None:
+        self._record(message)
 
     async def send(self, message: msgspec.Struct) -> None:
+        self._record(message)
+
+    def _record(self, message: msgspec.Struct) -> None:
         self.sent.append(message)
+        if self.journal is not None:
+            self.journal.append((self.peer_id, message))
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -112,9 +121,11 @@ class JobPath:
             archive=self.archive, rng=random.Random(1), clock=self.clock,
         )
         self.nodes: dict[str, tuple[RecordingLink, RegisteredNode]] = {}
+        self.journal: list[tuple[str, msgspec.Struct]] = []
+        """Every link's messages, in the order across links."""
 
     async def node(self, node_id: str, *, slots: int = 2) -> RecordingLink:
-        link = RecordingLink(f"n-{node_id}")
+        link = RecordingLink(f"n-{node_id}", self.journal)
         caps = Capabilities(
             max_concurrency=slots, language_pairs=[LanguagePair("en", "de")],
             asr_languages=["en"], tts_languages=["de"],
@@ -138,7 +149,7 @@ class JobPath:
         await self.drop(node_id)
 
     def client(self, name: str = "c1") -> RecordingLink:
-        link = RecordingLink(name)
+        link = RecordingLink(name, self.journal)
         self.service.client_connected(link)
         return link
 
