@@ -14,8 +14,9 @@ saying which command makes it):
 - `throughput.png` (the same files): jobs per second, local / cross / floor,
   the median of the rounds with their range;
 - `saturation.png` (saturation*.json, benchmarks/saturation.py): goodput as a share
-  of capacity with the admission queue and without it (v1), queue wait, and the
-  share of each client while both were backlogged;
+  of capacity with the admission queue, without it (v1) and at the queue floor
+  (benchmarks/queue_floor.py: what the rig allows), queue wait, and the share
+  of each client while both were backlogged;
 - `storm.png` (storm*.json, benchmarks/storm.py): the bystander's round trip
   before and during a reconnect storm, with the storm's size and how long
   registration took.
@@ -250,48 +251,68 @@ def saturation(results: Path) -> Figure:
         ((p.stem.replace("saturation", "").strip("-") or "local", _load(p)) for p in paths),
         key=lambda run: (run[0] != "local", run[0]),
     )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))
     goodput, wait, shares = axes
+    labelled: set[str] = set()
+
+    def once(label: str) -> str | None:
+        """A legend label the first time it is drawn."""
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+
     for i, (_name, out) in enumerate(runs):
         v1 = out.get("v1_baseline") or {}
-        goodput.bar(i - 0.2, out["goodput_ratio"] * 100, 0.4, color=QUEUE,
-                    label="with the queue" if i == 0 else None)
+        floor = out.get("floor_baseline") or {}
+        goodput.bar(i - 0.27, out["goodput_ratio"] * 100, 0.27, color=QUEUE,
+                    label=once("with the queue"))
         if v1:
-            goodput.bar(i + 0.2, v1["goodput_ratio"] * 100, 0.4, color=V1,
-                        label="v1: no queue" if i == 0 else None)
-        wait.bar(i - 0.2, out["wait_p50_ms"], 0.4, color=QUEUE, label="p50" if i == 0 else None)
-        wait.bar(i + 0.2, out["wait_p99_ms"], 0.4, color=CROSS, label="p99" if i == 0 else None)
+            goodput.bar(i, v1["goodput_ratio"] * 100, 0.27, color=V1,
+                        label=once("v1: no queue"))
+        if floor:
+            goodput.bar(i + 0.27, floor["goodput_ratio"] * 100, 0.27, color=FLOOR,
+                        label=once("queue floor (a hub that does nothing else)"))
+        wait.bar(i - 0.2, out["wait_p50_ms"], 0.4, color=QUEUE, label=once("p50"))
+        wait.bar(i + 0.2, out["wait_p99_ms"], 0.4, color=CROSS, label=once("p99"))
         clients = sorted((out.get("shares") or {}).items())
         for j, (client, share) in enumerate(clients):
             if share is not None:
                 shares.bar(i + (j - (len(clients) - 1) / 2) * 0.3, share * 100, 0.3,
-                           color=(HUB, CROSS, FLOOR)[j % 3],
-                           label=f"client {client}" if i == 0 else None)
-    names = [name for name, _ in runs]
+                           color=(HUB, CROSS, FLOOR)[j % 3], label=once(f"client {client}"))
+    # Each run's settings beyond the first's, under its name (the file names say them
+    # too: -service20, -load3, ...).
+    names = []
+    for name, out in runs:
+        s = out.get("settings", {})
+        names.append(f"{name}\n{s.get('service_ms', 0):g} ms, {s.get('load', 0):g}x")
     for ax in axes:
-        ax.set_xticks(range(len(runs)), names)
+        ax.set_xticks(range(len(runs)), names, fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     goodput.axhline(95, color="#333333", lw=0.8, ls=":")
+    goodput.set_ylim(0, 140)  # room for the legend above the bars
+    goodput.set_yticks(range(0, 101, 20))
     goodput.set_ylabel("goodput, % of capacity")
-    goodput.set_title("goodput at saturation (target 95%)", fontsize=10)
-    goodput.legend(fontsize=8, loc="lower right")
+    goodput.set_title("goodput at saturation (target 95%, dotted)", fontsize=10)
+    goodput.legend(fontsize=7, loc="upper center", ncol=2)
     wait.set_ylabel("queue wait (ms)")
     wait.set_title("queue wait of ok jobs", fontsize=10)
     wait.legend(fontsize=8)
     shares.axhline(50, color="#333333", lw=0.8, ls=":")
+    shares.set_ylim(0, 100)
     shares.set_ylabel("% of ok results while both backlogged")
-    shares.set_title("fairness (equal share: 50%)", fontsize=10)
+    shares.set_title("fairness (equal share: 50%; no bars: never both backlogged)",
+                     fontsize=10)
     if shares.get_legend_handles_labels()[0]:
         shares.legend(fontsize=8)
     else:
-        shares.set_ylim(0, 100)
         shares.text(0.5, 0.6, "the clients were never\nboth backlogged", ha="center",
                     transform=shares.transAxes, fontsize=9, color="#555555")
     s = runs[0][1].get("settings", {})
     _style(fig, "A saturated fleet: the admission queue",
            f"benchmarks/saturation.py, {s.get('nodes')} nodes x {s.get('slots')} slots, "
-           f"{s.get('service_ms')} ms service, offered {s.get('load')}x capacity in the ratio "
-           f"{s.get('weights')}, {s.get('duration_s')} s")
+           f"2 clients in the ratio {s.get('weights')}, {s.get('duration_s')} s; under each "
+           f"run: service time, offered load / capacity")
     fig.tight_layout(rect=(0, 0.04, 1, 0.93))
     return fig
 

@@ -27,14 +27,21 @@ capacity = nodes x slots / service time. Figures, over the offered-load window:
   measured in the same run: a linear scan of the same waiting jobs for the
   same answer.
 
-The same run also measures the v1 baseline: the same load with
-`queue_timeout_ms: 0` on every submit (no waiting: a full fleet answers
-`no_node` at once, as before issue 13): its goodput and `no_node` count.
+The same run also measures two baselines:
+- v1: the same load with `queue_timeout_ms: 0` on every submit (no waiting:
+  a full fleet answers `no_node` at once, as before issue 13): its goodput
+  and `no_node` count;
+- the queue floor (benchmarks/queue_floor.py): the same load and a fleet of
+  the same nodes against a hub that does nothing but queue and forward (a
+  FIFO, each node's free slots, the same websockets server and event loop).
+  Its goodput is what this rig allows on this machine (the nodes' wake-ups,
+  the loopback hops, the load generator sharing the CPUs); the hub's goodput
+  over the floor's is the share the hub keeps (`goodput_vs_floor`).
 
 Usage:
     python benchmarks/saturation.py [--mode local|cross_instance] [--nodes 8]
         [--slots 4] [--service-ms 10] [--load 2.0] [--weights 1,4] [--duration 10]
-        [--waiting 10000] [--no-v1] [--keep-logs] [--json PATH]
+        [--waiting 10000] [--no-v1] [--no-floor] [--keep-logs] [--json PATH]
 """
 
 from __future__ import annotations
@@ -51,13 +58,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _procs import Child, ProcGroup, install_exit_on_sigterm
+from _procs import Child, ProcGroup, free_port, http_get, install_exit_on_sigterm
 from _topology import TOPOLOGIES, wait_directory
 
 from hub.core.admission_queue import AdmissionQueue
 from hub.core.capabilities import NodeCapabilities, Requirements, capability_mismatch
 
 BUCKET_S = 0.1
+FLOOR_MAX_QUEUED = 5000
+"""Submits one client may have waiting at the queue floor: the hub's equal share of its
+default `max_queued_jobs` (10,000) between the two clients."""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -87,6 +97,25 @@ def run_load(procs: ProcGroup, url: str, args: argparse.Namespace, rate: float,
     load.wait(30)
     procs.stop(load)
     return {**done, "slot_stats": slots}
+
+
+def run_floor(procs: ProcGroup, args: argparse.Namespace, rate: float) -> dict[str, Any]:
+    """The same load against the queue floor, with a fleet of its own."""
+    port = free_port()
+    procs.spawn("floor", "queue_floor.py", "--port", str(port),
+                "--max-queued", str(FLOOR_MAX_QUEUED)).expect("ready", timeout=30)
+    url = f"ws://127.0.0.1:{port}"
+    fleet = procs.spawn(
+        "floor-nodes", "_nodes.py", "--url", url, "--mode", "hub", "--count", str(args.nodes),
+        "--max-concurrency", str(args.slots), "--service-ms", str(args.service_ms),
+    )
+    fleet.expect("ready", timeout=60)
+    deadline = time.monotonic() + 30
+    while json.loads(http_get(f"http://127.0.0.1:{port}/healthz"))["nodes"] < args.nodes:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the queue floor never saw every node")
+        time.sleep(0.05)
+    return run_load(procs, url, args, rate, None, fleet)
 
 
 def analyse(done: dict[str, Any], service_s: float, capacity: float) -> dict[str, Any]:
@@ -215,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waiting", type=int, default=10_000, help="pick-next: jobs waiting")
     parser.add_argument("--pick-ops", type=int, default=20_000)
     parser.add_argument("--no-v1", action="store_true", help="skip the v1 (no queue) baseline")
+    parser.add_argument("--no-floor", action="store_true", help="skip the queue floor")
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
@@ -244,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             v1 = analyse(run_load(procs, topology.client_url, args, rate, 0, fleet),
                          service_s, capacity)
             print(f"  v1:    goodput {v1['goodput_ratio']:.3f} x capacity", flush=True)
+        floor = None
+        if not args.no_floor:
+            floor = analyse(run_floor(procs, args, rate), service_s, capacity)
+            print(f"  floor: goodput {floor['goodput_ratio']:.3f} x capacity", flush=True)
     out: dict[str, Any] = {
         **{k: queued[k] for k in (
             "capacity_jobs_per_s", "goodput_jobs_per_s", "goodput_ratio", "wait_p50_ms",
@@ -251,8 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         )},
         **{k: pick[k] for k in ("pick_next_p50_us", "pick_next_p99_us")},
         "pick_next_scan_p50_us": pick["scan_p50_us"],
+        "goodput_vs_floor": (
+            round(queued["goodput_ratio"] / floor["goodput_ratio"], 4)
+            if floor and floor["goodput_ratio"] else None
+        ),
         "detail": queued,
         "v1_baseline": v1,
+        "floor_baseline": floor,
         "settings": {
             "mode": args.mode, "nodes": args.nodes, "slots": args.slots,
             "service_ms": args.service_ms, "load": args.load, "weights": args.weights,
@@ -267,40 +306,53 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(out: dict[str, Any]) -> None:
-    s, d, v1 = out["settings"], out["detail"], out["v1_baseline"]
+    s, d = out["settings"], out["detail"]
+    v1, floor = out["v1_baseline"], out["floor_baseline"]
 
     def ok(flag: bool) -> str:
         return "met" if flag else "MISSED"
+
+    def cols(fmt: str, key: str) -> str:
+        """The baselines' figures (v1, floor) under `key`, or '-'."""
+        return "".join(
+            f"{format(run[key], fmt):>14}" if run else f"{'-':>14}" for run in (v1, floor)
+        )
 
     print()
     print(f"saturation benchmark, mode {s['mode']}, {s['cpus']} CPUs (shared, noisy); "
           f"{s['nodes']} nodes x {s['slots']} slots x {s['service_ms']:g} ms, offered "
           f"{s['load']:g}x capacity for {s['duration_s']:g} s by 2 clients ({s['weights']})")
-    print(f"{'':<30}{'queue':>12}{'v1 (no queue)':>16}  target")
+    print(f"{'':<30}{'queue':>12}{'v1 (no queue)':>14}{'queue floor':>14}  target")
     print(f"{'capacity (jobs/s)':<30}{out['capacity_jobs_per_s']:>12.0f}")
-    v1_goodput = f"{v1['goodput_jobs_per_s']:>16.0f}" if v1 else f"{'-':>16}"
-    print(f"{'goodput (jobs/s)':<30}{out['goodput_jobs_per_s']:>12.0f}{v1_goodput}")
-    v1_ratio = f"{v1['goodput_ratio']:>16.3f}" if v1 else f"{'-':>16}"
-    print(f"{'goodput / capacity':<30}{out['goodput_ratio']:>12.3f}{v1_ratio}  >= 0.95  "
-          f"{ok(out['goodput_ratio'] >= 0.95)}")
-    slots = d.get("slot_stats")
-    if slots and slots["jobs"]:
+    print(f"{'goodput (jobs/s)':<30}{out['goodput_jobs_per_s']:>12.0f}"
+          f"{cols('.0f', 'goodput_jobs_per_s')}")
+    print(f"{'goodput / capacity':<30}{out['goodput_ratio']:>12.3f}"
+          f"{cols('.3f', 'goodput_ratio')}  >= 0.95  {ok(out['goodput_ratio'] >= 0.95)}")
+    if out.get("goodput_vs_floor") is not None:
+        print(f"{'goodput / the floor goodput':<30}{out['goodput_vs_floor']:>12.3f}   the share "
+              f"of what this rig allows on this machine that the hub keeps")
+    for name, run in (("", d), ("  floor: ", floor)):
+        slots = run.get("slot_stats") if run else None
+        if not (slots and slots["jobs"]):
+            continue
         # Where a slot's time went: service as run (timer overshoot included), and the
         # idle gap from a freed slot to the next assign (the hub's turnaround).
         cycle = slots["service_mean_ms"] + slots["gap_mean_ms"]
-        print(f"{'slot cycle (ms, mean)':<30}{cycle:>12.2f}   service as run "
+        print(f"{name or 'slot cycle (ms, mean)':<30}{cycle:>12.2f}   service as run "
               f"{slots['service_mean_ms']:.2f} (nominal {slots['service_nominal_ms']:g}, "
               f"p99 {slots['service_p99_ms']:.2f}) + idle gap {slots['gap_mean_ms']:.2f} "
               f"(p50 {slots['gap_p50_ms']:.2f}, p99 {slots['gap_p99_ms']:.2f})")
-        print(f"{'  nominal / cycle':<30}{slots['service_nominal_ms'] / cycle:>12.3f}   "
-              f"the most goodput these slot cycles allow; the rig's timer alone allows "
-              f"{slots['service_nominal_ms'] / slots['service_mean_ms']:.3f}")
+        if not name:
+            print(f"{'  nominal / cycle':<30}{slots['service_nominal_ms'] / cycle:>12.3f}   "
+                  f"the most goodput these slot cycles allow; the rig's timer alone allows "
+                  f"{slots['service_nominal_ms'] / slots['service_mean_ms']:.3f}")
     print(f"{'queue wait p50 / p99 (ms)':<30}{out['wait_p50_ms']:>6.1f} /"
-          f"{out['wait_p99_ms']:>7.1f}")
-    print(f"{'overloaded':<30}{out['overloaded']:>12}")
+          f"{out['wait_p99_ms']:>7.1f}" + (
+              f"{'':>14}{floor['wait_p50_ms']:>6.1f} /{floor['wait_p99_ms']:>7.1f}"
+              if floor else ""))
+    print(f"{'overloaded':<30}{out['overloaded']:>12}{cols('d', 'overloaded')}")
     print(f"{'queue_timeout':<30}{out['queue_timeouts']:>12}")
-    v1_no_node = f"{v1['no_node']:>16}" if v1 else f"{'-':>16}"
-    print(f"{'no_node':<30}{d['no_node']:>12}{v1_no_node}")
+    print(f"{'no_node':<30}{d['no_node']:>12}{cols('d', 'no_node')}")
     for name in sorted(out["shares"]):
         share = out["shares"][name]
         text = "n/a" if share is None else f"{share:.3f}"

@@ -4,6 +4,7 @@ says so (`settle`), so each test sees exactly which slot went to which job."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -27,6 +28,7 @@ from hub.core.messages import (
     Submit,
 )
 from hub.core.snapshot import NodeState
+from hub.jobs.queue_pump import YIELD_EVERY
 from tests.jobs.test_service import CONFIG, JobPath, RecordingLink, only
 
 
@@ -267,6 +269,35 @@ async def test_a_result_hands_its_slot_to_the_next_job_before_it_goes_to_its_cli
     ]
     assert payloads(node.take()) == ["next"]
     assert only(client.take(), Result).request_id == "r1"
+
+
+async def test_one_pump_round_at_a_time_and_the_running_one_takes_new_marks(
+    path: QueuePath,
+) -> None:
+    node = await path.node("n1", slots=1)
+    client = path.client()
+    total = YIELD_EVERY + 50
+    for i in range(total + 1):
+        await path.submit(client, f"r{i}", payload=i)
+    running = only(node.take(), JobAssign)
+    caps = Capabilities(
+        max_concurrency=total, language_pairs=[LanguagePair("en", "de")],
+        asr_languages=["en"], tts_languages=["de"],
+    )
+    await path.from_node("n1", CapabilitiesUpdate(caps))  # marks n1: room for the rest
+    pump = path.service.pump
+    round_ = asyncio.create_task(pump.pump())
+    await asyncio.sleep(0)  # the round's first step: YIELD_EVERY dispatches, then it yields
+    assert len(node.sent) == YIELD_EVERY and not round_.done()
+    # Meanwhile a result frees a slot: no second round starts (neither from the result's
+    # step nor from another call), the running one takes the mark when it resumes.
+    await path.from_node("n1", JobResult(running.job_id, 1, ok=True))
+    assert await pump.pump() == 0
+    assert await round_ == total
+    assigned = payloads(node.take())
+    assert assigned == list(range(1, total + 1))  # each job once, oldest first
+    assert len(path.service.nodes.registered["n1"].assignments) == total
+    assert len(path.service.waiting) == 0
 
 
 async def test_a_new_submit_does_not_jump_the_line(path: QueuePath) -> None:
