@@ -68,8 +68,9 @@ HUB_OUTCOMES: Final = frozenset(
 # --- issue 13: the admission queue -------------------------------------------------
 QUEUE_TIMEOUT: Final = "queue_timeout"
 """`result.error`: the job waited for a free slot past its `queue_timeout_ms`."""
-QUEUE_OUTCOMES: Final = frozenset({QUEUE_TIMEOUT})
-"""Terminal outcomes of the queue, counted in `nodehub_jobs_total` like `HUB_OUTCOMES`."""
+QUEUE_OUTCOMES: Final = frozenset({QUEUE_TIMEOUT, INTERNAL_ERROR})
+"""Terminal outcomes of the queue, counted in `nodehub_jobs_total` like `HUB_OUTCOMES`
+(`internal_error`: the hub failed to start a waiting job)."""
 
 # --- issue 15: the admin surface (the `error` of an HTTP answer's JSON body) ----------
 UNKNOWN_NODE: Final = "unknown_node"

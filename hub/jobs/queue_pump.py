@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import asyncio
 
+from loguru import logger
+
+from hub.core import error_codes
 from hub.core.fleet_view import FleetView
+from hub.core.job import Job
+from hub.core.messages import ErrorInfo
 from hub.core.snapshot import ONLINE
 from hub.jobs.attempts import Attempts
 from hub.jobs.waiting import WaitingJobs
@@ -69,8 +74,25 @@ class QueuePump:
         self._idle.clear()
         try:
             return await self._round()
+        except Exception:
+            # Not the caller's failure: the result whose step runs this round still goes
+            # to its client, and the background task keeps pumping.
+            logger.exception("a queue pump round failed")
+            return 0
         finally:
             self._idle.set()
+
+    async def _end_failed(self, job: Job) -> None:
+        """A waiting job the hub failed to start (a bug): out of the queue already, it
+        ends with `internal_error` instead of hanging until its deadline."""
+        logger.exception("starting waiting job {} failed", job.job_id)
+        try:
+            await self._attempts.revoke(job, error_codes.INTERNAL_ERROR)
+            await self._attempts.finish(job, ok=False, error=ErrorInfo(
+                error_codes.INTERNAL_ERROR, "the hub failed to start the job"
+            ))
+        except Exception:
+            logger.exception("ending waiting job {} failed", job.job_id)
 
     async def _round(self) -> int:
         waiting = self._waiting
@@ -89,8 +111,12 @@ class QueuePump:
                     job = waiting.take_for(state, self._clock.now_ms())
                     if job is None:
                         break
-                    if not await self._attempts.start_waiting(job):
-                        break  # back in the queue: nothing fits it after all
+                    try:
+                        if not await self._attempts.start_waiting(job):
+                            break  # back in the queue: nothing fits it after all
+                    except Exception:
+                        await self._end_failed(job)
+                        break
                     started += 1
                     if started % YIELD_EVERY == 0:
                         await asyncio.sleep(0)

@@ -17,6 +17,7 @@ from hub.core.messages import (
     Cancel,
     Capabilities,
     CapabilitiesUpdate,
+    ErrorInfo,
     JobAccept,
     JobAssign,
     JobCancel,
@@ -298,6 +299,39 @@ async def test_one_pump_round_at_a_time_and_the_running_one_takes_new_marks(
     assert assigned == list(range(1, total + 1))  # each job once, oldest first
     assert len(path.service.nodes.registered["n1"].assignments) == total
     assert len(path.service.waiting) == 0
+
+
+async def test_a_failing_pump_round_does_not_cost_the_result_that_freed_the_slot(
+    path: QueuePath, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = await path.node("n1", slots=1)
+    client = path.client()
+    await path.submit(client, "r1")
+    first = only(node.take(), JobAssign)
+    client.take()
+    await path.submit(client, "r2", payload="next")
+    queued(client, "r2")
+
+    async def broken(job: object) -> bool:
+        raise RuntimeError("a bug in starting a waiting job")
+
+    monkeypatch.setattr(path.service.attempts, "start_waiting", broken)
+    await path.from_node("n1", JobResult(first.job_id, 1, ok=True, output="done"))
+    # The job the round failed to start ends with a clear error (it does not hang in
+    # limbo until its deadline), and the result that freed the slot still arrives.
+    failed, done = client.take()
+    assert isinstance(failed, Result) and isinstance(done, Result)
+    assert (failed.request_id, failed.ok, failed.error) == (
+        "r2", False, ErrorInfo("internal_error", "the hub failed to start the job")
+    )
+    assert (done.request_id, done.ok, done.output) == ("r1", True, "done")
+    assert node.take() == [] and len(path.service.waiting) == 0
+    assert path.service.jobs == {}
+    assert path.metrics.jobs.get("internal_error") == 1
+    # Once the fault is gone, the next job runs on the freed slot.
+    monkeypatch.undo()
+    await path.submit(client, "r3", payload="later")
+    assert payloads(node.take()) == ["later"]
 
 
 async def test_a_new_submit_does_not_jump_the_line(path: QueuePath) -> None:
