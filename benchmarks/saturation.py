@@ -12,6 +12,9 @@ capacity = nodes x slots / service time. Figures, over the offered-load window:
 - goodput: ok results per second, and / capacity (target >= 95%);
 - queue wait p50/p99: submit to result minus the service time, ok jobs;
 - `overloaded` rejections and `queue_timeout` results;
+- dispatches refused for capacity by the node's hub (the client hub's
+  `nodehub_attempts_total{outcome="at_capacity"}` over the run: in
+  cross-instance mode, a home that sent a job to a slot that was not free);
 - shares: each client's ok results over both clients', counted in the 100 ms
   buckets where both clients had a job waiting through the whole bucket
   (target: within 10% of equal); `shares_overall` over the whole window (a
@@ -77,9 +80,24 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _capacity_refusals(metrics_url: str | None) -> int | None:
+    """The client hub's attempts refused for capacity by their node's owner so far
+    (`nodehub_attempts_total{outcome="at_capacity"}`); None without a hub to ask."""
+    if metrics_url is None:
+        return None
+    for line in http_get(metrics_url).decode().splitlines():
+        if line.startswith('nodehub_attempts_total{outcome="at_capacity"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
 def run_load(procs: ProcGroup, url: str, args: argparse.Namespace, rate: float,
-             queue_timeout_ms: int | None, fleet: Child) -> dict[str, Any]:
-    """The load's record, with the nodes' slot figures over its offered-load window."""
+             queue_timeout_ms: int | None, fleet: Child,
+             metrics_url: str | None = None) -> dict[str, Any]:
+    """The load's record, with the nodes' slot figures over its offered-load window (and
+    the dispatches the nodes' owner refused for capacity, given the client hub's
+    `/metrics`)."""
+    refused_before = _capacity_refusals(metrics_url)
     extra = [] if queue_timeout_ms is None else ["--queue-timeout-ms", str(queue_timeout_ms)]
     fleet.signal(signal.SIGUSR1)  # reset the slot figures
     fleet.expect("slot_stats", timeout=30)
@@ -96,7 +114,12 @@ def run_load(procs: ProcGroup, url: str, args: argparse.Namespace, rate: float,
     slots = fleet.expect("slot_stats", timeout=30)["slot_stats"]
     load.wait(30)
     procs.stop(load)
-    return {**done, "slot_stats": slots}
+    refused_after = _capacity_refusals(metrics_url)
+    refused = (
+        None if refused_before is None or refused_after is None
+        else refused_after - refused_before
+    )
+    return {**done, "slot_stats": slots, "capacity_refusals": refused}
 
 
 def run_floor(procs: ProcGroup, args: argparse.Namespace, rate: float) -> dict[str, Any]:
@@ -176,6 +199,7 @@ def analyse(done: dict[str, Any], service_s: float, capacity: float) -> dict[str
         "accepted_queued": {n: done["clients"][n]["queued"] for n in names},
         "unanswered": sum(c["unanswered"] for c in done["clients"].values()),
         "slot_stats": done.get("slot_stats"),
+        "capacity_refusals": done.get("capacity_refusals"),
     }
 
 
@@ -266,13 +290,18 @@ def main(argv: list[str] | None = None) -> int:
         fleet.expect("ready", timeout=60)
         if args.mode == "cross_instance":
             wait_directory(topology, args.nodes)
-        queued = analyse(run_load(procs, topology.client_url, args, rate, None, fleet),
-                         service_s, capacity)
+        metrics_url = topology.http_url + "/metrics"
+        queued = analyse(
+            run_load(procs, topology.client_url, args, rate, None, fleet, metrics_url),
+            service_s, capacity,
+        )
         print(f"  queue: goodput {queued['goodput_ratio']:.3f} x capacity", flush=True)
         v1 = None
         if not args.no_v1:
-            v1 = analyse(run_load(procs, topology.client_url, args, rate, 0, fleet),
-                         service_s, capacity)
+            v1 = analyse(
+                run_load(procs, topology.client_url, args, rate, 0, fleet, metrics_url),
+                service_s, capacity,
+            )
             print(f"  v1:    goodput {v1['goodput_ratio']:.3f} x capacity", flush=True)
         floor = None
         if not args.no_floor:
@@ -299,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(), "seconds": round(time.monotonic() - started, 1),
         },
     }
-    print_table(out)
-    if args.json:
+    if args.json:  # first: a figure is never lost to the table's printing
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    print_table(out)
     return 0
 
 
@@ -315,7 +344,8 @@ def print_table(out: dict[str, Any]) -> None:
     def cols(fmt: str, key: str) -> str:
         """The baselines' figures (v1, floor) under `key`, or '-'."""
         return "".join(
-            f"{format(run[key], fmt):>14}" if run else f"{'-':>14}" for run in (v1, floor)
+            f"{format(run[key], fmt):>14}" if run and run.get(key) is not None else f"{'-':>14}"
+            for run in (v1, floor)
         )
 
     print()
@@ -352,6 +382,10 @@ def print_table(out: dict[str, Any]) -> None:
               if floor else ""))
     print(f"{'overloaded':<30}{out['overloaded']:>12}{cols('d', 'overloaded')}")
     print(f"{'queue_timeout':<30}{out['queue_timeouts']:>12}")
+    if d.get("capacity_refusals") is not None:
+        print(f"{'refused by owner (capacity)':<30}{d['capacity_refusals']:>12}"
+              f"{cols('d', 'capacity_refusals')}   dispatches a node's hub "
+              f"refused as full (the job waits again)")
     print(f"{'no_node':<30}{d['no_node']:>12}{cols('d', 'no_node')}")
     for name in sorted(out["shares"]):
         share = out["shares"][name]
