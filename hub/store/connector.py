@@ -12,9 +12,10 @@ The forms (docs/operations.md, "Which Redis"):
   connection is (re)opened; `sentinel_password` (query) authenticates to the
   sentinels, the userinfo to the master.
 
-redis-py's pool (presence, leases, pub/sub, resyncs) is a blocking pool,
-sentinel-managed for a Sentinel URL (it reconnects to the promoted master and
-drops a connection whose server answers `READONLY`). The two pipelined
+redis-py's pool (presence, leases, pub/sub, resyncs) is a blocking pool; for
+a Sentinel URL its connections are redis-py's sentinel-managed ones, which ask
+a `SentinelMaster` where the master is whenever they (re)connect and drop
+themselves when their server answers `READONLY`. The two pipelined
 connections of the hot path (`RespPipe`) get their address from `endpoint()`
 each time they are opened, so they follow a failover the same way. Only this
 module and the store's backends know the URL's forms; the URL's password is
@@ -30,7 +31,11 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from hub.core.errors import ConfigError
 
@@ -191,9 +196,39 @@ def ssl_context(options: dict[str, str]) -> ssl.SSLContext:
     return context
 
 
-class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
-    """redis-py's sentinel-managed pool with the blocking pool's checkout: a burst
-    waits for a connection instead of failing with "too many connections"."""
+class SentinelMaster:
+    """Where redis-py's sentinel-managed connections find the master of `service`.
+
+    `SentinelManagedConnection` asks its `connection_pool` for `is_master`,
+    `check_connection` and `get_master_address()` each time it (re)connects, and
+    drops itself on `READONLY` (a demoted master). This is that, given to a plain
+    `BlockingConnectionPool` as its connections' `connection_pool`: the pool keeps
+    its blocking checkout (a burst waits for a connection instead of failing with
+    "too many connections"), this object knows where the master is. When the
+    sentinels name a new master, the pool's idle connections are dropped so that
+    they reconnect to it.
+    """
+
+    is_master: Final = True
+    check_connection: Final = False
+
+    def __init__(self, service: str, manager: Sentinel) -> None:
+        self.service = service
+        self.manager = manager
+        self.master_address: tuple[str, int] | None = None
+        self.pool: aioredis.ConnectionPool | None = None
+        """The pool whose idle connections go when the master moves."""
+
+    def __repr__(self) -> str:
+        return f"SentinelMaster({self.service!r} at {self.master_address})"
+
+    async def get_master_address(self) -> tuple[str, int]:
+        address: tuple[str, int] = await self.manager.discover_master(self.service)
+        if address != self.master_address:
+            self.master_address = address
+            if self.pool is not None:
+                await self.pool.disconnect(inuse_connections=False)
+        return address
 
 
 class RedisConnector:
@@ -231,10 +266,17 @@ class RedisConnector:
         kwargs = {**p.other, **kwargs, "db": p.db, "username": p.username,
                   "password": p.password}
         if p.sentinel:
+            assert p.service is not None
             kwargs.update(self._ssl_kwargs())
-            pool: aioredis.ConnectionPool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
-                p.service, self._sentinel_manager(kwargs), is_master=True, **kwargs
+            master = SentinelMaster(p.service, self._sentinel_manager(kwargs))
+            connection_class = (
+                SentinelManagedSSLConnection if kwargs.pop("ssl", False)
+                else SentinelManagedConnection
             )
+            pool = aioredis.BlockingConnectionPool(
+                connection_class=connection_class, connection_pool=master, **kwargs
+            )
+            master.pool = pool
             return pool
         if p.path is not None:
             return aioredis.BlockingConnectionPool(

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from hub.store.connector import RedisConnector
 from tests.support.hub_process import HubProcess
 from tests.support.hubtest import (
     AutoNode,
@@ -189,3 +191,40 @@ async def test_hubs_follow_a_sentinel_failover_and_answer_every_submit(
             hub.close()
         if not passed:
             print(sentinel.logs())
+
+
+async def test_the_sentinel_pool_waits_for_a_connection_and_follows_the_master(
+    sentinel: SentinelSetup,
+) -> None:
+    """redis-py's pool for a Sentinel URL (presence, pub/sub, resyncs): a blocking
+    checkout (a second command waits for the one connection instead of failing with
+    "too many connections"), on connections that find the master through the
+    sentinels, again after a failover."""
+    connector = RedisConnector(sentinel.url)
+    pool = connector.pool(max_connections=1, timeout=10, socket_timeout=2)
+    redis = aioredis.Redis(connection_pool=pool)
+    try:
+        # One connection, held by a BLPOP for 0.3 s: the SET waits for it.
+        popped, stored = await asyncio.gather(
+            redis.blpop(["nothing-here"], timeout=0.3), redis.set("k", "before"),
+        )
+        assert popped is None and stored is True
+        assert await redis.get("k") == b"before"
+        assert int((await redis.info("server"))["tcp_port"]) == sentinel.master.port
+
+        sentinel.kill_master()
+        await asyncio.to_thread(sentinel.wait_promoted)
+        deadline = time.monotonic() + 20
+        while True:  # the connection to the dead master fails once, then reconnects
+            try:
+                await redis.set("k", "after")
+                break
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                assert time.monotonic() < deadline, "the pool never reached the new master"
+                await asyncio.sleep(0.1)
+        assert int((await redis.info("server"))["tcp_port"]) == sentinel.replica.port
+        assert await redis.get("k") == b"after"
+    finally:
+        await redis.aclose()
+        await pool.aclose()
+        await connector.aclose()
