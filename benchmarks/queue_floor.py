@@ -28,9 +28,7 @@ Usage: python benchmarks/queue_floor.py --port P [--max-queued 5000]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 import sys
 from collections import deque
 from http import HTTPStatus
@@ -38,8 +36,8 @@ from typing import Any
 
 import msgspec
 import uvloop
-from _procs import emit
-from websockets.asyncio.server import ServerConnection, serve
+from _floor_server import serve_until_stopped
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -154,16 +152,7 @@ class QueueFloor:
 
 async def run(host: str, port: int, max_queued: int) -> None:
     floor = QueueFloor(max_queued)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with serve(
-        floor.handle, host, port, process_request=floor.process_request,
-        ping_interval=None, compression=None, max_size=None,
-    ):
-        emit(ready=port)
-        await stop.wait()
+    await serve_until_stopped(floor.handle, floor.process_request, host, port, max_size=None)
 
 
 def main() -> int:

@@ -13,15 +13,13 @@ Usage: python benchmarks/relay_floor.py --port P
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 import sys
 from http import HTTPStatus
 
 import uvloop
-from _procs import emit
-from websockets.asyncio.server import ServerConnection, serve
+from _floor_server import serve_until_stopped
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -73,16 +71,7 @@ class Relay:
 
 async def run(host: str, port: int) -> None:
     relay = Relay()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with serve(
-        relay.handle, host, port, process_request=relay.process_request,
-        ping_interval=None, compression=None,
-    ):
-        emit(ready=port)
-        await stop.wait()
+    await serve_until_stopped(relay.handle, relay.process_request, host, port)
 
 
 def main() -> int:

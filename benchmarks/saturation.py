@@ -61,7 +61,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _procs import Child, ProcGroup, free_port, http_get, install_exit_on_sigterm
+from _procs import (
+    Child,
+    ProcGroup,
+    free_port,
+    http_get,
+    install_exit_on_sigterm,
+    metric_value,
+)
 from _topology import TOPOLOGIES, wait_directory
 
 from hub.core.admission_queue import AdmissionQueue
@@ -85,10 +92,10 @@ def _capacity_refusals(metrics_url: str | None) -> int | None:
     (`nodehub_attempts_total{outcome="at_capacity"}`); None without a hub to ask."""
     if metrics_url is None:
         return None
-    for line in http_get(metrics_url).decode().splitlines():
-        if line.startswith('nodehub_attempts_total{outcome="at_capacity"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+    value = metric_value(
+        http_get(metrics_url).decode(), 'nodehub_attempts_total{outcome="at_capacity"}'
+    )
+    return int(value or 0)
 
 
 def run_load(procs: ProcGroup, url: str, args: argparse.Namespace, rate: float,

@@ -44,6 +44,28 @@ class QueuePath(JobPath):
         await self.settle()
 
 
+    async def one_running_one_waiting(
+        self, **r2_fields: Any
+    ) -> tuple[RecordingLink, RecordingLink, JobAssign, Accepted]:
+        """Node n1 (one slot) runs r1, r2 (submitted with `r2_fields`) waits: the node,
+        the client, r1's assignment, r2's `accepted`. What each was sent is taken."""
+        node = await self.node("n1", slots=1)
+        client = self.client()
+        await self.submit(client, "r1")
+        running = only(node.take(), JobAssign)
+        client.take()
+        await self.submit(client, "r2", **r2_fields)
+        return node, client, running, queued(client, "r2")
+
+
+def en_de(max_concurrency: int) -> Capabilities:
+    """Capabilities of the harness's nodes (en -> de), with another `max_concurrency`."""
+    return Capabilities(
+        max_concurrency=max_concurrency, language_pairs=[LanguagePair("en", "de")],
+        asr_languages=["en"], tts_languages=["de"],
+    )
+
+
 @pytest.fixture
 def path() -> QueuePath:
     return QueuePath()
@@ -62,13 +84,7 @@ def payloads(messages: list[msgspec.Struct]) -> list[Any]:
 async def test_a_full_node_makes_a_submit_wait_then_run_when_its_slot_frees(
     path: QueuePath,
 ) -> None:
-    node = await path.node("n1", slots=1)
-    client = path.client()
-    await path.submit(client, "r1")
-    first = only(node.take(), JobAssign)
-    client.take()
-    await path.submit(client, "r2")
-    waiting = queued(client, "r2")
+    node, client, first, waiting = await path.one_running_one_waiting()
     assert node.take() == []  # not beyond its one slot
     record = await path.service.job_record(waiting.job_id)
     assert record is not None and (record.state, record.status) == ("queued", "queued")
@@ -242,11 +258,7 @@ async def test_a_node_joining_or_raising_its_concurrency_takes_waiting_jobs(
     second = await path.node("n2", slots=1)
     await path.settle()
     assert payloads(second.take()) == [1]
-    caps = Capabilities(
-        max_concurrency=3, language_pairs=[LanguagePair("en", "de")], asr_languages=["en"],
-        tts_languages=["de"],
-    )
-    await path.from_node("n1", CapabilitiesUpdate(caps))
+    await path.from_node("n1", CapabilitiesUpdate(en_de(3)))
     await path.settle()
     assert payloads(first.take()) == [2, 3]
     assert len(path.service.waiting) == 0
@@ -255,13 +267,7 @@ async def test_a_node_joining_or_raising_its_concurrency_takes_waiting_jobs(
 async def test_a_result_hands_its_slot_to_the_next_job_before_it_goes_to_its_client(
     path: QueuePath,
 ) -> None:
-    node = await path.node("n1", slots=1)
-    client = path.client()
-    await path.submit(client, "r1")
-    first = only(node.take(), JobAssign)
-    client.take()
-    await path.submit(client, "r2", payload="next")
-    queued(client, "r2")
+    node, client, first, _ = await path.one_running_one_waiting(payload="next")
     path.journal.clear()
     # No pump round of its own (no `settle`): the result's step starts the next job.
     await path.from_node("n1", JobResult(first.job_id, 1, ok=True))
@@ -281,11 +287,8 @@ async def test_one_pump_round_at_a_time_and_the_running_one_takes_new_marks(
     for i in range(total + 1):
         await path.submit(client, f"r{i}", payload=i)
     running = only(node.take(), JobAssign)
-    caps = Capabilities(
-        max_concurrency=total, language_pairs=[LanguagePair("en", "de")],
-        asr_languages=["en"], tts_languages=["de"],
-    )
-    await path.from_node("n1", CapabilitiesUpdate(caps))  # marks n1: room for the rest
+    # Marks n1: room for the rest.
+    await path.from_node("n1", CapabilitiesUpdate(en_de(total)))
     pump = path.service.pump
     round_ = asyncio.create_task(pump.pump())
     await asyncio.sleep(0)  # the round's first step: YIELD_EVERY dispatches, then it yields
@@ -304,13 +307,7 @@ async def test_one_pump_round_at_a_time_and_the_running_one_takes_new_marks(
 async def test_a_failing_pump_round_does_not_cost_the_result_that_freed_the_slot(
     path: QueuePath, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    node = await path.node("n1", slots=1)
-    client = path.client()
-    await path.submit(client, "r1")
-    first = only(node.take(), JobAssign)
-    client.take()
-    await path.submit(client, "r2", payload="next")
-    queued(client, "r2")
+    node, client, first, _ = await path.one_running_one_waiting(payload="next")
 
     async def broken(job: object) -> bool:
         raise RuntimeError("a bug in starting a waiting job")
