@@ -4,7 +4,9 @@
 #   on a free port for the cross-instance tests;
 # - chromium (Debian package) when missing: the console's browser tests drive a
 #   headless one over its DevTools protocol (they skip, saying why, without it);
-# - a virtual environment in .venv with the project and its test extra;
+# - a virtual environment in .venv with exactly the locked set of packages
+#   (requirements.lock, hash-checked; refresh it with scripts/lock.sh), then the
+#   project itself in editable mode without resolving anything again;
 # - pytest (which also runs ruff and mypy, see tests/test_lint.py).
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -36,5 +38,8 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check \
+  --require-hashes --no-deps -r requirements.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+.venv/bin/python -m pip check --disable-pip-version-check
 exec .venv/bin/python -m pytest -q "$@"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -310,8 +310,11 @@ class RedisStore:
             except UNAVAILABLE as exc:
                 raise StoreUnavailable(f"fleet subscription lost: {exc}") from exc
         finally:
+            # A typed alias: `PubSub.aclose` is untyped in some redis-py
+            # releases and typed in others (an ignore comment fits only one).
+            aclose: Callable[[], Awaitable[None]] = pubsub.aclose
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await aclose()
 
     # --- presence and ownership -----------------------------------------------------------
 
