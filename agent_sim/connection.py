@@ -10,7 +10,7 @@ connection drops. The loop stops when the agent is stopping or draining, or
 when the hub closed the session with 4005 (`replaced`: another agent took
 this node id over; reconnecting would only take it back).
 
-Authentication (issue 11): the token is a string, or a callable returning a
+Authentication: the token is a string, or a callable returning a
 fresh token (or an awaitable of one) for every connect, sent as
 `Authorization: Bearer`; `wss://` URLs use the given `ssl.SSLContext` (the
 system's default trust when none is given). A hub closing the session with

@@ -2,7 +2,7 @@
 
 `JobContext` is one accepted job attempt as passed to the handler,
 `JobFailed` is what a handler raises to report `ok: false`, `JobRejected` what
-it raises to give the job back to the hub for another node (issue 16), and
+it raises to give the job back to the hub for another node, and
 `FaultPolicy` is consulted on each `job_assign` to inject faults.
 """
 

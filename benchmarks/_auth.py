@@ -1,4 +1,4 @@
-"""The dispatch benchmark's authentication variants (`--auth`, issue 11): beside the
+"""The dispatch benchmark's authentication variants (`--auth`): beside the
 plain hub of the same run, a hub with `auth = "jwt"` (HS256) and one with JWT and TLS on
 its port (a self-signed P-256 certificate made for the run with `cryptography`). Each
 gets its own fleet of no-op nodes (with a node token) and its load generator (with a

@@ -134,7 +134,7 @@ QUANTILES = (
     0.001, *(i / 100 for i in range(1, 100)), 0.995, 0.999,
 )
 """The RTT distribution each measurement reports (`rtt_quantiles_us`; benchmarks/report.py
-draws it, issue 16)."""
+draws it)."""
 
 
 class RedisWindow:

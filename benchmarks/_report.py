@@ -91,7 +91,7 @@ def _print_cross(out: dict[str, Any]) -> None:
 
 
 def _print_auth(out: dict[str, Any]) -> None:
-    """Issue 11: the plain hub, JWT, and JWT + TLS of the same rounds."""
+    """The plain hub, JWT, and JWT + TLS of the same rounds."""
     def ok(flag: bool) -> str:
         return "met" if flag else "MISSED"
 

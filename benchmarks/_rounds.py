@@ -135,7 +135,7 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
             hubs = {"hub": topology.hubs[0]}
         loadgen_args: dict[str, list[str]] = {}
         if args.auth:
-            # Issue 11: JWT, and JWT with TLS, beside the plain hub of the same run.
+            # JWT, and JWT with TLS, beside the plain hub of the same run.
             for auth_hub in start_auth_hubs(procs, AUTH_NODE_PREFIX):
                 fleets.append(_fleet(
                     procs, f"{auth_hub.name}-nodes", auth_hub.url, "hub", args.nodes, args,

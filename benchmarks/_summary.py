@@ -18,7 +18,7 @@ TARGET_MEMORY_N = 10_000
 TARGET_CROSS_P50_EXTRA_US = 500.0
 TARGET_CROSS_JOBS_PER_S = 4000.0
 TARGET_AUTH_NOISE = 0.10
-"""Issue 11: with JWT, RTT p50 and throughput within 10% of the plain hub's."""
+"""With JWT, RTT p50 and throughput within 10% of the plain hub's."""
 AUTH_TARGETS = ("jwt", "tls")
 
 SCRIPT_ONLY_COMMANDS = frozenset((
@@ -100,7 +100,7 @@ def _summarize_cross(out: dict[str, Any], rounds: list[dict[str, Any]],
 
 
 def _summarize_auth(out: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
-    """Issue 11: each authenticating hub beside the plain one of the same rounds."""
+    """Each authenticating hub beside the plain one of the same rounds."""
     base = "hub" if "hub" in rounds[0] else "local"
     auth: dict[str, Any] = {"baseline": base}
     for target in (base, *AUTH_TARGETS):

@@ -23,7 +23,7 @@ CROSS_HUB_IDS = ("bench-a", "bench-b")
 # Idle nodes get no heartbeats in: keep every session alive for the whole run.
 HUB_TIMING_FLAGS = ("--heartbeat-interval-ms", "30000", "--node-timeout-ms", "600000")
 HUB_LOG_FLAGS: list[str] = ["--log-level", "WARNING"]
-"""The hubs' logging (dispatch.py `--hub-log-level`, `--job-log-level`: issue 15 measures
+"""The hubs' logging (dispatch.py `--hub-log-level`, `--job-log-level`: measures
 what the job lifecycle lines cost)."""
 
 

@@ -21,7 +21,7 @@ jobs after a warmup), its throughput (`--in-flight` jobs in flight until
 `--tp-jobs` are done), its failures, and the hub's RSS (VmRSS sampled every
 100 ms: before the bad peer starts, its peak, and after it stopped).
 
-Targets (issue 10, item 6): bystander RTT p99 within 3x of the quiet p99 in
+Targets (item 6): bystander RTT p99 within 3x of the quiet p99 in
 every scenario, 0 bystander failures; the hub's RSS growth is printed.
 The hub runs with `slow_peer_timeout_ms` = `--slow-peer-timeout-ms` (1000 by
 default, not the 10 s default, so that a stalled client is closed and comes

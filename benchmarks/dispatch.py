@@ -19,12 +19,12 @@ forced gc, then N idle registered nodes from separate processes (handshakes
 200 at a time), wait until the hub's `nodehub_local_node_sessions` is N, gc
 again, VmRSS again: (after - before) / N.
 
-Targets (issue 3, item 9): RTT p50 <= 1.5x and p99 <= 2x the floor's,
+Targets (item 9): RTT p50 <= 1.5x and p99 <= 2x the floor's,
 throughput >= 50% of the floor's, <= 30 KB of hub memory per idle node
 session at 10,000 nodes. The numbers are noisy on a small shared machine:
 compare runs, not single rounds.
 
-Cross-instance mode (`--mode cross_instance`, issue 4 item 12): a throwaway
+Cross-instance mode (`--mode cross_instance`): a throwaway
 `redis-server` (free port, no persistence, killed with the other children)
 and two hubs in cross_instance mode on it, `bench-a` and `bench-b`, with the
 same timers as the local hub; the load generator talks to hub A and the
@@ -46,10 +46,10 @@ the idle inbox reads) is measured in every round over an idle period as long
 as that round's throughput window, right after it, and subtracted (per
 command, never below zero); the raw figures are reported too.
 
-Targets (issue 4, item 12): cross-hub RTT p50 <= local RTT p50 + 500 us,
+Targets (item 12): cross-hub RTT p50 <= local RTT p50 + 500 us,
 >= 4,000 jobs/s through the pair of hubs.
 
-Authentication (`--auth`, issue 11): the same run also starts a hub with
+Authentication (`--auth`): the same run also starts a hub with
 `auth = "jwt"` (HS256) and one with JWT and TLS on its port (a self-signed
 certificate made for the run), local mode, each with its own fleet (node
 token) and load generator (client token; the certificate as CA), measured in
@@ -65,7 +65,7 @@ Usage:
         [--memory-nodes 1000,10000] [--auth] [--handshakes 200] [--keep-logs]
         [--hub-log-level WARNING] [--job-log-level LEVEL] [--json PATH]
 
-The job lifecycle lines (issue 15) cost: run once with the defaults (hubs at
+The job lifecycle lines cost: run once with the defaults (hubs at
 WARNING: the lines are not even built) and once with `--hub-log-level INFO`
 (every job's accepted/assigned/result lines written to the hub's log), and
 compare the two tables (`--job-log-level DEBUG` with `--hub-log-level INFO`

@@ -6,8 +6,8 @@ what is timed is the hub's CPU per request, JSON encoding included), then
 times pages walked from the start with `limit` 100/250/500 (the largest), a pool filter
 and a status filter, and `/v1/stats`. The baseline, measured in the same run:
 the unpaged answer `/v1/nodes` gave before paging (every node's view,
-sorted, one document). Target (issue 14): a page <= 5 ms at 100,000 nodes.
-Also (issue 16) the console's `/v1/stats?include=pairs,hubs,recent`, and the
+sorted, one document). Target: a page <= 5 ms at 100,000 nodes.
+Also the console's `/v1/stats?include=pairs,hubs,recent`, and the
 fleet's distinct language-pair sets (this synthetic fleet draws pairs per
 node: nearly one set per node, the worst case for the per-pair tallies).
 
@@ -75,7 +75,7 @@ async def run_size(size: int, seed: int, pages: int) -> dict[str, Any]:
     stats.sort()
     row["stats_p50_us"] = percentile(stats, 50)
     row["stats_p99_us"] = percentile(stats, 99)
-    # Issue 16: the console's request (pairs, hubs and the recent window included).
+    # The console's request (pairs, hubs and the recent window included).
     console = []
     for _ in range(50):
         t0 = time.perf_counter_ns()

@@ -9,7 +9,7 @@ saying which command makes it):
 - `dispatch_rtt.png` (dispatch-local.json, dispatch-cross_instance.json,
   benchmarks/dispatch.py): the round trip of one job in flight, the hub (and
   cross-hub) against the raw relay floor: the distribution (CDF) when the
-  results carry `rtt_quantiles_us` (every run since issue 16), otherwise the
+  results carry `rtt_quantiles_us` (every recent run), otherwise the
   p50 / p90 / p99 of each round;
 - `throughput.png` (the same files): jobs per second, local / cross / floor,
   the median of the rounds with their range;
@@ -240,7 +240,7 @@ def throughput(results: Path) -> Figure:
     return fig
 
 
-# --- saturation (issue 13) ----------------------------------------------------------------
+# --- saturation ----------------------------------------------------------------
 
 
 def saturation(results: Path) -> Figure:
@@ -317,7 +317,7 @@ def saturation(results: Path) -> Figure:
     return fig
 
 
-# --- reconnect storm (issue 14) -----------------------------------------------------------
+# --- reconnect storm -----------------------------------------------------------
 
 
 def storm(results: Path) -> Figure:

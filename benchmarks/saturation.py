@@ -32,7 +32,7 @@ capacity = nodes x slots / service time. Figures, over the offered-load window:
 
 The same run also measures two baselines:
 - v1: the same load with `queue_timeout_ms: 0` on every submit (no waiting:
-  a full fleet answers `no_node` at once, as before issue 13): its goodput
+  a full fleet answers `no_node` at once, as a hub without a queue does): its goodput
   and `no_node` count;
 - the queue floor (benchmarks/queue_floor.py): the same load and a fleet of
   the same nodes against a hub that does nothing but queue and forward (a

@@ -9,7 +9,7 @@ costs: one load change (`Snapshot.with_running`), one node join
 building a whole snapshot in one pass (`Snapshot.of`, the fleet generation
 not counted), and a `register` at `max_capability_entries` (1,024 entries:
 pairs, ASR and TTS languages and features together) joining at 10,000
-nodes. Targets (issue 14): join and leave p99 <= 500 us at 100,000 nodes, a
+nodes. Targets: join and leave p99 <= 500 us at 100,000 nodes, a
 100,000-node build <= 3 s.
 
 Selection is timed warm (an untimed pass over every request first: a

@@ -44,7 +44,7 @@ import selection as B
 try:
     from hub.core.selector import select_node
     from hub.core.snapshot import Snapshot
-except ImportError:  # the flat layout before issue 9
+except ImportError:  # the older flat layout
     from hub.selector import select_node
     from hub.snapshot import Snapshot
 size, requests, reps = (int(a) for a in sys.argv[1:4])

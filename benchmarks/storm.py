@@ -16,7 +16,7 @@ Printed (and written with `--json PATH`): `agents`, `register_seconds`
 of each hub), `registrations_per_s`,
 `bystander_p50_ms_before`, `bystander_p99_ms_before`,
 `bystander_p50_ms_during`, `bystander_p99_ms_during`, `hub_rss_mb` (after
-the storm), plus bystander failures. Targets (issue 14) on the 2-core
+the storm), plus bystander failures. Targets on the 2-core
 reference box: 10,000 agents registered in <= 10 s; bystander p99 during
 the storm <= 50 ms.
 

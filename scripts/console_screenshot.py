@@ -1,4 +1,4 @@
-"""Make docs/img/console.png: the console of a busy two-hub deployment (issue 16).
+"""Make docs/img/console.png: the console of a busy two-hub deployment.
 
 Two hubs in cross-instance mode on a throwaway redis-server, 160 simulated nodes
 (the "faulty" profile: rejects, crashes, reconnects), a client load on both hubs

@@ -1,5 +1,5 @@
 """`deploy/`: the Grafana dashboard and the Prometheus alerts name only metrics a real hub
-exports (issue 15), and the alerts the issue asks for exist."""
+exports, and the alerts the issue asks for exist."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ ONLY_IN = {
     "redis": {"store"},
     "hiredis": {"store"},
     "agent_sim": {"app"},
-    "jwt": {"net"},  # issue 11: tokens are checked at the door
+    "jwt": {"net"},  # tokens are checked at the door
     "cryptography": {"net"},
 }
 """Third-party (and sibling) packages and the only layers that may import them."""

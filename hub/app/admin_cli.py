@@ -1,4 +1,4 @@
-"""The operator's commands (issue 15): `hub nodes`, `hub jobs`, `hub job ID`, `hub drain
+"""The operator's commands: `hub nodes`, `hub jobs`, `hub job ID`, `hub drain
 NODE`, `hub undrain NODE`, `hub cancel JOB`, `hub stats`, over the admin HTTP API.
 
 Each talks to `--url` (env `NODEHUB_URL`; `ws://`/`wss://` hub URLs work too;

@@ -82,7 +82,7 @@ def raise_open_file_limit(config: HubConfig) -> tuple[int, int]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (issue 15): `hub serve: argument --auth: invalid
+    """argparse with one-line errors: `hub serve: argument --auth: invalid
     choice: 'x' (choose from 'none', 'jwt')`, exit status 2, no usage block."""
 
     def error(self, message: str) -> NoReturn:

@@ -11,11 +11,11 @@ few impossible ones. A status line every second, a summary at the end.
 there is none): half the fleet connects to each hub, clients submit to both,
 so jobs cross from one hub to the other.
 
-The hubs run with `auth = "jwt"` as in production (issue 11): the demo makes
+The hubs run with `auth = "jwt"` as in production: the demo makes
 a random HS256 secret and mints its own tokens with it (a node token allowed
 the fleet's node ids, a client token), so it still needs no setup.
 
-It prints a link to each hub's live console (issue 16: `/ui`, with an admin
+It prints a link to each hub's live console (`/ui`, with an admin
 token in the link's fragment, which the page keeps for its tab and never
 sends in a URL); `--port` fixes the first hub's port, `--seconds` how long
 the demo runs.
@@ -192,7 +192,7 @@ def _status_line(stats: LoadStats, hubs: list[Hub]) -> str:
     nodes = sum(len(hub.service.nodes.registered) for hub in hubs)
     failovers = sum(n for attempts, n in stats.attempts.items() if attempts > 1)
     failed = sum(n for k, n in stats.outcomes.items() if not k.startswith("ok"))
-    # The admission queue (issue 13): jobs waiting now, and their mean wait so far.
+    # The admission queue: jobs waiting now, and their mean wait so far.
     queued = sum(len(hub.service.waiting) for hub in hubs)
     waited = [hub.metrics.queue_wait_seconds for hub in hubs]
     count = sum(h.count for h in waited)

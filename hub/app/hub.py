@@ -147,7 +147,7 @@ class Hub:
         submits are refused `hub_shutdown`, this hub's nodes take no new job (each one
         leaves, closed with 1001, as soon as it is idle, to reconnect elsewhere); jobs
         this hub is home to and jobs on its nodes run on. Jobs waiting for a slot (the
-        admission queue, issue 13) wait on (a node of another hub may still take them)
+        admission queue) wait on (a node of another hub may still take them)
         but do not hold the drain open: once nothing runs, the drain is over and
         `aclose` fails those still waiting with `hub_shutdown`. Returns True when all
         running jobs finished within `timeout_s` (default `drain_timeout_ms`), False
@@ -239,7 +239,7 @@ class Hub:
             "nodehub_busy_slots", "Assigned jobs on nodes this hub owns.", (),
             lambda: {(): sum(len(n.assignments) for n in registered.values())},
         )
-        # --- issue 15: capacity per pool, the build, the process -----------------------
+        # --- capacity per pool, the build, the process -----------------------
         stats = self.fleet.stats  # kept current change by change
         self.metrics.gauge(
             "nodehub_pool_slots", "Slots (max_concurrency summed) of the nodes this hub can "

@@ -1,4 +1,4 @@
-"""The hub's log output (issue 15): human lines that name the node and the job, or
+"""The hub's log output: human lines that name the node and the job, or
 `--log-json` lines of one flat JSON object each.
 
 JSON lines carry `ts` (UTC, RFC 3339 with milliseconds), `level`, `msg`, `hub_id`,

@@ -1,6 +1,6 @@
 """`process_*` metrics (CPU seconds, resident and virtual memory, open and maximum file
 descriptors, start time) from `prometheus_client`'s `ProcessCollector`, which reads
-`/proc`: I/O, so here in the application, never in `hub/core` (issue 15).
+`/proc`: I/O, so here in the application, never in `hub/core`.
 
 `Metrics.add_source(process_text)` appends them to every `/metrics` answer. Where
 `/proc` is missing (not Linux) the collector yields nothing.

@@ -2,7 +2,7 @@
 
 `load_config` reads the three sources and hands the merged raw values to
 `HubConfig.from_values` (hub/core/config.py), which types and validates them
-(msgspec's lax conversion). Nothing is ignored silently (issue 15): a key the
+(msgspec's lax conversion). Nothing is ignored silently: a key the
 file does not know, a top-level key next to a `[hub]` table, a `NODEHUB_*`
 variable that is no key (other than the admin CLI's `NODEHUB_URL`,
 `NODEHUB_TOKEN`, `NODEHUB_CA_FILE`) are errors that name the nearest key.

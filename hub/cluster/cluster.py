@@ -189,7 +189,7 @@ class Cluster:
         self.replica.node_changed(node_id)
 
     def set_waiting(self, waiting: bool) -> None:
-        """Jobs wait for a slot here, or no longer (issue 13): tell the other hubs."""
+        """Jobs wait for a slot here, or no longer: tell the other hubs."""
         self.replica.set_waiting(waiting)
 
     async def reap(self, hub_id: str) -> None:

@@ -4,7 +4,7 @@ This hub's node changes are published (structural changes at once, with
 their `NodeEntry` written to the hub's node hash in the store; load changes
 coalesced every `load_publish_interval_ms`, and only while another hub is
 alive; at the end of the loop turn instead while another hub has jobs
-waiting for a slot, issue 13); other hubs' changes, heard over the store's pub/sub as
+waiting for a slot); other hubs' changes, heard over the store's pub/sub as
 `FleetUpdate`s, are applied to the local `FleetView`; `resync` rebuilds the
 remote part from the node hashes (periodically, and after a subscription was
 lost). `Cluster` owns it and runs its loops; which hubs are alive is the
@@ -66,7 +66,7 @@ class FleetReplica:
         self._dirty_load: set[str] = set()
         self._dirty_structure: dict[str, NodeState | None] = {}
         self._structure_ready = asyncio.Event()
-        # --- issue 13: the admission queue ---
+        # --- the admission queue ---
         self.waiting = False
         """Jobs wait for a slot on this hub (sent with every update and beacon)."""
         self.waiting_hubs: set[str] = set()

@@ -23,14 +23,14 @@ REGISTER_REFUSED: Final = 4001
 OWNERSHIP_LOST: Final = 4002
 """(cross-instance) the node's ownership moved to another hub."""
 
-# --- issue 11: authentication (protocol-v1.1, "Authentication and tenancy") ----------
+# --- authentication (protocol-v1.1, "Authentication and tenancy") ----------
 FORBIDDEN: Final = 4003
 """`register` of a node id the session's token does not allow."""
 TOKEN_EXPIRED: Final = 4004
 """The session's token passed its `exp`; reconnect with a fresh token."""
 REPLACED: Final = 4005
 """Another session, with a token allowed this node id, took the node over."""
-# --- issue 10: limits (protocol v1.1, "Limits") ---
+# --- limits (protocol v1.1, "Limits") ---
 SLOW_CONSUMER: Final = 4006
 """The peer's queue stayed over `max_outbound_bytes` for `slow_peer_timeout_ms` (or
 reached `SLOW_PEER_HARD_FACTOR` times it): its queue is dropped."""

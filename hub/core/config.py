@@ -24,7 +24,7 @@ DeploymentMode = Literal["local", "cross_instance"]
 AuthMode = Literal["none", "jwt"]
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 JOB_LOG_LEVELS = (*LOG_LEVELS, "OFF")
-"""Issue 15: `log_level` and `job_log_level` choices (case does not matter)."""
+"""`log_level` and `job_log_level` choices (case does not matter)."""
 MIN_JWT_SECRET_BYTES = 32
 """An HS256 secret shorter than the hash (RFC 7518, 3.2) is refused."""
 
@@ -61,7 +61,7 @@ class HubConfig:
     redis_prefix: str = "nodehub"
     log_level: str = "INFO"
     log_json: bool = False
-    # --- issue 11: authentication, tenancy, TLS (protocol-v1.1, "Authentication and
+    # --- authentication, tenancy, TLS (protocol-v1.1, "Authentication and
     # tenancy"; hub/net/auth.py, hub/net/tls.py) -------------------------------------------
     auth: AuthMode = "none"
     """"none": every handshake is accepted; "jwt": every WebSocket handshake and HTTP
@@ -79,13 +79,13 @@ class HubConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     """Both set: the port speaks TLS only (wss:// and https://)."""
-    # --- issue 13: the admission queue -------------------------------------------------
+    # --- the admission queue -------------------------------------------------
     queue_timeout_ms: int = 30_000
     """How long a job may wait for a free slot (a submit's `queue_timeout_ms` overrides
     it); 0: never wait, `rejected` `no_node` at once as in v1."""
     max_queued_jobs: int = 10_000
     """Jobs waiting on this hub; past it a submit gets `rejected` `overloaded`."""
-    # --- issue 10: per-peer limits (protocol v1.1, "Limits"; docs/operations.md) ---
+    # --- per-peer limits (protocol v1.1, "Limits"; docs/operations.md) ---
     max_outbound_bytes: int = 4_194_304
     """Bytes queued for one peer above which it counts as slow."""
     slow_peer_timeout_ms: int = 10_000
@@ -100,17 +100,17 @@ class HubConfig:
     """Bytes of finished job records (results included) held in this process's memory for
     resubmits: the local store's records, and records waiting for an unreachable Redis.
     Past it the oldest results are evicted, leaving a tombstone (`result_expired`)."""
-    # --- issue 14: scale out ---------------------------------------------------------
+    # --- scale out ---------------------------------------------------------
     gc_pacing: bool = True
     """Freeze what survived a full garbage collection, so that the next ones stay
     short on a big heap (hub/runtime/gc_pacer.py)."""
     gc_thaw_interval_ms: int = 600_000
     """How often the frozen objects are thawed (one full collection of everything)."""
-    # --- issue 15: operating it ------------------------------------------------------
+    # --- operating it ------------------------------------------------------
     job_log_level: str = "INFO"
     """The level of the job lifecycle lines (accepted, assigned, failover, result...);
     DEBUG turns them down below an INFO log, OFF skips them."""
-    # --- issue 12: exactly one answer, drain, dead-hub exclusion ---
+    # --- exactly one answer, drain, dead-hub exclusion ---
     hub_timeout_ms: int = 3_000
     """Cross-instance: a hub that stopped answering this long is excluded from selection
     on every other hub (its nodes stop being chosen; its work fails over later, when its
@@ -154,7 +154,7 @@ class HubConfig:
         self._check_answers()
 
     def _check_auth(self) -> None:
-        """Issue 11: the authentication, Origin and TLS keys (no secret in a message)."""
+        """The authentication, Origin and TLS keys (no secret in a message)."""
         if self.auth not in get_args(AuthMode):
             raise ConfigError(f"auth must be one of {get_args(AuthMode)}, not {self.auth!r}")
         if self.jwt_secret and self.jwt_secret_file:
@@ -177,7 +177,7 @@ class HubConfig:
                 )
 
     def _check_queue(self) -> None:
-        """Issue 13: the admission queue's keys."""
+        """The admission queue's keys."""
         for name in ("queue_timeout_ms", "max_queued_jobs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
@@ -185,7 +185,7 @@ class HubConfig:
             raise ConfigError(f"queue_timeout_ms must be <= 86400000, not {self.queue_timeout_ms}")
 
     def _check_limits(self) -> None:
-        """Issue 10: the per-peer limits."""
+        """The per-peer limits."""
         for name in (
             "max_outbound_bytes",
             "slow_peer_timeout_ms",
@@ -198,14 +198,14 @@ class HubConfig:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
 
     def _check_scale(self) -> None:
-        """Issue 14: scale out."""
+        """Scale out."""
         if self.gc_thaw_interval_ms < 1_000:
             raise ConfigError(
                 f"gc_thaw_interval_ms must be >= 1000, not {self.gc_thaw_interval_ms}"
             )
 
     def _check_ops(self) -> None:
-        """Issue 15: the log levels are names loguru knows (one clear line, not a
+        """The log levels are names loguru knows (one clear line, not a
         traceback at the first log call)."""
         for name, choices in (("log_level", LOG_LEVELS), ("job_log_level", JOB_LOG_LEVELS)):
             value = getattr(self, name)
@@ -215,7 +215,7 @@ class HubConfig:
                 )
 
     def _check_answers(self) -> None:
-        """Issue 12: exactly one answer, drain, dead-hub exclusion."""
+        """Exactly one answer, drain, dead-hub exclusion."""
         if self.hub_timeout_ms < 100:
             raise ConfigError(f"hub_timeout_ms must be >= 100, not {self.hub_timeout_ms}")
         if self.drain_timeout_ms < 0:
@@ -229,7 +229,7 @@ class HubConfig:
         return convert(values)
 
     def redacted(self) -> dict[str, Any]:
-        """Every key and its value, secrets as `***` (issue 15: `hub config`)."""
+        """Every key and its value, secrets as `***` (`hub config`)."""
         shown: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -247,7 +247,7 @@ class HubConfig:
 
     def queue_timeout(self, requested_ms: int | None) -> int:
         """How long a job may wait for a slot: the submit's `queue_timeout_ms`, else the
-        hub's (issue 13)."""
+        hub's."""
         return self.queue_timeout_ms if requested_ms is None else requested_ms
 
     def with_changes(self, **changes: Any) -> HubConfig:
@@ -255,11 +255,11 @@ class HubConfig:
 
     @property
     def tls(self) -> bool:
-        """Whether the port speaks TLS (issue 11)."""
+        """Whether the port speaks TLS."""
         return bool(self.tls_cert_file and self.tls_key_file)
 
     def __repr__(self) -> str:
-        """Every key; secrets redacted (issue 11: `jwt_secret`, a `redis_url` password)."""
+        """Every key; secrets redacted (`jwt_secret`, a `redis_url` password)."""
         shown = [f"{name}={value!r}" for name, value in self.redacted().items()]
         return f"HubConfig({', '.join(shown)})"
 

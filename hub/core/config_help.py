@@ -1,4 +1,4 @@
-"""What each configuration key means, in one line (issue 15): the help of its `hub serve`
+"""What each configuration key means, in one line: the help of its `hub serve`
 flag and of `hub config`. `tests/app/test_config_cli.py` checks every key has one."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ KEY_HELP: Final[dict[str, str]] = {
     "gc_pacing": "freeze what survived a full GC, so later ones stay short",
     "gc_thaw_interval_ms": "how often frozen objects are thawed (one full collection)",
     "job_log_level": "level of the job lifecycle lines (DEBUG turns them down, OFF skips)",
-    # Issue 12 (merged before this one): named here so their flags have help too.
+    # Named here so their flags have help too.
     "hub_timeout_ms": "a hub silent this long is excluded from selection on the others",
     "drain_timeout_ms": "on SIGTERM, how long running jobs may finish",
 }

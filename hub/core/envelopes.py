@@ -41,7 +41,7 @@ class Dispatch(_Envelope, tag="dispatch"):
     request_id: str
     assign: JobAssign
     tenant: str = DEFAULT_TENANT
-    """The job's tenant (issue 11): an orphaned result is archived under it."""
+    """The job's tenant: an orphaned result is archived under it."""
 
 
 class Refused(_Envelope, tag="refused"):
@@ -69,7 +69,7 @@ class NodeEvent(_Envelope, tag="node_event"):
     request_id: str
     message: JobAccept | JobReject | JobProgress | JobResult
     tenant: str = DEFAULT_TENANT
-    """The job's tenant, as its Dispatch said (issue 11)."""
+    """The job's tenant, as its Dispatch said."""
 
 
 class NodeLost(_Envelope, tag="node_lost"):
@@ -95,7 +95,7 @@ class Watch(_Envelope, tag="watch"):
     client_id: str
     submit: Submit
     tenant: str = DEFAULT_TENANT
-    """The duplicate submit's tenant (issue 11), for running the job again if need be;
+    """The duplicate submit's tenant, for running the job again if need be;
     the home adds the watcher only to a job of this tenant."""
     again: bool = False
     """Sent again because the home may have lost the first one (it restarted): ignored
@@ -122,7 +122,7 @@ class Held(msgspec.Struct, array_like=True):
     node_id: str
     request_id: str = ""
     tenant: str = DEFAULT_TENANT
-    """The job's tenant (issue 11), as its Dispatch said: an inherited job's result is
+    """The job's tenant, as its Dispatch said: an inherited job's result is
     archived under it, and only its own tenant's resubmits watch it."""
 
 
@@ -149,18 +149,18 @@ class Deliver(_Envelope, tag="deliver"):
 
 
 class NodeReplaced(_Envelope, tag="node_replaced"):
-    """New owner -> old owner (issue 11): a token allowed this node id took the node over
+    """New owner -> old owner: a token allowed this node id took the node over
     here with ownership `epoch`; close the older session with 4005 (`replaced`)."""
 
     node_id: str
     epoch: int
 
 
-# --- issue 15: the admin surface, on any hub -------------------------------------------
+# --- the admin surface, on any hub -------------------------------------------
 
 
 class AdminRequest(_Envelope, tag="admin_request"):
-    """Any hub -> the node's owner or the job's home (issue 15): an operator's `action`
+    """Any hub -> the node's owner or the job's home: an operator's `action`
     (`drain`, `undrain` a node; `cancel` a job) on `target`; answered with an
     `AdminReply` carrying the same `ticket`."""
 
@@ -201,7 +201,7 @@ class FleetUpdate(msgspec.Struct, array_like=True):
     upserts: list[NodeEntry] = []
     removals: list[str] = []
     waiting: bool = False
-    """Jobs wait for a slot on the sending hub (issue 13): publish load changes at once."""
+    """Jobs wait for a slot on the sending hub: publish load changes at once."""
 
 
 _encoder = msgspec.msgpack.Encoder()

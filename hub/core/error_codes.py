@@ -30,7 +30,7 @@ UNKNOWN_JOB: Final = "unknown_job"
 HOME_LOST: Final = "home_lost"
 INTERNAL_ERROR: Final = "internal_error"
 
-# --- issue 11: authentication (also the `error` of an HTTP 401 / 403 body) -------------
+# --- authentication (also the `error` of an HTTP 401 / 403 body) -------------
 UNAUTHORIZED: Final = "unauthorized"
 """HTTP 401 at the handshake: no token, or a bad, expired or malformed one."""
 FORBIDDEN: Final = "forbidden"
@@ -52,10 +52,10 @@ FAILED: Final = "failed"
 HANDLER_ERROR: Final = "handler_error"
 """Sent by the agent SDK (not the hub) when a job handler raised."""
 
-# --- issue 10: limits (protocol v1.1, "Limits") ---
+# --- limits (protocol v1.1, "Limits") ---
 OVERLOADED: Final = "overloaded"
 """`rejected`: the client session holds `max_jobs_per_session` unfinished jobs, or
-(issue 13) the job would wait and the queue (or this session's share of it) is full."""
+ the job would wait and the queue (or this session's share of it) is full."""
 RESULT_EXPIRED: Final = "result_expired"
 """`result.error` for a resubmit: the job finished, but its result was evicted from
 memory (`max_archive_bytes`); the job is never run a second time."""
@@ -65,14 +65,14 @@ HUB_OUTCOMES: Final = frozenset(
 )
 """Terminal outcomes the hub itself decides (any other failure came from a node)."""
 
-# --- issue 13: the admission queue -------------------------------------------------
+# --- the admission queue -------------------------------------------------
 QUEUE_TIMEOUT: Final = "queue_timeout"
 """`result.error`: the job waited for a free slot past its `queue_timeout_ms`."""
 QUEUE_OUTCOMES: Final = frozenset({QUEUE_TIMEOUT, INTERNAL_ERROR})
 """Terminal outcomes of the queue, counted in `nodehub_jobs_total` like `HUB_OUTCOMES`
 (`internal_error`: the hub failed to start a waiting job)."""
 
-# --- issue 15: the admin surface (the `error` of an HTTP answer's JSON body) ----------
+# --- the admin surface (the `error` of an HTTP answer's JSON body) ----------
 UNKNOWN_NODE: Final = "unknown_node"
 """HTTP 404 of `POST /v1/nodes/<id>/drain` and `/undrain`: no such node in the fleet."""
 HUB_UNREACHABLE: Final = "hub_unreachable"

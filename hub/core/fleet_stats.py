@@ -5,7 +5,7 @@ of visiting every node (100,000 nodes take about 10 ms to visit). `FleetView`
 calls `changed(old, new)` for every change it makes and `reset` after a
 rebuild. Pure.
 
-Besides the whole fleet and each pool, the console (issue 16) reads the
+Besides the whole fleet and each pool, the console reads the
 fleet per hub (cross-instance mode) and per language pair. A node's slots
 count for every pair it serves, so a load change adds to one tally per pair
 of the node: each distinct pair set keeps the list of its pairs' tallies
@@ -71,9 +71,9 @@ class FleetStats:
         self.all = Tally()
         self.pools: dict[int, Tally] = {}
         self.hubs: dict[str, Tally] = {}
-        """Per hub the nodes are connected to (issue 16)."""
+        """Per hub the nodes are connected to."""
         self.pairs: dict[tuple[str, str], Tally] = {}
-        """Per language pair: the nodes serving it (issue 16)."""
+        """Per language pair: the nodes serving it."""
         self.pair_sets: dict[PairSet, _PairSet] = {}
         """Per distinct `language_pairs` set, its pairs' tallies (see the module docstring)."""
 

@@ -120,7 +120,7 @@ class FleetView:
         scan: int, hub_id: str | None = None,
     ) -> tuple[list[NodeState], str | None]:
         """Up to `limit` nodes in node_id order after `after`, of `pool`, `status` and
-        `hub_id` (the hub the node is connected to; issue 16) when given, looking at no
+        `hub_id` (the hub the node is connected to) when given, looking at no
         more than `scan` nodes; and the node id to continue after (None when no node
         follows). A filter that matches few nodes may return a short (even empty) page
         with a continuation: the cost of one page is bounded, whatever the fleet and

@@ -25,7 +25,7 @@ from hub.core.principal import DEFAULT_TENANT
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
-    """Waiting for a free slot (issue 13): no attempt is on a node."""
+    """Waiting for a free slot: no attempt is on a node."""
     ASSIGNED = "assigned"
     ACCEPTED = "accepted"
     RUNNING = "running"
@@ -154,7 +154,7 @@ class Job:
         self.node_hub = ""
         self.history: list[AttemptRecord] = []
         self.result: Result | None = None
-        # --- the admission queue (issue 13) ---
+        # --- the admission queue ---
         self.priority = priority
         self.fair_key = fair_key
         """Whose turn this job waits in: the client session today, the tenant with auth."""
@@ -172,7 +172,7 @@ class Job:
         """Its submitter was refused because the binding's reply was lost, after the
         first Dispatch went out with it: the store may have made both. Tracked all the
         same (no watcher unless a resubmit finds the binding), so that a run that happens
-        anyway is answered and archived, never started twice (issue 12)."""
+        anyway is answered and archived, never started twice."""
 
     def __repr__(self) -> str:
         return (
@@ -355,7 +355,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     status: str
     node_id: str
     state: str = "finished"
-    """`queued`, `active` or `finished` (issue 13; `status` has the detail)."""
+    """`queued`, `active` or `finished` (`status` has the detail)."""
     priority: int = 0
     hub_id: str = ""
     session_id: str = ""
@@ -374,7 +374,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     orphaned: bool = False
     """Archived by another hub after the job's home hub died."""
     tenant: str = DEFAULT_TENANT
-    """The tenant of the session that submitted the job (issue 11)."""
+    """The tenant of the session that submitted the job."""
 
     def expired(self) -> JobRecord:
         """This record's tombstone, once its result is evicted from memory: the job's

@@ -126,7 +126,7 @@ class JobResult(_Message, tag="job_result"):
     output: Any = None
     error: ErrorInfo | None = None
     replayed: bool = False
-    """(issue 12) Sent again after the connection it first went out on dropped: the hub
+    """ Sent again after the connection it first went out on dropped: the hub
     it went to may have died with it. Accepted if that attempt is still the job's."""
 
 
@@ -172,7 +172,7 @@ class Error(_Message, tag="error"):
     path: str | None = None
     job_id: str | None = None
     request_id: str | None = None
-    """Set on an `error` caused by a submit (issue 12)."""
+    """Set on an `error` caused by a submit."""
 
 
 NodeOutbound = Registered | JobAssign | JobCancel | Error
@@ -192,7 +192,7 @@ class Submit(_Message, tag="submit"):
     preferred_pool: Pool | None = None
     payload: Any = None
     timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=86_400_000)] | None = None
-    # --- the admission queue (issue 13) ---
+    # --- the admission queue ---
     priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
     """Higher waits less for a free slot; FIFO within a priority."""
     queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
@@ -216,7 +216,7 @@ class Accepted(_Message, tag="accepted", kw_only=True):
     """The node of the current attempt; absent while the job waits (`queued`)."""
     duplicate: bool
     queued: bool = False
-    """The job waits for a free slot (issue 13); omitted when false."""
+    """The job waits for a free slot; omitted when false."""
 
 
 class Progress(_Message, tag="progress"):

@@ -234,7 +234,7 @@ class Metrics:
 
     def __init__(self, config: HubConfig | None = None) -> None:
         # Buckets reach the longest a job may take (every attempt at its deadlines) and
-        # the longest it may wait for a slot (issue 15).
+        # the longest it may wait for a slot.
         job_budget_s = (config.job_budget_ms(None) if config else 906_000) / 1000
         queue_s = (config.queue_timeout_ms if config else 30_000) / 1000
         self.jobs = Counter("nodehub_jobs_total", "Jobs by terminal outcome.", ("outcome",))
@@ -263,12 +263,12 @@ class Metrics:
             "nodehub_job_seconds", "Submit received to terminal result sent.",
             buckets=buckets_up_to(job_budget_s),
         )
-        # --- issue 11: authentication ---
+        # --- authentication ---
         self.auth_refusals = Counter(
             "nodehub_auth_refusals_total",
             "Requests refused at the door (handshake or HTTP), by HTTP status.", ("status",),
         )
-        # --- issue 13: the admission queue ---
+        # --- the admission queue ---
         self.queue_wait_seconds = Histogram(
             "nodehub_queue_wait_seconds",
             "Time jobs waited for a free slot (observed when they leave the queue).",
@@ -278,7 +278,7 @@ class Metrics:
                  30.0, 60.0, 300.0),
             ),
         )
-        # --- issue 10: limits ---
+        # --- limits ---
         self.slow_consumers = Counter(
             "nodehub_slow_consumers_total",
             "Sessions closed with 4006 slow_consumer, by endpoint.", ("endpoint",),
@@ -287,7 +287,7 @@ class Metrics:
             "nodehub_refused_connections_total",
             "WebSocket handshakes refused with HTTP 503 (max_connections).",
         )
-        # --- issue 15: operating it ---
+        # --- operating it ---
         self.no_node_answers = Counter(
             "nodehub_no_node_total",
             "Submits (and failovers) answered no_node, by the rule most nodes broke.",
@@ -308,7 +308,7 @@ class Metrics:
             "Store (Redis) calls that failed, by operation and kind (unavailable, error).",
             ("op", "kind"),
         )
-        # --- issue 16: the console's last minutes (`/v1/stats?include=recent`) ---
+        # --- the console's last minutes (`/v1/stats?include=recent`) ---
         self.recent = RecentJobs()
         self.gauges: list[Gauge] = []
         self.sources: list[TextSource] = []

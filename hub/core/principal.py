@@ -40,7 +40,7 @@ CLIENT_PATH: Final = "/v1/client"
 METRICS_PATH: Final = "/metrics"
 JOB_PATH_PREFIX: Final = "/v1/jobs/"
 UI_PATH: Final = "/ui"
-"""The console's page and its static files (issue 16): no data in them, so no token;
+"""The console's page and its static files: no data in them, so no token;
 the page's own data requests carry the admin token."""
 
 
@@ -127,7 +127,7 @@ def required_roles(
     `GET /v1/jobs/<id>` takes `client` (its own tenant's jobs) or `admin`;
     `/healthz`, `/livez`, `/readyz` are open, `/metrics` too with
     `metrics_public`, and `GET /ui` and `GET /ui/...` (the console's static
-    files, issue 16); every other path (the inspection and admin endpoints,
+    files); every other path (the inspection and admin endpoints,
     and unknown paths) takes `admin`.
     """
     if path in OPEN_PATHS or (metrics_public and path == METRICS_PATH):

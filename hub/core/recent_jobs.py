@@ -1,4 +1,4 @@
-"""`RecentJobs`: what this hub's jobs did over the last minutes (issue 16, the console).
+"""`RecentJobs`: what this hub's jobs did over the last minutes (the console).
 
 The hub's histograms (`nodehub_job_seconds`) are cumulative since start; an
 operator's console wants the last minutes: jobs finished per interval, their

@@ -1,4 +1,4 @@
-"""`Admin`: what an operator does to the job path (issue 15, protocol-v1.1 "Admin surface").
+"""`Admin`: what an operator does to the job path (protocol-v1.1 "Admin surface").
 
 - **drain / undrain a node**: the node's *owner* hub acts (`NodeRegistry.set_draining`,
   which publishes the new status like any other change). Asked on another hub, an

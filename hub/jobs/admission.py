@@ -6,7 +6,7 @@ travel with the request's binding. `commit`, once the binding is confirmed,
 records the job and hands the attempt to its node, or, when no node fits,
 answers `rejected` `no_node` and releases the binding.
 
-When every node that could serve the job is full (issue 13), the job is
+When every node that could serve the job is full, the job is
 planned without an attempt and waits (`Attempts.wait`; `accepted` with
 `queued: true`); so does a job that a node has room for but a waiting job of
 at least its priority fits that node too (it must not jump the line). Past
@@ -93,7 +93,7 @@ class Admission:
         """A plan that found no node: wait for nodes in transit, if any, and plan again.
 
         Only a `no_node` plan (no capable node online at all) waits here; a full fleet
-        is the admission queue's (issue 13: the job is planned to wait for a slot), so
+        is the admission queue's (the job is planned to wait for a slot), so
         the two never wait for the same submit at once. A node that arrives is planned
         for like any other: behind the jobs already waiting for it."""
         if (

@@ -10,7 +10,7 @@ with that node hard-excluded, up to `max_attempts`, then the job finishes
 with one failed `result`. `finish` is the only way a job ends: it sends the
 result to every watcher exactly once and archives the record.
 
-A job waits instead (`wait`, issue 13) when every node that could serve it
+A job waits instead (`wait`) when every node that could serve it
 is full: on its first dispatch (`Admission`), on a failover, and when the
 owner hub of a remote node refuses it for capacity (then it is not a failed
 attempt: no exclusion, no `max_attempts` spent). `QueuePump` starts it again
@@ -18,8 +18,8 @@ attempt: no exclusion, no `max_attempts` spent). `QueuePump` starts it again
 `queue_timeout`.
 
 A failover that finds no capable node online at all, shortly after one that
-could serve the job drained (it is on its way to another hub: `Transit`,
-issue 12), polls for it briefly (`TRANSIT` deadlines, up to `Transit.wait_s`)
+could serve the job drained (it is on its way to another hub: `Transit`),
+polls for it briefly (`TRANSIT` deadlines, up to `Transit.wait_s`)
 instead of failing `no_node`. The two waits never overlap: a fleet that is
 merely full is the queue's.
 
@@ -86,7 +86,7 @@ class Attempts:
     ) -> None:
         self.config = config
         self.log = job_log if job_log is not None else JobLog(config.hub_id, OFF)
-        """Each job's story (issue 15)."""
+        """Each job's story."""
         self.transit = transit
         self._in_transit: dict[str, int] = {}
         """Jobs waiting for a node in transit: until when they may (monotonic ms)."""
@@ -173,7 +173,7 @@ class Attempts:
             )
             # Counted in this hub's view until the owner publishes the node's load again,
             # so that jobs started in one go (the queue pump) do not all go to the one
-            # slot the view last showed free (issue 13). A stale count costs a short
+            # slot the view last showed free. A stale count costs a short
             # wait, never a refusal: a job that finds every node full waits.
             state = self.fleet.snapshot.get(job.node_id)
             if state is not None:
@@ -249,7 +249,7 @@ class Attempts:
         selection = self.select(job.requirements)
         if selection.node_id is None and self.may_wait(job) and selection.reasons.get(AT_CAPACITY):
             # Every node that could take it is full (the selection was just made): the
-            # admission queue's, not a transit wait (issue 13).
+            # admission queue's, not a transit wait.
             self._in_transit.pop(job.job_id, None)
             await self.wait(job, announce=announce, recheck=False)
             return
@@ -289,7 +289,7 @@ class Attempts:
             "unconfirmed job of {} dropped: its attempt failed ({})", job.request_id, outcome
         )
 
-    # --- waiting for a free slot (issue 13) ----------------------------------------------
+    # --- waiting for a free slot ----------------------------------------------
 
     def may_wait(self, job: Job) -> bool:
         return job.queue_timeout_ms > 0

@@ -1,4 +1,4 @@
-"""`JobLog`: a job's story in the log (issue 15), one line per lifecycle event.
+"""`JobLog`: a job's story in the log, one line per lifecycle event.
 
 Each line carries the fields an operator filters on (`--log-json` writes them as
 flat JSON keys): `event`, `job_id`, `request_id`, `node_id`, `attempt`, and

@@ -50,7 +50,7 @@ class Link(Protocol):
 
 
 class LinkCloser:
-    """Closes links in the background (issue 11: a replaced node, an expired token; the
+    """Closes links in the background (a replaced node, an expired token; the
     node watchdog's silent nodes): the closing handshake gets `grace_s`, then the
     connection is dropped. Whoever closes a peer never waits on that peer, which is
     often the dead half of a connection that has already been replaced."""

@@ -8,7 +8,7 @@ jobs whoever submitted them. Node messages about jobs are fenced here first
 (the node must hold that job at that attempt), then handed to the job's home
 (`JobEvents`: the home role's `NodeEvents`) with the slot already released for terminal ones.
 
-Takeover (issue 11, only when the session layer allows it: `auth = "jwt"`):
+Takeover (only when the session layer allows it: `auth = "jwt"`):
 a `register` for a node id that has a live session replaces that session
 (its attempts fail over as if it dropped, it is closed with 4005); when
 another hub owned the node, that hub is told with a `NodeReplaced` envelope.
@@ -120,7 +120,7 @@ class RegisteredNode:
     gone: bool = False
     """Unregistered (the session ended, or was replaced): its messages change nothing."""
     self_drained: bool = False
-    """The node sent `drain` itself (issue 15: an operator's undrain says so in the log)."""
+    """The node sent `drain` itself (an operator's undrain says so in the log)."""
 
 
 class NodeRegistry:
@@ -346,13 +346,13 @@ class NodeRegistry:
         if node.assignments.pop(job_id, None) is not None:
             self._fleet.set_running(node.node_id, len(node.assignments))
 
-    # --- the admin surface (issue 15) --------------------------------------------------
+    # --- the admin surface --------------------------------------------------
 
     def set_draining(self, node_id: str, draining: bool) -> RegisteredNode | None:
         """An operator drains or undrains a node this hub owns; None when it is not
         registered here. Undrain also undoes a `drain` the node sent itself (its session
         is offered jobs again; docs/protocol.md, "Drain"), except while the hub itself
-        drains (issue 12: its nodes take no new job until they leave)."""
+        drains (its nodes take no new job until they leave)."""
         node = self.registered.get(node_id)
         if node is None or node.gone:
             return None

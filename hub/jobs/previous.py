@@ -68,7 +68,7 @@ class Inherited:
     expires_s: float
     """When its attempt budget is spent (monotonic seconds)."""
     tenant: str = DEFAULT_TENANT
-    """The job's tenant (issue 11): only its resubmits watch it."""
+    """The job's tenant: only its resubmits watch it."""
     watchers: list[tuple[Watcher, Submit]] = field(default_factory=list)
 
 

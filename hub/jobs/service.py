@@ -9,14 +9,14 @@ the inbound router use:
 | `ClientDelivery` (delivery.py) | client sessions here; messages to watchers anywhere |
 | `Attempts` (attempts.py) | attempts on nodes, deadlines, the one terminal result |
 | `Admission` (admission.py) | selection and the first attempt of a new job |
-| `WaitingJobs` (waiting.py) | jobs waiting for a free slot (issue 13) |
+| `WaitingJobs` (waiting.py) | jobs waiting for a free slot |
 | `QueuePump` (queue_pump.py) | slots that free, handed to waiting jobs |
 | `Resubmits` (resubmits.py) | duplicate submits, watching, adopting a dead home's job |
 | `Submits` (submits.py) | `submit` (binding) and `cancel` |
 | `NodeEvents` (node_events.py) | node owners' reports at the job's home |
 | `NodeRegistry` (node_registry.py) | the node owner role: registration, slots, fencing |
 | `OwnerDeadlines` (owner_deadlines.py) | the owner timing its nodes' accepts of other hubs' jobs |
-| `Admin` (admin.py) | an operator's drain, undrain, cancel and job list (issue 15) |
+| `Admin` (admin.py) | an operator's drain, undrain, cancel and job list |
 | `PreviousRuns` (previous.py) | jobs an earlier run of this hub id was home to |
 | `Transit` (transit.py) | nodes between hubs: a submit finding none waits briefly |
 

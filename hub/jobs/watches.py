@@ -23,7 +23,7 @@ class RemoteWatch:
     home: str
     submit: Submit
     tenant: str = DEFAULT_TENANT
-    """The client's tenant (issue 11): the request is resolved again under it."""
+    """The client's tenant: the request is resolved again under it."""
     accepted: bool = False
     """The client got this watch's `accepted`."""
 

@@ -1,4 +1,4 @@
-"""`ConsoleAssets`: the live fleet console's static files, served at `/ui` (issue 16).
+"""`ConsoleAssets`: the live fleet console's static files, served at `/ui`.
 
 The console is a page of plain HTML, CSS and JavaScript in `hub/net/ui/`
 (package data: no build step, no CDN, nothing fetched from elsewhere). It

@@ -1,5 +1,5 @@
 """The HTTP endpoints on the hub's port: `/livez`, `/readyz`, `/healthz`, `/metrics`,
-`/v1/nodes`, `/v1/stats`, `/v1/jobs/<id>`, the admin surface (issue 15):
+`/v1/nodes`, `/v1/stats`, `/v1/jobs/<id>`, the admin surface:
 `POST /v1/nodes/<id>/drain` and `/undrain`, `DELETE /v1/jobs/<id>`,
 `GET /v1/jobs?state=&limit=` (`hub/jobs/admin.py` acts, on whichever hub must), and
 the console's files at `/ui` (hub/net/console.py).
@@ -11,7 +11,7 @@ server writes it.
 `/livez` answers 200 whenever the event loop does. `/readyz` (and `/healthz`,
 which answers the same) is 200 only while the hub takes submits: not draining
 or stopping, and its store answering (`Cluster.store_ok`); else 503 with the
-reason (issue 12).
+reason.
 
 `/v1/nodes` is paged (protocol-v1.1 "Admin surface"): node_id order from the
 fleet's sorted index (`FleetView.node_ids`), at most `limit` nodes a page
@@ -20,7 +20,7 @@ never a long one), and the header `X-Next-After` when more follow. A page
 costs what its nodes cost, whatever the fleet size. `/v1/stats` reads
 counters the fleet view keeps current (`FleetStats`): constant time.
 
-The console (issue 16) asks `/v1/stats?include=pairs,hubs,recent` for more
+The console asks `/v1/stats?include=pairs,hubs,recent` for more
 than the contract's counts: slots per language pair (`FleetStats.pair_view`,
 kept current like the pools), per hub with its liveness, and the
 last minutes of this hub's jobs (`Metrics.recent`, a `RecentJobs`); and
@@ -85,7 +85,7 @@ ADMIN_STATUS: Final = {
     error_codes.STORE_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 """The HTTP status of an admin action's outcome (`hub/jobs/admin.py`)."""
-# --- issue 16: the console ---
+# --- the console ---
 INCLUDES: Final = ("pairs", "hubs", "recent")
 """What `/v1/stats?include=` may add."""
 PAIRS_SHOWN: Final = 50
@@ -274,7 +274,7 @@ class HttpApi:
             return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(record))
         return _not_found(path)
 
-    # --- the admin surface (issue 15) -----------------------------------------------------
+    # --- the admin surface -----------------------------------------------------
 
     async def _admin(self, method: str, path: str, query: str) -> HttpResponse:
         """`POST /v1/nodes/<id>/drain|undrain`, `DELETE /v1/jobs/<id>`, `GET /v1/jobs`; 405
@@ -375,7 +375,7 @@ class HttpApi:
     def stats(self, include: frozenset[str] = frozenset()) -> dict[str, Any]:
         """`{"nodes": {status: n}, "slots": {"total", "busy"}, "jobs": {"active", "queued"},
         "jobs_per_s", "pools": {pool: {"nodes", "status", "slots"}}}`, and what `include`
-        names of `pairs`, `hubs`, `recent` (issue 16)."""
+        names of `pairs`, `hubs`, `recent`."""
         tally = self.fleet.stats.all
         finished = sum(self.metrics.jobs.values.values())
         out = {
@@ -395,7 +395,7 @@ class HttpApi:
             out["recent"] = self.metrics.recent.view(time.monotonic())
         return out
 
-    # --- issue 16: what the console adds to /v1/stats -----------------------------------
+    # --- what the console adds to /v1/stats -----------------------------------
 
     def _pair_view(self) -> dict[str, Any]:
         top, total = self.fleet.stats.pair_view(PAIRS_SHOWN)

@@ -65,7 +65,7 @@ REFUSAL_WINDOW_S: Final = 10.0
 _REGISTER_CLOSES: Final = {
     error_codes.NODE_ID_CONFLICT: close_codes.REGISTER_REFUSED,
     error_codes.FORBIDDEN: close_codes.FORBIDDEN,
-    error_codes.HUB_SHUTDOWN: close_codes.GOING_AWAY,  # draining (issue 12): go elsewhere
+    error_codes.HUB_SHUTDOWN: close_codes.GOING_AWAY,  # draining: go elsewhere
 }
 """Registration refusals that end the session: the `error` is sent, then this close."""
 
@@ -182,7 +182,7 @@ class Sessions:
         self.closer = closer if closer is not None else service.nodes.closer
         """Closes sessions without waiting on their peers (expiry, takeover, silence)."""
         self.takeover = config.auth == "jwt"
-        """Whether a register for a node id with a live session replaces it (issue 11)."""
+        """Whether a register for a node id with a live session replaces it."""
         self.watchdog = NodeWatchdog(config, self.closer)
         self.stopping = False
         """The hub is stopping or draining: submits are refused `hub_shutdown`."""

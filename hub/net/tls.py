@@ -1,4 +1,4 @@
-"""TLS on the hub's one port (issue 11): with `tls_cert_file` and `tls_key_file` set,
+"""TLS on the hub's one port: with `tls_cert_file` and `tls_key_file` set,
 the port speaks `wss://` and `https://` only.
 
 The context is the standard library's server default (certificate chain and

@@ -146,7 +146,7 @@ class WsLink:
             return
         if ws.transport.is_closing():
             # The peer went away between the frame and this flush (an ordinary
-            # disconnect): nothing can be delivered, and uvloop would raise (issue 15).
+            # disconnect): nothing can be delivered, and uvloop would raise.
             return
         if self._backlog is not None or ws.paused:
             self._hold(chunks)

@@ -35,7 +35,7 @@ class Binding(NamedTuple):
     made: a job's first dispatch to another hub costs no extra round trip."""
     envelope: bytes = b""
     tenant: str = DEFAULT_TENANT
-    """The tenant the request_id is scoped to (issue 11): the same request_id in two
+    """The tenant the request_id is scoped to: the same request_id in two
     tenants names two bindings."""
 
 

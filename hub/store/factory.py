@@ -12,7 +12,7 @@ from hub.store.meter import StoreMeter
 
 def make_store(config: HubConfig, metrics: Metrics | None = None) -> Store:
     """The configured backend; with `metrics`, Redis calls are timed and their failures
-    counted (issue 15)."""
+    counted."""
     if config.deployment_mode == "local":
         plane = MemoryBackplane(max_record_bytes=config.max_archive_bytes)
         return MemoryStore(hub_id=config.hub_id, backplane=plane)

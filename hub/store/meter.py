@@ -1,4 +1,4 @@
-"""`StoreMeter`: the store's calls timed and their failures counted (issue 15).
+"""`StoreMeter`: the store's calls timed and their failures counted.
 
 `RedisStore` hands every call that `translated` (replies.py) wraps to its meter:
 the time from the call to its reply into `nodehub_store_command_seconds{op}` (the

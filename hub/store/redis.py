@@ -89,7 +89,7 @@ class RedisStore:
         self.hub_timeout_ms = hub_timeout_ms
         """An owner hub whose beats stopped this long no longer holds its nodes."""
         self.meter = meter if meter is not None else StoreMeter()
-        """Times calls and counts failures (issue 15; see `replies.translated`)."""
+        """Times calls and counts failures (see `replies.translated`)."""
         self.connector = RedisConnector(url)
         self.url = self.connector.redacted
         """The URL as it may be shown (its password as `***`)."""

@@ -31,7 +31,7 @@ UNAVAILABLE = (
 
 def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Raise `StoreUnavailable` for any failure to talk to Redis; time the call and count
-    its failure with the store's `meter` (a `StoreMeter`, issue 15)."""
+    its failure with the store's `meter` (a `StoreMeter`)."""
     op = fn.__name__.lstrip("_")
 
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -1,4 +1,4 @@
-"""The node SDK against a hub with `auth = "jwt"` (issue 11): a token callable is asked for
+"""The node SDK against a hub with `auth = "jwt"`: a token callable is asked for
 a fresh token on every connect (so an expired session, closed with 4004, comes back); a
 session replaced by another agent (4005) stops reconnecting; a refused handshake is
 retried with the next token."""

@@ -332,7 +332,7 @@ async def test_handler_failures_report_ok_false(scripted: ScriptedHub) -> None:
 
 
 async def test_a_handler_exception_is_logged_at_warning(scripted: ScriptedHub) -> None:
-    """Issue 15: a bug in a node's handler is the node operator's to see, with the job."""
+    """A bug in a node's handler is the node operator's to see, with the job."""
     from loguru import logger
 
     async def handler(ctx: JobContext) -> Any:

@@ -1,5 +1,5 @@
 """`run_node` (the SDK's main loop with a graceful drain) and `JobRejected`, against a real
-hub (issue 16). The examples run it as a real process on SIGTERM (tests/examples);
+hub. The examples run it as a real process on SIGTERM (tests/examples);
 here the signal is SIGUSR1 sent to this process, or the `stop` event."""
 
 from __future__ import annotations

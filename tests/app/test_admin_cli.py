@@ -1,4 +1,4 @@
-"""The operator's CLI (issue 15) against a real hub over its real port: `hub nodes`,
+"""The operator's CLI against a real hub over its real port: `hub nodes`,
 `hub jobs`, `hub job`, `hub drain`, `hub undrain`, `hub cancel`, `hub stats`; tables and
 `--json`, the token, one-line errors with exit status 2 or 1.
 

@@ -1,4 +1,4 @@
-"""Issue 11 at the application's edges: the authentication keys of the configuration,
+"""Authentication at the application's edges: the authentication keys of the configuration,
 `hub token`, no secret in any log line, error or repr, and the start-up warning for
 `auth = "none"` on a host that is not loopback."""
 

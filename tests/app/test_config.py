@@ -64,7 +64,7 @@ def test_top_level_file_keys_and_optional_int(tmp_path: Path) -> None:
 
 
 def test_unrelated_environment_is_ignored() -> None:
-    # Issue 15 changed this: an unknown NODEHUB_* variable (NODEHUB_NOT_A_KEY here before)
+    # An unknown NODEHUB_* variable (NODEHUB_NOT_A_KEY here before)
     # is now an error (below); other variables, and the admin CLI's, are still ignored.
     cfg = load_config(env={"PORT": "1", "NODEHUB_URL": "http://h:1", "NODEHUB_TOKEN": "t"})
     assert cfg.port == 8765

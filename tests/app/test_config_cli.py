@@ -1,4 +1,4 @@
-"""Configuration that explains itself (issue 15): `hub --version`, help and defaults for
+"""Configuration that explains itself: `hub --version`, help and defaults for
 every key, choices in one clear line, unknown keys and variables with the nearest key,
 `hub config` with secrets redacted."""
 

@@ -1,4 +1,4 @@
-"""`hub demo` as a newcomer runs it (issue 16): it prints a link to the live console with an
+"""`hub demo` as a newcomer runs it: it prints a link to the live console with an
 admin token, and that link shows the demo's fleet (the README's first steps)."""
 
 from __future__ import annotations

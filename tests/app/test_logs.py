@@ -1,4 +1,4 @@
-"""A job's story in the logs (issue 15): flat JSON lines with the job's fields, lifecycle
+"""A job's story in the logs: flat JSON lines with the job's fields, lifecycle
 events at INFO, one setting to turn them down, human lines that name the node."""
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def test_random_changes_keep_order_stats_and_pages_right() -> None:
     assert_consistent(fleet)
 
 
-# --- issue 16: per hub and per language pair (the console) ---------------------------------
+# --- per hub and per language pair (the console) ---------------------------------
 
 _PAIRS = [("en", "de"), ("en", "fr"), ("de", "en"), ("fr", "en"), ("en", "ja")]
 

@@ -64,7 +64,7 @@ def test_a_records_tombstone_keeps_how_the_job_ended_and_never_its_output() -> N
 
 def test_a_records_tombstone_keeps_its_tenant() -> None:
     # Who may read the tombstone (`GET /v1/jobs/<id>`), cancel it (`job_finished`, not
-    # `unknown_job`), and whose binding it answers after a store restart (issue 12).
+    # `unknown_job`), and whose binding it answers after a store restart.
     stone = JobRecord(job_id="j", request_id="r", status="done", node_id="n1",
                       tenant="acme").expired()
     assert stone.tenant == "acme"

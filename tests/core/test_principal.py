@@ -1,4 +1,4 @@
-"""The pure parts of issue 11: claims to `Principal`, roles per path, node id globs, the
+"""The pure parts of authentication: claims to `Principal`, roles per path, node id globs, the
 loopback check, and URL redaction."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_roles_per_endpoint(method: str, path: str, roles: set[str]) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "roles"),
     [
-        # issue 16: the console's page and files hold no data: no token.
+        # the console's page and files hold no data: no token.
         ("GET", "/ui", set()), ("GET", "/ui/", set()), ("GET", "/ui/console.js", set()),
         ("GET", "/ui/anything/else", set()),
         # Not the console: a look-alike prefix, another method.

@@ -1,4 +1,4 @@
-"""`RecentJobs`: the console's last minutes (issue 16), checked against exact figures."""
+"""`RecentJobs`: the console's last minutes, checked against exact figures."""
 
 from __future__ import annotations
 

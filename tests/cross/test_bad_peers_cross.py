@@ -1,7 +1,7 @@
 """One peer never hurts the others, in cross-instance mode: real hub processes, a real
 redis-server, real node agents, and a raw client that stops reading its socket.
 
-Before issue 10, such a client froze its hub's inbox loop (the deliveries from
+Without per-peer limits, such a client froze its hub's inbox loop (the deliveries from
 the other hub waited on its socket): the hub answered none of a bystander's
 jobs, and jobs ran twice. Every wait here is bounded.
 """

@@ -1,4 +1,4 @@
-"""Issue 11 in cross-instance mode with real parts: hub processes with `auth = "jwt"`, a real
+"""Authentication in cross-instance mode with real parts: hub processes with `auth = "jwt"`, a real
 redis-server, SDK agents and clients. Tenancy holds across hubs (bindings in Redis are
 per tenant, duplicates watched through another hub stay in their tenant, records
 archived in Redis carry their tenant), and a takeover on another hub closes the old

@@ -1,5 +1,5 @@
 """The node author's examples (examples/, docs/sdk.md) run as their own processes against
-real hubs (issue 16): the translation node registers what it says, serves the client
+real hubs: the translation node registers what it says, serves the client
 example's job with progress, drains on SIGTERM (running jobs finish, no new ones come),
 and the client example tries the next hub when one answers `hub_shutdown`."""
 

@@ -1,4 +1,4 @@
-"""The admin surface across hubs (issue 15): two hubs sharing a real redis-server; an
+"""The admin surface across hubs: two hubs sharing a real redis-server; an
 operator talks to hub A about a node owned by hub B and a job homed on hub B."""
 
 from __future__ import annotations

@@ -457,7 +457,7 @@ async def test_a_failed_release_still_answers_and_leaves_nothing_pending() -> No
     assert only(client.take(), Accepted).duplicate is False
 
 
-# --- tenancy (issue 11) through issue 12's duplicate paths ---------------------------------
+# --- tenancy through the duplicate paths ---------------------------------
 
 
 async def test_a_watch_joins_only_an_active_job_of_its_own_tenant(path: JobPath) -> None:

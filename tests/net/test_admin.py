@@ -1,4 +1,4 @@
-"""The admin surface over real sockets (issue 15, protocol-v1.1 "Admin surface"):
+"""The admin surface over real sockets (protocol-v1.1 "Admin surface"):
 drain/undrain a node, cancel a job, list jobs; the admin role with `auth = "jwt"`."""
 
 from __future__ import annotations

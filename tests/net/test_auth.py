@@ -1,5 +1,5 @@
-"""Authentication, roles, takeover, expiry, Origin and tenancy over real sockets (issue 11;
-protocol-v1.1, "Authentication and tenancy").
+"""Authentication, roles, takeover, expiry, Origin and tenancy over real sockets
+(protocol-v1.1, "Authentication and tenancy").
 
 Every refusal of the contract is tried against a real hub with `auth = "jwt"`:
 HTTP 401 / 403 at the handshake with the JSON body, no session made; close

@@ -1,4 +1,4 @@
-"""Keys and TLS over real sockets (issue 11): RS256 / ES256 with public keys, HS256 secrets
+"""Keys and TLS over real sockets: RS256 / ES256 with public keys, HS256 secrets
 from a file (rotation), and the port speaking TLS only with a self-signed certificate
 generated in the test."""
 

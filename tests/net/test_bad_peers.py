@@ -1,4 +1,4 @@
-"""One peer never hurts the others (issue 10; protocol v1.1, "Limits").
+"""One peer never hurts the others (protocol v1.1, "Limits").
 
 Real hubs on real sockets. Each test has a bad peer (a client or node that
 stops reading, floods, nests, sends what a JSON peer cannot receive, holds

@@ -1,4 +1,4 @@
-"""The console over HTTP on a real hub (issue 16): its files at `/ui` (open even with
+"""The console over HTTP on a real hub: its files at `/ui` (open even with
 `auth = "jwt"`, while the data stays behind the admin token), `/v1/stats?include=` and
 `/v1/nodes?hub_id=`. The page itself runs in a real browser in test_console_browser.py."""
 

@@ -1,4 +1,4 @@
-"""The console in a real headless Chromium (issue 16): a hub, a simulated fleet and a client
+"""The console in a real headless Chromium: a hub, a simulated fleet and a client
 load; the page at `/ui` shows the right node count, its jobs counter moves, a job id
 opens the job's record, the admin token is asked for and kept for the tab only, a large
 fleet is shown a page at a time, and (with the admin API) a node drains from the page.

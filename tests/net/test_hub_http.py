@@ -156,7 +156,7 @@ async def test_drain_lets_the_running_job_finish_and_lets_idle_nodes_go(
 async def test_drain_waits_for_running_jobs_not_for_queued_ones(
     make_hub: MakeHub, net: Net
 ) -> None:
-    # Issue 12's drain with issue 13's queue: a job waiting for a slot keeps waiting
+    # The drain with the admission queue: a job waiting for a slot keeps waiting
     # while the hub drains, but does not keep the drain going; once nothing runs the
     # drain is over, and the waiting job ends `hub_shutdown` when the hub closes.
     hub = await make_hub()

@@ -1,5 +1,5 @@
 """`/metrics` read by the ecosystem's own parser (`prometheus_client`), and the metrics
-of issue 15: exact numbers, buckets reaching the timeouts, process and build info,
+of the metrics: exact numbers, buckets reaching the timeouts, process and build info,
 slots per pool, submits by pair, `no_node` per submit, store latency and errors."""
 
 from __future__ import annotations

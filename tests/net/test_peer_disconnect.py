@@ -1,4 +1,4 @@
-"""An ordinary peer disconnect leaves no traceback (issue 15): `hub demo` printed uvloop's
+"""An ordinary peer disconnect leaves no traceback: `hub demo` printed uvloop's
 `unable to perform operation on <TCPTransport closed=True>` from `WsLink._write` when a
 peer went away between a frame and the end-of-turn flush. Run on uvloop, as `hub serve`
 and `hub demo` do."""

@@ -188,7 +188,7 @@ async def test_rebind_request(store: Store) -> None:
 
 
 async def test_a_request_id_is_scoped_to_its_tenant(store: Store, stores: MakeStore) -> None:
-    # Issue 11: the same request_id in two tenants is two bindings, on every hub.
+    # The same request_id in two tenants is two bindings, on every hub.
     other = await stores("hub-b")
     assert await store.bind_request("req", "job-a", LONG_MS, tenant="acme") is None
     assert await store.bind_request("req", "job-b", LONG_MS, tenant="globex") is None
