@@ -40,7 +40,7 @@ import uvloop
 from _procs import ProcGroup, calls_delta, redis_command, redis_commandstats, start_redis
 
 from hub.core.envelopes import Dispatch, NodeEvent, encode
-from hub.core.job import AttemptRecord, JobRecord
+from hub.core.job_state import AttemptRecord, JobRecord
 from hub.core.messages import JobAssign, JobResult, Pipeline, Result
 from hub.store.base import Binding, RecordBatch
 from hub.store.redis import RedisStore

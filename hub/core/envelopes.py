@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from hub.core.job import NODE_LOST
+from hub.core.job_state import NODE_LOST
 from hub.core.messages import (
     Capabilities,
     ClientOutbound,

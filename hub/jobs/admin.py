@@ -27,7 +27,7 @@ from hub.core import error_codes
 from hub.core.envelopes import AdminReply, AdminRequest
 from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
-from hub.core.job import CANCELLED, Job, JobRecord
+from hub.core.job_state import CANCELLED, Job, JobRecord
 from hub.core.messages import ErrorInfo
 from hub.jobs.attempts import Attempts
 from hub.jobs.node_registry import NodeRegistry

@@ -25,7 +25,7 @@ from hub.core import error_codes
 from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
 from hub.core.errors import StoreUnavailable
-from hub.core.job import Job
+from hub.core.job_state import Job
 from hub.core.messages import JobAssign, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import DEFAULT_TENANT

@@ -41,7 +41,7 @@ from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
 from hub.core.envelopes import Dispatch, Revoke
 from hub.core.fleet_view import FleetView
-from hub.core.job import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, HUB_LOST, Job, JobStatus
+from hub.core.job_state import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, HUB_LOST, Job, JobStatus
 from hub.core.messages import Accepted, ErrorInfo, JobAssign
 from hub.core.metrics import Metrics
 from hub.core.selector import Selection, select_node

@@ -13,7 +13,7 @@ import msgspec
 
 from hub.cluster.cluster import Cluster
 from hub.core.envelopes import Deliver
-from hub.core.job import Job, Watcher
+from hub.core.job_state import Job, Watcher
 from hub.core.messages import Accepted, ClientOutbound, Progress, Result
 from hub.jobs.links import Link
 

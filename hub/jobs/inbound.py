@@ -32,7 +32,7 @@ from hub.core.envelopes import (
     Watch,
 )
 from hub.core.errors import ProtocolError
-from hub.core.job import HUB_LOST, Watcher
+from hub.core.job_state import HUB_LOST, Watcher
 from hub.core.messages import JobResult
 from hub.jobs.service import JobService
 from hub.store.base import Binding

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from loguru import logger
 
-from hub.core.job import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, Job
+from hub.core.job_state import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, Job
 
 OFF: Final = "OFF"
 REJECTED: Final = "rejected"

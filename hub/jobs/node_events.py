@@ -20,7 +20,7 @@ from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.envelopes import NodeEvent, NodeLost
 from hub.core.errors import ProtocolError
-from hub.core.job import ACCEPTED, HUB_LOST, NODE_LOST, REJECTED
+from hub.core.job_state import ACCEPTED, HUB_LOST, NODE_LOST, REJECTED
 from hub.core.messages import (
     ErrorInfo,
     JobAccept,

@@ -28,7 +28,7 @@ from hub.core.config import HubConfig
 from hub.core.envelopes import Envelope, NodeReplaced
 from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.fleet_view import FleetView
-from hub.core.job import ACCEPT_TIMEOUT, HOME_LOST, NODE_GONE, NODE_LOST
+from hub.core.job_state import ACCEPT_TIMEOUT, HOME_LOST, NODE_GONE, NODE_LOST
 from hub.core.messages import (
     CapabilitiesUpdate,
     Drain,

@@ -37,7 +37,7 @@ from loguru import logger
 from hub.cluster.cluster import Cluster
 from hub.core.config import HubConfig
 from hub.core.envelopes import Held, Revoke
-from hub.core.job import ATTEMPT_TIMEOUT, Watcher
+from hub.core.job_state import ATTEMPT_TIMEOUT, Watcher
 from hub.core.messages import JobAccept, JobProgress, JobReject, JobResult, Progress, Submit
 from hub.core.principal import DEFAULT_TENANT
 from hub.jobs.delivery import ClientDelivery

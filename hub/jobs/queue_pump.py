@@ -23,7 +23,7 @@ from loguru import logger
 
 from hub.core import error_codes
 from hub.core.fleet_view import FleetView
-from hub.core.job import Job
+from hub.core.job_state import Job
 from hub.core.messages import ErrorInfo
 from hub.core.snapshot import ONLINE
 from hub.jobs.attempts import Attempts

@@ -27,7 +27,7 @@ from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.envelopes import Unknown, Watch
 from hub.core.errors import StoreUnavailable
-from hub.core.job import Watcher
+from hub.core.job_state import Watcher
 from hub.core.messages import ClientOutbound, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import DEFAULT_TENANT

@@ -34,7 +34,7 @@ from hub.cluster.cluster import Cluster
 from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
-from hub.core.job import HUB_SHUTDOWN, Job, JobRecord
+from hub.core.job_state import HUB_SHUTDOWN, Job, JobRecord
 from hub.core.messages import Cancel, ErrorInfo, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import DEFAULT_TENANT

@@ -25,7 +25,7 @@ from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.envelopes import encode
 from hub.core.errors import ProtocolError, StoreUnavailable
-from hub.core.job import BINDING_FAILED, CANCELLED
+from hub.core.job_state import BINDING_FAILED, CANCELLED
 from hub.core.messages import Cancel, ErrorInfo, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import DEFAULT_TENANT

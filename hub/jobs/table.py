@@ -17,7 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hub.core.job import Job, Watcher
+from hub.core.job_state import Job, Watcher
 
 Replay = Callable[[], Awaitable[None]]
 """A node event that arrived before its job existed, to run once it does."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from hub.core.admission_queue import AdmissionQueue
 from hub.core.fleet_view import FleetView
-from hub.core.job import Job
+from hub.core.job_state import Job
 from hub.core.metrics import Metrics
 from hub.core.snapshot import ONLINE, NodeState
 

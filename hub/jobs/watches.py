@@ -85,10 +85,6 @@ class RemoteWatches:
     def all(self) -> list[RemoteWatch]:
         return [w for watches in self._by_key.values() for w in watches]
 
-    def on_home(self, home: str) -> list[RemoteWatch]:
-        """The watches on jobs homed at `home` (kept)."""
-        return [w for watches in self._by_key.values() for w in watches if w.home == home]
-
     def drop_client(self, client_id: str) -> None:
         """The client disconnected: nobody is left to answer."""
         for key in [k for k in self._by_key if k[0] == client_id]:

@@ -22,7 +22,7 @@ import msgspec
 from loguru import logger
 
 from hub.core.errors import StoreUnavailable
-from hub.core.job import JobRecord
+from hub.core.job_state import JobRecord
 from hub.core.messages import JobResult, Result
 from hub.core.principal import DEFAULT_TENANT
 from hub.store.base import RecordBatch, Store

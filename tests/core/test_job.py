@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hub.core.capabilities import Requirements
 from hub.core.config import HubConfig
-from hub.core.job import Job, JobRecord, Watcher
+from hub.core.job_state import Job, JobRecord, Watcher
 from hub.core.messages import ErrorInfo
 from hub.core.selector import Selection
 

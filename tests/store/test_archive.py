@@ -3,7 +3,7 @@ and a batch taken to ride with an inbox read is settled either way."""
 
 from __future__ import annotations
 
-from hub.core.job import JobRecord
+from hub.core.job_state import JobRecord
 from hub.core.messages import Result
 from hub.store.archive import JobArchive
 from hub.store.memory import MemoryBackplane, MemoryStore

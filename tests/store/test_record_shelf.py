@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from hub.core.job import JobRecord
+from hub.core.job_state import JobRecord
 from hub.core.messages import Result
 from hub.store.memory import ENTRY_OVERHEAD, RecordShelf
 
