@@ -188,12 +188,12 @@ async def _client_load(
 
 def _status_line(stats: LoadStats, hubs: list[Hub]) -> str:
     elapsed = time.monotonic() - stats.started
-    busy = sum(len(s.assignments) for hub in hubs for s in hub.service.nodes.registered.values())
-    nodes = sum(len(hub.service.nodes.registered) for hub in hubs)
+    busy = sum(len(s.assignments) for hub in hubs for s in hub.service.registry.registered.values())
+    nodes = sum(len(hub.service.registry.registered) for hub in hubs)
     failovers = sum(n for attempts, n in stats.attempts.items() if attempts > 1)
     failed = sum(n for k, n in stats.outcomes.items() if not k.startswith("ok"))
     # The admission queue: jobs waiting now, and their mean wait so far.
-    queued = sum(len(hub.service.waiting) for hub in hubs)
+    queued = sum(len(hub.service.home.waiting) for hub in hubs)
     waited = [hub.metrics.queue_wait_seconds for hub in hubs]
     count = sum(h.count for h in waited)
     mean_wait_ms = 1000 * sum(h.total for h in waited) / count if count else 0.0

@@ -1,7 +1,7 @@
 """`Hub`: one hub, wired from its parts, with its lifecycle.
 
-    store (memory or Redis) -- FleetView -- Cluster -- JobService -- InboundRouter
-                                                  \\-- Sessions -- HttpApi -- WsServer
+    store (memory or Redis) -- FleetView -- Peers -- JobService -- Cluster (loops)
+                                                          \\-- Sessions -- HttpApi -- WsServer
 
 `async with Hub(config) as hub:` serves until the block ends. `drain()` (what
 SIGTERM does in `hub serve`) first stops taking work and lets the running jobs
@@ -24,11 +24,11 @@ from loguru import logger
 from hub.app.process_metrics import process_text
 from hub.app.version import build_labels
 from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
 from hub.core.metrics import LabelValues, Metrics
 from hub.core.principal import is_loopback_host
-from hub.jobs.inbound import InboundRouter
 from hub.jobs.links import LinkCloser
 from hub.jobs.service import JobService
 from hub.net.auth import Gate
@@ -56,21 +56,25 @@ class Hub:
             store=self.store, ttl_ms=config.idempotency_ttl_ms,
             max_bytes=config.max_archive_bytes,
         )
-        self.cluster = Cluster(
-            config=config, store=self.store, fleet=self.fleet, archive=self.archive
-        )
+        self.peers = Peers(config=config, store=self.store, fleet=self.fleet)
+        # The job path first (it holds `peers`); the cluster's loops drive it, so they
+        # come after it. A resubmit of a dead hub's job reaps that hub's inbox through
+        # the cluster: `_reap`, a method of this wiring, closes that one cycle.
         self.service = JobService(
             config=config, store=self.store, fleet=self.fleet, metrics=self.metrics,
-            cluster=self.cluster, archive=self.archive, closer=self.closer,
+            peers=self.peers, archive=self.archive, closer=self.closer, reap=self._reap,
         )
-        self.cluster.attach(InboundRouter(service=self.service, cluster=self.cluster))
+        self.cluster = Cluster(
+            config=config, store=self.store, fleet=self.fleet, archive=self.archive,
+            peers=self.peers, local=self.service.router,
+        )
         self.sessions = Sessions(
             config=config, service=self.service, metrics=self.metrics, waits=self.store.waits,
             closer=self.closer,
         )
         self.http = HttpApi(
             config=config, fleet=self.fleet, service=self.service, metrics=self.metrics,
-            sessions=self.sessions, cluster=self.cluster,
+            sessions=self.sessions, peers=self.peers,
         )
         self.slow_peers = SlowPeers(config, self.metrics)
         self.server = WsServer(
@@ -87,6 +91,9 @@ class Hub:
 
     def __repr__(self) -> str:
         return f"Hub({self.config.hub_id!r}, port={self.port}, {self.service!r})"
+
+    async def _reap(self, hub_id: str) -> None:
+        await self.cluster.reap(hub_id)
 
     @property
     def port(self) -> int:
@@ -120,7 +127,7 @@ class Hub:
         await self.server.start()
         for name, loop in (
             ("deadlines", self.service.run_deadlines),
-            ("queue", self.service.run_queue),
+            ("queue", self.service.home.run_queue),
             ("archiver", self.archive.run),
             ("node-watchdog", self.sessions.watchdog.run),
             ("slow-peers", self.slow_peers.run),
@@ -157,27 +164,26 @@ class Hub:
             timeout_s = self.config.drain_timeout_ms / 1000
         self.sessions.stopping = True
         self.sessions.draining = True
-        service = self.service
+        home, registry = self.service.home, self.service.registry
+        home.stop_accepting()
         logger.bind(hub_id=self.config.hub_id).info(
             "draining: {} jobs ({} waiting for a slot), {} on this hub's nodes (up to {:.0f} s)",
-            len(service.jobs), len(service.waiting), service.nodes.busy, timeout_s,
+            len(home.jobs), len(home.waiting), registry.busy, timeout_s,
         )
-        await service.nodes.drain()
+        await self.service.owner.drain()
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while service.running or service.nodes.busy or service.table.pending:
+        while home.running or registry.busy or home.table.pending:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self._stop_now.is_set():
-                logger.warning(
-                    "drain ended with {} jobs unfinished", len(service.jobs)
-                )
+                logger.warning("drain ended with {} jobs unfinished", len(home.jobs))
                 return False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(remaining, 0.05)):
                     await self._stop_now.wait()
-        if service.waiting:
+        if home.waiting:
             logger.bind(hub_id=self.config.hub_id).info(
                 "drained: every running job finished; {} still waiting for a slot fail "
-                "hub_shutdown", len(service.waiting),
+                "hub_shutdown", len(home.waiting),
             )
         else:
             logger.bind(hub_id=self.config.hub_id).info("drained: every job finished")
@@ -193,8 +199,9 @@ class Hub:
             return
         self._stopping = True
         self.sessions.stopping = True
+        self.service.home.stop_accepting()
         self.server.stop_accepting()
-        await self.service.shutdown()
+        await self.service.home.shutdown()
         await self.closer.wait_closed()
         await self.cluster.aclose()
         await self.archive.flush()  # records the inbox's last read carried
@@ -214,7 +221,8 @@ class Hub:
             by_status = self.fleet.stats.all.by_status  # kept current: no visit of the fleet
             return {(s,): by_status.get(s, 0) for s in ("online", "draining", "offline")}
 
-        registered = self.service.nodes.registered
+        registered = self.service.registry.registered
+        home = self.service.home
         self.metrics.gauge(
             "nodehub_nodes", "Nodes this hub can select from, by status.", ("status",),
             nodes_by_status,
@@ -225,15 +233,15 @@ class Hub:
         )
         self.metrics.gauge(
             "nodehub_client_sessions", "Client sessions connected to this hub.", (),
-            lambda: {(): len(self.service.clients)},
+            lambda: {(): len(home.clients)},
         )
         self.metrics.gauge(
             "nodehub_active_jobs", "Jobs submitted here and not finished.", (),
-            lambda: {(): len(self.service.jobs)},
+            lambda: {(): len(home.jobs)},
         )
         self.metrics.gauge(
             "nodehub_queued_jobs", "Jobs submitted here waiting for a free slot.", (),
-            lambda: {(): len(self.service.waiting)},
+            lambda: {(): len(home.waiting)},
         )
         self.metrics.gauge(
             "nodehub_busy_slots", "Assigned jobs on nodes this hub owns.", (),

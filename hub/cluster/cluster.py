@@ -1,12 +1,11 @@
 """`Cluster`: what makes several hubs one system, over the store.
 
-It composes the cluster's parts and runs their loops:
+It runs the loops that keep `Peers` (peers.py: membership, outbox, fleet
+replica, the store's health; what the job path holds) current, and the parts
+that drive this hub's job path:
 
 | part | owns |
 |---|---|
-| `Membership` (membership.py) | which hubs are alive; when one is dead |
-| `FleetReplica` (fleet_replica.py) | this hub's nodes published, other hubs' applied |
-| `Outbox` (outbox.py) | envelopes to other hubs, one store call per loop turn |
 | `Inbox` (inbox.py) | this hub's envelopes from other hubs, read and handled in order |
 | `Reaper` (reaper.py) | a dead hub's inbox drained, then the hub forgotten |
 
@@ -25,7 +24,8 @@ beats reach the store is also this hub's view of the store's health
 (`store_ok`, for `/readyz`).
 
 The cluster knows the store and the core, never the job path: what it needs
-of it is the `LocalHub` protocol, given with `attach`. In local mode the same
+of it is the `LocalHub` protocol, given at construction (the job path,
+built before it, holds only `Peers`). In local mode the same
 object runs against the memory store: there is never another hub, so nothing
 is ever sent, and the loops idle.
 """
@@ -39,13 +39,11 @@ from typing import Protocol
 
 from loguru import logger
 
-from hub.cluster.fleet_replica import FleetReplica
 from hub.cluster.inbox import EnvelopeHandler, Inbox
-from hub.cluster.membership import Membership
-from hub.cluster.outbox import Outbox
+from hub.cluster.peers import Peers
 from hub.cluster.reaper import Reaper
 from hub.core.config import HubConfig
-from hub.core.envelopes import Envelope, FleetUpdate, encode
+from hub.core.envelopes import FleetUpdate, encode
 from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.store.archive import JobArchive
@@ -78,28 +76,26 @@ class LocalHub(EnvelopeHandler, Protocol):
 
 class Cluster:
     def __init__(
-        self, *, config: HubConfig, store: Store, fleet: FleetView, archive: JobArchive
+        self, *, config: HubConfig, store: Store, fleet: FleetView, archive: JobArchive,
+        peers: Peers, local: LocalHub,
     ) -> None:
         self.config = config
         self.hub_id = config.hub_id
         self.store = store
         self.fleet = fleet
-        self.members = Membership(config.hub_id)
-        self.outbox = Outbox(store, on_failure=self.store_failed)
-        self.replica = FleetReplica(config=config, store=store, fleet=fleet, members=self.members)
+        self.peers = peers
+        self.members = peers.members
+        self.outbox = peers.outbox
+        self.replica = peers.replica
+        self._local = local
         self.inbox = Inbox(
-            hub_id=config.hub_id, store=store, archive=archive, on_failure=self.store_failed
+            hub_id=config.hub_id, store=store, archive=archive, handler=local,
+            on_failure=peers.store_failed,
         )
         self.reaper = Reaper(store=store, inbox=self.inbox)
-        self._local: LocalHub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._beat_ok_s = time.monotonic()
-        """When a liveness beat last reached the store."""
-        self._store_failed_s: float | None = None
-        """When a store call (beat, inbox read, send) last failed."""
         self._starting = True
-        self._beat_failed = False
 
     def __repr__(self) -> str:
         return f"Cluster(hub={self.hub_id!r}, {self.members!r})"
@@ -109,11 +105,6 @@ class Cluster:
         return self.config.node_timeout_ms
 
     # --- lifecycle ----------------------------------------------------------------
-
-    def attach(self, local: LocalHub) -> None:
-        """Connect this hub's job path (before `start`)."""
-        self._local = local
-        self.inbox.handler = local
 
     @property
     def beat_interval_ms(self) -> int:
@@ -132,10 +123,9 @@ class Cluster:
         # are stale. Then the beats: every hub answering now reconciles with this run.
         await self.store.clear_nodes()
         beats = await self.store.beat()
-        if self._local is not None:
-            await self._local.peers_at_start(sorted(
-                h for h, b in beats.items() if h != self.hub_id and b.age_ms <= self.silence_ms
-            ))
+        await self._local.peers_at_start(sorted(
+            h for h, b in beats.items() if h != self.hub_id and b.age_ms <= self.silence_ms
+        ))
         await self.beat()
         self._starting = False
         # What an earlier run read and never acknowledged (results, watches, dispatches).
@@ -168,29 +158,7 @@ class Cluster:
         self._tasks.clear()
         await self.inbox.ack_rest()  # handled, and their acknowledgement waited on a read
 
-    # --- what the job path uses ----------------------------------------------------------
-
-    def send(self, hub_id: str, envelope: Envelope) -> None:
-        """Queue an envelope for another hub; sent with the others of this loop turn."""
-        self.outbox.send(hub_id, envelope)
-
-    def is_live(self, hub_id: str) -> bool:
-        return self.members.is_live(hub_id)
-
-    def heard_from(self, hub_id: str) -> None:
-        self.members.heard_from(hub_id)
-
-    async def refresh_live(self) -> None:
-        """Read the live hubs now instead of waiting for the next presence tick."""
-        self.members.seen(await self.store.live_hubs())
-
-    def node_changed(self, node_id: str) -> None:
-        """A local node joined, changed capabilities or status: publish it promptly."""
-        self.replica.node_changed(node_id)
-
-    def set_waiting(self, waiting: bool) -> None:
-        """Jobs wait for a slot here, or no longer: tell the other hubs."""
-        self.replica.set_waiting(waiting)
+    # --- what the job path asks of the loops ---------------------------------------------
 
     async def reap(self, hub_id: str) -> None:
         """Drain a dead hub's inbox now (a resubmit of one of its jobs), then forget it."""
@@ -222,41 +190,29 @@ class Cluster:
             try:
                 await self.beat()
             except StoreUnavailable as exc:
-                if not self._beat_failed:
+                if not self.peers.beat_failed:
                     logger.warning("store unreachable: {}", exc)
-                self._beat_failed = True
-                self.store_failed()
+                self.peers.beat_failed = True
+                self.peers.store_failed()
             except Exception:
                 logger.exception("liveness beat failed")
 
-    def store_failed(self) -> None:
-        """A store call failed (the store is unreachable, hangs, or restarts)."""
-        self._store_failed_s = time.monotonic()
-
-    def store_troubled(self, within_s: float) -> bool:
-        """Whether the store is failing, or failed within `within_s`: messages from other
-        hubs may be late or lost (and are being replayed), so silence proves nothing."""
-        failed = self._store_failed_s
-        return not self.store_ok or (failed is not None and time.monotonic() - failed < within_s)
-
     @property
     def store_ok(self) -> bool:
-        """Whether the store answers: the last beat reached it, within `hub_timeout_ms`
-        (a store that hangs counts as unreachable as soon as one that refuses)."""
-        recent = time.monotonic() - self._beat_ok_s <= self.config.hub_timeout_ms / 1000
-        return recent and not self._beat_failed
+        return self.peers.store_ok
 
     async def beat(self) -> None:
         """Beat, and act on every hub's beats: exclude, include, restarted."""
         beats = await self.store.beat()
-        if self._beat_failed:
+        peers = self.peers
+        if peers.beat_failed:
             logger.info("store reachable again")
         now = time.monotonic()
         # After this hub could not beat for a while (the store was unreachable or hung),
         # every other hub's beats look old too: judge them on the next reading.
-        cut_off = (now - self._beat_ok_s) * 1000 > self.silence_ms
-        self._beat_failed = False
-        self._beat_ok_s = now
+        cut_off = (now - peers.beat_ok_s) * 1000 > self.silence_ms
+        peers.beat_failed = False
+        peers.beat_ok_s = now
         changes = self.members.beats(
             beats, self.silence_ms, exclude=not cut_off and not self._starting
         )
@@ -270,14 +226,9 @@ class Cluster:
             logger.info("hub {} answers again", hub_id)
         if changes.included or changes.restarted:
             await self.resync()
-        if self._local is not None:
-            for hub_id in changes.restarted + changes.first_seen:
-                await self._local.hub_restarted(hub_id)
-            await self._local.housekeeping()
-
-    def is_excluded(self, hub_id: str) -> bool:
-        """Whether `hub_id` stopped answering (its nodes are not selected)."""
-        return self.members.is_excluded(hub_id)
+        for hub_id in changes.restarted + changes.first_seen:
+            await self._local.hub_restarted(hub_id)
+        await self._local.housekeeping()
 
     def _withdraw_nodes(self, hub_id: str) -> None:
         for state in list(self.fleet.snapshot):
@@ -295,11 +246,9 @@ class Cluster:
                            "nodes and replaying recent results")
             await self.replica.republish()
             self.outbox.replay_recent()
-            if self._local is not None:
-                await self._local.store_restarted()
+            await self._local.store_restarted()
             resync = True
-        if self._local is not None:
-            await self._local.renew_leases()
+        await self._local.renew_leases()
         # A beacon: every hub (this one too) hears it, which proves the subscription works.
         await self.store.publish_fleet_update(
             encode(FleetUpdate(self.hub_id, waiting=self.replica.waiting))
@@ -334,5 +283,4 @@ class Cluster:
 
     async def _bury(self, hub_id: str) -> None:
         self._withdraw_nodes(hub_id)
-        if self._local is not None:
-            await self._local.hub_lost(hub_id)
+        await self._local.hub_lost(hub_id)

@@ -41,7 +41,7 @@ class EnvelopeHandler(Protocol):
 
 class Inbox:
     def __init__(
-        self, *, hub_id: str, store: Store, archive: JobArchive,
+        self, *, hub_id: str, store: Store, archive: JobArchive, handler: EnvelopeHandler,
         on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.hub_id = hub_id
@@ -49,7 +49,7 @@ class Inbox:
         """Told when a read fails (the store's health, see `Cluster.store_troubled`)."""
         self.store = store
         self.archive = archive
-        self.handler: EnvelopeHandler | None = None
+        self.handler = handler
         self.closing = False
         self._unacked: list[str] = []
         """Entries handled, to acknowledge with the next read."""
@@ -109,7 +109,6 @@ class Inbox:
     ) -> list[str]:
         """Handle entries in order; the ids of those handled, still to acknowledge
         (those that failed went to the dead letters, which acknowledges them)."""
-        assert self.handler is not None, "Inbox.handler was never set"
         done: list[str] = []
         for entry_id, data in entries:
             # Retried here, in order: a consumer group never hands an unacknowledged

@@ -407,3 +407,8 @@ class JobRecord(msgspec.Struct, kw_only=True):
 
 
 __all__ = ["ACTIVE", "AttemptRecord", "Job", "JobRecord", "JobStatus", "Watcher"]
+
+
+def job_home(job_id: str) -> str:
+    """The hub a job was submitted to (job ids are `<hub id>.<boot>.<counter>`)."""
+    return job_id.rsplit(".", 2)[0]

@@ -64,6 +64,22 @@ class Principal:
     """Glob patterns (`fnmatch`, case-sensitive) of the node ids a node token may register."""
     exp: float | None = None
     """The token's expiry, Unix epoch seconds; None without authentication."""
+    authenticated: bool = False
+    """A verified token made it: it names who speaks, so a tenant's peers are one
+    party (their queue share) and a node's new session may replace its old one."""
+
+    def share_key(self, session_key: str) -> str:
+        """Whose fair share of the admission queue a waiting job takes: its tenant's
+        with authentication; without it every client session (`session_key`) is a
+        party of its own (the default tenant is everyone)."""
+        return self.tenant if self.authenticated else session_key
+
+    @property
+    def may_take_over(self) -> bool:
+        """Whether a `register` for a node id with a live session replaces that session:
+        only a token proves the new session is the same node (without authentication a
+        second session for the id is a conflict, the first one stays)."""
+        return self.authenticated
 
     def may_register(self, node_id: str) -> bool:
         return any(fnmatchcase(node_id, pattern) for pattern in self.node_ids)
@@ -115,7 +131,9 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
                 "strings"
             )
         node_ids = tuple(raw)
-    return Principal(sub=sub, role=role, tenant=tenant, node_ids=node_ids, exp=float(exp))
+    return Principal(
+        sub=sub, role=role, tenant=tenant, node_ids=node_ids, exp=float(exp), authenticated=True
+    )
 
 
 def required_roles(

@@ -1,6 +1,6 @@
 """`Admin`: what an operator does to the job path (protocol-v1.1 "Admin surface").
 
-- **drain / undrain a node**: the node's *owner* hub acts (`NodeRegistry.set_draining`,
+- **drain / undrain a node**: the node's *owner* hub acts (`NodeOwner.set_draining`,
   which publishes the new status like any other change). Asked on another hub, an
   `AdminRequest` envelope travels to the owner the fleet view names, and the
   `AdminReply` comes back to the asking hub.
@@ -22,16 +22,16 @@ from typing import Final
 
 from loguru import logger
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.envelopes import AdminReply, AdminRequest
 from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
-from hub.core.job_state import CANCELLED, Job, JobRecord
+from hub.core.job_state import CANCELLED, Job, JobRecord, job_home
 from hub.core.messages import ErrorInfo
-from hub.jobs.attempts import Attempts
-from hub.jobs.node_registry import NodeRegistry
-from hub.jobs.table import JobTable, job_home
+from hub.jobs.home.attempts import Attempts
+from hub.jobs.home.table import JobTable
+from hub.jobs.owner.owner import NodeOwner
 from hub.store.archive import JobArchive
 
 OK: Final = "ok"
@@ -53,20 +53,20 @@ class Admin:
         *,
         hub_id: str,
         fleet: FleetView,
-        nodes: NodeRegistry,
+        owner: NodeOwner,
         table: JobTable,
         attempts: Attempts,
         archive: JobArchive,
-        cluster: Cluster,
+        peers: Peers,
         reply_timeout_s: float = REPLY_TIMEOUT_S,
     ) -> None:
         self.hub_id = hub_id
         self.fleet = fleet
-        self.nodes = nodes
+        self.owner = owner
         self.table = table
         self.attempts = attempts
         self.archive = archive
-        self.cluster = cluster
+        self.peers = peers
         self.reply_timeout_s = reply_timeout_s
         self._tickets = itertools.count(1)
         self._replies: dict[int, asyncio.Future[str]] = {}
@@ -84,9 +84,9 @@ class Admin:
         return await self._ask(state.hub_id, DRAIN if draining else UNDRAIN, node_id)
 
     def _set_draining_here(self, node_id: str, draining: bool) -> str:
-        node = self.nodes.registered.get(node_id)
+        node = self.owner.registry.registered.get(node_id)
         self_drained = node is not None and node.self_drained
-        node = self.nodes.set_draining(node_id, draining)
+        node = self.owner.set_draining(node_id, draining)
         if node is None:
             return error_codes.UNKNOWN_NODE
         log = self._log.bind(node_id=node_id)
@@ -110,7 +110,7 @@ class Admin:
         home = job_home(job_id)
         if home == self.hub_id:
             return await self._cancel_here(job_id)
-        if self.cluster.is_live(home):
+        if self.peers.is_live(home):
             return await self._ask(home, CANCEL, job_id)
         # No live home: the job is not running anywhere; its record may say how it ended.
         record = await self.archive.load(job_id)
@@ -149,11 +149,11 @@ class Admin:
 
     async def _ask(self, hub_id: str, action: str, target: str) -> str:
         """Have `hub_id` do `action` on `target`; its outcome."""
-        if not self.cluster.is_live(hub_id):
+        if not self.peers.is_live(hub_id):
             return error_codes.HUB_UNREACHABLE
         ticket = next(self._tickets)
         reply = self._replies[ticket] = asyncio.get_running_loop().create_future()
-        self.cluster.send(
+        self.peers.send(
             hub_id, AdminRequest(self.hub_id, ticket=ticket, action=action, target=target)
         )
         try:
@@ -181,6 +181,6 @@ class Admin:
             outcome = error_codes.UNKNOWN_JOB
         else:
             outcome = error_codes.INVALID_FIELD  # a newer hub's action: say so, do nothing
-        self.cluster.send(
+        self.peers.send(
             envelope.sender, AdminReply(self.hub_id, ticket=envelope.ticket, outcome=outcome)
         )

@@ -1,7 +1,7 @@
 """`InboundRouter`: what a hub does with an envelope from another hub.
 
-Envelopes addressed to this hub go to the node owner role (`NodeRegistry`:
-dispatch, revoke) or the home role (`JobService`: node events, refusals,
+Envelopes addressed to this hub go to the node owner role (`NodeOwner`:
+dispatch, revoke) or the home role (`JobHome`: node events, refusals,
 watchers, client deliveries). Envelopes claimed from a dead hub's inbox
 (`reaped_from`) are handled on its behalf: a dispatch to its nodes is
 refused back to the job's home, a result meant for it is archived for the
@@ -14,7 +14,7 @@ from functools import partial
 
 from loguru import logger
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core.envelopes import (
     AdminReply,
     AdminRequest,
@@ -34,35 +34,42 @@ from hub.core.envelopes import (
 from hub.core.errors import ProtocolError
 from hub.core.job_state import HUB_LOST, Watcher
 from hub.core.messages import JobResult
-from hub.jobs.service import JobService
-from hub.store.base import Binding
+from hub.jobs.admin import Admin
+from hub.jobs.home.home import JobHome
+from hub.jobs.owner.deadlines import OwnerDeadlines
+from hub.jobs.owner.owner import NodeOwner
+from hub.store.base import Binding, Store
 
 
 class InboundRouter:
     """The cluster's `LocalHub`: envelopes to the owner role or the home role; a dead
     hub's work failed over; this hub's node leases renewed."""
 
-    def __init__(self, *, service: JobService, cluster: Cluster) -> None:
-        self.hub_id = service.hub_id
-        self.boot = service.table.boot
-        self.table = service.table
-        self.previous = service.previous
-        self.nodes = service.nodes
-        self.owner_deadlines = service.owner_deadlines
-        self.events = service.events
-        self.resubmits = service.resubmits
-        self.attempts = service.attempts
-        self.store = service.resubmits.store
-        self.delivery = service.delivery
-        self.archive = service.archive
-        self.admin = service.admin
-        self.cluster = cluster
+    def __init__(
+        self, *, home: JobHome, owner: NodeOwner, owner_deadlines: OwnerDeadlines,
+        admin: Admin, peers: Peers, store: Store,
+    ) -> None:
+        self.hub_id = home.hub_id
+        self.boot = home.table.boot
+        self.table = home.table
+        self.previous = home.previous
+        self.events = home.events
+        self.resubmits = home.resubmits
+        self.attempts = home.attempts
+        self.delivery = home.delivery
+        self.archive = home.archive
+        self.owner = owner
+        self.nodes = owner.registry
+        self.owner_deadlines = owner_deadlines
+        self.store = store
+        self.admin = admin
+        self.peers = peers
 
     async def handle_envelope(self, envelope: Envelope, *, reaped_from: str | None) -> None:
         if reaped_from is not None:
             await self._reaped(envelope)
             return
-        self.cluster.heard_from(envelope.sender)
+        self.peers.heard_from(envelope.sender)
         match envelope:
             case Dispatch():
                 assign = envelope.assign
@@ -74,7 +81,7 @@ class InboundRouter:
                     self.nodes.deliver(envelope.node_id, assign)
                     self.owner_deadlines.watch(envelope.node_id, assign.job_id, assign.attempt)
                 else:
-                    self.cluster.send(
+                    self.peers.send(
                         envelope.sender,
                         Refused(
                             self.hub_id, node_id=envelope.node_id, job_id=assign.job_id,
@@ -115,7 +122,7 @@ class InboundRouter:
                     # Never recorded here, its binding was released (or it is another
                     # tenant's): the client's hub resolves the request again (takes it
                     # over, or binds it afresh).
-                    self.cluster.send(envelope.sender, _unknown(self.hub_id, envelope))
+                    self.peers.send(envelope.sender, _unknown(self.hub_id, envelope))
             case Unknown():
                 await self.resubmits.home_unknown(
                     envelope.client_id, envelope.job_id, envelope.submit
@@ -126,7 +133,7 @@ class InboundRouter:
                 if self.resubmits.deliverable(envelope.client_id, envelope.message):
                     await self.delivery.to_client(envelope.client_id, envelope.message)
             case NodeReplaced():
-                await self.nodes.replaced_elsewhere(envelope.node_id, envelope.epoch)
+                await self.owner.replaced_elsewhere(envelope.node_id, envelope.epoch)
             case AdminRequest() | AdminReply():
                 await self.admin.handle(envelope)
 
@@ -137,7 +144,7 @@ class InboundRouter:
         if not await self.resubmits.add_watcher(
             watch.job_id, watcher, again=watch.again, tenant=watch.tenant
         ):
-            self.cluster.send(watch.sender, _unknown(self.hub_id, watch))  # run it there
+            self.peers.send(watch.sender, _unknown(self.hub_id, watch))  # run it there
 
     async def _reconciled(self, envelope: Reconcile) -> None:
         if envelope.boot != self.boot:
@@ -149,7 +156,7 @@ class InboundRouter:
             node = self.nodes.registered.get(held.node_id)
             assignment = None if node is None else node.assignments.get(held.job_id)
             if assignment is None or assignment.attempt != held.attempt:
-                self.cluster.send(envelope.sender, Refused(
+                self.peers.send(envelope.sender, Refused(
                     self.hub_id, node_id=held.node_id, job_id=held.job_id,
                     attempt=held.attempt, reason=HUB_LOST,
                 ))
@@ -167,8 +174,8 @@ class InboundRouter:
                     await self.events.attempt_failed(
                         refused.job_id, refused.attempt, refused.reason, node_id=refused.node_id
                     )
-                elif self.cluster.is_live(envelope.sender):
-                    self.cluster.send(envelope.sender, refused)
+                elif self.peers.is_live(envelope.sender):
+                    self.peers.send(envelope.sender, refused)
             case NodeEvent() if isinstance(envelope.message, JobResult):
                 await self.archive.put_orphan(
                     envelope.node_id, envelope.request_id, envelope.message,
@@ -180,23 +187,23 @@ class InboundRouter:
                 await self.resubmits.home_lost_watch(
                     envelope.client_id, envelope.job_id, envelope.submit
                 )
-            case Watch() if self.cluster.is_live(envelope.sender):
-                self.cluster.send(envelope.sender, _unknown(self.hub_id, envelope))
+            case Watch() if self.peers.is_live(envelope.sender):
+                self.peers.send(envelope.sender, _unknown(self.hub_id, envelope))
             case _:
                 pass  # revokes, losses and deliveries for a dead hub change nothing
 
     async def hub_lost(self, hub_id: str) -> None:
-        await self.nodes.home_lost(hub_id)
+        await self.owner.home_lost(hub_id)
         await self.events.node_hub_lost(hub_id)
         await self.resubmits.home_lost(hub_id)
 
     async def renew_leases(self) -> None:
-        await self.nodes.renew_leases()
+        await self.owner.renew_leases()
 
     async def hub_restarted(self, hub_id: str) -> None:
         """Tell a hub's new run what this hub holds of its earlier runs: attempts of its
         jobs on our nodes, and our jobs' attempts on its nodes."""
-        boot = self.cluster.members.boots.get(hub_id, "")
+        boot = self.peers.boot_of(hub_id)
         running = [
             Held(
                 job_id, assignment.attempt, node.node_id, assignment.request_id,
@@ -211,7 +218,7 @@ class InboundRouter:
             for job in self.table.active.values()
             if job.node_hub == hub_id and not job.finished
         ]
-        self.cluster.send(
+        self.peers.send(
             hub_id, Reconcile(self.hub_id, boot=boot, running=running, attempts=attempts)
         )
         self.resubmits.home_restarted(hub_id)
@@ -220,7 +227,8 @@ class InboundRouter:
         self.previous.expect(hub_ids)
 
     async def housekeeping(self) -> None:
-        await self.previous.sweep()
+        for job_id, stranded in (await self.previous.sweep()).items():
+            await self.resubmits.resolve_stranded(job_id, stranded)
 
     async def store_restarted(self) -> None:
         """Bind again the request ids of this hub's active jobs and of the jobs whose

@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.capabilities import NodeCapabilities
 from hub.core.config import HubConfig
@@ -218,7 +218,7 @@ class HttpApi:
         service: JobService,
         metrics: Metrics,
         sessions: Sessions,
-        cluster: Cluster | None = None,
+        peers: Peers | None = None,
         console: ConsoleAssets | None = None,
     ) -> None:
         self.config = config
@@ -226,7 +226,7 @@ class HttpApi:
         self.service = service
         self.metrics = metrics
         self.sessions = sessions
-        self.cluster = cluster
+        self.peers = peers
         """Which hubs are alive (`include=hubs`); without one only this hub is."""
         self.console = console if console is not None else ConsoleAssets()
         self._rate = JobRate()
@@ -268,7 +268,7 @@ class HttpApi:
         except BadQuery as exc:
             return _bad_query(exc)
         if path.startswith("/v1/jobs/"):
-            record = await self.service.job_record(path[len("/v1/jobs/"):])
+            record = await self.service.home.job_record(path[len("/v1/jobs/"):])
             if record is None or not principal.may_read(record.tenant):
                 return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": error_codes.UNKNOWN_JOB})
             return HttpResponse.json(HTTPStatus.OK, msgspec.to_builtins(record))
@@ -343,12 +343,12 @@ class HttpApi:
             if self.sessions.draining:
                 return "draining", "the hub is draining: running jobs finish, no new ones"
             return "stopping", "the hub is shutting down"
-        if self.cluster is not None and not self.cluster.store_ok:
+        if self.peers is not None and not self.peers.store_ok:
             return "unavailable", "the store (Redis) is unreachable"
         return "ok", ""
 
     def _node_view(self, state: NodeState) -> dict[str, Any]:
-        node = self.service.nodes.registered.get(state.node_id)
+        node = self.service.registry.registered.get(state.node_id)
         return {
             "node_id": state.node_id,
             "hub_id": state.hub_id,
@@ -377,11 +377,12 @@ class HttpApi:
         "jobs_per_s", "pools": {pool: {"nodes", "status", "slots"}}}`, and what `include`
         names of `pairs`, `hubs`, `recent`."""
         tally = self.fleet.stats.all
+        home = self.service.home
         finished = sum(self.metrics.jobs.values.values())
         out = {
             "nodes": {s: tally.by_status.get(s, 0) for s in _STATUSES},
             "slots": {"total": tally.slots_total, "busy": tally.slots_busy},
-            "jobs": {"active": len(self.service.jobs), "queued": len(self.service.waiting)},
+            "jobs": {"active": len(home.jobs), "queued": len(home.waiting)},
             "jobs_per_s": self._rate.rate(finished),
             "pools": {
                 str(pool): t.view() for pool, t in sorted(self.fleet.stats.pools.items())
@@ -404,7 +405,7 @@ class HttpApi:
     def _hub_view(self) -> list[dict[str, Any]]:
         """Every hub that is alive or has nodes in this hub's view, this one first."""
         tallies = self.fleet.stats.hubs
-        live = self.cluster.members.live if self.cluster is not None else set()
+        live = self.peers.members.live if self.peers is not None else set()
         me = self.config.hub_id
         out = []
         for hub_id in sorted({me, *live, *tallies}, key=lambda h: (h != me, h)):

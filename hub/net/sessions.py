@@ -6,12 +6,14 @@ carries them (`hub.net.server` over websockets). It owns the protocol rules
 that belong to a connection rather than to a job:
 
 - every session speaks for a `Principal` (hub/core/principal.py), admitted at
-  the handshake (hub/net/auth.py); a session whose token has an `exp` is
+  the handshake (hub/net/auth.py), which decides what it may do (register
+  which node ids, take a node over, whose queue share it takes); a session
+  whose token has an `exp` is
   closed with 4004 (`token_expired`) at that instant (`SessionExpiry`);
 - a node must `register` first; a `node_id_conflict` closes it with 4001; a
   node id its token does not allow is `forbidden` and closes it with 4003;
-  with `auth = "jwt"` a register for a node id with a live session takes it
-  over (the old session is closed with 4005);
+  an authenticated register for a node id with a live session takes it over
+  (the old session is closed with 4005);
 - a client's submits and cancels belong to its principal's tenant;
 - every refused message is answered with `error` and counted
   (`RefusalCount`); `max_protocol_errors` refusals within any
@@ -19,12 +21,11 @@ that belong to a connection rather than to a job:
 - a client's submits run concurrently when the store waits on I/O (up to
   `MAX_SUBMITS_IN_FLIGHT`, after which the session stops taking frames until
   one finishes: backpressure on a client that floods);
-- a client session holds at most `max_jobs_per_session` unfinished jobs (past
-  it a submit gets `rejected` `overloaded`);
-- a stopping or draining hub answers submits with `rejected` `hub_shutdown`, and
-  a node's `register` with `error` `hub_shutdown` and close 1001;
-- every submit gets one answer with its request id (`accepted` or `rejected`),
-  even when the job path fails on it (`ClientLink` counts what is owed);
+- a stopping or draining hub answers a node's `register` with `error`
+  `hub_shutdown` and close 1001 (and, in the job path, submits with `rejected`
+  `hub_shutdown`; `max_jobs_per_session` is the job path's too);
+- every submit gets one answer with its request id (`accepted` or `rejected`):
+  the job path answers it through its `SubmitReply`, even when it fails on it;
 - when the connection ends, or the hub starts closing it, the session ends
   (`end_soon`, once): a node is unregistered (its attempts fail over), even
   when that happens while the node's `register` is still being handled, and
@@ -42,17 +43,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-import msgspec
 from loguru import logger
 
 from hub.core import close_codes, error_codes
 from hub.core.config import HubConfig
-from hub.core.errors import ProtocolError, StoreUnavailable
-from hub.core.messages import Accepted, Cancel, Error, Register, Rejected, Submit
+from hub.core.errors import ProtocolError
+from hub.core.messages import Cancel, Error, Register, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
+from hub.jobs.home.home import JobHome
 from hub.jobs.links import Link, LinkCloser
-from hub.jobs.node_registry import NodeRegistry, RegisteredNode
+from hub.jobs.owner.owner import NodeOwner
+from hub.jobs.owner.registry import RegisteredNode
 from hub.jobs.service import JobService
 from hub.runtime.eager import eager_task
 
@@ -93,6 +95,39 @@ class RefusalCount:
         times = self._times
         times.append(now)
         return len(times) >= self._limit and now - times[0] <= self._window
+
+
+class Refusals:
+    """How a session refuses a message: `error` (counted by endpoint and code), and
+    a close with 1008 past `max_protocol_errors` in the window (`RefusalCount`). One
+    per session, node or client."""
+
+    __slots__ = ("_count", "_endpoint", "_link", "_metrics")
+
+    def __init__(self, link: Link, metrics: Metrics, endpoint: str, limit: int) -> None:
+        self._link = link
+        self._metrics = metrics
+        self._endpoint = endpoint
+        self._count = RefusalCount(limit)
+
+    async def error(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
+        """Answer with `error` (counted), without counting against the limit."""
+        self._metrics.protocol_errors.inc(self._endpoint, exc.code)
+        await self._link.send(
+            Error(code=exc.code, message=exc.message, path=exc.path, job_id=job_id)
+        )
+
+    async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> bool:
+        """Answer a refused message with `error`; close with 1008 past the limit (then
+        True: the session is over)."""
+        await self.error(exc, job_id=job_id)
+        if self._count.refused():
+            await self._link.close(close_codes.POLICY_VIOLATION, "too many protocol errors")
+            return True
+        return False
+
+    async def internal_error(self) -> None:
+        await self._link.send(Error(code=error_codes.INTERNAL_ERROR, message="the hub failed"))
 
 
 class NodeWatchdog:
@@ -179,13 +214,12 @@ class Sessions:
         self.metrics = metrics
         self.waits = waits
         """Whether the store waits on I/O (then submits run concurrently)."""
-        self.closer = closer if closer is not None else service.nodes.closer
+        self.closer = closer if closer is not None else service.closer
         """Closes sessions without waiting on their peers (expiry, takeover, silence)."""
-        self.takeover = config.auth == "jwt"
-        """Whether a register for a node id with a live session replaces it."""
         self.watchdog = NodeWatchdog(config, self.closer)
         self.stopping = False
-        """The hub is stopping or draining: submits are refused `hub_shutdown`."""
+        """The hub is stopping or draining (`/readyz` says so; the job path refuses
+        submits `hub_shutdown` on its own)."""
         self.draining = False
         """Stopping by draining first (running jobs finish)."""
         self._ids = itertools.count(1)
@@ -202,7 +236,7 @@ class Sessions:
 
 
 class NodeSession:
-    """One node agent's connection: register first, then its messages to the registry."""
+    """One node agent's connection: register first, then its messages to the owner role."""
 
     def __init__(self, link: Link, sessions: Sessions, principal: Principal) -> None:
         self.link = link
@@ -211,12 +245,12 @@ class NodeSession:
         """True once the session is over (closed by the hub, or its connection lost):
         stop feeding it."""
         self._peer_id = link.peer_id
-        self._takeover = sessions.takeover
         self._expiry = SessionExpiry(link, principal, sessions.closer)
-        self._registry: NodeRegistry = sessions.service.nodes
-        self._metrics = sessions.metrics
+        self._owner: NodeOwner = sessions.service.owner
         self._watchdog = sessions.watchdog
-        self._refusals = RefusalCount(sessions.config.max_protocol_errors)
+        self._refusals = Refusals(
+            link, sessions.metrics, "node", sessions.config.max_protocol_errors
+        )
         self._node: RegisteredNode | None = None
         self._ending: asyncio.Task[None] | None = None
         self._log = logger.bind(peer=link.peer_id)
@@ -235,20 +269,18 @@ class NodeSession:
                     raise ProtocolError(error_codes.NOT_REGISTERED, "send `register` first")
                 await self._register(message)
             else:
-                await self._registry.handle(self._node, message)
+                await self._owner.handle(self._node, message)
         except ProtocolError as exc:
             close_code = _REGISTER_CLOSES.get(exc.code)
             if close_code is not None:
-                await self._send_error(exc)
+                await self._refusals.error(exc)
                 await self.link.close(close_code, exc.code)
                 self.closed = True
                 return
             await self.refuse(exc, job_id=getattr(message, "job_id", None))
         except Exception:
             self._log.exception("internal error on a node message")
-            await self.link.send(
-                Error(code=error_codes.INTERNAL_ERROR, message="the hub failed")
-            )
+            await self._refusals.internal_error()
 
     async def undecodable(self, exc: ProtocolError) -> None:
         """A frame that did not decode (or broke an ingress rule)."""
@@ -257,34 +289,27 @@ class NodeSession:
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
         """Answer a refused message with `error`; close with 1008 past the limit."""
-        await self._send_error(exc, job_id=job_id)
-        if self._refusals.refused():
-            await self.link.close(close_codes.POLICY_VIOLATION, "too many protocol errors")
+        if await self._refusals.refuse(exc, job_id=job_id):
             self.closed = True
 
-    async def _send_error(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
-        self._metrics.protocol_errors.inc("node", exc.code)
-        await self.link.send(
-            Error(code=exc.code, message=exc.message, path=exc.path, job_id=job_id)
-        )
-
     async def _register(self, message: Register) -> None:
-        if not self.principal.may_register(message.node_id):
+        principal = self.principal
+        if not principal.may_register(message.node_id):
             raise ProtocolError(
                 error_codes.FORBIDDEN, f"this token may not register node {message.node_id}"
             )
-        node = await self._registry.register(
-            self.link, message, int(time.time() * 1000), take_over=self._takeover
+        node = await self._owner.register(
+            self.link, message, int(time.time() * 1000), take_over=principal.may_take_over
         )
         if self._ending is not None:
             # The connection ended while the registration was under way: the session's
             # end found no node to unregister, so this one must not stay behind.
-            await self._registry.unregister(node)
+            await self._owner.unregister(node)
             return
         self._node = node
         self._log = self._log.bind(node_id=node.node_id)
         self._log.info("node registered (pool {})", node.caps.pool)
-        await self.link.send(self._registry.registered_reply(node))
+        await self.link.send(self._owner.registry.registered_reply(node))
 
     def end_soon(self) -> None:
         """The connection is lost, or the hub started closing it: end the session now
@@ -306,71 +331,28 @@ class NodeSession:
         self._expiry.cancel()
         self._watchdog.forget(self.link)
         if self._node is not None:
-            await self._registry.unregister(self._node)
-
-
-class ClientLink:
-    """A client's `Link` as the job path sees it: it counts the submits still owed an
-    answer (`accepted` or `rejected` with their request id), so that a submit whose
-    handling fails before it was answered still gets one (`ClientSession`)."""
-
-    __slots__ = ("_link", "owed", "peer_id")
-
-    def __init__(self, link: Link) -> None:
-        self._link = link
-        self.peer_id = link.peer_id
-        self.owed: dict[str, int] = {}
-
-    @property
-    def connection(self) -> Link:
-        """The connection's own `Link` (what this one counts for)."""
-        return self._link
-
-    def _answered(self, message: msgspec.Struct) -> None:
-        if type(message) is Accepted or type(message) is Rejected:
-            request_id = message.request_id
-            left = self.owed.get(request_id, 0) - 1
-            if left > 0:
-                self.owed[request_id] = left
-            elif left == 0:
-                del self.owed[request_id]
-
-    def queue(self, message: msgspec.Struct, *, flush: bool = False) -> None:
-        if self.owed:
-            self._answered(message)
-        self._link.queue(message, flush=flush)
-
-    async def send(self, message: msgspec.Struct) -> None:
-        if self.owed:
-            self._answered(message)
-        await self._link.send(message)
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._link.close(code, reason)
-
-    def abort(self) -> None:
-        self._link.abort()
+            await self._owner.unregister(self._node)
 
 
 class ClientSession:
-    """One client's connection: submits (concurrent when the store waits) and cancels."""
+    """One client's connection: submits (concurrent when the store waits) and cancels,
+    each one call to the job's home role."""
 
     def __init__(self, link: Link, sessions: Sessions, principal: Principal) -> None:
-        self.link = ClientLink(link)
+        self.link = link
         self.principal = principal
         self.closed = False
         """True once the session is over (closed by the hub, or its connection lost):
         stop feeding it."""
-        self._tenant = principal.tenant
         self._expiry = SessionExpiry(link, principal, sessions.closer)
-        self._sessions = sessions
-        self._service = sessions.service
-        self._metrics = sessions.metrics
-        self._max_jobs = sessions.config.max_jobs_per_session
-        self._refusals = RefusalCount(sessions.config.max_protocol_errors)
+        self._home: JobHome = sessions.service.home
+        self._waits = sessions.waits
+        self._refusals = Refusals(
+            link, sessions.metrics, "client", sessions.config.max_protocol_errors
+        )
         self._submits: set[asyncio.Task[None]] = set()
         self._ending: asyncio.Task[None] | None = None
-        self._service.client_connected(self.link)
+        self._home.client_connected(link, principal)
 
     async def received(self, message: Any) -> None:
         """A decoded message from the client; returns once the next may be read."""
@@ -378,91 +360,33 @@ class ClientSession:
             if isinstance(message, Submit):
                 await self._submit(message)
             elif isinstance(message, Cancel):
-                await self._service.cancel(self.link, message, self._tenant)
+                await self._home.cancel(self.link, message, self.principal)
         except ProtocolError as exc:
             await self.refuse(exc, job_id=getattr(message, "job_id", None))
         except Exception:
             logger.exception("internal error on a client message")
-            await self.link.send(
-                Error(code=error_codes.INTERNAL_ERROR, message="the hub failed")
-            )
+            await self._refusals.internal_error()
 
     async def undecodable(self, exc: ProtocolError) -> None:
         await self.refuse(exc, job_id=exc.job_id)
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
         """Answer a refused message with `error`; close with 1008 past the limit."""
-        self._metrics.protocol_errors.inc("client", exc.code)
-        await self.link.send(
-            Error(code=exc.code, message=exc.message, path=exc.path, job_id=job_id)
-        )
-        if self._refusals.refused():
-            await self.link.close(close_codes.POLICY_VIOLATION, "too many protocol errors")
+        if await self._refusals.refuse(exc, job_id=job_id):
             self.closed = True
 
     async def _submit(self, message: Submit) -> None:
-        if self._sessions.stopping:
-            self._metrics.recent.rejected(time.monotonic(), error_codes.HUB_SHUTDOWN)
-            await self.link.send(Rejected(
-                request_id=message.request_id, code=error_codes.HUB_SHUTDOWN,
-                message="the hub is shutting down",
-            ))
-            return
-        held = self._service.jobs_held(self.link) + len(self._submits)
-        if held >= self._max_jobs:
-            self._metrics.submit(error_codes.OVERLOADED, message.src_lang, message.tgt_lang)
-            self._service.attempts.log.rejected(
-                message.request_id, error_codes.OVERLOADED, "max_jobs_per_session"
-            )
-            self._metrics.recent.rejected(time.monotonic(), error_codes.OVERLOADED)
-            await self.link.send(Rejected(
-                request_id=message.request_id, code=error_codes.OVERLOADED,
-                message=f"this session holds {held} unfinished jobs "
-                        f"(max_jobs_per_session is {self._max_jobs}); wait for results",
-            ))
-            return
-        if not self._sessions.waits:
+        submit = self._home.submit(self.link, message, self.principal)
+        if not self._waits:
             # Nothing to overlap: a task would only add a loop turn.
-            await self._run_submit(message)
+            await submit
             return
         # Eager: the binding is written in this step, not a loop turn later.
-        task = eager_task(self._run_submit(message))
+        task = eager_task(submit)
         self._submits.add(task)
         task.add_done_callback(self._submits.discard)
         if len(self._submits) >= MAX_SUBMITS_IN_FLIGHT:
             await asyncio.wait(self._submits, return_when=asyncio.FIRST_COMPLETED)
-
-    async def _run_submit(self, message: Submit) -> None:
-        """Hand a submit to the job path; if that fails before the submit was answered,
-        answer it (`rejected` with its request id), else report the `error` with it."""
-        link = self.link
-        request_id = message.request_id
-        owed = link.owed
-        owed[request_id] = owed.get(request_id, 0) + 1
-        try:
-            await self._service.submit(link, message, self._tenant)
-        except Exception as exc:
-            code, text = error_codes.INTERNAL_ERROR, "the hub failed"
-            if isinstance(exc, ProtocolError):
-                self._metrics.protocol_errors.inc("client", exc.code)
-                code, text = exc.code, exc.message
-            elif isinstance(exc, StoreUnavailable):
-                code, text = error_codes.STORE_UNAVAILABLE, str(exc)
-            else:
-                logger.exception("internal error on a submit")
-            if link.owed.get(request_id, 0) > 0:
-                self._metrics.submit(code, message.src_lang, message.tgt_lang)
-                self._service.attempts.log.rejected(request_id, code, text)
-                self._metrics.recent.rejected(time.monotonic(), code)
-                await link.send(Rejected(request_id=request_id, code=code, message=text))
-            else:
-                await link.send(Error(code=code, message=text, request_id=request_id))
-        finally:
-            left = link.owed.get(request_id, 0) - 1
-            if left > 0:
-                link.owed[request_id] = left
-            else:
-                link.owed.pop(request_id, None)
 
     def end_soon(self) -> None:
         """The connection is lost, or the hub started closing it (idempotent)."""
@@ -482,4 +406,4 @@ class ClientSession:
         self._expiry.cancel()
         if self._submits:
             await asyncio.wait(self._submits)
-        self._service.client_disconnected(self.link)
+        self._home.client_disconnected(self.link)

@@ -52,7 +52,7 @@ async def test_a_token_callable_gives_each_connect_a_fresh_token(auth_hub: Hub) 
         await wait_until(lambda: agent.connects >= 2 and agent.registered.is_set(), 10,
                          "the agent to come back after its token expired")
         assert len(issued) == 2 and agent.disconnects == 1 and not agent.replaced
-        assert "n1" in auth_hub.service.nodes.registered
+        assert "n1" in auth_hub.service.registry.registered
 
 
 async def test_a_refused_handshake_is_retried_with_the_next_token(auth_hub: Hub) -> None:
@@ -78,7 +78,7 @@ async def test_a_replaced_agent_stops_reconnecting(auth_hub: Hub, net: Net) -> N
         await wait_until(lambda: agent.replaced, TIMEOUT_S, "the agent to see 4005")
         await asyncio.sleep(0.5)  # several backoffs: it must not take n1 back
         assert agent.connects == 1 and not agent.registered.is_set()
-        assert "n1" in auth_hub.service.nodes.registered
+        assert "n1" in auth_hub.service.registry.registered
         assert not successor.closed.is_set()  # nobody replaced the successor
 
 

@@ -59,7 +59,7 @@ async def test_a_signal_drains_running_jobs_finish(hub: Hub, net: Net) -> None:
     result = await client.expect("result", request_id="r1")
     assert result["ok"] and result["output"] == {"by": "n1"}
     assert await asyncio.wait_for(runner, 5) is True
-    await wait_until(lambda: "n1" not in hub.service.nodes.registered, what="n1 gone")
+    await wait_until(lambda: "n1" not in hub.service.registry.registered, what="n1 gone")
     # The handler is removed: SIGUSR1 is no longer ours.
     assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)
 

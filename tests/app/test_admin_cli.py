@@ -78,13 +78,13 @@ async def test_drain_undrain_jobs_job_cancel_stats(
 
     status, out, _ = await hub_cmd(capsys, "drain", "n1", "--url", hub.url)
     assert (status, out.strip()) == (0, "node n1: draining")
-    assert hub.service.nodes.registered["n1"].draining
+    assert hub.service.registry.registered["n1"].draining
     status, out, _ = await hub_cmd(capsys, "stats", "--url", hub.url)
     assert "nodes    online 0  draining 1  offline 0" in out
     assert "slots    total 1  busy 1" in out and "jobs     active 1  queued 0" in out
     status, out, _ = await hub_cmd(capsys, "undrain", "n1", "--url", hub.url, "--json")
     assert status == 0 and json.loads(out)["action"] == "undrain"
-    assert not hub.service.nodes.registered["n1"].draining
+    assert not hub.service.registry.registered["n1"].draining
 
 
 async def test_errors_are_one_line_with_their_exit_status(

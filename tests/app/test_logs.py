@@ -90,7 +90,7 @@ async def test_job_log_level_turns_the_story_down(
 ) -> None:
     configure_logging("INFO", json=True, stream=log_stream)
     hub = await make_hub(job_log_level=setting)
-    assert not hub.service.attempts.log.enabled
+    assert not hub.service.home.attempts.log.enabled
     node = await net.node(hub, "n1")
     client = await net.client(hub)
     await client.submitted("r1")

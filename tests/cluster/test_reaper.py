@@ -50,8 +50,10 @@ async def stores(redis_server: RedisServer) -> AsyncIterator[dict[str, RedisStor
 
 
 def reaper(store: RedisStore, handler: Handler) -> Reaper:
-    inbox = Inbox(hub_id=store.hub_id, store=store, archive=JobArchive(store=store, ttl_ms=60_000))
-    inbox.handler = handler
+    inbox = Inbox(
+        hub_id=store.hub_id, store=store, archive=JobArchive(store=store, ttl_ms=60_000),
+        handler=handler,
+    )
     return Reaper(store=store, inbox=inbox)
 
 

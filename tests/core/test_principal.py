@@ -29,10 +29,21 @@ def claims(**overrides: Any) -> dict[str, Any]:
 def test_claims_make_a_principal_with_defaults() -> None:
     node = principal_from_claims(claims())
     assert node == Principal(sub="n1", role="node", tenant="default", node_ids=("n1",),
-                             exp=float(EXP))
+                             exp=float(EXP), authenticated=True)
     client = principal_from_claims(claims(role="client", tenant="acme", node_ids=["x"]))
     assert (client.tenant, client.node_ids) == ("acme", ())  # node_ids only for nodes
     assert not client.may_register("x")
+
+
+def test_a_token_decides_takeover_and_queue_shares() -> None:
+    """Tenancy policy comes from the principal: a token's tenant is one party of the
+    queue and may take its node sessions over; without a token, each session is its
+    own party and a second session for a node id is a conflict."""
+    client = principal_from_claims(claims(role="client", tenant="acme"))
+    assert client.share_key("hub:c1") == "acme"
+    assert client.may_take_over
+    assert ANONYMOUS.share_key("hub:c1") == "hub:c1"
+    assert not ANONYMOUS.may_take_over
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
 
 
 def registered(hub: Hub, node_id: str) -> Callable[[], bool]:
-    return lambda: node_id in hub.service.nodes.registered
+    return lambda: node_id in hub.service.registry.registered
 
 
 async def test_the_node_serves_the_client_and_drains_on_sigterm(
@@ -107,7 +107,7 @@ async def test_the_node_serves_the_client_and_drains_on_sigterm(
     # SIGTERM while a job runs (60 words, ~1.2 s): the node drains, the job finishes.
     long = await start("translate_client.py", " ".join(["hello"] * 60), hub.url, env=client_env)
     await wait_until(
-        lambda: sum(len(n.assignments) for n in hub.service.nodes.registered.values()) > 0,
+        lambda: sum(len(n.assignments) for n in hub.service.registry.registered.values()) > 0,
         30, "the long job running on the node")
     node.proc.send_signal(signal.SIGTERM)
     await wait_until(

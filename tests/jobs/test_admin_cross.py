@@ -34,7 +34,7 @@ async def test_drain_a_node_of_another_hub(
     status, _, _ = await http_request(hub_a.http_url, "POST", "/v1/nodes/far/drain")
     assert status == 204
     # The owner acted (its registry), and every hub's view follows.
-    assert hub_b.service.nodes.registered["far"].draining
+    assert hub_b.service.registry.registered["far"].draining
     await wait_until(lambda: status_on(hub_a, "far") == "draining", what="A's view to drain")
     assert status_on(hub_b, "far") == "draining"
     client = await net.client(hub_a)
@@ -92,5 +92,5 @@ async def test_an_owner_that_does_not_answer_is_504(
             task.cancel()
     status, _, body = await http_request(hub_a.http_url, "POST", "/v1/nodes/far/drain")
     assert status == 504 and json.loads(body)["error"] == "hub_unreachable"
-    assert not hub_b.service.nodes.registered["far"].draining
+    assert not hub_b.service.registry.registered["far"].draining
     assert not hub_a.service.admin._replies  # nothing left waiting

@@ -34,7 +34,7 @@ class HeldReplies(RedisStore):
         job_ids = [binding.job_id for binding in bindings]
 
         def early(job_id: str) -> list[Any]:
-            return service.table.pending[job_id].early or []
+            return service.home.table.pending[job_id].early or []
 
         def overtaken() -> bool:
             # Held until the node's result (with or without its accept: the owner
@@ -77,7 +77,7 @@ async def test_node_events_that_overtake_the_binding_are_replayed_after_it(
         await client.quiet()  # exactly one result
 
         async def archived() -> bool:
-            record = await hub_a.service.job_record(assign["job_id"])
+            record = await hub_a.service.home.job_record(assign["job_id"])
             return record is not None and record.result is not None
 
         await wait_until_async(archived, what="the job to be archived at its home")

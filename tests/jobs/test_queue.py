@@ -29,14 +29,14 @@ from hub.core.messages import (
     Submit,
 )
 from hub.core.snapshot import NodeState
-from hub.jobs.queue_pump import YIELD_EVERY
+from hub.jobs.home.queue_pump import YIELD_EVERY
 from tests.jobs.test_service import CONFIG, JobPath, RecordingLink, only
 
 
 class QueuePath(JobPath):
     async def settle(self) -> None:
         """Let the pump hand out the slots that freed."""
-        await self.service.pump.pump()
+        await self.service.home.pump.pump()
 
     async def finish(self, node_id: str, assign: JobAssign, output: Any = "ok") -> None:
         await self.from_node(node_id, JobResult(assign.job_id, assign.attempt, ok=True,
@@ -86,7 +86,7 @@ async def test_a_full_node_makes_a_submit_wait_then_run_when_its_slot_frees(
 ) -> None:
     node, client, first, waiting = await path.one_running_one_waiting()
     assert node.take() == []  # not beyond its one slot
-    record = await path.service.job_record(waiting.job_id)
+    record = await path.service.home.job_record(waiting.job_id)
     assert record is not None and (record.state, record.status) == ("queued", "queued")
     assert record.node_id == "" and record.attempts == []
     path.clock.advance(40)
@@ -94,14 +94,14 @@ async def test_a_full_node_makes_a_submit_wait_then_run_when_its_slot_frees(
     second = only(node.take(), JobAssign)
     assert (second.job_id, second.attempt) == (waiting.job_id, 1)
     assert only(client.take(), Result).request_id == "r1"
-    record = await path.service.job_record(waiting.job_id)
+    record = await path.service.home.job_record(waiting.job_id)
     assert record is not None and record.state == "active"
     await path.finish("n1", second)
     result = only(client.take(), Result)
     assert (result.request_id, result.ok, result.attempts) == ("r2", True, 1)
     wait = path.metrics.queue_wait_seconds
     assert wait.count == 1 and wait.total == pytest.approx(0.040)
-    assert len(path.service.waiting) == 0
+    assert len(path.service.home.waiting) == 0
 
 
 async def test_the_highest_priority_goes_first_then_the_oldest(path: QueuePath) -> None:
@@ -154,13 +154,13 @@ async def test_a_job_that_waits_too_long_ends_with_queue_timeout(path: QueuePath
     assert result.error is not None and result.error.code == "queue_timeout"
     assert result.attempts == 0 and node.take() == []  # no node ever saw it
     assert path.metrics.jobs.get("queue_timeout") == 1
-    record = await path.service.job_record(hurried.job_id)
+    record = await path.service.home.job_record(hurried.job_id)
     assert record is not None and (record.state, record.status) == ("finished", "failed")
     await path.fire_deadlines(30_000)  # the running job's own deadlines pass too
     result = next(m for m in client.take() if isinstance(m, Result) and m.request_id == "patient")
     assert result.error is not None
     assert result.error.code == "queue_timeout"
-    assert patient.job_id == result.job_id and len(path.service.waiting) == 0
+    assert patient.job_id == result.job_id and len(path.service.home.waiting) == 0
 
 
 async def test_past_max_queued_jobs_a_submit_is_overloaded_and_released() -> None:
@@ -194,11 +194,11 @@ async def test_cancel_of_a_waiting_job(path: QueuePath) -> None:
     await path.submit(client, "w1")
     waiting = [m for m in client.take() if isinstance(m, Accepted)][-1]
     with pytest.raises(Exception, match="not submitted here"):
-        await path.service.cancel(stranger, Cancel(waiting.job_id))
-    await path.service.cancel(client, Cancel(waiting.job_id))
+        await path.service.home.cancel(stranger, Cancel(waiting.job_id))
+    await path.service.home.cancel(client, Cancel(waiting.job_id))
     result = only(client.take(), Result)
     assert result.error is not None and result.error.code == "cancelled"
-    assert len(path.service.waiting) == 0
+    assert len(path.service.home.waiting) == 0
     await path.finish("n1", running)
     only(client.take(), Result)
     assert node.take() == []  # the freed slot has nobody waiting
@@ -214,8 +214,8 @@ async def test_a_failover_that_finds_every_node_full_waits(path: QueuePath) -> N
     # n1's job is rejected: n2 could serve it but is full, so it waits (no no_node).
     rejected_on = assigned["n1"]
     await path.from_node("n1", JobReject(rejected_on.job_id, 1, "busy"))
-    assert client.take() == [] and len(path.service.waiting) == 1
-    record = await path.service.job_record(rejected_on.job_id)
+    assert client.take() == [] and len(path.service.home.waiting) == 1
+    record = await path.service.home.job_record(rejected_on.job_id)
     assert record is not None and record.state == "queued" and record.excluded == ["n1"]
     # n1 is free now, but excluded for that job: it stays idle.
     await path.settle()
@@ -241,10 +241,10 @@ async def test_nothing_that_could_ever_serve_it_is_still_no_node_at_once(
 ) -> None:
     await path.node("n1", slots=1)
     client = path.client()
-    await path.service.submit(client, Submit("r1", "fr", "es"))
+    await path.service.home.submit(client, Submit("r1", "fr", "es"))
     rejected = only(client.take(), Rejected)
     assert rejected.code == "no_node" and rejected.reasons == {"lang_pair_unsupported": 1}
-    assert len(path.service.waiting) == 0
+    assert len(path.service.home.waiting) == 0
 
 
 async def test_a_node_joining_or_raising_its_concurrency_takes_waiting_jobs(
@@ -261,7 +261,7 @@ async def test_a_node_joining_or_raising_its_concurrency_takes_waiting_jobs(
     await path.from_node("n1", CapabilitiesUpdate(en_de(3)))
     await path.settle()
     assert payloads(first.take()) == [2, 3]
-    assert len(path.service.waiting) == 0
+    assert len(path.service.home.waiting) == 0
 
 
 async def test_a_result_hands_its_slot_to_the_next_job_before_it_goes_to_its_client(
@@ -289,7 +289,7 @@ async def test_one_pump_round_at_a_time_and_the_running_one_takes_new_marks(
     running = only(node.take(), JobAssign)
     # Marks n1: room for the rest.
     await path.from_node("n1", CapabilitiesUpdate(en_de(total)))
-    pump = path.service.pump
+    pump = path.service.home.pump
     round_ = asyncio.create_task(pump.pump())
     await asyncio.sleep(0)  # the round's first step: YIELD_EVERY dispatches, then it yields
     assert len(node.sent) == YIELD_EVERY and not round_.done()
@@ -300,8 +300,8 @@ async def test_one_pump_round_at_a_time_and_the_running_one_takes_new_marks(
     assert await round_ == total
     assigned = payloads(node.take())
     assert assigned == list(range(1, total + 1))  # each job once, oldest first
-    assert len(path.service.nodes.registered["n1"].assignments) == total
-    assert len(path.service.waiting) == 0
+    assert len(path.service.registry.registered["n1"].assignments) == total
+    assert len(path.service.home.waiting) == 0
 
 
 async def test_a_failing_pump_round_does_not_cost_the_result_that_freed_the_slot(
@@ -312,7 +312,7 @@ async def test_a_failing_pump_round_does_not_cost_the_result_that_freed_the_slot
     async def broken(job: object) -> bool:
         raise RuntimeError("a bug in starting a waiting job")
 
-    monkeypatch.setattr(path.service.attempts, "start_waiting", broken)
+    monkeypatch.setattr(path.service.home.attempts, "start_waiting", broken)
     await path.from_node("n1", JobResult(first.job_id, 1, ok=True, output="done"))
     # The job the round failed to start ends with a clear error (it does not hang in
     # limbo until its deadline), and the result that freed the slot still arrives.
@@ -322,8 +322,8 @@ async def test_a_failing_pump_round_does_not_cost_the_result_that_freed_the_slot
         "r2", False, ErrorInfo("internal_error", "the hub failed to start the job")
     )
     assert (done.request_id, done.ok, done.output) == ("r1", True, "done")
-    assert node.take() == [] and len(path.service.waiting) == 0
-    assert path.service.jobs == {}
+    assert node.take() == [] and len(path.service.home.waiting) == 0
+    assert path.service.home.jobs == {}
     assert path.metrics.jobs.get("internal_error") == 1
     # Once the fault is gone, the next job runs on the freed slot.
     monkeypatch.undo()
@@ -339,7 +339,7 @@ async def test_a_new_submit_does_not_jump_the_line(path: QueuePath) -> None:
     await path.submit(client, "waiting", payload="waiting")
     # The slot frees (a cancel: the background pump hands it out, not the step that
     # freed it); before the pump runs, a new submit arrives.
-    await path.service.cancel(client, Cancel(job_id=running.job_id))
+    await path.service.home.cancel(client, Cancel(job_id=running.job_id))
     assert [type(m) for m in node.take()] == [JobCancel]
     await path.submit(client, "late", payload="late")
     late = [m for m in client.take() if isinstance(m, Accepted)][-1]
@@ -376,7 +376,7 @@ async def test_the_clients_timeout_also_ends_a_waiting_job(path: QueuePath) -> N
     await path.fire_deadlines(310)
     result = only(client.take(), Result)
     assert result.error is not None and result.error.code == "timeout"
-    assert node.take() == [] and len(path.service.waiting) == 0
+    assert node.take() == [] and len(path.service.home.waiting) == 0
 
 
 async def test_shutdown_fails_waiting_jobs_with_hub_shutdown(path: QueuePath) -> None:
@@ -386,10 +386,10 @@ async def test_shutdown_fails_waiting_jobs_with_hub_shutdown(path: QueuePath) ->
     only(node.take(), JobAssign)
     await path.submit(client, "w")
     client.take()
-    await path.service.shutdown()
+    await path.service.home.shutdown()
     codes = sorted(m.error.code for m in client.take() if isinstance(m, Result) and m.error)
     assert codes == ["hub_shutdown", "hub_shutdown"]
-    assert len(path.service.waiting) == 0
+    assert len(path.service.home.waiting) == 0
 
 
 def test_config_validates_the_queue_keys() -> None:
@@ -409,7 +409,7 @@ async def test_an_owner_hubs_refusal_for_capacity_puts_the_job_back_in_line(
         max_concurrency=1, language_pairs=[LanguagePair("en", "de")], asr_languages=["en"],
         tts_languages=["de"],
     ))
-    fleet = path.service.attempts.fleet
+    fleet = path.service.home.attempts.fleet
     fleet.put(NodeState.create("remote", caps, hub_id="other"))
     client = path.client()
     await path.submit(client, "r1")
@@ -417,21 +417,23 @@ async def test_an_owner_hubs_refusal_for_capacity_puts_the_job_back_in_line(
     assert accepted.node_id == "remote" and not accepted.queued
     # The home counts its own dispatch until the owner publishes the node's load.
     assert fleet.snapshot.get("remote").running == 1  # type: ignore[union-attr]
-    await path.service.events.attempt_failed(accepted.job_id, 1, "at_capacity", node_id="remote")
-    record = await path.service.job_record(accepted.job_id)
+    await path.service.home.events.attempt_failed(
+        accepted.job_id, 1, "at_capacity", node_id="remote"
+    )
+    record = await path.service.home.job_record(accepted.job_id)
     assert record is not None and record.state == "queued"
     assert record.excluded == [] and [a.outcome for a in record.attempts] == ["at_capacity"]
     assert client.take() == []  # no failure, no no_node
     await path.settle()
-    assert len(path.service.waiting) == 1  # the view still says full: it waits
+    assert len(path.service.home.waiting) == 1  # the view still says full: it waits
     fleet.set_running("remote", 0)  # the owner's update: a slot freed
     await path.settle()
-    assert len(path.service.waiting) == 0
-    job = path.service.jobs[accepted.job_id]
+    assert len(path.service.home.waiting) == 0
+    job = path.service.home.jobs[accepted.job_id]
     assert (job.attempt, job.node_id, job.requeued) == (2, "remote", 1)
     # Requeues do not spend max_attempts: three more refusals still leave it waiting.
     for attempt in (2, 3, 4):
-        await path.service.events.attempt_failed(
+        await path.service.home.events.attempt_failed(
             accepted.job_id, attempt, "at_capacity", node_id="remote"
         )
         fleet.set_running("remote", 0)

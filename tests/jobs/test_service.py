@@ -9,13 +9,14 @@ Each test asserts the exact messages the links received.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
 import msgspec
 import pytest
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core.config import HubConfig
 from hub.core.envelopes import Held
 from hub.core.errors import ProtocolError, StoreUnavailable
@@ -39,8 +40,8 @@ from hub.core.messages import (
     Submit,
 )
 from hub.core.metrics import Metrics
-from hub.core.principal import DEFAULT_TENANT
-from hub.jobs.node_registry import RegisteredNode
+from hub.core.principal import ANONYMOUS, DEFAULT_TENANT
+from hub.jobs.owner.registry import RegisteredNode
 from hub.jobs.service import JobService
 from hub.runtime.deadline_loop import Clock
 from hub.store.archive import JobArchive
@@ -114,10 +115,10 @@ class JobPath:
         store = store if store is not None else MemoryStore(hub_id=config.hub_id)
         fleet = FleetView()
         self.archive = JobArchive(store=store, ttl_ms=config.idempotency_ttl_ms)
-        cluster = Cluster(config=config, store=store, fleet=fleet, archive=self.archive)
+        peers = Peers(config=config, store=store, fleet=fleet)
         self.metrics = Metrics()
         self.service = JobService(
-            config=config, store=store, fleet=fleet, metrics=self.metrics, cluster=cluster,
+            config=config, store=store, fleet=fleet, metrics=self.metrics, peers=peers,
             archive=self.archive, rng=random.Random(1), clock=self.clock,
         )
         self.nodes: dict[str, tuple[RecordingLink, RegisteredNode]] = {}
@@ -130,18 +131,18 @@ class JobPath:
             max_concurrency=slots, language_pairs=[LanguagePair("en", "de")],
             asr_languages=["en"], tts_languages=["de"],
         )
-        registry = self.service.nodes
-        node = await registry.register(link, Register(node_id, caps), self.clock.wall)
+        owner = self.service.owner
+        node = await owner.register(link, Register(node_id, caps), self.clock.wall)
         self.nodes[node_id] = (link, node)
         return link
 
     async def from_node(self, node_id: str, message: Any) -> None:
         _, node = self.nodes[node_id]
-        await self.service.nodes.handle(node, message)
+        await self.service.owner.handle(node, message)
 
     async def drop(self, node_id: str) -> None:
         _, node = self.nodes.pop(node_id)
-        await self.service.nodes.unregister(node)
+        await self.service.owner.unregister(node)
 
     async def leave(self, node_id: str) -> None:
         """As a node of a draining hub leaves: draining first, then gone."""
@@ -150,16 +151,16 @@ class JobPath:
 
     def client(self, name: str = "c1") -> RecordingLink:
         link = RecordingLink(name, self.journal)
-        self.service.client_connected(link)
+        self.service.home.client_connected(link)
         return link
 
     async def submit(self, client: RecordingLink, request_id: str, **fields: Any) -> None:
         fields.setdefault("payload", {"text": "hello"})
-        await self.service.submit(client, Submit(request_id, "en", "de", **fields))
+        await self.service.home.submit(client, Submit(request_id, "en", "de", **fields))
 
     async def fire_deadlines(self, after_ms: int) -> None:
         self.clock.advance(after_ms)
-        await self.service.attempts.deadlines.fire_due()
+        await self.service.home.attempts.deadlines.fire_due()
 
 
 def by_first_assignment(nodes: dict[str, RecordingLink]) -> tuple[str, str]:
@@ -198,11 +199,11 @@ async def test_a_submit_is_assigned_accepted_and_answered_once(path: JobPath) ->
     assert (result.request_id, result.ok, result.output, result.attempts) == (
         "r1", True, {"text": "hallo"}, 1
     )
-    assert node.take() == [] and path.service.jobs == {}
-    record = await path.service.job_record(assign.job_id)
+    assert node.take() == [] and path.service.home.jobs == {}
+    record = await path.service.home.job_record(assign.job_id)
     assert record is not None and record.status == "done" and record.result == result
     # The slot is free again, and a late message from the node is refused.
-    assert path.service.nodes.registered["n1"].assignments == {}
+    assert path.service.registry.registered["n1"].assignments == {}
     with pytest.raises(ProtocolError) as refused:
         await path.from_node("n1", JobResult(assign.job_id, 1, ok=True))
     assert refused.value.code == "not_your_job"
@@ -221,7 +222,7 @@ async def test_a_reject_fails_over_to_another_node(path: JobPath) -> None:
     await path.from_node(other, JobResult(again.job_id, 2, ok=True, output="ok"))
     result = only(client.take(), Result)
     assert (result.ok, result.node_id, result.attempts) == (True, other, 2)
-    record = await path.service.job_record(assign.job_id)
+    record = await path.service.home.job_record(assign.job_id)
     assert record is not None
     assert [(a.node_id, a.outcome) for a in record.attempts] == [(first, "rejected"), (other, "ok")]
     assert record.excluded == [first]
@@ -279,14 +280,14 @@ async def test_cancel_stops_the_job_at_its_node(path: JobPath) -> None:
     assign = only(node.take(), JobAssign)
     client.take()
     with pytest.raises(ProtocolError) as refused:
-        await path.service.cancel(stranger, Cancel(assign.job_id))
+        await path.service.home.cancel(stranger, Cancel(assign.job_id))
     assert refused.value.code == "not_your_job"
-    await path.service.cancel(client, Cancel(assign.job_id))
+    await path.service.home.cancel(client, Cancel(assign.job_id))
     assert only(node.take(), JobCancel).reason == "cancelled"
     result = only(client.take(), Result)
     assert result.error is not None and result.error.code == "cancelled"
     with pytest.raises(ProtocolError) as finished:
-        await path.service.cancel(client, Cancel(assign.job_id))
+        await path.service.home.cancel(client, Cancel(assign.job_id))
     assert finished.value.code == "job_finished"
 
 
@@ -314,11 +315,11 @@ async def test_a_duplicate_submit_watches_the_same_job(path: JobPath) -> None:
 async def test_no_node_is_rejected_with_reasons_and_the_request_released(path: JobPath) -> None:
     await path.node("n1")
     client = path.client()
-    await path.service.submit(client, Submit("r1", "fr", "es"))
+    await path.service.home.submit(client, Submit("r1", "fr", "es"))
     rejected = only(client.take(), Rejected)
     assert rejected.code == "no_node" and rejected.reasons == {"lang_pair_unsupported": 1}
     # Released: the same request id may be submitted again and gets a fresh answer.
-    await path.service.submit(client, Submit("r1", "fr", "es"))
+    await path.service.home.submit(client, Submit("r1", "fr", "es"))
     assert only(client.take(), Rejected).code == "no_node"
 
 
@@ -353,7 +354,7 @@ async def test_attempts_are_bounded(path: JobPath) -> None:
 async def test_finished_jobs_leave_no_deadlines_behind(path: JobPath) -> None:
     node = await path.node("n1", slots=1)
     client = path.client()
-    deadlines = path.service.attempts.deadlines
+    deadlines = path.service.home.attempts.deadlines
     for i in range(300):
         await path.submit(client, f"r{i}", timeout_ms=86_400_000)  # a day-long budget
         assign = only(node.take(), JobAssign)
@@ -445,15 +446,15 @@ async def test_a_failed_release_still_answers_and_leaves_nothing_pending() -> No
     path = JobPath(store=FlakyStore(hub_id=CONFIG.hub_id))
     await path.node("n1")
     client = path.client()
-    await path.service.submit(client, Submit("r1", "fr", "es"))
+    await path.service.home.submit(client, Submit("r1", "fr", "es"))
     assert only(client.take(), Rejected).code == "no_node"
-    assert path.service.table.pending == {}
+    assert path.service.home.table.pending == {}
     # Still bound, to a job that never existed: the resubmit takes it over (and, no node
     # serving the pair either, is refused again: never `duplicate_in_flight`).
-    await path.service.submit(client, Submit("r1", "fr", "es"))
+    await path.service.home.submit(client, Submit("r1", "fr", "es"))
     assert only(client.take(), Rejected).code == "no_node"
-    assert path.service.table.pending == {}
-    await path.service.submit(client, Submit("r1", "en", "de"))  # now servable
+    assert path.service.home.table.pending == {}
+    await path.service.home.submit(client, Submit("r1", "en", "de"))  # now servable
     assert only(client.take(), Accepted).duplicate is False
 
 
@@ -463,13 +464,14 @@ async def test_a_failed_release_still_answers_and_leaves_nothing_pending() -> No
 async def test_a_watch_joins_only_an_active_job_of_its_own_tenant(path: JobPath) -> None:
     await path.node("n1")
     client = path.client()
-    await path.service.submit(client, Submit("r1", "en", "de"), "acme")
+    acme = dataclasses.replace(ANONYMOUS, tenant="acme")
+    await path.service.home.submit(client, Submit("r1", "en", "de"), acme)
     accepted = only(client.take(), Accepted)
-    resubmits = path.service.resubmits
+    resubmits = path.service.home.resubmits
     # A watch from another hub naming this job under another tenant: unknown here (the
     # inbound router answers `Unknown`, and that hub resolves the request again).
     stranger = path.client("c2")
-    watcher = path.service.delivery.watcher(stranger, "r1")
+    watcher = path.service.home.delivery.watcher(stranger, "r1")
     assert not await resubmits.add_watcher(accepted.job_id, watcher, tenant="globex")
     assert stranger.take() == []
     assert await resubmits.add_watcher(accepted.job_id, watcher, tenant="acme")
@@ -482,12 +484,12 @@ async def test_an_inherited_job_is_watched_by_its_tenant_and_archived_under_it(
 ) -> None:
     # A job of an earlier run of this hub id (another boot token) still runs on another
     # hub's node: that hub's `Reconcile` says so, with the job's tenant.
-    previous = path.service.previous
+    previous = path.service.home.previous
     job_id = f"{CONFIG.hub_id}.0ldb00t.7"
     assert previous.owns(job_id)
     await previous.reconciled("hub-b", [Held(job_id, 1, "n9", "r7", "acme")])
     client = path.client()
-    watcher = path.service.delivery.watcher(client, "r7")
+    watcher = path.service.home.delivery.watcher(client, "r7")
     submit = Submit("r7", "en", "de")
     assert not await previous.watch(job_id, watcher, submit, "globex")
     assert client.take() == []

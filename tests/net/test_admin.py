@@ -60,11 +60,11 @@ async def test_undrain_of_a_node_that_drained_itself(hub: Hub, net: Net) -> None
     node = await net.node(hub, "n1")
     client = await net.client(hub)
     await node.send({"type": "drain"})
-    await wait_until(lambda: hub.service.nodes.registered["n1"].draining, what="drain")
+    await wait_until(lambda: hub.service.registry.registered["n1"].draining, what="drain")
     assert await node_status(hub, "n1") == "draining"
     assert (await http_request(hub.http_url, "POST", "/v1/nodes/n1/undrain"))[0] == 204
     assert await node_status(hub, "n1") == "online"
-    assert not hub.service.nodes.registered["n1"].self_drained
+    assert not hub.service.registry.registered["n1"].self_drained
     await client.submitted("r1")
     await node.run_one()
     await client.expect("result", ok=True)
@@ -116,7 +116,7 @@ async def test_cancel_a_queued_job(hub: Hub, net: Net) -> None:
     assert status == 204
     result = await client.expect("result", ok=False, job_id=queued["job_id"])
     assert result["error"]["code"] == "cancelled"
-    assert len(hub.service.waiting) == 0
+    assert len(hub.service.home.waiting) == 0
 
 
 async def test_list_jobs(hub: Hub, net: Net) -> None:
@@ -173,4 +173,4 @@ async def test_admin_endpoints_take_the_admin_role(make_hub: MakeHub, net: Net) 
         hub.http_url, "POST", "/v1/nodes/n1/drain", headers=bearer("admin")
     )
     assert status == 204
-    assert hub.service.nodes.registered["n1"].draining
+    assert hub.service.registry.registered["n1"].draining

@@ -80,7 +80,8 @@ async def test_every_handshake_refusal_of_the_contract(auth_hub: Hub, net: Net) 
     await client.submitted("r1")
     assign = await node.assigned()
     assert assign["session_id"] == f"{auth_hub.config.hub_id}:c2"  # n1, then c2
-    assert len(auth_hub.service.clients) == 1 and set(auth_hub.service.nodes.registered) == {"n1"}
+    assert len(auth_hub.service.home.clients) == 1
+    assert set(auth_hub.service.registry.registered) == {"n1"}
 
 
 async def test_http_endpoints_take_their_roles(auth_hub: Hub) -> None:
@@ -144,7 +145,7 @@ async def test_node_ids_globs_and_the_forbidden_register(auth_hub: Hub, net: Net
                            token=token("node", "n9"))
     assert (await other.register(caps()))["code"] == "forbidden"
     assert await other.wait_closed() == 4003
-    assert set(auth_hub.service.nodes.registered) == {"gpu-1", "spare", "n9"}
+    assert set(auth_hub.service.registry.registered) == {"gpu-1", "spare", "n9"}
 
 
 async def test_takeover_replaces_the_old_session_and_fails_its_attempts_over(
@@ -190,7 +191,7 @@ async def test_sessions_close_with_4004_when_their_token_expires(
     codes = await asyncio.gather(node.wait_closed(10), client.wait_closed(10))
     assert time.time() >= soon - 0.05
     assert codes == [4004, 4004]
-    await wait_until(lambda: "n1" not in auth_hub.service.nodes.registered)
+    await wait_until(lambda: "n1" not in auth_hub.service.registry.registered)
     await lasting.cancel("nope")  # a session with a later exp is untouched
     await lasting.expect("error", code="unknown_job")
 

@@ -155,7 +155,7 @@ async def test_a_node_that_never_reads_is_closed_and_its_jobs_fail_over(
     got = await results(client, set(ids))
     assert all(r["ok"] and r["node_id"] == "good" and r["attempts"] == 2 for r in got.values())
     assert len(good.done) == len(ids)
-    record = await hub.service.job_record(got["r0"]["job_id"])
+    record = await hub.service.home.job_record(got["r0"]["job_id"])
     assert record is not None and record.attempts[0].outcome == "node_lost"
     # No ghost session: the same node id registers again at once.
     again = await net.node(hub, "deaf", caps())
@@ -193,7 +193,7 @@ async def test_a_node_gone_while_its_register_is_handled_leaves_no_ghost(net: Ne
         store.gate.set()
         # The registration completes, finds its session over, and undoes itself.
         await wait_until(lambda: store.released == ["n1"], what="n1's ownership released")
-        assert "n1" not in hub.service.nodes.registered
+        assert "n1" not in hub.service.registry.registered
         assert "n1" not in hub.fleet.snapshot
         fresh = await connect_node(hub.url, "n1", caps())
         net.nodes.append(fresh)
@@ -329,7 +329,7 @@ async def test_evicted_results_answer_result_expired_and_never_run_twice(
     for i in range(12):
         await client.submitted(f"r{i}", payload=payload)
         await client.expect("result", request_id=f"r{i}", ok=True)
-    first_job = (await hub.service.job_record(node.done[0]))
+    first_job = (await hub.service.home.job_record(node.done[0]))
     assert first_job is not None and first_job.result is not None
     assert first_job.result.error is not None
     assert first_job.result.error.code == "result_expired"

@@ -175,7 +175,7 @@ async def test_drain_waits_for_running_jobs_not_for_queued_ones(
     assert (await client.expect("result", request_id="r1"))["ok"] is True
     # Well before the 30 s drain timeout: the queued job does not hold the drain.
     assert await asyncio.wait_for(draining, 10.0) is True
-    assert len(hub.service.waiting) == 1
+    assert len(hub.service.home.waiting) == 1
     await hub.aclose()
     result = await client.expect("result", request_id="r2", ok=False)
     assert result["error"]["code"] == "hub_shutdown"

@@ -25,9 +25,8 @@ async def _disconnect_between_frame_and_flush() -> list[dict[str, Any]]:
     await hub.start()
     try:
         client = await connect_client(hub.url)
-        await wait_until(lambda: len(hub.service.clients) == 1, what="the client session")
-        (client_link,) = hub.service.clients.values()
-        link = client_link.connection  # the WsLink under the session's ClientLink
+        await wait_until(lambda: len(hub.service.home.clients) == 1, what="the client session")
+        (link,) = hub.service.home.clients.values()
         # The connection is gone (uvloop closed its handle) but websockets has not been
         # told yet: the window an ordinary disconnect opens for frames sent meanwhile.
         link.ws.transport.abort()
@@ -35,7 +34,7 @@ async def _disconnect_between_frame_and_flush() -> list[dict[str, Any]]:
             link.queue(Error(code="test", message=f"frame {i}"))
         for _ in range(5):
             await asyncio.sleep(0)
-        await wait_until(lambda: not hub.service.clients, what="the session to end")
+        await wait_until(lambda: not hub.service.home.clients, what="the session to end")
         await client.aclose()
     finally:
         await hub.aclose()

@@ -73,7 +73,7 @@ async def test_a_burst_beyond_capacity_all_completes_never_past_the_slots(
                 lambda: any(not n.inbox.empty() for n in nodes) or any(running.values()),
                 what="the next assignment",
             )
-    assert len(hub.service.waiting) == 0
+    assert len(hub.service.home.waiting) == 0
     assert hub.metrics.submits.get("accepted") == 40
     assert hub.metrics.no_node.get("at_capacity") > 0  # they did find the fleet full
 
@@ -144,7 +144,7 @@ async def test_past_max_queued_jobs_submits_are_overloaded(make_hub: MakeHub, ne
     await node.accept(hold)
     await node.result(hold, "ok")
     await client.expect("result", request_id="hold", ok=True)
-    await wait_until(lambda: len(hub.service.waiting) == 1, what="w1 to leave the queue")
+    await wait_until(lambda: len(hub.service.home.waiting) == 1, what="w1 to leave the queue")
     accepted = await other.submitted("o1")
     assert accepted["queued"] is True
 

@@ -38,9 +38,8 @@ async def test_a_flushed_frame_is_written_at_once_with_what_was_queued_before_it
         peer = await asyncio.to_thread(  # the handshake needs the hub's loop running
             lambda: stack.enter_context(connect(url, compression=None))
         )
-        await wait_until(lambda: len(hub.service.clients) == 1, what="the client session")
-        (client_link,) = hub.service.clients.values()
-        link = client_link.connection  # the WsLink under the session's ClientLink
+        await wait_until(lambda: len(hub.service.home.clients) == 1, what="the client session")
+        (link,) = hub.service.home.clients.values()
 
         # One step, the loop held throughout. Queued frames wait for the turn's end
         # (all but the turn's first, hub-wide, which goes at once)...

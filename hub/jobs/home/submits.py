@@ -1,9 +1,13 @@
 """`Submits`: a client's `submit` and `cancel`, from the frame to the job.
 
-    submit -> plan (select, assign; no I/O) -> bind request_id (store; with the
-    first Dispatch when the node is on another hub) -> commit (record, hand the
-    attempt to its node, `accepted`) -> replay early node events -> answer the
+    submit -> decide (refuse, start on a node, or queue; no I/O) -> bind the
+    request id (store; with the first Dispatch when the node is on another hub)
+    -> settle (a duplicate?) -> carry out (record, hand the attempt to its node,
+    `accepted`; or `rejected`) -> replay early node events -> answer the
     duplicates that arrived meanwhile
+
+Each submit is answered through its `SubmitReply`, once, whichever way it
+goes (answers.py); `submit` answers for a path that failed before answering.
 
 The binding comes after the selection so that a dispatch to another hub costs
 no round trip of its own: the store appends it to the owner's inbox in the
@@ -20,22 +24,23 @@ import time
 
 from loguru import logger
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.envelopes import encode
 from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.job_state import BINDING_FAILED, CANCELLED
-from hub.core.messages import Cancel, ErrorInfo, Rejected, Submit
+from hub.core.messages import Cancel, Error, ErrorInfo, Rejected, Submit
 from hub.core.metrics import Metrics
-from hub.core.principal import DEFAULT_TENANT
-from hub.jobs.admission import Admission
-from hub.jobs.attempts import Attempts
-from hub.jobs.binder import Binder
-from hub.jobs.delivery import ClientDelivery
+from hub.core.principal import ANONYMOUS, Principal
+from hub.jobs.home.admission import Admission, Duplicate, Queue, Refuse, Start
+from hub.jobs.home.answers import SubmitReply
+from hub.jobs.home.attempts import Attempts
+from hub.jobs.home.binder import Binder
+from hub.jobs.home.delivery import ClientDelivery
+from hub.jobs.home.resubmits import Resubmits
+from hub.jobs.home.table import JobTable, Pending
 from hub.jobs.links import Link
-from hub.jobs.resubmits import Resubmits
-from hub.jobs.table import JobTable, Pending
 from hub.store.archive import JobArchive
 from hub.store.base import Binding
 
@@ -52,7 +57,7 @@ class Submits:
         delivery: ClientDelivery,
         binder: Binder,
         archive: JobArchive,
-        cluster: Cluster,
+        peers: Peers,
         metrics: Metrics,
     ) -> None:
         self.config = config
@@ -64,66 +69,111 @@ class Submits:
         self.delivery = delivery
         self.binder = binder
         self.archive = archive
-        self.cluster = cluster
+        self.peers = peers
         self.metrics = metrics
+        self.in_flight: dict[str, int] = {}
+        """Submits being handled, per client session (its peer id): they count against
+        `max_jobs_per_session` with the unfinished jobs it holds."""
 
-    async def submit(self, link: Link, message: Submit, tenant: str = DEFAULT_TENANT) -> None:
-        """A client's submit; the job belongs to `tenant`, and so does its request_id (the
-        same request_id in another tenant names another job)."""
+    async def submit(self, link: Link, message: Submit, principal: Principal = ANONYMOUS) -> None:
+        """A client's submit, answered exactly once: whatever path it takes answers
+        through its `SubmitReply`, and if that path fails before answering, the reply
+        answers `rejected` here (after an answer, the failure is reported as `error`)."""
+        reply = SubmitReply(link, message, self.metrics, self.attempts.log)
+        peer = link.peer_id
+        held = self.table.held.get(peer, 0) + self.in_flight.get(peer, 0)
+        self.in_flight[peer] = self.in_flight.get(peer, 0) + 1
+        try:
+            refused = self.admission.refuse_early(link, held)
+            if refused is not None:
+                await reply.rejected(refused.code, refused.message)
+                return
+            await self._submit(link, message, principal, reply)
+        except Exception as exc:
+            code, text = error_codes.INTERNAL_ERROR, "the hub failed"
+            if isinstance(exc, ProtocolError):
+                self.metrics.protocol_errors.inc("client", exc.code)
+                code, text = exc.code, exc.message
+            elif isinstance(exc, StoreUnavailable):
+                code, text = error_codes.STORE_UNAVAILABLE, str(exc)
+            else:
+                logger.exception("internal error on a submit")
+            if reply.answered:
+                await link.send(Error(code=code, message=text, request_id=message.request_id))
+            else:
+                await reply.rejected(code, text)
+        finally:
+            left = self.in_flight[peer] - 1
+            if left:
+                self.in_flight[peer] = left
+            else:
+                del self.in_flight[peer]
+
+    async def _submit(
+        self, link: Link, message: Submit, principal: Principal, reply: SubmitReply
+    ) -> None:
+        """decide -> bind the request id (store; with the first Dispatch when the node
+        is on another hub) -> settle -> carry out -> replay early node events -> answer
+        the duplicates that arrived meanwhile."""
         started_ns = time.perf_counter_ns()
         table = self.table
+        tenant = principal.tenant
         job_id = table.new_job_id()
-        # Selected and assigned before the binding, so that a dispatch to a node of
-        # another hub goes out with the binding, atomically, in the same round trip.
-        plan = self.admission.plan(link, message, job_id, tenant)
-        if plan.job is None:  # maybe nodes in transit between hubs: wait for one
-            plan = await self.admission.replan_in_transit(link, message, job_id, plan, tenant)
-        job, assign = plan.job, plan.assign
+        # Decided before the binding, so that a dispatch to a node of another hub goes
+        # out with the binding, atomically, in the same round trip.
+        decision: Refuse | Start | Queue | None = await self.admission.decide_waiting(
+            link, message, job_id, principal
+        )
         # The binding outlives the longest the job can run, plus the idempotency window.
         config = self.config
         ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)
         binding = Binding(message.request_id, job_id, ttl_ms, tenant=tenant)
-        if job is not None and assign is not None and job.node_hub != self.hub_id:
+        start = decision if isinstance(decision, Start) else None
+        if start is not None and start.job.node_hub != self.hub_id:
             binding = binding._replace(
-                send_to=job.node_hub, envelope=encode(self.attempts.dispatch(job, assign))
+                send_to=start.job.node_hub,
+                envelope=encode(self.attempts.dispatch(start.job, start.assign)),
             )
         # Until the job exists, duplicates (from any hub) and node events wait here.
         pending = table.pending[job_id] = Pending()
         rejected: Rejected | None = None
-        unconfirmed = False
         try:
             try:
-                existing = await self.binder.bind(binding)
+                bound_to = await self.binder.bind(binding)
             except BaseException as exc:
                 if not isinstance(exc, StoreUnavailable):
-                    if job is not None and binding.send_to is not None:
+                    if start is not None and binding.send_to is not None:
                         # It may have gone out, with only the reply lost.
-                        self.cluster.send(
-                            binding.send_to, self.attempts.revocation(job, BINDING_FAILED)
+                        self.peers.send(
+                            binding.send_to, self.attempts.revocation(start.job, BINDING_FAILED)
                         )
-                    raise  # answered by the session (`rejected` `internal_error`)
+                    raise  # answered by `submit` (`rejected` `internal_error`)
                 # Fail fast: without the binding the hub cannot promise exactly-once.
-                rejected = await self._store_unavailable(link, message, exc)
-                if job is None or assign is None or binding.send_to is None:
+                rejected = await reply.rejected(error_codes.STORE_UNAVAILABLE, str(exc))
+                if start is None or binding.send_to is None:
                     # The binding may have been made all the same (a lost reply): a
                     # resubmit then finds it, unknown here, and takes it over
                     # (`Resubmits.take_over`); nothing was dispatched.
                     return
                 # The Dispatch may have gone out with it: track the attempt (without the
                 # refused submitter) so that it is never started twice.
-                await self.admission.keep_unconfirmed(message, job, assign, started_ns)
-                existing, unconfirmed = None, True
+                await self.admission.keep_unconfirmed(
+                    message, start.job, start.assign, started_ns
+                )
                 rejected = None  # duplicates that waited found the binding: they join
+                decision = None
             early, pending.early = pending.early or [], None  # later events find the job
-            if existing is not None:
-                # Nothing was dispatched (the script sends only what it binds), and nobody
-                # can know this job id: the request belongs to `existing`.
-                del table.pending[job_id]
-                await self.resubmits.attach(link, message, existing, tenant)
-                return
-            if not unconfirmed:
-                rejected = await self.admission.commit(
-                    link, message, job_id, plan, started_ns,
+            if decision is not None:
+                settled = self.admission.settle(decision, bound_to)
+                if isinstance(settled, Duplicate):
+                    # Nothing was dispatched (the script sends only what it binds), and
+                    # nobody can know this job id: the request belongs to `bound_to`.
+                    del table.pending[job_id]
+                    reply.is_duplicate()
+                    await self.resubmits.resolve(link, message, settled.job_id, principal, reply)
+                    return
+                rejected = await self.admission.carry_out(
+                    settled, message, reply, started_ns, bound_job_id=job_id,
                     dispatched=binding.send_to is not None, tenant=tenant,
                 )
             for event in early:  # node events that overtook the binding's reply
@@ -145,22 +195,12 @@ class Submits:
                         message="the hub failed to create the job",
                     ))
 
-    async def _store_unavailable(
-        self, link: Link, message: Submit, exc: StoreUnavailable
-    ) -> Rejected:
-        """Refuse a submit whose binding failed: the store is unreachable."""
-        self.metrics.submit(error_codes.STORE_UNAVAILABLE, message.src_lang, message.tgt_lang)
-        self.attempts.log.rejected(message.request_id, error_codes.STORE_UNAVAILABLE, str(exc))
-        self.metrics.recent.rejected(time.monotonic(), error_codes.STORE_UNAVAILABLE)
-        rejected = Rejected(
-            request_id=message.request_id, code=error_codes.STORE_UNAVAILABLE, message=str(exc)
-        )
-        await link.send(rejected)
-        return rejected
-
-    async def cancel(self, link: Link, message: Cancel, tenant: str = DEFAULT_TENANT) -> None:
+    async def cancel(
+        self, link: Link, message: Cancel, principal: Principal = ANONYMOUS
+    ) -> None:
         """A client's cancel: only of a job this connection watches, of its own tenant (a
         job of another tenant is `unknown_job`, as if it did not exist)."""
+        tenant = principal.tenant
         job = self.table.get(message.job_id)
         if job is None or job.tenant != tenant:
             stored = None if job is not None else await self.archive.load(message.job_id)

@@ -26,8 +26,8 @@ from hub.core.fleet_view import FleetView
 from hub.core.job_state import Job
 from hub.core.messages import ErrorInfo
 from hub.core.snapshot import ONLINE
-from hub.jobs.attempts import Attempts
-from hub.jobs.waiting import WaitingJobs
+from hub.jobs.home.attempts import Attempts
+from hub.jobs.home.waiting import WaitingJobs
 from hub.runtime.deadline_loop import Clock
 
 YIELD_EVERY = 256

@@ -1,7 +1,7 @@
 """`Attempts`: a job's attempts on nodes, its deadlines, and its one terminal result.
 
 An attempt is assigned to the node the unified selector picked, handed to the
-node's owner (this hub's `NodeRegistry`, or a `Dispatch` envelope to the hub
+node's owner (this hub's owner role through `Slots`, or a `Dispatch` envelope to the hub
 that owns the node), and watched by deadlines: the accept deadline
 (`accept_timeout_ms`), then the attempt's own (`job_timeout_ms`), and the
 job's overall one when the client set `timeout_ms`. A reject, a deadline, the
@@ -35,23 +35,23 @@ from typing import Any
 
 from loguru import logger
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
 from hub.core.envelopes import Dispatch, Revoke
 from hub.core.fleet_view import FleetView
 from hub.core.job_state import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, HUB_LOST, Job, JobStatus
-from hub.core.messages import Accepted, ErrorInfo, JobAssign
+from hub.core.messages import ErrorInfo, JobAssign
 from hub.core.metrics import Metrics
 from hub.core.selector import Selection, select_node
-from hub.jobs.delivery import ClientDelivery
-from hub.jobs.job_log import OFF, JobLog
-from hub.jobs.links import Link
-from hub.jobs.node_registry import NodeRegistry
-from hub.jobs.table import JobTable
-from hub.jobs.transit import Transit
-from hub.jobs.waiting import WaitingJobs
+from hub.jobs.home.answers import SubmitReply
+from hub.jobs.home.delivery import ClientDelivery
+from hub.jobs.home.job_log import OFF, JobLog
+from hub.jobs.home.table import JobTable
+from hub.jobs.home.transit import Transit
+from hub.jobs.home.waiting import WaitingJobs
+from hub.jobs.roles import Slots
 from hub.runtime.deadline_loop import Clock, DeadlineLoop
 from hub.store.archive import JobArchive
 
@@ -73,8 +73,8 @@ class Attempts:
         config: HubConfig,
         table: JobTable,
         fleet: FleetView,
-        nodes: NodeRegistry,
-        cluster: Cluster,
+        slots: Slots,
+        peers: Peers,
         delivery: ClientDelivery,
         archive: JobArchive,
         metrics: Metrics,
@@ -98,8 +98,8 @@ class Attempts:
         fails `hub_lost` at once)."""
         self.table = table
         self.fleet = fleet
-        self.nodes = nodes
-        self.cluster = cluster
+        self.slots = slots
+        self.peers = peers
         self.delivery = delivery
         self.archive = archive
         self.metrics = metrics
@@ -147,19 +147,17 @@ class Attempts:
     # --- running attempts -----------------------------------------------------------
 
     async def send(
-        self, job: Job, assign: JobAssign, *, announce: Link | None = None, dispatched: bool = False
+        self, job: Job, assign: JobAssign, *, reply: SubmitReply | None = None,
+        dispatched: bool = False,
     ) -> None:
         """Hand the assigned attempt to its node; on a refusal, go straight to the next.
 
-        `announce` is the submitter on the first attempt: it gets `accepted`
+        `reply` is the submitter's, on the first attempt: it gets `accepted`
         after the slot is held and before the node hears of the job, so that
         `accepted` always precedes the job's `result`. `dispatched`: the
         `Dispatch` to another hub already went out (with the request binding).
         """
         now = self.clock.now_ms()
-        accepted = Accepted(
-            request_id=job.request_id, job_id=job.job_id, node_id=job.node_id, duplicate=False
-        )
         if job.node_hub != self.hub_id:
             # The owner hub holds the slots: it takes one or answers `Refused` (which
             # does not spend the attempt budget). Not counting the slot here as well:
@@ -179,35 +177,35 @@ class Attempts:
             if state is not None:
                 self.fleet.set_running(job.node_id, state.running + 1)
             if not dispatched:
-                self.cluster.send(job.node_hub, self.dispatch(job, assign))
+                self.peers.send(job.node_hub, self.dispatch(job, assign))
             self.log.assigned(job)
-            if announce is not None:
-                await announce.send(accepted)
+            if reply is not None:
+                await reply.accepted(job.job_id, job.node_id, started=True)
             return
-        refused = self.nodes.reserve(
+        refused = self.slots.reserve(
             job.node_id, job.job_id, job.attempt, self.hub_id, job.request_id, job.tenant
         )
         if refused is not None:
-            await self.next(job, refused, announce=announce)
+            await self.next(job, refused, reply=reply)
             return
         # One deadline per attempt: when it fires on an accepted job, it re-arms for the
         # attempt's end (most jobs are long gone by then: one heap entry, not two).
         self.deadlines.push(now + self.config.accept_timeout_ms, (job.job_id, job.attempt, ACCEPT))
         # The node first: its write leaves first. `accepted` still precedes `result`:
         # both are queued in this turn, before any reply from the node can be read.
-        self.nodes.deliver(job.node_id, assign)
+        self.slots.deliver(job.node_id, assign)
         self.log.assigned(job)
-        if announce is not None:
-            await announce.send(accepted)
+        if reply is not None:
+            await reply.accepted(job.job_id, job.node_id, started=True)
         if job.attempt == 1:
             started = self.table.submitted_ns.get(job.job_id)
             if started is not None:
                 self.metrics.dispatch_seconds.observe((time.perf_counter_ns() - started) / 1e9)
 
-    async def next(self, job: Job, outcome: str, *, announce: Link | None = None) -> None:
+    async def next(self, job: Job, outcome: str, *, reply: SubmitReply | None = None) -> None:
         """The current attempt failed with `outcome`: retry elsewhere or finish.
 
-        `announce` carries the submitter through refusals of the first dispatch.
+        `reply` carries the submitter's answer through refusals of the first dispatch.
         """
         self._forget_deadlines(job, overall=False)
         if job.unconfirmed and not job.watchers:
@@ -218,12 +216,12 @@ class Attempts:
             job.requeue_attempt(outcome)
             self.metrics.attempts.inc(outcome)
             self.log.queued(job, outcome)
-            await self.wait(job, announce=announce, keep_deadline=True, logged=True)
+            await self.wait(job, reply=reply, keep_deadline=True, logged=True)
             return
         # A node whose hub died or stopped answering did not fail: it may well serve the
         # job from the hub it reconnects to.
         hub_failed = outcome == HUB_LOST or (
-            job.node_hub != self.hub_id and self.cluster.is_excluded(job.node_hub)
+            job.node_hub != self.hub_id and self.peers.is_excluded(job.node_hub)
         )
         job.fail_attempt(outcome, exclude=not hub_failed)
         self.log.attempt_failed(job, outcome)
@@ -238,11 +236,11 @@ class Attempts:
                     error_codes.ATTEMPTS_EXHAUSTED,
                     f"{job.attempt} attempts failed (last: {outcome})",
                 )
-            await self.finish(job, ok=False, error=error, announce=announce)
+            await self.finish(job, ok=False, error=error, reply=reply)
             return
-        await self._reselect(job, outcome, announce=announce)
+        await self._reselect(job, outcome, reply=reply)
 
-    async def _reselect(self, job: Job, outcome: str, *, announce: Link | None = None) -> None:
+    async def _reselect(self, job: Job, outcome: str, *, reply: SubmitReply | None = None) -> None:
         """The job's next attempt: a node if one fits; if none does just after nodes left
         their hub (`Transit`), try again shortly (a deadline, up to `Transit.wait_s`;
         the submitter gets its `accepted` meanwhile); else the job ends `no_node`."""
@@ -251,13 +249,13 @@ class Attempts:
             # Every node that could take it is full (the selection was just made): the
             # admission queue's, not a transit wait.
             self._in_transit.pop(job.job_id, None)
-            await self.wait(job, announce=announce, recheck=False)
+            await self.wait(job, reply=reply, recheck=False)
             return
         if selection.node_id is not None:
             self._in_transit.pop(job.job_id, None)
             assign = self.assign(job, selection.node_id)
             self.log.failover(job, outcome)
-            await self.send(job, assign, announce=announce)
+            await self.send(job, assign, reply=reply)
             return
         now = self.clock.now_ms()
         until = self._in_transit.setdefault(
@@ -266,17 +264,14 @@ class Attempts:
         if self.transit.should_wait(selection) and self.transit.recent(job.requirements) and (
             now < until
         ):
-            if announce is not None:
-                await announce.send(Accepted(
-                    request_id=job.request_id, job_id=job.job_id, node_id=job.node_id,
-                    duplicate=False,
-                ))
+            if reply is not None:
+                await reply.accepted(job.job_id, job.node_id, started=True)
             self.deadlines.push(now + TRANSIT_POLL_MS, (job.job_id, job.attempt, TRANSIT))
             return
         self._in_transit.pop(job.job_id, None)
         self.metrics.no_node_answer(selection.reasons)
         error = ErrorInfo(error_codes.NO_NODE, selection.explain())
-        await self.finish(job, ok=False, error=error, announce=announce)
+        await self.finish(job, ok=False, error=error, reply=reply)
 
     def _drop_unconfirmed(self, job: Job, outcome: str) -> None:
         """An unconfirmed job's attempt failed and nobody watches it (`Admission.
@@ -295,12 +290,12 @@ class Attempts:
         return job.queue_timeout_ms > 0
 
     async def wait(
-        self, job: Job, *, announce: Link | None = None, keep_deadline: bool = False,
+        self, job: Job, *, reply: SubmitReply | None = None, keep_deadline: bool = False,
         recheck: bool = True, logged: bool = False,
     ) -> None:
         """Queue the job until a slot frees (`QueuePump` starts it again).
 
-        `announce` is the submitter, who gets `accepted` with `queued: true`.
+        `reply` is the submitter's, who gets `accepted` with `queued: true`.
         `recheck`: the selection that sent it here may be stale (it was made before
         an await, or on another hub's view): look for a free node once more."""
         now = self.clock.now_ms()
@@ -309,10 +304,8 @@ class Attempts:
             self.log.queued(job, AT_CAPACITY)
         self.waiting.add(job, job.fair_key)
         self.deadlines.push(job.queue_deadline_ms, (job.job_id, 0, QUEUE))
-        if announce is not None:
-            await announce.send(Accepted(
-                request_id=job.request_id, job_id=job.job_id, duplicate=False, queued=True
-            ))
+        if reply is not None:
+            await reply.accepted(job.job_id, queued=True, started=True)
         if recheck:
             # A slot may have freed since the selection that sent it here (a store round
             # trip, a stale view of another hub's node): have the pump look at once.
@@ -339,9 +332,9 @@ class Attempts:
         if job.queued:
             return  # no attempt is on a node
         if job.node_hub == self.hub_id:
-            await self.nodes.revoke(job.node_id, job.job_id, job.attempt, reason)
-        elif self.cluster.is_live(job.node_hub):
-            self.cluster.send(job.node_hub, self.revocation(job, reason))
+            await self.slots.revoke(job.node_id, job.job_id, job.attempt, reason)
+        elif self.peers.is_live(job.node_hub):
+            self.peers.send(job.node_hub, self.revocation(job, reason))
 
     async def finish(
         self,
@@ -350,11 +343,11 @@ class Attempts:
         ok: bool,
         output: Any = None,
         error: ErrorInfo | None = None,
-        announce: Link | None = None,
+        reply: SubmitReply | None = None,
     ) -> None:
         """Send the job's one terminal result to every watcher and archive it.
 
-        With `announce` (the first dispatch never reached a node) the submitter
+        With `reply` (the first dispatch never reached a node) the submitter
         first gets the `accepted` it has not had yet.
         """
         if job.finished:
@@ -375,13 +368,8 @@ class Attempts:
         self.metrics.recent.finished(
             time.monotonic(), code=None if ok else outcome, seconds=seconds
         )
-        if announce is not None:
-            await announce.send(
-                Accepted(
-                    request_id=job.request_id, job_id=job.job_id, node_id=job.node_id,
-                    duplicate=False,
-                )
-            )
+        if reply is not None:
+            await reply.accepted(job.job_id, job.node_id, started=True)
         for watcher in job.watchers:
             await self.delivery.result(watcher, result)
         # Archived in the background, batched: the result is out already, and waiting
@@ -400,7 +388,7 @@ class Attempts:
         return (
             job.node_hub != self.hub_id
             and self.clock.now_ms() < job.deadline_ms
-            and self.cluster.store_troubled(self.config.accept_timeout_ms / 1000)
+            and self.peers.store_troubled(self.config.accept_timeout_ms / 1000)
         )
 
     def _forget_deadlines(self, job: Job, *, overall: bool) -> None:

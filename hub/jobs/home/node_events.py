@@ -1,6 +1,6 @@
 """`NodeEvents`: what node owners report about a job's attempts, at the job's home.
 
-The `JobEvents` that `NodeRegistry` reports to (accept, progress, result,
+The `JobEvents` that the owner role (`NodeOwner`) reports to (accept, progress, result,
 reject, node lost), plus refusals by another hub's registry and a node's hub
 dying. An event about a job whose home is another hub is forwarded there (or,
 for a result whose home died, archived for the client's resubmit). At the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.envelopes import NodeEvent, NodeLost
 from hub.core.errors import ProtocolError
@@ -31,12 +31,13 @@ from hub.core.messages import (
 )
 from hub.core.metrics import Metrics
 from hub.core.principal import DEFAULT_TENANT
-from hub.jobs.attempts import Attempts
-from hub.jobs.delivery import ClientDelivery
-from hub.jobs.node_registry import JobMessage
-from hub.jobs.previous import PreviousRuns
-from hub.jobs.queue_pump import QueuePump
-from hub.jobs.table import JobTable, Replay
+from hub.jobs.home.attempts import Attempts
+from hub.jobs.home.delivery import ClientDelivery
+from hub.jobs.home.previous import PreviousRuns
+from hub.jobs.home.queue_pump import QueuePump
+from hub.jobs.home.resubmits import Resubmits
+from hub.jobs.home.table import JobTable, Replay
+from hub.jobs.roles import JobMessage
 from hub.store.archive import JobArchive
 
 
@@ -49,19 +50,21 @@ class NodeEvents:
         attempts: Attempts,
         delivery: ClientDelivery,
         archive: JobArchive,
-        cluster: Cluster,
+        peers: Peers,
         metrics: Metrics,
         previous: PreviousRuns,
+        resubmits: Resubmits,
         pump: QueuePump,
     ) -> None:
         self.hub_id = hub_id
+        self.resubmits = resubmits
         self.pump = pump
         self.previous = previous
         self.table = table
         self.attempts = attempts
         self.delivery = delivery
         self.archive = archive
-        self.cluster = cluster
+        self.peers = peers
         self.metrics = metrics
 
     async def slot_freed(self) -> None:
@@ -81,8 +84,8 @@ class NodeEvents:
     ) -> None:
         """A fenced node message about a job; jobs of other homes are forwarded there."""
         if home_hub != self.hub_id:
-            if self.cluster.is_live(home_hub):
-                self.cluster.send(
+            if self.peers.is_live(home_hub):
+                self.peers.send(
                     home_hub,
                     NodeEvent(
                         self.hub_id, node_id=node_id, request_id=request_id, message=message,
@@ -101,9 +104,10 @@ class NodeEvents:
                 )
                 return
             if self.previous.owns(message.job_id):  # an earlier run of this hub made it
-                await self.previous.node_event(
+                stranded = await self.previous.node_event(
                     node_id, message, request_id=request_id, tenant=tenant
                 )
+                await self.resubmits.resolve_stranded(message.job_id, stranded)
                 return
             if isinstance(message, JobResult):
                 # A result is never thrown away: a job this run does not know (its
@@ -140,8 +144,8 @@ class NodeEvents:
         self, node_id: str, job_id: str, attempt: int, *, home_hub: str, outcome: str = NODE_LOST
     ) -> None:
         if home_hub != self.hub_id:
-            if self.cluster.is_live(home_hub):
-                self.cluster.send(
+            if self.peers.is_live(home_hub):
+                self.peers.send(
                     home_hub,
                     NodeLost(
                         self.hub_id, node_id=node_id, job_id=job_id, attempt=attempt,
@@ -159,7 +163,8 @@ class NodeEvents:
             early.append(partial(self.attempt_failed, job_id, attempt, outcome, node_id=node_id))
             return
         if self.previous.owns(job_id):
-            await self.previous.attempt_lost(job_id, attempt)
+            stranded = self.previous.attempt_lost(job_id, attempt)
+            await self.resubmits.resolve_stranded(job_id, stranded)
             return
         job = self.table.get(job_id)
         if (

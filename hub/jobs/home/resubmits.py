@@ -17,26 +17,27 @@ or a `rejected` with the request id.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from loguru import logger
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.config import HubConfig
 from hub.core.envelopes import Unknown, Watch
 from hub.core.errors import StoreUnavailable
-from hub.core.job_state import Watcher
+from hub.core.job_state import Watcher, job_home
 from hub.core.messages import ClientOutbound, Rejected, Submit
 from hub.core.metrics import Metrics
-from hub.core.principal import DEFAULT_TENANT
-from hub.jobs.admission import Admission
-from hub.jobs.delivery import ClientDelivery
+from hub.core.principal import DEFAULT_TENANT, Principal
+from hub.jobs.home.admission import Admission
+from hub.jobs.home.answers import SubmitReply
+from hub.jobs.home.delivery import ClientDelivery
+from hub.jobs.home.previous import PreviousRuns, Stranded
+from hub.jobs.home.table import JobTable, Pending
+from hub.jobs.home.watches import RemoteWatch, RemoteWatches
 from hub.jobs.links import Link
-from hub.jobs.previous import PreviousRuns
-from hub.jobs.table import JobTable, Pending, job_home
-from hub.jobs.watches import RemoteWatch, RemoteWatches
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 
@@ -53,83 +54,83 @@ class Resubmits:
         admission: Admission,
         delivery: ClientDelivery,
         archive: JobArchive,
-        cluster: Cluster,
+        peers: Peers,
         store: Store,
         metrics: Metrics,
         previous: PreviousRuns,
+        reap: Callable[[str], Awaitable[None]],
     ) -> None:
+        """`reap` drains a dead hub's inbox (results it never passed on) and returns once
+        that is done (the cluster's `Reaper`)."""
         self.config = config
+        self._reap = reap
         self.previous = previous
         self.hub_id = config.hub_id
         self.table = table
         self.admission = admission
         self.delivery = delivery
         self.archive = archive
-        self.cluster = cluster
+        self.peers = peers
         self.store = store
         self.metrics = metrics
         self.remote = RemoteWatches()
         """This hub's clients waiting on jobs homed elsewhere."""
 
-    async def attach(
-        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
-    ) -> None:
-        """A resubmitted request_id: answer for the job that exists, wherever it runs (it
-        is the tenant's own: the binding that named it is scoped to `tenant`)."""
-        self.metrics.submit("duplicate", message.src_lang, message.tgt_lang)
-        await self.resolve(link, message, job_id, tenant)
-
     async def resolve(
-        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT,
-        *, home_unknown: bool = False,
+        self, link: Link, message: Submit, job_id: str, principal: Principal,
+        reply: SubmitReply, *, home_unknown: bool = False,
     ) -> None:
-        """Answer `message` of `tenant`, whose request is bound to `job_id`
-        (`home_unknown`: the job's live home said it does not know it)."""
+        """Answer `message` of the principal's tenant, whose request is bound to `job_id`
+        (it is the tenant's own: the binding that named it is scoped to the tenant),
+        wherever the job runs (`home_unknown`: the job's live home said it does not know
+        it)."""
+        tenant = principal.tenant
         request_id = message.request_id
         watcher = self.delivery.watcher(link, request_id)
         for _ in range(MAX_ROUNDS):
-            if await self.add_watcher(job_id, watcher, tenant=tenant):
+            if await self.add_watcher(job_id, watcher, tenant=tenant, reply=reply):
                 return
             home = job_home(job_id)
             if self.previous.owns(job_id):
                 # An earlier run of this hub made it: still running elsewhere (watch it),
                 # finished (its result was archived meanwhile), or nowhere (run it).
                 await self.previous.ready()
-                if await self.previous.watch(job_id, watcher, message, tenant):
+                if await self.previous.watch(job_id, watcher, message, tenant, reply=reply):
                     return
-                if await self.add_watcher(job_id, watcher, tenant=tenant):
+                if await self.add_watcher(job_id, watcher, tenant=tenant, reply=reply):
                     return
             elif home != self.hub_id and not home_unknown:
-                cluster = self.cluster
-                if not cluster.is_live(home):
-                    await cluster.refresh_live()
-                if cluster.is_live(home):
+                peers = self.peers
+                if not peers.is_live(home):
+                    await peers.refresh_live()
+                if peers.is_live(home):
                     self.watch_remote(link, message, job_id, home, tenant)
+                    reply.deferred()  # the home answers, through this hub
                     return
                 # The home hub died: results it never archived may still sit in its inbox.
-                await cluster.reap(home)
-                if await self.add_watcher(job_id, watcher, tenant=tenant):
+                await self._reap(home)
+                if await self.add_watcher(job_id, watcher, tenant=tenant, reply=reply):
                     return
             # Nobody holds the job: run it here, unless the binding moved meanwhile.
-            bound_to = await self.take_over(link, message, job_id, tenant)
+            bound_to = await self.take_over(link, message, job_id, principal, reply)
             if bound_to is None:
                 return
             job_id, home_unknown = bound_to, False
         # Bound, but it kept moving: let the client try again later.
-        self.metrics.recent.rejected(time.monotonic(), error_codes.DUPLICATE_IN_FLIGHT)
-        await link.send(Rejected(
-            request_id=request_id, code=error_codes.DUPLICATE_IN_FLIGHT,
-            message=f"request {request_id} is already being handled; submit it again later",
-        ))
+        await reply.rejected(
+            error_codes.DUPLICATE_IN_FLIGHT,
+            f"request {request_id} is already being handled; submit it again later",
+        )
 
     async def take_over(
-        self, link: Link, message: Submit, job_id: str, tenant: str = DEFAULT_TENANT
+        self, link: Link, message: Submit, job_id: str, principal: Principal,
+        reply: SubmitReply,
     ) -> str | None:
         """Run here, under a new job id, a request of `tenant` bound to `job_id` that
         nobody holds.
 
         Its attempts were revoked when its home's death was noticed
-        (`NodeRegistry.home_lost` on every hub), or it never reached a node (a
+        (`NodeOwner.home_lost` on every hub), or it never reached a node (a
         Dispatch that may have left with a lost binding reply is tracked here until
         its attempt ends: `Admission.keep_unconfirmed`), so it is not running
         anywhere. The binding moves atomically (one hub wins); if
@@ -137,6 +138,7 @@ class Resubmits:
         created here (the client is answered), else the job the request is bound
         to now (another hub moved it first)."""
         config = self.config
+        tenant = principal.tenant
         ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)
         new_job_id = self.table.new_job_id()
         request_id = message.request_id
@@ -151,7 +153,7 @@ class Resubmits:
                 if bound is not None:
                     return bound
             pending.early = None
-            rejected = await self.admission.create(link, message, new_job_id, tenant)
+            rejected = await self.admission.create(link, message, new_job_id, reply, principal)
         except BaseException:
             for waiting in pending.watchers:  # a duplicate that arrived meanwhile
                 await self.delivery.to_watcher(waiting, _failed(waiting.request_id))
@@ -166,18 +168,22 @@ class Resubmits:
         return None
 
     async def add_watcher(
-        self, job_id: str, watcher: Watcher, *, again: bool = False, tenant: str | None = None
+        self, job_id: str, watcher: Watcher, *, again: bool = False, tenant: str | None = None,
+        reply: SubmitReply | None = None,
     ) -> bool:
         """Have `watcher` get the job's `accepted` (duplicate) and its one `result`.
 
         False when this hub knows nothing of the job (not active here, no record), or
         (with `tenant`) the active job is another tenant's: a duplicate joins only a
         job of its own tenant. With `again` (a watch sent once more) a watcher the job
-        already has is not added twice."""
+        already has is not added twice. `reply`: the watcher's own submit, here (its
+        `accepted` goes through it)."""
         pending = self.table.pending.get(job_id)
         if pending is not None:
             if not (again and watcher in pending.watchers):
                 pending.watchers.append(watcher)  # answered once the job exists (`Submits`)
+            if reply is not None:
+                reply.deferred()
             return True
         job = self.table.get(job_id)
         if job is not None:
@@ -185,14 +191,20 @@ class Resubmits:
                 return False
             if not (again and watcher in job.watchers):
                 job.watchers.append(watcher)
-                await self.delivery.accepted(watcher, job_id, job.node_id, queued=job.queued)
+                if reply is not None:
+                    await reply.accepted(job_id, job.node_id, queued=job.queued)
+                else:
+                    await self.delivery.accepted(watcher, job_id, job.node_id, queued=job.queued)
             return True
         stored = await self.archive.load(job_id)
         if stored is None or stored.result is None:
             return False  # (a record's tenant is not checked: a replayed result archived
             # by a hub that never saw the job's dispatch has none; the binding that named
             # `job_id` is the tenant's own)
-        await self.delivery.accepted(watcher, job_id, stored.result.node_id)
+        if reply is not None:
+            await reply.accepted(job_id, stored.result.node_id)
+        else:
+            await self.delivery.accepted(watcher, job_id, stored.result.node_id)
         await self.delivery.result(watcher, stored.result)
         return True
 
@@ -204,7 +216,7 @@ class Resubmits:
     ) -> None:
         """Ask the job's (live) home to answer this client; kept until it has."""
         self.remote.add(RemoteWatch(link.peer_id, job_id, home, message, tenant=tenant))
-        self.cluster.send(home, Watch(
+        self.peers.send(home, Watch(
             self.hub_id, job_id=job_id, client_id=link.peer_id, submit=message, tenant=tenant,
             again=again,
         ))
@@ -227,11 +239,16 @@ class Resubmits:
             link = self.delivery.clients.get(watcher.client_id)
             if link is not None:
                 await self._answering(link, submit, job_id, tenant)
-        elif self.cluster.is_live(watcher.hub_id):
-            self.cluster.send(watcher.hub_id, Unknown(
+        elif self.peers.is_live(watcher.hub_id):
+            self.peers.send(watcher.hub_id, Unknown(
                 self.hub_id, job_id=job_id, client_id=watcher.client_id, submit=submit,
                 tenant=tenant,
             ))
+
+    async def resolve_stranded(self, job_id: str, stranded: Stranded) -> None:
+        """An earlier run's job runs nowhere now: resolve each of its resubmits again."""
+        for watcher, submit, tenant in stranded:
+            await self.resolve_again(watcher, submit, job_id, tenant)
 
     async def home_unknown(self, client_id: str, job_id: str, submit: Submit) -> None:
         """The home of a watched job does not know it: resolve the request again here
@@ -278,15 +295,20 @@ class Resubmits:
         self, link: Link, submit: Submit, job_id: str, tenant: str,
         *, home_unknown: bool = False,
     ) -> None:
-        """`resolve` for a client whose submit was taken earlier: a store outage now is
-        its answer (`rejected` `store_unavailable`), not an inbox failure."""
+        """`resolve` for a client whose submit was taken earlier, and handed on (its
+        reply deferred): this is its answer. A store outage now is that answer
+        (`rejected` `store_unavailable`), not an inbox failure."""
+        reply = SubmitReply(
+            link, submit, self.metrics, self.admission.attempts.log, duplicate=True
+        )
+        principal = self.delivery.principal(link.peer_id, tenant)
         try:
-            await self.resolve(link, submit, job_id, tenant, home_unknown=home_unknown)
+            await self.resolve(link, submit, job_id, principal, reply, home_unknown=home_unknown)
         except Exception as exc:
             logger.opt(exception=exc).warning("resolving {} failed", submit.request_id)
-            rejected = _failed(submit.request_id, exc)
-            self.metrics.recent.rejected(time.monotonic(), rejected.code)
-            await link.send(rejected)
+            failed = _failed(submit.request_id, exc)
+            if not reply.answered:
+                await reply.rejected(failed.code, failed.message)
 
 
 def _failed(request_id: str, exc: BaseException | None = None) -> Rejected:

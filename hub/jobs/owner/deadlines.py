@@ -22,7 +22,7 @@ window's worth of dispatches.
 from __future__ import annotations
 
 from hub.core.config import HubConfig
-from hub.jobs.node_registry import NodeRegistry
+from hub.jobs.owner.owner import NodeOwner
 from hub.runtime.deadline_loop import Clock, DeadlineLoop
 
 Watched = tuple[str, str, int]
@@ -30,9 +30,9 @@ Watched = tuple[str, str, int]
 
 
 class OwnerDeadlines:
-    def __init__(self, *, config: HubConfig, nodes: NodeRegistry, clock: Clock) -> None:
+    def __init__(self, *, config: HubConfig, owner: NodeOwner, clock: Clock) -> None:
         self._accept_ms = config.accept_timeout_ms
-        self._nodes = nodes
+        self._owner = owner
         self._clock = clock
         self.deadlines: DeadlineLoop[Watched] = DeadlineLoop(clock, self._due)
 
@@ -41,7 +41,7 @@ class OwnerDeadlines:
         self.deadlines.push(self._clock.now_ms() + self._accept_ms, (node_id, job_id, attempt))
 
     async def _due(self, item: Watched) -> None:
-        await self._nodes.accept_overdue(*item)
+        await self._owner.accept_overdue(*item)
 
     async def run(self) -> None:
         """Fire the deadlines; runs until cancelled."""

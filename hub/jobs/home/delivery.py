@@ -9,33 +9,47 @@ misses the message; it gets the result by submitting its request again.
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core.envelopes import Deliver
 from hub.core.job_state import Job, Watcher
 from hub.core.messages import Accepted, ClientOutbound, Progress, Result
+from hub.core.principal import ANONYMOUS, Principal
 from hub.jobs.links import Link
 
 
 class ClientDelivery:
-    __slots__ = ("_cluster", "clients", "hub_id")
+    __slots__ = ("_peers", "_principals", "clients", "hub_id")
 
-    def __init__(self, *, hub_id: str, cluster: Cluster) -> None:
+    def __init__(self, *, hub_id: str, peers: Peers) -> None:
         self.hub_id = hub_id
-        self._cluster = cluster
+        self._peers = peers
         self.clients: dict[str, Link] = {}
         """Client sessions connected to this hub, by peer id."""
+        self._principals: dict[str, Principal] = {}
 
     def __repr__(self) -> str:
         return f"ClientDelivery({len(self.clients)} clients)"
 
-    def connected(self, link: Link) -> None:
+    def connected(self, link: Link, principal: Principal = ANONYMOUS) -> None:
         self.clients[link.peer_id] = link
+        self._principals[link.peer_id] = principal
 
     def disconnected(self, link: Link) -> None:
         # Jobs go on: the client may reconnect and resubmit its request_id to get the result.
         self.clients.pop(link.peer_id, None)
+        self._principals.pop(link.peer_id, None)
+
+    def principal(self, client_id: str, tenant: str) -> Principal:
+        """Who the client session `client_id` of this hub speaks for (a session of
+        `tenant`, as its watch said, if it is gone)."""
+        principal = self._principals.get(client_id)
+        if principal is not None and principal.tenant == tenant:
+            return principal
+        return dataclasses.replace(ANONYMOUS, tenant=tenant)
 
     def watcher(self, link: Link, request_id: str) -> Watcher:
         """The watcher of a submit received on `link`."""
@@ -46,8 +60,8 @@ class ClientDelivery:
             link = self.clients.get(watcher.client_id)
             if link is not None:
                 await link.send(message)
-        elif self._cluster.is_live(watcher.hub_id):
-            self._cluster.send(
+        elif self._peers.is_live(watcher.hub_id):
+            self._peers.send(
                 watcher.hub_id, Deliver(self.hub_id, client_id=watcher.client_id, message=message)
             )
 

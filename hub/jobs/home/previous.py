@@ -30,30 +30,28 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
 from loguru import logger
 
-from hub.cluster.cluster import Cluster
+from hub.cluster.peers import Peers
 from hub.core.config import HubConfig
 from hub.core.envelopes import Held, Revoke
 from hub.core.job_state import ATTEMPT_TIMEOUT, Watcher
 from hub.core.messages import JobAccept, JobProgress, JobReject, JobResult, Progress, Submit
 from hub.core.principal import DEFAULT_TENANT
-from hub.jobs.delivery import ClientDelivery
-from hub.jobs.node_registry import JobMessage
-from hub.jobs.table import JobTable
+from hub.jobs.home.answers import SubmitReply
+from hub.jobs.home.delivery import ClientDelivery
+from hub.jobs.home.table import JobTable
+from hub.jobs.roles import JobMessage
 from hub.store.archive import JobArchive
 
 MIN_READY_WAIT_S: Final = 0.5
 
 
-class Resolver(Protocol):
-    """Who resolves a resubmit again when the job it watched is gone (`Resubmits`)."""
-
-    async def resolve_again(
-        self, watcher: Watcher, submit: Submit, job_id: str, tenant: str
-    ) -> None: ...
+Stranded = list[tuple[Watcher, Submit, str]]
+"""The resubmits (watcher, submit, tenant) of an inherited job that runs nowhere now:
+each is resolved again (`Resubmits.resolve_again`) by whoever learnt of it."""
 
 
 @dataclass(slots=True)
@@ -80,16 +78,15 @@ class PreviousRuns:
         table: JobTable,
         delivery: ClientDelivery,
         archive: JobArchive,
-        cluster: Cluster,
+        peers: Peers,
     ) -> None:
         self.config = config
         self.hub_id = config.hub_id
         self.table = table
         self.delivery = delivery
         self.archive = archive
-        self.cluster = cluster
+        self.peers = peers
         self.inherited: dict[str, Inherited] = {}
-        self._resolver: Resolver | None = None
         self._expected: set[str] = set()
         """Hubs whose `Reconcile` this run still waits for."""
         self._deadline_s = 0.0
@@ -100,9 +97,6 @@ class PreviousRuns:
     def __repr__(self) -> str:
         state = "ready" if self._ready.is_set() else f"waiting for {sorted(self._expected)}"
         return f"PreviousRuns({len(self.inherited)} inherited, {state})"
-
-    def resolve_with(self, resolver: Resolver) -> None:
-        self._resolver = resolver
 
     def owns(self, job_id: str) -> bool:
         """Whether `job_id` belongs to an earlier run of this hub."""
@@ -165,36 +159,44 @@ class PreviousRuns:
             except Exception:
                 logger.exception("a deferred resubmit of an earlier run's job failed")
 
-    async def sweep(self) -> None:
+    async def sweep(self) -> dict[str, Stranded]:
         """Periodic: stop waiting past the deadline; give up inherited jobs whose attempt
-        ran past its budget (revoked at their node, resolved again for their watchers)."""
+        ran past its budget (revoked at their node); their watchers, by job, to resolve
+        again."""
+        stranded: dict[str, Stranded] = {}
         now = time.monotonic()
         if not self._ready.is_set() and now > self._deadline_s:
             if self._expected:
                 logger.warning("no word from hubs {} about earlier runs' jobs", self._expected)
             await self._release()
         for job in [j for j in self.inherited.values() if j.expires_s < now]:
-            if self.cluster.is_live(job.node_hub):
-                self.cluster.send(job.node_hub, Revoke(
+            if self.peers.is_live(job.node_hub):
+                self.peers.send(job.node_hub, Revoke(
                     self.hub_id, node_id=job.node_id, job_id=job.job_id, attempt=job.attempt,
                     reason=ATTEMPT_TIMEOUT,
                 ))
-            await self.attempt_lost(job.job_id, job.attempt)
+            stranded[job.job_id] = self.attempt_lost(job.job_id, job.attempt)
+        return stranded
 
     # --- resubmits ---------------------------------------------------------------------
 
     async def watch(
-        self, job_id: str, watcher: Watcher, submit: Submit, tenant: str = DEFAULT_TENANT
+        self, job_id: str, watcher: Watcher, submit: Submit, tenant: str = DEFAULT_TENANT,
+        *, reply: SubmitReply | None = None,
     ) -> bool:
         """Attach a resubmit of `tenant` to an inherited job (its `accepted` now, its
-        result later); False when the job is not running anywhere this run knows of (or
-        is another tenant's)."""
+        result later; through `reply` when it is the watcher's own submit, here);
+        False when the job is not running anywhere this run knows of (or is another
+        tenant's)."""
         job = self.inherited.get(job_id)
         if job is None or job.tenant != tenant:
             return False
         if not any(w == watcher for w, _ in job.watchers):
             job.watchers.append((watcher, submit))
-            await self.delivery.accepted(watcher, job_id, job.node_id)
+            if reply is not None:
+                await reply.accepted(job_id, job.node_id)
+            else:
+                await self.delivery.accepted(watcher, job_id, job.node_id)
         return True
 
     # --- node events ------------------------------------------------------------------
@@ -202,9 +204,10 @@ class PreviousRuns:
     async def node_event(
         self, node_id: str, message: JobMessage, *, request_id: str,
         tenant: str = DEFAULT_TENANT,
-    ) -> None:
+    ) -> Stranded:
         """A node's message about an earlier run's job (passed its owner's fence) of
-        `tenant` (as its Dispatch said)."""
+        `tenant` (as its Dispatch said); the watchers to resolve again when it ended the
+        job's attempt without a result."""
         job = self.inherited.get(message.job_id)
         if job is not None and (job.node_id != node_id or job.attempt != message.attempt):
             job = None  # not the attempt inherited: only a result is worth keeping
@@ -219,9 +222,10 @@ class PreviousRuns:
                         told.add((watcher.hub_id, watcher.client_id))
                         await self.delivery.to_watcher(watcher, progress)
             case JobReject() if job is not None:
-                await self.attempt_lost(message.job_id, message.attempt)
+                return self.attempt_lost(message.job_id, message.attempt)
             case JobAccept() | JobProgress() | JobReject():
                 pass
+        return []
 
     async def _finished(
         self, job: Inherited | None, node_id: str, request_id: str, message: JobResult,
@@ -238,14 +242,12 @@ class PreviousRuns:
             await self.delivery.result(watcher, record.result)
         logger.bind(job_id=job.job_id).debug("inherited job finished")
 
-    async def attempt_lost(self, job_id: str, attempt: int) -> None:
-        """An inherited job's attempt ended without a result: resolve its resubmits again
-        (nothing runs it now: it is taken over)."""
+    def attempt_lost(self, job_id: str, attempt: int) -> Stranded:
+        """An inherited job's attempt ended without a result: its resubmits, to resolve
+        again (nothing runs it now: it is taken over)."""
         job = self.inherited.get(job_id)
         if job is None or job.attempt != attempt:
-            return
+            return []
         del self.inherited[job_id]
-        assert self._resolver is not None, "PreviousRuns.resolve_with was never called"
-        for watcher, submit in job.watchers:
-            await self._resolver.resolve_again(watcher, submit, job_id, job.tenant)
+        return [(watcher, submit, job.tenant) for watcher, submit in job.watchers]
 

@@ -94,11 +94,6 @@ class JobTable:
         return self.submitted_ns.pop(job_id, None)
 
 
-def job_home(job_id: str) -> str:
-    """The hub a job was submitted to (job ids are `<hub id>.<boot>.<counter>`)."""
-    return job_id.rsplit(".", 2)[0]
-
-
 def _parts(job_id: str) -> tuple[str, str, str]:
     parts = job_id.rsplit(".", 2)
     if len(parts) != 3:

@@ -1,0 +1,1 @@
+"""The job's home role: submits, admission, the queue, attempts, watches, resubmits."""

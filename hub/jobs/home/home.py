@@ -1,0 +1,194 @@
+"""`JobHome`: the home role, composed: the jobs this hub's clients submitted here.
+
+| part | owns |
+|---|---|
+| `JobTable` (table.py) | the jobs this hub is home to, and those being created |
+| `ClientDelivery` (delivery.py) | client sessions here; messages to watchers anywhere |
+| `Attempts` (attempts.py) | attempts on nodes, deadlines, the one terminal result |
+| `Admission` (admission.py) | selection and the first attempt of a new job |
+| `WaitingJobs` (waiting.py) | jobs waiting for a free slot |
+| `QueuePump` (queue_pump.py) | slots that free, handed to waiting jobs |
+| `Transit` (transit.py) | nodes between hubs: a submit finding none waits briefly |
+| `PreviousRuns` (previous.py) | jobs an earlier run of this hub id was home to |
+| `Resubmits` (resubmits.py) | duplicate submits, watching, adopting a dead home's job |
+| `NodeEvents` (node_events.py) | node owners' reports (`JobEvents`) at the job's home |
+| `Submits` (submits.py) | `submit` (binding) and `cancel` |
+
+It reaches nodes through `Slots` (this hub's owner role) and other hubs
+through `Peers`; the owner role reaches it through `events`. Every part is
+built here, once, in dependency order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from hub.cluster.peers import Peers
+from hub.core import error_codes
+from hub.core.config import HubConfig
+from hub.core.fleet_view import FleetView
+from hub.core.job_state import HUB_SHUTDOWN, Job, JobRecord
+from hub.core.messages import Cancel, ErrorInfo, Submit
+from hub.core.metrics import Metrics
+from hub.core.principal import ANONYMOUS, Principal
+from hub.jobs.home.admission import Admission
+from hub.jobs.home.attempts import Attempts
+from hub.jobs.home.binder import Binder
+from hub.jobs.home.delivery import ClientDelivery
+from hub.jobs.home.job_log import JobLog
+from hub.jobs.home.node_events import NodeEvents
+from hub.jobs.home.previous import PreviousRuns
+from hub.jobs.home.queue_pump import QueuePump
+from hub.jobs.home.resubmits import Resubmits
+from hub.jobs.home.submits import Submits
+from hub.jobs.home.table import JobTable
+from hub.jobs.home.transit import Transit
+from hub.jobs.home.waiting import WaitingJobs
+from hub.jobs.links import Link
+from hub.jobs.roles import Slots
+from hub.runtime.deadline_loop import Clock
+from hub.store.archive import JobArchive
+from hub.store.base import Store
+
+
+class JobHome:
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        store: Store,
+        fleet: FleetView,
+        metrics: Metrics,
+        peers: Peers,
+        archive: JobArchive,
+        slots: Slots,
+        reap: Callable[[str], Awaitable[None]],
+        rng: random.Random,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.hub_id = config.hub_id
+        self.archive = archive
+        self.table = table = JobTable(config.hub_id, boot=store.boot)
+        self.delivery = delivery = ClientDelivery(hub_id=config.hub_id, peers=peers)
+        self.waiting = waiting = WaitingJobs(
+            fleet=fleet, metrics=metrics, announce=peers.set_waiting
+        )
+        self.transit = transit = Transit(
+            fleet=fleet, clock=clock, window_ms=config.hub_timeout_ms,
+            wait_s=config.hub_timeout_ms / 3000,
+        )
+        self.attempts = attempts = Attempts(
+            config=config, table=table, fleet=fleet, slots=slots, peers=peers,
+            delivery=delivery, archive=archive, metrics=metrics, clock=clock, rng=rng,
+            waiting=waiting, transit=transit,
+            job_log=JobLog(config.hub_id, config.job_log_level, config.log_level),
+        )
+        self.pump = pump = QueuePump(waiting=waiting, attempts=attempts, fleet=fleet, clock=clock)
+        self.previous = previous = PreviousRuns(
+            config=config, table=table, delivery=delivery, archive=archive, peers=peers,
+        )
+        self.admission = admission = Admission(
+            config=config, table=table, attempts=attempts, delivery=delivery, store=store,
+            metrics=metrics, clock=clock, waiting=waiting, transit=transit,
+        )
+        self.resubmits = resubmits = Resubmits(
+            config=config, table=table, admission=admission, delivery=delivery,
+            archive=archive, peers=peers, store=store, metrics=metrics, previous=previous,
+            reap=reap,
+        )
+        self.events = NodeEvents(
+            hub_id=config.hub_id, table=table, attempts=attempts, delivery=delivery,
+            archive=archive, peers=peers, metrics=metrics, previous=previous,
+            resubmits=resubmits, pump=pump,
+        )
+        """What the owner role reports to (`JobEvents`)."""
+        self.binder = binder = Binder(store)
+        self.submits = Submits(
+            config=config, table=table, admission=admission, attempts=attempts,
+            resubmits=resubmits, delivery=delivery, binder=binder, archive=archive,
+            peers=peers, metrics=metrics,
+        )
+
+    def __repr__(self) -> str:
+        return f"JobHome(hub={self.hub_id!r}, {self.table!r})"
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """The active jobs this hub is home to."""
+        return self.table.active
+
+    @property
+    def running(self) -> int:
+        """Active jobs not waiting for a slot: an attempt is on a node, or being placed
+        (what a drain waits for)."""
+        return len(self.table.active) - len(self.waiting)
+
+    @property
+    def clients(self) -> dict[str, Link]:
+        """Client sessions connected to this hub."""
+        return self.delivery.clients
+
+    # --- what client sessions do ---------------------------------------------------------
+
+    def client_connected(self, link: Link, principal: Principal = ANONYMOUS) -> None:
+        self.delivery.connected(link, principal)
+
+    def client_disconnected(self, link: Link) -> None:
+        self.delivery.disconnected(link)
+        self.resubmits.client_gone(link.peer_id)
+
+    def jobs_held(self, link: Link) -> int:
+        """Unfinished jobs that the client session on `link` submitted here."""
+        return self.table.held.get(link.peer_id, 0)
+
+    async def submit(
+        self, link: Link, message: Submit, principal: Principal = ANONYMOUS
+    ) -> None:
+        """A client's submit, answered once (`accepted` or `rejected`, with its request
+        id), for the principal's tenant."""
+        await self.submits.submit(link, message, principal)
+
+    async def cancel(
+        self, link: Link, message: Cancel, principal: Principal = ANONYMOUS
+    ) -> None:
+        """A client's cancel of a job it submitted; `ProtocolError` to refuse it."""
+        await self.submits.cancel(link, message, principal)
+
+    def stop_accepting(self) -> None:
+        """The hub drains or stops: every submit from now on is `rejected`
+        `hub_shutdown`."""
+        self.admission.accepting = False
+
+    # --- reading, running and shutting down -------------------------------------------------
+
+    async def job_record(self, job_id: str) -> JobRecord | None:
+        job = self.table.get(job_id)
+        if job is not None:
+            return job.to_record()
+        return await self.archive.load(job_id)
+
+    async def run_deadlines(self) -> None:
+        """Fire the attempts' accept, attempt and overall deadlines; until cancelled."""
+        await self.attempts.run_deadlines()
+
+    async def run_queue(self) -> None:
+        """Hand slots that free to waiting jobs; runs until cancelled."""
+        await self.pump.run()
+
+    async def shutdown(self) -> None:
+        """Stop every unfinished job: cancel at its node and tell its clients."""
+        await self.binder.aclose()  # submits waiting on their binding get it first...
+        for _ in range(100):  # ...and record their jobs in their next step (bounded: 1 s)
+            if not self.table.pending:
+                break
+            await asyncio.sleep(0.01)
+        for job in list(self.table.active.values()):
+            await self.attempts.revoke(job, HUB_SHUTDOWN)
+            await self.attempts.finish(
+                job, ok=False,
+                error=ErrorInfo(error_codes.HUB_SHUTDOWN, "the hub is shutting down"),
+            )
+        await self.archive.flush()

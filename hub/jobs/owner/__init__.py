@@ -1,0 +1,1 @@
+"""The node's owner role: registration, slots, fencing, the owner's accept deadlines."""
