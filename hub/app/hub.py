@@ -28,7 +28,6 @@ from hub.cluster.peers import Peers
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
 from hub.core.metrics import LabelValues, Metrics
-from hub.core.principal import is_loopback_host
 from hub.jobs.links import LinkCloser
 from hub.jobs.service import JobService
 from hub.net.auth import Gate
@@ -139,15 +138,11 @@ class Hub:
         log = logger.bind(hub_id=self.config.hub_id)
         log.info(
             "hub serving on {} ({} mode, auth {})", self.url, self.config.deployment_mode,
-            self.config.auth,
+            self.gate.mode,
         )
-        if self.config.auth == "none" and not is_loopback_host(self.config.host):
-            log.warning(
-                'auth = "none" on {}, which is not a loopback address: anyone who reaches '
-                "port {} can register as a node (and receive clients' payloads), submit jobs "
-                'and read job records. Set auth = "jwt" (docs/operations.md, "Running in '
-                'production").', self.config.host, self.port,
-            )
+        warning = self.gate.exposure_warning(self.config.host, self.port)
+        if warning is not None:
+            log.warning("{}", warning)
 
     async def drain(self, timeout_s: float | None = None) -> bool:
         """Stop taking work and let what runs finish: `/readyz` answers 503 at once, new

@@ -46,6 +46,7 @@ from hub.core.principal import (
     NODE,
     ClaimsError,
     Principal,
+    is_loopback_host,
     principal_from_claims,
     required_roles,
 )
@@ -278,6 +279,23 @@ class Gate:
     @property
     def authenticates(self) -> bool:
         return self._verifier is not None
+
+    @property
+    def mode(self) -> str:
+        """The `auth` key this gate enforces, for the log."""
+        return "jwt" if self._verifier is not None else "none"
+
+    def exposure_warning(self, host: str, port: int) -> str | None:
+        """What to warn an operator of before serving on `host`: a hub without
+        authentication reachable from another machine."""
+        if self._verifier is not None or is_loopback_host(host):
+            return None
+        return (
+            f'auth = "none" on {host}, which is not a loopback address: anyone who reaches '
+            f"port {port} can register as a node (and receive clients' payloads), submit "
+            'jobs and read job records. Set auth = "jwt" (docs/operations.md, "Running in '
+            'production").'
+        )
 
     def admit(
         self, path: str, query: str, headers: Mapping[str, str], *, method: str = "GET"

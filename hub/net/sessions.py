@@ -309,7 +309,7 @@ class NodeSession:
         self._node = node
         self._log = self._log.bind(node_id=node.node_id)
         self._log.info("node registered (pool {})", node.caps.pool)
-        await self.link.send(self._owner.registry.registered_reply(node))
+        await self.link.send(self._owner.registered_reply(node))
 
     def end_soon(self) -> None:
         """The connection is lost, or the hub started closing it: end the session now

@@ -36,6 +36,7 @@ from hub.core.messages import (
     JobResult,
     NodeInbound,
     Register,
+    Registered,
 )
 from hub.jobs.links import Link, LinkCloser
 from hub.jobs.owner.registry import Lost, NodeRegistry, RegisteredNode
@@ -135,6 +136,10 @@ class NodeOwner:
             message.capabilities, default_pool=self._config.default_pool
         )
         return registry.add(link, node_id, caps, epoch, message.version, now_ms)
+
+    def registered_reply(self, node: RegisteredNode) -> Registered:
+        """The `registered` answer to a node's successful `register`."""
+        return self.registry.registered_reply(node)
 
     async def _replace(self, node: RegisteredNode) -> None:
         """Takeover: the older session goes as if it dropped, and is closed with 4005."""
