@@ -133,3 +133,15 @@ def test_the_sdk_composes_its_parts() -> None:
     ]
     assert not inheriting, inheriting
     assert "NodeAgent" in names and len(sdk) > 8
+
+
+def test_only_the_sdk_transport_imports_websockets() -> None:
+    """The SDK's parts talk to a hub through `agent_sim.link.HubLink`; websockets stays in
+    the link's implementation (`wslink.py`) and in `HubClient`, whose callers see its
+    exceptions."""
+    users = sorted(
+        path.name
+        for path in (ROOT / "agent_sim").glob("*.py")
+        if any(m.split(".")[0] == "websockets" for m in imported_modules(path))
+    )
+    assert users == ["client.py", "wslink.py"]
