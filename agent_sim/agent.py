@@ -44,7 +44,6 @@ from typing import Self
 from loguru import logger
 
 from agent_sim.connection import NODE_PATH, ConnectionLoop, Token, node_url
-from agent_sim.connection import STABLE_SESSION_S as STABLE_SESSION_S
 from agent_sim.frames import Frames
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler, JobRejected
 from agent_sim.jobs import JobRunner
