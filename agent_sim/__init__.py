@@ -12,8 +12,11 @@ The modules:
 
 - `agent_sim.agent`: `NodeAgent`, the SDK a real GPU node embeds; it holds
   its parts `agent_sim.connection` (connect, register, heartbeat, reconnect),
-  `agent_sim.jobs` (accept, run, report jobs), `agent_sim.frames` (encode,
-  decode, send) and `agent_sim.state` (what they share);
+  `agent_sim.jobs` (accept, run, report jobs), `agent_sim.frames` (send and
+  receive on the current link) and `agent_sim.state` (what they share);
+- `agent_sim.link`: `HubLink`, what those parts need from a connection to a
+  hub, and `Connector`, which opens one; `agent_sim.wslink` implements them
+  over websockets;
 - `agent_sim.job`: what handlers and fault policies see;
 - `agent_sim.client`: `HubClient`, a client of `/v1/client`;
 - `agent_sim.run`: `run_node`, a node's main loop with a graceful drain on SIGTERM;

@@ -20,8 +20,9 @@ and handed what it needs:
   serve, reconnect; the registration state and connection counters;
 - `agent_sim.jobs.JobRunner`: accept or reject, run and report jobs; the job
   counters;
-- `agent_sim.frames.Frames`: encode, decode and send on the current
-  connection, abort it;
+- `agent_sim.frames.Frames`: send and receive on the current link, abort it;
+- `agent_sim.wslink.WsConnector`: opens each connection, a `HubLink`
+  (agent_sim.link) over websockets;
 - `agent_sim.state.AgentState`: what they share (node id, capabilities,
   logger, the draining and stopping flags).
 
@@ -43,11 +44,11 @@ from typing import Self
 from loguru import logger
 
 from agent_sim.connection import NODE_PATH, ConnectionLoop, Token, node_url
-from agent_sim.connection import STABLE_SESSION_S as STABLE_SESSION_S
 from agent_sim.frames import Frames
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler, JobRejected
 from agent_sim.jobs import JobRunner
 from agent_sim.state import AgentState
+from agent_sim.wslink import WsConnector
 from hub.core.messages import Capabilities, CapabilitiesUpdate, Drain, JobResult
 
 __all__ = [
@@ -107,22 +108,25 @@ class NodeAgent:
         self._jobs = JobRunner(
             self._state, self._frames, handler=handler, faults=faults, on_result=on_result
         )
+        self._connector = WsConnector(
+            binary=binary,
+            open_timeout_s=open_timeout_s,
+            close_timeout_s=close_timeout_s,
+            ping_interval_s=ping_interval_s,
+            ssl_context=ssl_context,
+        )
         self._connection = ConnectionLoop(
             self._state,
             self._frames,
             self._jobs,
+            self._connector,
             hub_urls=hub_urls,
-            binary=binary,
             version=version,
             token=token,
             reconnect_min_s=reconnect_min_s,
             reconnect_max_s=reconnect_max_s,
             rng=rng if rng is not None else random.Random(),
-            open_timeout_s=open_timeout_s,
             register_timeout_s=register_timeout_s,
-            close_timeout_s=close_timeout_s,
-            ping_interval_s=ping_interval_s,
-            ssl_context=ssl_context,
         )
         self._run_task: asyncio.Task[None] | None = None
 
@@ -161,10 +165,10 @@ class NodeAgent:
     async def aclose(self) -> None:
         """Close the connection (code 1000), cancel running jobs and stop reconnecting."""
         self._state.stopping = True
-        ws = self._frames.current
-        if ws is not None:
+        link = self._frames.current
+        if link is not None:
             with contextlib.suppress(Exception):
-                await ws.close()
+                await link.close()
         task, self._run_task = self._run_task, None
         if task is not None and not task.done():
             task.cancel()
@@ -179,9 +183,9 @@ class NodeAgent:
         meanwhile, and the agent does not reconnect after a drop.
         """
         self._state.draining = True
-        ws = self._frames.current
-        if ws is not None and self.registered.is_set():
-            await self._frames.send(ws, Drain())
+        link = self._frames.current
+        if link is not None and self.registered.is_set():
+            await self._frames.send(link, Drain())
         drained = True
         try:
             await asyncio.wait_for(self._jobs.wait_idle(), timeout_s)
@@ -197,19 +201,19 @@ class NodeAgent:
     async def update_capabilities(self, capabilities: Capabilities) -> None:
         """Advertise new capabilities (kept for re-registration too)."""
         self._state.capabilities = capabilities
-        ws = self._frames.current
-        if ws is not None and self.registered.is_set():
-            await self._frames.send(ws, CapabilitiesUpdate(capabilities=capabilities))
+        link = self._frames.current
+        if link is not None and self.registered.is_set():
+            await self._frames.send(link, CapabilitiesUpdate(capabilities=capabilities))
 
     def abort_connection(self) -> bool:
         """Fault injection: drop the TCP connection without a close frame; it reconnects.
 
         Returns whether there was a connection to drop.
         """
-        ws = self._frames.current
-        if ws is None:
+        link = self._frames.current
+        if link is None:
             return False
-        self._frames.abort(ws)
+        self._frames.abort(link)
         return True
 
     def stats(self) -> dict[str, int]:
@@ -246,7 +250,7 @@ class NodeAgent:
     @property
     def binary(self) -> bool:
         """Whether the agent asks for MessagePack (`True`) or JSON frames."""
-        return self._connection.binary
+        return self._connector.binary
 
     @property
     def version(self) -> str:

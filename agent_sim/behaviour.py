@@ -165,9 +165,6 @@ class Profile:
         """This profile with every simulated duration multiplied by `time_scale`."""
         return replace(self, time_scale=time_scale)
 
-    def with_faults(self, faults: Faults) -> Profile:
-        return replace(self, faults=faults)
-
 
 def _symmetric(*pairs: tuple[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(p for a, b in pairs for p in ((a, b), (b, a)))

@@ -1,9 +1,10 @@
 """An agent's connection loop: connect, register, heartbeat, serve, reconnect.
 
-`node_url` normalises hub URLs. `ConnectionLoop.run` keeps one WebSocket
-session to `/v1/node` alive, cycling through the hub URLs with exponential
-backoff and full jitter; a session that stayed registered for
-`STABLE_SESSION_S` resets the backoff. Each connection registers, then
+`node_url` normalises hub URLs. `ConnectionLoop.run` keeps one session to
+`/v1/node` alive, cycling through the hub URLs with exponential backoff and
+full jitter; a session that stayed registered for `STABLE_SESSION_S` resets
+the backoff. Each connection is a `HubLink` opened by the agent's `Connector`
+(agent_sim.link; `agent_sim.wslink` over websockets): it registers, then
 heartbeats and hands the hub's `job_assign` / `job_cancel` to the agent's
 `JobRunner` (agent_sim.jobs), which it tells to cancel every job when the
 connection drops. The loop stops when the agent is stopping or draining, or
@@ -11,10 +12,9 @@ when the hub closed the session with 4005 (`replaced`: another agent took
 this node id over; reconnecting would only take it back).
 
 Authentication: the token is a string, or a callable returning a
-fresh token (or an awaitable of one) for every connect, sent as
-`Authorization: Bearer`; `wss://` URLs use the given `ssl.SSLContext` (the
-system's default trust when none is given). A hub closing the session with
-4004 (`token_expired`) is simply reconnected to, with a fresh token.
+fresh token (or an awaitable of one) for every connect, which the connector
+sends as `Authorization: Bearer`. A hub closing the session with 4004
+(`token_expired`) is simply reconnected to, with a fresh token.
 """
 
 from __future__ import annotations
@@ -22,23 +22,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.typing import Subprotocol
-
 from agent_sim.frames import Frames
 from agent_sim.jobs import JobRunner
+from agent_sim.link import Connector, HubLink, LinkClosed, LinkRefused
 from agent_sim.state import AgentState
 from hub.core import close_codes
 from hub.core.messages import (
-    JSON_SUBPROTOCOL,
-    MSGPACK_SUBPROTOCOL,
     Error,
     Heartbeat,
     JobAssign,
@@ -101,20 +95,16 @@ class ConnectionLoop:
 
     __slots__ = (
         "_close_code",
-        "_close_timeout_s",
+        "_connector",
         "_dropped",
         "_frames",
         "_jobs",
-        "_open_timeout_s",
-        "_ping_interval_s",
         "_reconnect_max_s",
         "_reconnect_min_s",
         "_register_timeout_s",
         "_rng",
-        "_ssl",
         "_state",
         "_token",
-        "binary",
         "conflicts",
         "connected_url",
         "connects",
@@ -133,19 +123,15 @@ class ConnectionLoop:
         state: AgentState,
         frames: Frames,
         jobs: JobRunner,
+        connector: Connector,
         *,
         hub_urls: Sequence[str],
-        binary: bool,
         version: str,
         token: Token | None,
         reconnect_min_s: float,
         reconnect_max_s: float,
         rng: random.Random,
-        open_timeout_s: float,
         register_timeout_s: float,
-        close_timeout_s: float,
-        ping_interval_s: float | None,
-        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not hub_urls:
             raise ValueError("hub_urls must not be empty")
@@ -154,18 +140,14 @@ class ConnectionLoop:
         self._state = state
         self._frames = frames
         self._jobs = jobs
+        self._connector = connector
         self.hub_urls: tuple[str, ...] = tuple(node_url(u) for u in hub_urls)
-        self.binary = binary
         self.version = version
         self._token = token
-        self._ssl = ssl_context
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._rng = rng
-        self._open_timeout_s = open_timeout_s
         self._register_timeout_s = register_timeout_s
-        self._close_timeout_s = close_timeout_s
-        self._ping_interval_s = ping_interval_s
 
         self.registered = asyncio.Event()
         self.hub_id: str | None = None
@@ -197,7 +179,7 @@ class ConnectionLoop:
             started = time.monotonic()
             try:
                 registered = await self._connect_once(url)
-            except (OSError, TimeoutError, InvalidHandshake) as exc:
+            except (OSError, TimeoutError, LinkRefused) as exc:
                 # Unreachable or refused at the handshake: try the next hub.
                 next_url = self.hub_urls[(index + 1) % len(self.hub_urls)]
                 state.log.log(
@@ -248,51 +230,38 @@ class ConnectionLoop:
         Returns whether the session got registered; raises when it could not
         connect or the hub refused the registration.
         """
-        protocol = MSGPACK_SUBPROTOCOL if self.binary else JSON_SUBPROTOCOL
         token = await resolve_token(self._token)
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        tls = self._ssl if url.startswith("wss://") else None
-        async with connect(
-            url,
-            subprotocols=[Subprotocol(protocol)],
-            additional_headers=headers,
-            open_timeout=self._open_timeout_s,
-            close_timeout=self._close_timeout_s,
-            ping_interval=self._ping_interval_s,
-            compression=None,
-            proxy=None,
-            ssl=tls,
-        ) as ws:
+        async with self._connector.open(url, token) as link:
             self.connects += 1
-            self._frames.current = ws
+            self._frames.current = link
             self._close_code = None
             registered = False
             try:
                 try:
-                    await self._register(ws, url)
+                    await self._register(link, url)
                 except (_RegistrationRefused, TimeoutError):
-                    # Hang up cleanly (1000, not websockets' 1011 for an exception).
-                    await ws.close(reason="registration failed")
+                    # Hang up cleanly: a link left by an exception closes with 1011.
+                    await link.close(reason="registration failed")
                     raise
                 registered = True
                 if self._dropped:
                     # The last connection dropped (no clean close): its hub may have died
                     # holding results not yet passed on to their jobs' homes.
                     self._dropped = False
-                    await self._jobs.replay(ws)
-                await self._serve(ws)
-            except ConnectionClosed:
+                    await self._jobs.replay(link)
+                await self._serve(link)
+            except LinkClosed:
                 pass
             finally:
                 self._frames.current = None
-                if ws.close_code == close_codes.REPLACED:
+                if link.close_code == close_codes.REPLACED:
                     self.replaced = True
                     self._state.log.warning(
                         "{} was replaced at {} by another session with its node id: "
                         "not reconnecting", self._state.node_id, url,
                     )
-                self._close_code = ws.close_code
-                if registered and ws.close_code not in (1000, GOING_AWAY):
+                self._close_code = link.close_code
+                if registered and link.close_code not in (1000, GOING_AWAY):
                     self._dropped = True
                 if self.registered.is_set():
                     self.registered.clear()
@@ -301,15 +270,16 @@ class ConnectionLoop:
                         self._state.log.info("{} disconnected from {}", self._state.node_id, url)
             return registered
 
-    async def _register(self, ws: ClientConnection, url: str) -> None:
+    async def _register(self, link: HubLink, url: str) -> None:
         state = self._state
         self.hub_id = self.connected_url = None
         register = Register(state.node_id, state.capabilities, self.version)
-        await ws.send(self._frames.encode(ws, register))
+        if not await link.send(register):
+            raise LinkClosed
         registered: Registered | None = None
         async with asyncio.timeout(self._register_timeout_s):
             while registered is None:
-                message = self._frames.decode(ws, await ws.recv())
+                message = await self._frames.receive(link)
                 match message:
                     case Registered():
                         registered = message
@@ -334,17 +304,17 @@ class ConnectionLoop:
             self.pool,
         )
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, link: HubLink) -> None:
         """Heartbeat and handle hub messages until the connection closes."""
         try:
             async with asyncio.TaskGroup() as tg:
-                heartbeat = tg.create_task(self._heartbeat_loop(ws))
+                heartbeat = tg.create_task(self._heartbeat_loop(link))
                 try:
-                    async for frame in ws:
-                        message = self._frames.decode(ws, frame)
+                    while True:
+                        message = await self._frames.receive(link)
                         if message is not None:
-                            await self._dispatch(ws, tg, message)
-                except ConnectionClosed:
+                            await self._dispatch(link, tg, message)
+                except LinkClosed:
                     pass
                 finally:
                     # The hub fails these attempts over; nothing is sent for them.
@@ -354,12 +324,12 @@ class ConnectionLoop:
             self._jobs.forget_cancels()
 
     async def _dispatch(
-        self, ws: ClientConnection, tg: asyncio.TaskGroup, message: NodeOutbound
+        self, link: HubLink, tg: asyncio.TaskGroup, message: NodeOutbound
     ) -> None:
         state = self._state
         match message:
             case JobAssign():
-                await self._jobs.assign(ws, tg, message)
+                await self._jobs.assign(link, tg, message)
             case JobCancel(job_id=job_id, attempt=attempt):
                 self._jobs.cancel(job_id, attempt)
             case Error():
@@ -373,11 +343,11 @@ class ConnectionLoop:
             case Registered():
                 state.log.debug("{} unexpected registered while registered", state.node_id)
 
-    async def _heartbeat_loop(self, ws: ClientConnection) -> None:
+    async def _heartbeat_loop(self, link: HubLink) -> None:
         interval_ms = self.heartbeat_interval_ms or 0
         if interval_ms <= 0:
             return
         while True:
             await asyncio.sleep(interval_ms / 1000.0)
-            if not await self._frames.send(ws, Heartbeat(running=self._jobs.running)):
+            if not await self._frames.send(link, Heartbeat(running=self._jobs.running)):
                 return

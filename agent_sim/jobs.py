@@ -3,10 +3,12 @@
 `JobRunner` decides each `job_assign` (draining -> "draining", full ->
 "busy", else the `FaultPolicy`: reject, delayed accept, crash mid-job), runs
 each accepted job as a task in the connection's `TaskGroup`, sends
-`job_accept`, `job_progress` and `job_result` on the connection the job came
-from, honours `job_cancel` and keeps the job counters. When the connection
-drops, `agent_sim.connection.ConnectionLoop` calls `cancel_all`: the hub
-fails those attempts over, so nothing is sent for them.
+`job_accept`, `job_progress` and `job_result` on the link the job came from
+(`agent_sim.link.HubLink`, through `Frames`), honours `job_cancel` and keeps
+the job counters. When the connection drops,
+`agent_sim.connection.ConnectionLoop` calls `cancel_all`: the hub fails those
+attempts over, so nothing is sent for them. The results it sent in the last
+`REPLAY_WINDOW_S` are kept to `replay` them on the next link.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from functools import partial
 from typing import Any, Final
 
 import msgspec
-from websockets.asyncio.client import ClientConnection
 
 from agent_sim.behaviour import NO_FAULT, FaultDecision
 from agent_sim.frames import Frames
 from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler, JobRejected
+from agent_sim.link import HubLink
 from agent_sim.state import AgentState
 from hub.core.messages import (
     ErrorInfo,
@@ -49,6 +51,7 @@ class JobRunner:
 
     __slots__ = (
         "_cancel_requested",
+        "_clock",
         "_faults",
         "_frames",
         "_handler",
@@ -74,8 +77,11 @@ class JobRunner:
         handler: JobHandler,
         faults: FaultPolicy | None,
         on_result: Callable[[JobResult], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` is monotonic seconds: it dates the results kept for `replay`."""
         self._state = state
+        self._clock = clock
         self._on_result = on_result
         self._frames = frames
         self._handler = handler
@@ -93,7 +99,7 @@ class JobRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self._recent: deque[tuple[float, JobResult]] = deque()
-        """Results sent lately (monotonic time), to `replay` after a dropped connection."""
+        """Results sent lately (`clock` time), to `replay` after a dropped connection."""
 
     @property
     def running(self) -> int:
@@ -109,8 +115,8 @@ class JobRunner:
 
     # --- what the connection loop calls -------------------------------------------------
 
-    async def assign(self, ws: ClientConnection, tg: asyncio.TaskGroup, assign: JobAssign) -> None:
-        """Accept (start the job in `tg`) or reject a `job_assign` received on `ws`."""
+    async def assign(self, link: HubLink, tg: asyncio.TaskGroup, assign: JobAssign) -> None:
+        """Accept (start the job in `tg`) or reject a `job_assign` received on `link`."""
         key = (assign.job_id, assign.attempt)
         if key in self._jobs:
             self._state.log.debug("{} duplicate job_assign {}", self._state.node_id, key)
@@ -127,34 +133,34 @@ class JobRunner:
             reason = decision.reject_reason
         if reason is not None:
             self.rejected += 1
-            await self._frames.send(ws, JobReject(assign.job_id, assign.attempt, reason))
+            await self._frames.send(link, JobReject(assign.job_id, assign.attempt, reason))
             return
         self._idle.clear()
-        task = tg.create_task(self._run_job(ws, assign, decision))
+        task = tg.create_task(self._run_job(link, assign, decision))
         self._jobs[key] = task
         task.add_done_callback(partial(self._never_ran, key))
         if decision.crash_after_s is not None:
-            crash = tg.create_task(self._crash_later(ws, key, decision.crash_after_s))
+            crash = tg.create_task(self._crash_later(link, key, decision.crash_after_s))
             self._timers.add(crash)
             crash.add_done_callback(self._timers.discard)
 
     def _sent(self, result: JobResult) -> None:
-        now = time.monotonic()
+        now = self._clock()
         recent = self._recent
         recent.append((now, result))
         while recent and recent[0][0] < now - REPLAY_WINDOW_S:
             recent.popleft()
 
-    async def replay(self, ws: ClientConnection) -> int:
+    async def replay(self, link: HubLink) -> int:
         """After a connection dropped: send again, marked `replayed`, the results sent in
         the last `REPLAY_WINDOW_S` (the hub they went to may have died before passing
         them on; the job's home takes one only if that attempt is still current).
         Returns how many."""
-        now = time.monotonic()
+        now = self._clock()
         recent = [r for t, r in self._recent if t >= now - REPLAY_WINDOW_S]
         self._recent.clear()
         for result in recent:
-            if not await self._frames.send(ws, msgspec.structs.replace(result, replayed=True)):
+            if not await self._frames.send(link, msgspec.structs.replace(result, replayed=True)):
                 break
         return len(recent)
 
@@ -197,40 +203,38 @@ class JobRunner:
 
     # --- one job ---------------------------------------------------------------------
 
-    async def _crash_later(self, ws: ClientConnection, key: _JobKey, delay_s: float) -> None:
+    async def _crash_later(self, link: HubLink, key: _JobKey, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        if key in self._jobs and ws is self._frames.current:
+        if key in self._jobs and link is self._frames.current:
             self._state.log.debug("{} simulated crash during {}", self._state.node_id, key)
-            self._frames.abort(ws)
+            self._frames.abort(link)
 
-    async def _run_job(
-        self, ws: ClientConnection, assign: JobAssign, decision: FaultDecision
-    ) -> None:
+    async def _run_job(self, link: HubLink, assign: JobAssign, decision: FaultDecision) -> None:
         key = (assign.job_id, assign.attempt)
         try:
             if decision.accept_delay_s > 0:
                 await asyncio.sleep(decision.accept_delay_s)
-            if not await self._frames.send(ws, JobAccept(assign.job_id, assign.attempt)):
+            if not await self._frames.send(link, JobAccept(assign.job_id, assign.attempt)):
                 return
             self.accepted += 1
 
             async def progress(data: Any) -> None:
-                await self._frames.send(ws, JobProgress(assign.job_id, assign.attempt, data))
+                await self._frames.send(link, JobProgress(assign.job_id, assign.attempt, data))
 
             ctx = JobContext(node_id=self._state.node_id, assign=assign, progress=progress)
-            result = await self._call_handler(ws, ctx)
+            result = await self._call_handler(link, ctx)
             if key in self._cancel_requested:  # the handler swallowed our cancellation
                 self.cancelled += 1
                 return
             if isinstance(result, JobReject):  # the handler gave the job back
                 self.rejected += 1
-                await self._frames.send(ws, result)
+                await self._frames.send(link, result)
                 return
             if result.ok:
                 self.completed += 1
             else:
                 self.failed += 1
-            if not await self._frames.send(ws, result):
+            if not await self._frames.send(link, result):
                 return
             self._sent(result)
             if self._on_result is not None:
@@ -244,9 +248,7 @@ class JobRunner:
         finally:
             self._forget(key)
 
-    async def _call_handler(
-        self, ws: ClientConnection, ctx: JobContext
-    ) -> JobResult | JobReject:
+    async def _call_handler(self, link: HubLink, ctx: JobContext) -> JobResult | JobReject:
         try:
             output = await self._handler(ctx)
         except JobRejected as exc:
@@ -267,7 +269,7 @@ class JobRunner:
         # Encode once here: an output the codec cannot carry is the handler's error,
         # reported as such, not a send that fails later.
         try:
-            self._frames.encode(ws, result)
+            link.encode(result)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             error = ErrorInfo(code="handler_error", message=f"output not encodable: {exc}")
             return JobResult(ctx.job_id, ctx.attempt, ok=False, error=error)

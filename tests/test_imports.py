@@ -170,3 +170,15 @@ def test_parts_are_wired_at_construction() -> None:
             ):
                 late.append(f"{path.relative_to(ROOT)}:{node.lineno} .handler = ...")
     assert not late, late
+
+
+def test_only_the_sdk_transport_imports_websockets() -> None:
+    """The SDK's parts talk to a hub through `agent_sim.link.HubLink`; websockets stays in
+    the link's implementation (`wslink.py`) and in `HubClient`, whose callers see its
+    exceptions."""
+    users = sorted(
+        path.name
+        for path in (ROOT / "agent_sim").glob("*.py")
+        if any(m.split(".")[0] == "websockets" for m in imported_modules(path))
+    )
+    assert users == ["client.py", "wslink.py"]
