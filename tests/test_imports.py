@@ -1,6 +1,6 @@
 """The layering holds: imports flow one way, the core does no I/O (checked with `ast`).
 
-    core <- runtime <- store <- cluster <- jobs <- net <- app
+    core <- runtime <- store <- cluster <- jobs <- live <- net <- app
 
 Every module of every layer may import its own layer and the layers below
 it, never one above. Third-party I/O libraries stay in the layers that own
@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB = ROOT / "hub"
-LAYERS = ["core", "runtime", "store", "cluster", "jobs", "net", "app"]
+LAYERS = ["core", "runtime", "store", "cluster", "jobs", "live", "net", "app"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 NO_IO = {"asyncio", "websockets", "redis", "hiredis", "loguru", "time", "socket", "os", "ssl",

@@ -30,6 +30,8 @@ from hub.core.fleet_view import FleetView
 from hub.core.metrics import LabelValues, Metrics
 from hub.jobs.links import LinkCloser
 from hub.jobs.service import JobService
+from hub.live.inbound import LiveInbound
+from hub.live.registry import LiveSessions
 from hub.net.auth import Gate
 from hub.net.http import HttpApi
 from hub.net.server import WsServer
@@ -63,13 +65,17 @@ class Hub:
             config=config, store=self.store, fleet=self.fleet, metrics=self.metrics,
             peers=self.peers, archive=self.archive, closer=self.closer, reap=self._reap,
         )
+        self.live = LiveSessions(
+            config=config, home=self.service.home, store=self.store, peers=self.peers,
+            fleet=self.fleet, metrics=self.metrics,
+        )
         self.cluster = Cluster(
             config=config, store=self.store, fleet=self.fleet, archive=self.archive,
-            peers=self.peers, local=self.service.router,
+            peers=self.peers, local=LiveInbound(router=self.service.router, live=self.live),
         )
         self.sessions = Sessions(
-            config=config, service=self.service, metrics=self.metrics, waits=self.store.waits,
-            closer=self.closer,
+            config=config, service=self.service, live=self.live, metrics=self.metrics,
+            waits=self.store.waits, closer=self.closer,
         )
         self.http = HttpApi(
             config=config, fleet=self.fleet, service=self.service, metrics=self.metrics,
@@ -127,6 +133,7 @@ class Hub:
         for name, loop in (
             ("deadlines", self.service.run_deadlines),
             ("queue", self.service.home.run_queue),
+            ("live-timers", self.live.run),
             ("archiver", self.archive.run),
             ("node-watchdog", self.sessions.watchdog.run),
             ("slow-peers", self.slow_peers.run),
@@ -161,13 +168,14 @@ class Hub:
         self.sessions.draining = True
         home, registry = self.service.home, self.service.registry
         home.stop_accepting()
+        self.live.drain()  # what sessions buffered is cut now, and runs with the rest
         logger.bind(hub_id=self.config.hub_id).info(
             "draining: {} jobs ({} waiting for a slot), {} on this hub's nodes (up to {:.0f} s)",
             len(home.jobs), len(home.waiting), registry.busy, timeout_s,
         )
         await self.service.owner.drain()
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while home.running or registry.busy or home.table.pending:
+        while home.running or registry.busy or home.table.pending or self.live.busy:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self._stop_now.is_set():
                 logger.warning("drain ended with {} jobs unfinished", len(home.jobs))
@@ -195,8 +203,10 @@ class Hub:
         self._stopping = True
         self.sessions.stopping = True
         self.service.home.stop_accepting()
+        self.live.accepting = False
         self.server.stop_accepting()
-        await self.service.home.shutdown()
+        await self.service.home.shutdown()  # unfinished utterances end hub_shutdown...
+        self.live.shutdown()  # ...then their sessions: session_closed hub_shutdown
         await self.closer.wait_closed()
         await self.cluster.aclose()
         await self.archive.flush()  # records the inbox's last read carried
@@ -229,6 +239,10 @@ class Hub:
         self.metrics.gauge(
             "nodehub_client_sessions", "Client sessions connected to this hub.", (),
             lambda: {(): len(home.clients)},
+        )
+        self.metrics.gauge(
+            "nodehub_sessions", "Live sessions this hub holds (attached or not).", (),
+            lambda: {(): len(self.live)},
         )
         self.metrics.gauge(
             "nodehub_active_jobs", "Jobs submitted here and not finished.", (),

@@ -117,6 +117,12 @@ class HubConfig:
     presence lapses)."""
     drain_timeout_ms: int = 30_000
     """On SIGTERM, how long running jobs may finish before the rest fail `hub_shutdown`."""
+    # --- live sessions (protocol-v1.2) ---
+    max_sessions_per_connection: int = 64
+    """Live sessions one client connection may hold open; past it `session_limit`."""
+    session_idle_ms: int = 300_000
+    """A live session with no connection and no running utterance is closed after this
+    long (`idle_timeout`); until then a client may resume it."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -193,6 +199,8 @@ class HubConfig:
             "max_jobs_per_session",
             "max_connections",
             "max_archive_bytes",
+            "max_sessions_per_connection",
+            "session_idle_ms",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")

@@ -49,4 +49,6 @@ KEY_HELP: Final[dict[str, str]] = {
     # Named here so their flags have help too.
     "hub_timeout_ms": "a hub silent this long is excluded from selection on the others",
     "drain_timeout_ms": "on SIGTERM, how long running jobs may finish",
+    "max_sessions_per_connection": "live sessions one client connection may hold open",
+    "session_idle_ms": "a live session without connection or running utterance lives this long",
 }

@@ -177,9 +177,18 @@ class AdminReply(_Envelope, tag="admin_reply"):
     outcome: str
 
 
+class SessionTaken(_Envelope, tag="session_taken"):
+    """Hub where a live session was just opened -> the hub that held it: a client
+    opened it there; close your copy (its connection gets `session_closed`
+    `replaced`)."""
+
+    tenant: str
+    session_id: str
+
+
 Envelope = (
     Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Unknown | Reconcile | Deliver
-    | NodeReplaced | AdminRequest | AdminReply
+    | NodeReplaced | AdminRequest | AdminReply | SessionTaken
 )
 
 

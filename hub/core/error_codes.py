@@ -56,6 +56,10 @@ HANDLER_ERROR: Final = "handler_error"
 OVERLOADED: Final = "overloaded"
 """`rejected`: the client session holds `max_jobs_per_session` unfinished jobs, or
  the job would wait and the queue (or this session's share of it) is full."""
+UNKNOWN_SESSION: Final = "unknown_session"
+"""`error`: no open live session with that id on this connection."""
+SESSION_LIMIT: Final = "session_limit"
+"""`error`: the connection holds `max_sessions_per_connection` live sessions."""
 RESULT_EXPIRED: Final = "result_expired"
 """`result.error` for a resubmit: the job finished, but its result was evicted from
 memory (`max_archive_bytes`); the job is never run a second time."""

@@ -16,7 +16,8 @@ class ProtocolError(HubError):
     """A peer sent something the protocol refuses; `code` is the wire code."""
 
     def __init__(
-        self, code: str, message: str, *, path: str | None = None, job_id: str | None = None
+        self, code: str, message: str, *, path: str | None = None, job_id: str | None = None,
+        session_id: str | None = None, reasons: dict[str, int] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -24,6 +25,10 @@ class ProtocolError(HubError):
         self.path = path
         self.job_id = job_id
         """The job the refused message was about, when it decoded far enough to tell."""
+        self.session_id = session_id
+        """The live session the refused message was about."""
+        self.reasons = reasons
+        """With `no_node`: why no node serves it (`{reason: count}`)."""
 
     def __repr__(self) -> str:
         return f"ProtocolError(code={self.code!r}, message={self.message!r}, path={self.path!r})"

@@ -173,6 +173,10 @@ class Error(_Message, tag="error"):
     job_id: str | None = None
     request_id: str | None = None
     """Set on an `error` caused by a submit."""
+    session_id: str | None = None
+    """Set on an `error` caused by a live session's message."""
+    reasons: dict[str, int] | None = None
+    """With `no_node` instead of `session_opened`: why no node serves the session."""
 
 
 NodeOutbound = Registered | JobAssign | JobCancel | Error
@@ -204,7 +208,54 @@ class Cancel(_Message, tag="cancel"):
     job_id: Name
 
 
-ClientInbound = Submit | Cancel
+# --- live sessions (client -> hub; protocol-v1.2 "Live sessions") -------------------
+
+AUTO: Final = "auto"
+"""`src_lang` of a two-way session or submit: the node detects the spoken language."""
+PCM_S16LE: Final = "pcm_s16le"
+
+
+class AudioFormat(msgspec.Struct, frozen=True):
+    """How a session's audio is encoded; passed to the node with each utterance."""
+
+    codec: Name = PCM_S16LE
+    sample_rate_hz: Annotated[int, msgspec.Meta(ge=8000, le=192_000)] = 16_000
+    channels: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
+
+
+DEFAULT_AUDIO_FORMAT: Final = AudioFormat()
+
+
+class SessionOpen(_Message, tag="session_open", kw_only=True):
+    session_id: Name
+    src_lang: Name
+    tgt_lang: Name | None = None
+    """Required unless `src_lang` is `auto` (checked by the live layer)."""
+    langs: Annotated[list[Name], msgspec.Meta(max_length=2)] | None = None
+    pipeline: Pipeline = DEFAULT_PIPELINE
+    features: NameList = []
+    preferred_pool: Pool | None = None
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=86_400_000)] | None = None
+    audio_format: AudioFormat = DEFAULT_AUDIO_FORMAT
+    pause_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 1000
+    max_utterance_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 10_000
+    max_utterance_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 524_288
+    resume_after: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+
+
+class Audio(_Message, tag="audio"):
+    session_id: Name
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    data: bytes
+    is_final: bool = False
+    duration_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class SessionClose(_Message, tag="session_close"):
+    session_id: Name
+
+
+ClientInbound = Submit | Cancel | SessionOpen | Audio | SessionClose
 
 # --- hub -> client ----------------------------------------------------------------
 
@@ -242,6 +293,59 @@ class Rejected(_Message, tag="rejected"):
 
 
 ClientOutbound = Accepted | Progress | Result | Rejected | Error
+"""What the job path sends a client (and carries to another hub's client)."""
+
+
+# --- live sessions (hub -> client) ---------------------------------------------------
+
+
+class SessionOpened(_Message, tag="session_opened"):
+    session_id: str
+    resumed: bool
+    next_index: int
+    last_seq: int
+
+
+class UtteranceCut(_Message, tag="utterance_cut"):
+    session_id: str
+    index: int
+    job_id: str | None
+    """None when the utterance's job was refused (its `utterance_result` says why)."""
+    cut: str
+    duration_ms: int | None
+    size: int = msgspec.field(name="bytes")
+    last_seq: int = -1
+    """The last audio chunk in this utterance: a client need not keep chunks up to it
+    for a resume (an addition to the v1.2 contract)."""
+
+
+class Partial(_Message, tag="partial"):
+    session_id: str
+    index: int
+    data: Any = None
+
+
+class UtteranceResult(_Message, tag="utterance_result", kw_only=True):
+    session_id: str
+    index: int
+    job_id: str | None
+    node_id: str | None
+    ok: bool
+    output: Any = None
+    error: ErrorInfo | None = None
+    src_lang: str
+    tgt_lang: str
+
+
+class SessionClosed(_Message, tag="session_closed"):
+    session_id: str
+    reason: str
+    utterances: int
+
+
+LiveOutbound = SessionOpened | UtteranceCut | Partial | UtteranceResult | SessionClosed
+ClientFrames = Accepted | Progress | Result | Rejected | Error | LiveOutbound
+"""Everything a client may receive."""
 
 # --- codecs -------------------------------------------------------------------------
 
@@ -343,7 +447,9 @@ def _check(value: Any, depth: int) -> None:
         if value - value == 0.0:
             return
         raise _Unfit
-    raise _Unfit  # bytes, a MessagePack extension type, a timestamp, ...
+    if kind is bytes:
+        return  # MessagePack `bin`, base64 text to a JSON peer (protocol-v1.2)
+    raise _Unfit  # a MessagePack extension type, a timestamp, ...
 
 
 def _locate(value: Any, depth: int, path: str) -> tuple[str, str] | None:
@@ -376,8 +482,8 @@ def _locate(value: Any, depth: int, path: str) -> tuple[str, str] | None:
             if found is not None:
                 return found
         return None
-    if kind is bytes or kind is bytearray:
-        return path, "raw bytes: a JSON peer cannot receive them"
+    if kind is bytes:
+        return None
     if kind is msgspec.msgpack.Ext:
         return path, f"a MessagePack extension type ({value.code}): a JSON peer cannot receive it"
     return path, f"a MessagePack extension type ({kind.__name__}): a JSON peer cannot receive it"
@@ -387,9 +493,10 @@ class IngressRules:
     """The hub's checks on every decoded inbound message, past msgspec's own.
 
     - Free-form values (`payload`, `data`, `output`) nest at most `MAX_DEPTH`
-      levels and hold only what both encodings carry unchanged: strings,
-      finite numbers (integers in MessagePack's range), booleans, null, lists
-      and maps with string keys. So whatever the hub accepts from a MessagePack
+      levels and hold only what both encodings carry: strings, finite numbers
+      (integers in MessagePack's range), booleans, null, bytes (MessagePack
+      `bin`; base64 text to a JSON peer, which then sees a string), lists and
+      maps with string keys. So whatever the hub accepts from a MessagePack
       peer it can deliver to a JSON peer and the other way round.
     - A node's capability lists hold at most `max_capability_entries` entries
       together (`register`, `capabilities`).
@@ -539,6 +646,6 @@ def agent_codec(*, binary: bool = False) -> Codec[NodeOutbound]:
     return Codec(NodeOutbound, binary=binary)
 
 
-def submitter_codec(*, binary: bool = False) -> Codec[ClientOutbound]:
+def submitter_codec(*, binary: bool = False) -> Codec[ClientFrames]:
     """Client side of `/v1/client`: decodes hub -> client messages."""
-    return Codec(ClientOutbound, binary=binary)
+    return Codec(ClientFrames, binary=binary)

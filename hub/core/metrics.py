@@ -308,6 +308,18 @@ class Metrics:
             "Store (Redis) calls that failed, by operation and kind (unavailable, error).",
             ("op", "kind"),
         )
+        # --- live sessions ---
+        self.utterances = Counter(
+            "nodehub_utterances_total", "Utterances cut from live sessions, by cut.", ("cut",)
+        )
+        self.utterance_seconds = Histogram(
+            "nodehub_utterance_seconds",
+            "A live session's utterance: cut to its utterance_result sent.",
+            buckets=buckets_up_to(job_budget_s),
+        )
+        self.audio_bytes = Counter(
+            "nodehub_audio_bytes_total", "Audio bytes received on live sessions."
+        )
         # --- the console's last minutes (`/v1/stats?include=recent`) ---
         self.recent = RecentJobs()
         self.gauges: list[Gauge] = []
@@ -344,7 +356,8 @@ class Metrics:
             self.selection_seconds, self.dispatch_seconds, self.job_seconds,
             self.auth_refusals, self.queue_wait_seconds, self.slow_consumers,
             self.refused_connections, self.no_node_answers, self.pair_submits,
-            self.store_seconds, self.store_errors, *self.gauges,
+            self.store_seconds, self.store_errors, self.utterances, self.utterance_seconds,
+            self.audio_bytes, *self.gauges,
         ]
         lines: list[str] = []
         for metric in metrics:

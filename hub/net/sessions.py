@@ -48,7 +48,7 @@ from loguru import logger
 from hub.core import close_codes, error_codes
 from hub.core.config import HubConfig
 from hub.core.errors import ProtocolError
-from hub.core.messages import Cancel, Error, Register, Submit
+from hub.core.messages import Audio, Cancel, Error, Register, SessionClose, SessionOpen, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
 from hub.jobs.home.home import JobHome
@@ -56,6 +56,7 @@ from hub.jobs.links import Link, LinkCloser
 from hub.jobs.owner.owner import NodeOwner
 from hub.jobs.owner.registry import RegisteredNode
 from hub.jobs.service import JobService
+from hub.live.registry import LiveSessions
 from hub.runtime.eager import eager_task
 
 MAX_SUBMITS_IN_FLIGHT: Final = 256
@@ -113,9 +114,10 @@ class Refusals:
     async def error(self, exc: ProtocolError, *, job_id: str | None = None) -> None:
         """Answer with `error` (counted), without counting against the limit."""
         self._metrics.protocol_errors.inc(self._endpoint, exc.code)
-        await self._link.send(
-            Error(code=exc.code, message=exc.message, path=exc.path, job_id=job_id)
-        )
+        await self._link.send(Error(
+            code=exc.code, message=exc.message, path=exc.path, job_id=job_id,
+            session_id=exc.session_id, reasons=exc.reasons,
+        ))
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> bool:
         """Answer a refused message with `error`; close with 1008 past the limit (then
@@ -206,11 +208,12 @@ class Sessions:
     hub is stopping)."""
 
     def __init__(
-        self, *, config: HubConfig, service: JobService, metrics: Metrics, waits: bool,
-        closer: LinkCloser | None = None,
+        self, *, config: HubConfig, service: JobService, live: LiveSessions, metrics: Metrics,
+        waits: bool, closer: LinkCloser | None = None,
     ) -> None:
         self.config = config
         self.service = service
+        self.live = live
         self.metrics = metrics
         self.waits = waits
         """Whether the store waits on I/O (then submits run concurrently)."""
@@ -346,6 +349,7 @@ class ClientSession:
         stop feeding it."""
         self._expiry = SessionExpiry(link, principal, sessions.closer)
         self._home: JobHome = sessions.service.home
+        self._live = sessions.live
         self._waits = sessions.waits
         self._refusals = Refusals(
             link, sessions.metrics, "client", sessions.config.max_protocol_errors
@@ -357,10 +361,17 @@ class ClientSession:
     async def received(self, message: Any) -> None:
         """A decoded message from the client; returns once the next may be read."""
         try:
-            if isinstance(message, Submit):
+            kind = type(message)
+            if kind is Audio:
+                self._live.audio(self.link, message)
+            elif kind is Submit:
                 await self._submit(message)
-            elif isinstance(message, Cancel):
+            elif kind is Cancel:
                 await self._home.cancel(self.link, message, self.principal)
+            elif kind is SessionOpen:
+                await self._live.open(self.link, self.principal, message)
+            elif kind is SessionClose:
+                await self._live.close(self.link, message)
         except ProtocolError as exc:
             await self.refuse(exc, job_id=getattr(message, "job_id", None))
         except Exception:
@@ -404,6 +415,7 @@ class ClientSession:
         """Let submits in flight finish (a half-made job must not be left behind); the
         client's jobs go on (a resubmit of a request_id gets its result)."""
         self._expiry.cancel()
+        self._live.connection_lost(self.link)  # its live sessions wait for a resume
         if self._submits:
             await asyncio.wait(self._submits)
         self._home.client_disconnected(self.link)

@@ -139,6 +139,25 @@ class Store(Protocol):
     async def load_job(self, job_id: str) -> bytes | None:
         """A record saved by any hub, or None when unknown or expired."""
 
+    # --- live sessions ---------------------------------------------------------------
+
+    async def save_live(
+        self, tenant: str, session_id: str, record: bytes, ttl_ms: int,
+        *, utterance: tuple[int, bytes, int] | None = None,
+    ) -> None:
+        """Keep a live session's record (encoded) for `ttl_ms`; with `utterance`
+        (index, payload, ttl_ms), also the payload of an utterance just cut, in the same
+        call, so that another hub can run it again if this one dies."""
+
+    async def load_live(self, tenant: str, session_id: str) -> bytes | None:
+        """A live session's record, saved by any hub; None when unknown or expired."""
+
+    async def load_utterance(self, tenant: str, session_id: str, index: int) -> bytes | None:
+        """The payload of a session's utterance still running (None once it ended)."""
+
+    async def drop_utterance(self, tenant: str, session_id: str, index: int) -> None:
+        """The utterance's result is in: its payload is no longer needed."""
+
     # --- published nodes --------------------------------------------------------------
 
     async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:

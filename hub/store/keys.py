@@ -46,6 +46,14 @@ class Keys:
         tenant name never holds `:`, see `hub.core.principal.TENANT_PATTERN`)."""
         return f"{self._p}:req:{tenant}:{request_id}"
 
+    def live(self, tenant: str, session_id: str) -> str:
+        """STRING: a live session's record (MessagePack), scoped to its tenant."""
+        return f"{self._p}:live:{tenant}:{session_id}"
+
+    def utterance(self, tenant: str, session_id: str, index: int) -> str:
+        """STRING: the payload of a live session's running utterance (MessagePack)."""
+        return f"{self._p}:utt:{tenant}:{index}:{session_id}"
+
     def job(self, job_id: str) -> str:
         """STRING: a finished job's record (JSON)."""
         return f"{self._p}:job:{job_id}"

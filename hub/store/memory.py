@@ -43,6 +43,10 @@ def _request_key(tenant: str, request_id: str) -> str:
     return f"{tenant}:{request_id}"
 
 
+def _utterance_key(tenant: str, session_id: str, index: int) -> str:
+    return f"u:{tenant}:{index}:{session_id}"
+
+
 class _ExpiringDict:
     """A dict whose entries lapse `ttl_ms` after their last write."""
 
@@ -187,6 +191,8 @@ class MemoryBackplane:
     max_record_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
     """`max_archive_bytes`: the bound of `jobs`."""
     bindings: _ExpiringDict = field(init=False)
+    live: _ExpiringDict = field(init=False)
+    """Live sessions' records and their running utterances' payloads."""
     jobs: RecordShelf = field(init=False)
     presence: _ExpiringDict = field(init=False)
     known: set[str] = field(default_factory=set)
@@ -206,6 +212,7 @@ class MemoryBackplane:
 
     def __post_init__(self) -> None:
         self.bindings = _ExpiringDict(self.clock)
+        self.live = _ExpiringDict(self.clock)
         self.jobs = RecordShelf(self.clock, self.max_record_bytes)
         self.presence = _ExpiringDict(self.clock)
 
@@ -291,6 +298,29 @@ class MemoryStore:
 
     async def load_job(self, job_id: str) -> bytes | None:
         return self._plane.jobs.get(job_id)
+
+    # --- live sessions -----------------------------------------------------------------
+
+    async def save_live(
+        self, tenant: str, session_id: str, record: bytes, ttl_ms: int,
+        *, utterance: tuple[int, bytes, int] | None = None,
+    ) -> None:
+        self._plane.live.set(f"s:{tenant}:{session_id}", record, ttl_ms)
+        if utterance is not None:
+            index, payload, utterance_ttl_ms = utterance
+            self._plane.live.set(_utterance_key(tenant, session_id, index), payload,
+                                 utterance_ttl_ms)
+
+    async def load_live(self, tenant: str, session_id: str) -> bytes | None:
+        value = self._plane.live.get(f"s:{tenant}:{session_id}")
+        return value if isinstance(value, bytes) else None
+
+    async def load_utterance(self, tenant: str, session_id: str, index: int) -> bytes | None:
+        value = self._plane.live.get(_utterance_key(tenant, session_id, index))
+        return value if isinstance(value, bytes) else None
+
+    async def drop_utterance(self, tenant: str, session_id: str, index: int) -> None:
+        self._plane.live.delete(_utterance_key(tenant, session_id, index))
 
     # --- published nodes---------------------------------------------------------------
 

@@ -253,6 +253,37 @@ class RedisStore:
         data: Any = await self._redis.get(self.keys.job(job_id))
         return None if data is None else bytes(data)
 
+    # --- live sessions -------------------------------------------------------------------
+
+    @translated
+    async def save_live(
+        self, tenant: str, session_id: str, record: bytes, ttl_ms: int,
+        *, utterance: tuple[int, bytes, int] | None = None,
+    ) -> None:
+        keys = self.keys
+        if utterance is None:
+            await self._redis.set(keys.live(tenant, session_id), record, px=ttl_ms)
+            return
+        index, payload, utterance_ttl_ms = utterance
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.utterance(tenant, session_id, index), payload, px=utterance_ttl_ms)
+            pipe.set(keys.live(tenant, session_id), record, px=ttl_ms)
+            await pipe.execute()
+
+    @translated
+    async def load_live(self, tenant: str, session_id: str) -> bytes | None:
+        data: Any = await self._redis.get(self.keys.live(tenant, session_id))
+        return None if data is None else bytes(data)
+
+    @translated
+    async def load_utterance(self, tenant: str, session_id: str, index: int) -> bytes | None:
+        data: Any = await self._redis.get(self.keys.utterance(tenant, session_id, index))
+        return None if data is None else bytes(data)
+
+    @translated
+    async def drop_utterance(self, tenant: str, session_id: str, index: int) -> None:
+        await self._redis.delete(self.keys.utterance(tenant, session_id, index))
+
     # --- published nodes-----------------------------------------------------------------
 
     @translated

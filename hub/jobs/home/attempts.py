@@ -6,8 +6,9 @@ that owns the node), and watched by deadlines: the accept deadline
 (`accept_timeout_ms`), then the attempt's own (`job_timeout_ms`), and the
 job's overall one when the client set `timeout_ms`. A reject, a deadline, the
 node dropping or its hub dying fails the attempt; the next one selects again
-with that node hard-excluded, up to `max_attempts`, then the job finishes
-with one failed `result`. `finish` is the only way a job ends: it sends the
+with that node excluded, up to `max_attempts`, then the job finishes with one
+failed `result`. The exclusion is soft (`_soften`): when only excluded nodes
+could serve the job, the next attempt may go back to one of them. `finish` is the only way a job ends: it sends the
 result to every watcher exactly once and archives the record.
 
 A job waits instead (`wait`) when every node that could serve it
@@ -33,11 +34,12 @@ import random
 import time
 from typing import Any
 
+import msgspec
 from loguru import logger
 
 from hub.cluster.peers import Peers
 from hub.core import error_codes
-from hub.core.capabilities import AT_CAPACITY, Requirements
+from hub.core.capabilities import AT_CAPACITY, EXCLUDED, Requirements
 from hub.core.config import HubConfig
 from hub.core.envelopes import Dispatch, Revoke
 from hub.core.fleet_view import FleetView
@@ -245,6 +247,8 @@ class Attempts:
         their hub (`Transit`), try again shortly (a deadline, up to `Transit.wait_s`;
         the submitter gets its `accepted` meanwhile); else the job ends `no_node`."""
         selection = self.select(job.requirements)
+        if selection.node_id is None and selection.reasons.get(EXCLUDED):
+            selection = self._soften(job, selection)
         if selection.node_id is None and self.may_wait(job) and selection.reasons.get(AT_CAPACITY):
             # Every node that could take it is full (the selection was just made): the
             # admission queue's, not a transit wait.
@@ -272,6 +276,21 @@ class Attempts:
         self.metrics.no_node_answer(selection.reasons)
         error = ErrorInfo(error_codes.NO_NODE, selection.explain())
         await self.finish(job, ok=False, error=error, reply=reply)
+
+    def _soften(self, job: Job, strict: Selection) -> Selection:
+        """Soft exclusion: the nodes that failed this job are avoided while another node
+        could serve it. When only they could (every other node lacks a capability, or
+        there is none), the next attempt may go back to one of them (within
+        `max_attempts`, counted as ever): a node's reject or timeout is often
+        passing (busy, restarting), and ending the job `no_node` while its node is
+        there would be worse. The job's exclusions are dropped then, so that if those
+        nodes are only full it waits for them in the queue like any job."""
+        relaxed = msgspec.structs.replace(job.requirements, excluded=frozenset())
+        softened = self.select(relaxed)
+        if softened.node_id is None and not softened.reasons.get(AT_CAPACITY):
+            return strict  # not even the excluded nodes can take it now
+        job.requirements = relaxed
+        return softened
 
     def _drop_unconfirmed(self, job: Job, outcome: str) -> None:
         """An unconfirmed job's attempt failed and nobody watches it (`Admission.
