@@ -253,11 +253,19 @@ async def test_an_accepted_attempt_that_runs_too_long_times_out(path: JobPath) -
     await path.fire_deadlines(1_010)  # the accept deadline re-arms for the attempt's end
     assert node.take() == []
     await path.fire_deadlines(5_000)
-    cancel = only(node.take(), JobCancel)
-    assert cancel.reason == "timeout"
-    # The only node failed: nothing else can serve it.
-    result = only(client.take()[1:], Result)
-    assert not result.ok and result.error is not None and result.error.code == "no_node"
+    cancel, retry = node.take()
+    assert isinstance(cancel, JobCancel) and cancel.reason == "timeout"
+    # The only node failed, but nothing else can serve the job: soft exclusion sends the
+    # next attempt back to it (instead of ending the job `no_node`).
+    assert isinstance(retry, JobAssign) and (retry.job_id, retry.attempt) == (assign.job_id, 2)
+    assert client.take()[1:] == []
+    for attempt in (2, 3):  # every attempt times out: the job's budget (3 attempts) ends it
+        await path.from_node("n1", JobAccept(assign.job_id, attempt))
+        await path.fire_deadlines(1_010)
+        await path.fire_deadlines(5_000)
+    result = only(client.take(), Result)
+    assert not result.ok and result.error is not None
+    assert result.error.code == "timeout" and result.attempts == 3
 
 
 async def test_the_clients_timeout_ends_the_job(path: JobPath) -> None:

@@ -388,11 +388,32 @@ async def test_nesting_past_the_limit_is_invalid_field_and_counted(
 
 UNFIT = [
     (msgspec.msgpack.Ext(7, b"\x01"), "$.payload", "extension type"),
-    ({"audio": b"\x00\x01"}, "$.payload.audio", "raw bytes"),
     ({1: "one"}, "$.payload", "not a string"),
     ({"t": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)}, "$.payload.t", "extension"),
     ([1.0, float("nan")], "$.payload[1]", "non-finite"),
 ]
+
+
+async def test_bytes_cross_encodings_as_base64_for_json_peers(hub: Hub, net: Net) -> None:
+    """Binary data: a MessagePack client's bytes reach a JSON node as base64 text and a
+    MessagePack node as bytes; a MessagePack node's bytes output reaches a JSON client
+    as base64 text."""
+    json_node = await net.node(hub, "json-node", caps([("en", "de")]))
+    packed_node = await net.node(hub, "packed-node", caps([("en", "fr")]), binary=True)
+    packed = await net.client(hub, binary=True)
+    await packed.submitted("to-json", payload={"audio": b"\x00\x01\xff"})
+    assign = await json_node.assigned()
+    assert assign["payload"] == {"audio": "AAH/"}
+    await packed.submitted("to-packed", "en", "fr", payload={"audio": b"\x00\x01\xff"})
+    assign = await packed_node.assigned()
+    assert assign["payload"] == {"audio": b"\x00\x01\xff"}
+    plain = await net.client(hub)
+    await plain.submitted("from-packed", "en", "fr")
+    assign = await packed_node.assigned()
+    await packed_node.accept(assign)
+    await packed_node.result(assign, {"wav": b"RIFF"})
+    result = await plain.expect("result", request_id="from-packed", ok=True)
+    assert result["output"] == {"wav": "UklGRg=="}
 
 
 async def test_what_a_json_peer_could_not_receive_is_refused_at_ingress(

@@ -223,13 +223,34 @@ async def test_attempts_exhausted(make_hub: MakeHub, net: Net) -> None:
     await client.quiet(0.1)  # bounded: exactly one result
 
 
-async def test_fewer_nodes_than_attempts_ends_with_no_node(hub: Hub, net: Net) -> None:
+async def test_the_only_node_gets_the_job_again_after_it_rejected_it(
+    hub: Hub, net: Net
+) -> None:
+    """Soft exclusion: no other node can serve it, so the retries go back to `a` (up to
+    `max_attempts`), and the job ends with the budget, not `no_node`."""
     a = await net.node(hub, "a")
     client = await net.client(hub)
     await client.submitted("r1")
-    await a.reject(await a.assigned())
+    for attempt in (1, 2, 3):
+        assign = await a.assigned()
+        assert assign["attempt"] == attempt
+        await a.reject(assign)
     result = await client.expect("result", request_id="r1", ok=False)
-    assert result["error"]["code"] == "no_node" and result["attempts"] == 1
+    assert result["error"]["code"] == "attempts_exhausted" and result["attempts"] == 3
+
+
+async def test_a_node_that_failed_a_job_is_avoided_while_another_can_serve_it(
+    hub: Hub, net: Net
+) -> None:
+    a = await net.node(hub, "a")
+    client = await net.client(hub)
+    await client.submitted("r1")
+    first = await a.assigned()
+    b = await net.node(hub, "b")
+    await a.reject(first)
+    second = await b.assigned()
+    assert (second["job_id"], second["attempt"]) == (first["job_id"], 2)
+    await a.quiet(0.1)
 
 
 async def test_node_killed_mid_job_fails_over(hub: Hub, net: Net) -> None:

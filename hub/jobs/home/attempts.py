@@ -8,8 +8,9 @@ job's overall one when the client set `timeout_ms`. A reject, a deadline, the
 node dropping or its hub dying fails the attempt; the next one selects again
 with that node excluded, up to `max_attempts`, then the job finishes with one
 failed `result`. The exclusion is soft (`_soften`): when only excluded nodes
-could serve the job, the next attempt may go back to one of them. `finish` is the only way a job ends: it sends the
-result to every watcher exactly once and archives the record.
+could serve the job, the next attempt may go back to one of them. `finish` is
+the only way a job ends: it sends the result to every watcher exactly once and
+archives the record.
 
 A job waits instead (`wait`) when every node that could serve it
 is full: on its first dispatch (`Admission`), on a failover, and when the
@@ -247,7 +248,8 @@ class Attempts:
         their hub (`Transit`), try again shortly (a deadline, up to `Transit.wait_s`;
         the submitter gets its `accepted` meanwhile); else the job ends `no_node`."""
         selection = self.select(job.requirements)
-        if selection.node_id is None and selection.reasons.get(EXCLUDED):
+        reasons = selection.reasons
+        if selection.node_id is None and reasons.get(EXCLUDED) and not reasons.get(AT_CAPACITY):
             selection = self._soften(job, selection)
         if selection.node_id is None and self.may_wait(job) and selection.reasons.get(AT_CAPACITY):
             # Every node that could take it is full (the selection was just made): the
@@ -279,8 +281,9 @@ class Attempts:
 
     def _soften(self, job: Job, strict: Selection) -> Selection:
         """Soft exclusion: the nodes that failed this job are avoided while another node
-        could serve it. When only they could (every other node lacks a capability, or
-        there is none), the next attempt may go back to one of them (within
+        could serve it (a full one included: the job waits for it). When only they
+        could (every other node lacks a capability, is draining or offline, or there is
+        none), the next attempt may go back to one of them (within
         `max_attempts`, counted as ever): a node's reject or timeout is often
         passing (busy, restarting), and ending the job `no_node` while its node is
         there would be worse. The job's exclusions are dropped then, so that if those
