@@ -246,12 +246,11 @@ class LiveSessions:
 
     def connection_lost(self, conn: Link) -> None:
         """The client's connection ended: its sessions live on, detached."""
-        now = self.clock.now_ms()
         for key in self._by_conn.pop(conn.peer_id, {}).values():
             session = self.sessions.get(key)
             if session is None or session.conn is not conn:
                 continue
-            session.detach(now)
+            session.detach()
             self._arm_idle(session)
 
     def taken(self, envelope: SessionTaken) -> None:
@@ -266,9 +265,12 @@ class LiveSessions:
         self._forget(session)
 
     def _arm_idle(self, session: LiveSession) -> None:
-        if session.conn is None and session.detached_ms is not None:
+        """A detached session with nothing running is idle from now on: it ends
+        `session_idle_ms` later unless a client reopens it or work arrives."""
+        if session.conn is None and not session.running and not session.tasks:
+            session.idle_since_ms = self.clock.now_ms()
             self.timers.push(
-                session.detached_ms + self.config.session_idle_ms,
+                session.idle_since_ms + self.config.session_idle_ms,
                 ("idle", (session.tenant, session.session_id)),
             )
 
@@ -290,12 +292,10 @@ class LiveSessions:
             self._cut(session, PAUSE)
             return
         # idle: detached long enough, with nothing running, is over
-        if session.conn is not None or session.detached_ms is None:
-            return
-        if session.running or session.tasks:
-            self.timers.push(now + self.config.session_idle_ms, timer)
-            return
-        if now - session.detached_ms >= self.config.session_idle_ms:
+        since = session.idle_since_ms
+        if session.conn is not None or session.running or session.tasks or since is None:
+            return  # not idle now; it is armed again when it is
+        if now - since >= self.config.session_idle_ms:
             logger.info("live session {} idle: closed", session.session_id)
             self._forget(session)
 
@@ -336,7 +336,7 @@ class LiveSessions:
         if session.closing and not session.closed and session.drained:
             self._send_closed(session, CLOSED)
             self._forget(session)
-        elif session.conn is None and not session.running:
+        elif session.conn is None and not session.running and session.idle_since_ms is None:
             self._arm_idle(session)
 
     def _send_closed(self, session: LiveSession, reason: str) -> None:

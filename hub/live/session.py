@@ -160,7 +160,8 @@ class LiveSession:
         self.closed = False
         self.last_audio_ms = 0
         self.pause_armed = False
-        self.detached_ms: int | None = None
+        self.idle_since_ms: int | None = None
+        """Since when the session is detached with nothing running (None: it is not)."""
         self.tasks: set[asyncio.Task[None]] = set()
         self._submit = submit
         self._persist = persist
@@ -220,6 +221,7 @@ class LiveSession:
         index = self.next_index
         self.next_index += 1
         self.running[index] = None
+        self.idle_since_ms = None
         self._pending_cuts[index] = PendingCut(
             utterance.cut, utterance.duration_ms, len(utterance.audio), utterance.last_seq
         )
@@ -346,7 +348,7 @@ class LiveSession:
         client has), every result after it is delivered again: those the session still
         holds at once, the others once the job path answers their request ids again."""
         self.conn = conn
-        self.detached_ms = None
+        self.idle_since_ms = None
         if resume_after is None:
             return
         start = resume_after + 1
@@ -368,9 +370,8 @@ class LiveSession:
             payload = None
         await self._submit(self.link, self._utterance_submit(index, payload), self.principal)
 
-    def detach(self, now_ms: int) -> None:
+    def detach(self) -> None:
         self.conn = None
-        self.detached_ms = now_ms
 
     @property
     def drained(self) -> bool:

@@ -112,10 +112,10 @@ class JobPath:
 
     def __init__(self, config: HubConfig = CONFIG, store: MemoryStore | None = None) -> None:
         self.clock = ManualClock()
-        store = store if store is not None else MemoryStore(hub_id=config.hub_id)
-        fleet = FleetView()
+        self.store = store = store if store is not None else MemoryStore(hub_id=config.hub_id)
+        self.fleet = fleet = FleetView()
         self.archive = JobArchive(store=store, ttl_ms=config.idempotency_ttl_ms)
-        peers = Peers(config=config, store=store, fleet=fleet)
+        self.peers = peers = Peers(config=config, store=store, fleet=fleet)
         self.metrics = Metrics()
         self.service = JobService(
             config=config, store=store, fleet=fleet, metrics=self.metrics, peers=peers,
