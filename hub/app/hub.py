@@ -167,8 +167,9 @@ class Hub:
         self.sessions.stopping = True
         self.sessions.draining = True
         home, registry = self.service.home, self.service.registry
+        # What live sessions buffered is cut and submitted first, then runs with the rest.
+        await self.live.drain()
         home.stop_accepting()
-        self.live.drain()  # what sessions buffered is cut now, and runs with the rest
         logger.bind(hub_id=self.config.hub_id).info(
             "draining: {} jobs ({} waiting for a slot), {} on this hub's nodes (up to {:.0f} s)",
             len(home.jobs), len(home.waiting), registry.busy, timeout_s,

@@ -195,6 +195,11 @@ class LiveSessions:
     def audio(self, conn: Link, message: Audio) -> None:
         """An `audio` chunk: buffered, and cut into an utterance by the rules."""
         session = self._attached(conn, message.session_id)
+        if not self.accepting:
+            raise ProtocolError(
+                error_codes.HUB_SHUTDOWN, "the hub is shutting down: audio is not taken",
+                session_id=session.session_id,
+            )
         self._metrics.audio_bytes.inc(amount=len(message.data))
         try:
             utterance = session.cutter.add(
@@ -367,12 +372,16 @@ class LiveSessions:
 
     # --- the hub's lifecycle ----------------------------------------------------------
 
-    def drain(self) -> None:
+    async def drain(self) -> None:
         """The hub drains: no new session or audio; what each session buffered is cut
-        now (`cut: close`), so that it is delivered while running jobs finish."""
+        now (`cut: close`) and submitted before the job path stops taking submits, so
+        that it runs and is delivered while running jobs finish."""
         self.accepting = False
         for session in list(self.sessions.values()):
             self._cut(session, CLOSE)
+        starting = [task for s in self.sessions.values() for task in s.tasks]
+        if starting:
+            await asyncio.wait(starting)
 
     @property
     def busy(self) -> int:

@@ -1,0 +1,158 @@
+"""Live sessions across hub processes on one redis-server: a session resumed on another
+hub, and a hub SIGKILLed under live sessions (every cut utterance answered once)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+
+from tests.support.hub_process import HubProcess
+from tests.support.hubtest import Msg, TestClient, TestNode, caps, connect_client, connect_node
+
+pytestmark = pytest.mark.slow
+
+WAIT_S = 15.0
+CHUNK = bytes(range(256)) * 12 + bytes(128)  # 3,200 bytes: 100 ms of 16 kHz PCM
+
+
+async def open_session(client: TestClient, sid: str, **fields: Any) -> Msg:
+    await client.send({"type": "session_open", "session_id": sid, "src_lang": "en",
+                       "tgt_lang": "de", "pause_ms": 0, **fields})
+    return await client.expect("session_opened", WAIT_S, session_id=sid)
+
+
+async def send_audio(client: TestClient, sid: str, seq: int, data: bytes, **fields: Any) -> None:
+    value: Any = data if client.binary else base64.b64encode(data).decode()
+    await client.send({"type": "audio", "session_id": sid, "seq": seq, "data": value, **fields})
+
+
+def audio_of(assign: Msg) -> bytes:
+    audio = assign["payload"]["audio"]
+    return audio if isinstance(audio, bytes) else base64.b64decode(audio)
+
+
+async def next_of(peer: TestClient | TestNode, kind: str, wait_s: float = WAIT_S) -> Msg:
+    """The next message of `kind`, skipping others (kept in `peer.received`)."""
+    async with asyncio.timeout(wait_s):
+        while True:
+            message = await peer.recv(wait_s)
+            if message.get("type") == kind:
+                return message
+
+
+async def seen_by(hub: HubProcess, node_id: str) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not any(
+            n["node_id"] == node_id for n in await asyncio.to_thread(hub.get_json, "/v1/nodes")
+        ):
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "msgpack"])
+async def test_a_session_resumed_on_another_hub_gets_its_running_utterance(
+    start_hubs: Any, binary: bool
+) -> None:
+    home, other = start_hubs(2)
+    node = await connect_node(other.url, "n1", caps(), binary=binary)
+    try:
+        await seen_by(home, "n1")
+        client = await connect_client(home.url, binary=binary)
+        await open_session(client, "s1")
+        await send_audio(client, "s1", 0, CHUNK, is_final=True)
+        assign = await node.assigned(WAIT_S)  # homed on `home`, running on `other`'s node
+        assert audio_of(assign) == CHUNK
+        await next_of(client, "utterance_cut")
+        await send_audio(client, "s1", 1, CHUNK)  # buffered on `home`, uncut
+        client.abort()
+
+        moved = await connect_client(other.url, binary=binary)
+        opened = await open_session(moved, "s1", resume_after=-1)
+        # The record in the store says what was cut; uncut audio stayed on `home` (alive:
+        # it is not lost, but this hub resumes from the last cut chunk).
+        assert (opened["resumed"], opened["next_index"], opened["last_seq"]) == (True, 1, 0)
+        await node.accept(assign)
+        await node.result(assign, {"text": "moved"})
+        result = await next_of(moved, "utterance_result")
+        assert (result["index"], result["ok"], result["output"]) == (0, True, {"text": "moved"})
+        await send_audio(moved, "s1", 1, CHUNK, is_final=True)
+        second = await node.assigned(WAIT_S)
+        assert second["payload"]["utterance_index"] == 1 and audio_of(second) == CHUNK
+        await node.accept(second)
+        await node.result(second, {"text": "two"})
+        result = await next_of(moved, "utterance_result")
+        assert result["index"] == 1
+        await moved.quiet(0.3)
+        assert sum(m["type"] == "utterance_result" for m in moved.received) == 2
+        await moved.aclose()
+    finally:
+        await node.aclose()
+
+
+async def test_a_hub_killed_under_live_sessions_loses_no_cut_utterance(
+    start_hubs: Any,
+) -> None:
+    victim, survivor = start_hubs(2)
+    node = await connect_node(survivor.url, "n1", caps(max_concurrency=8))
+    try:
+        await seen_by(victim, "n1")
+        client = await connect_client(victim.url, binary=True)
+        sessions = ["a", "b"]
+        for sid in sessions:
+            await open_session(client, sid)
+        pending: list[Msg] = []
+        for sid in sessions:
+            for seq in range(2):
+                await send_audio(client, sid, seq, CHUNK + bytes([seq]), is_final=True)
+        for _ in range(4):
+            pending.append(await node.assigned(WAIT_S))
+        for assign in pending:
+            await node.accept(assign)
+        # One utterance finishes before the crash; the other three are cut off by it.
+        done = pending[0]
+        await node.result(done, {"first": True})
+        await asyncio.sleep(0.2)  # let that result reach its home before the kill
+        victim.kill()
+        client.abort()
+
+        back = await connect_client(survivor.url, binary=True)
+        for sid in sessions:
+            opened = await open_session(back, sid, resume_after=-1)
+            assert opened["next_index"] == 2 and opened["last_seq"] == 1
+        executions: dict[tuple[str, int], int] = {}
+
+        async def serve() -> None:  # the node runs whatever the survivor sends it
+            while True:
+                sent = await node.inbox.get()
+                if sent["type"] == "job_assign":
+                    key = (sent["session_id"], sent["payload"]["utterance_index"])
+                    executions[key] = executions.get(key, 0) + 1
+                    await node.accept(sent)
+                    await node.result(sent, {"rerun": True})
+
+        server = asyncio.create_task(serve())
+        results: dict[tuple[str, int], Msg] = {}
+        try:
+            async with asyncio.timeout(3 * WAIT_S):
+                while len(results) < 4:
+                    message = await back.recv(3 * WAIT_S)
+                    if message["type"] == "utterance_result":
+                        key = (message["session_id"], message["index"])
+                        assert key not in results, f"{key} answered twice"
+                        results[key] = message
+            await back.quiet(0.3)
+        finally:
+            server.cancel()
+        assert sum(m["type"] == "utterance_result" for m in back.received) == 4
+        assert set(results) == {(s, i) for s in sessions for i in range(2)}
+        assert all(r["ok"] for r in results.values()), [(k, r.get("error"), r["job_id"]) for k, r in results.items()]
+        # Each utterance ran to its end once: the one finished before the crash is
+        # answered from its record, the three cut off ran again on the survivor.
+        finished_first = (done["session_id"], done["payload"]["utterance_index"])
+        assert finished_first not in executions
+        assert executions == {k: 1 for k in results if k != finished_first}
+        await back.aclose()
+    finally:
+        await node.aclose()
