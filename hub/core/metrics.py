@@ -322,6 +322,8 @@ class Metrics:
         )
         # --- the console's last minutes (`/v1/stats?include=recent`) ---
         self.recent = RecentJobs()
+        self.recent_utterances = RecentJobs()
+        """Live sessions' utterances: cut to `utterance_result`."""
         self.gauges: list[Gauge] = []
         self.sources: list[TextSource] = []
 

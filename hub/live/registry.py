@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Coroutine, Iterable
 from typing import Any, Final
 
@@ -325,6 +326,11 @@ class LiveSessions:
         seconds = session.cut_seconds(index)
         if seconds is not None:
             self._metrics.utterance_seconds.observe(seconds)
+        self._metrics.recent_utterances.finished(
+            time.monotonic(), code=None if result.ok else (
+                result.error.code if result.error else error_codes.FAILED
+            ), seconds=seconds,
+        )
         self._background(self._drop(session, index))
         self._maybe_closed(session)
 

@@ -374,8 +374,9 @@ class HttpApi:
 
     def stats(self, include: frozenset[str] = frozenset()) -> dict[str, Any]:
         """`{"nodes": {status: n}, "slots": {"total", "busy"}, "jobs": {"active", "queued"},
-        "jobs_per_s", "pools": {pool: {"nodes", "status", "slots"}}}`, and what `include`
-        names of `pairs`, `hubs`, `recent`."""
+        "jobs_per_s", "live": {"sessions"}, "pools": {pool: {"nodes", "status", "slots"}}}`,
+        and what `include` names of `pairs`, `hubs`, `recent` (with it, `utterances`: the
+        live sessions' utterances, cut to result, in the same form)."""
         tally = self.fleet.stats.all
         home = self.service.home
         finished = sum(self.metrics.jobs.values.values())
@@ -384,6 +385,7 @@ class HttpApi:
             "slots": {"total": tally.slots_total, "busy": tally.slots_busy},
             "jobs": {"active": len(home.jobs), "queued": len(home.waiting)},
             "jobs_per_s": self._rate.rate(finished),
+            "live": {"sessions": len(self.sessions.live)},
             "pools": {
                 str(pool): t.view() for pool, t in sorted(self.fleet.stats.pools.items())
             },
@@ -393,7 +395,9 @@ class HttpApi:
         if "hubs" in include:
             out["hubs"] = self._hub_view()
         if "recent" in include:
-            out["recent"] = self.metrics.recent.view(time.monotonic())
+            now = time.monotonic()
+            out["recent"] = self.metrics.recent.view(now)
+            out["utterances"] = self.metrics.recent_utterances.view(now)
         return out
 
     # --- what the console adds to /v1/stats -----------------------------------

@@ -183,6 +183,13 @@
     $("jobs-active").textContent = fmt(stats.jobs.active);
     $("jobs-queued").textContent = fmt(stats.jobs.queued);
     $("jobs-per-s").textContent = stats.jobs_per_s.toFixed(1);
+    if (stats.live) $("live-sessions").textContent = fmt(stats.live.sessions);
+    const utterances = stats.utterances;
+    if (utterances) {
+      $("utt-finished").textContent = fmt(utterances.finished);
+      $("utt-p50").textContent = ms(utterances.p50_ms);
+      $("utt-p99").textContent = ms(utterances.p99_ms);
+    }
     const recent = stats.recent;
     if (recent) {
       $("jobs-finished").textContent = fmt(recent.finished_total);
