@@ -121,7 +121,9 @@ async def test_stats_include_pairs_hubs_and_recent(hub: Hub, net: Net) -> None:
     await client.expect("rejected", code="no_node")
     status, stats = await _json(hub, "/v1/stats?include=recent")
     recent = stats["recent"]
-    assert set(stats) == {"nodes", "slots", "jobs", "jobs_per_s", "pools", "recent"}
+    assert set(stats) == {
+        "nodes", "slots", "jobs", "jobs_per_s", "live", "pools", "recent", "utterances"
+    }
     assert recent["finished_total"] == 2 and recent["finished"] == 2 and recent["ok"] == 1
     assert recent["p50_ms"] is not None and recent["p50_ms"] > 0
     assert recent["failed"] == {"model_oom": 1} and recent["rejected"] == {"no_node": 1}
