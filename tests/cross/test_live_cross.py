@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 from typing import Any
 
 import pytest
@@ -162,5 +163,32 @@ async def test_a_hub_killed_under_live_sessions_loses_no_cut_utterance(
         assert finished_first not in executions
         assert executions == {k: 1 for k in results if k != finished_first}
         await back.aclose()
+    finally:
+        await node.aclose()
+
+
+async def test_sigterm_cuts_delivers_and_closes_live_sessions(start_hubs: Any) -> None:
+    (hub,) = start_hubs(1, drain_timeout_ms=10_000)
+    node = await connect_node(hub.url, "n1", caps(max_concurrency=4))
+    try:
+        client = await connect_client(hub.url)
+        await open_session(client, "s1")
+        await send_audio(client, "s1", 0, CHUNK, is_final=True)
+        running = await node.assigned(WAIT_S)
+        await send_audio(client, "s1", 1, CHUNK)  # buffered
+        await next_of(client, "utterance_cut")
+        hub.signal(signal.SIGTERM)
+        cut_by_drain = await node.assigned(WAIT_S)
+        assert audio_of(cut_by_drain) == CHUNK
+        for assign in (running, cut_by_drain):
+            await node.accept(assign)
+            await node.result(assign, {"index": assign["payload"]["utterance_index"]})
+        results = [await next_of(client, "utterance_result") for _ in range(2)]
+        assert [(r["index"], r["ok"]) for r in results] == [(0, True), (1, True)]
+        closed = await next_of(client, "session_closed")
+        assert (closed["reason"], closed["utterances"]) == ("hub_shutdown", 2)
+        cut = next(m for m in client.received if m.get("cut") == "close")
+        assert cut["index"] == 1
+        assert await asyncio.to_thread(hub.proc.wait, WAIT_S) == 0  # type: ignore[union-attr]
     finally:
         await node.aclose()

@@ -291,3 +291,34 @@ async def test_sessions_belong_to_their_tenant(make_hub: MakeHub, net: Net) -> N
     opened = await open_session(thief, "shared-id", resume_after=-1)
     assert opened["next_index"] == 0
     await thief.quiet()
+
+
+async def test_a_node_failing_mid_session_moves_the_session(hub: Hub, net: Net) -> None:
+    """The session's node drops during utterance 1: that attempt moves to the other
+    node, and so do the next utterances (affinity follows the node that served);
+    every utterance is answered once."""
+    first = await net.node(hub, "n1")
+    client = await net.client(hub)
+    await open_session(client)
+    await send_audio(client, "s1", 0, CHUNK, is_final=True)
+    assign = await first.assigned()
+    await answer(first, assign, "zero")
+    second = await net.node(hub, "n2")
+    await send_audio(client, "s1", 1, CHUNK, is_final=True)
+    assign = await first.assigned()  # affinity: the node of the last utterance
+    await first.accept(assign)
+    first.abort()
+    moved = await second.assigned()
+    assert (moved["job_id"], moved["attempt"]) == (assign["job_id"], 2)
+    await answer(second, moved, "one")
+    await send_audio(client, "s1", 2, CHUNK, is_final=True)
+    await answer(second, await second.assigned(), "two")
+    results = []
+    while len(results) < 3:
+        message = await client.recv()
+        if message["type"] == "utterance_result":
+            results.append(message)
+    assert [(r["index"], r["node_id"], r["output"]["text"]) for r in results] == [
+        (0, "n1", "zero"), (1, "n2", "one"), (2, "n2", "two"),
+    ]
+    await client.quiet()
