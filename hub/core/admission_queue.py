@@ -40,7 +40,13 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Final, NamedTuple
 
-from hub.core.capabilities import NodeCapabilities, Requirements, capability_mismatch
+from hub.core.capabilities import (
+    NodeCapabilities,
+    Requirements,
+    capability_mismatch,
+    checks_of,
+    unmet,
+)
 from hub.core.messages import Pipeline
 from hub.core.snapshot import ALL, GLOBAL, index_member, pool_index_keys
 from hub.core.stages import STAGES, Direction, IndexKey, enabled
@@ -117,9 +123,11 @@ class _ClassQueue:
     """The waiting jobs of one class: lanes with their heads in a heap, plus the
     few with exclusions (by age)."""
 
-    __slots__ = ("heap", "lanes", "restricted")
+    __slots__ = ("checks", "heap", "lanes", "restricted")
 
-    def __init__(self) -> None:
+    def __init__(self, job_class: JobClass) -> None:
+        self.checks = checks_of(job_class.pipeline, job_class.directions)
+        """What the class needs of a node's capabilities, made once (`unmet`)."""
         self.lanes: dict[LaneKey, deque[Entry]] = {}
         self.heap: list[tuple[int, int, int, Entry]] = []
         """(-priority, turn, unique, head): valid while the head is live and keeps that turn."""
@@ -181,7 +189,7 @@ class AdmissionQueue:
         self._live[job_id] = entry
         queue = self._classes.get(job_class)
         if queue is None:
-            queue = self._classes[job_class] = _ClassQueue()
+            queue = self._classes[job_class] = _ClassQueue(job_class)
             self._by_key.setdefault(job_class.ring_key(), set()).add(job_class)
         if entry.excluded:
             insort(queue.restricted, entry, key=_restricted_key)
@@ -252,7 +260,7 @@ class AdmissionQueue:
                 if head is None and not queue.restricted:
                     self._drop_class(job_class, key)
                     continue
-                if not job_class.served_by(caps):
+                if unmet(caps, queue.checks, job_class.features) is not None:
                     continue
                 if head is not None:
                     sort_key = head.sort_key

@@ -11,13 +11,14 @@ which are built from the same table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import msgspec
 
 from hub.core.messages import DEFAULT_PIPELINE, Capabilities, Pipeline, Submit
-from hub.core.stages import ENABLED, STAGES, Direction, enabled
+from hub.core.stages import STAGES, Direction, Need, enabled
 
 # Reason names of docs/protocol.md ("Reason names"), in the order the selector
 # checks them: the first failing check is the reason a node is passed over. The
@@ -155,33 +156,67 @@ class Needs(Protocol):
 def capability_mismatch(caps: NodeCapabilities, req: Needs) -> str | None:
     """The first capability rule `caps` breaks for `req`, or None if it serves the job.
 
-    The rules (docs/protocol.md, "pipeline object"), one per row of the stage
-    table, in its order: `nmt` needs the pair, `asr` the source language, `tts`
-    the target language, each in every direction of `req`; then every
-    requested feature must be present. A stage is checked in every direction
-    before the next stage, so the reason is the first rule of `REASON_ORDER`
-    broken in any direction. Status and load are not capabilities; the
-    selector checks them separately.
+    The rules (docs/protocol.md, "pipeline object"): each enabled stage's, as
+    its row of the stage table states it, in every direction of `req`, in table
+    order; then every requested feature must be present. A stage is checked in
+    every direction before the next stage, so the reason is the first rule of
+    `REASON_ORDER` broken in any direction. Status and load are not
+    capabilities; the selector checks them separately.
     """
-    pipeline = req.pipeline
-    stages = ENABLED.get(pipeline)
-    if stages is None:
-        stages = enabled(pipeline)
+    plan = _PLANS.get(req.pipeline)
+    if plan is None:
+        plan = _plan(req.pipeline)
     directions = req.directions
-    # `Stage.need` inlined: this runs for every preferred node and waiting job class.
+    # `Stage.need` inlined: this runs for every preferred node it validates.
     if len(directions) == 1:
         first = directions[0]
-        for stage in stages:
-            pick = stage.pick
-            if (first if pick < 0 else first[pick]) not in stage.entries(caps):
-                return stage.reason
+        for entries, pick, reason in plan:
+            if (first if pick < 0 else first[pick]) not in entries(caps):
+                return reason
     else:
-        for stage in stages:
-            entries = stage.entries(caps)
-            pick = stage.pick
+        for entries, pick, reason in plan:
+            held = entries(caps)
             for direction in directions:
-                if (direction if pick < 0 else direction[pick]) not in entries:
-                    return stage.reason
+                if (direction if pick < 0 else direction[pick]) not in held:
+                    return reason
     if not req.features <= caps.features:
+        return FEATURE_MISSING
+    return None
+
+
+Entries = Callable[[NodeCapabilities], frozenset[Any]]
+_Plan = tuple[tuple[Entries, int, str], ...]
+_PLANS: dict[Pipeline, _Plan] = {}
+
+
+def _plan(pipeline: Pipeline) -> _Plan:
+    """(entries, `Stage.pick`, reason) of each stage `pipeline` enables, in table order,
+    made once per pipeline (there are at most 2 ** len(STAGES))."""
+    plan = _PLANS[pipeline] = tuple((s.entries, s.pick, s.reason) for s in enabled(pipeline))
+    return plan
+
+
+Check = tuple[Entries, Need, str]
+"""One capability entry a job needs: (the stage's entries, what they must hold, the
+stage's reason)."""
+
+
+def checks_of(pipeline: Pipeline, directions: tuple[Direction, ...]) -> tuple[Check, ...]:
+    """Every entry `capability_mismatch` looks for, in its order; for a caller that
+    checks one job's needs against many nodes (`unmet`)."""
+    return tuple(
+        (stage.entries, stage.need(direction), stage.reason)
+        for stage in enabled(pipeline) for direction in directions
+    )
+
+
+def unmet(
+    caps: NodeCapabilities, checks: tuple[Check, ...], features: frozenset[str]
+) -> str | None:
+    """`capability_mismatch` of a job whose stages' needs are `checks` (`checks_of`)."""
+    for entries, need, reason in checks:
+        if need not in entries(caps):
+            return reason
+    if not features <= caps.features:
         return FEATURE_MISSING
     return None

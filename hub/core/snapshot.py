@@ -629,10 +629,6 @@ class Snapshot:
         """The members of one index entry (empty when none)."""
         return self._index.get((kind, pool, a, b), _EMPTY_RING)
 
-    def ring_at(self, key: IndexKey) -> Ring:
-        """`ring(*key)`."""
-        return self._index.get(key, _EMPTY_RING)
-
     def rings(self) -> Iterator[tuple[IndexKey, Ring]]:
         """Every index entry (for tests and inspection)."""
         return iter(self._index.items())

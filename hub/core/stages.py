@@ -84,9 +84,6 @@ class Stage:
         pick = self.pick
         return direction if pick < 0 else direction[pick]
 
-    def serves(self, caps: NodeCapabilities, direction: Direction) -> bool:
-        return self.need(direction) in self.entries(caps)
-
     def ring_key(self, pool: int, direction: Direction) -> IndexKey:
         """The index ring of the nodes of `pool` serving this stage for `direction`."""
         pick = self.pick
@@ -131,15 +128,10 @@ class Stage:
         return sorted(entries)
 
 
-NMT: Final = Stage(
-    "nmt", "language_pairs", "pair", "lang_pair_unsupported", ring="pair", cond="p"
-)
-ASR: Final = Stage(
-    "asr", "asr_languages", "src", "asr_lang_unsupported", ring="asr", cond="a"
-)
-TTS: Final = Stage(
-    "tts", "tts_languages", "tgt", "tts_lang_unsupported", ring="tts", cond="t"
-)
+#                   name   capability        checks  reason                   ring    cond
+NMT: Final = Stage("nmt", "language_pairs", "pair", "lang_pair_unsupported", "pair", "p")
+ASR: Final = Stage("asr", "asr_languages", "src", "asr_lang_unsupported", "asr", "a")
+TTS: Final = Stage("tts", "tts_languages", "tgt", "tts_lang_unsupported", "tts", "t")
 
 STAGES: Final = (NMT, ASR, TTS)
 """The table, in check order (see the module docstring)."""
@@ -147,16 +139,15 @@ STAGES: Final = (NMT, ASR, TTS)
 BY_RING: Final = {stage.ring: stage for stage in STAGES}
 BY_COND: Final = {stage.cond: stage for stage in STAGES}
 
-ENABLED: Final[dict[Pipeline, tuple[Stage, ...]]] = {}
-"""`enabled`'s memo (one entry per pipeline, of which there are at most
-2 ** len(STAGES)): hot paths read it first and call `enabled` on a miss."""
+_ENABLED: dict[Pipeline, tuple[Stage, ...]] = {}
 
 
 def enabled(pipeline: Pipeline) -> tuple[Stage, ...]:
-    """The stages `pipeline` enables, in table order."""
-    found = ENABLED.get(pipeline)
+    """The stages `pipeline` enables, in table order (memoised: there are at most
+    2 ** len(STAGES) pipelines)."""
+    found = _ENABLED.get(pipeline)
     if found is None:
-        found = ENABLED[pipeline] = tuple(s for s in STAGES if getattr(pipeline, s.name))
+        found = _ENABLED[pipeline] = tuple(s for s in STAGES if getattr(pipeline, s.name))
     return found
 
 

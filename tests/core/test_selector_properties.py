@@ -1,7 +1,8 @@
 """Property tests: select_node and breakdown against a brute-force oracle.
 
 The oracle loops over every node and applies the capability rules (written
-out here, not read from the stage table: `capability_mismatch` must agree),
+out here, not read from the stage table: `capability_mismatch` and `unmet`
+must agree),
 status, load, exclusions and pool directly, in `REASON_ORDER`. Requests have
 one direction, both directions between two languages (a two-way job), or a
 few arbitrary ones. Small alphabets make matches (and near misses) common.
@@ -25,6 +26,8 @@ from hub.core.capabilities import (
     NodeCapabilities,
     Requirements,
     capability_mismatch,
+    checks_of,
+    unmet,
 )
 from hub.core.messages import Pipeline
 from hub.core.selector import breakdown, select_node
@@ -115,6 +118,8 @@ def oracle_reason(state: NodeState, req: Requirements, pool: int | None) -> str 
         return POOL_MISMATCH
     mismatch = oracle_capability(state.caps, req)
     assert capability_mismatch(state.caps, req) == mismatch
+    checks = checks_of(req.pipeline, req.directions)
+    assert unmet(state.caps, checks, req.features) == mismatch
     if mismatch is not None:
         return mismatch
     if state.status == "offline":
