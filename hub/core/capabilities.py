@@ -11,14 +11,13 @@ which are built from the same table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import msgspec
 
 from hub.core.messages import DEFAULT_PIPELINE, Capabilities, Pipeline, Submit
-from hub.core.stages import STAGES, Direction, Need, enabled
+from hub.core.stages import STAGE_INDEX, STAGES, Direction, Need, enabled
 
 # Reason names of docs/protocol.md ("Reason names"), in the order the selector
 # checks them: the first failing check is the reason a node is passed over. The
@@ -54,6 +53,14 @@ class NodeCapabilities:
     max_concurrency: int = 1
     pool: int = 0
     labels: tuple[tuple[str, str], ...] = ()
+    stage_entries: tuple[frozenset[Any], ...] = field(init=False, repr=False, compare=False)
+    """Each stage's entries (its `capability` field), in table order (`STAGE_INDEX`):
+    what the hot checks read, one tuple index instead of a getter call per stage."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "stage_entries", tuple(getattr(self, s.capability) for s in STAGES)
+        )
 
     @classmethod
     def from_wire(cls, caps: Capabilities, *, default_pool: int = 0) -> NodeCapabilities:
@@ -167,45 +174,47 @@ def capability_mismatch(caps: NodeCapabilities, req: Needs) -> str | None:
     if plan is None:
         plan = _plan(req.pipeline)
     directions = req.directions
+    held = caps.stage_entries
     # `Stage.need` inlined: this runs for every preferred node it validates.
     if len(directions) == 1:
         first = directions[0]
-        for entries, pick, reason in plan:
-            if (first if pick < 0 else first[pick]) not in entries(caps):
+        for index, pick, reason in plan:
+            if (first if pick < 0 else first[pick]) not in held[index]:
                 return reason
     else:
-        for entries, pick, reason in plan:
-            held = entries(caps)
+        for index, pick, reason in plan:
+            entries = held[index]
             for direction in directions:
-                if (direction if pick < 0 else direction[pick]) not in held:
+                if (direction if pick < 0 else direction[pick]) not in entries:
                     return reason
     if not req.features <= caps.features:
         return FEATURE_MISSING
     return None
 
 
-Entries = Callable[[NodeCapabilities], frozenset[Any]]
-_Plan = tuple[tuple[Entries, int, str], ...]
+_Plan = tuple[tuple[int, int, str], ...]
 _PLANS: dict[Pipeline, _Plan] = {}
 
 
 def _plan(pipeline: Pipeline) -> _Plan:
-    """(entries, `Stage.pick`, reason) of each stage `pipeline` enables, in table order,
-    made once per pipeline (there are at most 2 ** len(STAGES))."""
-    plan = _PLANS[pipeline] = tuple((s.entries, s.pick, s.reason) for s in enabled(pipeline))
+    """(`STAGE_INDEX`, `Stage.pick`, reason) of each stage `pipeline` enables, in table
+    order, made once per pipeline (there are at most 2 ** len(STAGES))."""
+    plan = _PLANS[pipeline] = tuple(
+        (STAGE_INDEX[s], s.pick, s.reason) for s in enabled(pipeline)
+    )
     return plan
 
 
-Check = tuple[Entries, Need, str]
-"""One capability entry a job needs: (the stage's entries, what they must hold, the
-stage's reason)."""
+Check = tuple[int, Need, str]
+"""One capability entry a job needs: (its stage's `STAGE_INDEX`, what the stage's
+entries must hold, the stage's reason)."""
 
 
 def checks_of(pipeline: Pipeline, directions: tuple[Direction, ...]) -> tuple[Check, ...]:
     """Every entry `capability_mismatch` looks for, in its order; for a caller that
     checks one job's needs against many nodes (`unmet`)."""
     return tuple(
-        (stage.entries, stage.need(direction), stage.reason)
+        (STAGE_INDEX[stage], stage.need(direction), stage.reason)
         for stage in enabled(pipeline) for direction in directions
     )
 
@@ -214,8 +223,9 @@ def unmet(
     caps: NodeCapabilities, checks: tuple[Check, ...], features: frozenset[str]
 ) -> str | None:
     """`capability_mismatch` of a job whose stages' needs are `checks` (`checks_of`)."""
-    for entries, need, reason in checks:
-        if need not in entries(caps):
+    held = caps.stage_entries
+    for index, need, reason in checks:
+        if need not in held[index]:
             return reason
     if not features <= caps.features:
         return FEATURE_MISSING

@@ -133,9 +133,12 @@ def select_node(snapshot: Snapshot, req: Requirements, rng: random.Random) -> Se
 _WIDE_ONLY: Final = (GLOBAL,)
 
 
-def _scope(snapshot: Snapshot, req: Requirements, pool: int) -> tuple[Ring, list[Cond]]:
-    """The narrowest index ring every eligible node of `pool` belongs to, and the
-    conditions its members must also meet (what the ring itself does not guarantee).
+def _scope(
+    snapshot: Snapshot, req: Requirements, pool: int
+) -> tuple[Ring, list[Cond], _Plan]:
+    """The narrowest index ring every eligible node of `pool` belongs to, the
+    conditions its members must also meet (what the ring itself does not guarantee),
+    and the plan of the request's pipeline they come from.
 
     The ring is the lead stage's (the first enabled one of the stage table) for the
     first direction. The conditions come in check order (`breakdown` relies on it):
@@ -164,7 +167,7 @@ def _scope(snapshot: Snapshot, req: Requirements, pool: int) -> tuple[Ring, list
                 conds.append((cond_kind, direction if at < 0 else direction[at]))
     for name in req.features:
         conds.append((HAS_FEATURE, name))
-    return ring, conds
+    return ring, conds, plan
 
 
 class _Plan(NamedTuple):
@@ -219,7 +222,7 @@ def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) 
     (features; the stages and directions the ring does not guarantee). The
     per-member check below covers the rest: exclusion, status and load.
     """
-    ring, conds = _scope(snapshot, req, pool)
+    ring, conds, _ = _scope(snapshot, req, pool)
     n = len(ring)
     if not n:
         return None
@@ -345,10 +348,10 @@ def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) ->
     # (one AND and one popcount per chunk): the ring holds exactly the nodes that
     # pass the first (the lead stage in the first direction), and `_scope` lists the
     # other conditions in check order, the features last.
-    plan = _PLANS.get(req.pipeline) or _plan(req.pipeline)
-    ring, conds = _scope(snapshot, req, scope)
+    ring, conds, plan = _scope(snapshot, req, scope)
     count = len(req.directions)
     reasons = plan.reasons if count == 1 else plan.reasons_in(count)
+    stage_steps = len(reasons)  # the conditions after them are features
     chunks = ring.chunks
     alive = [chunk.full for chunk in chunks]
     for state in gone:
@@ -363,7 +366,7 @@ def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) ->
     for step, cond in enumerate(conds):
         alive = [bits & chunk.mask(cond) for bits, chunk in zip(alive, chunks, strict=True)]
         left = sum(bits.bit_count() for bits in alive)
-        reason = reasons[step] if step < len(reasons) else FEATURE_MISSING
+        reason = reasons[step] if step < stage_steps else FEATURE_MISSING
         counts[reason] = counts.get(reason, 0) + remaining - left
         remaining = left
     for chunk, bits in zip(chunks, alive, strict=True):

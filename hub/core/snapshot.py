@@ -45,14 +45,13 @@ import hashlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate
-from operator import attrgetter
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import immutables
 import msgspec
 
 from hub.core.capabilities import NodeCapabilities
-from hub.core.stages import BY_RING, STAGES, IndexKey, Need
+from hub.core.stages import BY_RING, STAGE_INDEX, STAGES, IndexKey, Need
 
 NodeStatus = Literal["online", "draining", "offline"]
 ONLINE: Final = "online"
@@ -71,11 +70,9 @@ ALL: Final = "all"  # key (ALL, pool, "", "")
 HAS_FEATURE: Final = "f"
 Cond = tuple[str, Need]
 
-_ENTRIES: Final[dict[str, Callable[[NodeCapabilities], frozenset[Any]]]] = {
-    HAS_FEATURE: attrgetter("features"),
-    **{stage.cond: stage.entries for stage in STAGES},
-}
-"""Per condition kind, the capability entries a condition's value is looked up in."""
+_COND_STAGE: Final = {stage.cond: STAGE_INDEX[stage] for stage in STAGES}
+"""Per stage condition kind, the place of its stage's entries in
+`NodeCapabilities.stage_entries` (where the condition's value is looked up)."""
 
 MAX_CHUNK: Final = 256
 """Members of one chunk; a chunk that grows past it splits in two."""
@@ -134,13 +131,19 @@ class NodeState(msgspec.Struct, frozen=True, gc=False):
 def holds(caps: NodeCapabilities, cond: Cond) -> bool:
     """Whether a node with `caps` meets `cond`."""
     kind, value = cond
-    return value in _ENTRIES[kind](caps)
+    if kind == HAS_FEATURE:
+        return value in caps.features
+    return value in caps.stage_entries[_COND_STAGE[kind]]
 
 
 def _bitmap_of(caps: Sequence[NodeCapabilities], cond: Cond) -> int:
     """The bitmap of the members of `caps` that meet `cond` (bit i = caps[i])."""
     kind, value = cond
-    digits = ["1" if value in e else "0" for e in map(_ENTRIES[kind], reversed(caps))]
+    if kind == HAS_FEATURE:
+        digits = ["1" if value in c.features else "0" for c in reversed(caps)]
+    else:
+        i = _COND_STAGE[kind]
+        digits = ["1" if value in c.stage_entries[i] else "0" for c in reversed(caps)]
     return int("".join(digits), 2) if digits else 0
 
 

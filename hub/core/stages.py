@@ -136,6 +136,9 @@ TTS: Final = Stage("tts", "tts_languages", "tgt", "tts_lang_unsupported", "tts",
 STAGES: Final = (NMT, ASR, TTS)
 """The table, in check order (see the module docstring)."""
 
+STAGE_INDEX: Final = {stage: index for index, stage in enumerate(STAGES)}
+"""A stage's place in the table (in `NodeCapabilities.stage_entries`)."""
+
 BY_RING: Final = {stage.ring: stage for stage in STAGES}
 BY_COND: Final = {stage.cond: stage for stage in STAGES}
 

@@ -22,7 +22,16 @@ from hub.core.capabilities import (
 from hub.core.errors import ProtocolError
 from hub.core.messages import Capabilities, LanguagePair, Pipeline, Register, Submit, node_codec
 from hub.core.snapshot import ALL, GLOBAL, HAS_FEATURE, index_keys, index_member, pool_index_keys
-from hub.core.stages import ASR, NMT, STAGES, TTS, Stage, both_ways, enabled
+from hub.core.stages import (
+    ASR,
+    NMT,
+    STAGE_INDEX,
+    STAGES,
+    TTS,
+    Stage,
+    both_ways,
+    enabled,
+)
 
 CAPS = NodeCapabilities(
     language_pairs=frozenset({("en", "de"), ("de", "en"), ("en", "fr")}),
@@ -42,7 +51,7 @@ def test_the_stages_are_the_pipeline_flags() -> None:
 
 def test_each_stage_reads_a_capability_list_of_the_wire_and_of_node_capabilities() -> None:
     wire = set(Capabilities.__struct_fields__)
-    node = {f.name for f in dataclasses.fields(NodeCapabilities)}
+    node = {f.name for f in dataclasses.fields(NodeCapabilities) if f.init}
     not_stages = {"max_concurrency", "features", "pool", "labels"}
     assert wire - not_stages == {stage.capability for stage in STAGES}
     assert node - not_stages == {stage.capability for stage in STAGES}
@@ -61,6 +70,15 @@ def test_ring_and_condition_kinds_are_distinct() -> None:
     conds = [stage.cond for stage in STAGES]
     assert len(set(rings)) == len(rings) and ALL not in rings
     assert len(set(conds)) == len(conds) and HAS_FEATURE not in conds
+
+
+def test_node_capabilities_hold_each_stage_entries_in_table_order() -> None:
+    assert CAPS.stage_entries == tuple(getattr(CAPS, s.capability) for s in STAGES)
+    assert [STAGE_INDEX[s] for s in STAGES] == list(range(len(STAGES)))
+    changed = dataclasses.replace(CAPS, asr_languages=frozenset({"ja"}))
+    assert changed.stage_entries[STAGE_INDEX[ASR]] == {"ja"}
+    assert changed != CAPS
+    assert dataclasses.replace(changed, asr_languages=CAPS.asr_languages) == CAPS
 
 
 def test_what_each_stage_checks() -> None:
