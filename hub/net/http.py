@@ -51,6 +51,7 @@ from hub.core.fleet_view import FleetView
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal, is_ui_path
 from hub.core.snapshot import DRAINING, OFFLINE, ONLINE, NodeState
+from hub.core.stages import STAGES
 from hub.jobs.admin import ACTIVE, JOB_STATES, OK
 from hub.jobs.service import JobService
 from hub.net.console import SECURITY_HEADERS, ConsoleAssets
@@ -176,12 +177,10 @@ def caps_view(caps: NodeCapabilities) -> dict[str, Any]:
     """`msgspec.to_builtins(caps.to_wire())`, built directly (several times cheaper):
     lists sorted, empty lists and labels omitted, `pool` resolved."""
     view: dict[str, Any] = {"max_concurrency": caps.max_concurrency}
-    if caps.language_pairs:
-        view["language_pairs"] = [{"src": s, "tgt": t} for s, t in sorted(caps.language_pairs)]
-    if caps.asr_languages:
-        view["asr_languages"] = sorted(caps.asr_languages)
-    if caps.tts_languages:
-        view["tts_languages"] = sorted(caps.tts_languages)
+    for stage in STAGES:
+        entries = stage.entries(caps)
+        if entries:
+            view[stage.capability] = stage.view(entries)
     if caps.features:
         view["features"] = sorted(caps.features)
     view["pool"] = caps.pool
