@@ -16,8 +16,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from hub.core.messages import DEFAULT_PIPELINE, Capabilities, Pipeline, Submit
-from hub.core.stages import STAGE_INDEX, STAGES, Direction, Need, enabled
+from hub.core.messages import AUTO, DEFAULT_PIPELINE, Capabilities, Pipeline, Submit
+from hub.core.stages import STAGE_INDEX, STAGES, Direction, Need, both_ways, enabled
 
 # Reason names of docs/protocol.md ("Reason names"), in the order the selector
 # checks them: the first failing check is the reason a node is passed over. The
@@ -123,7 +123,12 @@ class Requirements(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_submit(cls, submit: Submit, *, routing_key: str | None = None) -> Requirements:
-        """The requirements of a `submit`; `routing_key` overrides the submit's own."""
+        """The requirements of a `submit`; `routing_key` overrides the submit's own. A
+        two-way submit (`src_lang: auto`, valid `langs`) needs every stage both ways."""
+        directions: tuple[Direction, ...] = ()
+        langs = submit.langs
+        if submit.src_lang == AUTO and langs is not None and len(langs) == 2:
+            directions = both_ways(langs[0], langs[1])
         return cls(
             src_lang=submit.src_lang,
             tgt_lang=submit.tgt_lang,
@@ -132,7 +137,15 @@ class Requirements(msgspec.Struct, frozen=True):
             preferred_node_id=submit.preferred_node_id,
             preferred_pool=submit.preferred_pool,
             routing_key=routing_key if routing_key is not None else submit.routing_key,
+            directions=directions,
         )
+
+    @property
+    def two_way(self) -> tuple[str, str] | None:
+        """The two languages of a two-way job (None for one direction)."""
+        if self.src_lang == AUTO and len(self.directions) == 2:
+            return self.directions[0]
+        return None
 
     def excluding(self, node_id: str) -> Requirements:
         """The same requirements with one more hard-excluded node (for failover)."""

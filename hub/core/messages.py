@@ -187,7 +187,9 @@ NodeOutbound = Registered | JobAssign | JobCancel | Error
 class Submit(_Message, tag="submit"):
     request_id: Name
     src_lang: Name
+    """`auto`: two-way, between the two `langs` (the node detects which was spoken)."""
     tgt_lang: Name
+    """`auto` with a two-way `src_lang`."""
     session_id: Name | None = None
     routing_key: Name | None = None
     features: NameList = []
@@ -202,6 +204,8 @@ class Submit(_Message, tag="submit"):
     queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
     """How long the job may wait for a free slot (null: the hub's `queue_timeout_ms`;
     0: never wait, the v1 behaviour)."""
+    langs: Annotated[list[Name], msgspec.Meta(max_length=2)] | None = None
+    """The two languages of a two-way job (`src_lang: auto`)."""
 
 
 class Cancel(_Message, tag="cancel"):

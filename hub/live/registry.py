@@ -49,6 +49,7 @@ from hub.core.messages import (
 from hub.core.metrics import Metrics
 from hub.core.principal import Principal
 from hub.core.selector import breakdown
+from hub.core.stages import both_ways
 from hub.core.utterances import CLOSE, PAUSE, SeqGap
 from hub.jobs.home.home import JobHome
 from hub.jobs.links import Link
@@ -181,9 +182,11 @@ class LiveSessions:
     def _check_served(self, message: SessionOpen) -> None:
         """`no_node` (with reasons) when no node in the fleet serves the session's
         pipeline at all; a busy, draining or offline one still counts."""
+        langs = message.langs if message.src_lang == AUTO else None
         req = Requirements(
-            src_lang=message.src_lang, tgt_lang=message.tgt_lang or "",
+            src_lang=message.src_lang, tgt_lang=message.tgt_lang or AUTO,
             pipeline=message.pipeline, features=frozenset(message.features),
+            directions=() if langs is None else both_ways(langs[0], langs[1]),
         )
         reasons = breakdown(self._fleet.snapshot, req)
         if not any(reasons.get(reason) for reason in _SERVING):
@@ -411,20 +414,24 @@ class LiveSessions:
 
 
 def _validate(message: SessionOpen) -> None:
-    """What the message's types cannot say: `tgt_lang` unless two-way, `langs` only
-    with two-way and then exactly two distinct languages."""
+    """What the message's types cannot say: `tgt_lang` unless two-way; two-way
+    (`src_lang: auto`) with exactly two distinct `langs`, which go with it only."""
     sid = message.session_id
+    langs = message.langs
     if message.src_lang == AUTO:
-        raise ProtocolError(
-            error_codes.INVALID_FIELD, "two-way mode (src_lang: auto) is not served yet",
-            path="$.src_lang", session_id=sid,
-        )
+        if langs is None or len(langs) != 2 or langs[0] == langs[1]:
+            raise ProtocolError(
+                error_codes.INVALID_FIELD,
+                "a two-way session (src_lang: auto) needs `langs`: two distinct languages",
+                path="$.langs", session_id=sid,
+            )
+        return
     if message.tgt_lang is None:
         raise ProtocolError(
             error_codes.MISSING_FIELD, "missing required field `tgt_lang`", path="$.tgt_lang",
             session_id=sid,
         )
-    if message.langs is not None:
+    if langs is not None:
         raise ProtocolError(
             error_codes.INVALID_FIELD, "`langs` goes with src_lang: auto only", path="$.langs",
             session_id=sid,
