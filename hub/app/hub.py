@@ -246,6 +246,10 @@ class Hub:
             lambda: {(): len(self.live)},
         )
         self.metrics.gauge(
+            "nodehub_rooms", "Rooms with members on this hub.", (),
+            lambda: {(): len(self.live.rooms)},
+        )
+        self.metrics.gauge(
             "nodehub_active_jobs", "Jobs submitted here and not finished.", (),
             lambda: {(): len(home.jobs)},
         )

@@ -259,7 +259,18 @@ class SessionClose(_Message, tag="session_close"):
     session_id: Name
 
 
-ClientInbound = Submit | Cancel | SessionOpen | Audio | SessionClose
+class RoomJoin(_Message, tag="room_join"):
+    room: Name
+    listen_lang: Name
+    session_id: Name | None = None
+    """An open session of this connection whose utterances are spoken into the room."""
+
+
+class RoomLeave(_Message, tag="room_leave"):
+    room: Name
+
+
+ClientInbound = Submit | Cancel | SessionOpen | Audio | SessionClose | RoomJoin | RoomLeave
 
 # --- hub -> client ----------------------------------------------------------------
 
@@ -347,7 +358,28 @@ class SessionClosed(_Message, tag="session_closed"):
     utterances: int
 
 
-LiveOutbound = SessionOpened | UtteranceCut | Partial | UtteranceResult | SessionClosed
+class RoomJoined(_Message, tag="room_joined"):
+    room: str
+    members: int
+    langs: list[str]
+
+
+class RoomResult(_Message, tag="room_result", kw_only=True):
+    room: str
+    speaker: str
+    """The speaking session's id."""
+    index: int
+    lang: str
+    """The listen language this result is in."""
+    ok: bool
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+LiveOutbound = (
+    SessionOpened | UtteranceCut | Partial | UtteranceResult | SessionClosed | RoomJoined
+    | RoomResult
+)
 ClientFrames = Accepted | Progress | Result | Rejected | Error | LiveOutbound
 """Everything a client may receive."""
 

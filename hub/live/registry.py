@@ -40,6 +40,7 @@ from hub.core.fleet_view import FleetView
 from hub.core.messages import (
     AUTO,
     Audio,
+    RoomJoin,
     SessionClose,
     SessionClosed,
     SessionOpen,
@@ -53,6 +54,7 @@ from hub.core.stages import both_ways
 from hub.core.utterances import CLOSE, PAUSE, SeqGap
 from hub.jobs.home.home import JobHome
 from hub.jobs.links import Link
+from hub.live.rooms import Rooms
 from hub.live.session import LiveSession, decode_payload, decode_record, encode_record
 from hub.runtime.deadline_loop import Clock, DeadlineLoop
 from hub.store.base import Store
@@ -98,6 +100,7 @@ class LiveSessions:
             config.idempotency_ttl_ms + config.job_budget_ms(None) + config.session_idle_ms
         )
         self._utterance_ttl_ms = config.job_budget_ms(None) + config.session_idle_ms
+        self.rooms = Rooms(config=config, home=home, store=store, peers=peers, metrics=metrics)
 
     def __repr__(self) -> str:
         return f"LiveSessions({len(self.sessions)} sessions)"
@@ -216,7 +219,7 @@ class LiveSessions:
             ) from None
         if utterance is not None:
             self._metrics.utterances.inc(utterance.cut)
-            session.cut(utterance)
+            self.rooms.spoken(session, session.cut(utterance), utterance)
         elif session.cutter.buffered:
             now = self.clock.now_ms()
             session.last_audio_ms = now
@@ -230,7 +233,7 @@ class LiveSessions:
         utterance = session.cutter.cut(reason)
         if utterance is not None:
             self._metrics.utterances.inc(utterance.cut)
-            session.cut(utterance)
+            self.rooms.spoken(session, session.cut(utterance), utterance)
 
     async def close(self, conn: Link, message: SessionClose) -> None:
         """`session_close`: cut what is buffered; `session_closed` once every utterance
@@ -253,8 +256,18 @@ class LiveSessions:
 
     # --- the connection's end, another hub, timers ------------------------------------
 
+    async def join_room(self, conn: Link, principal: Principal, message: RoomJoin) -> None:
+        """`room_join`: with `session_id`, that session of this connection speaks into
+        the room too."""
+        speaker = None
+        if message.session_id is not None:
+            speaker = self._attached(conn, message.session_id)
+        await self.rooms.join(conn, principal, message, speaker)
+
     def connection_lost(self, conn: Link) -> None:
-        """The client's connection ended: its sessions live on, detached."""
+        """The client's connection ended: its sessions live on, detached; its rooms
+        memberships end."""
+        self.rooms.connection_lost(conn)
         for key in self._by_conn.pop(conn.peer_id, {}).values():
             session = self.sessions.get(key)
             if session is None or session.conn is not conn:
@@ -377,6 +390,7 @@ class LiveSessions:
             session.conn = None
         self.timers.discard(("pause", key))
         self.timers.discard(("idle", key))
+        self.rooms.session_gone(session)
         self._home.client_disconnected(session.link)
 
     # --- the hub's lifecycle ----------------------------------------------------------

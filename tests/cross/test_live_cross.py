@@ -190,5 +190,76 @@ async def test_sigterm_cuts_delivers_and_closes_live_sessions(start_hubs: Any) -
         cut = next(m for m in client.received if m.get("cut") == "close")
         assert cut["index"] == 1
         assert await asyncio.to_thread(hub.proc.wait, WAIT_S) == 0  # type: ignore[union-attr]
+        await client.aclose()
     finally:
+        await node.aclose()
+
+
+EVERY_WAY = caps([(a, b) for a in ("en", "de", "fr") for b in ("en", "de", "fr") if a != b],
+                 asr=["en", "de", "fr"], tts=["en", "de", "fr"], max_concurrency=32)
+
+
+async def translate_all(node: TestNode, seen: list[Msg]) -> None:
+    while True:
+        message = await node.inbox.get()
+        if message.get("type") == "job_assign":
+            seen.append(message)
+            await node.accept(message)
+            await node.result(message, {"text": f"{message['tgt_lang']}:"
+                                                 f"{message['payload']['utterance_index']}"})
+
+
+async def join(client: TestClient, room: str, lang: str, **fields: Any) -> Msg:
+    await client.send({"type": "room_join", "room": room, "listen_lang": lang, **fields})
+    return await next_of(client, "room_joined")
+
+
+async def test_a_room_spans_hubs_and_outlives_a_hub_with_members(start_hubs: Any) -> None:
+    speaker_hub, listener_hub, doomed_hub = start_hubs(3)
+    node = await connect_node(speaker_hub.url, "n1", EVERY_WAY)
+    seen: list[Msg] = []
+    server = asyncio.create_task(translate_all(node, seen))
+    clients: list[TestClient] = []
+    try:
+        for hub in (listener_hub, doomed_hub):
+            await seen_by(hub, "n1")
+        alice = await connect_client(speaker_hub.url)
+        clients.append(alice)
+        await open_session(alice, "alice")
+        await join(alice, "r", "en", session_id="alice")
+        bob, bea = [await connect_client(listener_hub.url) for _ in range(2)]
+        clients += [bob, bea]
+        await join(bob, "r", "de")
+        await join(bea, "r", "de")
+        dora = await connect_client(doomed_hub.url)
+        clients.append(dora)
+        joined = await join(dora, "r", "fr")
+        assert (joined["members"], joined["langs"]) == (4, ["de", "en", "fr"])
+        await send_audio(alice, "alice", 0, CHUNK, is_final=True)
+        for listener, lang in ((bob, "de"), (bea, "de"), (dora, "fr")):
+            heard = await next_of(listener, "room_result")
+            assert (heard["speaker"], heard["index"], heard["lang"]) == ("alice", 0, lang)
+            assert heard["output"]["text"] == f"{lang}:0"
+        doomed_hub.kill()
+
+        async def dead() -> bool:  # the speaker's hub stops counting the killed hub
+            stats = await asyncio.to_thread(speaker_hub.get_json, "/v1/stats?include=hubs")
+            return not any(h["hub_id"] == doomed_hub.hub_id and h["live"]
+                           for h in stats["hubs"])
+
+        await wait_until_async(dead, WAIT_S, what="the killed hub to be excluded")
+        before = len(seen)
+        await send_audio(alice, "alice", 1, CHUNK, is_final=True)
+        for listener in (bob, bea):
+            heard = await next_of(listener, "room_result")
+            assert (heard["index"], heard["lang"]) == (1, "de")
+        await next_of(alice, "utterance_result")
+        await next_of(alice, "utterance_result")
+        assert sorted(j["tgt_lang"] for j in seen[before:]) == ["de", "de"]  # own + room
+        for listener in (bob, bea):
+            assert sum(m["type"] == "room_result" for m in listener.received) == 2
+    finally:
+        server.cancel()
+        for client in clients:
+            await client.aclose()
         await node.aclose()
