@@ -182,6 +182,17 @@ class Rooms:
     def __len__(self) -> int:
         return len(self.local)
 
+    def view(self, limit: int) -> list[dict[str, Any]]:
+        """This hub's rooms, the most members first (for the console): the room, its
+        tenant, its members here and their listen languages."""
+        rooms = sorted(self.local.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:limit]
+        return [
+            {"room": room, "tenant": tenant, "members": len(members),
+             "langs": sorted({m.lang for m in members.values()}),
+             "speakers": sum(m.speaker is not None for m in members.values())}
+            for (tenant, room), members in rooms
+        ]
+
     # --- joining and leaving ------------------------------------------------------------
 
     async def join(

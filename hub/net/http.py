@@ -87,7 +87,9 @@ ADMIN_STATUS: Final = {
 }
 """The HTTP status of an admin action's outcome (`hub/jobs/admin.py`)."""
 # --- the console ---
-INCLUDES: Final = ("pairs", "hubs", "recent")
+INCLUDES: Final = ("pairs", "hubs", "recent", "rooms")
+ROOMS_SHOWN: Final = 50
+"""Rooms in `/v1/stats?include=rooms` (those with the most members here)."""
 """What `/v1/stats?include=` may add."""
 PAIRS_SHOWN: Final = 50
 """Language pairs in `/v1/stats?include=pairs` (those with the most slots)."""
@@ -384,13 +386,15 @@ class HttpApi:
             "slots": {"total": tally.slots_total, "busy": tally.slots_busy},
             "jobs": {"active": len(home.jobs), "queued": len(home.waiting)},
             "jobs_per_s": self._rate.rate(finished),
-            "live": {"sessions": len(self.sessions.live)},
+            "live": {"sessions": len(self.sessions.live), "rooms": len(self.sessions.live.rooms)},
             "pools": {
                 str(pool): t.view() for pool, t in sorted(self.fleet.stats.pools.items())
             },
         }
         if "pairs" in include:
             out["pairs"] = self._pair_view()
+        if "rooms" in include:
+            out["rooms"] = self.sessions.live.rooms.view(ROOMS_SHOWN)
         if "hubs" in include:
             out["hubs"] = self._hub_view()
         if "recent" in include:

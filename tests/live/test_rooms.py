@@ -167,3 +167,25 @@ async def test_room_limits(make_hub: MakeHub, net: Net) -> None:
     await join(c, "r", "fr")  # a's place was freed
     await a.send({"type": "room_join", "room": "r", "listen_lang": "x", "session_id": "nope"})
     await a.expect("error", code="unknown_session")
+
+
+async def test_the_console_lists_rooms_with_members_and_languages(
+    hub: Hub, net: Net, node: TestNode
+) -> None:
+    import json
+
+    from tests.support.hubtest import http_get
+
+    alice, bob = await net.client(hub), await net.client(hub)
+    await open_session(alice, "alice", tgt_lang="de", pause_ms=0)
+    await join(alice, "r1", "en", session_id="alice")
+    await join(bob, "r1", "de")
+    await join(bob, "r2", "fr")
+    status, _, raw = await http_get(hub.http_url, "/v1/stats?include=rooms")
+    body = json.loads(raw)
+    assert status == 200
+    assert body["live"] == {"sessions": 1, "rooms": 2}
+    assert body["rooms"] == [
+        {"room": "r1", "tenant": "default", "members": 2, "langs": ["de", "en"], "speakers": 1},
+        {"room": "r2", "tenant": "default", "members": 1, "langs": ["fr"], "speakers": 0},
+    ]

@@ -90,7 +90,7 @@ async def test_stats_include_pairs_hubs_and_recent(hub: Hub, net: Net) -> None:
     status, stats = await _json(hub, "/v1/stats")
     assert status == 200
     assert set(stats) == {"nodes", "slots", "jobs", "jobs_per_s", "live", "pools"}
-    assert stats["live"] == {"sessions": 0}
+    assert stats["live"] == {"sessions": 0, "rooms": 0}
     client = await net.client(hub)
     await client.submitted("r1", "en", "fr")  # only a serves en->fr
     assign = await a.assigned()

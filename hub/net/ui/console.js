@@ -1,6 +1,6 @@
 // nodehub console: a live view of the fleet, refreshed every second.
 //
-// Reads GET /v1/stats?include=pairs,hubs,recent and one page of GET /v1/nodes
+// Reads GET /v1/stats?include=pairs,hubs,recent,rooms and one page of GET /v1/nodes
 // (never the whole fleet), with the admin token the operator gave (kept in
 // sessionStorage: this tab only). Drains and undrains nodes with
 // POST /v1/nodes/<id>/drain|undrain; opens job records with GET /v1/jobs/<id>.
@@ -204,6 +204,7 @@
     drawSpark($("queue-spark"), state.queue);
     renderPools(stats.pools);
     if (stats.pairs) renderPairs(stats.pairs);
+    if (stats.rooms) renderRooms(stats.rooms);
     if (stats.hubs) renderHubs(stats.hubs);
   }
 
@@ -228,6 +229,11 @@
       }));
       select.value = wanted.includes(current) ? current : "";
     }
+  }
+
+  function renderRooms(rooms) {
+    fillTable("rooms", rooms.map((r) => row([r.room, fmt(r.members), fmt(r.speakers), r.langs.join(", ")])));
+    $("rooms-none").hidden = rooms.length > 0;
   }
 
   function renderPairs(pairs) {
@@ -710,7 +716,7 @@
     const view = state.view;
     try {
       const [[stats], page] = await Promise.all([
-        getJson("/v1/stats?include=pairs,hubs,recent"),
+        getJson("/v1/stats?include=pairs,hubs,recent,rooms"),
         fetchPage(),
       ]);
       renderStats(stats);
