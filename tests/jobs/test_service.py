@@ -375,29 +375,44 @@ async def test_finished_jobs_leave_no_deadlines_behind(path: JobPath) -> None:
 
 async def test_a_submit_that_finds_no_node_just_after_one_left_waits_for_one() -> None:
     # Nodes leave a draining hub and register with another a moment later: a submit in
-    # that moment waits for one to arrive instead of being refused `no_node`.
+    # that moment waits for one in the queue instead of being refused `no_node`.
     path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
     await path.node("n1")
     await path.leave("n1")  # drained, on its way to another hub
     client = path.client()
-    waiting = asyncio.create_task(path.submit(client, "r1"))
-    await asyncio.sleep(0)  # the submit runs up to its wait
-    assert not waiting.done() and client.take() == []
+    await path.submit(client, "r1")
+    accepted = only(client.take(), Accepted)
+    assert accepted.queued and accepted.node_id == ""
     node = await path.node("n2")  # a node arrives
-    await asyncio.wait_for(waiting, 1.0)
-    assert only(client.take(), Accepted).node_id == "n2"
-    assert only(node.take(), JobAssign).attempt == 1
+    await path.service.home.pump.pump()
+    assign = only(node.take(), JobAssign)
+    assert (assign.job_id, assign.attempt) == (accepted.job_id, 1)
 
 
-async def test_the_wait_for_a_node_in_transit_is_bounded() -> None:
-    path = JobPath(CONFIG.with_changes(hub_timeout_ms=300))  # waits at most 0.1 s
+async def test_without_the_queue_the_wait_for_a_node_in_transit_is_bounded() -> None:
+    # queue_timeout_ms 0 (the v1 behaviour): the submit itself waits, at most
+    # hub_timeout_ms / 3, for a node to arrive.
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=300, queue_timeout_ms=0))
     await path.node("n1")
     await path.leave("n1")
     client = path.client()
-    await asyncio.wait_for(path.submit(client, "r1"), 1.0)
+    waiting = asyncio.create_task(path.submit(client, "r1"))
+    await asyncio.sleep(0)  # the submit runs up to its wait
+    assert not waiting.done() and client.take() == []
+    await asyncio.wait_for(waiting, 1.0)  # nothing arrived within 0.1 s
     assert only(client.take(), Rejected).code == "no_node"
-    path.clock.advance(301)  # long after the departure: no wait at all
+    path.clock.advance(CONFIG.node_timeout_ms + 301)  # long after the departure: no wait
     await path.submit(client, "r2")
+    assert only(client.take(), Rejected).code == "no_node"
+
+
+async def test_a_departure_is_waited_for_only_within_its_window() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=300))
+    await path.node("n1")
+    await path.leave("n1")
+    path.clock.advance(300 + CONFIG.node_timeout_ms + 1)
+    client = path.client()
+    await path.submit(client, "r1")
     assert only(client.take(), Rejected).code == "no_node"
 
 
@@ -411,11 +426,10 @@ async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one()
     await path.node("n2")
     await path.leave("n2")  # drained, on its way to another hub
     await path.drop("n1")  # and the job's node leaves with it: nothing to fail over to
-    assert client.take() == []  # not `no_node` yet: it waits for a node to arrive
-    await path.fire_deadlines(60)
-    assert client.take() == []
+    assert client.take() == []  # not `no_node`: it waits in the queue for a node
+    assert len(path.service.home.waiting) == 1
     second = await path.node("n2")  # back (on this hub)
-    await path.fire_deadlines(60)
+    await path.service.home.pump.pump()
     again = only(second.take(), JobAssign)
     assert (again.job_id, again.attempt) == (assign.job_id, 2)
 

@@ -138,11 +138,15 @@ class Admission:
         queue_timeout_ms = config.queue_timeout(message.queue_timeout_ms)
         waits = False
         if selection.node_id is None:
-            if not (queue_timeout_ms and selection.reasons.get(AT_CAPACITY)):
+            if not (queue_timeout_ms and (
+                selection.reasons.get(AT_CAPACITY) or self.transit.coming(selection, req)
+            )):
                 return Refuse(
                     error_codes.NO_NODE, selection.explain(), selection.reasons, selection
                 )
-            waits = True  # every node that could take it is full
+            # Every node that could take it is full, or on its way to a hub (draining,
+            # offline with a hub that stopped answering, moving): it waits for one.
+            waits = True
         elif self.waiting.jobs:
             state = self.attempts.fleet.snapshot.get(selection.node_id)
             waits = state is not None and self.waiting.ahead(state, message.priority)

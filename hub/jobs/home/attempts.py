@@ -261,12 +261,18 @@ class Attempts:
         their hub (`Transit`), try again shortly (a deadline, up to `Transit.wait_s`;
         the submitter gets its `accepted` meanwhile); else the job ends `no_node`."""
         selection = self.select(job.requirements)
+        req = job.requirements
         reasons = selection.reasons
-        if selection.node_id is None and reasons.get(EXCLUDED) and not reasons.get(AT_CAPACITY):
+        if (
+            selection.node_id is None and reasons.get(EXCLUDED) and not reasons.get(AT_CAPACITY)
+            and not self.transit.coming(selection, req)
+        ):
             selection = self._soften(job, selection)
-        if selection.node_id is None and self.may_wait(job) and selection.reasons.get(AT_CAPACITY):
-            # Every node that could take it is full (the selection was just made): the
-            # admission queue's, not a transit wait.
+        if selection.node_id is None and self.may_wait(job) and (
+            selection.reasons.get(AT_CAPACITY) or self.transit.coming(selection, job.requirements)
+        ):
+            # Every node that could take it is full, or on its way to a hub (the selection
+            # was just made): the admission queue's, not a transit wait.
             self._in_transit.pop(job.job_id, None)
             await self.wait(job, reply=reply, recheck=False)
             return

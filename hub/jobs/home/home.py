@@ -77,8 +77,13 @@ class JobHome:
             fleet=fleet, metrics=metrics, announce=peers.set_waiting
         )
         self.transit = transit = Transit(
-            fleet=fleet, clock=clock, window_ms=config.hub_timeout_ms,
+            fleet=fleet, clock=clock,
+            # Long enough for a dead hub's nodes to notice and reconnect elsewhere.
+            window_ms=config.hub_timeout_ms + config.node_timeout_ms,
             wait_s=config.hub_timeout_ms / 3000,
+            hub_gone=lambda hub_id: hub_id != config.hub_id and (
+                peers.is_excluded(hub_id) or not peers.is_live(hub_id)
+            ),
         )
         self.attempts = attempts = Attempts(
             config=config, table=table, fleet=fleet, slots=slots, peers=peers,

@@ -1,49 +1,64 @@
 """`Transit`: nodes on their way from one hub to another.
 
 When a hub drains, its nodes stop taking jobs (`draining`), leave it and
-register with another hub a moment later (a reconnect and a registration:
-~0.1-0.3 s). In between they
-are in no hub's fleet. A submit that finds no node in that moment would be
-refused `no_node` although capacity is about to come back: during a rolling
-restart, when every node sits on the hub that drains, that is every submit
-of the gap. So when a selection finds no capable node online at all (none
-merely full: `should_wait`) shortly after a node that could serve the job
-drained (`recent`), the submit waits for the next node to come online
-(`arrival`, bounded) and selects again. Otherwise (no such node drained
-lately, a node that crashed, a full fleet), `no_node` is answered at once as
-before.
+register with another hub a moment later; when a hub dies or stops
+answering, other hubs withdraw its nodes, which reconnect elsewhere once they
+notice. In between they are in no hub's fleet. A submit that finds no node in
+that moment would be refused `no_node` although capacity is about to come
+back: during a rolling restart, when every node sits on the hub that drains,
+that is every submit of the gap. So a node that drained, left after
+draining, or was withdrawn with its hub (excluded or dead), is remembered as
+on its way (`recent`) for `window_ms`; a job that finds no capable node
+online then waits for one in the admission queue, like a job that finds
+every node full. A node that left its own live hub (it crashed) is not on
+its way anywhere: it just vanishes.
+
+Where the queue is off (`queue_timeout_ms` 0), a submit waits for the next
+node to come online (`arrival`, at most `wait_s`) and selects again.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from hub.core.capabilities import (
     AT_CAPACITY,
+    DRAINING,
+    OFFLINE,
     NodeCapabilities,
     Requirements,
     capability_mismatch,
 )
 from hub.core.fleet_view import FleetView
 from hub.core.selector import Selection
-from hub.core.snapshot import DRAINING, ONLINE, NodeState
+from hub.core.snapshot import DRAINING as DRAINING_STATUS
+from hub.core.snapshot import ONLINE, NodeState
 from hub.runtime.deadline_loop import Clock
 
 
 class Transit:
     __slots__ = (
-        "_arrived", "_clock", "_departed", "_draining", "_online", "wait_s", "window_ms",
+        "_arrived", "_clock", "_departed", "_draining", "_hub_gone", "_online", "wait_s",
+        "window_ms",
     )
 
-    def __init__(self, *, fleet: FleetView, clock: Clock, window_ms: int, wait_s: float) -> None:
+    def __init__(
+        self, *, fleet: FleetView, clock: Clock, window_ms: int, wait_s: float,
+        hub_gone: Callable[[str], bool] = lambda hub_id: False,
+    ) -> None:
+        """`hub_gone(hub_id)`: whether that hub stopped answering or died (its nodes,
+        withdrawn with it, are on their way to another hub)."""
         self._clock = clock
+        self._hub_gone = hub_gone
         self.window_ms = window_ms
         """How long after a departure a selection that finds nothing waits."""
         self.wait_s = wait_s
         """The longest such a wait lasts."""
         self._departed: dict[str, tuple[int, NodeCapabilities]] = {}
         """Nodes that drained (and left) lately: when, and what they serve."""
-        self._online: dict[str, NodeCapabilities] = {}
+        self._online: dict[str, tuple[NodeCapabilities, str]] = {}
+        """Online nodes: what they serve and their hub."""
         self._draining: dict[str, NodeCapabilities] = {}
         self._arrived: asyncio.Event | None = None
         fleet.subscribe(self._changed)
@@ -53,27 +68,38 @@ class Transit:
 
     def _changed(self, node_id: str, state: NodeState | None) -> None:
         online = state is not None and state.status == ONLINE
-        if state is not None and state.status == DRAINING:
+        if state is not None and state.status == DRAINING_STATUS:
             # Draining first, then gone: how a drained hub's nodes leave for another hub
             # (a node that crashes just vanishes: it is not on its way anywhere).
-            caps = self._online.pop(node_id, None)
-            if caps is not None or node_id in self._draining:
+            was = self._online.pop(node_id, None)
+            if was is not None or node_id in self._draining:
                 self._draining[node_id] = state.caps
                 self._departed[node_id] = (self._clock.now_ms(), state.caps)
             return
         if online == (node_id in self._online):
             return  # a load change: nothing came or went
         if state is not None and online:
-            self._online[node_id] = state.caps
+            self._online[node_id] = (state.caps, state.hub_id)
             self._draining.pop(node_id, None)
             self._departed.pop(node_id, None)
             if self._arrived is not None:
                 self._arrived.set()
             return
-        self._online.pop(node_id, None)
+        was = self._online.pop(node_id, None)
         drained = self._draining.pop(node_id, None)
         if drained is not None:  # it left after draining: now it is on its way
             self._departed[node_id] = (self._clock.now_ms(), drained)
+        elif was is not None and self._hub_gone(was[1]):
+            # Withdrawn with its hub, which died or stopped answering: the node
+            # reconnects to another hub once it notices.
+            self._departed[node_id] = (self._clock.now_ms(), was[0])
+
+    def coming(self, selection: Selection, req: Requirements) -> bool:
+        """Whether capacity for `req` is on its way: a capable node drains, or is offline
+        (its hub stopped answering), or left for another hub lately. A job that finds no
+        node then waits for one (in the queue) rather than being refused `no_node`."""
+        reasons = selection.reasons
+        return bool(reasons.get(DRAINING) or reasons.get(OFFLINE)) or self.recent(req)
 
     @staticmethod
     def should_wait(selection: Selection) -> bool:
