@@ -166,6 +166,7 @@ class Hub:
             timeout_s = self.config.drain_timeout_ms / 1000
         self.sessions.stopping = True
         self.sessions.draining = True
+        self.peers.set_draining()  # before the nodes' status: others wait for them
         home, registry = self.service.home, self.service.registry
         # What live sessions buffered is cut and submitted first, then runs with the rest.
         await self.live.drain()

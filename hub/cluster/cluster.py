@@ -251,7 +251,9 @@ class Cluster:
         await self._local.renew_leases()
         # A beacon: every hub (this one too) hears it, which proves the subscription works.
         await self.store.publish_fleet_update(
-            encode(FleetUpdate(self.hub_id, waiting=self.replica.waiting))
+            encode(FleetUpdate(
+                self.hub_id, waiting=self.replica.waiting, draining=self.replica.draining
+            ))
         )
         quiet_s = time.monotonic() - self.replica.last_update_s
         if quiet_s > 3 * self.config.heartbeat_interval_ms / 1000:

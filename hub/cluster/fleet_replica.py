@@ -70,6 +70,10 @@ class FleetReplica:
         self.waiting = False
         """Jobs wait for a slot on this hub (sent with every update and beacon)."""
         self.waiting_hubs: set[str] = set()
+        self.draining_hubs: set[str] = set()
+        """Other hubs that said they drain (their nodes are about to move)."""
+        self.draining = False
+        """This hub drains (said in every update it publishes, and its beacons)."""
         """Other hubs that said they have jobs waiting: load changes go out at once."""
         self._waiting_changed = False
         fleet.subscribe(self.on_fleet_change)
@@ -127,7 +131,7 @@ class FleetReplica:
             self._waiting_changed = False
             if not self._dirty_structure and not self._dirty_load:
                 await self.store.publish_fleet_update(
-                    encode(FleetUpdate(self.hub_id, waiting=self.waiting))
+                    encode(FleetUpdate(self.hub_id, waiting=self.waiting, draining=self.draining))
                 )
                 return
         if not self._dirty_structure and len(self.members.live) <= 1:
@@ -158,7 +162,8 @@ class FleetReplica:
         if upserts or removals:
             await self.store.publish_fleet_update(
                 encode(FleetUpdate(
-                    self.hub_id, upserts=upserts, removals=removals, waiting=self.waiting
+                    self.hub_id, upserts=upserts, removals=removals, waiting=self.waiting,
+                    draining=self.draining,
                 ))
             )
 
@@ -182,6 +187,10 @@ class FleetReplica:
             self.waiting_hubs.add(update.hub_id)
         else:
             self.waiting_hubs.discard(update.hub_id)
+        if update.draining:
+            self.draining_hubs.add(update.hub_id)
+        else:
+            self.draining_hubs.discard(update.hub_id)
         snapshot = self.fleet.snapshot
         for node_id in update.removals:
             state = snapshot.get(node_id)

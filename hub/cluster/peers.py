@@ -71,6 +71,16 @@ class Peers:
         """Jobs wait for a slot here, or no longer: tell the other hubs."""
         self.replica.set_waiting(waiting)
 
+    def is_draining(self, hub_id: str) -> bool:
+        """Whether `hub_id` (this hub too) drains: its nodes will move to another hub."""
+        if hub_id == self.hub_id:
+            return self.replica.draining
+        return hub_id in self.replica.draining_hubs
+
+    def set_draining(self) -> None:
+        """This hub drains: say so in everything it publishes from now on."""
+        self.replica.draining = True
+
     def boot_of(self, hub_id: str) -> str:
         """The boot token `hub_id` beats with now ("" when unknown)."""
         return self.members.boots.get(hub_id, "")

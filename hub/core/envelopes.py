@@ -222,6 +222,8 @@ class FleetUpdate(msgspec.Struct, array_like=True):
     removals: list[str] = []
     waiting: bool = False
     """Jobs wait for a slot on the sending hub: publish load changes at once."""
+    draining: bool = False
+    """The sending hub drains: its nodes are about to move to another hub."""
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -158,9 +158,7 @@ class LiveSessions:
         ):
             self._peers.send(taken_from, SessionTaken(self.hub_id, tenant=key[0], session_id=sid))
         try:
-            await self._store.save_live(
-                key[0], sid, encode_record(session.record()), self._record_ttl_ms
-            )
+            await session.save()
         except StoreUnavailable as exc:
             logger.warning("live session {}: saving its record failed: {}", sid, exc)
 

@@ -164,6 +164,7 @@ class LiveSession:
         self.idle_since_ms: int | None = None
         """Since when the session is detached with nothing running (None: it is not)."""
         self.tasks: set[asyncio.Task[None]] = set()
+        self._saving = asyncio.Lock()
         self._submit = submit
         self._persist = persist
         self._load_payload = load_payload
@@ -272,9 +273,17 @@ class LiveSession:
             )
         self._settled(self)
 
+    async def save(self, index: int | None = None, payload: bytes | None = None) -> None:
+        """Save the record (and an utterance's payload) in the store. One save at a time,
+        each writing the session's state as it is then: saves on different connections
+        could land out of order, and an older record (a smaller next index) must never
+        overwrite a newer one."""
+        async with self._saving:
+            await self._persist(self, index, payload)
+
     async def _start(self, index: int, payload: dict[str, Any]) -> None:
         try:
-            await self._persist(self, index, _payload_encoder.encode(payload))
+            await self.save(index, _payload_encoder.encode(payload))
         except StoreUnavailable as exc:
             # Submitted all the same: in cross-instance mode its binding will most
             # likely be refused too (`store_unavailable`), and that is its answer.

@@ -145,7 +145,9 @@ class JobPath:
         await self.service.owner.unregister(node)
 
     async def leave(self, node_id: str) -> None:
-        """As a node of a draining hub leaves: draining first, then gone."""
+        """As a node of a draining hub leaves: its hub says it drains, the node drains,
+        then it is gone (on its way to another hub)."""
+        self.peers.set_draining()
         await self.from_node(node_id, Drain())
         await self.drop(node_id)
 
@@ -432,6 +434,18 @@ async def test_a_failover_that_finds_no_node_just_after_one_left_waits_for_one()
     await path.service.home.pump.pump()
     again = only(second.take(), JobAssign)
     assert (again.job_id, again.attempt) == (assign.job_id, 2)
+
+
+async def test_a_node_that_drains_itself_is_not_waited_for() -> None:
+    path = JobPath(CONFIG.with_changes(hub_timeout_ms=3_000))
+    await path.node("n1")
+    await path.from_node("n1", Drain())  # the node itself is going away, not moving
+    client = path.client()
+    await path.submit(client, "r1")
+    assert only(client.take(), Rejected).code == "no_node"
+    await path.drop("n1")
+    await path.submit(client, "r2")
+    assert only(client.take(), Rejected).code == "no_node"
 
 
 async def test_nodes_that_crash_are_not_waited_for() -> None:

@@ -106,6 +106,7 @@ async def test_stats(hub: Hub, net: Net) -> None:
         "slots": {"total": 0, "busy": 0},
         "jobs": {"active": 0, "queued": 0},
         "jobs_per_s": 0.0,
+        "live": {"sessions": 0, "rooms": 0},
         "pools": {},
     }
     a = await net.node(hub, "a", caps(pool=0, max_concurrency=3))

@@ -84,6 +84,7 @@ class JobHome:
             hub_gone=lambda hub_id: hub_id != config.hub_id and (
                 peers.is_excluded(hub_id) or not peers.is_live(hub_id)
             ),
+            hub_draining=peers.is_draining,
         )
         self.attempts = attempts = Attempts(
             config=config, table=table, fleet=fleet, slots=slots, peers=peers,

@@ -39,27 +39,31 @@ from hub.runtime.deadline_loop import Clock
 
 class Transit:
     __slots__ = (
-        "_arrived", "_clock", "_departed", "_draining", "_hub_gone", "_online", "wait_s",
-        "window_ms",
+        "_arrived", "_clock", "_departed", "_draining", "_hub_draining", "_hub_gone", "_online",
+        "wait_s", "window_ms",
     )
 
     def __init__(
         self, *, fleet: FleetView, clock: Clock, window_ms: int, wait_s: float,
         hub_gone: Callable[[str], bool] = lambda hub_id: False,
+        hub_draining: Callable[[str], bool] = lambda hub_id: False,
     ) -> None:
         """`hub_gone(hub_id)`: whether that hub stopped answering or died (its nodes,
-        withdrawn with it, are on their way to another hub)."""
+        withdrawn with it, are on their way to another hub); `hub_draining(hub_id)`:
+        whether that hub drains (its nodes will leave it for another)."""
         self._clock = clock
         self._hub_gone = hub_gone
+        self._hub_draining = hub_draining
         self.window_ms = window_ms
         """How long after a departure a selection that finds nothing waits."""
         self.wait_s = wait_s
         """The longest such a wait lasts."""
         self._departed: dict[str, tuple[int, NodeCapabilities]] = {}
-        """Nodes that drained (and left) lately: when, and what they serve."""
+        """Nodes on their way to another hub: since when, and what they serve."""
         self._online: dict[str, tuple[NodeCapabilities, str]] = {}
         """Online nodes: what they serve and their hub."""
-        self._draining: dict[str, NodeCapabilities] = {}
+        self._draining: dict[str, tuple[NodeCapabilities, str]] = {}
+        """Draining nodes: what they serve and their hub."""
         self._arrived: asyncio.Event | None = None
         fleet.subscribe(self._changed)
 
@@ -67,16 +71,12 @@ class Transit:
         return f"Transit({len(self._online)} online, {len(self._departed)} departed lately)"
 
     def _changed(self, node_id: str, state: NodeState | None) -> None:
-        online = state is not None and state.status == ONLINE
         if state is not None and state.status == DRAINING_STATUS:
-            # Draining first, then gone: how a drained hub's nodes leave for another hub
-            # (a node that crashes just vanishes: it is not on its way anywhere).
-            was = self._online.pop(node_id, None)
-            if was is not None or node_id in self._draining:
-                self._draining[node_id] = state.caps
-                self._departed[node_id] = (self._clock.now_ms(), state.caps)
+            self._online.pop(node_id, None)
+            self._draining[node_id] = (state.caps, state.hub_id)
             return
-        if online == (node_id in self._online):
+        online = state is not None and state.status == ONLINE
+        if online == (node_id in self._online) and node_id not in self._draining:
             return  # a load change: nothing came or went
         if state is not None and online:
             self._online[node_id] = (state.caps, state.hub_id)
@@ -87,19 +87,29 @@ class Transit:
             return
         was = self._online.pop(node_id, None)
         drained = self._draining.pop(node_id, None)
-        if drained is not None:  # it left after draining: now it is on its way
-            self._departed[node_id] = (self._clock.now_ms(), drained)
+        if drained is not None and self._hub_draining(drained[1]):
+            # It left its draining hub: it registers with another one in a moment. (A
+            # node that drained itself leaves for good, and one that crashed vanishes.)
+            self._departed[node_id] = (self._clock.now_ms(), drained[0])
         elif was is not None and self._hub_gone(was[1]):
             # Withdrawn with its hub, which died or stopped answering: the node
             # reconnects to another hub once it notices.
             self._departed[node_id] = (self._clock.now_ms(), was[0])
 
     def coming(self, selection: Selection, req: Requirements) -> bool:
-        """Whether capacity for `req` is on its way: a capable node drains, or is offline
-        (its hub stopped answering), or left for another hub lately. A job that finds no
-        node then waits for one (in the queue) rather than being refused `no_node`."""
-        reasons = selection.reasons
-        return bool(reasons.get(DRAINING) or reasons.get(OFFLINE)) or self.recent(req)
+        """Whether capacity for `req` is on its way: a capable node of a draining hub, one
+        offline with a hub that stopped answering, or one that left such a hub lately.
+        A job that finds no node then waits for one (in the queue) rather than being
+        refused `no_node`."""
+        if selection.reasons.get(OFFLINE):
+            return True
+        if selection.reasons.get(DRAINING) and any(
+            node_id not in req.excluded and self._hub_draining(hub)
+            and capability_mismatch(caps, req) is None
+            for node_id, (caps, hub) in self._draining.items()
+        ):
+            return True
+        return self.recent(req)
 
     @staticmethod
     def should_wait(selection: Selection) -> bool:
