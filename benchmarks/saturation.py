@@ -72,7 +72,7 @@ from _procs import (
 from _topology import TOPOLOGIES, wait_directory
 
 from hub.core.admission_queue import AdmissionQueue
-from hub.core.capabilities import NodeCapabilities, Requirements, capability_mismatch
+from hub.core.capabilities import NodeCapabilities, Requirements
 
 BUCKET_S = 0.1
 FLOOR_MAX_QUEUED = 5000
@@ -249,10 +249,7 @@ def pick_next_cost(waiting: int, ops: int, seed: int = 1) -> dict[str, float]:
         started = time.perf_counter_ns()
         best = min(
             (e.sort_key, e.seq, e.job_id) for e in queue.waiting()
-            if capability_mismatch(caps, Requirements(
-                e.job_class.src_lang, e.job_class.tgt_lang, e.job_class.pipeline,
-                e.job_class.features,
-            )) is None
+            if e.job_class.served_by(caps)
         )
         scans.append((time.perf_counter_ns() - started) / 1000)
         assert best

@@ -167,8 +167,9 @@ class Hub:
         self.sessions.stopping = True
         self.sessions.draining = True
         home, registry = self.service.home, self.service.registry
+        # What live sessions buffered is cut and submitted first, then runs with the rest.
+        await self.live.drain()
         home.stop_accepting()
-        self.live.drain()  # what sessions buffered is cut now, and runs with the rest
         logger.bind(hub_id=self.config.hub_id).info(
             "draining: {} jobs ({} waiting for a slot), {} on this hub's nodes (up to {:.0f} s)",
             len(home.jobs), len(home.waiting), registry.busy, timeout_s,
@@ -243,6 +244,10 @@ class Hub:
         self.metrics.gauge(
             "nodehub_sessions", "Live sessions this hub holds (attached or not).", (),
             lambda: {(): len(self.live)},
+        )
+        self.metrics.gauge(
+            "nodehub_rooms", "Rooms with members on this hub.", (),
+            lambda: {(): len(self.live.rooms)},
         )
         self.metrics.gauge(
             "nodehub_active_jobs", "Jobs submitted here and not finished.", (),

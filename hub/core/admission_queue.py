@@ -18,11 +18,12 @@ heap, ordered by `(-priority, turn)`, where `turn` is when the lane last
 round robin (tested against one).
 
 Fast by construction: waiting jobs are grouped by what they need (pipeline,
-languages, features: their *class*) and the classes are indexed by the
-index ring the selector would search for them (`snapshot.index_keys`,
-global pool). A freed node looks only at the classes under ring keys it is a
-member of, checks each class's capability fit once, and compares the tops of
-the classes' heaps: microseconds with 10,000 jobs waiting. Jobs with hard
+directions, features: their *class*) and the classes are indexed by the
+index ring the selector would search for them (the first enabled stage's,
+first direction, global pool; a node's are `snapshot.pool_index_keys`). A
+freed node looks only at the classes under ring keys it is a member of,
+checks each class's capability fit once, and compares the tops of the
+classes' heaps: microseconds with 10,000 jobs waiting. Jobs with hard
 exclusions (they failed on some node before) are kept apart in a short list
 per class, ordered by age, so that an excluded node never makes a heap scan.
 
@@ -39,9 +40,16 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Final, NamedTuple
 
-from hub.core.capabilities import NodeCapabilities, Requirements, capability_mismatch
+from hub.core.capabilities import (
+    NodeCapabilities,
+    Requirements,
+    capability_mismatch,
+    checks_of,
+    unmet,
+)
 from hub.core.messages import Pipeline
-from hub.core.snapshot import ALL, ASR, GLOBAL, PAIR, TTS, IndexKey
+from hub.core.snapshot import ALL, GLOBAL, index_member, pool_index_keys
+from hub.core.stages import STAGES, Direction, IndexKey, enabled
 
 MAX_PRIORITY: Final = 9
 
@@ -58,28 +66,22 @@ class JobClass(NamedTuple):
     """What a waiting job needs of a node; jobs of one class are interchangeable."""
 
     pipeline: Pipeline
-    src_lang: str
-    tgt_lang: str
+    directions: tuple[Direction, ...]
     features: frozenset[str]
 
     @classmethod
     def of(cls, req: Requirements) -> JobClass:
-        return cls(req.pipeline, req.src_lang, req.tgt_lang, req.features)
+        return cls(req.pipeline, req.directions, req.features)
 
     def ring_key(self) -> IndexKey:
         """The index ring the selector searches for this class (all pools)."""
-        pipeline = self.pipeline
-        if pipeline.nmt:
-            return (PAIR, GLOBAL, self.src_lang, self.tgt_lang)
-        if pipeline.asr:
-            return (ASR, GLOBAL, self.src_lang, "")
-        if pipeline.tts:
-            return (TTS, GLOBAL, self.tgt_lang, "")
+        stages = enabled(self.pipeline)
+        if stages:
+            return stages[0].ring_key(GLOBAL, self.directions[0])
         return (ALL, GLOBAL, "", "")
 
     def served_by(self, caps: NodeCapabilities) -> bool:
-        req = Requirements(self.src_lang, self.tgt_lang, self.pipeline, self.features)
-        return capability_mismatch(caps, req) is None
+        return capability_mismatch(caps, self) is None
 
 
 LaneKey = tuple[int, str]
@@ -121,9 +123,11 @@ class _ClassQueue:
     """The waiting jobs of one class: lanes with their heads in a heap, plus the
     few with exclusions (by age)."""
 
-    __slots__ = ("heap", "lanes", "restricted")
+    __slots__ = ("checks", "heap", "lanes", "restricted")
 
-    def __init__(self) -> None:
+    def __init__(self, job_class: JobClass) -> None:
+        self.checks = checks_of(job_class.pipeline, job_class.directions)
+        """What the class needs of a node's capabilities, made once (`unmet`)."""
         self.lanes: dict[LaneKey, deque[Entry]] = {}
         self.heap: list[tuple[int, int, int, Entry]] = []
         """(-priority, turn, unique, head): valid while the head is live and keeps that turn."""
@@ -137,28 +141,10 @@ def _restricted_key(entry: Entry) -> tuple[int, int]:
 
 def node_ring_keys(caps: NodeCapabilities) -> int:
     """How many global index rings a node with `caps` is a member of."""
-    return 1 + len(caps.language_pairs) + len(caps.asr_languages) + len(caps.tts_languages)
-
-
-def _member_of(caps: NodeCapabilities, key: IndexKey) -> bool:
-    kind, _, a, b = key
-    if kind == PAIR:
-        return (a, b) in caps.language_pairs
-    if kind == ASR:
-        return a in caps.asr_languages
-    if kind == TTS:
-        return a in caps.tts_languages
-    return True
-
-
-def _node_keys(caps: NodeCapabilities) -> Iterator[IndexKey]:
-    yield (ALL, GLOBAL, "", "")
-    for src, tgt in caps.language_pairs:
-        yield (PAIR, GLOBAL, src, tgt)
-    for lang in caps.asr_languages:
-        yield (ASR, GLOBAL, lang, "")
-    for lang in caps.tts_languages:
-        yield (TTS, GLOBAL, lang, "")
+    count = 1
+    for stage in STAGES:
+        count += len(stage.entries(caps))
+    return count
 
 
 class AdmissionQueue:
@@ -203,7 +189,7 @@ class AdmissionQueue:
         self._live[job_id] = entry
         queue = self._classes.get(job_class)
         if queue is None:
-            queue = self._classes[job_class] = _ClassQueue()
+            queue = self._classes[job_class] = _ClassQueue(job_class)
             self._by_key.setdefault(job_class.ring_key(), set()).add(job_class)
         if entry.excluded:
             insort(queue.restricted, entry, key=_restricted_key)
@@ -264,9 +250,9 @@ class AdmissionQueue:
         best_key: tuple[int, int] | None = None
         by_key = self._by_key
         if len(by_key) <= node_ring_keys(caps):
-            keys = [key for key in by_key if _member_of(caps, key)]
+            keys = [key for key in by_key if index_member(caps, key)]
         else:
-            keys = [key for key in _node_keys(caps) if key in by_key]
+            keys = [key for key in pool_index_keys(caps, GLOBAL) if key in by_key]
         for key in keys:
             for job_class in list(by_key[key]):
                 queue = self._classes[job_class]
@@ -274,7 +260,7 @@ class AdmissionQueue:
                 if head is None and not queue.restricted:
                     self._drop_class(job_class, key)
                     continue
-                if not job_class.served_by(caps):
+                if unmet(caps, queue.checks, job_class.features) is not None:
                     continue
                 if head is not None:
                     sort_key = head.sort_key

@@ -123,6 +123,10 @@ class HubConfig:
     session_idle_ms: int = 300_000
     """A live session with no connection and no running utterance is closed after this
     long (`idle_timeout`); until then a client may resume it."""
+    max_room_members: int = 64
+    """Members of one room, across hubs; past it `room_join` gets `room_limit`."""
+    max_rooms_per_connection: int = 16
+    """Rooms one client connection may be in; past it `room_limit`."""
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in get_args(DeploymentMode):
@@ -201,6 +205,8 @@ class HubConfig:
             "max_archive_bytes",
             "max_sessions_per_connection",
             "session_idle_ms",
+            "max_room_members",
+            "max_rooms_per_connection",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")

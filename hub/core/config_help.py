@@ -51,4 +51,6 @@ KEY_HELP: Final[dict[str, str]] = {
     "drain_timeout_ms": "on SIGTERM, how long running jobs may finish",
     "max_sessions_per_connection": "live sessions one client connection may hold open",
     "session_idle_ms": "a live session without connection or running utterance lives this long",
+    "max_room_members": "members of one room, across hubs",
+    "max_rooms_per_connection": "rooms one client connection may be in",
 }

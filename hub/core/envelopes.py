@@ -24,6 +24,7 @@ from hub.core.messages import (
     JobProgress,
     JobReject,
     JobResult,
+    RoomResult,
     Submit,
 )
 from hub.core.principal import DEFAULT_TENANT
@@ -186,9 +187,19 @@ class SessionTaken(_Envelope, tag="session_taken"):
     session_id: str
 
 
+class RoomDeliver(_Envelope, tag="room_deliver"):
+    """A speaker's hub -> a hub with listeners in the room: one result, for every member
+    of that hub listening in its language who joined before the utterance was cut."""
+
+    tenant: str
+    cut_ms: int
+    """When the utterance was cut (the speaker hub's wall clock, Unix ms)."""
+    result: RoomResult
+
+
 Envelope = (
     Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Unknown | Reconcile | Deliver
-    | NodeReplaced | AdminRequest | AdminReply | SessionTaken
+    | NodeReplaced | AdminRequest | AdminReply | SessionTaken | RoomDeliver
 )
 
 

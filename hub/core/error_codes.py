@@ -60,12 +60,17 @@ UNKNOWN_SESSION: Final = "unknown_session"
 """`error`: no open live session with that id on this connection."""
 SESSION_LIMIT: Final = "session_limit"
 """`error`: the connection holds `max_sessions_per_connection` live sessions."""
+BAD_OUTPUT: Final = "bad_output"
+"""A two-way job's output without a valid detected `src_lang`: a failed attempt, and
+`result.error` when the job's last attempt ended so."""
+ROOM_LIMIT: Final = "room_limit"
+"""`error`: the room holds `max_room_members`, or the connection `max_rooms_per_connection`."""
 RESULT_EXPIRED: Final = "result_expired"
 """`result.error` for a resubmit: the job finished, but its result was evicted from
 memory (`max_archive_bytes`); the job is never run a second time."""
 
 HUB_OUTCOMES: Final = frozenset(
-    {"ok", NO_NODE, ATTEMPTS_EXHAUSTED, TIMEOUT, CANCELLED, HUB_SHUTDOWN}
+    {"ok", NO_NODE, ATTEMPTS_EXHAUSTED, TIMEOUT, CANCELLED, HUB_SHUTDOWN, BAD_OUTPUT}
 )
 """Terminal outcomes the hub itself decides (any other failure came from a node)."""
 

@@ -56,6 +56,8 @@ CANCELLED: Final = "cancelled"
 """(cancel) the client cancelled the job."""
 HUB_SHUTDOWN: Final = "hub_shutdown"
 """(cancel) the job's home hub is stopping."""
+BAD_OUTPUT: Final = error_codes.BAD_OUTPUT
+"""A two-way job's output named no valid detected language."""
 BINDING_FAILED: Final = "store_unavailable"
 """(cancel) a dispatch that may have left with a binding whose reply was lost."""
 

@@ -187,7 +187,9 @@ NodeOutbound = Registered | JobAssign | JobCancel | Error
 class Submit(_Message, tag="submit"):
     request_id: Name
     src_lang: Name
+    """`auto`: two-way, between the two `langs` (the node detects which was spoken)."""
     tgt_lang: Name
+    """`auto` with a two-way `src_lang`."""
     session_id: Name | None = None
     routing_key: Name | None = None
     features: NameList = []
@@ -202,6 +204,8 @@ class Submit(_Message, tag="submit"):
     queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
     """How long the job may wait for a free slot (null: the hub's `queue_timeout_ms`;
     0: never wait, the v1 behaviour)."""
+    langs: Annotated[list[Name], msgspec.Meta(max_length=2)] | None = None
+    """The two languages of a two-way job (`src_lang: auto`)."""
 
 
 class Cancel(_Message, tag="cancel"):
@@ -255,7 +259,18 @@ class SessionClose(_Message, tag="session_close"):
     session_id: Name
 
 
-ClientInbound = Submit | Cancel | SessionOpen | Audio | SessionClose
+class RoomJoin(_Message, tag="room_join"):
+    room: Name
+    listen_lang: Name
+    session_id: Name | None = None
+    """An open session of this connection whose utterances are spoken into the room."""
+
+
+class RoomLeave(_Message, tag="room_leave"):
+    room: Name
+
+
+ClientInbound = Submit | Cancel | SessionOpen | Audio | SessionClose | RoomJoin | RoomLeave
 
 # --- hub -> client ----------------------------------------------------------------
 
@@ -343,7 +358,28 @@ class SessionClosed(_Message, tag="session_closed"):
     utterances: int
 
 
-LiveOutbound = SessionOpened | UtteranceCut | Partial | UtteranceResult | SessionClosed
+class RoomJoined(_Message, tag="room_joined"):
+    room: str
+    members: int
+    langs: list[str]
+
+
+class RoomResult(_Message, tag="room_result", kw_only=True):
+    room: str
+    speaker: str
+    """The speaking session's id."""
+    index: int
+    lang: str
+    """The listen language this result is in."""
+    ok: bool
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+LiveOutbound = (
+    SessionOpened | UtteranceCut | Partial | UtteranceResult | SessionClosed | RoomJoined
+    | RoomResult
+)
 ClientFrames = Accepted | Progress | Result | Rejected | Error | LiveOutbound
 """Everything a client may receive."""
 

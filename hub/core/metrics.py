@@ -320,8 +320,14 @@ class Metrics:
         self.audio_bytes = Counter(
             "nodehub_audio_bytes_total", "Audio bytes received on live sessions."
         )
+        self.room_jobs = Counter(
+            "nodehub_room_jobs_total",
+            "Jobs run for rooms' listeners (one per utterance per listen language).",
+        )
         # --- the console's last minutes (`/v1/stats?include=recent`) ---
         self.recent = RecentJobs()
+        self.recent_utterances = RecentJobs()
+        """Live sessions' utterances: cut to `utterance_result`."""
         self.gauges: list[Gauge] = []
         self.sources: list[TextSource] = []
 
@@ -357,7 +363,7 @@ class Metrics:
             self.auth_refusals, self.queue_wait_seconds, self.slow_consumers,
             self.refused_connections, self.no_node_answers, self.pair_submits,
             self.store_seconds, self.store_errors, self.utterances, self.utterance_seconds,
-            self.audio_bytes, *self.gauges,
+            self.audio_bytes, self.room_jobs, *self.gauges,
         ]
         lines: list[str] = []
         for metric in metrics:

@@ -4,16 +4,18 @@ Every caller (first dispatch, failover, local or cross-instance mode) calls
 `select_node`. The rules, in order:
 
 1. A preferred node is used only if it passes full validation (`node_reason`
-   returns None): known, not hard-excluded, serves the language pair for the
-   pipeline and every feature, online, not draining, a free slot. Otherwise
-   the reason it was passed over is recorded and selection falls back.
+   returns None): known, not hard-excluded, serves every stage of the
+   pipeline in every direction of the job and every feature, online, not
+   draining, a free slot. Otherwise the reason it was passed over is
+   recorded and selection falls back.
 2. Attempt 1 is narrow (the preferred pool, when one is given); attempt 2 is
    wide (all pools). Without a preferred pool there is one, wide, attempt.
 3. Within an attempt the candidates are one index `Ring` of the snapshot (the
-   nodes serving the pair, or the ASR/TTS language, in scope), narrowed by
-   the ring's per-chunk condition bitmaps (features; the ASR/TTS languages
-   the ring does not guarantee) to the capable members; exclusion, status
-   and load are checked per candidate.
+   nodes of the scope serving the first enabled stage of the stage table
+   for the job's first direction: the pair, or the ASR/TTS language),
+   narrowed by the ring's per-chunk condition bitmaps (features; every other
+   stage and direction, which the ring does not guarantee) to the capable
+   members; exclusion, status and load are checked per candidate.
    - With a routing key the pick is sticky: the key's position on the ring
      (a stable hash) and the first eligible node clockwise from it. A key
      moves only when its node leaves, stops being eligible or fills up.
@@ -32,41 +34,35 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 
 from hub.core.capabilities import (
-    ASR_LANG_UNSUPPORTED,
     AT_CAPACITY,
     DRAINING,
     EXCLUDED,
     FEATURE_MISSING,
-    LANG_PAIR_UNSUPPORTED,
     OFFLINE,
     POOL_MISMATCH,
     REASON_ORDER,
-    TTS_LANG_UNSUPPORTED,
     UNKNOWN_NODE,
     Requirements,
     capability_mismatch,
 )
+from hub.core.messages import Pipeline
 from hub.core.snapshot import (
     ALL,
-    ASR,
     GLOBAL,
-    HAS_ASR,
     HAS_FEATURE,
-    HAS_TTS,
     ONLINE,
-    PAIR,
-    TTS,
     Cond,
     NodeState,
     Ring,
     Snapshot,
     stable_hash,
 )
+from hub.core.stages import enabled
 
 SAMPLES: Final = 8
 """Random probes before falling back to an exhaustive scan of the candidates."""
@@ -137,28 +133,85 @@ def select_node(snapshot: Snapshot, req: Requirements, rng: random.Random) -> Se
 _WIDE_ONLY: Final = (GLOBAL,)
 
 
-def _scope(snapshot: Snapshot, req: Requirements, pool: int) -> tuple[Ring, list[Cond]]:
-    """The narrowest index ring every eligible node of `pool` belongs to, and the
-    conditions its members must also meet (what the ring itself does not guarantee)."""
-    pipeline = req.pipeline
-    src, tgt = req.src_lang, req.tgt_lang
-    conds: list[Cond] = []
-    if pipeline.nmt:
-        ring = snapshot.ring(PAIR, pool, src, tgt)
-        if pipeline.asr:
-            conds.append((HAS_ASR, src))
-        if pipeline.tts:
-            conds.append((HAS_TTS, tgt))
-    elif pipeline.asr:
-        ring = snapshot.ring(ASR, pool, src)
-        if pipeline.tts:
-            conds.append((HAS_TTS, tgt))
-    elif pipeline.tts:
-        ring = snapshot.ring(TTS, pool, tgt)
+def _scope(
+    snapshot: Snapshot, req: Requirements, pool: int
+) -> tuple[Ring, list[Cond], _Plan]:
+    """The narrowest index ring every eligible node of `pool` belongs to, the
+    conditions its members must also meet (what the ring itself does not guarantee),
+    and the plan of the request's pipeline they come from.
+
+    The ring is the lead stage's (the first enabled one of the stage table) for the
+    first direction. The conditions come in check order (`breakdown` relies on it):
+    the lead stage in the other directions, then each other enabled stage in every
+    direction, then the features."""
+    plan = _PLANS.get(req.pipeline) or _plan(req.pipeline)
+    kind, pick, lead_cond, _, others, _ = plan
+    directions = req.directions
+    first = directions[0]
+    # `Stage.ring_key` and `Stage.need`, inlined (a call each costs more than the rest).
+    if pick < 0:
+        ring = snapshot.ring(kind, pool, first[0], first[1])
+    elif pick != _ALL_NODES:
+        ring = snapshot.ring(kind, pool, first[pick])
     else:
-        ring = snapshot.ring(ALL, pool)
-    conds.extend((HAS_FEATURE, name) for name in req.features)
-    return ring, conds
+        ring = snapshot.ring(kind, pool)
+    conds: list[Cond] = []
+    if len(directions) == 1 or pick == _ALL_NODES:
+        for cond_kind, at in others:
+            conds.append((cond_kind, first if at < 0 else first[at]))
+    else:
+        for direction in directions[1:]:
+            conds.append((lead_cond, direction if pick < 0 else direction[pick]))
+        for cond_kind, at in others:
+            for direction in directions:
+                conds.append((cond_kind, direction if at < 0 else direction[at]))
+    for name in req.features:
+        conds.append((HAS_FEATURE, name))
+    return ring, conds, plan
+
+
+class _Plan(NamedTuple):
+    """The stage table as `_scope` and `breakdown` read it for one pipeline."""
+
+    ring: str
+    """The lead stage's ring kind (`ALL` when no stage is enabled)."""
+    pick: int
+    """The lead stage's `Stage.pick` (`_ALL_NODES` when no stage is enabled)."""
+    cond: str
+    """The lead stage's condition kind (for the directions after the first)."""
+    reason: str
+    """The lead stage's reason ("" when no stage is enabled)."""
+    others: tuple[tuple[str, int], ...]
+    """(condition kind, `Stage.pick`) of each other enabled stage, in table order."""
+    reasons: tuple[str, ...]
+    """Their reasons, in the same order: the reason of each of `_scope`'s conditions
+    but the features, for one direction."""
+
+    def reasons_in(self, count: int) -> tuple[str, ...]:
+        """The reason of each of `_scope`'s conditions but the features, for `count`
+        directions."""
+        if self.pick == _ALL_NODES:
+            return ()
+        return (self.reason,) * (count - 1) + tuple(r for r in self.reasons for _ in range(count))
+
+
+_PLANS: dict[Pipeline, _Plan] = {}
+_ALL_NODES: Final = 2
+
+
+def _plan(pipeline: Pipeline) -> _Plan:
+    """The plan of `pipeline`, made on its first selection (there are at most
+    2 ** len(STAGES) pipelines)."""
+    stages = enabled(pipeline)
+    plan = _Plan(ALL, _ALL_NODES, "", "", (), ())
+    if stages:
+        lead, rest = stages[0], stages[1:]
+        plan = _Plan(
+            lead.ring, lead.pick, lead.cond, lead.reason,
+            tuple((s.cond, s.pick) for s in rest), tuple(s.reason for s in rest),
+        )
+    _PLANS[pipeline] = plan
+    return plan
 
 
 def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) -> str | None:
@@ -166,10 +219,10 @@ def _pick(snapshot: Snapshot, req: Requirements, pool: int, rng: random.Random) 
 
     The candidates are the members of the narrowest index ring every
     eligible node belongs to that meet the ring's condition bitmaps
-    (features; ASR/TTS languages the ring does not guarantee). The
+    (features; the stages and directions the ring does not guarantee). The
     per-member check below covers the rest: exclusion, status and load.
     """
-    ring, conds = _scope(snapshot, req, pool)
+    ring, conds, _ = _scope(snapshot, req, pool)
     n = len(ring)
     if not n:
         return None
@@ -291,30 +344,14 @@ def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) ->
         in_scope = len(snapshot.ring(ALL, pool)) - sum(1 for s in gone if s.caps.pool == pool)
         counts[POOL_MISMATCH] = remaining - in_scope
         remaining = in_scope
-    pipeline = req.pipeline
-    src, tgt = req.src_lang, req.tgt_lang
-    # Stages in REASON_ORDER: each narrows the ring's members by one condition.
-    stages: list[tuple[str, Cond | None]]
-    if pipeline.nmt:
-        ring = snapshot.ring(PAIR, scope, src, tgt)
-        stages = [(LANG_PAIR_UNSUPPORTED, None)]
-        if pipeline.asr:
-            stages.append((ASR_LANG_UNSUPPORTED, (HAS_ASR, src)))
-        if pipeline.tts:
-            stages.append((TTS_LANG_UNSUPPORTED, (HAS_TTS, tgt)))
-    elif pipeline.asr:
-        ring = snapshot.ring(ASR, scope, src)
-        stages = [(ASR_LANG_UNSUPPORTED, None)]
-        if pipeline.tts:
-            stages.append((TTS_LANG_UNSUPPORTED, (HAS_TTS, tgt)))
-    elif pipeline.tts:
-        ring = snapshot.ring(TTS, scope, tgt)
-        stages = [(TTS_LANG_UNSUPPORTED, None)]
-    else:
-        ring = snapshot.ring(ALL, scope)
-        stages = [("", None)]
-    stages.extend((FEATURE_MISSING, (HAS_FEATURE, name)) for name in req.features)
-    # Bitmaps per chunk: each stage is one AND and one popcount per chunk.
+    # Checks in REASON_ORDER, each narrowing the ring's members by one condition
+    # (one AND and one popcount per chunk): the ring holds exactly the nodes that
+    # pass the first (the lead stage in the first direction), and `_scope` lists the
+    # other conditions in check order, the features last.
+    ring, conds, plan = _scope(snapshot, req, scope)
+    count = len(req.directions)
+    reasons = plan.reasons if count == 1 else plan.reasons_in(count)
+    stage_steps = len(reasons)  # the conditions after them are features
     chunks = ring.chunks
     alive = [chunk.full for chunk in chunks]
     for state in gone:
@@ -322,12 +359,15 @@ def breakdown(snapshot: Snapshot, req: Requirements, pool: int | None = None) ->
         if pos >= 0:
             k, i = ring.locate(pos)
             alive[k] &= ~(1 << i)
-    for reason, cond in stages:
-        if cond is not None:
-            alive = [bits & chunk.mask(cond) for bits, chunk in zip(alive, chunks, strict=True)]
+    left = sum(bits.bit_count() for bits in alive)
+    if plan.reason:
+        counts[plan.reason] = remaining - left
+    remaining = left
+    for step, cond in enumerate(conds):
+        alive = [bits & chunk.mask(cond) for bits, chunk in zip(alive, chunks, strict=True)]
         left = sum(bits.bit_count() for bits in alive)
-        if reason:
-            counts[reason] = counts.get(reason, 0) + remaining - left
+        reason = reasons[step] if step < stage_steps else FEATURE_MISSING
+        counts[reason] = counts.get(reason, 0) + remaining - left
         remaining = left
     for chunk, bits in zip(chunks, alive, strict=True):
         while bits:

@@ -14,11 +14,16 @@ the same tens of microseconds at 100 or at 100,000 nodes. Positions are
 global (chunk boundaries never change what a selection picks), which keeps
 an incrementally derived snapshot and one built in one pass equivalent.
 
+Which rings a node is in comes from the stage table (`hub.core.stages`):
+one per capability entry of each stage (a pair, an ASR or a TTS language),
+plus one of all nodes, each globally and in the node's pool.
+
 Members carry a reference to their node's `NodeCapabilities` (one object,
 shared by every ring the node is in, never copied). What a ring does not
 guarantee (a feature; in a pair ring, ASR of the source and TTS of the
-target) is answered by per-chunk bitmaps over the chunk's positions, one per
-*condition* (`Cond`: a feature, an ASR or a TTS language), made the first
+target; in general another stage's entry, or the same stage's for another
+direction) is answered by per-chunk bitmaps over the chunk's positions, one
+per *condition* (`Cond`: a feature, or a stage's entry), made the first
 time a selection asks for that condition in that chunk (a chunk's features
 all at once, when they are few; a one-pass build makes a pair ring's at
 once) and then carried forward through joins and leaves (one bit inserted
@@ -46,6 +51,7 @@ import immutables
 import msgspec
 
 from hub.core.capabilities import NodeCapabilities
+from hub.core.stages import BY_RING, STAGE_INDEX, STAGES, IndexKey, Need
 
 NodeStatus = Literal["online", "draining", "offline"]
 ONLINE: Final = "online"
@@ -55,19 +61,18 @@ OFFLINE: Final = "offline"
 GLOBAL: Final = -1
 """The pool slot of an index key that spans all pools."""
 
-# Index kinds: what a Ring's members have in common.
-PAIR: Final = "pair"  # key (PAIR, pool, src, tgt)
-ASR: Final = "asr"  # key (ASR, pool, lang, "")
-TTS: Final = "tts"  # key (TTS, pool, lang, "")
+# Index kinds: what a Ring's members have in common. Each stage's ring kind
+# (`Stage.ring`, key (kind, pool, a, b): a pair, or a language and "") and:
 ALL: Final = "all"  # key (ALL, pool, "", "")
 
-IndexKey = tuple[str, int, str, str]
-
-# Conditions a ring answers with bitmaps: (kind, value).
+# Conditions a ring answers with bitmaps: (kind, value). Each stage's condition
+# kind (`Stage.cond`, value: what the stage needs for one direction) and:
 HAS_FEATURE: Final = "f"
-HAS_ASR: Final = "a"
-HAS_TTS: Final = "t"
-Cond = tuple[str, str]
+Cond = tuple[str, Need]
+
+_COND_STAGE: Final = {stage.cond: STAGE_INDEX[stage] for stage in STAGES}
+"""Per stage condition kind, the place of its stage's entries in
+`NodeCapabilities.stage_entries` (where the condition's value is looked up)."""
 
 MAX_CHUNK: Final = 256
 """Members of one chunk; a chunk that grows past it splits in two."""
@@ -128,9 +133,7 @@ def holds(caps: NodeCapabilities, cond: Cond) -> bool:
     kind, value = cond
     if kind == HAS_FEATURE:
         return value in caps.features
-    if kind == HAS_ASR:
-        return value in caps.asr_languages
-    return value in caps.tts_languages
+    return value in caps.stage_entries[_COND_STAGE[kind]]
 
 
 def _bitmap_of(caps: Sequence[NodeCapabilities], cond: Cond) -> int:
@@ -138,10 +141,9 @@ def _bitmap_of(caps: Sequence[NodeCapabilities], cond: Cond) -> int:
     kind, value = cond
     if kind == HAS_FEATURE:
         digits = ["1" if value in c.features else "0" for c in reversed(caps)]
-    elif kind == HAS_ASR:
-        digits = ["1" if value in c.asr_languages else "0" for c in reversed(caps)]
     else:
-        digits = ["1" if value in c.tts_languages else "0" for c in reversed(caps)]
+        i = _COND_STAGE[kind]
+        digits = ["1" if value in c.stage_entries[i] else "0" for c in reversed(caps)]
     return int("".join(digits), 2) if digits else 0
 
 
@@ -522,13 +524,26 @@ def _members(ids: list[str], mask: int) -> Iterator[str]:
 
 def index_keys(caps: NodeCapabilities) -> list[IndexKey]:
     """Every index entry a node with `caps` belongs to, globally and in its pool."""
-    keys: list[IndexKey] = []
-    for pool in (GLOBAL, caps.pool):
-        keys.append((ALL, pool, "", ""))
-        keys.extend((PAIR, pool, src, tgt) for src, tgt in caps.language_pairs)
-        keys.extend((ASR, pool, lang, "") for lang in caps.asr_languages)
-        keys.extend((TTS, pool, lang, "") for lang in caps.tts_languages)
+    keys = pool_index_keys(caps, GLOBAL)
+    keys.extend(pool_index_keys(caps, caps.pool))
     return keys
+
+
+def pool_index_keys(caps: NodeCapabilities, pool: int) -> list[IndexKey]:
+    """The index entries of `pool` (or GLOBAL) a node with `caps` belongs to."""
+    keys: list[IndexKey] = [(ALL, pool, "", "")]
+    for stage in STAGES:
+        keys.extend(stage.ring_keys(caps, pool))
+    return keys
+
+
+def index_member(caps: NodeCapabilities, key: IndexKey) -> bool:
+    """Whether a node with `caps` belongs to the index entry `key` (any pool)."""
+    kind, _, a, b = key
+    if kind == ALL:
+        return True
+    stage = BY_RING[kind]
+    return stage.ring_need(a, b) in stage.entries(caps)
 
 
 _EMPTY_RING: Final = Ring()
@@ -590,12 +605,10 @@ class Snapshot:
                     found[2].append(caps)
         rings: dict[IndexKey, Ring] = {}
         for key, (hashes, ids, caps_list) in members.items():
-            kind, _, a, b = key
-            # Every default-pipeline request asks a pair ring for ASR and TTS, and many
-            # for features: a build makes those bitmaps at once (rings of the other
-            # kinds make theirs when asked).
-            conds: tuple[Cond, ...] = ((HAS_ASR, a), (HAS_TTS, b)) if kind == PAIR else ()
-            rings[key] = Ring.build(hashes, ids, caps_list, conds, features=kind == PAIR)
+            conds = _build_conds(key)
+            rings[key] = Ring.build(
+                hashes, ids, caps_list, conds or (), features=conds is not None
+            )
         return cls._make(immutables.Map(nodes), immutables.Map(rings), 1)
 
     # --- reading ---------------------------------------------------------------
@@ -677,6 +690,22 @@ class Snapshot:
 
 def _ring_order(state: NodeState) -> tuple[int, str]:
     return state.ring_hash, state.node_id
+
+
+def _build_conds(key: IndexKey) -> tuple[Cond, ...] | None:
+    """The conditions a one-pass build makes the bitmaps of in ring `key` at once, or
+    None (then it makes none, features included).
+
+    A ring whose key names a whole direction (a pair's) is the one every request
+    with that stage enabled searches, and a default-pipeline request asks it for
+    every other stage in that direction (ASR of the source, TTS of the target), and
+    many for features. Rings of the other kinds make theirs when asked."""
+    kind, _, a, b = key
+    stage = BY_RING.get(kind)
+    direction = None if stage is None else stage.ring_direction(a, b)
+    if direction is None:
+        return None
+    return tuple((other.cond, other.need(direction)) for other in STAGES if other is not stage)
 
 
 def _index(index: immutables.MapMutation[IndexKey, Ring], state: NodeState) -> None:

@@ -1,13 +1,14 @@
 """`LiveInbound`: the cluster's `LocalHub` once live sessions are on top of the job path.
 
-Envelopes about live sessions (`SessionTaken`) go to `LiveSessions`; every
+Envelopes about live sessions and rooms (`SessionTaken`, `RoomDeliver`) go to
+`LiveSessions`; every
 other envelope and every cluster event goes to the job path's router, as
 without live sessions.
 """
 
 from __future__ import annotations
 
-from hub.core.envelopes import Envelope, SessionTaken
+from hub.core.envelopes import Envelope, RoomDeliver, SessionTaken
 from hub.jobs.inbound import InboundRouter
 from hub.live.registry import LiveSessions
 
@@ -21,6 +22,10 @@ class LiveInbound:
         if isinstance(envelope, SessionTaken):
             if reaped_from is None:  # meant for a dead hub: its sessions are gone with it
                 self._live.taken(envelope)
+            return
+        if isinstance(envelope, RoomDeliver):
+            if reaped_from is None:  # a dead hub's listeners are gone with it
+                self._live.rooms.deliver(envelope.tenant, envelope.result, envelope.cut_ms)
             return
         await self._router.handle_envelope(envelope, reaped_from=reaped_from)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Coroutine, Iterable
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ from hub.core.fleet_view import FleetView
 from hub.core.messages import (
     AUTO,
     Audio,
+    RoomJoin,
     SessionClose,
     SessionClosed,
     SessionOpen,
@@ -48,9 +50,11 @@ from hub.core.messages import (
 from hub.core.metrics import Metrics
 from hub.core.principal import Principal
 from hub.core.selector import breakdown
+from hub.core.stages import both_ways
 from hub.core.utterances import CLOSE, PAUSE, SeqGap
 from hub.jobs.home.home import JobHome
 from hub.jobs.links import Link
+from hub.live.rooms import Rooms
 from hub.live.session import LiveSession, decode_payload, decode_record, encode_record
 from hub.runtime.deadline_loop import Clock, DeadlineLoop
 from hub.store.base import Store
@@ -96,6 +100,7 @@ class LiveSessions:
             config.idempotency_ttl_ms + config.job_budget_ms(None) + config.session_idle_ms
         )
         self._utterance_ttl_ms = config.job_budget_ms(None) + config.session_idle_ms
+        self.rooms = Rooms(config=config, home=home, store=store, peers=peers, metrics=metrics)
 
     def __repr__(self) -> str:
         return f"LiveSessions({len(self.sessions)} sessions)"
@@ -180,9 +185,11 @@ class LiveSessions:
     def _check_served(self, message: SessionOpen) -> None:
         """`no_node` (with reasons) when no node in the fleet serves the session's
         pipeline at all; a busy, draining or offline one still counts."""
+        langs = message.langs if message.src_lang == AUTO else None
         req = Requirements(
-            src_lang=message.src_lang, tgt_lang=message.tgt_lang or "",
+            src_lang=message.src_lang, tgt_lang=message.tgt_lang or AUTO,
             pipeline=message.pipeline, features=frozenset(message.features),
+            directions=() if langs is None else both_ways(langs[0], langs[1]),
         )
         reasons = breakdown(self._fleet.snapshot, req)
         if not any(reasons.get(reason) for reason in _SERVING):
@@ -195,6 +202,11 @@ class LiveSessions:
     def audio(self, conn: Link, message: Audio) -> None:
         """An `audio` chunk: buffered, and cut into an utterance by the rules."""
         session = self._attached(conn, message.session_id)
+        if not self.accepting:
+            raise ProtocolError(
+                error_codes.HUB_SHUTDOWN, "the hub is shutting down: audio is not taken",
+                session_id=session.session_id,
+            )
         self._metrics.audio_bytes.inc(amount=len(message.data))
         try:
             utterance = session.cutter.add(
@@ -207,7 +219,7 @@ class LiveSessions:
             ) from None
         if utterance is not None:
             self._metrics.utterances.inc(utterance.cut)
-            session.cut(utterance)
+            self.rooms.spoken(session, session.cut(utterance), utterance)
         elif session.cutter.buffered:
             now = self.clock.now_ms()
             session.last_audio_ms = now
@@ -221,7 +233,7 @@ class LiveSessions:
         utterance = session.cutter.cut(reason)
         if utterance is not None:
             self._metrics.utterances.inc(utterance.cut)
-            session.cut(utterance)
+            self.rooms.spoken(session, session.cut(utterance), utterance)
 
     async def close(self, conn: Link, message: SessionClose) -> None:
         """`session_close`: cut what is buffered; `session_closed` once every utterance
@@ -244,8 +256,18 @@ class LiveSessions:
 
     # --- the connection's end, another hub, timers ------------------------------------
 
+    async def join_room(self, conn: Link, principal: Principal, message: RoomJoin) -> None:
+        """`room_join`: with `session_id`, that session of this connection speaks into
+        the room too."""
+        speaker = None
+        if message.session_id is not None:
+            speaker = self._attached(conn, message.session_id)
+        await self.rooms.join(conn, principal, message, speaker)
+
     def connection_lost(self, conn: Link) -> None:
-        """The client's connection ended: its sessions live on, detached."""
+        """The client's connection ended: its sessions live on, detached; its rooms
+        memberships end."""
+        self.rooms.connection_lost(conn)
         for key in self._by_conn.pop(conn.peer_id, {}).values():
             session = self.sessions.get(key)
             if session is None or session.conn is not conn:
@@ -320,6 +342,11 @@ class LiveSessions:
         seconds = session.cut_seconds(index)
         if seconds is not None:
             self._metrics.utterance_seconds.observe(seconds)
+        self._metrics.recent_utterances.finished(
+            time.monotonic(), code=None if result.ok else (
+                result.error.code if result.error else error_codes.FAILED
+            ), seconds=seconds,
+        )
         self._background(self._drop(session, index))
         self._maybe_closed(session)
 
@@ -363,16 +390,21 @@ class LiveSessions:
             session.conn = None
         self.timers.discard(("pause", key))
         self.timers.discard(("idle", key))
+        self.rooms.session_gone(session)
         self._home.client_disconnected(session.link)
 
     # --- the hub's lifecycle ----------------------------------------------------------
 
-    def drain(self) -> None:
+    async def drain(self) -> None:
         """The hub drains: no new session or audio; what each session buffered is cut
-        now (`cut: close`), so that it is delivered while running jobs finish."""
+        now (`cut: close`) and submitted before the job path stops taking submits, so
+        that it runs and is delivered while running jobs finish."""
         self.accepting = False
         for session in list(self.sessions.values()):
             self._cut(session, CLOSE)
+        starting = [task for s in self.sessions.values() for task in s.tasks]
+        if starting:
+            await asyncio.wait(starting)
 
     @property
     def busy(self) -> int:
@@ -396,20 +428,24 @@ class LiveSessions:
 
 
 def _validate(message: SessionOpen) -> None:
-    """What the message's types cannot say: `tgt_lang` unless two-way, `langs` only
-    with two-way and then exactly two distinct languages."""
+    """What the message's types cannot say: `tgt_lang` unless two-way; two-way
+    (`src_lang: auto`) with exactly two distinct `langs`, which go with it only."""
     sid = message.session_id
+    langs = message.langs
     if message.src_lang == AUTO:
-        raise ProtocolError(
-            error_codes.INVALID_FIELD, "two-way mode (src_lang: auto) is not served yet",
-            path="$.src_lang", session_id=sid,
-        )
+        if langs is None or len(langs) != 2 or langs[0] == langs[1]:
+            raise ProtocolError(
+                error_codes.INVALID_FIELD,
+                "a two-way session (src_lang: auto) needs `langs`: two distinct languages",
+                path="$.langs", session_id=sid,
+            )
+        return
     if message.tgt_lang is None:
         raise ProtocolError(
             error_codes.MISSING_FIELD, "missing required field `tgt_lang`", path="$.tgt_lang",
             session_id=sid,
         )
-    if message.langs is not None:
+    if langs is not None:
         raise ProtocolError(
             error_codes.INVALID_FIELD, "`langs` goes with src_lang: auto only", path="$.langs",
             session_id=sid,

@@ -32,6 +32,7 @@ from loguru import logger
 
 from hub.core.errors import StoreUnavailable
 from hub.core.messages import (
+    AUTO,
     Accepted,
     AudioFormat,
     ErrorInfo,
@@ -187,7 +188,28 @@ class LiveSession:
 
     @property
     def tgt_lang(self) -> str:
-        return self.open.tgt_lang or ""
+        return AUTO if self.two_way is not None else (self.open.tgt_lang or "")
+
+    @property
+    def two_way(self) -> tuple[str, str] | None:
+        """The two languages of a two-way session (`src_lang: auto`)."""
+        langs = self.open.langs
+        if self.open.src_lang == AUTO and langs is not None and len(langs) == 2:
+            return langs[0], langs[1]
+        return None
+
+    def direction(self, output: Any) -> tuple[str, str]:
+        """An utterance's (src_lang, tgt_lang): the session's, or in two-way mode the
+        language the node detected (`output.src_lang`) and the other one."""
+        langs = self.two_way
+        if langs is None:
+            return self.src_lang, self.tgt_lang
+        detected = output.get("src_lang") if isinstance(output, dict) else None
+        if detected == langs[0]:
+            return langs
+        if detected == langs[1]:
+            return langs[1], langs[0]
+        return AUTO, AUTO
 
     @property
     def idle(self) -> bool:
@@ -232,6 +254,8 @@ class LiveSession:
             "utterance_index": index,
             "duration_ms": utterance.duration_ms,
         }
+        if self.two_way is not None:
+            payload["langs"] = list(self.two_way)
         self._spawn(self._start(index, payload))
         return index
 
@@ -271,6 +295,7 @@ class LiveSession:
             preferred_pool=open_message.preferred_pool,
             payload=payload,
             timeout_ms=open_message.timeout_ms,
+            langs=list(self.two_way) if self.two_way is not None else None,
         )
 
     # --- answers from the job path ------------------------------------------------------
@@ -301,10 +326,11 @@ class LiveSession:
                 return
             if message.ok and message.node_id:
                 self.affinity = message.node_id
+            src, tgt = self.direction(message.output if message.ok else None)
             self._result(index, UtteranceResult(
                 session_id=self.session_id, index=index, job_id=message.job_id,
                 node_id=message.node_id or None, ok=message.ok, output=message.output,
-                error=message.error, src_lang=self.src_lang, tgt_lang=self.tgt_lang,
+                error=message.error, src_lang=src, tgt_lang=tgt,
             ))
         elif type(message) is Rejected:
             index = self._index_of(message.request_id)

@@ -51,6 +51,7 @@ from hub.core.fleet_view import FleetView
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal, is_ui_path
 from hub.core.snapshot import DRAINING, OFFLINE, ONLINE, NodeState
+from hub.core.stages import STAGES
 from hub.jobs.admin import ACTIVE, JOB_STATES, OK
 from hub.jobs.service import JobService
 from hub.net.console import SECURITY_HEADERS, ConsoleAssets
@@ -86,7 +87,9 @@ ADMIN_STATUS: Final = {
 }
 """The HTTP status of an admin action's outcome (`hub/jobs/admin.py`)."""
 # --- the console ---
-INCLUDES: Final = ("pairs", "hubs", "recent")
+INCLUDES: Final = ("pairs", "hubs", "recent", "rooms")
+ROOMS_SHOWN: Final = 50
+"""Rooms in `/v1/stats?include=rooms` (those with the most members here)."""
 """What `/v1/stats?include=` may add."""
 PAIRS_SHOWN: Final = 50
 """Language pairs in `/v1/stats?include=pairs` (those with the most slots)."""
@@ -176,12 +179,10 @@ def caps_view(caps: NodeCapabilities) -> dict[str, Any]:
     """`msgspec.to_builtins(caps.to_wire())`, built directly (several times cheaper):
     lists sorted, empty lists and labels omitted, `pool` resolved."""
     view: dict[str, Any] = {"max_concurrency": caps.max_concurrency}
-    if caps.language_pairs:
-        view["language_pairs"] = [{"src": s, "tgt": t} for s, t in sorted(caps.language_pairs)]
-    if caps.asr_languages:
-        view["asr_languages"] = sorted(caps.asr_languages)
-    if caps.tts_languages:
-        view["tts_languages"] = sorted(caps.tts_languages)
+    for stage in STAGES:
+        entries = stage.entries(caps)
+        if entries:
+            view[stage.capability] = stage.view(entries)
     if caps.features:
         view["features"] = sorted(caps.features)
     view["pool"] = caps.pool
@@ -374,8 +375,9 @@ class HttpApi:
 
     def stats(self, include: frozenset[str] = frozenset()) -> dict[str, Any]:
         """`{"nodes": {status: n}, "slots": {"total", "busy"}, "jobs": {"active", "queued"},
-        "jobs_per_s", "pools": {pool: {"nodes", "status", "slots"}}}`, and what `include`
-        names of `pairs`, `hubs`, `recent`."""
+        "jobs_per_s", "live": {"sessions"}, "pools": {pool: {"nodes", "status", "slots"}}}`,
+        and what `include` names of `pairs`, `hubs`, `recent` (with it, `utterances`: the
+        live sessions' utterances, cut to result, in the same form)."""
         tally = self.fleet.stats.all
         home = self.service.home
         finished = sum(self.metrics.jobs.values.values())
@@ -384,16 +386,21 @@ class HttpApi:
             "slots": {"total": tally.slots_total, "busy": tally.slots_busy},
             "jobs": {"active": len(home.jobs), "queued": len(home.waiting)},
             "jobs_per_s": self._rate.rate(finished),
+            "live": {"sessions": len(self.sessions.live), "rooms": len(self.sessions.live.rooms)},
             "pools": {
                 str(pool): t.view() for pool, t in sorted(self.fleet.stats.pools.items())
             },
         }
         if "pairs" in include:
             out["pairs"] = self._pair_view()
+        if "rooms" in include:
+            out["rooms"] = self.sessions.live.rooms.view(ROOMS_SHOWN)
         if "hubs" in include:
             out["hubs"] = self._hub_view()
         if "recent" in include:
-            out["recent"] = self.metrics.recent.view(time.monotonic())
+            now = time.monotonic()
+            out["recent"] = self.metrics.recent.view(now)
+            out["utterances"] = self.metrics.recent_utterances.view(now)
         return out
 
     # --- what the console adds to /v1/stats -----------------------------------

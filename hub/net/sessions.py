@@ -48,7 +48,17 @@ from loguru import logger
 from hub.core import close_codes, error_codes
 from hub.core.config import HubConfig
 from hub.core.errors import ProtocolError
-from hub.core.messages import Audio, Cancel, Error, Register, SessionClose, SessionOpen, Submit
+from hub.core.messages import (
+    Audio,
+    Cancel,
+    Error,
+    Register,
+    RoomJoin,
+    RoomLeave,
+    SessionClose,
+    SessionOpen,
+    Submit,
+)
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
 from hub.jobs.home.home import JobHome
@@ -372,6 +382,10 @@ class ClientSession:
                 await self._live.open(self.link, self.principal, message)
             elif kind is SessionClose:
                 await self._live.close(self.link, message)
+            elif kind is RoomJoin:
+                await self._live.join_room(self.link, self.principal, message)
+            elif kind is RoomLeave:
+                await self._live.rooms.leave(self.link, message)
         except ProtocolError as exc:
             await self.refuse(exc, job_id=getattr(message, "job_id", None))
         except Exception:

@@ -158,6 +158,21 @@ class Store(Protocol):
     async def drop_utterance(self, tenant: str, session_id: str, index: int) -> None:
         """The utterance's result is in: its payload is no longer needed."""
 
+    # --- rooms -------------------------------------------------------------------------
+
+    async def room_join(
+        self, tenant: str, room: str, member_id: str, entry: bytes, *, max_members: int,
+        ttl_ms: int,
+    ) -> dict[str, bytes] | None:
+        """Add a member to a room (or update it) unless the room is full (None); every
+        member after the join. The room lapses `ttl_ms` after its last join."""
+
+    async def room_leave(self, tenant: str, room: str, member_ids: Sequence[str]) -> None:
+        """Remove members; a room with no members is gone."""
+
+    async def room_members(self, tenant: str, room: str) -> dict[str, bytes]:
+        """A room's members (empty when there is no such room)."""
+
     # --- published nodes --------------------------------------------------------------
 
     async def publish_node(self, node_id: str, entry: bytes, ttl_ms: int) -> None:

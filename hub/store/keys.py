@@ -54,6 +54,10 @@ class Keys:
         """STRING: the payload of a live session's running utterance (MessagePack)."""
         return f"{self._p}:utt:{tenant}:{index}:{session_id}"
 
+    def room(self, tenant: str, room: str) -> str:
+        """HASH member id -> member entry (MessagePack) of a room, scoped to its tenant."""
+        return f"{self._p}:room:{tenant}:{room}"
+
     def job(self, job_id: str) -> str:
         """STRING: a finished job's record (JSON)."""
         return f"{self._p}:job:{job_id}"

@@ -193,6 +193,8 @@ class MemoryBackplane:
     bindings: _ExpiringDict = field(init=False)
     live: _ExpiringDict = field(init=False)
     """Live sessions' records and their running utterances' payloads."""
+    rooms: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    """Rooms' members (local mode holds its rooms for as long as they have members)."""
     jobs: RecordShelf = field(init=False)
     presence: _ExpiringDict = field(init=False)
     known: set[str] = field(default_factory=set)
@@ -321,6 +323,31 @@ class MemoryStore:
 
     async def drop_utterance(self, tenant: str, session_id: str, index: int) -> None:
         self._plane.live.delete(_utterance_key(tenant, session_id, index))
+
+    # --- rooms ---------------------------------------------------------------------------
+
+    async def room_join(
+        self, tenant: str, room: str, member_id: str, entry: bytes, *, max_members: int,
+        ttl_ms: int,
+    ) -> dict[str, bytes] | None:
+        members = self._plane.rooms.setdefault(f"{tenant}:{room}", {})
+        if member_id not in members and len(members) >= max_members:
+            return None
+        members[member_id] = entry
+        return dict(members)
+
+    async def room_leave(self, tenant: str, room: str, member_ids: Sequence[str]) -> None:
+        key = f"{tenant}:{room}"
+        members = self._plane.rooms.get(key)
+        if members is None:
+            return
+        for member_id in member_ids:
+            members.pop(member_id, None)
+        if not members:
+            del self._plane.rooms[key]
+
+    async def room_members(self, tenant: str, room: str) -> dict[str, bytes]:
+        return dict(self._plane.rooms.get(f"{tenant}:{room}", {}))
 
     # --- published nodes---------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from hub.store.scripts import (
     REBIND_REQUEST,
     RELEASE_NODE,
     RELEASE_REQUEST,
+    ROOM_JOIN,
     SAVE_MANY,
     SEND_MANY,
 )
@@ -119,6 +120,7 @@ class RedisStore:
             name: self._redis.register_script(source)
             for name, source in (
                 ("announce", ANNOUNCE),
+                ("room_join", ROOM_JOIN),
                 ("beat", BEAT),
                 ("bind_many", BIND_MANY),
                 ("save_many", SAVE_MANY),
@@ -283,6 +285,32 @@ class RedisStore:
     @translated
     async def drop_utterance(self, tenant: str, session_id: str, index: int) -> None:
         await self._redis.delete(self.keys.utterance(tenant, session_id, index))
+
+    # --- rooms -----------------------------------------------------------------------------
+
+    @translated
+    async def room_join(
+        self, tenant: str, room: str, member_id: str, entry: bytes, *, max_members: int,
+        ttl_ms: int,
+    ) -> dict[str, bytes] | None:
+        reply: Any = await self._script(
+            "room_join", [self.keys.room(tenant, room)],
+            [member_id, entry, max_members, ttl_ms],
+        )
+        if not reply or int(reply[0]) == 0:
+            return None
+        flat = reply[1:]
+        return {text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    @translated
+    async def room_leave(self, tenant: str, room: str, member_ids: Sequence[str]) -> None:
+        if member_ids:
+            await self._redis.hdel(self.keys.room(tenant, room), *member_ids)
+
+    @translated
+    async def room_members(self, tenant: str, room: str) -> dict[str, bytes]:
+        members: Any = await self._redis.hgetall(self.keys.room(tenant, room))
+        return {text(k): bytes(v) for k, v in members.items()}
 
     # --- published nodes-----------------------------------------------------------------
 

@@ -234,3 +234,21 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
 return 1
 """
+
+# KEYS[1] the room's member hash
+# ARGV[1] member id, ARGV[2] its entry, ARGV[3] max members, ARGV[4] ttl ms
+# Adds the member unless the room holds max members already (a member joining again is
+# updated in place). Returns {1, field, value, field, value, ...} (every member after
+# the join) or {0} when the room is full.
+ROOM_JOIN = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return {0}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, 1)
+return out
+"""
+

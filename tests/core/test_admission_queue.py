@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hub.core.admission_queue import AdmissionQueue, Entry, Order
 from hub.core.capabilities import NodeCapabilities, Requirements
 from hub.core.messages import Pipeline
+from hub.core.stages import both_ways
 
 EN_DE = Requirements("en", "de")
 ANY = NodeCapabilities(
@@ -189,6 +190,29 @@ def test_the_order_is_a_round_robin_of_sessions_within_priorities(
     assert take(queue, "n1", ANY) is None and len(queue) == 0
 
 
+def test_a_two_way_job_waits_for_a_node_that_serves_it_both_ways() -> None:
+    queue = AdmissionQueue()
+    queue.push("two-way", Requirements("en", "fr", directions=both_ways("en", "fr")))
+    queue.push("one-way", Requirements("en", "fr"))
+    one_way = NodeCapabilities(
+        language_pairs=frozenset({("en", "fr")}), asr_languages=frozenset({"en", "fr"}),
+        tts_languages=frozenset({"en", "fr"}),
+    )
+    assert take(queue, "n1", one_way) == "one-way"
+    assert take(queue, "n1", one_way) is None
+    assert take(queue, "n2", ANY) == "two-way"  # en->fr and fr->en, ASR and TTS of both
+    assert len(queue) == 0
+
+
+def test_one_and_two_way_jobs_of_a_pair_are_classes_of_their_own() -> None:
+    queue = AdmissionQueue()
+    queue.push("a", Requirements("en", "fr"))
+    queue.push("b", Requirements("en", "fr", directions=both_ways("en", "fr")))
+    queue.push("c", Requirements("en", "fr", directions=(("en", "fr"),)))
+    classes = {entry.job_id: entry.job_class for entry in queue.waiting()}
+    assert classes["a"] == classes["c"] != classes["b"]  # "c" states a's one direction
+
+
 # --- against a brute-force scan ---------------------------------------------------------------
 
 PAIRS = [("en", "de"), ("en", "fr"), ("fr", "en")]
@@ -199,13 +223,15 @@ PIPELINES = [
 NODES = ["n0", "n1", "n2", "n3"]
 
 requirements = st.builds(
-    lambda pair, pipeline, features, excluded: Requirements(
-        pair[0], pair[1], pipeline, frozenset(features), excluded=frozenset(excluded)
+    lambda pair, pipeline, features, excluded, two_way: Requirements(
+        pair[0], pair[1], pipeline, frozenset(features), excluded=frozenset(excluded),
+        directions=both_ways(*pair) if two_way else (),
     ),
     st.sampled_from(PAIRS),
     st.sampled_from(PIPELINES),
     st.sets(st.sampled_from(["emotion", "speaker"]), max_size=1),
     st.one_of(st.just(set()), st.sets(st.sampled_from(NODES), max_size=2)),
+    st.booleans(),
 )
 capabilities = st.builds(
     lambda pairs, asr, tts, features: NodeCapabilities(

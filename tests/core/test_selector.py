@@ -11,6 +11,7 @@ from hub.core.capabilities import REASON_ORDER, Requirements
 from hub.core.messages import Pipeline, Submit
 from hub.core.selector import breakdown, node_reason, select_node
 from hub.core.snapshot import DRAINING, OFFLINE, NodeState, NodeStatus, Snapshot
+from hub.core.stages import both_ways
 from tests.core.test_snapshot import caps
 
 
@@ -260,3 +261,102 @@ def test_same_seed_same_choice() -> None:
     snap = Snapshot.of([node(f"n{i}", running=i % 4) for i in range(100)])
     a = [select_node(snap, req(), random.Random(5)).node_id for _ in range(5)]
     assert len(set(a)) == 1
+
+
+# --- two-way: every enabled stage in both directions ----------------------------------------
+
+EN_DE_BOTH = both_ways("en", "de")
+TWO_WAY_FLEET = [
+    # Serves en->de and de->en: pairs, ASR and TTS of both languages.
+    node("both", [("en", "de"), ("de", "en")], asr=["en", "de"], tts=["en", "de"]),
+    # One way only; no reverse pair (and no ASR of de, no TTS of en either).
+    *(node(f"one{i}", [("en", "de")]) for i in range(40)),
+    # The reverse direction only: not in the en->de pair ring at all.
+    *(node(f"rev{i}", [("de", "en")]) for i in range(10)),
+    # Both pairs, but ASR of en only, or TTS of de only.
+    *(node(f"asr{i}", [("en", "de"), ("de", "en")], asr=["en"], tts=["en", "de"])
+      for i in range(20)),
+    *(node(f"tts{i}", [("en", "de"), ("de", "en")], asr=["en", "de"], tts=["de"])
+      for i in range(20)),
+    # Lacks the reverse pair and ASR of the first direction's source: the pair rule
+    # comes first, whichever direction breaks it.
+    node("pair_and_asr", [("en", "de")], asr=["de"], tts=["en", "de"]),
+    # Serves both ways, but is full.
+    node("full", [("en", "de"), ("de", "en")], asr=["en", "de"], tts=["en", "de"], running=4),
+]
+
+
+def test_a_two_way_job_goes_only_to_a_node_that_serves_it_both_ways() -> None:
+    snap = Snapshot.of(TWO_WAY_FLEET)
+    two_way = req(directions=EN_DE_BOTH)
+    for seed in range(20):
+        rng = random.Random(seed)
+        assert select_node(snap, two_way, rng).node_id == "both"
+        assert select_node(snap, req(directions=EN_DE_BOTH, routing_key=f"k{seed}"),
+                           rng).node_id == "both"
+        assert select_node(snap, req(directions=EN_DE_BOTH, preferred_pool=0),
+                           rng).node_id == "both"
+    # Reversed, the directions name the same job (another ring is searched).
+    assert select_node(snap, req(directions=both_ways("de", "en")), RNG).node_id == "both"
+    sel = select_node(snap, req(directions=EN_DE_BOTH, preferred_node_id="one0"), RNG)
+    assert (sel.node_id, sel.preferred_reason) == ("both", "lang_pair_unsupported")
+    sel = select_node(snap, req(directions=EN_DE_BOTH, preferred_node_id="tts0"), RNG)
+    assert (sel.node_id, sel.preferred_reason) == ("both", "tts_lang_unsupported")
+    busy = snap.with_running("both", 4)
+    assert select_node(busy, two_way, RNG).node_id is None
+
+
+@pytest.mark.parametrize(("pipeline", "served_by"), [
+    (Pipeline(asr=False, tts=False), {"both", "full", "asr", "tts"}),  # the two pairs
+    (Pipeline(nmt=False, tts=False), {"both", "full", "tts"}),  # ASR of en and de
+    (Pipeline(nmt=False, asr=False), {"both", "full", "asr", "pair_and_asr"}),  # TTS
+    (Pipeline(nmt=False), {"both", "full"}),
+])
+def test_each_enabled_stage_is_needed_both_ways(pipeline: Pipeline, served_by: set[str]) -> None:
+    snap = Snapshot.of(TWO_WAY_FLEET)
+    r = req(pipeline=pipeline, directions=EN_DE_BOTH)
+    capable = {
+        s.node_id.rstrip("0123456789") for s in TWO_WAY_FLEET
+        if node_reason(s, r) in (None, "at_capacity")
+    }
+    assert capable == served_by
+    picks = {select_node(snap, r, random.Random(seed)).node_id for seed in range(30)}
+    assert {p.rstrip("0123456789") for p in picks if p} <= served_by - {"full"}
+
+
+def test_two_way_breakdown_counts_a_one_way_node_under_the_first_rule_it_breaks() -> None:
+    snap = Snapshot.of(TWO_WAY_FLEET).with_running("both", 4)
+    sel = select_node(snap, req(directions=EN_DE_BOTH), RNG)
+    assert sel.node_id is None
+    assert sel.reasons == {
+        "lang_pair_unsupported": 40 + 10 + 1,  # one*, rev*, pair_and_asr
+        "asr_lang_unsupported": 20,
+        "tts_lang_unsupported": 20,
+        "at_capacity": 2,
+    }
+    assert sum(sel.reasons.values()) == sel.considered == len(snap)
+    assert breakdown(snap, req(directions=EN_DE_BOTH), pool=0) == sel.reasons
+    # From the other end (the de->en ring is searched), the same rules break.
+    assert breakdown(snap, req(directions=both_ways("de", "en"))) == sel.reasons
+    # The two nodes that serve both ways lack the feature: that is the rule they break.
+    assert breakdown(snap, req(directions=EN_DE_BOTH, features=frozenset({"emo"}))) == {
+        "lang_pair_unsupported": 51, "asr_lang_unsupported": 20, "tts_lang_unsupported": 20,
+        "feature_missing": 2,
+    }
+
+
+def test_one_direction_is_as_before() -> None:
+    snap = Snapshot.of(TWO_WAY_FLEET)
+    one_way = req()
+    assert one_way.directions == (("en", "de"),)
+    stated = req(directions=(("en", "de"),))
+    assert stated == one_way
+    for seed in range(10):
+        assert (select_node(snap, one_way, random.Random(seed))
+                == select_node(snap, stated, random.Random(seed)))
+    # Each one-way node serves en->de; only the reverse-only ones and the one
+    # without ASR of en are passed over.
+    assert breakdown(snap, one_way) == {
+        "lang_pair_unsupported": 10, "asr_lang_unsupported": 1, "at_capacity": 1,
+        "eligible": 81,
+    }

@@ -1,8 +1,11 @@
 """Property tests: select_node and breakdown against a brute-force oracle.
 
-The oracle loops over every node and applies `capability_mismatch`, status,
-load, exclusions and pool directly, in `REASON_ORDER`. Small alphabets make
-matches (and near misses) common.
+The oracle loops over every node and applies the capability rules (written
+out here, not read from the stage table: `capability_mismatch` and `unmet`
+must agree),
+status, load, exclusions and pool directly, in `REASON_ORDER`. Requests have
+one direction, both directions between two languages (a two-way job), or a
+few arbitrary ones. Small alphabets make matches (and near misses) common.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from hub.core.capabilities import (
     NodeCapabilities,
     Requirements,
     capability_mismatch,
+    checks_of,
+    unmet,
 )
 from hub.core.messages import Pipeline
 from hub.core.selector import breakdown, select_node
 from hub.core.snapshot import NodeState, Snapshot
+from hub.core.stages import both_ways
 
 LANGS = ["en", "de", "fr"]
 FEATURES = ["emo", "spk", "clone"]
@@ -68,9 +74,15 @@ def requirements(draw: st.DrawFn, ids: list[str]) -> Requirements:
     src = draw(langs)
     tgt = draw(langs.filter(lambda t: t != src))
     node_ids = st.sampled_from([*ids, "ghost"]) if ids else st.just("ghost")
+    directions = draw(st.sampled_from(["one", "one", "both", "any"]))
     return Requirements(
         src_lang=src,
         tgt_lang=tgt,
+        directions=(
+            () if directions == "one"
+            else both_ways(src, tgt) if directions == "both"
+            else tuple(draw(st.lists(st.tuples(langs, langs), min_size=1, max_size=3)))
+        ),
         pipeline=draw(st.sampled_from(
             [Pipeline()] * 4
             + [Pipeline(asr=False), Pipeline(tts=False), Pipeline(nmt=False),
@@ -84,12 +96,30 @@ def requirements(draw: st.DrawFn, ids: list[str]) -> Requirements:
     )
 
 
+def oracle_capability(caps: NodeCapabilities, req: Requirements) -> str | None:
+    """docs/protocol.md's rules, each stage in every direction before the next stage."""
+    directions = req.directions
+    pipeline = req.pipeline
+    if pipeline.nmt and any(d not in caps.language_pairs for d in directions):
+        return "lang_pair_unsupported"
+    if pipeline.asr and any(src not in caps.asr_languages for src, _ in directions):
+        return "asr_lang_unsupported"
+    if pipeline.tts and any(tgt not in caps.tts_languages for _, tgt in directions):
+        return "tts_lang_unsupported"
+    if not req.features <= caps.features:
+        return "feature_missing"
+    return None
+
+
 def oracle_reason(state: NodeState, req: Requirements, pool: int | None) -> str | None:
     if state.node_id in req.excluded:
         return EXCLUDED
     if pool is not None and state.caps.pool != pool:
         return POOL_MISMATCH
-    mismatch = capability_mismatch(state.caps, req)
+    mismatch = oracle_capability(state.caps, req)
+    assert capability_mismatch(state.caps, req) == mismatch
+    checks = checks_of(req.pipeline, req.directions)
+    assert unmet(state.caps, checks, req.features) == mismatch
     if mismatch is not None:
         return mismatch
     if state.status == "offline":
@@ -182,7 +212,7 @@ def test_routing_key_affinity(states: list[NodeState], data: st.DataObject) -> N
     req = Requirements(
         src_lang=req.src_lang, tgt_lang=req.tgt_lang, pipeline=req.pipeline,
         features=req.features, routing_key=data.draw(st.text("abcd", min_size=1, max_size=5)),
-        excluded=req.excluded,
+        excluded=req.excluded, directions=req.directions,
     )
     snap = Snapshot.of(states)
     first = select_node(snap, req, random.Random(0)).node_id

@@ -9,24 +9,25 @@ import pytest
 from hub.core.capabilities import NodeCapabilities
 from hub.core.snapshot import (
     ALL,
-    ASR,
     DRAINING,
     GLOBAL,
-    HAS_ASR,
     HAS_FEATURE,
-    HAS_TTS,
     MAX_CHUNK,
     OFFLINE,
-    PAIR,
-    TTS,
     Cond,
-    IndexKey,
     NodeState,
     Ring,
     Snapshot,
     holds,
     stable_hash,
 )
+from hub.core.stages import ASR as ASR_STAGE
+from hub.core.stages import NMT, IndexKey
+from hub.core.stages import TTS as TTS_STAGE
+
+# The index and condition kinds of the stages, as the tests below name them.
+PAIR, ASR, TTS = NMT.ring, ASR_STAGE.ring, TTS_STAGE.ring
+HAS_PAIR, HAS_ASR, HAS_TTS = NMT.cond, ASR_STAGE.cond, TTS_STAGE.cond
 
 LANGS = ["en", "de", "fr", "ja"]
 FEATURES = ["emo", "spk", "clone"]
@@ -68,6 +69,7 @@ CONDS: list[Cond] = [
     *((HAS_FEATURE, f) for f in FEATURES),
     *((HAS_ASR, lang) for lang in LANGS),
     *((HAS_TTS, lang) for lang in LANGS),
+    *((HAS_PAIR, (a, b)) for a in LANGS for b in LANGS if a != b),
 ]
 RingView = tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]
 

@@ -236,3 +236,89 @@ async def test_an_utterance_whose_only_node_rejects_once_lands_on_it_again(
     await client.expect("utterance_cut", index=0)
     result = await client.expect("utterance_result", index=0, ok=True)
     assert result["node_id"] == "n1"
+
+
+async def test_a_draining_hub_cuts_delivers_then_closes_its_sessions(
+    make_hub: MakeHub, net: Net
+) -> None:
+    hub = await make_hub(drain_timeout_ms=5_000)
+    node = await net.node(hub, "n1", caps(max_concurrency=4))
+    client = await net.client(hub)
+    await open_session(client, pause_ms=0)
+    await send_audio(client, "s1", 0, CHUNK, is_final=True)
+    first = await node.assigned()
+    await send_audio(client, "s1", 1, CHUNK)  # buffered when the drain starts
+    await client.expect("utterance_cut", index=0)
+    drain = asyncio.create_task(hub.drain())
+    second = await node.assigned()  # the drain cut it
+    assert audio_of(second) == CHUNK
+    await client.expect("utterance_cut", index=1, cut="close")
+    await client.send({"type": "session_open", "session_id": "s2", "src_lang": "en",
+                       "tgt_lang": "de"})
+    await client.expect("error", code="hub_shutdown", session_id="s2")
+    await answer(node, first, "one")
+    await answer(node, second, "two")
+    assert await asyncio.wait_for(drain, 5) is True  # every utterance finished
+    await hub.aclose()
+    results = [await client.expect("utterance_result") for _ in range(2)]
+    assert [r["index"] for r in results] == [0, 1] and all(r["ok"] for r in results)
+    await client.expect("session_closed", reason="hub_shutdown", utterances=2)
+
+
+async def test_sessions_belong_to_their_tenant(make_hub: MakeHub, net: Net) -> None:
+    from tests.support.auth import SECRET, token
+
+    hub = await make_hub(auth="jwt", jwt_secret=SECRET)
+    node = await net.node(hub, "n1", caps(max_concurrency=4), token=token(sub="n1", role="node"))
+    acme = await net.client(hub, token=token(sub="a", role="client", tenant="acme"))
+    globex = await net.client(hub, token=token(sub="g", role="client", tenant="globex"))
+    for client in (acme, globex):
+        await open_session(client, "shared-id")  # one id, two tenants: two sessions
+    await send_audio(acme, "shared-id", 0, pcm(100, 1), is_final=True)
+    await send_audio(globex, "shared-id", 0, pcm(100, 2), is_final=True)
+    by_audio = {}
+    for _ in range(2):
+        assign = await node.assigned()
+        by_audio[audio_of(assign)[0]] = assign
+    await answer(node, by_audio[1], "for acme")
+    await answer(node, by_audio[2], "for globex")
+    assert (await acme.expect("utterance_cut"))["index"] == 0
+    assert (await acme.expect("utterance_result"))["output"]["text"] == "for acme"
+    assert (await globex.expect("utterance_cut"))["index"] == 0
+    assert (await globex.expect("utterance_result"))["output"]["text"] == "for globex"
+    # Resuming another tenant's session id is opening one's own.
+    thief = await net.client(hub, token=token(sub="t", role="client", tenant="initech"))
+    opened = await open_session(thief, "shared-id", resume_after=-1)
+    assert opened["next_index"] == 0
+    await thief.quiet()
+
+
+async def test_a_node_failing_mid_session_moves_the_session(hub: Hub, net: Net) -> None:
+    """The session's node drops during utterance 1: that attempt moves to the other
+    node, and so do the next utterances (affinity follows the node that served);
+    every utterance is answered once."""
+    first = await net.node(hub, "n1")
+    client = await net.client(hub)
+    await open_session(client)
+    await send_audio(client, "s1", 0, CHUNK, is_final=True)
+    assign = await first.assigned()
+    await answer(first, assign, "zero")
+    second = await net.node(hub, "n2")
+    await send_audio(client, "s1", 1, CHUNK, is_final=True)
+    assign = await first.assigned()  # affinity: the node of the last utterance
+    await first.accept(assign)
+    first.abort()
+    moved = await second.assigned()
+    assert (moved["job_id"], moved["attempt"]) == (assign["job_id"], 2)
+    await answer(second, moved, "one")
+    await send_audio(client, "s1", 2, CHUNK, is_final=True)
+    await answer(second, await second.assigned(), "two")
+    results = []
+    while len(results) < 3:
+        message = await client.recv()
+        if message["type"] == "utterance_result":
+            results.append(message)
+    assert [(r["index"], r["node_id"], r["output"]["text"]) for r in results] == [
+        (0, "n1", "zero"), (1, "n2", "one"), (2, "n2", "two"),
+    ]
+    await client.quiet()

@@ -206,8 +206,7 @@ async def test_drain_cuts_what_is_buffered_and_refuses_new_sessions(path: LivePa
     conn = path.client()
     await path.open(conn, pause_ms=0)
     await path.audio(conn, 0)
-    path.live.drain()
-    await path.settle()
+    await path.live.drain()
     assert node.take()[0].payload["audio"] == MS100
     assert conn.take()[0].cut == "close"  # type: ignore[attr-defined]
     with pytest.raises(ProtocolError) as info:

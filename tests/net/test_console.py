@@ -88,7 +88,9 @@ async def test_stats_include_pairs_hubs_and_recent(hub: Hub, net: Net) -> None:
     a = await net.node(hub, "a", caps([("en", "de"), ("en", "fr")], max_concurrency=4))
     b = await net.node(hub, "b", caps([("en", "de")], max_concurrency=2, pool=3))
     status, stats = await _json(hub, "/v1/stats")
-    assert status == 200 and set(stats) == {"nodes", "slots", "jobs", "jobs_per_s", "pools"}
+    assert status == 200
+    assert set(stats) == {"nodes", "slots", "jobs", "jobs_per_s", "live", "pools"}
+    assert stats["live"] == {"sessions": 0, "rooms": 0}
     client = await net.client(hub)
     await client.submitted("r1", "en", "fr")  # only a serves en->fr
     assign = await a.assigned()
@@ -105,6 +107,7 @@ async def test_stats_include_pairs_hubs_and_recent(hub: Hub, net: Net) -> None:
     }]
     recent = stats["recent"]
     assert recent["finished_total"] == 0 and recent["p50_ms"] is None
+    assert stats["utterances"]["finished_total"] == 0
     assert len(recent["series"]["ago_s"]) == 149 and recent["window_s"] == 300
     # An ok job, a node's own failure, a rejection: each counted where it belongs.
     await a.result(assign, "ok")
@@ -118,7 +121,9 @@ async def test_stats_include_pairs_hubs_and_recent(hub: Hub, net: Net) -> None:
     await client.expect("rejected", code="no_node")
     status, stats = await _json(hub, "/v1/stats?include=recent")
     recent = stats["recent"]
-    assert set(stats) == {"nodes", "slots", "jobs", "jobs_per_s", "pools", "recent"}
+    assert set(stats) == {
+        "nodes", "slots", "jobs", "jobs_per_s", "live", "pools", "recent", "utterances"
+    }
     assert recent["finished_total"] == 2 and recent["finished"] == 2 and recent["ok"] == 1
     assert recent["p50_ms"] is not None and recent["p50_ms"] > 0
     assert recent["failed"] == {"model_oom": 1} and recent["rejected"] == {"no_node": 1}

@@ -592,3 +592,39 @@ async def test_clear_nodes_withdraws_this_hubs_entries(store: Store, stores: Mak
     await other.publish_node("n2", b"entry-2", LONG_MS)
     await store.clear_nodes()
     assert await other.node_entries() == {"n2": b"entry-2"}
+
+
+# --- live sessions and rooms -------------------------------------------------------------
+
+
+async def test_live_records_and_utterance_payloads(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    await store.save_live("acme", "s1", b"rec-1", 60_000)
+    await store.save_live("acme", "s1", b"rec-2", 60_000, utterance=(0, b"audio-0", 60_000))
+    assert await other.load_live("acme", "s1") == b"rec-2"  # any hub reads it
+    assert await other.load_live("globex", "s1") is None  # scoped to the tenant
+    assert await other.load_utterance("acme", "s1", 0) == b"audio-0"
+    assert await other.load_utterance("acme", "s1", 1) is None
+    await other.drop_utterance("acme", "s1", 0)
+    assert await store.load_utterance("acme", "s1", 0) is None
+    await store.save_live("acme", "s1:x", b"other", 60_000, utterance=(0, b"a", 60_000))
+    assert await store.load_utterance("acme", "s1", 0) is None  # ids never collide
+
+
+async def test_rooms_hold_their_members_up_to_the_limit(store: Store, stores: MakeStore) -> None:
+    other = await stores("hub-b")
+    assert await store.room_join("acme", "r", "a/1", b"A", max_members=2, ttl_ms=60_000) == {
+        "a/1": b"A"
+    }
+    joined = await other.room_join("acme", "r", "b/1", b"B", max_members=2, ttl_ms=60_000)
+    assert joined == {"a/1": b"A", "b/1": b"B"}
+    assert await store.room_join("acme", "r", "c/1", b"C", max_members=2, ttl_ms=60_000) is None
+    # A member joining again (another language) is updated, not counted twice.
+    again = await store.room_join("acme", "r", "a/1", b"A2", max_members=2, ttl_ms=60_000)
+    assert again == {"a/1": b"A2", "b/1": b"B"}
+    assert await other.room_members("globex", "r") == {}
+    await other.room_leave("acme", "r", ["a/1", "b/1"])
+    assert await store.room_members("acme", "r") == {}
+    assert await store.room_join("acme", "r", "c/1", b"C", max_members=1, ttl_ms=60_000) == {
+        "c/1": b"C"
+    }

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from loguru import logger
 
 from hub.core import error_codes
 from hub.core.capabilities import AT_CAPACITY, Requirements
 from hub.core.config import HubConfig
-from hub.core.errors import StoreUnavailable
+from hub.core.errors import ProtocolError, StoreUnavailable
 from hub.core.job_state import Job
-from hub.core.messages import JobAssign, Rejected, Submit
+from hub.core.messages import AUTO, JobAssign, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, DEFAULT_TENANT, Principal
 from hub.core.selector import Selection
@@ -131,6 +131,8 @@ class Admission:
         slot, or refuse it (no I/O, nothing recorded yet). The job belongs to the
         principal's tenant."""
         config = self.config
+        if message.src_lang == AUTO or message.langs is not None:
+            _check_two_way(message)
         session_id, req = self._requirements(link, message)
         selection = self.attempts.select(req)
         queue_timeout_ms = config.queue_timeout(message.queue_timeout_ms)
@@ -153,7 +155,7 @@ class Admission:
             request_id=message.request_id,
             session_id=session_id,
             requirements=req,
-            payload=message.payload,
+            payload=message.payload if req.two_way is None else _two_way_payload(message),
             home_hub=self.hub_id,
             created_ms=self.clock.wall_ms(),
             deadline_ms=self.clock.now_ms() + timeout_ms,
@@ -292,3 +294,36 @@ class Admission:
         return await self.carry_out(
             decision, message, reply, started_ns, bound_job_id=job_id, tenant=principal.tenant
         )
+
+
+def _check_two_way(message: Submit) -> None:
+    """A two-way submit names two distinct `langs`, `tgt_lang: auto`, and a payload the
+    hub can add `langs` to (an object, or none); `langs` goes with two-way only."""
+    langs = message.langs
+    if message.src_lang != AUTO:
+        raise ProtocolError(
+            error_codes.INVALID_FIELD, "`langs` goes with src_lang: auto only", path="$.langs"
+        )
+    if langs is None or len(langs) != 2 or langs[0] == langs[1]:
+        raise ProtocolError(
+            error_codes.INVALID_FIELD,
+            "a two-way submit (src_lang: auto) needs `langs`: two distinct languages",
+            path="$.langs",
+        )
+    if message.tgt_lang != AUTO:
+        raise ProtocolError(
+            error_codes.INVALID_FIELD, "a two-way submit has tgt_lang: auto", path="$.tgt_lang"
+        )
+    if message.payload is not None and not isinstance(message.payload, dict):
+        raise ProtocolError(
+            error_codes.INVALID_FIELD,
+            "a two-way submit's payload is an object (the hub adds `langs` to it)",
+            path="$.payload",
+        )
+
+
+def _two_way_payload(message: Submit) -> dict[str, Any]:
+    """What the node gets: the submit's payload with the two languages."""
+    payload = dict(message.payload or {})
+    payload["langs"] = list(message.langs or ())
+    return payload

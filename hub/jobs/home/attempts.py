@@ -44,7 +44,14 @@ from hub.core.capabilities import AT_CAPACITY, EXCLUDED, Requirements
 from hub.core.config import HubConfig
 from hub.core.envelopes import Dispatch, Revoke
 from hub.core.fleet_view import FleetView
-from hub.core.job_state import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, HUB_LOST, Job, JobStatus
+from hub.core.job_state import (
+    ACCEPT_TIMEOUT,
+    ATTEMPT_TIMEOUT,
+    BAD_OUTPUT,
+    HUB_LOST,
+    Job,
+    JobStatus,
+)
 from hub.core.messages import ErrorInfo, JobAssign
 from hub.core.metrics import Metrics
 from hub.core.selector import Selection, select_node
@@ -233,6 +240,12 @@ class Attempts:
             if self.clock.now_ms() >= job.deadline_ms:
                 error = ErrorInfo(
                     error_codes.TIMEOUT, f"the job's deadline passed (last: {outcome})"
+                )
+            elif outcome == BAD_OUTPUT:
+                error = ErrorInfo(
+                    error_codes.BAD_OUTPUT,
+                    f"{job.attempt} attempts failed; the last node's output named no "
+                    "detected language (output.src_lang)",
                 )
             else:
                 error = ErrorInfo(

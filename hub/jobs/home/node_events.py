@@ -20,7 +20,7 @@ from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.envelopes import NodeEvent, NodeLost
 from hub.core.errors import ProtocolError
-from hub.core.job_state import ACCEPTED, HUB_LOST, NODE_LOST, REJECTED
+from hub.core.job_state import ACCEPTED, BAD_OUTPUT, HUB_LOST, NODE_LOST, REJECTED
 from hub.core.messages import (
     ErrorInfo,
     JobAccept,
@@ -127,6 +127,13 @@ class NodeEvents:
             case JobResult():
                 if job.accept():  # implied: its owner hub may send a result without it
                     self.metrics.attempts.inc(ACCEPTED)
+                langs = job.requirements.two_way
+                if message.ok and langs is not None and not _detected(message.output, langs):
+                    # A two-way job's output must say which language was spoken: without
+                    # it the result cannot be directed, so the attempt failed (retried
+                    # within max_attempts, like any failed attempt).
+                    await self.attempts.next(job, BAD_OUTPUT)
+                    return
                 self.metrics.attempts.inc("ok" if message.ok else error_codes.FAILED)
                 # A node's own failure is the job's outcome: it ran the job, and
                 # running it again elsewhere could repeat its effects. Nodes that
@@ -179,3 +186,8 @@ class NodeEvents:
         for job in list(self.table.active.values()):
             if job.node_hub == hub_id and not job.finished:
                 await self.attempts.next(job, HUB_LOST)
+
+
+def _detected(output: object, langs: tuple[str, str]) -> bool:
+    """Whether a two-way output names the language it detected, one of the two."""
+    return isinstance(output, dict) and output.get("src_lang") in langs

@@ -1,6 +1,6 @@
 // nodehub console: a live view of the fleet, refreshed every second.
 //
-// Reads GET /v1/stats?include=pairs,hubs,recent and one page of GET /v1/nodes
+// Reads GET /v1/stats?include=pairs,hubs,recent,rooms and one page of GET /v1/nodes
 // (never the whole fleet), with the admin token the operator gave (kept in
 // sessionStorage: this tab only). Drains and undrains nodes with
 // POST /v1/nodes/<id>/drain|undrain; opens job records with GET /v1/jobs/<id>.
@@ -183,6 +183,13 @@
     $("jobs-active").textContent = fmt(stats.jobs.active);
     $("jobs-queued").textContent = fmt(stats.jobs.queued);
     $("jobs-per-s").textContent = stats.jobs_per_s.toFixed(1);
+    if (stats.live) $("live-sessions").textContent = fmt(stats.live.sessions);
+    const utterances = stats.utterances;
+    if (utterances) {
+      $("utt-finished").textContent = fmt(utterances.finished);
+      $("utt-p50").textContent = ms(utterances.p50_ms);
+      $("utt-p99").textContent = ms(utterances.p99_ms);
+    }
     const recent = stats.recent;
     if (recent) {
       $("jobs-finished").textContent = fmt(recent.finished_total);
@@ -197,6 +204,7 @@
     drawSpark($("queue-spark"), state.queue);
     renderPools(stats.pools);
     if (stats.pairs) renderPairs(stats.pairs);
+    if (stats.rooms) renderRooms(stats.rooms);
     if (stats.hubs) renderHubs(stats.hubs);
   }
 
@@ -221,6 +229,11 @@
       }));
       select.value = wanted.includes(current) ? current : "";
     }
+  }
+
+  function renderRooms(rooms) {
+    fillTable("rooms", rooms.map((r) => row([r.room, fmt(r.members), fmt(r.speakers), r.langs.join(", ")])));
+    $("rooms-none").hidden = rooms.length > 0;
   }
 
   function renderPairs(pairs) {
@@ -703,7 +716,7 @@
     const view = state.view;
     try {
       const [[stats], page] = await Promise.all([
-        getJson("/v1/stats?include=pairs,hubs,recent"),
+        getJson("/v1/stats?include=pairs,hubs,recent,rooms"),
         fetchPage(),
       ]);
       renderStats(stats);
