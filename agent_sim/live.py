@@ -386,12 +386,15 @@ class LiveSession:
                 self._events.put_nowait(message)
                 self._carrier.forget(self)
             case Error():
-                if message.code == HUB_SHUTDOWN and not self._closing and (
-                    self._carrier.can_move(conn)
-                ):
-                    # A draining hub refused a chunk: it is kept, the next hub gets it.
-                    self._detach()
-                    self._start_reopen()
+                if message.code == HUB_SHUTDOWN and not self._closing:
+                    # A draining hub refused a chunk: it is kept, and the next hub gets
+                    # it. Without one, send no more here: this hub still delivers what
+                    # runs, then `session_closed` `hub_shutdown` ends the iteration.
+                    if self._carrier.can_move(conn):
+                        self._detach()
+                        self._start_reopen()
+                    else:
+                        self._attached = False
                     return
                 # A chunk or a close refused: the hub's audio now has a gap.
                 self.fail(SessionError(message.code, message.message, message))

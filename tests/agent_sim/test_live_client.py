@@ -419,17 +419,30 @@ async def test_the_node_sees_the_format_index_and_duration(hub: Hub) -> None:
     ]
 
 
-async def test_the_iteration_ends_with_hub_shutdown_when_the_only_hub_stops(
+async def test_a_draining_hub_delivers_what_runs_then_ends_the_iteration(
     make_hub: MakeHub,
 ) -> None:
     hub = await make_hub()
-    async with node(hub, Recogniser()), HubClient(hub.url, reconnect_timeout_s=0.5) as client:
+    recogniser = Recogniser(gated=True)
+    async with node(hub, recogniser), HubClient(hub.url, reconnect_timeout_s=0.5) as client:
         session = await client.live_session("s1", "en", "de", pause_ms=0)
         await session.send_audio(chunk(0), is_final=True)
-        await events_until(session, 1)
+        first = await next_event(session)
+        assert isinstance(first, UtteranceCut) and first.index == 0
+        drain = asyncio.create_task(hub.drain())
+        await wait_until(lambda: not hub.live.accepting, TIMEOUT_S, "the hub to drain")
+        # The draining hub refuses audio: with no other hub the chunk stays with the
+        # session, nothing more is sent, and the iteration goes on.
+        await session.send_audio(chunk(1))
+        await wait_until(lambda: not session.attached, TIMEOUT_S, "the refusal")
+        assert not session.done and session.kept_chunks == 1  # chunk 1 (0 was cut)
+        recogniser.gates[0].set()
+        assert await asyncio.wait_for(drain, TIMEOUT_S)
         await hub.aclose()
-        closed = await next_event(session)
-        assert isinstance(closed, SessionClosed) and closed.reason == "hub_shutdown"
-        with pytest.raises(StopAsyncIteration):
-            await next_event(session)
-        assert session.done
+        events = [first] + [event async for event in session]
+    check_order(events)
+    assert [type(e) for e in events][-2:] == [UtteranceResult, SessionClosed]
+    assert [(r.index, r.ok) for r in session.results] == [(0, True)]
+    closed = events[-1]
+    assert isinstance(closed, SessionClosed) and closed.reason == "hub_shutdown"
+    assert session.done and recogniser.heard["s1"] == {0: [chunk(0)]}

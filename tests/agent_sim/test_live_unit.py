@@ -331,9 +331,19 @@ async def test_hub_shutdown_moves_the_session_when_another_hub_may_take_it() -> 
 async def test_hub_shutdown_ends_the_iteration_when_no_other_hub_may() -> None:
     carrier = FakeCarrier(can_move=False)
     session, a = await started(carrier)
-    session.received(a, SessionClosed(session_id=SID, reason="hub_shutdown", utterances=0))
+    await session.send_audio(b"0", is_final=True)
+    await session.send_audio(b"1")
+    # The draining hub refuses chunk 1: nothing more is sent there, and what it still
+    # delivers comes through until its session_closed.
+    session.received(a, Error(code="hub_shutdown", message="draining", session_id=SID))
+    await session.send_audio(b"2")
+    assert seqs(carrier.on(a)) == [0, 1] and not session.attached and not session.done
+    session.received(a, cut(0, 0))
+    session.received(a, result(0))
+    session.received(a, SessionClosed(session_id=SID, reason="hub_shutdown", utterances=1))
     events = await drain_events(session)
-    assert [e.reason for e in events] == ["hub_shutdown"] and session.done
+    assert [type(e) for e in events] == [UtteranceCut, UtteranceResult, SessionClosed]
+    assert events[-1].reason == "hub_shutdown" and session.done
 
 
 async def test_a_chunk_the_hub_would_refuse_is_refused_before_it_takes_a_seq() -> None:

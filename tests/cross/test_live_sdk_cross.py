@@ -113,11 +113,6 @@ async def test_a_session_moves_to_the_next_hub_with_its_audio_and_results(
         assert heard.audio[2] == [chunks(5, 7)]
     else:
         # The draining hub cut 5 and 6 (cut "close") and ran them; 7 went to hub b.
-        if not session.results[2].ok:
-            pytest.xfail(
-                "hub: the utterance a drain cuts is refused hub_shutdown, not run: "
-                f"{session.results[2].error}"
-            )
         assert heard.audio[2] == [chunks(5, 6)]
         assert heard.audio[3] == [chunks(7, 7)]
     assert all(r.ok for r in session.results), session.results
