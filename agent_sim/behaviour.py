@@ -208,6 +208,13 @@ def audio_ms(size: int, sample_rate_hz: int, channels: int, duration_ms: int | N
     return size / (sample_rate_hz * channels * 2 / 1000)
 
 
+def spoken_language(said: bytes | str, langs: Sequence[str]) -> str:
+    """Which of a two-way session's languages the fake recogniser hears in `said` (the
+    audio, or a text): the same input, the same answer."""
+    key = said if isinstance(said, str) else b"lang:" + said
+    return langs[random.Random(key).randrange(len(langs))]
+
+
 def transcript_words(audio: bytes, duration_ms: float, words_per_s: float) -> tuple[str, ...]:
     """The fake transcript of `audio`: the same audio gives the same words, on any node."""
     count = max(1, round(duration_ms / 1000 * words_per_s))

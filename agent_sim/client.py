@@ -237,7 +237,10 @@ class HubClient:
         timeout_ms: int | None = None,
         priority: int = 0,
         queue_timeout_ms: int | None = None,
+        langs: list[str] | None = None,
     ) -> JobHandle:
+        """`src_lang` and `tgt_lang` `"auto"` with `langs` `[A, B]`: two-way (the node
+        detects which of the two was spoken)."""
         request_id = request_id or uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         message = Submit(
@@ -254,6 +257,7 @@ class HubClient:
             timeout_ms=timeout_ms,
             priority=priority,
             queue_timeout_ms=queue_timeout_ms,
+            langs=langs,
         )
         handle = JobHandle(request_id, loop.create_future(), loop.create_future(), submit=message)
         self._by_request[request_id] = handle
@@ -264,8 +268,9 @@ class HubClient:
         self,
         session_id: str,
         src_lang: str,
-        tgt_lang: str,
+        tgt_lang: str | None = None,
         *,
+        langs: list[str] | None = None,
         pipeline: Pipeline | None = None,
         features: list[str] | None = None,
         preferred_pool: int | None = None,
@@ -277,7 +282,8 @@ class HubClient:
         resume_after: int | None = None,
     ) -> LiveSession:
         """Open a live session (`session_open`) and return it once the hub answered
-        `session_opened`. Options left None take the hub's defaults (protocol v1.2);
+        `session_opened`. `src_lang` `"auto"` with `langs` `[A, B]` (and no `tgt_lang`)
+        is a two-way session. Options left None take the hub's defaults (protocol v1.2);
         `resume_after` reattaches a session this client does not hold (after a restart
         of the caller: the index of the last result it has). Raises `SessionError`
         when the hub refuses (`no_node`, `session_limit`, ...), `ConnectionLost` when
@@ -285,12 +291,13 @@ class HubClient:
         if session_id in self._live:
             raise ValueError(f"live session {session_id} is open on this client")
         options: dict[str, Any] = {
-            "pipeline": pipeline, "features": features, "preferred_pool": preferred_pool,
+            "tgt_lang": tgt_lang, "langs": langs, "pipeline": pipeline, "features": features,
+            "preferred_pool": preferred_pool,
             "timeout_ms": timeout_ms, "audio_format": audio_format, "pause_ms": pause_ms,
             "max_utterance_ms": max_utterance_ms, "max_utterance_bytes": max_utterance_bytes,
         }
         message = SessionOpen(
-            session_id=session_id, src_lang=src_lang, tgt_lang=tgt_lang,
+            session_id=session_id, src_lang=src_lang,
             **{k: v for k, v in options.items() if v is not None},
         )
         session = LiveSession(self._carrier, message, resume_after=resume_after)

@@ -34,9 +34,10 @@ from agent_sim.behaviour import (
     audio_ms,
     get_profile,
     node_capabilities,
+    spoken_language,
 )
 from agent_sim.job import Utterance, utterance_of
-from hub.core.messages import JobAssign
+from hub.core.messages import AUTO, JobAssign
 
 __all__ = ["Fleet", "node_id_for"]
 
@@ -88,6 +89,15 @@ def _duration_ms(utterance: Utterance) -> float:
     return audio_ms(len(utterance.audio), fmt.sample_rate_hz, fmt.channels, utterance.duration_ms)
 
 
+def _direction(ctx: JobContext, langs: Any, said: bytes | str) -> tuple[str, str]:
+    """The job's languages; for a two-way job (`auto`), the one the node "hears" in `said`
+    and the other one."""
+    if ctx.src_lang != AUTO or not isinstance(langs, list) or len(langs) != 2:
+        return ctx.src_lang, ctx.tgt_lang
+    src = spoken_language(said, langs)
+    return src, langs[1] if src == langs[0] else langs[0]
+
+
 def _speech_handler(
     node_id: str, behaviour: Behaviour, rng: random.Random, real_time_factor: float,
     otherwise: JobHandler,
@@ -111,9 +121,11 @@ def _speech_handler(
         await asyncio.sleep(last.compute_s)
         if fails:
             raise JobFailed("simulated_failure", f"utterance {utterance.index} not recognised")
+        src, tgt = _direction(ctx, utterance.langs, utterance.audio)
         return {
             "transcript": recognition.transcript,
-            "text": f"[{ctx.src_lang}->{ctx.tgt_lang}] {recognition.transcript}",
+            "text": f"[{src}->{tgt}] {recognition.transcript}",
+            "src_lang": src,
             "node_id": node_id,
             "audio_ms": round(duration),
             "service_ms": round(recognition.compute_s * 1000.0, 3),
@@ -127,9 +139,11 @@ def _simulated_handler(
 ) -> JobHandler:
     async def handle(ctx: JobContext) -> dict[str, Any]:
         service_s = behaviour.service_time_s(rng, slow=slow)
-        text = ctx.payload.get("text") if isinstance(ctx.payload, dict) else None
+        payload = ctx.payload if isinstance(ctx.payload, dict) else {}
+        text = payload.get("text")
         if not isinstance(text, str):
             text = f"simulated {ctx.src_lang} utterance"
+        src, tgt = _direction(ctx, payload.get("langs"), text)
         if behaviour.emits_progress(service_s):
             await asyncio.sleep(service_s / 2)
             await ctx.progress({"stage": "asr", "partial": text[: max(1, len(text) // 2)]})
@@ -139,7 +153,8 @@ def _simulated_handler(
         if behaviour.fails(rng):
             raise JobFailed("simulated_failure", "the simulated job failed")
         return {
-            "text": f"[{ctx.src_lang}->{ctx.tgt_lang}] {text}",
+            "text": f"[{src}->{tgt}] {text}",
+            **({"src_lang": src} if ctx.src_lang == AUTO else {}),
             "node_id": node_id,
             "service_ms": round(service_s * 1000.0, 3),
         }

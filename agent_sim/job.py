@@ -47,6 +47,9 @@ class Utterance:
     """The utterance's index in its session (0, 1, ...)."""
     duration_ms: int | None
     """Known for `pcm_s16le`, or when the client gave each chunk's duration."""
+    langs: list[str] | None = None
+    """A two-way session's two languages (the job's `src_lang` is `"auto"`): the node
+    says which one was spoken in its output's `src_lang`."""
 
 
 def utterance_of(payload: Any) -> Utterance | None:
@@ -69,7 +72,12 @@ def utterance_of(payload: Any) -> Utterance | None:
         audio_format = msgspec.convert(payload.get("audio_format"), AudioFormat)
     except msgspec.ValidationError:
         return None
-    return Utterance(audio=audio, audio_format=audio_format, index=index, duration_ms=duration)
+    langs = payload.get("langs")
+    if not (langs is None or (isinstance(langs, list) and all(type(x) is str for x in langs))):
+        return None
+    return Utterance(
+        audio=audio, audio_format=audio_format, index=index, duration_ms=duration, langs=langs
+    )
 
 
 class JobFailed(Exception):

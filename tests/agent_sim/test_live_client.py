@@ -446,3 +446,30 @@ async def test_a_draining_hub_delivers_what_runs_then_ends_the_iteration(
     closed = events[-1]
     assert isinstance(closed, SessionClosed) and closed.reason == "hub_shutdown"
     assert session.done and recogniser.heard["s1"] == {0: [chunk(0)]}
+
+
+async def test_a_two_way_session_gets_the_direction_the_node_detected(hub: Hub) -> None:
+    both_ways = msgspec_replace(CAPS, language_pairs=[
+        LanguagePair(src="en", tgt="de"), LanguagePair(src="de", tgt="en"),
+    ], asr_languages=["de", "en"], tts_languages=["de", "en"])
+    seen: list[tuple[Any, ...]] = []
+
+    async def handler(ctx: JobContext) -> dict[str, str]:
+        assert ctx.utterance is not None
+        seen.append((ctx.src_lang, ctx.tgt_lang, ctx.utterance.langs))
+        return {"src_lang": "de" if ctx.utterance.index == 0 else "en"}
+
+    async with (
+        NodeAgent(node_id="n1", capabilities=both_ways, hub_urls=[hub.url], handler=handler)
+        as agent,
+        HubClient(hub.url) as client,
+    ):
+        await agent.wait_registered(TIMEOUT_S)
+        session = await client.live_session("talk", "auto", langs=["en", "de"], pause_ms=0)
+        await session.send_audio(chunk(0), is_final=True)
+        await session.send_audio(chunk(1), is_final=True)
+        results = await asyncio.wait_for(session.finish(), TIMEOUT_S)
+    assert seen == [("auto", "auto", ["en", "de"])] * 2
+    assert [(r.ok, r.src_lang, r.tgt_lang) for r in results] == [
+        (True, "de", "en"), (True, "en", "de"),
+    ]

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from agent_sim import HubClient, LiveEvent, LiveSession, Partial, UtteranceResult, cli
-from agent_sim.behaviour import Faults, get_profile, transcript_words
+from agent_sim.behaviour import Faults, get_profile, spoken_language, transcript_words
 from agent_sim.fleet import Fleet
 from hub.app.hub import Hub
 
@@ -98,6 +98,29 @@ async def test_a_faulty_speech_fleet_fails_some_and_still_answers_each_once(
     ok = [r.output for r in results if r.ok]
     assert all(o["transcript"] == " ".join(transcript_words(utterances[r.index], 400, 2.5))
                for r, o in zip([r for r in results if r.ok], ok, strict=True))
+
+
+async def test_two_way_jobs_get_the_language_the_fake_recogniser_hears(hub: Hub) -> None:
+    profile = get_profile("speech", time_scale=0.05)
+    utterances = [noise(i, 400) for i in range(8)]
+    async with (
+        Fleet(hub_urls=[hub.url], nodes=1, seed=1, profile=profile,
+              connect_stagger_s=0.0) as fleet,
+        HubClient(hub.url) as client,
+    ):
+        await fleet.wait_registered(TIMEOUT_S)
+        session = await client.live_session("talk", "auto", langs=["en", "de"], pause_ms=0)
+        await asyncio.wait_for(run_session(session, utterances), TIMEOUT_S)
+        text = await client.submit("auto", "auto", langs=["en", "de"], payload={"text": "hallo"})
+        answer = await asyncio.wait_for(text.result, TIMEOUT_S)
+    heard = [spoken_language(audio, ["en", "de"]) for audio in utterances]
+    assert {"en", "de"} == set(heard)  # both directions occur in this sample
+    assert [(r.ok, r.src_lang) for r in session.results] == [(True, lang) for lang in heard]
+    assert all({r.src_lang, r.tgt_lang} == {"en", "de"} for r in session.results)
+    assert all(r.output["text"].startswith(f"[{r.src_lang}->{r.tgt_lang}] ")
+               for r in session.results)
+    said = spoken_language("hallo", ["en", "de"])
+    assert answer.ok and answer.output["src_lang"] == said  # type: ignore[union-attr]
 
 
 def test_the_cli_knows_the_speech_profiles() -> None:
