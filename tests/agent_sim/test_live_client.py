@@ -424,7 +424,10 @@ async def test_a_draining_hub_delivers_what_runs_then_ends_the_iteration(
 ) -> None:
     hub = await make_hub()
     recogniser = Recogniser(gated=True)
-    async with node(hub, recogniser), HubClient(hub.url, reconnect_timeout_s=0.5) as client:
+    async with (
+        node(hub, recogniser) as agent,
+        HubClient(hub.url, reconnect_timeout_s=0.5) as client,
+    ):
         session = await client.live_session("s1", "en", "de", pause_ms=0)
         await session.send_audio(chunk(0), is_final=True)
         first = await next_event(session)
@@ -438,6 +441,9 @@ async def test_a_draining_hub_delivers_what_runs_then_ends_the_iteration(
         assert not session.done and session.kept_chunks == 1  # chunk 1 (0 was cut)
         recogniser.gates[0].set()
         assert await asyncio.wait_for(drain, TIMEOUT_S)
+        # The drained hub let the idle node go, and it keeps knocking: stop it first, so
+        # that no handshake of its is under way while the hub closes.
+        await agent.aclose()
         await hub.aclose()
         events = [first] + [event async for event in session]
     check_order(events)
