@@ -5,8 +5,10 @@ handler sees (`JobContext`, `JobFailed`, `JobRejected`), `run_node` (serve until
 SIGTERM, then drain), the capability model it advertises (`Capabilities`,
 `LanguagePair`, `Pipeline`, re-exported from `hub.core.messages`) and
 `HubClient` to submit jobs (its futures fail with `ConnectionLost` when the
-connection drops unanswered). The guide is docs/sdk.md; examples/ has a node and
-a client.
+connection drops unanswered) and to open live speech sessions (`LiveSession`,
+its events `UtteranceCut`, `Partial`, `UtteranceResult`, `SessionClosed`, and
+`SessionError`; a node gets each utterance as `JobContext.utterance`, an
+`Utterance`). The guide is docs/sdk.md; examples/ has nodes and clients.
 
 The modules:
 
@@ -19,20 +21,33 @@ The modules:
   over websockets;
 - `agent_sim.job`: what handlers and fault policies see;
 - `agent_sim.client`: `HubClient`, a client of `/v1/client`;
+- `agent_sim.live`: `LiveSession`, a client's live speech session (send audio,
+  iterate over cuts, partials and results; resumed after a dropped connection);
 - `agent_sim.run`: `run_node`, a node's main loop with a graceful drain on SIGTERM;
 - `agent_sim.behaviour`: pure, seeded capabilities, service times, faults;
 - `agent_sim.fleet`: many simulated agents in one process;
 - `agent_sim.cli`: the `agent-sim` command.
 """
 
-from agent_sim.agent import JobContext, JobFailed, JobRejected, NodeAgent
+from agent_sim.agent import JobContext, JobFailed, JobRejected, NodeAgent, Utterance
 from agent_sim.behaviour import Behaviour, FaultDecision, Profile, get_profile, node_capabilities
 from agent_sim.client import ConnectionLost, HubClient
 from agent_sim.fleet import Fleet
+from agent_sim.live import LiveEvent, LiveSession, SessionError
 from agent_sim.run import run_node
-from hub.core.messages import Capabilities, LanguagePair, Pipeline
+from hub.core.messages import (
+    AudioFormat,
+    Capabilities,
+    LanguagePair,
+    Partial,
+    Pipeline,
+    SessionClosed,
+    UtteranceCut,
+    UtteranceResult,
+)
 
 __all__ = [
+    "AudioFormat",
     "Behaviour",
     "Capabilities",
     "ConnectionLost",
@@ -43,9 +58,17 @@ __all__ = [
     "JobFailed",
     "JobRejected",
     "LanguagePair",
+    "LiveEvent",
+    "LiveSession",
     "NodeAgent",
+    "Partial",
     "Pipeline",
     "Profile",
+    "SessionClosed",
+    "SessionError",
+    "Utterance",
+    "UtteranceCut",
+    "UtteranceResult",
     "get_profile",
     "node_capabilities",
     "run_node",

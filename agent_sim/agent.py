@@ -45,7 +45,14 @@ from loguru import logger
 
 from agent_sim.connection import NODE_PATH, ConnectionLoop, Token, node_url
 from agent_sim.frames import Frames
-from agent_sim.job import FaultPolicy, JobContext, JobFailed, JobHandler, JobRejected
+from agent_sim.job import (
+    FaultPolicy,
+    JobContext,
+    JobFailed,
+    JobHandler,
+    JobRejected,
+    Utterance,
+)
 from agent_sim.jobs import JobRunner
 from agent_sim.state import AgentState
 from agent_sim.wslink import WsConnector
@@ -60,6 +67,7 @@ __all__ = [
     "JobRejected",
     "NodeAgent",
     "Token",
+    "Utterance",
     "node_url",
 ]
 

@@ -7,6 +7,12 @@ p99) and the fault rates. `node_capabilities` turns a profile into one node's
 `hub.core.messages.Capabilities`; `Behaviour` draws service times and per-job fault
 decisions. Nothing here does I/O, imports asyncio or reads a clock: every
 draw takes an injected `random.Random`, so one seed gives one fleet.
+
+A profile with `speech` (`Speech`) makes its nodes fake speech recognisers
+for live-session utterances: the transcript follows from the audio alone
+(its length gives the number of words, its bytes which words), the compute
+time is the audio's duration times the node's real-time factor, and
+`Recognition.steps` says when each interim partial is due.
 """
 
 from __future__ import annotations
@@ -54,6 +60,16 @@ REGIONS: Final[tuple[str, ...]] = (
 )  # fmt: skip
 GPUS: Final[tuple[str, ...]] = ("h100", "a100", "l4", "a10g", "t4")
 
+VOCABULARY: Final[tuple[str, ...]] = (
+    "the", "a", "we", "you", "they", "it", "this", "that", "is", "are",
+    "was", "will", "can", "should", "have", "need", "want", "see", "hear", "say",
+    "meeting", "call", "report", "plan", "idea", "question", "answer", "team", "customer", "order",
+    "today", "tomorrow", "now", "later", "again", "soon", "here", "there", "very", "really",
+    "good", "new", "next", "last", "important", "simple", "and", "but", "so", "then",
+    "please", "thanks", "yes", "no", "maybe", "right",
+)  # fmt: skip
+"""The fake recogniser's words."""
+
 _Z99: Final = 2.3263478740408408
 """The standard normal quantile at 0.99: p99 = median * exp(sigma * _Z99)."""
 
@@ -99,6 +115,8 @@ class Faults:
     accept_delay_max_s: float = 0.0
     disconnect_rate_per_min: float = 0.0
     """Per node: expected abrupt disconnects per minute (a Poisson process); it reconnects."""
+    fail_rate: float = 0.0
+    """Per accepted job: the handler ends it `ok: false` (error "simulated_failure")."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -106,6 +124,7 @@ class Faults:
             "crash_mid_job_rate",
             "slow_node_fraction",
             "accept_delay_rate",
+            "fail_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -119,6 +138,88 @@ class Faults:
 
 
 NO_FAULTS: Final = Faults()
+FAULTY: Final = Faults(
+    reject_rate=0.05,
+    crash_mid_job_rate=0.02,
+    slow_node_fraction=0.1,
+    slow_factor=10.0,
+    accept_delay_rate=0.05,
+    accept_delay_max_s=0.5,
+    disconnect_rate_per_min=0.2,
+)
+"""The faults of the "faulty" profiles."""
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """A fake speech recogniser (for live-session utterances)."""
+
+    real_time_factor: tuple[float, float] = (0.1, 0.3)
+    """Compute time per second of audio, drawn per node in this range (a slow node
+    multiplies it by `Faults.slow_factor`)."""
+    words_per_s: float = 2.5
+    """Words in the transcript per second of audio (at least one)."""
+    partial_every_ms: int = 200
+    """An interim partial after each this much audio recognised."""
+
+    def __post_init__(self) -> None:
+        lo, hi = self.real_time_factor
+        if not 0 < lo <= hi:
+            raise ValueError(f"need 0 < real_time_factor lo <= hi, got {(lo, hi)}")
+        if self.words_per_s <= 0 or self.partial_every_ms <= 0:
+            raise ValueError("words_per_s and partial_every_ms must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a recognition: compute `compute_s`, then `words` words of the
+    transcript are known, from the first `audio_ms` of audio."""
+
+    compute_s: float
+    audio_ms: float
+    words: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """What the fake recogniser makes of one utterance: the transcript, and the steps
+    after each of which a partial is due (the last one ends the recognition)."""
+
+    words: tuple[str, ...]
+    audio_ms: float
+    steps: tuple[Step, ...]
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def compute_s(self) -> float:
+        return sum(step.compute_s for step in self.steps)
+
+    def partial(self, step: Step) -> str:
+        return " ".join(self.words[: step.words])
+
+
+def audio_ms(size: int, sample_rate_hz: int, channels: int, duration_ms: int | None) -> float:
+    """An utterance's duration: as given, else as 16-bit PCM of that rate and channels."""
+    if duration_ms is not None:
+        return float(duration_ms)
+    return size / (sample_rate_hz * channels * 2 / 1000)
+
+
+def spoken_language(said: bytes | str, langs: Sequence[str]) -> str:
+    """Which of a two-way session's languages the fake recogniser hears in `said` (the
+    audio, or a text): the same input, the same answer."""
+    key = said if isinstance(said, str) else b"lang:" + said
+    return langs[random.Random(key).randrange(len(langs))]
+
+
+def transcript_words(audio: bytes, duration_ms: float, words_per_s: float) -> tuple[str, ...]:
+    """The fake transcript of `audio`: the same audio gives the same words, on any node."""
+    count = max(1, round(duration_ms / 1000 * words_per_s))
+    rng = random.Random(audio)  # seeded by every byte (a SHA-512 of them)
+    return tuple(rng.choice(VOCABULARY) for _ in range(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +245,12 @@ class Profile:
     max_concurrency: tuple[int, int] = (1, 8)
     service_time: ServiceTime = field(default_factory=lambda: ServiceTime(1.2, 8.0))
     time_scale: float = 1.0
-    """Multiplies every simulated duration (service, accept delay): 0.01 makes seconds ms."""
+    """Multiplies every simulated duration (service, accept delay, recognition): 0.01
+    makes seconds ms."""
     faults: Faults = NO_FAULTS
+    speech: Speech | None = None
+    """Nodes recognise live-session utterances with this fake recogniser (other jobs are
+    served as without it)."""
 
     def __post_init__(self) -> None:
         for name in ("pairs_per_node", "features_per_node", "pools", "max_concurrency"):
@@ -179,17 +284,23 @@ PROFILES: Final[dict[str, Profile]] = {
         max_concurrency=(4, 4),
         service_time=ServiceTime(0.05, 0.3),
     ),
-    "faulty": Profile(
-        name="faulty",
-        faults=Faults(
-            reject_rate=0.05,
-            crash_mid_job_rate=0.02,
-            slow_node_fraction=0.1,
-            slow_factor=10.0,
-            accept_delay_rate=0.05,
-            accept_delay_max_s=0.5,
-            disconnect_rate_per_min=0.2,
-        ),
+    "faulty": Profile(name="faulty", faults=FAULTY),
+    "speech": Profile(
+        name="speech",
+        fixed_pairs=_symmetric(("en", "de"), ("en", "es"), ("en", "zh")),
+        fixed_features=("punctuation", "timestamps"),
+        max_concurrency=(2, 4),
+        service_time=ServiceTime(0.3, 2.0),
+        speech=Speech(),
+    ),
+    "speech-faulty": Profile(
+        name="speech-faulty",
+        fixed_pairs=_symmetric(("en", "de"), ("en", "es"), ("en", "zh")),
+        fixed_features=("punctuation", "timestamps"),
+        max_concurrency=(2, 4),
+        service_time=ServiceTime(0.3, 2.0),
+        speech=Speech(),
+        faults=replace(FAULTY, fail_rate=0.05),
     ),
 }
 
@@ -326,8 +437,12 @@ class Behaviour:
         """Longer jobs (at or above the scaled median) send one progress message."""
         return service_s >= self.profile.service_time.median_s * self.profile.time_scale
 
-    def on_assign(self, rng: random.Random, *, slow: bool = False) -> FaultDecision:
-        """The fault decision for one job_assign (usually `NO_FAULT`)."""
+    def on_assign(
+        self, rng: random.Random, *, slow: bool = False, service_s: float | None = None
+    ) -> FaultDecision:
+        """The fault decision for one job_assign (usually `NO_FAULT`). A crash comes
+        within the job's service time: `service_s` when the job's is known (a speech
+        node's recognition), else one drawn."""
         faults = self.profile.faults
         if faults == NO_FAULTS:
             return NO_FAULT
@@ -338,10 +453,49 @@ class Behaviour:
             delay = rng.uniform(0.0, faults.accept_delay_max_s) * self.profile.time_scale
         crash: float | None = None
         if faults.crash_mid_job_rate and rng.random() < faults.crash_mid_job_rate:
-            crash = self.service_time_s(rng, slow=slow) * rng.uniform(0.2, 0.8)
+            if service_s is None:
+                service_s = self.service_time_s(rng, slow=slow)
+            crash = service_s * rng.uniform(0.2, 0.8)
         if delay == 0.0 and crash is None:
             return NO_FAULT
         return FaultDecision(crash_after_s=crash, accept_delay_s=delay)
+
+    def fails(self, rng: random.Random) -> bool:
+        """Whether an accepted job ends `ok: false` (`Faults.fail_rate`)."""
+        rate = self.profile.faults.fail_rate
+        return rate > 0 and rng.random() < rate
+
+    # --- speech -----------------------------------------------------------------------
+
+    def real_time_factor(self, rng: random.Random, *, slow: bool = False) -> float:
+        """A node's compute time per second of audio (drawn once per node)."""
+        speech = self.profile.speech or Speech()
+        factor = rng.uniform(*speech.real_time_factor)
+        return factor * self.profile.faults.slow_factor if slow else factor
+
+    def recognition_s(self, duration_ms: float, real_time_factor: float) -> float:
+        """The (scaled) compute time of `duration_ms` of audio."""
+        return duration_ms / 1000 * real_time_factor * self.profile.time_scale
+
+    def recognise(
+        self, audio: bytes, duration_ms: float, real_time_factor: float
+    ) -> Recognition:
+        """The fake recognition of one utterance: its transcript and its steps, one per
+        `partial_every_ms` of audio, each taking its share of the compute time."""
+        speech = self.profile.speech or Speech()
+        words = transcript_words(audio, duration_ms, speech.words_per_s)
+        steps: list[Step] = []
+        done = 0.0
+        while True:
+            step_ms = min(float(speech.partial_every_ms), duration_ms - done)
+            done += step_ms
+            heard = min(1.0, done / duration_ms) if duration_ms else 1.0
+            # A word counts once begun (less a rounding error: 3 * (400/1200) is not 1).
+            known = math.ceil(len(words) * heard - 1e-9)
+            steps.append(Step(self.recognition_s(step_ms, real_time_factor), done, known))
+            if done >= duration_ms:
+                break
+        return Recognition(words=words, audio_ms=duration_ms, steps=tuple(steps))
 
     def next_disconnect_s(self, rng: random.Random, *, nodes: int = 1) -> float | None:
         """Seconds until the next injected disconnect among `nodes` nodes, or None.

@@ -19,6 +19,13 @@ Faults never leave a future hanging:
   job, a finished job answers from its stored result). Otherwise, or when no
   hub can be reached within `reconnect_timeout_s`, their futures fail with
   `ConnectionLost`.
+
+Live speech sessions (`live_session()`, a `LiveSession` of `agent_sim.live`)
+share the connection: several per client. When the connection drops the
+client reconnects at once (the same URL, or the next one) and each open
+session reopens itself there and resends the audio the hub lacks; when no hub
+can be reached within `reconnect_timeout_s`, the session fails with
+`ConnectionLost`.
 """
 
 from __future__ import annotations
@@ -37,17 +44,25 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from agent_sim.live import LiveSession
 from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     Accepted,
+    AudioFormat,
     Cancel,
     Error,
+    Partial,
     Pipeline,
     Progress,
     Rejected,
     Result,
+    SessionClosed,
+    SessionOpen,
+    SessionOpened,
     Submit,
+    UtteranceCut,
+    UtteranceResult,
     submitter_codec,
 )
 
@@ -97,6 +112,30 @@ class _Connection:
         self.reader: asyncio.Task[None] | None = None
 
 
+class _LiveCarrier:
+    """What a `LiveSession` needs from its client (`agent_sim.live.Carrier`)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: HubClient) -> None:
+        self._client = client
+
+    async def connection(self) -> object:
+        return await self._client._ready()
+
+    async def send_on(self, conn: object, message: msgspec.Struct) -> bool:
+        assert isinstance(conn, _Connection)
+        return await self._client._send_frame(conn, message)
+
+    def can_move(self, conn: object) -> bool:
+        assert isinstance(conn, _Connection)
+        return self._client._leave_draining(conn)
+
+    def forget(self, session: LiveSession) -> None:
+        if self._client._live.get(session.session_id) is session:
+            del self._client._live[session.session_id]
+
+
 class HubClient:
     """`async with HubClient(url_or_urls) as client: handle = await client.submit(...)`."""
 
@@ -130,6 +169,9 @@ class HubClient:
         self._unreachable: ConnectionLost | None = None
         """Why the last failover found no hub."""
         self._closing = False
+        self._live: dict[str, LiveSession] = {}
+        """Open live sessions by id: the hub's messages about them go there."""
+        self._carrier = _LiveCarrier(self)
         self.errors: asyncio.Queue[Error] = asyncio.Queue()
         self.result_counts: Counter[str] = Counter()
         """How many `result` messages arrived per request id (the contract says one)."""
@@ -152,7 +194,15 @@ class HubClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections. Open live sessions are not closed (the hub keeps them
+        for `session_idle_ms`: `live_session` with `resume_after` reattaches one); their
+        iteration ends with `ConnectionLost`."""
         self._closing = True
+        sessions = list(self._live.values())
+        for session in sessions:
+            session.fail(ConnectionLost("the client is closed"))
+        for session in sessions:
+            await session.aclose()
         if self._switching is not None:
             self._switching.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
@@ -187,7 +237,10 @@ class HubClient:
         timeout_ms: int | None = None,
         priority: int = 0,
         queue_timeout_ms: int | None = None,
+        langs: list[str] | None = None,
     ) -> JobHandle:
+        """`src_lang` and `tgt_lang` `"auto"` with `langs` `[A, B]`: two-way (the node
+        detects which of the two was spoken)."""
         request_id = request_id or uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         message = Submit(
@@ -204,11 +257,62 @@ class HubClient:
             timeout_ms=timeout_ms,
             priority=priority,
             queue_timeout_ms=queue_timeout_ms,
+            langs=langs,
         )
         handle = JobHandle(request_id, loop.create_future(), loop.create_future(), submit=message)
         self._by_request[request_id] = handle
         await self._send_submit(handle)
         return handle
+
+    async def live_session(
+        self,
+        session_id: str,
+        src_lang: str,
+        tgt_lang: str | None = None,
+        *,
+        langs: list[str] | None = None,
+        pipeline: Pipeline | None = None,
+        features: list[str] | None = None,
+        preferred_pool: int | None = None,
+        timeout_ms: int | None = None,
+        audio_format: AudioFormat | None = None,
+        pause_ms: int | None = None,
+        max_utterance_ms: int | None = None,
+        max_utterance_bytes: int | None = None,
+        resume_after: int | None = None,
+    ) -> LiveSession:
+        """Open a live session (`session_open`) and return it once the hub answered
+        `session_opened`. `src_lang` `"auto"` with `langs` `[A, B]` (and no `tgt_lang`)
+        is a two-way session. Options left None take the hub's defaults (protocol v1.2);
+        `resume_after` reattaches a session this client does not hold (after a restart
+        of the caller: the index of the last result it has). Raises `SessionError`
+        when the hub refuses (`no_node`, `session_limit`, ...), `ConnectionLost` when
+        no hub can be reached, `ValueError` when this client holds that session id."""
+        if session_id in self._live:
+            raise ValueError(f"live session {session_id} is open on this client")
+        options: dict[str, Any] = {
+            "tgt_lang": tgt_lang, "langs": langs, "pipeline": pipeline, "features": features,
+            "preferred_pool": preferred_pool,
+            "timeout_ms": timeout_ms, "audio_format": audio_format, "pause_ms": pause_ms,
+            "max_utterance_ms": max_utterance_ms, "max_utterance_bytes": max_utterance_bytes,
+        }
+        message = SessionOpen(
+            session_id=session_id, src_lang=src_lang,
+            **{k: v for k, v in options.items() if v is not None},
+        )
+        session = LiveSession(self._carrier, message, resume_after=resume_after)
+        self._live[session_id] = session
+        await session.start()
+        return session
+
+    def abort_connection(self) -> bool:
+        """Fault injection: drop the current connection without a close frame, as a network
+        failure would; the client reconnects as after any drop. Whether there was one."""
+        conn = self._active
+        if conn is None:
+            return False
+        conn.ws.transport.abort()
+        return True
 
     async def cancel(self, job_id: str) -> None:
         await self.send(Cancel(job_id=job_id))
@@ -220,6 +324,21 @@ class HubClient:
     async def send_raw(self, frame: str | bytes) -> None:
         conn = await self._ready()
         await conn.ws.send(frame)
+
+    async def _send_frame(self, conn: _Connection, message: msgspec.Struct) -> bool:
+        """Send on `conn`; False when its connection is closed (its reader sees the end)."""
+        try:
+            await conn.ws.send(self._codec.encode(message), text=not self.binary)
+        except ConnectionClosed:
+            return False
+        return True
+
+    def _leave_draining(self, conn: _Connection) -> bool:
+        """`conn`'s hub is shutting down: new work goes to the next URL, if there is one."""
+        if len(self.urls) < 2 or self._closing:
+            return False
+        conn.draining = True
+        return True
 
     async def _send_submit(self, handle: JobHandle) -> None:
         try:
@@ -387,8 +506,22 @@ class HubClient:
                 handle = self._by_job.get(message.job_id)
                 if handle is not None:
                     handle.progress.append(message.data)
+            case SessionOpened() | UtteranceCut() | Partial() | UtteranceResult():
+                session = self._live.get(message.session_id)
+                if session is not None:
+                    session.received(conn, message)
+            case SessionClosed():
+                session = self._live.get(message.session_id)
+                if session is not None:
+                    session.received(conn, message)
             case Error():
-                self.errors.put_nowait(message)
+                session = None if message.session_id is None else self._live.get(
+                    message.session_id
+                )
+                if session is not None:
+                    session.received(conn, message)
+                else:
+                    self.errors.put_nowait(message)
 
     def _ended(self, conn: _Connection) -> None:
         """A connection is gone: what it still owed is resubmitted or failed."""
@@ -398,6 +531,8 @@ class HubClient:
             self._active = None
         if self._closing:
             return
+        for session in list(self._live.values()):
+            session.connection_lost(conn)
         owed = [self._by_request[r] for r in sorted(conn.owed) if r in self._by_request]
         conn.owed.clear()
         lost = ConnectionLost(f"the connection to {conn.url} dropped (code {conn.ws.close_code})")

@@ -4,7 +4,12 @@ Node `i` is named `{prefix}-{i:05d}`; its capabilities, service times and
 faults come from `agent_sim.behaviour` with random streams derived from the
 seed and `i`, so a seed names one fleet. Each agent's handler sleeps the
 simulated service time, sends one `job_progress` for longer jobs and returns
-`{"text": ..., "node_id": ...}`. Agents are launched a little apart so a
+`{"text": ..., "node_id": ...}`. In a profile with `speech`, a live session's
+utterance is recognised instead (`Behaviour.recognise`): a partial
+`{"stage": "asr", "partial": ..., "audio_ms": ...}` per step, then
+`{"transcript": ..., "text": ..., "node_id": ..., "audio_ms": ...}`; a share
+of jobs ends `simulated_failure` when the profile's `fail_rate` says so
+(both kinds). Agents are launched a little apart so a
 thousand of them do not hit the hub in the same millisecond. The launcher and
 the injected-disconnect loop are owned by the fleet and cancelled and awaited
 by `aclose()`.
@@ -21,9 +26,18 @@ from typing import Any, Self
 
 from loguru import logger
 
-from agent_sim.agent import JobContext, JobHandler, NodeAgent, Token
-from agent_sim.behaviour import Behaviour, FaultDecision, Profile, get_profile, node_capabilities
-from hub.core.messages import JobAssign
+from agent_sim.agent import JobContext, JobFailed, JobHandler, NodeAgent, Token
+from agent_sim.behaviour import (
+    Behaviour,
+    FaultDecision,
+    Profile,
+    audio_ms,
+    get_profile,
+    node_capabilities,
+    spoken_language,
+)
+from agent_sim.job import Utterance, utterance_of
+from hub.core.messages import AUTO, JobAssign
 
 __all__ = ["Fleet", "node_id_for"]
 
@@ -47,15 +61,77 @@ def node_id_for(prefix: str, index: int) -> str:
 class _NodeFaults:
     """One node's `FaultPolicy`: the profile's faults drawn from the node's own rng."""
 
-    __slots__ = ("_behaviour", "_rng", "slow")
+    __slots__ = ("_behaviour", "_real_time_factor", "_rng", "slow")
 
-    def __init__(self, behaviour: Behaviour, rng: random.Random, *, slow: bool) -> None:
+    def __init__(
+        self, behaviour: Behaviour, rng: random.Random, *, slow: bool,
+        real_time_factor: float | None = None,
+    ) -> None:
         self._behaviour = behaviour
         self._rng = rng
         self.slow = slow
+        self._real_time_factor = real_time_factor
 
     def on_assign(self, assign: JobAssign) -> FaultDecision:
-        return self._behaviour.on_assign(self._rng, slow=self.slow)
+        service_s = None
+        if self._real_time_factor is not None:
+            # A crash lands within the recognition, whose length the audio gives.
+            utterance = utterance_of(assign.payload)
+            if utterance is not None:
+                service_s = self._behaviour.recognition_s(
+                    _duration_ms(utterance), self._real_time_factor
+                )
+        return self._behaviour.on_assign(self._rng, slow=self.slow, service_s=service_s)
+
+
+def _duration_ms(utterance: Utterance) -> float:
+    fmt = utterance.audio_format
+    return audio_ms(len(utterance.audio), fmt.sample_rate_hz, fmt.channels, utterance.duration_ms)
+
+
+def _direction(ctx: JobContext, langs: Any, said: bytes | str) -> tuple[str, str]:
+    """The job's languages; for a two-way job (`auto`), the one the node "hears" in `said`
+    and the other one."""
+    if ctx.src_lang != AUTO or not isinstance(langs, list) or len(langs) != 2:
+        return ctx.src_lang, ctx.tgt_lang
+    src = spoken_language(said, langs)
+    return src, langs[1] if src == langs[0] else langs[0]
+
+
+def _speech_handler(
+    node_id: str, behaviour: Behaviour, rng: random.Random, real_time_factor: float,
+    otherwise: JobHandler,
+) -> JobHandler:
+    """A fake recogniser of utterances; `otherwise` serves every other job."""
+
+    async def handle(ctx: JobContext) -> Any:
+        utterance = ctx.utterance
+        if utterance is None:
+            return await otherwise(ctx)
+        duration = _duration_ms(utterance)
+        recognition = behaviour.recognise(utterance.audio, duration, real_time_factor)
+        fails = behaviour.fails(rng)
+        *interim, last = recognition.steps
+        for step in interim:
+            await asyncio.sleep(step.compute_s)
+            await ctx.progress({
+                "stage": "asr", "partial": recognition.partial(step),
+                "audio_ms": round(step.audio_ms),
+            })
+        await asyncio.sleep(last.compute_s)
+        if fails:
+            raise JobFailed("simulated_failure", f"utterance {utterance.index} not recognised")
+        src, tgt = _direction(ctx, utterance.langs, utterance.audio)
+        return {
+            "transcript": recognition.transcript,
+            "text": f"[{src}->{tgt}] {recognition.transcript}",
+            "src_lang": src,
+            "node_id": node_id,
+            "audio_ms": round(duration),
+            "service_ms": round(recognition.compute_s * 1000.0, 3),
+        }
+
+    return handle
 
 
 def _simulated_handler(
@@ -63,17 +139,22 @@ def _simulated_handler(
 ) -> JobHandler:
     async def handle(ctx: JobContext) -> dict[str, Any]:
         service_s = behaviour.service_time_s(rng, slow=slow)
-        text = ctx.payload.get("text") if isinstance(ctx.payload, dict) else None
+        payload = ctx.payload if isinstance(ctx.payload, dict) else {}
+        text = payload.get("text")
         if not isinstance(text, str):
             text = f"simulated {ctx.src_lang} utterance"
+        src, tgt = _direction(ctx, payload.get("langs"), text)
         if behaviour.emits_progress(service_s):
             await asyncio.sleep(service_s / 2)
             await ctx.progress({"stage": "asr", "partial": text[: max(1, len(text) // 2)]})
             await asyncio.sleep(service_s / 2)
         else:
             await asyncio.sleep(service_s)
+        if behaviour.fails(rng):
+            raise JobFailed("simulated_failure", "the simulated job failed")
         return {
-            "text": f"[{ctx.src_lang}->{ctx.tgt_lang}] {text}",
+            "text": f"[{src}->{tgt}] {text}",
+            **({"src_lang": src} if ctx.src_lang == AUTO else {}),
             "node_id": node_id,
             "service_ms": round(service_s * 1000.0, 3),
         }
@@ -125,12 +206,21 @@ class Fleet:
             run_rng = random.Random(f"{seed}:{index}:run")
             slow = self.behaviour.is_slow_node(run_rng)
             self.slow_nodes += slow
+            handler = _simulated_handler(node_id, self.behaviour, run_rng, slow=slow)
+            real_time_factor = None
+            if self.profile.speech is not None:
+                real_time_factor = self.behaviour.real_time_factor(
+                    random.Random(f"{seed}:{index}:speech"), slow=slow
+                )
+                handler = _speech_handler(
+                    node_id, self.behaviour, run_rng, real_time_factor, handler
+                )
             self.agents.append(
                 NodeAgent(
                     node_id=node_id,
                     capabilities=caps,
                     hub_urls=self.hub_urls,
-                    handler=_simulated_handler(node_id, self.behaviour, run_rng, slow=slow),
+                    handler=handler,
                     binary=binary,
                     token=token,
                     ssl_context=ssl_context,
@@ -138,7 +228,9 @@ class Fleet:
                     reconnect_min_s=reconnect_min_s,
                     reconnect_max_s=reconnect_max_s,
                     rng=random.Random(f"{seed}:{index}:net"),
-                    faults=_NodeFaults(self.behaviour, run_rng, slow=slow),
+                    faults=_NodeFaults(
+                        self.behaviour, run_rng, slow=slow, real_time_factor=real_time_factor
+                    ),
                 )
             )
 

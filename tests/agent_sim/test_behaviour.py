@@ -17,13 +17,17 @@ from agent_sim.behaviour import (
     FEATURES,
     LANGUAGES,
     NO_FAULT,
+    VOCABULARY,
     Behaviour,
     Faults,
     Profile,
     ServiceTime,
+    Speech,
+    audio_ms,
     get_profile,
     node_capabilities,
     profile_names,
+    transcript_words,
 )
 from hub.core.messages import Capabilities, Register, node_codec
 
@@ -58,7 +62,7 @@ def test_catalogues() -> None:
     assert LANGUAGES[:3] == ("en", "zh", "es")
     assert len(FEATURES) == len(set(FEATURES)) == 16
     assert {"emotion_detection", "speaker_identification", "voice_cloning"} <= set(FEATURES)
-    assert {"default", "uniform", "faulty"} <= set(profile_names())
+    assert {"default", "uniform", "faulty", "speech", "speech-faulty"} <= set(profile_names())
 
 
 def test_same_seed_same_fleet_other_seed_other_fleet() -> None:
@@ -67,7 +71,7 @@ def test_same_seed_same_fleet_other_seed_other_fleet() -> None:
     assert fleet_caps(profile, 7, 200) != fleet_caps(profile, 8, 200)
 
 
-@pytest.mark.parametrize("name", ["default", "uniform", "faulty"])
+@pytest.mark.parametrize("name", ["default", "uniform", "faulty", "speech", "speech-faulty"])
 @pytest.mark.parametrize("binary", [False, True])
 def test_capabilities_survive_the_wire(name: str, binary: bool) -> None:
     codec = node_codec(binary=binary)
@@ -190,3 +194,76 @@ def test_validation() -> None:
         Profile(name="bad", max_concurrency=(0, 4))
     with pytest.raises(ValueError):
         Profile(name="bad", time_scale=0)
+    with pytest.raises(ValueError):
+        Faults(fail_rate=-0.1)
+    with pytest.raises(ValueError):
+        Speech(real_time_factor=(0.3, 0.1))
+    with pytest.raises(ValueError):
+        Speech(partial_every_ms=0)
+
+
+# --- the speech profile --------------------------------------------------------------
+
+
+def noise(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def test_the_transcript_follows_from_the_audio_alone() -> None:
+    audio = noise(1, 32_000)  # 1 s of 16 kHz mono PCM
+    words = transcript_words(audio, 1000, 2.5)
+    assert words == transcript_words(bytes(audio), 1000, 2.5)  # same audio, same words
+    assert len(words) == 2  # 2.5 words a second, rounded half to even
+    assert set(words) <= set(VOCABULARY)
+    others = {transcript_words(noise(seed, 32_000), 1000, 2.5) for seed in range(2, 12)}
+    assert words not in others and len(others) > 5  # other audio, other words
+    assert len(transcript_words(audio, 4000, 2.5)) == 10  # longer audio, more words
+    assert len(transcript_words(b"", 0, 2.5)) == 1  # at least one
+    assert audio_ms(32_000, 16_000, 1, None) == 1000
+    assert audio_ms(32_000, 8_000, 2, None) == 1000
+    assert audio_ms(5, 16_000, 1, 640) == 640  # a duration given wins (other codecs)
+
+
+def test_a_recognition_takes_the_audio_times_the_real_time_factor_with_partials() -> None:
+    behaviour = Behaviour(get_profile("speech", time_scale=0.5))
+    audio = noise(5, 38_400)  # 1.2 s
+    recognition = behaviour.recognise(audio, 1200, 0.2)
+    assert recognition == behaviour.recognise(audio, 1200, 0.2)
+    assert recognition.transcript == " ".join(transcript_words(audio, 1200, 2.5))
+    assert [s.audio_ms for s in recognition.steps] == [200, 400, 600, 800, 1000, 1200]
+    assert recognition.compute_s == pytest.approx(1.2 * 0.2 * 0.5)
+    assert all(s.compute_s == pytest.approx(0.2 * 0.2 * 0.5) for s in recognition.steps)
+    known = [s.words for s in recognition.steps]
+    assert known == sorted(known) and known[-1] == len(recognition.words) == 3
+    for step in recognition.steps:
+        assert recognition.transcript.startswith(recognition.partial(step))
+    # A last step shorter than the others; an utterance shorter than one step.
+    odd = behaviour.recognise(audio, 500, 0.2)
+    assert [s.audio_ms for s in odd.steps] == [200, 400, 500]
+    assert [s.audio_ms for s in behaviour.recognise(audio, 150, 0.2).steps] == [150]
+
+
+def test_a_nodes_real_time_factor_is_in_range_and_slow_nodes_are_slower() -> None:
+    behaviour = Behaviour(get_profile("speech"))
+    factors = [behaviour.real_time_factor(random.Random(i)) for i in range(500)]
+    assert 0.1 <= min(factors) < 0.12 and 0.28 < max(factors) <= 0.3
+    slow = behaviour.real_time_factor(random.Random(7), slow=True)
+    assert slow == pytest.approx(behaviour.real_time_factor(random.Random(7)) * 10)
+
+
+def test_the_faulty_speech_profile_rejects_crashes_and_fails() -> None:
+    behaviour = Behaviour(get_profile("speech-faulty"))
+    rng = random.Random(3)
+    n = 20_000
+    decisions = [behaviour.on_assign(rng, service_s=0.5) for _ in range(n)]
+    assert sum(d.reject_reason is not None for d in decisions) / n == pytest.approx(
+        0.05, rel=0.2
+    )
+    crashes = [d.crash_after_s for d in decisions if d.crash_after_s is not None]
+    assert crashes and all(0.1 <= c <= 0.4 for c in crashes)  # within the recognition
+    assert sum(behaviour.fails(rng) for _ in range(n)) / n == pytest.approx(0.05, rel=0.2)
+    # The speech profile injects nothing, and draws nothing for it.
+    clean = Behaviour(get_profile("speech"))
+    state = rng.getstate()
+    assert not any(clean.fails(rng) for _ in range(100))
+    assert clean.on_assign(rng) is NO_FAULT and rng.getstate() == state

@@ -1,20 +1,28 @@
 """The node author's examples (examples/, docs/sdk.md) run as their own processes against
 real hubs: the translation node registers what it says, serves the client
 example's job with progress, drains on SIGTERM (running jobs finish, no new ones come),
-and the client example tries the next hub when one answers `hub_shutdown`."""
+and the client example tries the next hub when one answers `hub_shutdown`. The live
+client streams a spoken WAV (espeak-ng) to a simulated speech node and to the speech
+node example, and prints cuts, partials and results in order."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent_sim import Fleet, get_profile
 from hub.app.hub import Hub
 from hub.core.snapshot import DRAINING
 from tests.conftest import MakeHub, Net
@@ -138,3 +146,103 @@ async def test_the_client_tries_the_next_hub_on_hub_shutdown(
     out = client.output()
     assert f"{url_a}: hub_shutdown; trying again" in out
     assert "result ok {'text': 'hallo Welt'} from translator-b" in out
+
+
+# --- live sessions ------------------------------------------------------------------------
+
+SPOKEN = "Hello there. This is a live test."
+
+
+@pytest.fixture
+def speech_wav(tmp_path: Path) -> Path:
+    """Real speech: espeak-ng's voice saying two sentences (22.05 kHz mono 16-bit)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    path = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), SPOKEN], check=True, timeout=30)
+    return path
+
+
+LINE = re.compile(r"^(cut|partial|result|failed) (\d+): (.*)$")
+
+
+def live_events(output: str) -> tuple[list[tuple[str, int, Any]], str]:
+    """The live client's lines as (kind, index, value), and its `closed:` line."""
+    events: list[tuple[str, int, Any]] = []
+    closed = ""
+    for line in output.splitlines():
+        if line.startswith("closed: "):
+            closed = line
+        elif match := LINE.match(line):
+            kind, index, rest = match.group(1), int(match.group(2)), match.group(3)
+            value = ast.literal_eval(rest) if kind in ("partial", "result") else rest
+            events.append((kind, index, value))
+    return events, closed
+
+
+def check_live_order(events: list[tuple[str, int, Any]], closed: str) -> int:
+    """Per utterance its cut, its partials, then its result; results in index order, one
+    each, as many as `session_closed` counted. Returns that count."""
+    match = re.fullmatch(r"closed: closed, (\d+) utterances", closed)
+    assert match is not None, closed
+    count = int(match.group(1))
+    results = [index for kind, index, _ in events if kind == "result"]
+    assert results == list(range(count)), events
+    for index in range(count):
+        kinds = [kind for kind, i, _ in events if i == index]
+        assert kinds[0] == "cut" and kinds[-1] == "result", kinds
+        assert set(kinds[1:-1]) <= {"partial"}, kinds
+    return count
+
+
+async def test_the_live_client_streams_speech_to_a_simulated_speech_node(
+    make_hub: MakeHub, start: Start, speech_wav: Path
+) -> None:
+    hub = await make_hub()
+    async with Fleet(hub_urls=[hub.url], nodes=1, seed=2,
+                     profile=get_profile("speech", time_scale=0.2)) as fleet:
+        await fleet.wait_registered(30)
+        # Two clients stream the same file at once: the same audio, the same transcripts.
+        clients = [await start("live_client.py", str(speech_wav), hub.url) for _ in range(2)]
+        for client in clients:
+            assert await client.exited() == 0, client.output()
+    parsed = [live_events(client.output()) for client in clients]
+    assert parsed[0][0] == parsed[1][0]
+    events, closed = parsed[0]
+    count = check_live_order(events, closed)
+    assert count >= 2  # a sentence each: the client's VAD cut at the silence between them
+    durations = {index: int(value.split(" ms ")[0]) for kind, index, value in events
+                 if kind == "cut"}
+    for kind, index, value in events:
+        if kind == "result":
+            # The fake recogniser: 2.5 words a second of audio; the text is the transcript.
+            words = value["transcript"].split()
+            assert len(words) == max(1, round(durations[index] / 1000 * 2.5)), value
+            assert value["audio_ms"] == durations[index]
+            assert value["text"].endswith(value["transcript"])
+        if kind == "partial":
+            assert value["stage"] == "asr" and value["audio_ms"] % 200 == 0
+            assert value["audio_ms"] < durations[index]
+
+
+async def test_the_speech_node_example_serves_the_live_client(
+    make_hub: MakeHub, start: Start, speech_wav: Path
+) -> None:
+    hub = await make_hub()
+    await start("speech_node.py", hub.url, env={"NODE_ID": "asr-1"})
+    await wait_until(registered(hub, "asr-1"), 30, "the speech node registered")
+    state = hub.fleet.snapshot.get("asr-1")
+    assert state is not None and state.caps.asr_languages == {"en"}
+    assert not state.caps.language_pairs and not state.caps.tts_languages
+    client = await start("live_client.py", str(speech_wav), hub.url)
+    assert await client.exited() == 0, client.output()
+    events, closed = live_events(client.output())
+    count = check_live_order(events, closed)
+    assert count >= 2
+    for kind, index, value in events:
+        if kind == "result":  # a burst of sound or more in each utterance
+            assert set(value["text"].split()) == {"blah"}, value
+        if kind == "partial":
+            durations = [int(v.split(" ms ")[0]) for k, i, v in events
+                         if k == "cut" and i == index]
+            assert value == {"heard_ms": durations[0]}
