@@ -148,6 +148,8 @@ class LiveSession:
             open_message.max_utterance_bytes, last_seq=last_seq,
         )
         self.next_index = next_index
+        self.last_cut_seq = last_seq
+        """The last audio chunk in an utterance cut so far (-1: none)."""
         self.results: InOrder[UtteranceResult] = InOrder(next_index)
         self.running: dict[int, str | None] = {}
         """Utterances submitted and not resulted: index -> job id (None until accepted)."""
@@ -218,8 +220,11 @@ class LiveSession:
         return self.conn is None and not self.running and not self.tasks
 
     def record(self) -> LiveRecord:
+        """What the store keeps: the last chunk *cut*, not the last taken: a hub that
+        resumes the session from this record has no uncut audio, so the client must
+        resend from there."""
         return LiveRecord(
-            open=self.open, next_index=self.next_index, last_seq=self.cutter.last_seq,
+            open=self.open, next_index=self.next_index, last_seq=self.last_cut_seq,
             holder=self.hub_id,
         )
 
@@ -243,6 +248,7 @@ class LiveSession:
         task of the session's (the client's next audio is read meanwhile). Its index."""
         index = self.next_index
         self.next_index += 1
+        self.last_cut_seq = utterance.last_seq
         self.running[index] = None
         self.idle_since_ms = None
         self._pending_cuts[index] = PendingCut(
