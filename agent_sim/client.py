@@ -57,6 +57,8 @@ from hub.core.messages import (
     Progress,
     Rejected,
     Result,
+    RoomJoined,
+    RoomResult,
     SessionClosed,
     SessionOpen,
     SessionOpened,
@@ -134,6 +136,22 @@ class _LiveCarrier:
     def forget(self, session: LiveSession) -> None:
         if self._client._live.get(session.session_id) is session:
             del self._client._live[session.session_id]
+        rooms = self._client._rooms
+        for room in [r for r, s in rooms.items() if s is session]:
+            del rooms[room]
+
+    def route_room(self, room: str, session: LiveSession | None) -> None:
+        rooms = self._client._rooms
+        current = rooms.get(room)
+        if session is None:
+            rooms.pop(room, None)
+            return
+        if current is not None and current is not session:
+            raise ValueError(
+                f"room {room} is joined by session {current.session_id} of this client: "
+                "a connection is in a room once"
+            )
+        rooms[room] = session
 
 
 class HubClient:
@@ -170,6 +188,8 @@ class HubClient:
         """Why the last failover found no hub."""
         self._closing = False
         self._live: dict[str, LiveSession] = {}
+        self._rooms: dict[str, LiveSession] = {}
+        """Which session a room's messages go to (a connection is in a room once)."""
         """Open live sessions by id: the hub's messages about them go there."""
         self._carrier = _LiveCarrier(self)
         self.errors: asyncio.Queue[Error] = asyncio.Queue()
@@ -514,10 +534,17 @@ class HubClient:
                 session = self._live.get(message.session_id)
                 if session is not None:
                     session.received(conn, message)
+            case RoomJoined() | RoomResult():
+                session = self._rooms.get(message.room)
+                if session is not None:
+                    session.received(conn, message)
             case Error():
-                session = None if message.session_id is None else self._live.get(
-                    message.session_id
-                )
+                if message.room is not None and message.room in self._rooms:
+                    session = self._rooms.get(message.room)
+                else:
+                    session = None if message.session_id is None else self._live.get(
+                        message.session_id
+                    )
                 if session is not None:
                     session.received(conn, message)
                 else:

@@ -32,6 +32,10 @@ from hub.core.messages import (
     Audio,
     Error,
     Partial,
+    RoomJoin,
+    RoomJoined,
+    RoomLeave,
+    RoomResult,
     SessionClose,
     SessionClosed,
     SessionOpen,
@@ -45,9 +49,12 @@ __all__ = ["Carrier", "LiveEvent", "LiveSession", "SessionError", "SessionMessag
 HUB_SHUTDOWN: Final = "hub_shutdown"
 SESSION_LOST: Final = "session_lost"
 
-LiveEvent = UtteranceCut | Partial | UtteranceResult | SessionClosed
+LiveEvent = UtteranceCut | Partial | UtteranceResult | RoomResult | SessionClosed
 """What iterating over a `LiveSession` yields."""
-SessionMessage = SessionOpened | UtteranceCut | Partial | UtteranceResult | SessionClosed | Error
+SessionMessage = (
+    SessionOpened | UtteranceCut | Partial | UtteranceResult | SessionClosed | Error
+    | RoomJoined | RoomResult
+)
 """What the client hands a session: the hub's messages carrying its `session_id`."""
 
 
@@ -80,6 +87,10 @@ class Carrier(Protocol):
 
     def forget(self, session: LiveSession) -> None:
         """The session is over: the client stops routing messages to it."""
+
+    def route_room(self, room: str, session: LiveSession | None) -> None:
+        """Messages about `room` (`room_joined`, `room_result`, a room's `error`) go to
+        `session` from now on (None: to nobody)."""
 
 
 class _Dropped(Exception):
@@ -126,6 +137,10 @@ class LiveSession:
         self._closing = False
         self._failure: BaseException | None = None
         self._iteration_over = False
+        self.rooms: dict[str, tuple[str, bool]] = {}
+        """Rooms joined: room -> (listen language, whether the session speaks into it);
+        joined again after every reopen (a room membership ends with its connection)."""
+        self._joining: dict[str, asyncio.Future[RoomJoined | Error]] = {}
 
     def __repr__(self) -> str:
         state = (
@@ -191,6 +206,47 @@ class LiveSession:
             # A failed send is not an error: the reopen resends the chunk.
             await self._carrier.send_on(self._conn, chunk)
         return chunk.seq
+
+    async def join_room(self, room: str, listen_lang: str, *, speak: bool = True) -> RoomJoined:
+        """Join `room` as a listener of `listen_lang` (its `room_result`s come through
+        this session's iteration); with `speak`, this session's utterances are spoken
+        into it too. The membership follows the session across reopens. Raises
+        `SessionError` when the hub refuses (`room_limit`...)."""
+        if self._failure is not None:
+            raise self._failure
+        self.rooms[room] = (listen_lang, speak)
+        self._carrier.route_room(room, self)
+        joined: asyncio.Future[RoomJoined | Error]
+        if not self._attached or self._conn is None:
+            # Joined when the session is reopened; answered then.
+            joined = asyncio.get_running_loop().create_future()
+            self._joining[room] = joined
+        else:
+            joined = await self._send_join(self._conn, room)
+        answer: RoomJoined | Error = await joined
+        if isinstance(answer, Error):
+            self.rooms.pop(room, None)
+            self._carrier.route_room(room, None)
+            raise SessionError(answer.code, answer.message, answer)
+        return answer
+
+    async def leave_room(self, room: str) -> None:
+        """Leave `room` (its results stop coming)."""
+        if self.rooms.pop(room, None) is None:
+            return
+        if self._attached and self._conn is not None:
+            await self._carrier.send_on(self._conn, RoomLeave(room=room))
+        self._carrier.route_room(room, None)
+
+    async def _send_join(self, conn: object, room: str) -> asyncio.Future[RoomJoined | Error]:
+        listen_lang, speak = self.rooms[room]
+        joined = self._joining.get(room)
+        if joined is None or joined.done():
+            joined = self._joining[room] = asyncio.get_running_loop().create_future()
+        await self._carrier.send_on(conn, RoomJoin(
+            room=room, listen_lang=listen_lang, session_id=self.session_id if speak else None
+        ))
+        return joined
 
     async def close(self) -> None:
         """Send `session_close`: the hub cuts what it buffered, delivers every result, then
@@ -330,6 +386,8 @@ class LiveSession:
         # No await between the last check and this: a chunk sent from now on goes out
         # after every kept one.
         self._attached = True
+        for room in list(self.rooms):  # memberships ended with the old connection
+            await self._send_join(conn, room)
         return True
 
     def _start_reopen(self) -> None:
@@ -385,6 +443,10 @@ class LiveSession:
                 self._attached = False
                 self._events.put_nowait(message)
                 self._carrier.forget(self)
+            case Error() if message.room is not None:
+                joined = self._joining.pop(message.room, None)
+                if joined is not None and not joined.done():
+                    joined.set_result(message)
             case Error():
                 if message.code == HUB_SHUTDOWN and not self._closing:
                     # A draining hub refused a chunk: it is kept, and the next hub gets
@@ -398,6 +460,13 @@ class LiveSession:
                     return
                 # A chunk or a close refused: the hub's audio now has a gap.
                 self.fail(SessionError(message.code, message.message, message))
+            case RoomJoined():
+                joined = self._joining.pop(message.room, None)
+                if joined is not None and not joined.done():
+                    joined.set_result(message)
+            case RoomResult():
+                if message.room in self.rooms:
+                    self._events.put_nowait(message)
             case SessionOpened():
                 pass  # an answer to an open the session stopped waiting for
 

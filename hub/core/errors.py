@@ -18,6 +18,7 @@ class ProtocolError(HubError):
     def __init__(
         self, code: str, message: str, *, path: str | None = None, job_id: str | None = None,
         session_id: str | None = None, reasons: dict[str, int] | None = None,
+        room: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -29,6 +30,8 @@ class ProtocolError(HubError):
         """The live session the refused message was about."""
         self.reasons = reasons
         """With `no_node`: why no node serves it (`{reason: count}`)."""
+        self.room = room
+        """The room the refused message was about."""
 
     def __repr__(self) -> str:
         return f"ProtocolError(code={self.code!r}, message={self.message!r}, path={self.path!r})"

@@ -177,6 +177,8 @@ class Error(_Message, tag="error"):
     """Set on an `error` caused by a live session's message."""
     reasons: dict[str, int] | None = None
     """With `no_node` instead of `session_opened`: why no node serves the session."""
+    room: str | None = None
+    """Set on an `error` caused by a `room_join` or `room_leave`."""
 
 
 NodeOutbound = Registered | JobAssign | JobCancel | Error

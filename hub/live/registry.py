@@ -259,7 +259,11 @@ class LiveSessions:
         the room too."""
         speaker = None
         if message.session_id is not None:
-            speaker = self._attached(conn, message.session_id)
+            try:
+                speaker = self._attached(conn, message.session_id)
+            except ProtocolError as exc:
+                exc.room = message.room
+                raise
         await self.rooms.join(conn, principal, message, speaker)
 
     def connection_lost(self, conn: Link) -> None:

@@ -207,13 +207,14 @@ class Rooms:
             raise ProtocolError(
                 error_codes.ROOM_LIMIT,
                 f"this connection is in {len(held)} rooms (max_rooms_per_connection is "
-                f"{self.config.max_rooms_per_connection})",
+                f"{self.config.max_rooms_per_connection})", room=room,
             )
         if speaker is not None and speaker.two_way is not None:
             raise ProtocolError(
                 error_codes.INVALID_FIELD,
                 "a two-way session cannot speak into a room (its language is not known "
-                "until each utterance is heard)", path="$.session_id",
+                "until each utterance is heard)", path="$.session_id", room=room,
+                session_id=speaker.session_id,
             )
         member_id = f"{self.hub_id}/{conn.peer_id}"
         entry = MemberEntry(self.hub_id, message.listen_lang,
@@ -226,7 +227,7 @@ class Rooms:
             raise ProtocolError(
                 error_codes.ROOM_LIMIT,
                 f"room {room} has {self.config.max_room_members} members "
-                "(max_room_members)",
+                "(max_room_members)", room=room,
             )
         member = held.get(room)
         if member is None:
@@ -244,7 +245,7 @@ class Rooms:
         member = self._by_conn.get(conn.peer_id, {}).get(message.room)
         if member is None:
             raise ProtocolError(error_codes.INVALID_FIELD, f"not in room {message.room}",
-                                path="$.room")
+                                path="$.room", room=message.room)
         await self._drop(member)
 
     async def _drop(self, member: Member) -> None:

@@ -126,7 +126,7 @@ class Refusals:
         self._metrics.protocol_errors.inc(self._endpoint, exc.code)
         await self._link.send(Error(
             code=exc.code, message=exc.message, path=exc.path, job_id=job_id,
-            session_id=exc.session_id, reasons=exc.reasons,
+            session_id=exc.session_id, reasons=exc.reasons, room=exc.room,
         ))
 
     async def refuse(self, exc: ProtocolError, *, job_id: str | None = None) -> bool:
