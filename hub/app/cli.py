@@ -281,6 +281,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-level", default="WARNING", type=_choice_type("log_level", LOG_LEVELS),
         help="the demo's log level (default WARNING)",
     )
+    demo_cmd.add_argument(
+        "--live", action="store_true",
+        help="live speech sessions: simulated speakers stream audio in real time, the hub "
+             "cuts utterances, simulated recognisers answer",
+    )
+    demo_cmd.add_argument(
+        "--room", action="store_true",
+        help="a room: speakers in en, de, es, zh hear each other in their own language "
+             "(with --hubs 2, spread over two hubs)",
+    )
+    demo_cmd.add_argument(
+        "--speakers", type=int, default=None,
+        help="--live/--room: simulated speakers (default 8, or 4 in a room)",
+    )
     token_cmd = commands.add_parser(
         "token", help="print an HS256 token signed with the configured secret"
     )
@@ -307,6 +321,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(path=args.config, overrides=_overrides(args))
             configure_logging(config.log_level, json=config.log_json, hub_id=config.hub_id)
             uvloop.run(serve(config))
+        elif args.live or args.room:
+            from hub.app.demo_live import run_live_demo
+
+            configure_logging(args.log_level, json=False)
+            uvloop.run(
+                run_live_demo(
+                    speakers=args.speakers or (4 if args.room else 8),
+                    nodes=args.nodes if args.nodes != 50 else 8, seconds=args.seconds,
+                    seed=args.seed, hubs=args.hubs, room=args.room, linger=args.linger,
+                    port=args.port,
+                )
+            )
         else:
             from hub.app.demo import run_demo
 

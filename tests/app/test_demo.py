@@ -50,3 +50,35 @@ async def test_the_demo_links_its_console() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _demo(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.app.cli", "demo", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+def _number(text: str, pattern: str) -> float:
+    found = re.search(pattern, text)
+    assert found is not None, f"{pattern!r} not in:\n{text}"
+    return float(found[1])
+
+
+async def test_the_live_demo_answers_every_utterance_it_cuts() -> None:
+    out = await _demo("--live", "--speakers", "3", "--seconds", "4")
+    cut = _number(out, r"utterances cut\s+(\d+)")
+    answered = _number(out, r"answered\s+(\d+):")
+    assert cut >= 3 and answered == cut and f"ok {int(cut)}" in out
+    assert _number(out, r"cut -> result \(ms\) p50 ([\d.]+)") > 0
+
+
+async def test_the_room_demo_translates_for_every_listener_across_two_hubs() -> None:
+    out = await _demo("--room", "--hubs", "2", "--seconds", "4")
+    cut = _number(out, r"utterances cut\s+(\d+)")
+    # Four speakers in four languages: every utterance reaches the three others.
+    assert _number(out, r"room results\s+(\d+) delivered") == 3 * cut
+    assert "demo-hub-1" in out and "demo-hub-2" in out
