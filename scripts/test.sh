@@ -4,6 +4,8 @@
 #   on a free port for the cross-instance tests;
 # - chromium (Debian package) when missing: the console's browser tests drive a
 #   headless one over its DevTools protocol (they skip, saying why, without it);
+# - espeak-ng and sox (Debian packages) when missing: real speech for the live-session
+#   examples' tests (they skip without them);
 # - a virtual environment in .venv with exactly the locked set of packages
 #   (requirements.lock, hash-checked; refresh it with scripts/lock.sh), then the
 #   project itself in editable mode without resolving anything again;
@@ -31,6 +33,16 @@ if ! command -v chromium >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "chromium is missing: the console's browser tests will skip (Debian: apt-get install chromium)" >&2
+  fi
+fi
+
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing espeak-ng and sox (Debian packages, real speech for the live-session examples)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null
+  else
+    echo "espeak-ng or sox is missing: the speech examples' tests will skip (Debian: apt-get install espeak-ng sox)" >&2
   fi
 fi
 
