@@ -77,6 +77,8 @@ class Reply(msgspec.Struct):
     code: str = ""
     message: str = ""
     cut: str = ""
+    error: Any = None
+    """A failed `utterance_result`'s `{code, message}`."""
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -244,6 +246,7 @@ class Realtime:
         self.result_lags: list[float] = []
         self.late: list[float] = []
         self.cut_by: dict[str, int] = {}
+        self.failed_by: dict[str, int] = {}
         self.frames = 0
         self.finals = 0
         self.max_buffer = 0
@@ -270,6 +273,8 @@ class Realtime:
                     self.tally.results += 1
                     if not reply.ok:
                         self.tally.failed_results += 1
+                        code = (reply.error or {}).get("code", "?")
+                        self.failed_by[code] = self.failed_by.get(code, 0) + 1
                     live = self.by_sid[reply.session_id]
                     if reply.index != live.next_result:
                         live.out_of_order += 1
@@ -365,6 +370,7 @@ class Realtime:
             "cut_by": self.cut_by,
             "results": self.tally.results,
             "failed_results": self.tally.failed_results,
+            "failed_by": self.failed_by,
             "unanswered": unanswered,
             "out_of_order": sum(s.out_of_order for s in self.sessions),
             "closed": self.tally.closed,

@@ -448,6 +448,12 @@ def _realtime_step(procs: ProcGroup, cpus: Cpus, args: argparse.Namespace, sessi
     def total(key: str) -> int:
         return sum(int(r[key]) for r in reports)
 
+    def merged(key: str) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for r in reports:
+            out.update(r.get(key) or {})
+        return dict(out)
+
     frames = total("frames")
     late_p99 = max((r["late_p99_ms"] or 0.0) for r in reports)
     step: dict[str, Any] = {
@@ -464,8 +470,10 @@ def _realtime_step(procs: ProcGroup, cpus: Cpus, args: argparse.Namespace, sessi
         "frames_sent": frames,
         "frames_taken_by_hub": round(taken),
         "cuts": total("cuts"),
+        "cut_by": merged("cut_by"),
         "results": total("results"),
         "failed_results": total("failed_results"),
+        "failed_by": merged("failed_by"),
         "unanswered": total("unanswered"),
         "out_of_order": total("out_of_order"),
         "closed": total("closed"),
