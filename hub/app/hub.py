@@ -240,7 +240,7 @@ class Hub:
         )
         self.metrics.gauge(
             "nodehub_client_sessions", "Client sessions connected to this hub.", (),
-            lambda: {(): len(home.clients)},
+            lambda: {(): home.delivery.connections},
         )
         self.metrics.gauge(
             "nodehub_sessions", "Live sessions this hub holds (attached or not).", (),

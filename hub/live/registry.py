@@ -138,7 +138,7 @@ class LiveSessions:
         if session is None:
             session, taken_from = await self._load(principal, message)
             self.sessions[key] = session
-            self._home.client_connected(session.link, principal)
+            self._home.client_connected(session.link, principal, internal=True)
         else:
             session.open = message
         resumed = message.resume_after is not None

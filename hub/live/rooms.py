@@ -361,7 +361,7 @@ class Rooms:
         link = self._links.get(id(session))
         if link is None:
             link = self._links[id(session)] = RoomLink(f"r{next(self._ids)}", session, self)
-            self._home.client_connected(link, session.principal)
+            self._home.client_connected(link, session.principal, internal=True)
         return link
 
     def _queue(self, session: LiveSession, room: str, lang: str) -> LangQueue:

@@ -162,6 +162,13 @@ class WsServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         path = ws.request.path if ws.request is not None else ""
+        # The handshake's headers (about 3.6 KB, request and response) are not read again
+        # once admitted; a connection that idles for hours need not hold them. (The
+        # request itself stays: websockets takes a connection without one for one whose
+        # handshake has not come yet.)
+        if ws.request is not None:
+            ws.request.headers.clear()
+        ws.response = None
         binary = ws.subprotocol == MSGPACK_SUBPROTOCOL
         principal = self._principals.pop(ws, ANONYMOUS)
         session: NodeSession | ClientSession

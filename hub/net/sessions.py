@@ -98,12 +98,16 @@ class RefusalCount:
         self._limit = limit
         self._window = window_s
         self._clock = clock
-        self._times: deque[float] = deque(maxlen=limit)
+        self._times: deque[float] | None = None
+        """Made at the first refusal: most sessions never have one (and a deque with a
+        bound costs about 760 bytes)."""
 
     def refused(self) -> bool:
         """Count one refusal; True when the session must now be closed."""
         now = self._clock()
         times = self._times
+        if times is None:
+            times = self._times = deque(maxlen=self._limit)
         times.append(now)
         return len(times) >= self._limit and now - times[0] <= self._window
 

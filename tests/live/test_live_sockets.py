@@ -322,3 +322,16 @@ async def test_a_node_failing_mid_session_moves_the_session(hub: Hub, net: Net) 
         (0, "n1", "zero"), (1, "n2", "one"), (2, "n2", "two"),
     ]
     await client.quiet()
+
+
+async def test_sessions_are_not_counted_as_client_connections(hub: Hub, net: Net) -> None:
+    from tests.support.hubtest import http_get
+
+    await net.node(hub, "n1")
+    client = await net.client(hub)
+    for sid in ("a", "b", "c"):
+        await open_session(client, sid)
+    _, _, text = await http_get(hub.http_url, "/metrics")
+    metrics = text.decode()
+    assert "\nnodehub_client_sessions 1\n" in metrics
+    assert "\nnodehub_sessions 3\n" in metrics

@@ -22,7 +22,7 @@ from hub.jobs.links import Link
 
 
 class ClientDelivery:
-    __slots__ = ("_peers", "_principals", "clients", "hub_id")
+    __slots__ = ("_internal", "_peers", "_principals", "clients", "hub_id")
 
     def __init__(self, *, hub_id: str, peers: Peers) -> None:
         self.hub_id = hub_id
@@ -30,18 +30,31 @@ class ClientDelivery:
         self.clients: dict[str, Link] = {}
         """Client sessions connected to this hub, by peer id."""
         self._principals: dict[str, Principal] = {}
+        self._internal: set[str] = set()
+        """Links of this hub's own (a live session's utterances, a room's jobs)."""
 
     def __repr__(self) -> str:
         return f"ClientDelivery({len(self.clients)} clients)"
 
-    def connected(self, link: Link, principal: Principal = ANONYMOUS) -> None:
+    def connected(
+        self, link: Link, principal: Principal = ANONYMOUS, *, internal: bool = False
+    ) -> None:
+        """A client (`internal`: a submitter inside this hub, not a connection)."""
         self.clients[link.peer_id] = link
         self._principals[link.peer_id] = principal
+        if internal:
+            self._internal.add(link.peer_id)
 
     def disconnected(self, link: Link) -> None:
         # Jobs go on: the client may reconnect and resubmit its request_id to get the result.
         self.clients.pop(link.peer_id, None)
         self._principals.pop(link.peer_id, None)
+        self._internal.discard(link.peer_id)
+
+    @property
+    def connections(self) -> int:
+        """Client connections (not this hub's own submitters)."""
+        return len(self.clients) - len(self._internal)
 
     def principal(self, client_id: str, tenant: str) -> Principal:
         """Who the client session `client_id` of this hub speaks for (a session of

@@ -139,8 +139,12 @@ class JobHome:
 
     # --- what client sessions do ---------------------------------------------------------
 
-    def client_connected(self, link: Link, principal: Principal = ANONYMOUS) -> None:
-        self.delivery.connected(link, principal)
+    def client_connected(
+        self, link: Link, principal: Principal = ANONYMOUS, *, internal: bool = False
+    ) -> None:
+        """A client connected (`internal`: one of this hub's own submitters, a live
+        session or a room, not counted as a connection)."""
+        self.delivery.connected(link, principal, internal=internal)
 
     def client_disconnected(self, link: Link) -> None:
         self.delivery.disconnected(link)
