@@ -237,13 +237,15 @@ class Cluster:
 
     async def tick(self, *, resync: bool = False) -> None:
         """One maintenance round: presence, leases, beacon, dead hubs, maybe a resync."""
-        if not await self.store.announce(self.presence_ttl_ms):
+        if not await self.store.announce(
+            self.presence_ttl_ms, has_nodes=self.replica.published
+        ):
             # Our presence had lapsed or the store lost its data (a Redis restart):
             # what we published is gone too. Publish it again, and read others'. What
             # was in flight through it may be gone as well: send the recent attempt
             # outcomes again and restore what the job path keeps there.
-            logger.warning("presence was missing from the store: republishing this hub's "
-                           "nodes and replaying recent results")
+            logger.warning("presence or node entries were missing from the store: "
+                           "republishing this hub's nodes and replaying recent results")
             await self.replica.republish()
             self.outbox.replay_recent()
             await self._local.store_restarted()

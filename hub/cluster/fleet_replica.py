@@ -60,6 +60,7 @@ class FleetReplica:
         self.fleet = fleet
         self.members = members
         self.local_nodes: set[str] = set()
+        self._publishing = False
         self.closing = False
         self.last_update_s = time.monotonic()
         """When the subscription last delivered anything (this hub's beacons included)."""
@@ -106,6 +107,12 @@ class FleetReplica:
             self._waiting_changed = True
             self._structure_ready.set()
 
+    @property
+    def published(self) -> bool:
+        """This hub has nodes and every one of them went out to the store (so their
+        entries must be there: a presence check that finds them gone republishes)."""
+        return bool(self.local_nodes) and not self._dirty_structure and not self._publishing
+
     def node_changed(self, node_id: str) -> None:
         """A local node joined, changed capabilities or status: publish it promptly."""
         self.local_nodes.add(node_id)
@@ -151,10 +158,14 @@ class FleetReplica:
                 upserts.append(_entry(state, with_caps=True))
         if structure:
             # One call for every structural change of this round (a storm's joins).
-            await self.store.publish_nodes(
-                [(entry.node_id, encode(entry)) for entry in upserts], removals,
-                self.config.node_timeout_ms,
-            )
+            self._publishing = True
+            try:
+                await self.store.publish_nodes(
+                    [(entry.node_id, encode(entry)) for entry in upserts], removals,
+                    self.config.node_timeout_ms,
+                )
+            finally:
+                self._publishing = False
         for node_id in load - structure.keys():
             state = snapshot.get(node_id)
             if state is not None:

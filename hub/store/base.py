@@ -206,11 +206,13 @@ class Store(Protocol):
 
     # --- presence and ownership -----------------------------------------------------
 
-    async def announce(self, ttl_ms: int) -> bool:
+    async def announce(self, ttl_ms: int, *, has_nodes: bool = False) -> bool:
         """Mark this hub alive for `ttl_ms` (renewed periodically by the hub).
 
-        False when the hub's presence was not there before this call: the first
-        announcement, or the store lost it (lapsed, or the server restarted empty)."""
+        False when the hub's presence was not there before this call (the first
+        announcement, or the store lost it: lapsed, or the server restarted empty) or,
+        with `has_nodes`, its published node entries were not (they lapsed while the
+        store was frozen or unreachable): the hub must publish what it holds again."""
 
     async def beat(self) -> dict[str, HubBeat]:
         """Record that this hub is answering now (with its boot token); every hub that

@@ -394,8 +394,10 @@ class MemoryStore:
 
     # --- presence and ownership ----------------------------------------------------------
 
-    async def announce(self, ttl_ms: int) -> bool:
+    async def announce(self, ttl_ms: int, *, has_nodes: bool = False) -> bool:
         present = self._plane.presence.get(self.hub_id) is not None
+        if has_nodes and not self._plane.directories.get(self.hub_id):
+            present = False
         self._plane.presence.set(self.hub_id, self.hub_id, ttl_ms)
         self._plane.known.add(self.hub_id)
         return present

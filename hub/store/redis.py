@@ -378,14 +378,14 @@ class RedisStore:
     # --- presence and ownership -----------------------------------------------------------
 
     @translated
-    async def announce(self, ttl_ms: int) -> bool:
+    async def announce(self, ttl_ms: int, *, has_nodes: bool = False) -> bool:
         existed = await self._script(
             "announce",
             [
                 self.keys.presence(self.hub_id), self.keys.hubs,
                 self.keys.nodes(self.hub_id), self._inbox,
             ],
-            [self.hub_id, ttl_ms, HUBS_TTL_MS, INBOX_TTL_MS],
+            [self.hub_id, ttl_ms, HUBS_TTL_MS, INBOX_TTL_MS, "1" if has_nodes else "0"],
         )
         if not existed:
             await self._ensure_group(self._inbox)  # a restarted Redis lost the group too

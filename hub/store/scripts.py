@@ -7,13 +7,18 @@ several); every key a script writes gets its TTL in the same script.
 
 # KEYS[1] presence key, KEYS[2] hubs zset, KEYS[3] the hub's node hash,
 # KEYS[4] the hub's inbox stream
-# ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms, ARGV[4] inbox ttl ms
+# ARGV[1] hub id, ARGV[2] presence ttl ms, ARGV[3] hubs zset ttl ms, ARGV[4] inbox ttl ms,
+# ARGV[5] '1' when the hub has nodes (so its node hash must exist)
 # Renews the hub's presence, its node hash and its inbox in one call.
-# Returns 1 when the presence key existed before, 0 when it was (re)created.
+# Returns 1 when the presence key existed before (and, for a hub with nodes, its node
+# hash did), 0 when it was (re)created: what the hub published may be gone.
 ANNOUNCE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local existed = redis.call('EXISTS', KEYS[1])
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then
+  existed = 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
