@@ -81,6 +81,12 @@ class _RegistrationRefused(Exception):
         self.code = code
 
 
+HUB_SILENCE_HEARTBEATS = 3
+"""Heartbeat intervals without a pong after which a hub counts as frozen."""
+HUB_SILENCE_MIN_S = 2.0
+"""Never less: a hub's garbage collection or a busy loop turn may take a few hundred ms."""
+
+
 class ConnectionLoop:
     """The connection of one `NodeAgent` to its hubs.
 
@@ -309,6 +315,7 @@ class ConnectionLoop:
         try:
             async with asyncio.TaskGroup() as tg:
                 heartbeat = tg.create_task(self._heartbeat_loop(link))
+                watch = tg.create_task(self._watch_hub(link))
                 try:
                     while True:
                         message = await self._frames.receive(link)
@@ -319,6 +326,7 @@ class ConnectionLoop:
                 finally:
                     # The hub fails these attempts over; nothing is sent for them.
                     heartbeat.cancel()
+                    watch.cancel()
                     self._jobs.cancel_all()
         finally:
             self._jobs.forget_cancels()
@@ -342,6 +350,29 @@ class ConnectionLoop:
                 )
             case Registered():
                 state.log.debug("{} unexpected registered while registered", state.node_id)
+
+    async def _watch_hub(self, link: HubLink) -> None:
+        """The node's own liveness check on its hub: a ping every heartbeat interval. A
+        hub that answers none for `hub_silence_s` (frozen: SIGSTOP, a stalled VM, a
+        half-open connection) is left as if the connection had dropped: the node
+        reconnects to the next hub and replays its recent results there, instead of
+        holding them in a socket nobody reads."""
+        interval_s = (self.heartbeat_interval_ms or 0) / 1000
+        if interval_s <= 0:
+            return
+        silence_s = max(HUB_SILENCE_MIN_S, HUB_SILENCE_HEARTBEATS * interval_s)
+        while True:
+            await asyncio.sleep(interval_s)
+            if link.close_code is not None:
+                return
+            if not await link.answers(silence_s):
+                if link.close_code is None:
+                    self._state.log.warning(
+                        "{}: hub {} answered no ping for {:.1f}s: moving to another hub",
+                        self._state.node_id, self.hub_id, silence_s,
+                    )
+                    link.abort()
+                return
 
     async def _heartbeat_loop(self, link: HubLink) -> None:
         interval_ms = self.heartbeat_interval_ms or 0

@@ -56,6 +56,10 @@ class HubLink(Protocol):
     def abort(self) -> None:
         """Drop the connection at once, without a close frame (simulated crashes)."""
 
+    async def answers(self, timeout_s: float) -> bool:
+        """Whether the hub answers a ping within `timeout_s` (False too once closed): a
+        hub that froze keeps its TCP connection up and answers nothing."""
+
 
 class Connector(Protocol):
     """Opens the agent's connections to its hubs."""

@@ -8,6 +8,7 @@ subprotocol the hub selected.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,6 +65,15 @@ class WsHubLink:
 
     def abort(self) -> None:
         self._ws.transport.abort()
+
+    async def answers(self, timeout_s: float) -> bool:
+        try:
+            pong = await self._ws.ping()
+            async with asyncio.timeout(timeout_s):
+                await pong
+        except (ConnectionClosed, TimeoutError):
+            return False
+        return True
 
 
 class WsConnector:

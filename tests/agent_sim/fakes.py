@@ -66,6 +66,8 @@ class RecordingLink:
         self.close_reason: str | None = None
         """The reason the agent closed the link with (None: it did not close it)."""
         self.aborted = False
+        self.frozen = False
+        """The hub stopped answering pings (`answers` says False)."""
 
     def __repr__(self) -> str:
         return f"RecordingLink({self.name!r}, close_code={self.close_code})"
@@ -103,6 +105,16 @@ class RecordingLink:
     def abort(self) -> None:
         self.aborted = True
         self.ended(ABNORMAL)
+
+    async def answers(self, timeout_s: float) -> bool:
+        """The hub answers while `frozen` is clear (a test freezes it to play a hub that
+        stopped answering)."""
+        if self.close_code is not None:
+            return False
+        if not self.frozen:
+            return True
+        await asyncio.sleep(0)
+        return False
 
     # --- the hub's side, for the test -------------------------------------------------
 

@@ -237,3 +237,33 @@ async def test_heartbeats_carry_the_running_jobs() -> None:
             await link.next_sent(JobResult)
             while (await link.next_sent(Heartbeat)).running != 0:
                 pass
+
+
+async def test_a_hub_that_answers_no_ping_is_left_and_the_results_replayed_elsewhere() -> None:
+    """The node's own liveness check: a frozen hub keeps its connection up and answers
+    nothing; the node drops it, registers with the next hub and replays its result there
+    (it would have sat unread in the frozen hub's socket)."""
+    node = Node()
+    first, second = RecordingLink("frozen"), RecordingLink("next")
+    async with node.running():
+        await node.connect(first, heartbeat_interval_ms=5)
+        first.feed(job_assign("j1"))
+        result = await first.next_sent(JobResult)
+        first.frozen = True
+        async with asyncio.timeout(TIMEOUT_S):
+            await first.closed.wait()
+        assert first.aborted  # no closing handshake with a hub that answers nothing
+        await node.connect(second)
+        await second.next_sent(JobResult)
+    assert second.sent[-1] == msgspec.structs.replace(result, replayed=True)
+
+
+async def test_a_hub_that_answers_its_pings_is_kept() -> None:
+    node = Node()
+    link = RecordingLink()
+    async with node.running():
+        await node.connect(link, heartbeat_interval_ms=5)
+        async with asyncio.timeout(TIMEOUT_S):
+            for _ in range(5):
+                await link.next_sent(Heartbeat)
+        assert link.close_code is None and not link.aborted
