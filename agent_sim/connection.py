@@ -104,6 +104,7 @@ class ConnectionLoop:
         "_connector",
         "_dropped",
         "_frames",
+        "_hub_silent",
         "_jobs",
         "_reconnect_max_s",
         "_reconnect_min_s",
@@ -169,6 +170,9 @@ class ConnectionLoop:
         """How the last connection was closed (1001: the hub is going away)."""
         self._dropped = False
         """A registered connection ended without a clean close: replay recent results."""
+        self._hub_silent = False
+        """The last hub stopped answering pings: reconnecting to it would hang (a frozen
+        process's kernel still accepts connections), so the next hub is tried first."""
 
     def _backoff_s(self, failures: int) -> float:
         """Exponential backoff with full jitter, in [reconnect_min_s, reconnect_max_s]."""
@@ -217,14 +221,15 @@ class ConnectionLoop:
                 )
                 failures += 1
             else:
-                going_away = self._close_code == GOING_AWAY
+                going_away = self._close_code == GOING_AWAY or self._hub_silent
+                self._hub_silent = False
                 if going_away or (registered and time.monotonic() - started >= STABLE_SESSION_S):
                     failures = 0  # the hub is shutting down: move on at once
                 else:
                     failures += 1
                 if not registered or going_away:
-                    # Closed before `registered` (that hub is not serving), or the hub
-                    # is shutting down (1001): the next hub.
+                    # Closed before `registered` (that hub is not serving), the hub is
+                    # shutting down (1001) or stopped answering: the next hub.
                     index = (index + 1) % len(self.hub_urls)
             if state.stopping or state.draining or self.replaced:
                 break
@@ -371,6 +376,7 @@ class ConnectionLoop:
                         "{}: hub {} answered no ping for {:.1f}s: moving to another hub",
                         self._state.node_id, self.hub_id, silence_s,
                     )
+                    self._hub_silent = True
                     link.abort()
                 return
 

@@ -113,6 +113,7 @@ class Ledger:
             "unanswered": unanswered,
             "duplicate_results": duplicates,
             "reruns": reruns(events),
+            "rerun_keys": rerun_keys(events)[:10],
             "leaked_slots": leaked_slots,
             "seconds": round(seconds, 2),
         }
@@ -120,12 +121,17 @@ class Ledger:
 
 def reruns(events: list[dict[str, Any]]) -> int:
     """Requests whose job started again after a run of it had finished on a node."""
+    return len(rerun_keys(events))
+
+
+def rerun_keys(events: list[dict[str, Any]]) -> list[str]:
+    """The request keys of `reruns`, sorted (to find them in the hubs' logs)."""
     by_key: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for event in events:
         by_key[str(event["key"])].append((float(event["t"]), str(event["ev"])))
-    count = 0
-    for runs in by_key.values():
+    keys = []
+    for key, runs in by_key.items():
         first_done = min((t for t, ev in runs if ev == "done"), default=None)
         if first_done is not None and any(ev == "start" and t > first_done for t, ev in runs):
-            count += 1
-    return count
+            keys.append(key)
+    return sorted(keys)

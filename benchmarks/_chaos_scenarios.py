@@ -322,6 +322,145 @@ async def rolling_restart(world: World, sizes: Sizes, rng: random.Random) -> dic
     return await finish(world, ledger, "rolling_restart", started, clients)
 
 
+async def _hub_freeze(
+    world: World, sizes: Sizes, rng: random.Random, name: str, freeze_s: float,
+    **timers: Any,
+) -> dict[str, Any]:
+    """Hub a frozen (SIGSTOP, then SIGCONT) under a cross-hub load: nodes on both hubs,
+    clients on both. Its jobs and its nodes' jobs must each run to their end once."""
+    world.start_hub("a", **timers)
+    world.start_hub("b", **timers)
+    world.start_nodes("x", ["a", "b"], count=2, slots=20, service_ms=300)
+    world.start_nodes("y", ["b", "a"], count=2, slots=20, service_ms=300)
+    await until(lambda: sees_nodes(world, "a", 4) and sees_nodes(world, "b", 4), "the fleet")
+    clients = await clients_for(world, ["a", "b"], ["b", "a"])
+    ledger = Ledger()
+    started = time.monotonic()
+
+    async def freeze() -> None:
+        world.pause_hub("a")
+        await asyncio.sleep(freeze_s)
+        world.resume_hub("a")
+
+    pause = {sizes.jobs // 3: lambda: _background(freeze())}  # the load goes on
+    await paced(ledger, clients, sizes.jobs, sizes.rate, name[:3], at=pause)
+    await _all_background()
+    await ledger.settle(SETTLE_S)
+    await retry_refused(world, ledger, clients, sizes.rate)
+    return await finish(world, ledger, name, started, clients)
+
+
+async def hub_freeze_short(world: World, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
+    """Hub a frozen 1.5 s: past `hub_timeout_ms` (1 s here), within `node_timeout_ms`."""
+    return await _hub_freeze(world, sizes, rng, "hub_freeze_short", 1.5)
+
+
+async def hub_freeze(world: World, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
+    """Hub a frozen 5 s: the other declares it dead, reaps its inbox and takes its
+    nodes; it wakes holding jobs, nodes and results nobody may run twice."""
+    return await _hub_freeze(world, sizes, rng, "hub_freeze", 5.0)
+
+
+async def hub_freeze_defaults(
+    world: World, sizes: Sizes, rng: random.Random
+) -> dict[str, Any]:
+    """Hub a frozen 5 s with the default timers (`hub_timeout_ms` 3 s, `node_timeout_ms`
+    15 s, heartbeats every 5 s): excluded, not buried."""
+    return await _hub_freeze(
+        world, sizes, rng, "hub_freeze_defaults", 5.0, heartbeat_interval_ms=5000,
+        node_timeout_ms=15000, hub_timeout_ms=3000, accept_timeout_ms=5000,
+    )
+
+
+async def rolling_restart_long(
+    world: World, sizes: Sizes, rng: random.Random
+) -> dict[str, Any]:
+    """A rolling restart with jobs of 2 s, longer than `hub_timeout_ms` / 3: every
+    submit answered, none failed (no `no_node`, no `hub_shutdown`)."""
+    world.start_hub("a")
+    world.start_hub("b")
+    world.start_nodes("x", ["a", "b"], count=3, slots=20, service_ms=2000)
+    world.start_nodes("y", ["b", "a"], count=3, slots=20, service_ms=2000)
+    await until(lambda: sees_nodes(world, "a", 6) and sees_nodes(world, "b", 6), "the fleet")
+    clients = await clients_for(world, ["a", "b"], ["b", "a"])
+    ledger = Ledger()
+    started = time.monotonic()
+
+    async def restarts() -> None:
+        await asyncio.sleep(0.5)
+        for name in ("a", "b"):
+            await asyncio.to_thread(world.drain_hub, name)
+            await asyncio.to_thread(world.start_hub, name)
+            await asyncio.sleep(0.5)
+
+    rolling = asyncio.create_task(restarts())
+    i = 0
+    while not rolling.done():
+        await ledger.submit(clients[i % len(clients)], f"rl-{i}")
+        i += 1
+        await asyncio.sleep(4 / sizes.rate)  # pacing the load, not waiting for anything
+    await rolling
+    return await finish(world, ledger, "rolling_restart_long", started, clients)
+
+
+async def drain_then_resubmit(
+    world: World, sizes: Sizes, rng: random.Random
+) -> dict[str, Any]:
+    """Hub a drains (SIGTERM, `drain_timeout_ms` 1 s) holding two 3 s jobs running on its
+    two 1-slot nodes and three waiting; their client resubmits the same request ids on
+    hub b: each must end with its result, none with `hub_shutdown`."""
+    world.start_hub("a", drain_timeout_ms=1000)
+    world.start_hub("b")
+    world.start_nodes("x", ["a", "b"], count=2, slots=1, service_ms=3000)
+    await until(lambda: sees_nodes(world, "b", 2), "hub b to see the fleet")
+    (on_a,) = await clients_for(world, ["a"], resubmit=False)
+    ledger = Ledger()
+    started = time.monotonic()
+    keys = [f"dr-{i}" for i in range(5)]
+    for key in keys:
+        await ledger.submit(on_a, key)
+    await until(
+        lambda: sum(s["running"] for s in world.node_stats().values()) == 2, "two to run"
+    )
+    await asyncio.to_thread(world.drain_hub, "a")
+    await asyncio.sleep(0.5)  # as the issue tried it: the resubmit half a second later
+    (on_b,) = await clients_for(world, ["b"])
+    first = list(ledger.records)
+    ledger.records.clear()  # the resubmits' answers are what counts
+    for key in keys:
+        await ledger.submit(on_b, key)
+    summary = await finish(world, ledger, "drain_then_resubmit", started, [on_a, on_b])
+    summary["first_answers"] = sorted(
+        str(getattr(r.handle.result.result(), "error", None) or "ok")
+        for r in first if r.handle.result.done()
+    )
+    return summary
+
+
+async def redis_freeze_15s(world: World, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
+    """Redis frozen 15 s (SIGSTOP, SIGCONT) with nodes on both hubs: afterwards every hub
+    sees every node again (presence healed), and the load goes through."""
+    world.start_hub("a")
+    world.start_hub("b")
+    world.start_nodes("x", ["a", "b"], count=2, slots=20, service_ms=50)
+    world.start_nodes("y", ["b", "a"], count=2, slots=20, service_ms=50)
+    await until(lambda: sees_nodes(world, "a", 4) and sees_nodes(world, "b", 4), "the fleet")
+    clients = await clients_for(world, ["a", "b"], ["b", "a"])
+    ledger = Ledger()
+    started = time.monotonic()
+    await paced(ledger, clients, sizes.jobs // 3, sizes.rate, "rf")
+    world.pause_redis()
+    await asyncio.sleep(15.0)
+    world.resume_redis()
+    # Within the heartbeats after the store answers, both hubs see all four nodes.
+    await until(lambda: sees_nodes(world, "a", 4) and sees_nodes(world, "b", 4),
+                "every hub to see every node again", timeout_s=10.0)
+    await ledger.settle(SETTLE_S)
+    await retry_refused(world, ledger, clients, sizes.rate)
+    await paced(ledger, clients, sizes.jobs // 3, sizes.rate, "rg")
+    return await finish(world, ledger, "redis_freeze_15s", started, clients)
+
+
 async def same_request_two_hubs(
     world: World, sizes: Sizes, rng: random.Random
 ) -> dict[str, Any]:
@@ -393,4 +532,10 @@ SCENARIOS: dict[str, Scenario] = {
     "redis_pause": redis_pause,
     "rolling_restart": rolling_restart,
     "same_request_two_hubs": same_request_two_hubs,
+    "hub_freeze_short": hub_freeze_short,
+    "hub_freeze": hub_freeze,
+    "hub_freeze_defaults": hub_freeze_defaults,
+    "rolling_restart_long": rolling_restart_long,
+    "drain_then_resubmit": drain_then_resubmit,
+    "redis_freeze_15s": redis_freeze_15s,
 }

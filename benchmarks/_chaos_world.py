@@ -12,6 +12,7 @@ the same port, empty).
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -118,7 +119,8 @@ class World:
         settings: dict[str, Any] = {
             "hub_id": f"{self.prefix}-{name}", "port": hub.port,
             "deployment_mode": "cross_instance", "redis_url": self.redis_url,
-            "redis_prefix": self.prefix, "log_level": "WARNING", **TIMERS, **flags,
+            "redis_prefix": self.prefix,
+            "log_level": os.environ.get("CHAOS_HUB_LOG_LEVEL", "WARNING"), **TIMERS, **flags,
         }
         args = ["serve"]
         for key, value in settings.items():
@@ -155,6 +157,17 @@ class World:
         hub.child.proc.wait(10)
         self.procs.stop(hub.child)
         hub.child = None
+
+    def pause_hub(self, name: str) -> None:
+        """SIGSTOP: the hub freezes (a GC pause, a stalled VM), its sockets stay open."""
+        hub = self.hubs[name]
+        assert hub.child is not None
+        hub.child.proc.send_signal(signal.SIGSTOP)
+
+    def resume_hub(self, name: str) -> None:
+        hub = self.hubs[name]
+        assert hub.child is not None
+        hub.child.proc.send_signal(signal.SIGCONT)
 
     def drain_hub(self, name: str, timeout_s: float = 60.0) -> None:
         """SIGTERM: the hub drains, then exits; wait for that."""

@@ -63,6 +63,10 @@ class LocalHub(EnvelopeHandler, Protocol):
         """A hub was seen with a new boot token (or for the first time): reconcile what
         this hub holds of its jobs and nodes with its new run."""
 
+    async def hub_revived(self, hub_id: str) -> None:
+        """A hub this one declared dead is back under the same run (it was frozen or cut
+        off): tell it what this hub stopped and what it holds of it."""
+
     async def peers_at_start(self, hub_ids: list[str]) -> None:
         """At start: the other hubs answering now (each will reconcile with this run)."""
 
@@ -211,6 +215,9 @@ class Cluster:
         # After this hub could not beat for a while (the store was unreachable or hung),
         # every other hub's beats look old too: judge them on the next reading.
         cut_off = (now - peers.beat_ok_s) * 1000 > self.silence_ms
+        if peers.beating and (now - peers.beat_ok_s) * 1000 > self.config.hub_timeout_ms:
+            peers.rejoined_s = now
+        peers.beating = True
         peers.beat_failed = False
         peers.beat_ok_s = now
         changes = self.members.beats(
@@ -264,8 +271,12 @@ class Cluster:
             self._restart_subscription()
         present = await self.store.live_hubs()
         known = await self.store.known_hubs()
+        revived = self.members.revived(present)
         lost, dead = self.members.check(present, known)
         self.reaper.revived(present)
+        for hub_id in revived:
+            logger.warning("hub {} declared dead is back: reconciling with it", hub_id)
+            await self._local.hub_revived(hub_id)
         for hub_id in lost:
             logger.warning("hub {} is gone: failing over its work", hub_id)
             await self._bury(hub_id)

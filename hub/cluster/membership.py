@@ -74,6 +74,11 @@ class Membership:
         """Hubs whose presence was just read (added to the live ones, nothing removed)."""
         self.live |= present
 
+    def revived(self, present: Set[str]) -> list[str]:
+        """Buried hubs whose presence is back (the same run, woken from a freeze, or
+        reachable again), sorted; `check` then counts them alive."""
+        return sorted(self._buried & present)
+
     def check(self, present: Set[str], known: Set[str]) -> tuple[list[str], list[str]]:
         """One presence check: `present` hubs have live presence, `known` ones announced
         themselves and were not dropped. Returns the hubs that just died (to bury:

@@ -41,6 +41,11 @@ class Peers:
         """The last liveness beat did not reach the store."""
         self._store_failed_s: float | None = None
         """When a store call (beat, inbox read, send) last failed."""
+        self.beating = False
+        """The liveness loop runs (it beat once): until then nothing is out of touch."""
+        self.rejoined_s: float | None = None
+        """When a beat last reached the store after a gap long enough for the other
+        hubs to exclude this one (it was frozen, or cut off from the store)."""
 
     def __repr__(self) -> str:
         return f"Peers(hub={self.hub_id!r}, {self.members!r})"
@@ -81,6 +86,15 @@ class Peers:
         """This hub drains: say so in everything it publishes from now on."""
         self.replica.draining = True
 
+    def handoff_targets(self) -> list[str]:
+        """Hubs that can take over this hub's unfinished work as it stops: alive,
+        answering, not draining themselves (sorted)."""
+        return sorted(
+            hub_id for hub_id in self.members.live
+            if hub_id != self.hub_id and not self.members.is_excluded(hub_id)
+            and hub_id not in self.replica.draining_hubs
+        )
+
     def boot_of(self, hub_id: str) -> str:
         """The boot token `hub_id` beats with now ("" when unknown)."""
         return self.members.boots.get(hub_id, "")
@@ -96,6 +110,18 @@ class Peers:
         hubs may be late or lost (and are being replayed), so silence proves nothing."""
         failed = self._store_failed_s
         return not self.store_ok or (failed is not None and time.monotonic() - failed < within_s)
+
+    def out_of_touch(self, within_s: float = 0.0) -> bool:
+        """Whether this hub has not reached the store for longer than `hub_timeout_ms`
+        (the other hubs excluded it, maybe declared it dead), or had not until `within_s`
+        ago: what it held meanwhile (its nodes' sessions, its timers, the results in its
+        sockets) may be stale, or be known to others as lost."""
+        if not self.beating:
+            return False
+        now = time.monotonic()
+        if now - self.beat_ok_s > self.config.hub_timeout_ms / 1000:
+            return True
+        return self.rejoined_s is not None and now - self.rejoined_s < within_s
 
     @property
     def store_ok(self) -> bool:

@@ -140,6 +140,10 @@ class Reconcile(_Envelope, tag="reconcile"):
     """The recipient's run this is meant for (another run ignores it)."""
     running: list[Held] = []
     attempts: list[Held] = []
+    buried: bool = False
+    """The sender had declared the recipient dead (it was frozen or cut off) and sees it
+    again: it stopped every attempt of the recipient's jobs on its nodes then, and
+    archived the results it read for them; `running` holds those it took since."""
 
 
 class Deliver(_Envelope, tag="deliver"):
@@ -197,9 +201,28 @@ class RoomDeliver(_Envelope, tag="room_deliver"):
     result: RoomResult
 
 
+class HandedJob(msgspec.Struct, array_like=True):
+    """One unfinished job a draining hub hands on."""
+
+    job_id: str
+    """Its id at the draining hub: its request is bound to it."""
+    tenant: str
+    submit: Submit
+    """The submit that made it, its `timeout_ms` what is left of the job's budget."""
+
+
+class Handoff(_Envelope, tag="handoff"):
+    """A draining hub -> a live hub: jobs it could not finish (still waiting for a slot,
+    or cut off by `drain_timeout_ms`: revoked at their nodes). The recipient takes each
+    over (its request bound to a new job there, unless a resubmit moved it first) and
+    runs it; the clients, told `hub_shutdown`, get its result when they resubmit."""
+
+    jobs: list[HandedJob]
+
+
 Envelope = (
     Dispatch | Refused | Revoke | NodeEvent | NodeLost | Watch | Unknown | Reconcile | Deliver
-    | NodeReplaced | AdminRequest | AdminReply | SessionTaken | RoomDeliver
+    | NodeReplaced | AdminRequest | AdminReply | SessionTaken | RoomDeliver | Handoff
 )
 
 

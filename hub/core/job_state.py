@@ -112,6 +112,7 @@ class Job:
         "result",
         "session_id",
         "status",
+        "submit",
         "tenant",
         "timeout_ms",
         "unconfirmed",
@@ -135,8 +136,12 @@ class Job:
         priority: int = 0,
         queue_timeout_ms: int = 0,
         fair_key: str = "",
+        submit: Any = None,
     ) -> None:
         self.job_id = job_id
+        self.submit = submit
+        """The submit that made it (what a drain hands to another hub; None for a job
+        restored from elsewhere)."""
         self.tenant = tenant
         self.request_id = request_id
         self.session_id = session_id

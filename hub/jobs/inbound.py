@@ -21,6 +21,7 @@ from hub.core.envelopes import (
     Deliver,
     Dispatch,
     Envelope,
+    Handoff,
     Held,
     NodeEvent,
     NodeLost,
@@ -129,6 +130,8 @@ class InboundRouter:
                 )
             case Reconcile():
                 await self._reconciled(envelope)
+            case Handoff():
+                await self.resubmits.take_handed(envelope.sender, envelope.jobs)
             case Deliver():
                 if self.resubmits.deliverable(envelope.client_id, envelope.message):
                     await self.delivery.to_client(envelope.client_id, envelope.message)
@@ -160,6 +163,11 @@ class InboundRouter:
                     self.hub_id, node_id=held.node_id, job_id=held.job_id,
                     attempt=held.attempt, reason=HUB_LOST,
                 ))
+        if envelope.buried:
+            self.events.home_revived(
+                envelope.sender, {(held.job_id, held.attempt) for held in envelope.running}
+            )
+            return
         await self.previous.reconciled(envelope.sender, envelope.running)
 
     async def _reaped(self, envelope: Envelope) -> None:
@@ -200,9 +208,10 @@ class InboundRouter:
     async def renew_leases(self) -> None:
         await self.owner.renew_leases()
 
-    async def hub_restarted(self, hub_id: str) -> None:
+    async def hub_restarted(self, hub_id: str, *, buried: bool = False) -> None:
         """Tell a hub's new run what this hub holds of its earlier runs: attempts of its
-        jobs on our nodes, and our jobs' attempts on its nodes."""
+        jobs on our nodes, and our jobs' attempts on its nodes (`buried`: the same run,
+        back after this hub declared it dead)."""
         boot = self.peers.boot_of(hub_id)
         running = [
             Held(
@@ -219,9 +228,15 @@ class InboundRouter:
             if job.node_hub == hub_id and not job.finished
         ]
         self.peers.send(
-            hub_id, Reconcile(self.hub_id, boot=boot, running=running, attempts=attempts)
+            hub_id, Reconcile(
+                self.hub_id, boot=boot, running=running, attempts=attempts, buried=buried
+            )
         )
-        self.resubmits.home_restarted(hub_id)
+        if not buried:
+            self.resubmits.home_restarted(hub_id)
+
+    async def hub_revived(self, hub_id: str) -> None:
+        await self.hub_restarted(hub_id, buried=True)
 
     async def peers_at_start(self, hub_ids: list[str]) -> None:
         self.previous.expect(hub_ids)

@@ -38,6 +38,9 @@ class LiveInbound:
     async def hub_restarted(self, hub_id: str) -> None:
         await self._router.hub_restarted(hub_id)
 
+    async def hub_revived(self, hub_id: str) -> None:
+        await self._router.hub_revived(hub_id)
+
     async def peers_at_start(self, hub_ids: list[str]) -> None:
         await self._router.peers_at_start(hub_ids)
 

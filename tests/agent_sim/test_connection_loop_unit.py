@@ -253,7 +253,9 @@ async def test_a_hub_that_answers_no_ping_is_left_and_the_results_replayed_elsew
         async with asyncio.timeout(TIMEOUT_S):
             await first.closed.wait()
         assert first.aborted  # no closing handshake with a hub that answers nothing
-        await node.connect(second)
+        # The next hub, not the frozen one again: its kernel would accept the connection
+        # and the handshake would hang until it wakes.
+        await node.connect(second, url=URL_B)
         await second.next_sent(JobResult)
     assert second.sent[-1] == msgspec.structs.replace(result, replayed=True)
 

@@ -93,6 +93,57 @@ async def test_drain_timeout_then_the_rest_fails_and_a_second_signal_stops_at_on
     assert 0.9 < patient_s < 4.0, patient_s  # after drain_timeout_ms
 
 
+async def test_a_drain_hands_its_unfinished_jobs_on_and_resubmits_run_them(
+    start_hubs: Any,
+) -> None:
+    """Two 1-slot nodes on the draining hub run two jobs that outlast `drain_timeout_ms`,
+    three more wait. Each ends `hub_shutdown` for its client; resubmitted on the other
+    hub with the same request ids (half a second later, and again later still) each
+    runs to its result, every one exactly once to completion."""
+    draining, other = start_hubs(2, drain_timeout_ms=500)
+    work = Work(gated=True)
+    n1 = agent("n1", [draining.url, other.url], work, max_concurrency=1)
+    n2 = agent("n2", [draining.url, other.url], work, max_concurrency=1)
+    async with n1, n2:
+        await n1.wait_registered(WAIT_S)
+        await n2.wait_registered(WAIT_S)
+        await until(lambda: sees(other, "n1"), "the other hub to see the fleet")
+        keys = [f"d{i}" for i in range(5)]
+        async with HubClient(draining.url, resubmit=False) as first:
+            handles = [
+                await first.submit("en", "zh", request_id=key, payload={"key": key})
+                for key in keys
+            ]
+            await until(lambda: _true(n1.running + n2.running == 2), "two to run")
+            draining.signal(signal.SIGTERM)
+            firsts = await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), WAIT_S)
+        assert all(
+            isinstance(r, Result) and r.error is not None and r.error.code == "hub_shutdown"
+            for r in firsts
+        ), firsts
+        await until(lambda: _true(draining.exited()), "the drained hub to exit", 5.0)
+        await asyncio.sleep(0.5)  # as an operator's client would: a moment later
+        work.gate.set()
+        async with HubClient(other.url) as again:
+            resubmits = [
+                await again.submit("en", "zh", request_id=key, payload={"key": key})
+                for key in keys
+            ]
+            results = await asyncio.wait_for(
+                asyncio.gather(*(h.result for h in resubmits)), 3 * WAIT_S
+            )
+            # Later still, the same request ids answer from what ran: no new run.
+            later = [
+                await again.submit("en", "zh", request_id=key, payload={"key": key})
+                for key in keys
+            ]
+            repeats = await asyncio.wait_for(asyncio.gather(*(h.result for h in later)), WAIT_S)
+    assert all(isinstance(r, Result) and r.ok for r in results), results
+    assert all(isinstance(r, Result) and r.ok for r in repeats), repeats
+    assert {r.job_id for r in results} == {r.job_id for r in repeats}
+    assert work.completed == Counter({key: 1 for key in keys}), work.completed
+
+
 async def test_readyz_says_unavailable_while_redis_is_down(start_hubs: Any) -> None:
     own = RedisServer()
     own.start()

@@ -169,6 +169,7 @@ class Admission:
             priority=message.priority,
             queue_timeout_ms=queue_timeout_ms,
             fair_key=fair_key,  # whose turn a waiting job takes
+            submit=message,
         )
         if waits or selection.node_id is None:
             return Queue(job, selection)

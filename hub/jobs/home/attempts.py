@@ -31,6 +31,7 @@ perform), so an interleaved message always sees a consistent job.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from typing import Any
@@ -58,6 +59,7 @@ from hub.core.selector import Selection, select_node
 from hub.jobs.home.answers import SubmitReply
 from hub.jobs.home.delivery import ClientDelivery
 from hub.jobs.home.job_log import OFF, JobLog
+from hub.jobs.home.stranded import StrandedAttempts
 from hub.jobs.home.table import JobTable
 from hub.jobs.home.transit import Transit
 from hub.jobs.home.waiting import WaitingJobs
@@ -117,6 +119,17 @@ class Attempts:
         self.rng = rng
         self.waiting = waiting
         self.deadlines: DeadlineLoop[Deadline] = DeadlineLoop(clock, self._deadline_passed)
+        self.stranded = StrandedAttempts(
+            hub_id=config.hub_id, fleet=fleet, peers=peers, table=table, clock=clock,
+            # Time for a node to notice that its hub went silent (its pings go
+            # unanswered for 3 heartbeats) and register with another hub.
+            wait_ms=3 * config.heartbeat_interval_ms + config.hub_timeout_ms,
+            # Replayed results follow a node's registration at once; forwarding them
+            # takes a store round trip or two.
+            replay_grace_ms=max(500, config.hub_timeout_ms // 3),
+            fail_over=self._unstrand,
+        )
+        """Attempts whose node's hub went silent: their results may still come."""
 
     def __repr__(self) -> str:
         return f"Attempts(hub={self.hub_id!r}, {self.deadlines!r})"
@@ -385,8 +398,10 @@ class Attempts:
         output: Any = None,
         error: ErrorInfo | None = None,
         reply: SubmitReply | None = None,
+        archive: bool = True,
     ) -> None:
-        """Send the job's one terminal result to every watcher and archive it.
+        """Send the job's one terminal result to every watcher and archive it (unless
+        not `archive`: the job goes on elsewhere, and a resubmit must find it there).
 
         With `reply` (the first dispatch never reached a node) the submitter
         first gets the `accepted` it has not had yet.
@@ -415,7 +430,8 @@ class Attempts:
             await self.delivery.result(watcher, result)
         # Archived in the background, batched: the result is out already, and waiting
         # here for the store would hold up whatever handed us this job's end.
-        self.archive.put(job.to_record())
+        if archive:
+            self.archive.put(job.to_record())
 
     # --- deadlines ---------------------------------------------------------------------
 
@@ -439,14 +455,30 @@ class Attempts:
         deadlines.discard((job.job_id, job.attempt, ACCEPT))
         deadlines.discard((job.job_id, job.attempt, ATTEMPT))
         deadlines.discard((job.job_id, job.attempt, TRANSIT))
+        self.stranded.release(job.job_id)
         if overall:
             deadlines.discard((job.job_id, 0, OVERALL))
             deadlines.discard((job.job_id, 0, QUEUE))
             self._in_transit.pop(job.job_id, None)
 
     async def run_deadlines(self) -> None:
-        """Fire accept, attempt and overall deadlines; runs until cancelled."""
-        await self.deadlines.run()
+        """Fire accept, attempt, overall and stranded attempts' deadlines; runs until
+        cancelled."""
+        await asyncio.gather(self.deadlines.run(), self.stranded.run())
+
+    async def _unstrand(self, job: Job, outcome: str) -> None:
+        """A stranded attempt's wait ended without its result reaching this hub: a hub
+        that read the result on this hub's behalf (it declared this hub dead and drained
+        its inbox) archived it; else the attempt failed."""
+        record = await self.archive.load(job.job_id)
+        if job.finished or self.table.get(job.job_id) is not job:
+            return
+        if record is not None and record.result is not None and record.orphaned:
+            result = record.result
+            self.log.recovered(job)
+            await self.finish(job, ok=result.ok, output=result.output, error=result.error)
+            return
+        await self.next(job, outcome)
 
     async def _deadline_passed(self, item: Deadline) -> None:
         job_id, attempt, kind = item
@@ -471,9 +503,12 @@ class Attempts:
         if kind == TRANSIT:
             await self._reselect(job, job.history[-1].outcome if job.history else TRANSIT)
             return
-        if self._store_silenced(job):
+        if self.stranded.holds(job):
+            return  # its node's hub went silent: `stranded` decides
+        if self._store_silenced(job) or self.peers.out_of_touch():
             # The node's hub can reach us only through the store, which is failing or
-            # just failed (its messages are late, or being replayed): its silence proves
+            # just failed (its messages are late, or being replayed), or this hub itself
+            # was frozen (what its nodes sent meanwhile is unread): silence proves
             # nothing yet. Look again later (the job's own deadline still applies).
             self.deadlines.push(self.clock.now_ms() + self.config.accept_timeout_ms, item)
             return

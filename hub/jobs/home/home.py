@@ -25,9 +25,14 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
+import msgspec
+from loguru import logger
+
 from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.config import HubConfig
+from hub.core.envelopes import HandedJob, Handoff
+from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
 from hub.core.job_state import HUB_SHUTDOWN, Job, JobRecord
 from hub.core.messages import Cancel, ErrorInfo, Submit
@@ -52,6 +57,9 @@ from hub.runtime.deadline_loop import Clock
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 
+HANDOFF_BATCH = 256
+"""Jobs per `Handoff` envelope."""
+
 
 class JobHome:
     def __init__(
@@ -71,6 +79,9 @@ class JobHome:
         self.config = config
         self.hub_id = config.hub_id
         self.archive = archive
+        self._store = store
+        self._peers = peers
+        self._clock = clock
         self.table = table = JobTable(config.hub_id, boot=store.boot)
         self.delivery = delivery = ClientDelivery(hub_id=config.hub_id, peers=peers)
         self.waiting = waiting = WaitingJobs(
@@ -189,16 +200,44 @@ class JobHome:
         await self.pump.run()
 
     async def shutdown(self) -> None:
-        """Stop every unfinished job: cancel at its node and tell its clients."""
+        """Stop every unfinished job: cancel it at its node, tell its clients
+        `hub_shutdown`, and hand it on: to a live hub that runs it under the same
+        request id (cross-instance), or by releasing its request id (no hub to take it).
+        Either way a resubmit of the request gets the job run, never this stop's
+        failure: nothing is archived for it here."""
         await self.binder.aclose()  # submits waiting on their binding get it first...
         for _ in range(100):  # ...and record their jobs in their next step (bounded: 1 s)
             if not self.table.pending:
                 break
             await asyncio.sleep(0.01)
-        for job in list(self.table.active.values()):
+        targets = self._peers.handoff_targets()
+        handed: dict[str, list[HandedJob]] = {hub_id: [] for hub_id in targets}
+        released: list[Job] = []
+        now_ms = self._clock.now_ms()
+        for i, job in enumerate(list(self.table.active.values())):
             await self.attempts.revoke(job, HUB_SHUTDOWN)
             await self.attempts.finish(
                 job, ok=False,
                 error=ErrorInfo(error_codes.HUB_SHUTDOWN, "the hub is shutting down"),
+                archive=False,
             )
+            left_ms = job.deadline_ms - now_ms
+            if targets and isinstance(job.submit, Submit) and left_ms > 0:
+                submit = msgspec.structs.replace(job.submit, timeout_ms=left_ms)
+                handed[targets[i % len(targets)]].append(
+                    HandedJob(job.job_id, job.tenant, submit)
+                )
+            else:
+                released.append(job)
+        for hub_id, jobs in handed.items():
+            for start in range(0, len(jobs), HANDOFF_BATCH):
+                batch = jobs[start : start + HANDOFF_BATCH]
+                self._peers.send(hub_id, Handoff(self.hub_id, jobs=batch))
+            if jobs:
+                logger.info("handed {} unfinished jobs to hub {}", len(jobs), hub_id)
+        for job in released:
+            try:
+                await self._store.release_request(job.request_id, job.job_id, tenant=job.tenant)
+            except StoreUnavailable as exc:  # its binding lapses with its TTL
+                logger.warning("releasing request {} failed: {}", job.request_id, exc)
         await self.archive.flush()

@@ -100,6 +100,20 @@ class JobLog:
                 event, job, text, job.node_id, job.job_id, job.attempt, outcome, reason=outcome
             )
 
+    def stranded(self, job: Job, reason: str) -> None:
+        if self.enabled:
+            self._emit(
+                "stranded", job, "job {} attempt {} on node {} waits for its result to be "
+                "replayed ({})", job.job_id, job.attempt, job.node_id, reason, reason=reason,
+            )
+
+    def recovered(self, job: Job) -> None:
+        if self.enabled:
+            self._emit(
+                "recovered", job, "job {} result found in the archive (read by the hub that "
+                "declared this one dead)", job.job_id,
+            )
+
     def failover(self, job: Job, reason: str) -> None:
         if self.enabled:
             self._emit(

@@ -66,6 +66,8 @@ class NodeEvents:
         self.archive = archive
         self.peers = peers
         self.metrics = metrics
+        self._rejoin_grace_s = 2 * attempts.config.hub_timeout_ms / 1000
+        """How long after this hub was out of touch a node's loss may be its move."""
 
     async def slot_freed(self) -> None:
         """A slot on one of this hub's nodes freed: this hub's waiting jobs get it at
@@ -179,13 +181,36 @@ class NodeEvents:
             or (node_id and job.node_id != node_id)
         ):
             return
+        if outcome == NODE_LOST and self.peers.out_of_touch(self._rejoin_grace_s):
+            # This hub was frozen: the node left because its pings went unanswered, and
+            # replays its results at the hub it moved to (forwarded here, or archived if
+            # that hub had declared this one dead). Wait for them before running it again.
+            self.attempts.stranded.strand(job, outcome)
+            self.attempts.log.stranded(job, "this hub was out of touch")
+            return
         await self.attempts.next(job, outcome)
 
     async def node_hub_lost(self, hub_id: str) -> None:
-        """A hub died: every attempt on one of its nodes failed."""
+        """A hub died: every attempt on one of its nodes waits for its node to move and
+        replay its result, then fails over (`StrandedAttempts`)."""
+        stranded = self.attempts.stranded
         for job in list(self.table.active.values()):
-            if job.node_hub == hub_id and not job.finished:
-                await self.attempts.next(job, HUB_LOST)
+            if job.node_hub == hub_id and not job.finished and not job.queued:
+                stranded.strand(job, HUB_LOST, heals=True)
+                self.attempts.log.stranded(job, f"hub {hub_id} died")
+
+    def home_revived(self, hub_id: str, running: set[tuple[str, int]]) -> None:
+        """A hub that had declared this one dead sees it again: it stopped every attempt
+        of this hub's jobs on its nodes when it did, except `running` (job id, attempt).
+        The others end: with the result it archived for them, or failed over."""
+        stranded = self.attempts.stranded
+        for job in list(self.table.active.values()):
+            if (
+                job.node_hub == hub_id and not job.finished and not job.queued
+                and (job.job_id, job.attempt) not in running
+            ):
+                stranded.strand(job, HUB_LOST, wait_ms=stranded.replay_grace_ms)
+                self.attempts.log.stranded(job, f"hub {hub_id} had declared this hub dead")
 
 
 def _detected(output: object, langs: tuple[str, str]) -> bool:

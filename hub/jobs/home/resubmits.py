@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import msgspec
 from loguru import logger
 
 from hub.cluster.peers import Peers
 from hub.core import error_codes
 from hub.core.config import HubConfig
-from hub.core.envelopes import Unknown, Watch
+from hub.core.envelopes import HandedJob, Unknown, Watch
 from hub.core.errors import StoreUnavailable
 from hub.core.job_state import Watcher, job_home
 from hub.core.messages import ClientOutbound, Rejected, Submit
@@ -291,6 +292,27 @@ class Resubmits:
                     link, watch.submit, watch.job_id, hub_id, watch.tenant, again=True
                 )
 
+    async def take_handed(self, sender: str, jobs: list[HandedJob]) -> None:
+        """A draining hub's unfinished jobs: each runs here under its request id (bound
+        to a new job, `take_over`), unless a resubmit moved the request first. Nobody
+        watches them here until their clients resubmit; the result is archived."""
+        link = Unwatched(f"handoff:{sender}")
+        for handed in jobs:
+            submit = handed.submit
+            reply = SubmitReply(
+                link, submit, self.metrics, self.admission.attempts.log, duplicate=True
+            )
+            principal = self.delivery.principal(link.peer_id, handed.tenant)
+            try:
+                await self.take_over(link, submit, handed.job_id, principal, reply)
+            except Exception:
+                logger.exception(
+                    "taking over request {} from draining hub {} failed",
+                    submit.request_id, sender,
+                )
+        if jobs:
+            logger.info("took over {} unfinished jobs of draining hub {}", len(jobs), sender)
+
     async def _answering(
         self, link: Link, submit: Submit, job_id: str, tenant: str,
         *, home_unknown: bool = False,
@@ -309,6 +331,28 @@ class Resubmits:
             failed = _failed(submit.request_id, exc)
             if not reply.answered:
                 await reply.rejected(failed.code, failed.message)
+
+
+class Unwatched:
+    """The `Link` of jobs taken over from a draining hub: their submitter is gone (its
+    clients resubmit, and watch them then), so what the job path says to it is dropped."""
+
+    __slots__ = ("peer_id",)
+
+    def __init__(self, peer_id: str) -> None:
+        self.peer_id = peer_id
+
+    async def send(self, message: msgspec.Struct) -> None:
+        return None
+
+    def queue(self, message: msgspec.Struct, *, flush: bool = False) -> None:
+        return None
+
+    async def close(self, code: int, reason: str) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
 
 
 def _failed(request_id: str, exc: BaseException | None = None) -> Rejected:
