@@ -84,6 +84,10 @@ class _RegistrationRefused(Exception):
 HUB_SILENCE_HEARTBEATS = 3
 """Heartbeat intervals without a pong after which a hub counts as frozen."""
 HUB_SILENCE_MIN_S = 2.0
+CONFLICT_RETRY_MAX_S: Final = 0.5
+"""The longest wait between registrations refused `node_id_conflict`: the node's
+previous hub died or froze holding its lease, which ends when the other hubs exclude
+it (within `hub_timeout_ms`); backing off further would only idle the node after."""
 """Never less: a hub's garbage collection or a busy loop turn may take a few hundred ms."""
 
 
@@ -179,11 +183,17 @@ class ConnectionLoop:
         cap = min(self._reconnect_max_s, self._reconnect_min_s * 2.0 ** min(failures + 1, 30))
         return self._rng.uniform(self._reconnect_min_s, cap)
 
+    def _retry_delay_s(self, failures: int, *, conflicted: bool) -> float:
+        """How long to wait before the next connection attempt."""
+        delay_s = self._backoff_s(failures)
+        return min(delay_s, CONFLICT_RETRY_MAX_S) if conflicted else delay_s
+
     async def run(self) -> None:
         """Connect, serve and reconnect until the agent is stopping or draining."""
         state = self._state
         index = 0
         failures = 0
+        conflicted = False
         while not state.stopping:
             url = self.hub_urls[index]
             started = time.monotonic()
@@ -205,6 +215,7 @@ class ConnectionLoop:
             except _RegistrationRefused as exc:
                 if exc.code == "node_id_conflict":
                     self.conflicts += 1
+                    conflicted = True
                 if exc.code == HUB_SHUTDOWN:  # that hub is draining: the next one
                     index = (index + 1) % len(self.hub_urls)
                 state.log.log(
@@ -233,7 +244,8 @@ class ConnectionLoop:
                     index = (index + 1) % len(self.hub_urls)
             if state.stopping or state.draining or self.replaced:
                 break
-            await asyncio.sleep(self._backoff_s(failures))
+            await asyncio.sleep(self._retry_delay_s(failures, conflicted=conflicted))
+            conflicted = False
 
     async def _connect_once(self, url: str) -> bool:
         """One connection: handshake, register, serve until it closes.
@@ -370,7 +382,10 @@ class ConnectionLoop:
             await asyncio.sleep(interval_s)
             if link.close_code is not None:
                 return
-            if not await link.answers(silence_s):
+            pinged_s = self._jobs.now_s()
+            if await link.answers(silence_s):
+                self._jobs.confirmed(pinged_s)
+            else:
                 if link.close_code is None:
                     self._state.log.warning(
                         "{}: hub {} answered no ping for {:.1f}s: moving to another hub",

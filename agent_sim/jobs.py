@@ -8,7 +8,9 @@ each accepted job as a task in the connection's `TaskGroup`, sends
 the job counters. When the connection drops,
 `agent_sim.connection.ConnectionLoop` calls `cancel_all`: the hub fails those
 attempts over, so nothing is sent for them. The results it sent in the last
-`REPLAY_WINDOW_S` are kept to `replay` them on the next link.
+`REPLAY_WINDOW_S`, and every later one its hub has not shown it read (a ping
+sent after it, answered: `confirmed`), are kept to `replay` them on the next
+link: a hub that froze holds them unread for as long as it is frozen.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from hub.core.messages import (
 __all__ = ["REPLAY_WINDOW_S", "JobRunner"]
 
 REPLAY_WINDOW_S: Final = 5.0
-"""Results sent this long before a connection dropped are sent again after it."""
+"""Results sent this long before a connection dropped are sent again after it, read
+or not (the hub may have died before passing them on)."""
 
 _JobKey = tuple[str, int]
 
@@ -52,6 +55,7 @@ class JobRunner:
     __slots__ = (
         "_cancel_requested",
         "_clock",
+        "_confirmed_s",
         "_faults",
         "_frames",
         "_handler",
@@ -100,6 +104,8 @@ class JobRunner:
         self._idle.set()
         self._recent: deque[tuple[float, JobResult]] = deque()
         """Results sent lately (`clock` time), to `replay` after a dropped connection."""
+        self._confirmed_s = float("-inf")
+        """Results sent before this (`clock` time) reached the hub's connection."""
 
     @property
     def running(self) -> int:
@@ -145,24 +151,47 @@ class JobRunner:
             crash.add_done_callback(self._timers.discard)
 
     def _sent(self, result: JobResult) -> None:
-        now = self._clock()
+        self._recent.append((self._clock(), result))
+        self._trim()
+
+    def _trim(self) -> None:
         recent = self._recent
-        recent.append((now, result))
-        while recent and recent[0][0] < now - REPLAY_WINDOW_S:
+        window_start = self._clock() - REPLAY_WINDOW_S
+        # Sent before the window and no later than a ping the hub answered: read.
+        while recent and recent[0][0] < window_start and recent[0][0] <= self._confirmed_s:
             recent.popleft()
+
+    def now_s(self) -> float:
+        """The time `confirmed` takes (this runner's clock)."""
+        return self._clock()
+
+    def confirmed(self, before_s: float) -> None:
+        """The hub answered a ping sent at `before_s` (`clock` time): it read every result
+        sent before it (those outside `REPLAY_WINDOW_S` need not be replayed)."""
+        self._confirmed_s = max(self._confirmed_s, before_s)
+        self._trim()
 
     async def replay(self, link: HubLink) -> int:
         """After a connection dropped: send again, marked `replayed`, the results sent in
-        the last `REPLAY_WINDOW_S` (the hub they went to may have died before passing
-        them on; the job's home takes one only if that attempt is still current).
-        Returns how many."""
-        now = self._clock()
-        recent = [r for t, r in self._recent if t >= now - REPLAY_WINDOW_S]
+        the last `REPLAY_WINDOW_S` and those the hub never showed it read (the hub they
+        went to may have died or frozen before passing them on; the job's home takes
+        one only if that attempt is still current). They stay kept until this link's
+        hub confirms them. Returns how many."""
+        self._trim()
+        recent = [r for _, r in self._recent]
         self._recent.clear()
+        self._confirmed_s = float("-inf")  # the new link has confirmed nothing yet
         for result in recent:
-            if not await self._frames.send(link, msgspec.structs.replace(result, replayed=True)):
+            replayed = msgspec.structs.replace(result, replayed=True)
+            if not await self._frames.send(link, replayed):
                 break
+            self._sent(replayed)
         return len(recent)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Results kept for a replay."""
+        return len(self._recent)
 
     def cancel(self, job_id: str, attempt: int) -> None:
         """`job_cancel`: cancel that attempt's handler; nothing is sent for it."""

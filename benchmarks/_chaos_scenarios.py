@@ -372,6 +372,18 @@ async def hub_freeze_defaults(
     )
 
 
+async def hub_freeze_buried_defaults(
+    world: World, sizes: Sizes, rng: random.Random
+) -> dict[str, Any]:
+    """Hub a frozen 36 s with the default timers: past its presence (`node_timeout_ms`
+    15 s) and three heartbeats, so the other hub buries it and reaps its inbox; then it
+    wakes. Long: the benchmark runs it, the test suite does not (`LONG`)."""
+    return await _hub_freeze(
+        world, sizes, rng, "hub_freeze_buried_defaults", 36.0, heartbeat_interval_ms=5000,
+        node_timeout_ms=15000, hub_timeout_ms=3000, accept_timeout_ms=5000,
+    )
+
+
 async def rolling_restart_long(
     world: World, sizes: Sizes, rng: random.Random
 ) -> dict[str, Any]:
@@ -538,4 +550,7 @@ SCENARIOS: dict[str, Scenario] = {
     "rolling_restart_long": rolling_restart_long,
     "drain_then_resubmit": drain_then_resubmit,
     "redis_freeze_15s": redis_freeze_15s,
+    "hub_freeze_buried_defaults": hub_freeze_buried_defaults,
 }
+LONG = frozenset({"hub_freeze_buried_defaults"})
+"""Scenarios too long for the test suite (the benchmark runs every one)."""

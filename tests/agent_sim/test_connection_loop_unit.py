@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from agent_sim.connection import ConnectionLoop, Token
+from agent_sim.connection import CONFLICT_RETRY_MAX_S, ConnectionLoop, Token
 from agent_sim.frames import Frames
 from agent_sim.job import JobContext, JobHandler
 from agent_sim.jobs import JobRunner
@@ -269,3 +269,15 @@ async def test_a_hub_that_answers_its_pings_is_kept() -> None:
             for _ in range(5):
                 await link.next_sent(Heartbeat)
         assert link.close_code is None and not link.aborted
+
+
+def test_a_node_id_conflict_is_retried_soon_however_often_it_repeats() -> None:
+    """A conflict ends when the hub holding the node's lease is excluded: the node retries
+    within `CONFLICT_RETRY_MAX_S`, while other refusals back off up to the maximum."""
+    node = Node()
+    loop = node.loop
+    loop._reconnect_max_s = 30.0
+    conflicts = [loop._retry_delay_s(n, conflicted=True) for n in range(1, 30)]
+    others = [loop._retry_delay_s(n, conflicted=False) for n in range(20, 30)]
+    assert max(conflicts) <= CONFLICT_RETRY_MAX_S
+    assert max(others) > CONFLICT_RETRY_MAX_S

@@ -521,12 +521,13 @@ async def test_a_simulated_crash_cancels_the_running_job_as_a_lost_one() -> None
 # --- replay after the link changed ----------------------------------------------------------
 
 
-async def test_results_of_the_last_seconds_are_replayed_once_on_the_next_link() -> None:
+async def test_results_of_the_last_seconds_are_replayed_on_the_next_link() -> None:
     agent = Agent(echo)
     first, second, third = RecordingLink("first"), RecordingLink("second"), RecordingLink("third")
     async with agent.serving(first):
         await agent.assign("old")
         old = await first.next_sent(JobResult)
+        agent.jobs.confirmed(agent.jobs.now_s())  # the hub answered a ping after it
         agent.clock.advance(REPLAY_WINDOW_S - 1.0)
         await agent.assign("recent")
         recent = await first.next_sent(JobResult)
@@ -535,9 +536,28 @@ async def test_results_of_the_last_seconds_are_replayed_once_on_the_next_link() 
         assert await agent.jobs.replay(second) == 1
     assert second.sent == [msgspec.structs.replace(recent, replayed=True)]
     assert recent.replayed is False and old.job_id == "old"
+    # Kept until the new hub shows it read them; then, once past the window, forgotten.
+    agent.jobs.confirmed(agent.jobs.now_s())
+    agent.clock.advance(REPLAY_WINDOW_S + 1.0)
     async with agent.serving(third):
-        assert await agent.jobs.replay(third) == 0  # replayed once, then forgotten
+        assert await agent.jobs.replay(third) == 0
     assert third.sent == []
+
+
+async def test_a_result_a_frozen_hub_never_read_is_replayed_however_old() -> None:
+    """The hub stopped answering pings before the result: it may hold it unread for as
+    long as it is frozen, past any fixed window."""
+    agent = Agent(echo)
+    first, second = RecordingLink("first"), RecordingLink("second")
+    async with agent.serving(first):
+        agent.jobs.confirmed(agent.jobs.now_s())  # the last ping the hub answered
+        agent.clock.advance(0.1)
+        await agent.assign("unread")
+        unread = await first.next_sent(JobResult)
+    agent.clock.advance(10 * REPLAY_WINDOW_S)
+    async with agent.serving(second):
+        assert await agent.jobs.replay(second) == 1
+    assert second.sent == [msgspec.structs.replace(unread, replayed=True)]
 
 
 async def test_a_failed_result_is_replayed_too() -> None:
