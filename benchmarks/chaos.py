@@ -24,7 +24,7 @@ and `HubClient`s in this process whose every submit is kept in a ledger
 | rolling_restart_long | a rolling restart with 2 s jobs (longer than `hub_timeout_ms` / 3) |
 | drain_then_resubmit | a draining hub's cut-off and waiting jobs resubmitted on the other |
 | redis_freeze_15s | Redis frozen 15 s with nodes on both hubs: every hub sees every node again |
-| hub_freeze_buried_defaults | a hub frozen 36 s, default timers: buried, then it wakes (long: not a test) |
+| hub_freeze_buried_defaults | a hub frozen 36 s, default timers: buried; it wakes (no test) |
 
 Per scenario it prints, and writes with `--json PATH` as `{"scenarios": [...]}`:
 submits, accepted, rejected (by code), results ok / failed (by code),
