@@ -104,6 +104,11 @@ class _Connection(ServerConnection):
         # chains them), their tracebacks go: nothing logs them after this.
         _drop_tracebacks(protocol.parser_exc)
         _drop_tracebacks(protocol.handshake_exc)
+        # The parser is a generator whose frame holds the protocol (protocol -> parser ->
+        # frame -> protocol): once closed it has no frame. Nothing steps it any more:
+        # the protocol has seen EOF (`receive_eof` returns at once, `receive_data`
+        # raises before stepping it).
+        protocol.parser.close()
 
 
 def _drop_tracebacks(exc: BaseException | None) -> None:
