@@ -283,6 +283,12 @@ class Metrics:
             "nodehub_slow_consumers_total",
             "Sessions closed with 4006 slow_consumer, by endpoint.", ("endpoint",),
         )
+        self.peer_pauses = Counter(
+            "nodehub_peer_pause_seconds_total",
+            "Seconds peers waited for their next frame to be read after frames that took "
+            "more than a turn of hub time while other peers were active, by endpoint.",
+            ("endpoint",),
+        )
         self.refused_connections = Counter(
             "nodehub_refused_connections_total",
             "WebSocket handshakes refused with HTTP 503 (max_connections).",

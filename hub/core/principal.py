@@ -74,6 +74,12 @@ class Principal:
         party of its own (the default tenant is everyone)."""
         return self.tenant if self.authenticated else session_key
 
+    def party(self, session: object) -> object:
+        """Whose hub time a session's frames spend (`FairTime`): its token's with
+        authentication (one token's sessions, including the next one it opens, are one
+        party), else the session's own."""
+        return (self.role, self.tenant, self.sub) if self.authenticated else session
+
     @property
     def may_take_over(self) -> bool:
         """Whether a `register` for a node id with a live session replaces that session:

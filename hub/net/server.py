@@ -26,8 +26,8 @@ import asyncio
 import weakref
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from time import perf_counter
-from typing import Any, Final
+from time import perf_counter, thread_time
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -37,6 +37,7 @@ from websockets.typing import Subprotocol
 from hub.core import close_codes, error_codes
 from hub.core.config import HubConfig
 from hub.core.errors import ProtocolError
+from hub.core.fair_time import HEAVY_FRAME_BYTES, TURN_SLICE_S, FairTime
 from hub.core.messages import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
@@ -55,8 +56,6 @@ from hub.net.wslink import CLOSE_GRACE_S, WRITE_HIGH_WATER, WsLink
 from hub.runtime.loop_turn import LoopTurn
 
 ENDPOINTS = ("/v1/node", "/v1/client")
-TURN_SLICE_S: Final = 0.0005
-"""Hub time one peer's frames may take before the other peers get a turn."""
 
 
 def _decoder(codec: Codec[Any]) -> Callable[[str | bytes], Any]:
@@ -141,6 +140,8 @@ class WsServer:
         self.slow_peers = slow_peers
         self.metrics = metrics
         self._turn = LoopTurn()
+        self._fair = FairTime()
+        """Who began the last frames, and what an expensive frame costs its sender."""
         self._server: Server | None = None
         # Codecs are stateless: one per endpoint and encoding, shared by every session
         # (building msgspec decoders per connection cost ~13 us and ~0.4 KB per session).
@@ -233,32 +234,58 @@ class WsServer:
         link.on_close = session.end_soon
         ws.connection_lost_waiter.add_done_callback(lambda _: session.end_soon())
         decode = _decoder(codec)
+        fair = self._fair
+        party = principal.party(link)
+        paused = self.metrics.peer_pauses
         worked_s = 0.0
+        first: object = party
         try:
             async for frame in ws:
                 if session.closed:
                     break
                 started = perf_counter()
+                if wait_s := fair.wait_s(link, started, party=first):
+                    # Its last expensive frame (on this connection or another of its
+                    # token) is not paid for yet.
+                    paused.inc(link.endpoint, amount=wait_s)
+                    await asyncio.sleep(wait_s)
+                    if session.closed:
+                        break
+                    started = perf_counter()
+                    worked_s = 0.0
+                first = None
+                mark = fair.begin(party, started)
+                heavy = len(frame) >= HEAVY_FRAME_BYTES
+                cpu = thread_time() if heavy else 0.0
                 try:
                     message = decode(frame)
                 except ProtocolError as exc:
+                    decoded = perf_counter()
                     await session.undecodable(exc)
                 else:
+                    decoded = perf_counter()
                     await session.received(message, len(frame))
                 if session.closed:
                     break
                 # A peer whose frames keep coming is handled frame after frame without
                 # the loop turning (`recv` returns a queued frame at once): after each
-                # slice of hub time it lets every other peer have its turn first. Its
-                # unread frames wait in the connection's queue, then in the socket
-                # (TCP backpressure), so a flood costs the flooder latency, not others.
-                worked_s += perf_counter() - started
+                # slice of hub time, or after an expensive frame (FairTime), the others
+                # go first. Its unread frames wait in the connection's queue, then in
+                # the socket (TCP backpressure): a flood costs the flooder latency.
+                ended = perf_counter()
+                if heavy:
+                    fair.end(
+                        link, party, mark, cpu_s=thread_time() - cpu,
+                        decode_s=decoded - started, now_s=ended,
+                    )
+                worked_s += ended - started
                 if worked_s >= TURN_SLICE_S:
                     worked_s = 0.0
                     await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
+            fair.forget(link)
             try:
                 await session.ended(ws.close_code)
             finally:
