@@ -214,7 +214,11 @@ async def serve(config: HubConfig) -> None:
             # Never hang on the way out: say what was stuck, then leave anyway.
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
-                    logger.error("still running at shutdown: {!r}\n{}", task, task.get_stack())
+                    stack = ", ".join(
+                        f"{frame.f_code.co_filename}:{frame.f_lineno}"
+                        for frame in task.get_stack()
+                    )
+                    logger.error("still running at shutdown: {!r} at {}", task, stack)
             closing.cancel()
 
 

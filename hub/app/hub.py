@@ -27,6 +27,7 @@ from hub.cluster.cluster import Cluster
 from hub.cluster.peers import Peers
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
+from hub.core.held_bytes import HeldBytes
 from hub.core.metrics import LabelValues, Metrics
 from hub.jobs.links import LinkCloser
 from hub.jobs.service import JobService
@@ -38,6 +39,7 @@ from hub.net.server import WsServer
 from hub.net.sessions import Sessions, close_grace_s
 from hub.net.slow_peers import SlowPeers
 from hub.runtime.gc_pacer import GcPacer
+from hub.runtime.memory_trim import MemoryTrim
 from hub.store.archive import JobArchive
 from hub.store.base import Store
 from hub.store.factory import make_store
@@ -58,12 +60,17 @@ class Hub:
             max_bytes=config.max_archive_bytes,
         )
         self.peers = Peers(config=config, store=self.store, fleet=self.fleet)
+        self.held_bytes = HeldBytes(config.max_held_payload_bytes)
+        """The one memory budget: jobs' payloads and slow peers' queues."""
+        held = self.held_bytes
+        self.memory_trim = MemoryTrim(lambda: held.total)
         # The job path first (it holds `peers`); the cluster's loops drive it, so they
         # come after it. A resubmit of a dead hub's job reaps that hub's inbox through
         # the cluster: `_reap`, a method of this wiring, closes that one cycle.
         self.service = JobService(
             config=config, store=self.store, fleet=self.fleet, metrics=self.metrics,
             peers=self.peers, archive=self.archive, closer=self.closer, reap=self._reap,
+            held_bytes=self.held_bytes,
         )
         self.live = LiveSessions(
             config=config, home=self.service.home, store=self.store, peers=self.peers,
@@ -81,7 +88,7 @@ class Hub:
             config=config, fleet=self.fleet, service=self.service, metrics=self.metrics,
             sessions=self.sessions, peers=self.peers,
         )
-        self.slow_peers = SlowPeers(config, self.metrics)
+        self.slow_peers = SlowPeers(config, self.metrics, self.held_bytes)
         self.server = WsServer(
             config=config, sessions=self.sessions, http=self.http, slow_peers=self.slow_peers,
             metrics=self.metrics, gate=self.gate,
@@ -137,6 +144,7 @@ class Hub:
             ("archiver", self.archive.run),
             ("node-watchdog", self.sessions.watchdog.run),
             ("slow-peers", self.slow_peers.run),
+            ("memory-trim", self.memory_trim.run),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
         if self.gc_pacer is not None:
@@ -233,6 +241,13 @@ class Hub:
         self.metrics.gauge(
             "nodehub_nodes", "Nodes this hub can select from, by status.", ("status",),
             nodes_by_status,
+        )
+        held = self.held_bytes
+        self.metrics.gauge(
+            "nodehub_held_payload_bytes",
+            "Bytes held for peers against max_held_payload_bytes: jobs' payloads, and "
+            "queues of peers that fell behind.", ("kind",),
+            lambda: {("jobs",): held.jobs, ("outbound",): held.outbound},
         )
         self.metrics.gauge(
             "nodehub_local_node_sessions", "Node sessions connected to this hub.", (),

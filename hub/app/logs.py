@@ -9,26 +9,78 @@ fields after the message as `key=value`.
 
 Never loguru's `diagnose`: it prints every local variable of a traceback, peers'
 frames included. The traceback itself is kept.
+
+Whatever a peer sent may end up in a line (a node's reject reason, a result's
+`error.code`, a request id, an exception's text), so every line passes
+`_patch` first: its message, each field's value and the text of a traceback's
+exceptions are made `loggable` (hub/core/loggable.py): control characters,
+newlines included, escaped and the length bounded. A peer can neither start a
+line of its own nor fill the log with one string.
 """
 
 from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Generator
 from datetime import UTC
 from typing import Any, Final, TextIO
 
 import msgspec
 from loguru import logger
 
+from hub.core.loggable import FIELD_LIMIT, MESSAGE_LIMIT, loggable
+
 FIELDS: Final = ("event", "job_id", "request_id", "node_id", "attempt")
 """The job's fields, in this order, right after `hub_id`."""
 HUMAN: Final = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
-    "{extra[hub_id]} | {message}{extra[_fields]}\n{exception}"
+    "{extra[hub_id]} | {message}{extra[_fields]}\n{extra[_exc]}"
 )
+_PLAIN: Final = (int, float, bool)
 
 _encode = msgspec.json.Encoder(enc_hook=str).encode
+
+
+def _patch(record: Any) -> None:
+    """Every line's message and field values made `loggable` (a loguru patcher: it runs
+    once a line, before any sink). Values that are not plain become their `str`."""
+    record["message"] = loggable(record["message"], MESSAGE_LIMIT)
+    extra: dict[str, Any] = record["extra"]
+    for name, value in extra.items():
+        if type(value) is str:
+            extra[name] = loggable(value, FIELD_LIMIT)
+        elif value is not None and not isinstance(value, _PLAIN):
+            extra[name] = loggable(str(value), FIELD_LIMIT)
+
+
+class _EscapedTraceback(traceback.TracebackException):
+    """A traceback whose exception lines (`ValueError: ...`, notes) are `loggable`: an
+    exception's text may hold what a peer sent. The rest is the hub's own code."""
+
+    def format_exception_only(self) -> Generator[str, None, None]:
+        for line in super().format_exception_only():
+            yield loggable(line.removesuffix("\n"), MESSAGE_LIMIT) + "\n"
+
+
+def format_exception(exception: Any) -> str:
+    """A loguru record's exception as traceback text (no trailing newline)."""
+    top = _EscapedTraceback(exception.type, exception.value, exception.traceback)
+    # The chained exceptions (cause, context, a group's members) are built as plain
+    # `TracebackException`s by the standard library: make them escape their text too.
+    pending: list[traceback.TracebackException] = [top]
+    seen: set[int] = set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        node.__class__ = _EscapedTraceback
+        if node.__notes__:  # split into lines before `format_exception_only` sees them
+            node.__notes__ = [loggable(str(note), MESSAGE_LIMIT) for note in node.__notes__]
+        pending.extend(n for n in (node.__cause__, node.__context__) if n is not None)
+        pending.extend(node.exceptions or ())
+    return "".join(top.format()).rstrip()
 
 
 def flat_record(record: Any) -> dict[str, Any]:
@@ -51,9 +103,7 @@ def flat_record(record: Any) -> dict[str, Any]:
             line[name] = value
     exception = record["exception"]
     if exception is not None and exception.type is not None:
-        line["exc"] = "".join(
-            traceback.format_exception(exception.type, exception.value, exception.traceback)
-        ).rstrip()
+        line["exc"] = format_exception(exception)
     return line
 
 
@@ -72,6 +122,9 @@ def _human(record: Any) -> str:
     extra = record["extra"]
     fields = " ".join(f"{name}={extra[name]}" for name in FIELDS if extra.get(name) is not None)
     extra["_fields"] = f"  [{fields}]" if fields else ""
+    exception = record["exception"]
+    has_exc = exception is not None and exception.type is not None
+    extra["_exc"] = format_exception(exception) + "\n" if has_exc else ""
     return HUMAN
 
 
@@ -81,7 +134,7 @@ def configure_logging(
     """Log at `level` to `stream` (stderr): flat JSON lines, or human lines. Lines
     logged without a `hub_id` of their own carry `hub_id`."""
     logger.remove()
-    logger.configure(extra={"hub_id": hub_id or "-", "_fields": ""})
+    logger.configure(extra={"hub_id": hub_id or "-", "_fields": "", "_exc": ""}, patcher=_patch)
     out = stream if stream is not None else sys.stderr
     if json:
         logger.add(

@@ -92,8 +92,15 @@ class HubConfig:
     """A peer over `max_outbound_bytes` this long is closed with 4006 `slow_consumer`."""
     max_capability_entries: int = 1024
     """Language pairs + ASR + TTS languages + features of one node, together."""
+    capabilities_interval_ms: int = 1000
+    """A node's `capabilities` updates apply at most once per this interval (the latest
+    of those sent meanwhile applies at its end)."""
     max_jobs_per_session: int = 1024
     """Unfinished jobs one client session may hold; past it `rejected` `overloaded`."""
+    max_held_payload_bytes: int = 1_073_741_824
+    """Payload bytes of unfinished jobs plus bytes queued for peers that fell behind,
+    across all peers; a submit past it gets `rejected` `overloaded`, and past half of it
+    each tenant (client session without auth) holds at most its share."""
     max_connections: int = 20_000
     """Open WebSocket sessions; past it the handshake gets HTTP 503."""
     max_archive_bytes: int = 268_435_456
@@ -200,7 +207,9 @@ class HubConfig:
             "max_outbound_bytes",
             "slow_peer_timeout_ms",
             "max_capability_entries",
+            "capabilities_interval_ms",
             "max_jobs_per_session",
+            "max_held_payload_bytes",
             "max_connections",
             "max_archive_bytes",
             "max_sessions_per_connection",

@@ -41,6 +41,10 @@ KEY_HELP: Final[dict[str, str]] = {
     "slow_peer_timeout_ms": "a peer slow this long is closed with 4006",
     "max_capability_entries": "pairs + ASR + TTS languages + features of one node, at most",
     "max_jobs_per_session": "unfinished jobs one client session may hold",
+    "max_held_payload_bytes": "payload and slow-peer queue bytes all peers may make the hub "
+    "hold; past half of it each tenant or session holds at most its share",
+    "capabilities_interval_ms": "a node's capability updates apply at most once per this "
+    "interval (the latest wins)",
     "max_connections": "open WebSocket sessions; past it handshakes get 503",
     "max_archive_bytes": "bytes of finished job records held in memory for resubmits",
     "gc_pacing": "freeze what survived a full GC, so later ones stay short",

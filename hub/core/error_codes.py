@@ -30,7 +30,9 @@ UNKNOWN_JOB: Final = "unknown_job"
 HOME_LOST: Final = "home_lost"
 INTERNAL_ERROR: Final = "internal_error"
 
-# --- authentication (also the `error` of an HTTP 401 / 403 body) -------------
+# --- authentication (also the `error` of an HTTP 400 / 401 / 403 body) -------------
+BAD_REQUEST: Final = "bad_request"
+"""HTTP 400 at the handshake: an `Origin` or `Authorization` header sent more than once."""
 UNAUTHORIZED: Final = "unauthorized"
 """HTTP 401 at the handshake: no token, or a bad, expired or malformed one."""
 FORBIDDEN: Final = "forbidden"

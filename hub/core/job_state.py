@@ -94,6 +94,7 @@ class Job:
         "deadline_ms",
         "fair_key",
         "features",
+        "held_bytes",
         "history",
         "home_hub",
         "job_id",
@@ -140,6 +141,9 @@ class Job:
     ) -> None:
         self.job_id = job_id
         self.submit = submit
+        self.held_bytes = 0
+        """Its payload's size (the submit's frame), held against `max_held_payload_bytes`
+        by its fair-share party (`fair_key`) while it is active."""
         """The submit that made it (what a drain hands to another hub; None for a job
         restored from elsewhere)."""
         self.tenant = tenant

@@ -7,11 +7,12 @@ encoding (JSON text frames, MessagePack binary frames; see docs/protocol.md,
 and field path are ready to be sent back to the peer in an `error` message.
 
 Field constraints that the protocol states (non-empty strings, pool range,
-`max_concurrency >= 1`) are declared here with `msgspec.Meta`, so a frame that
-decodes is a frame the hub can act on. The hub's own codecs (`node_codec`,
-`client_codec`) add the ingress limits (`IngressRules`): nesting depth, values
-every peer can receive whatever its encoding, and `max_capability_entries`;
-so a frame that decodes is also one the hub can deliver.
+`max_concurrency >= 1`, every integer within int64) are declared here with
+`msgspec.Meta`, so a frame that decodes is a frame the hub can act on. The
+hub's own codecs (`node_codec`, `client_codec`) add the ingress limits
+(`IngressRules`): nesting depth, values every peer can receive whatever its
+encoding, and `max_capability_entries`; so a frame that decodes is also one the
+hub can deliver.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ from hub.core.errors import ProtocolError
 
 # --- constrained scalar types -------------------------------------------------
 
+INT64_MAX: Final = 2**63 - 1
+"""The upper bound of every inbound integer without a tighter one. JSON has no integer
+range and msgspec decodes any to a Python int: without a bound, 10**400 would reach
+the hub (and fail there, an `internal_error`). msgspec checks no wider bound."""
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 """A non-empty identifier or language code."""
 Pool = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-Attempt = Annotated[int, msgspec.Meta(ge=1)]
+Attempt = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+"""A non-negative integer: a number of jobs, a sequence number, a duration."""
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 NameList = Annotated[list[Name], msgspec.Meta(max_length=4096)]
 
@@ -88,7 +95,7 @@ class Register(_Message, tag="register"):
 
 
 class Heartbeat(_Message, tag="heartbeat"):
-    running: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    running: Count | None = None
     cpu: Percent | None = None
     gpu: Percent | None = None
     mem: Percent | None = None
@@ -246,15 +253,15 @@ class SessionOpen(_Message, tag="session_open", kw_only=True):
     pause_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 1000
     max_utterance_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 10_000
     max_utterance_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 524_288
-    resume_after: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    resume_after: Annotated[int, msgspec.Meta(ge=-1, le=INT64_MAX)] | None = None
 
 
 class Audio(_Message, tag="audio"):
     session_id: Name
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Count
     data: bytes
     is_final: bool = False
-    duration_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    duration_ms: Count | None = None
 
 
 class SessionClose(_Message, tag="session_close"):

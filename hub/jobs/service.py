@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from hub.cluster.peers import Peers
 from hub.core.config import HubConfig
 from hub.core.fleet_view import FleetView
+from hub.core.held_bytes import HeldBytes
 from hub.core.metrics import Metrics
 from hub.jobs.admin import Admin
 from hub.jobs.home.home import JobHome
@@ -56,6 +57,7 @@ class JobService:
         reap: Callable[[str], Awaitable[None]] = _no_reap,
         rng: random.Random | None = None,
         clock: Clock | None = None,
+        held_bytes: HeldBytes | None = None,
         closer: LinkCloser | None = None,
     ) -> None:
         self.config = config
@@ -70,6 +72,7 @@ class JobService:
         self.home = home = JobHome(
             config=config, store=store, fleet=fleet, metrics=metrics, peers=peers,
             archive=archive, slots=registry, reap=reap, rng=rng, clock=clock,
+            held_bytes=held_bytes,
         )
         self.owner = owner = NodeOwner(
             config=config, registry=registry, store=store, events=home.events,

@@ -15,6 +15,10 @@ more per message. In order:
    signature, expired or malformed is HTTP 401; a valid token of a role the
    path does not take is HTTP 403.
 
+An `Origin` or `Authorization` header that the request sends more than once
+is HTTP 400 (`bad_request`) wherever the gate reads it: which one holds would
+be a guess.
+
 A refusal is a `Refusal` (status, wire code, message) that the server turns
 into the JSON body `{"error": ..., "message": ...}`. The messages never
 contain the token or a key. `mint_token` makes the HS256 tokens of
@@ -88,6 +92,19 @@ def _unauthorized(message: str) -> Refusal:
 
 def _forbidden(message: str) -> Refusal:
     return Refusal(HTTPStatus.FORBIDDEN, error_codes.FORBIDDEN, message)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header `name`, None when absent; `Refusal` 400 when it was sent
+    more than once (websockets' `Headers` then raises `MultipleValuesError`, a
+    `LookupError` but not a `KeyError`)."""
+    try:
+        return headers.get(name)
+    except LookupError:
+        raise Refusal(
+            HTTPStatus.BAD_REQUEST, error_codes.BAD_REQUEST,
+            f"the {name} header is sent more than once",
+        ) from None
 
 
 # --- keys ------------------------------------------------------------------------------
@@ -300,10 +317,10 @@ class Gate:
     def admit(
         self, path: str, query: str, headers: Mapping[str, str], *, method: str = "GET"
     ) -> Principal:
-        """Who the request speaks for; `Refusal` (401 or 403) when it may not pass.
+        """Who the request speaks for; `Refusal` (400, 401 or 403) when it may not pass.
         `headers` is case-insensitive (websockets' `Headers`)."""
         if self._origins:
-            origin = headers.get("Origin")
+            origin = _header(headers, "Origin")
             if origin is not None and str(origin).lower() not in self._origins:
                 raise _forbidden("this Origin is not allowed")
         if self._verifier is None:
@@ -318,7 +335,7 @@ class Gate:
 
     @staticmethod
     def _token(query: str, headers: Mapping[str, str]) -> str:
-        authorization = headers.get("Authorization")
+        authorization = _header(headers, "Authorization")
         if authorization is not None:
             scheme, _, token = str(authorization).strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():

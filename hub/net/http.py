@@ -48,6 +48,7 @@ from hub.core.capabilities import NodeCapabilities
 from hub.core.config import HubConfig
 from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
+from hub.core.held_bytes import HeldBytes
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal, is_ui_path
 from hub.core.snapshot import DRAINING, OFFLINE, ONLINE, NodeState
@@ -387,6 +388,7 @@ class HttpApi:
             "jobs": {"active": len(home.jobs), "queued": len(home.waiting)},
             "jobs_per_s": self._rate.rate(finished),
             "live": {"sessions": len(self.sessions.live), "rooms": len(self.sessions.live.rooms)},
+            "held_bytes": self._held_view(home.table.bytes),
             "pools": {
                 str(pool): t.view() for pool, t in sorted(self.fleet.stats.pools.items())
             },
@@ -402,6 +404,13 @@ class HttpApi:
             out["recent"] = self.metrics.recent.view(now)
             out["utterances"] = self.metrics.recent_utterances.view(now)
         return out
+
+    @staticmethod
+    def _held_view(held: HeldBytes) -> dict[str, int]:
+        return {
+            "jobs": held.jobs, "outbound": held.outbound, "limit": held.limit,
+            "parties": held.parties,
+        }
 
     # --- what the console adds to /v1/stats -----------------------------------
 

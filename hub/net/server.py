@@ -22,10 +22,12 @@ are not counted and keep answering.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from typing import Any
+from time import perf_counter
+from typing import Any, Final
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -53,6 +55,8 @@ from hub.net.wslink import CLOSE_GRACE_S, WRITE_HIGH_WATER, WsLink
 from hub.runtime.loop_turn import LoopTurn
 
 ENDPOINTS = ("/v1/node", "/v1/client")
+TURN_SLICE_S: Final = 0.0005
+"""Hub time one peer's frames may take before the other peers get a turn."""
 
 
 def _decoder(codec: Codec[Any]) -> Callable[[str | bytes], Any]:
@@ -190,18 +194,29 @@ class WsServer:
         link.on_close = session.end_soon
         ws.connection_lost_waiter.add_done_callback(lambda _: session.end_soon())
         decode = _decoder(codec)
+        worked_s = 0.0
         try:
             async for frame in ws:
                 if session.closed:
                     break
+                started = perf_counter()
                 try:
                     message = decode(frame)
                 except ProtocolError as exc:
                     await session.undecodable(exc)
                 else:
-                    await session.received(message)
+                    await session.received(message, len(frame))
                 if session.closed:
                     break
+                # A peer whose frames keep coming is handled frame after frame without
+                # the loop turning (`recv` returns a queued frame at once): after each
+                # slice of hub time it lets every other peer have its turn first. Its
+                # unread frames wait in the connection's queue, then in the socket
+                # (TCP backpressure), so a flood costs the flooder latency, not others.
+                worked_s += perf_counter() - started
+                if worked_s >= TURN_SLICE_S:
+                    worked_s = 0.0
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:

@@ -277,8 +277,8 @@ class NodeSession:
     def node_id(self) -> str | None:
         return None if self._node is None else self._node.node_id
 
-    async def received(self, message: Any) -> None:
-        """A decoded message from the node."""
+    async def received(self, message: Any, size: int = 0) -> None:
+        """A decoded message from the node (`size`: its frame's bytes)."""
         self._watchdog.seen(self._peer_id)
         try:
             if self._node is None:
@@ -372,14 +372,15 @@ class ClientSession:
         self._ending: asyncio.Task[None] | None = None
         self._home.client_connected(link, principal)
 
-    async def received(self, message: Any) -> None:
-        """A decoded message from the client; returns once the next may be read."""
+    async def received(self, message: Any, size: int = 0) -> None:
+        """A decoded message from the client (`size`: its frame's bytes); returns once
+        the next may be read."""
         try:
             kind = type(message)
             if kind is Audio:
                 self._live.audio(self.link, message)
             elif kind is Submit:
-                await self._submit(message)
+                await self._submit(message, size)
             elif kind is Cancel:
                 await self._home.cancel(self.link, message, self.principal)
             elif kind is SessionOpen:
@@ -404,8 +405,8 @@ class ClientSession:
         if await self._refusals.refuse(exc, job_id=job_id):
             self.closed = True
 
-    async def _submit(self, message: Submit) -> None:
-        submit = self._home.submit(self.link, message, self.principal)
+    async def _submit(self, message: Submit, size: int) -> None:
+        submit = self._home.submit(self.link, message, self.principal, size or None)
         if not self._waits:
             # Nothing to overlap: a task would only add a loop turn.
             await submit

@@ -18,6 +18,7 @@ from typing import Final, Protocol
 from loguru import logger
 
 from hub.core.config import HubConfig
+from hub.core.held_bytes import HeldBytes
 from hub.core.metrics import Metrics
 
 SLOW_PEER_HARD_FACTOR: Final = 64
@@ -45,7 +46,9 @@ class Watched(Protocol):
 
 
 class SlowPeers:
-    def __init__(self, config: HubConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, config: HubConfig, metrics: Metrics, held: HeldBytes | None = None
+    ) -> None:
         self.limit = config.max_outbound_bytes
         self.hard_limit = SLOW_PEER_HARD_FACTOR * config.max_outbound_bytes
         self._timeout_s = config.slow_peer_timeout_ms / 1000
@@ -53,21 +56,44 @@ class SlowPeers:
         self._metrics = metrics
         self._over: dict[Watched, float] = {}
         """Links over the limit, with when they were first seen over it (monotonic)."""
+        self._held = held
+        """The hub's one budget (`max_held_payload_bytes`): what links over the limit
+        hold counts in it, and a link holding more than its share of what is left is
+        closed at once."""
+        self._sizes: dict[Watched, int] = {}
+        """What each link over the limit held when it last said so."""
         self._wake = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._over)
 
-    def over(self, link: Watched) -> None:
-        """`link`'s queue is over `limit` (called by the link; cheap when known)."""
+    def over(self, link: Watched, queued: int = 0) -> None:
+        """`link`'s queue is over `limit`, at `queued` bytes (called by the link; cheap
+        when known)."""
         if link not in self._over:
             self._over[link] = time.monotonic()
             self._wake.set()
+        held = self._held
+        if held is None:
+            return
+        held.outbound += queued - self._sizes.get(link, 0)
+        self._sizes[link] = queued
+        if held.total > held.limit and queued > held.limit // len(self._over):
+            # Past the hub's budget: the peers that stopped reading share what is
+            # left, and one holding more than its share goes first.
+            self.too_much(link, "over its share of max_held_payload_bytes")
 
-    def too_much(self, link: Watched) -> None:
-        """`link`'s queue reached `hard_limit`: closed now."""
+    def too_much(self, link: Watched, why: str = "queue at the hard limit") -> None:
+        """`link`'s queue reached `hard_limit` (or its share of the hub's budget):
+        closed now."""
+        self._forget(link)
+        self._close(link, why)
+
+    def _forget(self, link: Watched) -> None:
         self._over.pop(link, None)
-        self._close(link, "queue at the hard limit")
+        size = self._sizes.pop(link, None)
+        if size is not None and self._held is not None:
+            self._held.outbound -= size
 
     async def run(self) -> None:
         """Check the links over the limit every tick; runs until cancelled."""
@@ -82,9 +108,9 @@ class SlowPeers:
         """Forget the links back under the limit; close those over it for too long."""
         for link, since in list(self._over.items()):
             if link.queued_bytes() <= self.limit:
-                del self._over[link]
+                self._forget(link)
             elif now - since >= self._timeout_s:
-                del self._over[link]
+                self._forget(link)
                 self._close(link, f"over {self.limit} bytes for {now - since:.1f}s")
 
     def _close(self, link: Watched, why: str) -> None:

@@ -178,7 +178,7 @@ class WsLink:
         if queued >= self._slow.hard_limit:
             self._slow.too_much(self)
         else:
-            self._slow.over(self)
+            self._slow.over(self, queued)
 
     async def _drain(self, backlog: deque[bytes]) -> None:
         """Move the backlog to the transport as the transport drains; ends with it."""

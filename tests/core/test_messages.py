@@ -6,6 +6,7 @@ import json
 
 import msgspec
 import pytest
+from msgspec import inspect as mi
 
 from hub.core.errors import ProtocolError
 from hub.core.messages import (
@@ -13,6 +14,7 @@ from hub.core.messages import (
     Cancel,
     Capabilities,
     CapabilitiesUpdate,
+    ClientInbound,
     Drain,
     Error,
     ErrorInfo,
@@ -24,6 +26,7 @@ from hub.core.messages import (
     JobReject,
     JobResult,
     LanguagePair,
+    NodeInbound,
     Pipeline,
     Progress,
     Register,
@@ -295,3 +298,82 @@ def test_decode_raises_only_protocol_error_on_odd_input() -> None:
                   '{"type": "job_progress", "job_id": "j", "attempt": 1e400}']:
         with pytest.raises(ProtocolError):
             codec.decode(frame)
+
+
+# --- integers too large for the hub ------------------------------------------------------
+
+HUGE = 10**400
+"""A valid JSON integer; msgspec decodes it to a Python int unless a bound stops it."""
+
+
+@pytest.mark.parametrize(
+    ("message", "path", "binary"),
+    [
+        ({"type": "heartbeat", "running": HUGE}, "$.running", False),
+        ({"type": "heartbeat", "running": -HUGE}, "$.running", False),
+        ({"type": "heartbeat", "running": 2**63}, "$.running", False),
+        ({"type": "heartbeat", "running": 2**64 - 1}, "$.running", True),
+        ({"type": "job_accept", "job_id": "j", "attempt": HUGE}, "$.attempt", False),
+        ({"type": "job_result", "job_id": "j", "attempt": 2**64 - 1, "ok": True}, "$.attempt",
+         True),
+        ({"type": "register", "node_id": "n", "capabilities": {"max_concurrency": HUGE}},
+         "$.capabilities.max_concurrency", False),
+        ({"type": "register", "node_id": "n",
+          "capabilities": {"max_concurrency": 1, "pool": HUGE}}, "$.capabilities.pool", False),
+    ],
+)
+def test_an_integer_too_large_is_an_invalid_field(
+    message: dict[str, object], path: str, binary: bool
+) -> None:
+    frame = msgspec.msgpack.encode(message) if binary else json.dumps(message)
+    err = _error(frame, codec=node_codec(binary=binary))
+    assert (err.code, err.path) == ("invalid_field", path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"type": "submit", "request_id": "r", "src_lang": "en", "tgt_lang": "de",
+          "priority": HUGE}, "$.priority"),
+        ({"type": "submit", "request_id": "r", "src_lang": "en", "tgt_lang": "de",
+          "timeout_ms": HUGE}, "$.timeout_ms"),
+        ({"type": "session_open", "session_id": "s", "src_lang": "en", "tgt_lang": "de",
+          "resume_after": HUGE}, "$.resume_after"),
+        ({"type": "audio", "session_id": "s", "seq": HUGE, "data": ""}, "$.seq"),
+        ({"type": "audio", "session_id": "s", "seq": 0, "data": "", "duration_ms": -HUGE},
+         "$.duration_ms"),
+    ],
+)
+def test_a_client_integer_too_large_is_an_invalid_field(
+    fields: dict[str, object], path: str
+) -> None:
+    err = _error(json.dumps(fields), codec=client_codec())
+    assert (err.code, err.path) == ("invalid_field", path)
+
+
+def _integers(info: mi.Type, path: str) -> list[tuple[str, mi.IntType]]:
+    """Every integer type reachable in `info` (struct fields, unions, containers)."""
+    match info:
+        case mi.IntType():
+            return [(path, info)]
+        case mi.StructType():
+            return [found for field in info.fields
+                    for found in _integers(field.type, f"{path}.{field.name}")]
+        case mi.UnionType():
+            return [found for member in info.types for found in _integers(member, path)]
+        case mi.ListType() | mi.SetType() | mi.VarTupleType():
+            return _integers(info.item_type, f"{path}[]")
+        case mi.DictType():
+            return [*_integers(info.key_type, f"{path}{{key}}"),
+                    *_integers(info.value_type, f"{path}{{}}")]
+    return []
+
+
+@pytest.mark.parametrize("union", [NodeInbound, ClientInbound], ids=["node", "client"])
+def test_every_inbound_integer_is_bounded_both_ways(union: object) -> None:
+    """A new integer field without bounds would let 10**400 through to the hub."""
+    found = _integers(mi.type_info(union), "$")
+    assert found
+    for path, info in found:
+        assert info.ge is not None or info.gt is not None, path
+        assert info.le is not None or info.lt is not None, path

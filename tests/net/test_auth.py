@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 import jwt
 import pytest
+from loguru import logger
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
 from tests.support.auth import OTHER_SECRET, SECRET, token
-from tests.support.hubtest import TIMEOUT_S, caps, connect_client, http_get, wait_until
+from tests.support.hubtest import (
+    TIMEOUT_S,
+    caps,
+    connect_client,
+    http_get,
+    http_request,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -214,6 +223,51 @@ async def test_origin_is_checked_against_allowed_origins(make_hub: MakeHub) -> N
     status, _ = await refused(secured.url + "/v1/client", origin="https://evil.example",
                               headers=bearer(token()))
     assert status == 403
+
+
+UPGRADE = [
+    ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13"),
+]
+
+
+async def test_a_repeated_origin_or_authorization_header_is_a_bad_request(
+    make_hub: MakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Which of two values would hold is a guess: a clear 400, no traceback (it was an
+    HTTP 500 and websockets' "process_request failed")."""
+    hub = await make_hub(auth="jwt", jwt_secret=SECRET,
+                         allowed_origins=("https://app.example.com",))
+    records: list[Any] = []
+    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
+    good, ok_origin = bearer(token())["Authorization"], "https://app.example.com"
+    repeated = {
+        "Origin": [("Origin", ok_origin), ("Origin", "https://evil.example"),
+                   ("Authorization", good)],
+        "Authorization": [("Origin", ok_origin), ("Authorization", good),
+                          ("Authorization", "Bearer x")],
+    }
+    try:
+        for name, headers in repeated.items():
+            for path, extra in (("/v1/client", UPGRADE), ("/v1/nodes", [])):
+                status, _, body = await http_request(
+                    hub.http_url, "GET", path, headers=[*extra, *headers]
+                )
+                assert status == 400, (name, path, body)
+                assert json.loads(body) == {
+                    "error": "bad_request", "message": f"the {name} header is sent more than once",
+                }
+    finally:
+        logger.remove(sink)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not [r for r in records if r["exception"] is not None or r["level"].no >= 30]
+    # Sent once each, the same headers pass.
+    status, _, _ = await http_request(
+        hub.http_url, "GET", "/v1/nodes", headers=[("Origin", ok_origin), ("Authorization", good)]
+    )
+    assert status == 403  # a client token on an admin path: read, and refused for its role
+    _, _, metrics = await http_get(hub.http_url, "/metrics", headers=bearer(token("admin")))
+    assert 'nodehub_auth_refusals_total{status="400"} 4' in metrics.decode()
 
 
 async def test_tenants_are_isolated(auth_hub: Hub, net: Net) -> None:

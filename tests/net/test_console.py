@@ -89,7 +89,9 @@ async def test_stats_include_pairs_hubs_and_recent(hub: Hub, net: Net) -> None:
     b = await net.node(hub, "b", caps([("en", "de")], max_concurrency=2, pool=3))
     status, stats = await _json(hub, "/v1/stats")
     assert status == 200
-    assert set(stats) == {"nodes", "slots", "jobs", "jobs_per_s", "live", "pools"}
+    assert set(stats) == {
+        "nodes", "slots", "jobs", "jobs_per_s", "live", "held_bytes", "pools"
+    }
     assert stats["live"] == {"sessions": 0, "rooms": 0}
     client = await net.client(hub)
     await client.submitted("r1", "en", "fr")  # only a serves en->fr
@@ -122,7 +124,8 @@ async def test_stats_include_pairs_hubs_and_recent(hub: Hub, net: Net) -> None:
     status, stats = await _json(hub, "/v1/stats?include=recent")
     recent = stats["recent"]
     assert set(stats) == {
-        "nodes", "slots", "jobs", "jobs_per_s", "live", "pools", "recent", "utterances"
+        "nodes", "slots", "jobs", "jobs_per_s", "live", "held_bytes", "pools", "recent",
+        "utterances",
     }
     assert recent["finished_total"] == 2 and recent["finished"] == 2 and recent["ok"] == 1
     assert recent["p50_ms"] is not None and recent["p50_ms"] > 0

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
+from loguru import logger
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -135,6 +137,40 @@ async def test_node_bad_input(hub: Hub, net: Net) -> None:
     await node.run_one()
     await client.expect("result", request_id="r1", ok=True, node_id="rude")
     await bystander.finish()
+
+
+HUGE = "1" + "0" * 400
+"""10**400: a valid JSON integer (msgspec decodes it to a Python int unless bounded)."""
+
+
+async def test_an_integer_too_large_is_an_invalid_field_not_an_internal_error(
+    hub: Hub, net: Net
+) -> None:
+    records: list[Any] = []
+    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
+    try:
+        node = await net.node(hub, "big", caps())
+        client = await net.client(hub)
+        for peer, frame, path in [
+            (node, f'{{"type": "heartbeat", "running": {HUGE}}}', "$.running"),
+            (node, f'{{"type": "job_accept", "job_id": "j", "attempt": {HUGE}}}', "$.attempt"),
+            (node, f'{{"type": "job_result", "job_id": "j", "attempt": -{HUGE}, "ok": true}}',
+             "$.attempt"),
+            (client, f'{{"type": "audio", "session_id": "s", "seq": {HUGE}, "data": ""}}',
+             "$.seq"),
+            (client, '{"type": "session_open", "session_id": "s", "src_lang": "en", '
+                     f'"tgt_lang": "de", "resume_after": {HUGE}}}', "$.resume_after"),
+        ]:
+            await peer.send_raw(frame)
+            error = await peer.expect("error")
+            assert (error["code"], error["path"]) == ("invalid_field", path), error
+        # Both sessions go on.
+        await client.submitted("after")
+        await node.run_one()
+        await client.expect("result", request_id="after", ok=True)
+    finally:
+        logger.remove(sink)
+    assert not [r for r in records if r["exception"] is not None or r["level"].no >= 40]
 
 
 async def test_messages_about_another_nodes_job_or_a_stale_attempt(hub: Hub, net: Net) -> None:

@@ -107,6 +107,7 @@ async def test_stats(hub: Hub, net: Net) -> None:
         "jobs": {"active": 0, "queued": 0},
         "jobs_per_s": 0.0,
         "live": {"sessions": 0, "rooms": 0},
+        "held_bytes": {"jobs": 0, "outbound": 0, "limit": 1_073_741_824, "parties": 0},
         "pools": {},
     }
     a = await net.node(hub, "a", caps(pool=0, max_concurrency=3))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hub.app.hub import Hub
 from tests.conftest import MakeHub, Net
 from tests.support.hubtest import caps, connect_node, wait_until
@@ -121,6 +123,31 @@ async def test_capabilities_update_applies_live(hub: Hub, net: Net) -> None:
     await client.expect("rejected", code="no_node")
     state = hub.fleet.snapshot.get("n1")
     assert state is not None and state.caps.pool == 5
+
+
+async def test_a_flood_of_capabilities_updates_applies_at_most_once_per_interval(
+    make_hub: MakeHub, net: Net
+) -> None:
+    """Each update re-indexes the node: a node sending them as fast as it can gets the
+    first of an interval applied at once and only the latest of the rest at its end."""
+    hub = await make_hub(capabilities_interval_ms=300)
+    node = await net.node(hub, "n1", caps([("en", "de")]))
+    applied: list[int | None] = []
+
+    def seen(node_id: str, state: Any) -> None:
+        if node_id == "n1" and state is not None:
+            applied.append(state.caps.pool)
+
+    hub.fleet.subscribe(seen)
+    for pool in range(1, 41):
+        await node.send({"type": "capabilities", "capabilities": caps([("en", "de")], pool=pool)})
+    await wait_until(lambda: applied[-1:] == [40], what="the latest update to apply")
+    pools = [p for p in applied if p is not None]
+    # The first at once, the latest at the interval's end (perhaps one more if the flood
+    # spanned two intervals): never 40 re-indexings.
+    assert pools[-1] == 40 and len(set(pools) - {0}) <= 3, pools
+    await node.quiet(0.4)
+    assert [p for p in applied if p is not None][-1] == 40
 
 
 async def test_drain_stops_new_jobs_but_running_one_completes(hub: Hub, net: Net) -> None:

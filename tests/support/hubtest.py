@@ -358,17 +358,19 @@ async def http_get(
 
 
 async def http_request(
-    base_url: str, method: str, path: str, *, headers: dict[str, str] | None = None,
+    base_url: str, method: str, path: str, *,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """A minimal HTTP/1.1 request without a body over asyncio streams: (status, headers,
-    body)."""
+    body). `headers` as a list may name a header twice."""
     host_port = base_url.split("://", 1)[1]
     host, port = host_port.rsplit(":", 1)
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, int(port), ssl=tls), TIMEOUT_S
     )
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers or []
+    extra = "".join(f"{name}: {value}\r\n" for name, value in pairs)
     empty_body = "" if method == "GET" else "Content-Length: 0\r\n"
     try:
         writer.write(

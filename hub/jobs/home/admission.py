@@ -110,9 +110,13 @@ class Admission:
 
     # --- deciding (no I/O) -----------------------------------------------------------------
 
-    def refuse_early(self, link: Link, held: int) -> Refuse | None:
-        """A refusal that needs no selection and no binding: the hub is stopping, or
-        the client session holds `max_jobs_per_session` unfinished jobs already."""
+    def refuse_early(
+        self, link: Link, held: int, principal: Principal = ANONYMOUS, size: int = 0
+    ) -> Refuse | None:
+        """A refusal that needs no selection and no binding: the hub is stopping, the
+        client session holds `max_jobs_per_session` unfinished jobs already, or the
+        submit's `size` bytes would pass `max_held_payload_bytes` (or its party's
+        share of it)."""
         if not self.accepting:
             return Refuse(error_codes.HUB_SHUTDOWN, "the hub is shutting down")
         limit = self.config.max_jobs_per_session
@@ -122,7 +126,15 @@ class Admission:
                 f"this session holds {held} unfinished jobs (max_jobs_per_session is "
                 f"{limit}); wait for results",
             )
+        if size:
+            why = self.table.bytes.refusal(self.fair_key(link, principal), size)
+            if why is not None:
+                return Refuse(error_codes.OVERLOADED, why)
         return None
+
+    def fair_key(self, link: Link, principal: Principal) -> str:
+        """Whose fair share a submit on `link` takes (the queue's, and the held bytes')."""
+        return principal.share_key(f"{self.hub_id}:{link.peer_id}")
 
     def decide(
         self, link: Link, message: Submit, job_id: str, principal: Principal = ANONYMOUS
@@ -150,7 +162,7 @@ class Admission:
         elif self.waiting.jobs:
             state = self.attempts.fleet.snapshot.get(selection.node_id)
             waits = state is not None and self.waiting.ahead(state, message.priority)
-        fair_key = principal.share_key(f"{self.hub_id}:{link.peer_id}")
+        fair_key = self.fair_key(link, principal)
         if waits and not self.waiting.admits(fair_key, config.max_queued_jobs):
             return self._overloaded()
         timeout_ms = config.job_budget_ms(message.timeout_ms)
@@ -291,11 +303,14 @@ class Admission:
 
     async def create(
         self, link: Link, message: Submit, job_id: str, reply: SubmitReply,
-        principal: Principal = ANONYMOUS,
+        principal: Principal = ANONYMOUS, size: int | None = None,
     ) -> Rejected | None:
-        """Decide and carry out a job whose request is already bound to `job_id`."""
+        """Decide and carry out a job whose request is already bound to `job_id` (`size`:
+        its submit's bytes, estimated from its payload when not given)."""
         started_ns = time.perf_counter_ns()
         decision = await self.decide_waiting(link, message, job_id, principal)
+        if isinstance(decision, Start | Queue):
+            decision.job.held_bytes = payload_bytes(message.payload) if size is None else size
         return await self.carry_out(
             decision, message, reply, started_ns, bound_job_id=job_id, tenant=principal.tenant
         )
@@ -332,3 +347,17 @@ def _two_way_payload(message: Submit) -> dict[str, Any]:
     payload = dict(message.payload or {})
     payload["langs"] = list(message.langs or ())
     return payload
+
+
+def payload_bytes(payload: Any, depth: int = 0) -> int:
+    """About how many bytes a payload takes on the wire, for a submit whose frame was not
+    measured (a resubmit's, a handed-on job's, a live session's utterance)."""
+    if isinstance(payload, str | bytes | bytearray):
+        return len(payload)
+    if depth >= 64:  # deeper than the ingress rules let in
+        return 8
+    if isinstance(payload, dict):
+        return sum(len(str(k)) + payload_bytes(v, depth + 1) + 4 for k, v in payload.items())
+    if isinstance(payload, list | tuple):
+        return sum(payload_bytes(v, depth + 1) + 1 for v in payload)
+    return 8

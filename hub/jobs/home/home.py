@@ -34,6 +34,7 @@ from hub.core.config import HubConfig
 from hub.core.envelopes import HandedJob, Handoff
 from hub.core.errors import StoreUnavailable
 from hub.core.fleet_view import FleetView
+from hub.core.held_bytes import HeldBytes
 from hub.core.job_state import HUB_SHUTDOWN, Job, JobRecord
 from hub.core.messages import Cancel, ErrorInfo, Submit
 from hub.core.metrics import Metrics
@@ -75,6 +76,7 @@ class JobHome:
         reap: Callable[[str], Awaitable[None]],
         rng: random.Random,
         clock: Clock,
+        held_bytes: HeldBytes | None = None,
     ) -> None:
         self.config = config
         self.hub_id = config.hub_id
@@ -82,7 +84,10 @@ class JobHome:
         self._store = store
         self._peers = peers
         self._clock = clock
-        self.table = table = JobTable(config.hub_id, boot=store.boot)
+        self.table = table = JobTable(
+            config.hub_id, boot=store.boot,
+            held_bytes=held_bytes or HeldBytes(config.max_held_payload_bytes),
+        )
         self.delivery = delivery = ClientDelivery(hub_id=config.hub_id, peers=peers)
         self.waiting = waiting = WaitingJobs(
             fleet=fleet, metrics=metrics, announce=peers.set_waiting
@@ -166,11 +171,13 @@ class JobHome:
         return self.table.held.get(link.peer_id, 0)
 
     async def submit(
-        self, link: Link, message: Submit, principal: Principal = ANONYMOUS
+        self, link: Link, message: Submit, principal: Principal = ANONYMOUS,
+        size: int | None = None,
     ) -> None:
         """A client's submit, answered once (`accepted` or `rejected`, with its request
-        id), for the principal's tenant."""
-        await self.submits.submit(link, message, principal)
+        id), for the principal's tenant; `size` is its frame's length (estimated from
+        its payload when not given), held against `max_held_payload_bytes`."""
+        await self.submits.submit(link, message, principal, size)
 
     async def cancel(
         self, link: Link, message: Cancel, principal: Principal = ANONYMOUS

@@ -16,6 +16,11 @@ flat JSON keys): `event`, `job_id`, `request_id`, `node_id`, `attempt`, and
 | `failover` | a new attempt follows a failed one (`reason`: how the last one ended) |
 | `result` | the one terminal result (`outcome`: `ok` or the error code) |
 
+Request ids, node ids, reasons and error codes come from peers. The log escapes and
+bounds every field and whole message (hub/app/logs.py); each value a message names
+is also bounded on its own here (`loggable`, `FIELD_LIMIT` characters), so a 900 KB
+`error.code` leaves a line of the usual size that still reads to its end.
+
 All go out at `job_log_level` (default INFO). Set it to DEBUG to turn them down
 (with `log_level` INFO they are then dropped before anything is formatted:
 about 0.2 us an event) or OFF to skip them entirely.
@@ -28,6 +33,7 @@ from typing import Any, Final
 from loguru import logger
 
 from hub.core.job_state import ACCEPT_TIMEOUT, ATTEMPT_TIMEOUT, Job
+from hub.core.loggable import loggable
 
 OFF: Final = "OFF"
 REJECTED: Final = "rejected"
@@ -49,9 +55,9 @@ class JobLog:
 
     def _emit(self, event: str, job: Job, message: str, *args: Any, **fields: Any) -> None:
         logger.log(
-            self._level, message, *args, hub_id=self._hub_id, event=event, job_id=job.job_id,
-            request_id=job.request_id, node_id=job.node_id or None, attempt=job.attempt,
-            **fields,
+            self._level, message, *_fit(args), hub_id=self._hub_id, event=event,
+            job_id=job.job_id, request_id=job.request_id, node_id=job.node_id or None,
+            attempt=job.attempt, **fields,
         )
 
     def accepted(self, job: Job, *, queued: bool) -> None:
@@ -66,7 +72,7 @@ class JobLog:
     def rejected(self, request_id: str, code: str, detail: str) -> None:
         if self.enabled:
             logger.log(
-                self._level, "submit {} rejected: {} ({})", request_id, code, detail,
+                self._level, "submit {} rejected: {} ({})", *_fit((request_id, code, detail)),
                 hub_id=self._hub_id, event=REJECTED, request_id=request_id, reason=code,
             )
 
@@ -127,3 +133,9 @@ class JobLog:
                 "result", job, "job {} finished: {} after {} attempt(s)", job.job_id, outcome,
                 job.attempt, outcome=outcome,
             )
+
+
+def _fit(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The values a message names, each `loggable` on its own (the log bounds the whole
+    message too, but that would cut off its end)."""
+    return tuple(loggable(arg) if type(arg) is str else arg for arg in args)

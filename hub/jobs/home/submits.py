@@ -33,7 +33,14 @@ from hub.core.job_state import BINDING_FAILED, CANCELLED
 from hub.core.messages import Cancel, Error, ErrorInfo, Rejected, Submit
 from hub.core.metrics import Metrics
 from hub.core.principal import ANONYMOUS, Principal
-from hub.jobs.home.admission import Admission, Duplicate, Queue, Refuse, Start
+from hub.jobs.home.admission import (
+    Admission,
+    Duplicate,
+    Queue,
+    Refuse,
+    Start,
+    payload_bytes,
+)
 from hub.jobs.home.answers import SubmitReply
 from hub.jobs.home.attempts import Attempts
 from hub.jobs.home.binder import Binder
@@ -75,20 +82,26 @@ class Submits:
         """Submits being handled, per client session (its peer id): they count against
         `max_jobs_per_session` with the unfinished jobs it holds."""
 
-    async def submit(self, link: Link, message: Submit, principal: Principal = ANONYMOUS) -> None:
+    async def submit(
+        self, link: Link, message: Submit, principal: Principal = ANONYMOUS,
+        size: int | None = None,
+    ) -> None:
         """A client's submit, answered exactly once: whatever path it takes answers
         through its `SubmitReply`, and if that path fails before answering, the reply
-        answers `rejected` here (after an answer, the failure is reported as `error`)."""
+        answers `rejected` here (after an answer, the failure is reported as `error`).
+        `size`: its frame's bytes (estimated from the payload when not given)."""
+        if size is None:
+            size = payload_bytes(message.payload)
         reply = SubmitReply(link, message, self.metrics, self.attempts.log)
         peer = link.peer_id
         held = self.table.held.get(peer, 0) + self.in_flight.get(peer, 0)
         self.in_flight[peer] = self.in_flight.get(peer, 0) + 1
         try:
-            refused = self.admission.refuse_early(link, held)
+            refused = self.admission.refuse_early(link, held, principal, size)
             if refused is not None:
                 await reply.rejected(refused.code, refused.message)
                 return
-            await self._submit(link, message, principal, reply)
+            await self._submit(link, message, principal, reply, size)
         except Exception as exc:
             code, text = error_codes.INTERNAL_ERROR, "the hub failed"
             if isinstance(exc, ProtocolError):
@@ -110,7 +123,8 @@ class Submits:
                 del self.in_flight[peer]
 
     async def _submit(
-        self, link: Link, message: Submit, principal: Principal, reply: SubmitReply
+        self, link: Link, message: Submit, principal: Principal, reply: SubmitReply,
+        size: int = 0,
     ) -> None:
         """decide -> bind the request id (store; with the first Dispatch when the node
         is on another hub) -> settle -> carry out -> replay early node events -> answer
@@ -124,6 +138,8 @@ class Submits:
         decision: Refuse | Start | Queue | None = await self.admission.decide_waiting(
             link, message, job_id, principal
         )
+        if isinstance(decision, Start | Queue):
+            decision.job.held_bytes = size
         # The binding outlives the longest the job can run, plus the idempotency window.
         config = self.config
         ttl_ms = config.idempotency_ttl_ms + config.job_budget_ms(message.timeout_ms)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from hub.core.held_bytes import HeldBytes
 from hub.core.job_state import Job, Watcher
 
 Replay = Callable[[], Awaitable[None]]
@@ -36,11 +37,16 @@ class Pending:
 
 class JobTable:
     __slots__ = (
-        "_counter", "_prefix", "active", "boot", "held", "hub_id", "pending", "submitted_ns",
+        "_counter", "_prefix", "active", "boot", "bytes", "held", "hub_id", "pending",
+        "submitted_ns",
     )
 
-    def __init__(self, hub_id: str, boot: str | None = None) -> None:
+    def __init__(
+        self, hub_id: str, boot: str | None = None, held_bytes: HeldBytes | None = None
+    ) -> None:
         self.hub_id = hub_id
+        self.bytes = held_bytes if held_bytes is not None else HeldBytes(1 << 62)
+        """The payload bytes of the active jobs, against `max_held_payload_bytes`."""
         self.boot = boot or os.urandom(4).hex()
         """This run's boot token (the store's, `Store.boot`)."""
         self.active: dict[str, Job] = {}
@@ -74,6 +80,7 @@ class JobTable:
     def add(self, job: Job, submitted_ns: int) -> None:
         self.active[job.job_id] = job
         self.submitted_ns[job.job_id] = submitted_ns
+        self.bytes.hold(job.fair_key, job.held_bytes)
         if job.unconfirmed:
             return  # its submitter was refused: it holds nothing of the session's
         submitter = job.watchers[0]
@@ -83,6 +90,8 @@ class JobTable:
     def remove(self, job_id: str) -> int | None:
         """Forget a finished job; when its submit arrived (None if unknown)."""
         job = self.active.pop(job_id, None)
+        if job is not None:
+            self.bytes.release(job.fair_key, job.held_bytes)
         if job is not None and not job.unconfirmed:
             submitter = job.watchers[0]
             if submitter.hub_id == self.hub_id:

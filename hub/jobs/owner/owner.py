@@ -39,6 +39,7 @@ from hub.core.messages import (
     Registered,
 )
 from hub.jobs.links import Link, LinkCloser
+from hub.jobs.owner.capability_updates import CapabilityUpdates
 from hub.jobs.owner.registry import Lost, NodeRegistry, RegisteredNode
 from hub.jobs.roles import JobEvents
 from hub.runtime.turn_batch import TurnBatch
@@ -70,6 +71,10 @@ class NodeOwner:
         self.closer = closer
         self._claims: TurnBatch[str, tuple[int, str]] = TurnBatch(
             self._claim_many, waits=store.waits, max_batch=CLAIM_BATCH
+        )
+        self.capability_updates = CapabilityUpdates(
+            registry=registry, default_pool=config.default_pool,
+            interval_s=config.capabilities_interval_ms / 1000,
         )
 
     def __repr__(self) -> str:
@@ -154,7 +159,9 @@ class NodeOwner:
 
     async def unregister(self, node: RegisteredNode) -> None:
         """The node's connection ended: withdraw it and fail over what it held."""
-        await self._lost(node.node_id, await self.registry.withdraw(node))
+        lost = await self.registry.withdraw(node)
+        self.capability_updates.forget(node)
+        await self._lost(node.node_id, lost)
 
     async def _lost(self, node_id: str, lost: Lost, outcome: str = NODE_LOST) -> None:
         for job_id, assignment in lost:
@@ -211,9 +218,7 @@ class NodeOwner:
                     if v is not None
                 }
             case CapabilitiesUpdate():
-                registry.set_capabilities(node, NodeCapabilities.from_wire(
-                    message.capabilities, default_pool=self._config.default_pool
-                ))
+                self.capability_updates.update(node, message)
             case Drain():
                 node.self_drained = True
                 registry.set_status(node, draining=True)
