@@ -21,6 +21,14 @@ from then until the end; end: when it is stopped; after: at the end), and
 its CPU time (utime + stime) over the flood. A flood whose hub grows past
 `rss_cap_mb` over its baseline is stopped early (`capped`): the box is shared.
 
+With a `tree` (bad_peers.py `--tree`, `--baseline-tree`) the hub runs that
+checkout's `hub` package (PYTHONPATH), everything else this one's: the same
+floods against an older hub, for "before" figures in the same run.
+
+The hub's held bytes (`/v1/stats` `held_bytes`, jobs + outbound, with an admin
+token) are read every 0.5 s during the flood, where the hub has them: their
+peak is `held_peak_kb` (None for a hub without the budget).
+
 Tokens: each hub gets its own HS256 secret. The bystander's client is tenant
 `default`; the bad clients are tenant `flood` (sub `flood`), so that a fix that
 shares by tenant can tell them apart; the fleets have one node token, each
@@ -30,12 +38,14 @@ bad node its own (node ids `caps-bad`, `churn-*`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
 import secrets
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +228,52 @@ class RssSeries:
         self._thread.join()
 
 
+class HeldSeries:
+    """The hub's held bytes (`/v1/stats` `held_bytes`: jobs + outbound) every `interval`
+    seconds, in a thread; `available` False when the hub has no such figure."""
+
+    def __init__(self, url: str, token: str, interval: float = 0.5) -> None:
+        self.url = url.replace("ws://", "http://", 1) + "/v1/stats"
+        self.token = token
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self.available = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="held", daemon=True)
+
+    def read(self) -> dict[str, int] | None:
+        request = urllib.request.Request(
+            self.url, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            held = json.loads(response.read()).get("held_bytes")
+        return held if isinstance(held, dict) else None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                held = self.read()
+            except OSError:  # busy or gone: the next try
+                held = {}
+            if held is None:
+                self.available = False
+                return
+            if held:
+                self.samples.append((time.time(), held["jobs"] + held["outbound"]))
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def peak_kb(self, since: float) -> int | None:
+        if not self.available:
+            return None
+        return max((b for t, b in self.samples if t >= since), default=0) // 1024
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def _window(samples: list[list[float]], start: float, end: float) -> dict[str, Any]:
     rtts = sorted(rtt for t, rtt in samples if start <= t < end)
 
@@ -239,6 +295,9 @@ class Tokens:
         return str(mint_token(self.secret, role="client", sub=sub, tenant=tenant,
                               ttl_s=TOKEN_TTL_S))
 
+    def admin(self) -> str:
+        return str(mint_token(self.secret, role="admin", sub="bench", ttl_s=TOKEN_TTL_S))
+
     def node(self, sub: str, node_ids: tuple[str, ...]) -> str:
         return str(mint_token(self.secret, role="node", sub=sub, node_ids=node_ids,
                               ttl_s=TOKEN_TTL_S))
@@ -252,11 +311,15 @@ def _slow_closes(url: str) -> float:
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
-def run_flood(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_flood(name: str, args: argparse.Namespace, tree: Path | None = None
+              ) -> dict[str, Any]:
+    """One flood on a fresh hub (`tree`: that checkout's `hub`, else this one's)."""
     flood = FLOODS[name]
     tokens = Tokens()
     env = {"NODEHUB_AUTH": "jwt", "NODEHUB_JWT_SECRET": tokens.secret,
            "BENCH_HUB_NOFILE": str(args.no_node_fleet + 4096)}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     # /metrics without a token: the harness reads the hub's slow-consumer closes.
     extra = ("--slow-peer-timeout-ms", str(args.flood_slow_peer_timeout_ms), "--metrics-public",
              *args.hub_flag)
@@ -280,6 +343,8 @@ def run_flood(name: str, args: argparse.Namespace) -> dict[str, Any]:
         loadavg = os.getloadavg()[0]
         rss = RssSeries(hub.pid)
         rss.start()
+        held = HeldSeries(url, tokens.admin())
+        held.start()
         try:
             before_from = time.time()
             time.sleep(args.before_s)
@@ -288,8 +353,10 @@ def run_flood(name: str, args: argparse.Namespace) -> dict[str, Any]:
             closed = _slow_closes(url)
             out = _flood(procs, name, flood, url, token, hub, rss, bystander, before_from, args)
             out["hub_closed_4006"] = _slow_closes(url) - closed
+            out["held_peak_kb"] = held.peak_kb(out.pop("armed_at"))
             out["loadavg_1m_at_start"] = loadavg
         finally:
+            held.stop()
             rss.stop()
     return out
 
@@ -375,6 +442,7 @@ def _flood(procs: ProcGroup, name: str, flood: Flood, url: str, token: str, hub:
         "rss_series_mb": rss.series_mb(before_from),
         "capped": rss.capped_at is not None,
         "bad_peer": summary,
+        "armed_at": armed_at,
     }
 
 
@@ -393,7 +461,7 @@ def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     `capped`: any), with every round's own row under `rounds`."""
     row: dict[str, Any] = {"scenario": rounds[0]["scenario"], "kind": "flood"}
     for key in ("flood_seconds", "hub_cpu_s", "hub_cpu_pct", "rss_before_kb", "rss_peak_kb",
-                "rss_end_kb", "rss_after_kb", "hub_closed_4006"):
+                "rss_end_kb", "rss_after_kb", "hub_closed_4006", "held_peak_kb"):
         row[key] = _median([r[key] for r in rounds])
     for window in ("before", "during", "after"):
         row[window] = {key: _median([r[window][key] for r in rounds])

@@ -67,10 +67,13 @@ what the bad peer saw. A flood whose hub grows more than `--rss-cap-mb`
 every flood N times (round after round, a fresh hub each) and shows medians.
 
 Flood targets ("done when"): bystander p50 during the flood within 3x of its
-quiet p50 and under 25 ms, 0 failures; the hub's RSS peak growth within
-`max_held_payload_bytes` (`--max-held-payload-mb`, 1024) plus a fixed
-overhead (`--held-overhead-mb`, 256 MiB: buffers, the result archive, the
-allocator); `register_churn`: RSS growth by its end under 32 MiB.
+quiet p50 and under 25 ms, 0 failures; the hub's RSS peak growth within its
+configured memory bounds, `max_held_payload_bytes` (`--max-held-payload-mb`,
+1024: payloads and queues of peers that fell behind) and `max_archive_bytes`
+(`--max-archive-mb`, 256: the results it keeps), plus a fixed overhead
+(`--held-overhead-mb`, 256 MiB: buffers, copies, the allocator);
+`register_churn`: RSS growth by its end under 32 MiB. `/v1/stats`
+`held_bytes` (admin token) is read every 0.5 s: its peak is shown.
 
 Usage:
     python benchmarks/bad_peers.py [--scenarios all|legacy|floods|NAME,...] [--quick]
@@ -79,9 +82,14 @@ Usage:
         [--output-bytes 200000] [--idle 2000] [--slow-peer-timeout-ms 1000]
         [--before-s 8] [--flood-s 20] [--churn-s 45] [--after-s 3]
         [--hub-flag=--some-key --hub-flag=VALUE ...] [--rss-cap-mb 2560]
+        [--tree PATH] [--baseline-tree PATH]
     --quick: legacy 500 RTT / 5,000 throughput jobs; floods 3 s quiet, 10 s
     floods, 15 s churn (the memory floods keep their sizes).
-    The floods' "before" figures: benchmarks/results/bad_peers-floods-before.*
+    --tree: the flood hubs run that checkout's `hub` package (PYTHONPATH);
+    --baseline-tree: every flood also runs on that checkout's hub, each round
+    on both in turn, rows `before` and `after` (e.g. `git worktree add --detach
+    /tmp/before f6017bb`, the tree before issue 27's fixes).
+    Results: benchmarks/results/bad-peers.json and .txt.
 """
 
 from __future__ import annotations
@@ -98,7 +106,15 @@ from pathlib import Path
 from typing import Any
 
 from _bad_peer_floods import FLOODS, median_row, run_flood
-from _procs import Child, ProcGroup, http_get, install_exit_on_sigterm, metric_value, rss_kb
+from _procs import (
+    ROOT,
+    Child,
+    ProcGroup,
+    http_get,
+    install_exit_on_sigterm,
+    metric_value,
+    rss_kb,
+)
 from _topology import _start_hub
 
 TARGET_P99_RATIO = 3.0
@@ -175,29 +191,52 @@ def _bystander(procs: ProcGroup, url: str, args: argparse.Namespace, prefix: str
     return result
 
 
+def _trees(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """The hubs' trees, by label: `before` (`--baseline-tree`) first, then `after`
+    (`--tree`, else this checkout)."""
+    trees: list[tuple[str, Path | None]] = []
+    if args.baseline_tree is not None:
+        trees.append(("before", args.baseline_tree.resolve()))
+    trees.append(("after" if args.baseline_tree is not None else "this",
+                  args.tree.resolve() if args.tree is not None else None))
+    return trees
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scenarios: list[dict[str, Any]] = []
     legacy = [name for name in args.scenarios if name in LEGACY]
     if legacy:
         scenarios += run_legacy(legacy, args)
     floods = [name for name in args.scenarios if name in FLOODS]
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in floods}
-    # Round after round of every flood (not one flood's rounds in a row): what others
-    # run on this shared box then weighs on every flood alike.
+    trees = _trees(args)
+    rounds: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (name, label): [] for name in floods for label, _ in trees}
+    # Round after round of every flood (not one flood's rounds in a row), and each
+    # flood on every tree in turn (the order alternating): what others run on this
+    # shared box then weighs on every flood and tree alike.
     for index in range(args.rounds if floods else 0):
         for name in floods:
-            print(f"  {name} (round {index + 1} of {args.rounds}): a fresh hub, its fleets, "
-                  f"{args.before_s:g} s quiet, then the flood...", flush=True)
-            row = run_flood(name, args)
-            rounds[name].append(row)
-            b, d = row["before"], row["during"]
-            print(f"    bystander p50 {b['p50_ms']} -> {d['p50_ms']} ms, p99 {b['p99_ms']} -> "
-                  f"{d['p99_ms']} ms, {row['failures']} failures; hub CPU {row['hub_cpu_pct']}%, "
-                  f"RSS {row['rss_before_kb'] / 1024:.0f} MiB, peak +"
-                  f"{(row['rss_peak_kb'] - row['rss_before_kb']) / 1024:.0f} MiB, end +"
-                  f"{(row['rss_end_kb'] - row['rss_before_kb']) / 1024:.0f} MiB; bad peer: "
-                  f"{json.dumps(row['bad_peer'])}", flush=True)
-    scenarios += [median_row(rounds[name]) for name in floods]
+            order = trees if index % 2 == 0 else list(reversed(trees))
+            for label, tree in order:
+                print(f"  {name} [{label}] (round {index + 1} of {args.rounds}): a fresh hub, "
+                      f"its fleets, {args.before_s:g} s quiet, then the flood...", flush=True)
+                row = run_flood(name, args, tree)
+                row["tree"] = label
+                rounds[(name, label)].append(row)
+                b, d = row["before"], row["during"]
+                held = row["held_peak_kb"]
+                print(f"    bystander p50 {b['p50_ms']} -> {d['p50_ms']} ms, p99 {b['p99_ms']} "
+                      f"-> {d['p99_ms']} ms, {row['failures']} failures; hub CPU "
+                      f"{row['hub_cpu_pct']}%, RSS {row['rss_before_kb'] / 1024:.0f} MiB, peak +"
+                      f"{(row['rss_peak_kb'] - row['rss_before_kb']) / 1024:.0f} MiB, end +"
+                      f"{(row['rss_end_kb'] - row['rss_before_kb']) / 1024:.0f} MiB"
+                      f"{'' if held is None else f', held peak {held / 1024:.0f} MiB'}; "
+                      f"bad peer: {json.dumps(row['bad_peer'])}", flush=True)
+    for name in floods:
+        for label, _ in trees:
+            row = median_row(rounds[(name, label)])
+            row["tree"] = label
+            scenarios.append(row)
     return summarize(scenarios, args)
 
 
@@ -254,19 +293,14 @@ def run_legacy(names: list[str], args: argparse.Namespace) -> list[dict[str, Any
     return scenarios
 
 
-def summarize(scenarios: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    legacy = [s for s in scenarios if s["kind"] == "legacy"]
-    quiet = next((s for s in legacy if s["scenario"] == "quiet"), legacy[0] if legacy else None)
-    for s in legacy:
-        assert quiet is not None
-        s["p99_vs_quiet"] = s["rtt_p99_us"] / quiet["rtt_p99_us"]
-        s["p50_vs_quiet"] = s["rtt_p50_us"] / quiet["rtt_p50_us"]
-        s["throughput_vs_quiet"] = s["jobs_per_s"] / quiet["jobs_per_s"]
-        s["targets"] = {
-            "p99<=3x_quiet": s["p99_vs_quiet"] <= TARGET_P99_RATIO,
-            "no_failures": s["failures"] == 0,
-        }
-    memory_cap_mb = args.max_held_payload_mb + args.held_overhead_mb
+def _memory_cap_mb(args: argparse.Namespace) -> int:
+    """The RSS growth a flood may cause: the hub's configured memory bounds
+    (`max_held_payload_bytes`, `max_archive_bytes`) plus the fixed overhead."""
+    return int(args.max_held_payload_mb + args.max_archive_mb + args.held_overhead_mb)
+
+
+def evaluate_floods(scenarios: list[dict[str, Any]], memory_cap_mb: int) -> None:
+    """Each flood's ratios and targets (in place)."""
     for s in scenarios:
         if s["kind"] != "flood":
             continue
@@ -285,7 +319,22 @@ def summarize(scenarios: list[dict[str, Any]], args: argparse.Namespace) -> dict
         if s["scenario"] == "register_churn":
             s["targets"]["rss_growth<32MB"] = s["rss_end_growth_mb"] < TARGET_CHURN_RSS_MB
         else:
-            s["targets"]["rss<=held+overhead"] = s["rss_peak_growth_mb"] <= memory_cap_mb
+            s["targets"]["rss<=budget"] = s["rss_peak_growth_mb"] <= memory_cap_mb
+
+
+def summarize(scenarios: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    legacy = [s for s in scenarios if s["kind"] == "legacy"]
+    quiet = next((s for s in legacy if s["scenario"] == "quiet"), legacy[0] if legacy else None)
+    for s in legacy:
+        assert quiet is not None
+        s["p99_vs_quiet"] = s["rtt_p99_us"] / quiet["rtt_p99_us"]
+        s["p50_vs_quiet"] = s["rtt_p50_us"] / quiet["rtt_p50_us"]
+        s["throughput_vs_quiet"] = s["jobs_per_s"] / quiet["jobs_per_s"]
+        s["targets"] = {
+            "p99<=3x_quiet": s["p99_vs_quiet"] <= TARGET_P99_RATIO,
+            "no_failures": s["failures"] == 0,
+        }
+    evaluate_floods(scenarios, _memory_cap_mb(args))
     return {
         "benchmark": "bad_peers",
         "scenarios": scenarios,
@@ -307,6 +356,9 @@ def summarize(scenarios: list[dict[str, Any]], args: argparse.Namespace) -> dict
                 "stall_output_bytes": args.stall_output_bytes, "rss_cap_mb": args.rss_cap_mb,
                 "max_held_payload_mb": args.max_held_payload_mb,
                 "held_overhead_mb": args.held_overhead_mb,
+                "max_archive_mb": args.max_archive_mb,
+                "trees": {label: str(tree) if tree is not None else str(ROOT)
+                          for label, tree in _trees(args)},
             },
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -354,37 +406,50 @@ def _ms(value: float | None) -> str:
 
 
 def _print_floods(floods: list[dict[str, Any]], f: dict[str, Any]) -> None:
+    cap = f["max_held_payload_mb"] + f.get("max_archive_mb", 0) + f["held_overhead_mb"]
     print()
     print(f"floods: a fresh hub each (auth jwt, slow_peer_timeout_ms "
           f"{f['slow_peer_timeout_ms']}{', ' + ' '.join(f['hub_flags']) if f['hub_flags'] else ''}"
           f"); bystander: 1 node, 1 client, {f['bystander_in_flight']} job in flight, "
           f"{f['bystander_pause_ms']:g} ms between jobs; quiet = its {f['before_s']:g} s before "
           f"the flood on the same hub; medians of {f['rounds']} round(s)")
-    print(f"{'scenario':<18}{'flood s':>8}{'quiet p50':>10}{'p50 ms':>8}{'x quiet':>8}"
-          f"{'quiet p99':>10}{'p99 ms':>8}{'jobs':>6}{'fail':>5}{'hub CPU':>8}"
-          f"{'RSS MiB':>8}{'peak+':>8}{'end+':>8}{'after+':>8}{'4006':>5}")
+    print("trees: " + ", ".join(f"{label} {path}" for label, path in f["trees"].items()))
+    print(f"{'scenario':<18}{'tree':<7}{'quiet p50':>10}{'p99':>7}{'flood p50':>10}{'p99':>7}"
+          f"{'x quiet':>8}{'RSS peak+':>10}{'after+':>8}{'held':>7}{'budget':>8}  met?")
     for row in floods:
         b, d = row["before"], row["during"]
         ratio = row["p50_vs_quiet"]
-        print(f"{row['scenario']:<18}{row['flood_seconds']:>8.1f}{_ms(b['p50_ms']):>10}"
-              f"{_ms(d['p50_ms']):>8}{'-' if ratio is None else f'{ratio:.1f}':>8}"
-              f"{_ms(b['p99_ms']):>10}{_ms(d['p99_ms']):>8}{d['jobs']:>6.0f}{row['failures']:>5}"
-              f"{row['hub_cpu_pct']:>7.0f}%{row['rss_before_kb'] / 1024:>8.0f}"
-              f"{row['rss_peak_growth_mb']:>8.0f}{row['rss_end_growth_mb']:>8.0f}"
-              f"{row['rss_after_growth_mb']:>8.0f}{row['hub_closed_4006']:>5.0f}"
+        held = row.get("held_peak_kb")
+        budget = f"{TARGET_CHURN_RSS_MB:g}" if row["scenario"] == "register_churn" else f"{cap}"
+        missed = [name for name, flag in row["targets"].items() if not flag]
+        print(f"{row['scenario']:<18}{row['tree']:<7}{_ms(b['p50_ms']):>10}{_ms(b['p99_ms']):>7}"
+              f"{_ms(d['p50_ms']):>10}{_ms(d['p99_ms']):>7}"
+              f"{'-' if ratio is None else f'{ratio:.1f}':>8}"
+              f"{row['rss_peak_growth_mb']:>10.0f}{row['rss_after_growth_mb']:>8.0f}"
+              f"{'-' if held is None else f'{held / 1024:.0f}':>7}{budget:>8}  "
+              f"{'met' if not missed else 'MISSED ' + ', '.join(missed)}"
               f"{'  capped' if row['capped'] else ''}")
-    cap = f["max_held_payload_mb"] + f["held_overhead_mb"]
+    print(f"(ms; RSS peak+/after+: the hub's VmRSS growth over its RSS when the flood "
+          f"started, at its peak and {f['after_s']:g} s after the flood, MiB; held: peak "
+          f"/v1/stats held_bytes, MiB; budget: max_held_payload_bytes "
+          f"({f['max_held_payload_mb']} MiB) + max_archive_bytes ({f.get('max_archive_mb', 0)} "
+          f"MiB) + {f['held_overhead_mb']} MiB overhead, "
+          f"register_churn: RSS growth by its end)")
     print(f"targets: bystander p50 during <= {TARGET_FLOOD_P50_RATIO:g}x quiet and < "
-          f"{TARGET_FLOOD_P50_MS:g} ms, 0 failures; RSS peak growth <= "
-          f"max_held_payload_bytes ({f['max_held_payload_mb']} MiB) + {f['held_overhead_mb']} "
-          f"MiB = {cap} MiB; register_churn: RSS growth by its end < {TARGET_CHURN_RSS_MB:g} MiB")
+          f"{TARGET_FLOOD_P50_MS:g} ms, 0 failures; RSS peak growth <= the budget")
+    print()
+    print(f"{'scenario':<18}{'tree':<7}{'flood s':>8}{'jobs':>6}{'fail':>5}{'hub CPU':>8}"
+          f"{'RSS MiB':>8}{'end+':>7}{'4006':>5}")
     for row in floods:
-        print(f"  {row['scenario']:<18}" + ", ".join(
-            f"{name} {_ok(flag)}" for name, flag in row["targets"].items()))
+        print(f"{row['scenario']:<18}{row['tree']:<7}{row['flood_seconds']:>8.1f}"
+              f"{row['during']['jobs']:>6.0f}{row['failures']:>5}{row['hub_cpu_pct']:>7.0f}%"
+              f"{row['rss_before_kb'] / 1024:>8.0f}{row['rss_end_growth_mb']:>7.0f}"
+              f"{row['hub_closed_4006']:>5.0f}")
     for row in floods:
-        print(f"  {row['scenario']}: {json.dumps(row['bad_peer'])}")
+        print(f"  {row['scenario']} [{row['tree']}]: {json.dumps(row['bad_peer'])}")
         if row["failure_sample"]:
-            print(f"  {row['scenario']}: failure e.g. {row['failure_sample'][:200]}")
+            print(f"  {row['scenario']} [{row['tree']}]: failure e.g. "
+                  f"{row['failure_sample'][:200]}")
 
 
 def _scenarios(text: str) -> list[str]:
@@ -454,10 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     fl.add_argument("--hub-flag", action="append", default=[], metavar="FLAG",
                     help="one more `hub serve` argument for the flood hubs (repeat; "
                          "e.g. --hub-flag=--max-jobs-per-session --hub-flag=256)")
+    fl.add_argument("--tree", type=Path, default=None,
+                    help="run the flood hubs from this checkout's `hub` (default: this one)")
+    fl.add_argument("--baseline-tree", type=Path, default=None,
+                    help="also run every flood with this checkout's hub (e.g. a worktree of "
+                         "the commit before a fix), interleaved: before/after rows")
     fl.add_argument("--rss-cap-mb", type=int, default=2560,
                     help="stop a flood whose hub grows more than this (a shared box)")
     fl.add_argument("--max-held-payload-mb", type=int, default=1024,
                     help="target: the hub's max_held_payload_bytes, MiB")
+    fl.add_argument("--max-archive-mb", type=int, default=256,
+                    help="target: the hub's max_archive_bytes, MiB (results kept in memory)")
+    fl.add_argument("--from-json", metavar="PATH",
+                    help="print (and judge again) the results of an earlier run")
     fl.add_argument("--held-overhead-mb", type=int, default=256,
                     help="target: RSS growth allowed over max_held_payload_bytes, MiB")
     args = parser.parse_args(argv)
@@ -469,6 +543,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.from_json:
+        out = json.loads(Path(args.from_json).read_text())
+        floods = out["settings"]["floods"]
+        floods["max_archive_mb"] = args.max_archive_mb
+        evaluate_floods(out["scenarios"], floods["max_held_payload_mb"] + args.max_archive_mb
+                        + floods["held_overhead_mb"])
+        out["all_targets_met"] = all(all(s["targets"].values()) for s in out["scenarios"])
+        print_table(out)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     install_exit_on_sigterm()
     out = run(args)
     print_table(out)
