@@ -40,6 +40,7 @@ from hub.core.messages import (
     NodeOutbound,
     Register,
     Registered,
+    hub_silence_ms,
 )
 
 __all__ = ["NODE_PATH", "STABLE_SESSION_S", "ConnectionLoop", "Token", "node_url"]
@@ -81,9 +82,6 @@ class _RegistrationRefused(Exception):
         self.code = code
 
 
-HUB_SILENCE_HEARTBEATS = 3
-"""Heartbeat intervals without a pong after which a hub counts as frozen."""
-HUB_SILENCE_MIN_S = 2.0
 CONFLICT_RETRY_MAX_S: Final = 0.5
 """The longest wait between registrations refused `node_id_conflict`: the node's
 previous hub died or froze holding its lease, which ends when the other hubs exclude
@@ -377,7 +375,7 @@ class ConnectionLoop:
         interval_s = (self.heartbeat_interval_ms or 0) / 1000
         if interval_s <= 0:
             return
-        silence_s = max(HUB_SILENCE_MIN_S, HUB_SILENCE_HEARTBEATS * interval_s)
+        silence_s = hub_silence_ms(self.heartbeat_interval_ms or 0) / 1000
         while True:
             await asyncio.sleep(interval_s)
             if link.close_code is not None:

@@ -8,7 +8,11 @@ and the stats are dumped to PATH when it stops (SIGTERM stops it cleanly).
 With `NODEHUB_BENCH_TRACEMALLOC=PATH` Python allocations are traced and every
 SIGUSR1 also writes the top allocation sites to PATH (memory investigations).
 With `NODEHUB_BENCH_GCLOG=1` every garbage collection of 5 ms or more is
-written to stderr (generation, duration, objects collected).
+written to stderr (generation, duration, objects collected), and the duration
+of every full (generation 2) one is kept. SIGUSR2 prints (stdout, one JSON
+line `{"gc": ...}`) the objects the collector tracks, those frozen
+(`gc.freeze`), collections per generation, and the full collections' durations
+(ms) kept since the last SIGUSR2 (empty without `NODEHUB_BENCH_GCLOG`).
 With `NODEHUB_BENCH_LOOPLAG=1` a thread asks the hub's event loop to run a
 callback every millisecond (as an I/O event would) and writes, every 5 s, how
 late those callbacks ran (p50/p99/max, ms) to stderr: how long anything that
@@ -18,6 +22,7 @@ arrives waits for the hub's loop.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import sys
@@ -46,6 +51,7 @@ def _collect(signum: int, frame: FrameType | None) -> None:
 
 
 _gc_started = 0.0
+_full_pauses_ms: list[float] = []
 
 
 def _gc_log(phase: str, info: dict[str, Any]) -> None:
@@ -54,12 +60,26 @@ def _gc_log(phase: str, info: dict[str, Any]) -> None:
         _gc_started = time.perf_counter()
         return
     took_ms = (time.perf_counter() - _gc_started) * 1000
+    if info["generation"] == 2:
+        _full_pauses_ms.append(round(took_ms, 3))
     if took_ms >= 5:
         sys.stderr.write(
             f"bench: gc generation {info['generation']} took {took_ms:.0f} ms "
             f"(collected {info['collected']})\n"
         )
         sys.stderr.flush()
+
+
+def _gc_report(signum: int, frame: FrameType | None) -> None:
+    pauses = list(_full_pauses_ms)
+    _full_pauses_ms.clear()
+    sys.stdout.write(json.dumps({"gc": {
+        "tracked": len(gc.get_objects()),
+        "frozen": gc.get_freeze_count(),
+        "collections": [stat["collections"] for stat in gc.get_stats()],
+        "full_pauses_ms": pauses,
+    }}) + "\n")
+    sys.stdout.flush()
 
 
 def _with_loop_lag_probe() -> None:
@@ -90,6 +110,7 @@ def main() -> int:
     if wanted:
         raise_nofile(wanted)
     signal.signal(signal.SIGUSR1, _collect)
+    signal.signal(signal.SIGUSR2, _gc_report)
     if bench.get("NODEHUB_BENCH_GCLOG"):
         gc.callbacks.append(_gc_log)
     if bench.get("NODEHUB_BENCH_TRACEMALLOC"):

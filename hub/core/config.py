@@ -109,7 +109,7 @@ class HubConfig:
     Past it the oldest results are evicted, leaving a tombstone (`result_expired`)."""
     # --- scale out ---------------------------------------------------------
     gc_pacing: bool = True
-    """Freeze what survived a full garbage collection, so that the next ones stay
+    """Freeze what survived a long full garbage collection, so that the next ones stay
     short on a big heap (hub/runtime/gc_pacer.py)."""
     gc_thaw_interval_ms: int = 600_000
     """How often the frozen objects are thawed (one full collection of everything)."""

@@ -47,7 +47,7 @@ KEY_HELP: Final[dict[str, str]] = {
     "interval (the latest wins)",
     "max_connections": "open WebSocket sessions; past it handshakes get 503",
     "max_archive_bytes": "bytes of finished job records held in memory for resubmits",
-    "gc_pacing": "freeze what survived a full GC, so later ones stay short",
+    "gc_pacing": "freeze what survived a long full GC, so later ones stay short",
     "gc_thaw_interval_ms": "how often frozen objects are thawed (one full collection)",
     "job_log_level": "level of the job lifecycle lines (DEBUG turns them down, OFF skips)",
     # Named here so their flags have help too.

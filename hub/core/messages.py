@@ -152,6 +152,18 @@ class Registered(_Message, tag="registered"):
     heartbeat_interval_ms: int
 
 
+HUB_SILENCE_HEARTBEATS: Final = 3
+HUB_SILENCE_MIN_MS: Final = 2000
+
+
+def hub_silence_ms(heartbeat_interval_ms: int) -> int:
+    """How long a node waits for a pong before it counts its hub as frozen and moves to
+    another (the protocol's rule, Liveness): three heartbeats, at least 2 s. The hub
+    reads it too, to know how long a node of a silent hub may take to show up
+    elsewhere with its unread results."""
+    return max(HUB_SILENCE_MIN_MS, HUB_SILENCE_HEARTBEATS * heartbeat_interval_ms)
+
+
 class JobAssign(_Message, tag="job_assign"):
     job_id: str
     attempt: int

@@ -86,6 +86,44 @@ def _select_subprotocol(
     return None
 
 
+class _Connection(ServerConnection):
+    """websockets' connection, leaving no reference cycle behind once lost: it is freed
+    by reference counting when its handler returns, not by a full collection (which the
+    GC pacer, hub/runtime/gc_pacer.py, may put off for minutes)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        protocol = self.protocol
+        # websockets binds the `select_subprotocol` callback to the protocol as a
+        # closure over this connection (connection -> protocol -> closure ->
+        # connection); the handshake is long over.
+        vars(protocol).pop("select_subprotocol", None)
+        # The parser keeps the exception that ended it (EOFError when the peer went
+        # away without a close frame, a handshake cut short): its traceback holds the
+        # parser's frame, which holds the protocol. The exceptions stay (websockets
+        # chains them), their tracebacks go: nothing logs them after this.
+        _drop_tracebacks(protocol.parser_exc)
+        _drop_tracebacks(protocol.handshake_exc)
+        # The parser is a generator whose frame holds the protocol (protocol -> parser ->
+        # frame -> protocol): once closed it has no frame. Nothing steps it any more:
+        # the protocol has seen EOF (`receive_eof` returns at once, `receive_data`
+        # raises before stepping it).
+        protocol.parser.close()
+
+
+def _drop_tracebacks(exc: BaseException | None) -> None:
+    """Clear the traceback of `exc` and of every exception it chains to."""
+    pending = [exc]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending += (exc.__cause__, exc.__context__)
+
+
 class WsServer:
     def __init__(
         self,
@@ -138,6 +176,7 @@ class WsServer:
             self.config.port,
             process_request=self._process_request,
             select_subprotocol=_select_subprotocol,
+            create_connection=_Connection,
             max_size=self.config.max_frame_bytes,
             ping_interval=None,  # liveness is the protocol's heartbeat (node_timeout_ms)
             compression=None,
@@ -220,7 +259,14 @@ class WsServer:
         except ConnectionClosed:
             pass
         finally:
-            await session.ended(ws.close_code)
+            try:
+                await session.ended(ws.close_code)
+            finally:
+                # The link calls back into its session (session -> link -> bound
+                # method -> session): without the cycle an ended session, its
+                # registration and capabilities are freed by reference counting at
+                # once, not by a full collection (which the GC pacer may put off).
+                link.on_close = None
 
     # --- HTTP ---------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ from hub.core.job_state import (
     Job,
     JobStatus,
 )
-from hub.core.messages import ErrorInfo, JobAssign
+from hub.core.messages import ErrorInfo, JobAssign, hub_silence_ms
 from hub.core.metrics import Metrics
 from hub.core.selector import Selection, select_node
 from hub.jobs.home.answers import SubmitReply
@@ -121,9 +121,16 @@ class Attempts:
         self.deadlines: DeadlineLoop[Deadline] = DeadlineLoop(clock, self._deadline_passed)
         self.stranded = StrandedAttempts(
             hub_id=config.hub_id, fleet=fleet, peers=peers, table=table, clock=clock,
-            # Time for a node to notice that its hub went silent (its pings go
-            # unanswered for 3 heartbeats) and register with another hub.
-            wait_ms=3 * config.heartbeat_interval_ms + config.hub_timeout_ms,
+            # Time for a node to notice that its hub went silent and register with
+            # another hub: its next ping (a heartbeat away), the protocol's silence
+            # for it, then reconnecting. The wait starts when the hub is excluded, at
+            # least hub_timeout_ms / 2 after it froze, so hub_timeout_ms on top leaves
+            # the node 1.5 hub_timeout_ms to reconnect; a shorter wait failed an
+            # attempt over just as its node arrived with the result.
+            wait_ms=(
+                config.heartbeat_interval_ms + hub_silence_ms(config.heartbeat_interval_ms)
+                + config.hub_timeout_ms
+            ),
             # Replayed results follow a node's registration at once; forwarding them
             # takes a store round trip or two.
             replay_grace_ms=max(500, config.hub_timeout_ms // 3),
