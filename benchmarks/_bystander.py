@@ -4,7 +4,8 @@
 bystander nodes serve) and wait for its `result`, again and again, recording
 the wall-clock time of each submit and its round trip. Prints `{"ready": 1}`
 once connected; on SIGTERM prints `{"samples": [[t_submit, rtt_ms], ...],
-"failures": n}` and exits.
+"failures": n, "failure_sample": first failed answer or null}` and exits.
+`--token`: its bearer token (`auth = "jwt"` hubs).
 
 Usage: python benchmarks/_bystander.py --url ws://127.0.0.1:P
 """
@@ -29,21 +30,27 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     ws = await connect(args.url.rstrip("/") + "/v1/client", compression=None,
-                       ping_interval=None, max_size=None)
+                       ping_interval=None, max_size=None, additional_headers=headers)
     waiting: dict[str, asyncio.Future[bool]] = {}
     samples: list[tuple[float, float]] = []
     failures = 0
+    failure_sample: str | None = None
     seq = itertools.count()
 
     async def reader() -> None:
+        nonlocal failure_sample
         async for frame in ws:
             msg = json.loads(frame)
             kind = msg.get("type")
             if kind in ("result", "rejected", "error"):
+                ok = kind == "result" and msg.get("ok", False)
+                if not ok and failure_sample is None:
+                    failure_sample = frame if isinstance(frame, str) else frame.decode()
                 future = waiting.pop(msg.get("request_id", ""), None)
                 if future is not None and not future.done():
-                    future.set_result(kind == "result" and msg.get("ok", False))
+                    future.set_result(ok)
 
     async def worker() -> None:
         nonlocal failures
@@ -69,7 +76,7 @@ async def run(args: argparse.Namespace) -> None:
     await stop.wait()
     for task in [*workers, read]:
         task.cancel()
-    emit(samples=samples, failures=failures)
+    emit(samples=samples, failures=failures, failure_sample=failure_sample)
 
 
 def main() -> int:
@@ -79,6 +86,7 @@ def main() -> int:
     parser.add_argument("--pause-ms", type=float, default=5.0, help="between two jobs of a loop")
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="de")
+    parser.add_argument("--token", default=None, help="bearer token (auth = jwt hubs)")
     uvloop.run(run(parser.parse_args()))
     return 0
 

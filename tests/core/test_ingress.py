@@ -159,3 +159,52 @@ def test_a_plain_codec_has_no_ingress_rules() -> None:
     codec: Codec[Any] = Codec(ClientInbound, binary=True)
     message = codec.decode(msgspec.msgpack.encode(_submit(b"raw")))
     assert isinstance(message, Submit) and message.payload == b"raw"
+
+
+LONG = 200
+"""Longer than `_FAST_ITEMS`: lists and maps this long are first checked in C."""
+
+
+def _long_unfit() -> list[tuple[bool, Any, str, str]]:
+    """Long flat lists and maps with one unfit value near their end: the C-level pass
+    must not let it through, and the refusal names it as the loop would."""
+    ints: list[Any] = [0] * LONG
+    floats: list[Any] = [0.5] * LONG
+    return [
+        (False, [*ints, 2**64], f"$.payload[{LONG}]", "integer outside"),
+        (False, [*ints, "s", -(2**63) - 1], f"$.payload[{LONG + 1}]", "integer outside"),
+        (True, [*floats, 1, float("nan")], f"$.payload[{LONG + 1}]", "non-finite"),
+        (True, [*floats, float("inf"), float("-inf")], f"$.payload[{LONG}]", "non-finite"),
+        (True, [*floats, True, 1e308, 1e308, float("inf")], f"$.payload[{LONG + 3}]",
+         "non-finite"),
+        (True, {**{f"k{i}": i for i in range(LONG)}, "z": float("nan")}, "$.payload.z",
+         "non-finite"),
+        (False, {**{f"k{i}": "v" for i in range(LONG)}, "z": 2**64}, "$.payload.z",
+         "integer outside"),
+        (True, {**{f"k{i}": 1 for i in range(LONG)}, 7: 1}, "$.payload", "string"),
+        (True, [*ints, msgspec.msgpack.Ext(1, b"x")], f"$.payload[{LONG}]", "extension"),
+    ]
+
+
+@pytest.mark.parametrize(("binary", "value", "path", "words"), _long_unfit())
+def test_long_lists_and_maps_are_refused_like_short_ones(
+    binary: bool, value: Any, path: str, words: str
+) -> None:
+    frame = msgspec.msgpack.encode(_submit(value)) if binary else json.dumps(_submit(value))
+    error = _refusal(client_codec(binary=binary), frame)
+    assert error.path == path and words in error.message, error
+
+
+def test_long_flat_lists_and_maps_are_accepted_unchanged() -> None:
+    values: list[Any] = [
+        [0, -(2**63), 2**64 - 1, True, None, "x"] * LONG,
+        [1.5, 0, -(2**63), 2**64 - 1, False, 1e308, 1e308] * LONG,  # sum past float range
+        ["s", None, False] * LONG,
+        {f"k{i}": [i, 0.5, "x", None][i % 4] for i in range(LONG)},
+        [[0] * LONG, {"a": [1.5] * LONG}] * 3,
+    ]
+    for binary in (False, True):
+        encode = msgspec.msgpack.encode if binary else msgspec.json.encode
+        for value in values:
+            message = client_codec(binary=binary).decode(encode(_submit(value)))
+            assert isinstance(message, Submit) and message.payload == value
