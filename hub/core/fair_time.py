@@ -113,15 +113,16 @@ class FairTime:
 
     def end(
         self, peer: object, party: object, mark: int, *, cpu_s: float, decode_s: float,
-        now_s: float,
+        started_s: float, now_s: float,
     ) -> float:
-        """A heavy frame of `peer` (of `party`, begun with mark `mark`) took `cpu_s` of
-        the hub's CPU time, `decode_s` of it to decode, and was handled by `now_s`: how
-        long the peer, and its party's next connection, wait (recorded for `wait_s`)."""
+        """A heavy frame of `peer` (of `party`, begun at `started_s` with mark `mark`)
+        took `cpu_s` of the hub's CPU time, `decode_s` of it to decode, and was handled
+        by `now_s`: how long the peer, and its party's next connection, wait (recorded
+        for `wait_s`). Whether others were held up is judged as the frame began."""
         # Suspended while other frames ran (the mark moved): only the decode was surely
         # its own.
         cost_s = cpu_s if self.frames == mark else decode_s
-        if cost_s <= TURN_SLICE_S or not self.contended(party, now_s):
+        if cost_s <= TURN_SLICE_S or not self.contended(party, started_s):
             return 0.0
         pause_s = min(MAX_PAUSE_S, cost_s * PAUSE_FACTOR)
         self.paused_s += pause_s

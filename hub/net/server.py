@@ -276,7 +276,7 @@ class WsServer:
                 if heavy:
                     fair.end(
                         link, party, mark, cpu_s=thread_time() - cpu,
-                        decode_s=decoded - started, now_s=ended,
+                        decode_s=decoded - started, started_s=started, now_s=ended,
                     )
                 worked_s += ended - started
                 if worked_s >= TURN_SLICE_S:
