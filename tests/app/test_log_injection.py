@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
-from collections.abc import Iterator
 
 import pytest
 from loguru import logger
@@ -22,15 +20,6 @@ from tests.support.hubtest import caps, wait_until
 FORMATS = pytest.mark.parametrize("as_json", [True, False], ids=["json", "human"])
 HUMAN_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| ")
 HUGE = 900_000
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    yield stream
-    logger.remove()
-    logger.configure(extra={})
-    logger.add(sys.stderr)  # loguru's own default handler
 
 
 def check_lines(text: str, *, as_json: bool, max_line: int = 3_000) -> list[str]:

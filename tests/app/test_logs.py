@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,15 +14,6 @@ from loguru import logger
 from hub.app.logs import configure_logging
 from tests.conftest import MakeHub, Net
 from tests.support.hubtest import caps
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    yield stream
-    logger.remove()
-    logger.configure(extra={})
-    logger.add(sys.stderr)  # loguru's own default handler
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
