@@ -292,13 +292,15 @@ async def redis_pause(world: World, sizes: Sizes, rng: random.Random) -> dict[st
     return await finish(world, ledger, "redis_pause", started, clients)
 
 
-async def rolling_restart(world: World, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
+async def _rolling_restart(
+    world: World, sizes: Sizes, name: str, prefix: str, service_ms: int, pace: float
+) -> dict[str, Any]:
     """Both hubs restarted one after the other under load (SIGTERM: drain, then start
-    again under the same id): nothing may fail."""
+    again under the same id), a submit every `pace / rate` s: nothing may fail."""
     world.start_hub("a")
     world.start_hub("b")
-    world.start_nodes("x", ["a", "b"], count=3, slots=20, service_ms=200)
-    world.start_nodes("y", ["b", "a"], count=3, slots=20, service_ms=200)
+    world.start_nodes("x", ["a", "b"], count=3, slots=20, service_ms=service_ms)
+    world.start_nodes("y", ["b", "a"], count=3, slots=20, service_ms=service_ms)
     await until(lambda: sees_nodes(world, "a", 6) and sees_nodes(world, "b", 6), "the fleet")
     clients = await clients_for(world, ["a", "b"], ["b", "a"])
     ledger = Ledger()
@@ -306,20 +308,25 @@ async def rolling_restart(world: World, sizes: Sizes, rng: random.Random) -> dic
 
     async def restarts() -> None:
         await asyncio.sleep(0.5)
-        for name in ("a", "b"):
-            await asyncio.to_thread(world.drain_hub, name)
-            await asyncio.to_thread(world.start_hub, name)
+        for hub in ("a", "b"):
+            await asyncio.to_thread(world.drain_hub, hub)
+            await asyncio.to_thread(world.start_hub, hub)
             await asyncio.sleep(0.5)
 
     # The load runs from before the first restart until after the second.
     rolling = asyncio.create_task(restarts())
     i = 0
     while not rolling.done():
-        await ledger.submit(clients[i % len(clients)], f"rr-{i}")
+        await ledger.submit(clients[i % len(clients)], f"{prefix}-{i}")
         i += 1
-        await asyncio.sleep(2 / sizes.rate)  # pacing the load, not waiting for anything
+        await asyncio.sleep(pace / sizes.rate)  # pacing the load, not waiting for anything
     await rolling
-    return await finish(world, ledger, "rolling_restart", started, clients)
+    return await finish(world, ledger, name, started, clients)
+
+
+async def rolling_restart(world: World, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
+    """Both hubs restarted one after the other under load: nothing may fail."""
+    return await _rolling_restart(world, sizes, "rolling_restart", "rr", 200, 2)
 
 
 async def _hub_freeze(
@@ -389,30 +396,7 @@ async def rolling_restart_long(
 ) -> dict[str, Any]:
     """A rolling restart with jobs of 2 s, longer than `hub_timeout_ms` / 3: every
     submit answered, none failed (no `no_node`, no `hub_shutdown`)."""
-    world.start_hub("a")
-    world.start_hub("b")
-    world.start_nodes("x", ["a", "b"], count=3, slots=20, service_ms=2000)
-    world.start_nodes("y", ["b", "a"], count=3, slots=20, service_ms=2000)
-    await until(lambda: sees_nodes(world, "a", 6) and sees_nodes(world, "b", 6), "the fleet")
-    clients = await clients_for(world, ["a", "b"], ["b", "a"])
-    ledger = Ledger()
-    started = time.monotonic()
-
-    async def restarts() -> None:
-        await asyncio.sleep(0.5)
-        for name in ("a", "b"):
-            await asyncio.to_thread(world.drain_hub, name)
-            await asyncio.to_thread(world.start_hub, name)
-            await asyncio.sleep(0.5)
-
-    rolling = asyncio.create_task(restarts())
-    i = 0
-    while not rolling.done():
-        await ledger.submit(clients[i % len(clients)], f"rl-{i}")
-        i += 1
-        await asyncio.sleep(4 / sizes.rate)  # pacing the load, not waiting for anything
-    await rolling
-    return await finish(world, ledger, "rolling_restart_long", started, clients)
+    return await _rolling_restart(world, sizes, "rolling_restart_long", "rl", 2000, 4)
 
 
 async def drain_then_resubmit(
