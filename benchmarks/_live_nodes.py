@@ -19,36 +19,15 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Any
 
 import msgspec
 import uvloop
+from _nodes import Accept, Assign, JobResult
 from _procs import emit, raise_nofile
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 MSGPACK = Subprotocol("hub.v1.msgpack")
-
-
-class Assign(msgspec.Struct):
-    """What a node needs of a `job_assign` (every other field, the payload too, is
-    skipped by the decoder)."""
-
-    type: str
-    job_id: str = ""
-    attempt: int = 0
-
-
-class Accept(msgspec.Struct, tag_field="type", tag="job_accept"):
-    job_id: str
-    attempt: int
-
-
-class JobResult(msgspec.Struct, tag_field="type", tag="job_result"):
-    job_id: str
-    attempt: int
-    ok: bool
-    output: Any
 
 
 _decode = msgspec.msgpack.Decoder(Assign).decode

@@ -40,6 +40,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 
 class Assign(msgspec.Struct):
+    """What a node needs of a `job_assign` (every other field, the payload too, is
+    skipped by the decoder). The benchmarks' other nodes share these structs."""
+
     type: str
     job_id: str = ""
     attempt: int = 0
