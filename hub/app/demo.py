@@ -209,6 +209,26 @@ IMPOSSIBLE_SHARE = 0.03
 """Submits that ask for xx -> yy, a pair no node serves: answered `rejected` `no_node`."""
 
 
+async def _start_hubs(
+    stack: contextlib.AsyncExitStack, hubs: int, port: int
+) -> tuple[list[Hub], str, str | None]:
+    """The demo's hubs (two share a redis-server started for them), closed with `stack`;
+    their token secret and the Redis URL (None in local mode). The first hub serves on
+    `port`."""
+    redis_url = None
+    if hubs == 2:
+        redis_url = await stack.enter_async_context(_redis_server())
+    prefix = f"demo-{uuid.uuid4().hex[:8]}"
+    secret = secrets.token_urlsafe(32)
+    running = [
+        await stack.enter_async_context(
+            Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret, port if i == 0 else 0))
+        )
+        for i in range(hubs)
+    ]
+    return running, secret, redis_url
+
+
 async def run_demo(
     *, nodes: int = 50, seconds: float = 15.0, in_flight: int = 32, seed: int = 1,
     faults: bool = True, hubs: int = 1, linger: bool = False, port: int = 0,
@@ -217,18 +237,7 @@ async def run_demo(
         raise ConfigError("--hubs must be 1 or 2")
     profile = "faulty" if faults else "default"
     async with contextlib.AsyncExitStack() as stack:
-        redis_url = None
-        if hubs == 2:
-            redis_url = await stack.enter_async_context(_redis_server())
-        prefix = f"demo-{uuid.uuid4().hex[:8]}"
-        secret = secrets.token_urlsafe(32)
-        running = [
-            await stack.enter_async_context(
-                Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret,
-                            port if i == 0 else 0))
-            )
-            for i in range(hubs)
-        ]
+        running, secret, redis_url = await _start_hubs(stack, hubs, port)
         ttl_s = seconds + 3600
         node_token = mint_token(
             secret, role=NODE, sub="demo-fleet", node_ids=["gpu*"], ttl_s=ttl_s

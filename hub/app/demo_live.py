@@ -23,11 +23,9 @@ import asyncio
 import contextlib
 import math
 import random
-import secrets
 import statistics
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -35,7 +33,7 @@ from agent_sim.behaviour import get_profile
 from agent_sim.client import HubClient
 from agent_sim.fleet import Fleet
 from agent_sim.live import LiveSession
-from hub.app.demo import _config, _how_to_look, _redis_server
+from hub.app.demo import _how_to_look, _start_hubs
 from hub.app.hub import Hub
 from hub.core.errors import ConfigError
 from hub.core.messages import RoomResult, UtteranceCut, UtteranceResult
@@ -171,18 +169,7 @@ async def run_live_demo(
         pairs = tuple((a, b) for a in ROOM_LANGS for b in ROOM_LANGS if a != b)
         profile = replace(profile, fixed_pairs=pairs, max_concurrency=(8, 8))
     async with contextlib.AsyncExitStack() as stack:
-        redis_url = None
-        if hubs == 2:
-            redis_url = await stack.enter_async_context(_redis_server())
-        prefix = f"demo-{uuid.uuid4().hex[:8]}"
-        secret = secrets.token_urlsafe(32)
-        running = [
-            await stack.enter_async_context(
-                Hub(_config(f"demo-hub-{i + 1}", redis_url, prefix, secret,
-                            port if i == 0 else 0))
-            )
-            for i in range(hubs)
-        ]
+        running, secret, redis_url = await _start_hubs(stack, hubs, port)
         ttl_s = seconds + 3600
         node_token = mint_token(secret, role=NODE, sub="demo-fleet", node_ids=["asr*"],
                                 ttl_s=ttl_s)
