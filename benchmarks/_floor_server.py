@@ -4,11 +4,13 @@ once listening, served until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import uvloop
 from _procs import emit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -31,3 +33,13 @@ async def serve_until_stopped(
     ):
         emit(ready=port)
         await stop.wait()
+
+
+def serve_main(doc: str | None, run: Callable[[str, int], Awaitable[None]]) -> int:
+    """A floor's command line: `--host`, `--port`, then `run(host, port)` on uvloop."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvloop.run(run(args.host, args.port))
+    return 0

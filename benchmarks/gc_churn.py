@@ -28,6 +28,7 @@ import signal
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -170,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if result['target_met'] else 'MISSED'}")
     print(f"  answers {result['answers']}; before: {result['gc_before']}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-            fh.write("\n")
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

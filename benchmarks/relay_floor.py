@@ -12,13 +12,11 @@ Usage: python benchmarks/relay_floor.py --port P
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from http import HTTPStatus
 
-import uvloop
-from _floor_server import serve_until_stopped
+from _floor_server import serve_main, serve_until_stopped
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -74,14 +72,5 @@ async def run(host: str, port: int) -> None:
     await serve_until_stopped(relay.handle, relay.process_request, host, port)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvloop.run(run(args.host, args.port))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_main(__doc__, run))
