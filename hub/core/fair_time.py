@@ -78,6 +78,8 @@ class FairTime:
     def wait_s(self, peer: object, now_s: float, *, party: object = None) -> float:
         """How long `peer`'s next frame must wait from `now_s` (0: go ahead); with
         `party` (a connection's first frame), what that party owes too."""
+        if not self._owed:  # every frame asks: nobody owes anything, nearly always
+            return 0.0
         wait = self._owed_by(peer, now_s)
         if party is not None:
             wait = max(wait, self._owed_by(party, now_s))
