@@ -16,7 +16,9 @@ node, that hub is told with a `NodeReplaced` envelope.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from loguru import logger
 
@@ -40,13 +42,17 @@ from hub.core.messages import (
 )
 from hub.jobs.links import Link, LinkCloser
 from hub.jobs.owner.capability_updates import CapabilityUpdates
-from hub.jobs.owner.registry import Lost, NodeRegistry, RegisteredNode
+from hub.jobs.owner.registry import Assignment, Lost, NodeRegistry, RegisteredNode
 from hub.jobs.roles import JobEvents
 from hub.runtime.turn_batch import TurnBatch
 from hub.store.base import OwnershipConflict, Store
 
 CLAIM_BATCH = 500
 """Node claims per store call (a reconnect storm's registrations of one loop turn)."""
+
+
+ORPHANED_KEPT: Final = 10_000
+"""Attempts stopped for a dead home whose late result is still archived."""
 
 
 class NodeOwner:
@@ -64,6 +70,10 @@ class NodeOwner:
         (a takeover's `NodeReplaced`); `closer` closes replaced sessions."""
         self._config = config
         self._hub_id = config.hub_id
+        self._orphaned: OrderedDict[tuple[str, str, int], Assignment] = OrderedDict()
+        """(node id, job id, attempt) of attempts stopped because their home died, the
+        latest `ORPHANED_KEPT`: a node that finished one before its cancel arrived sends
+        a result nobody may lose (it is archived for the client's resubmit)."""
         self.registry = registry
         self._store = store
         self._events = events
@@ -196,6 +206,16 @@ class NodeOwner:
                 except ProtocolError as exc:  # it had reached the home: nothing to do
                     logger.debug("replayed result for {}: {}", message.job_id, exc.message)
             case JobResult() | JobReject():
+                orphan = self._orphaned.pop(
+                    (node.node_id, message.job_id, message.attempt), None
+                )
+                if orphan is not None:
+                    if isinstance(message, JobResult):  # its dead home's inbox: archived
+                        await self._events.node_event(
+                            node.node_id, message, home_hub=orphan.home_hub,
+                            request_id=orphan.request_id, tenant=orphan.tenant,
+                        )
+                    return
                 assignment = registry.fence(node, message.job_id, message.attempt)
                 registry.release(node, message.job_id)
                 # The next job first: the slot idles until it arrives, while the
@@ -259,6 +279,10 @@ class NodeOwner:
         for node in list(self.registry.registered.values()):
             for job_id, assignment in list(node.assignments.items()):
                 if assignment.home_hub == hub_id:
+                    orphaned = self._orphaned
+                    orphaned[(node.node_id, job_id, assignment.attempt)] = assignment
+                    while len(orphaned) > ORPHANED_KEPT:
+                        orphaned.popitem(last=False)
                     await self.registry.revoke(
                         node.node_id, job_id, assignment.attempt, HOME_LOST
                     )
