@@ -8,7 +8,11 @@ comes back from an echo node. Both are matched on `request_id`.
 Phases: RTT (1 job in flight; `--warmup` untimed jobs, then `--rtt-jobs`
 sequential jobs, each timed submit -> done with perf_counter_ns), then
 throughput (`--in-flight` jobs in flight until `--tp-jobs` are done; a new
-submit is written as soon as one finishes). Prints one JSON line.
+submit is written as soon as one finishes). Prints one JSON line. With
+`--cpu-pids` it also reports the CPU time those processes (the hub, or the
+floor) ran during the throughput phase, per job (`server_cpu_us_per_job`, from
+/proc/PID/schedstat): what a job costs the server, whatever else shares the
+machine.
 
 With `--handshakes N` it first opens and closes N client sessions one after the
 other and reports the handshake time of each (connect until the session is
@@ -159,6 +163,15 @@ class RedisWindow:
         return {"seconds": time.perf_counter() - self._started, "calls": calls}
 
 
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time the processes `pids` have run (ns, /proc/PID/schedstat: on-CPU time)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
 async def handshakes(url: str, count: int, options: dict[str, Any]) -> list[int]:
     """`count` sessions opened and closed one after the other; each one's open time (ns)."""
     times = []
@@ -196,15 +209,19 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.wait_for(load.flood(args.warmup, args.in_flight), args.timeout)
             gc.collect()
             await window.open()
+            cpu_before = cpu_ns(args.cpu_pids)
             elapsed = await asyncio.wait_for(
                 load.flood(args.tp_jobs, args.in_flight), args.timeout
             )
+            cpu = cpu_ns(args.cpu_pids) - cpu_before
             redis_tp = await window.close()
         finally:
             reader.cancel()
     extra: dict[str, Any] = {}
     if redis_rtt is not None and redis_tp is not None:
         extra["redis"] = {"rtt": redis_rtt, "tp": redis_tp}
+    if args.cpu_pids:
+        extra["server_cpu_us_per_job"] = cpu / 1000 / args.tp_jobs
     if shakes:
         extra["handshake_p50_us"] = _percentile(shakes, 0.50) / 1000
         extra["handshake_mean_us"] = sum(shakes) / len(shakes) / 1000
@@ -238,6 +255,9 @@ def main() -> int:
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="de")
     parser.add_argument("--timeout", type=float, default=120.0, help="per phase, seconds")
+    parser.add_argument("--cpu-pids", type=lambda v: [int(p) for p in v.split(",") if p],
+                        default=[], help="the server's processes: their CPU time per job "
+                        "in the throughput phase (server_cpu_us_per_job)")
     parser.add_argument("--redis-port", type=int, help="count this Redis's commands per phase")
     parser.add_argument("--token", default=None, help="bearer token (auth = jwt hubs)")
     parser.add_argument("--ca-file", default=None, help="CA of a wss:// hub")

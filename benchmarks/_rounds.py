@@ -28,8 +28,11 @@ AUTH_NODE_PREFIX = "auth"
 
 def _loadgen(procs: ProcGroup, target: str, url: str, args: argparse.Namespace,
              prefix: str, redis_port: int | None = None,
-             peer_args: list[str] | None = None) -> dict[str, Any]:
+             peer_args: list[str] | None = None, cpu_pids: list[int] | None = None,
+             ) -> dict[str, Any]:
     extra: tuple[str, ...] = ("--redis-port", str(redis_port)) if redis_port is not None else ()
+    if cpu_pids:
+        extra += ("--cpu-pids", ",".join(map(str, cpu_pids)))
     extra += tuple(peer_args or ())
     if args.auth and target != "floor":
         extra += ("--handshakes", str(args.handshakes))
@@ -145,6 +148,9 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
                 hubs[auth_hub.name] = auth_hub.hub
                 loadgen_args[auth_hub.name] = auth_hub.peer_args(auth_hub.client_token)
         targets = list(urls)
+        servers = {"floor": [relay.pid]} | {name: [hub.pid] for name, hub in hubs.items()}
+        if cross:
+            servers["cross"] = [hub.pid for hub in topology.hubs]
 
         rounds: list[dict[str, Any]] = []
         for index in range(args.rounds):
@@ -155,7 +161,7 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
                 redis_port = topology.redis_port if target == "cross" else None
                 measured[target] = _loadgen(procs, target, urls[target], args,
                                             f"r{index}{target}.", redis_port,
-                                            loadgen_args.get(target))
+                                            loadgen_args.get(target), servers.get(target))
                 if redis_port is not None:
                     tp_window = measured[target]["redis"]["tp"]["seconds"]
                     measured["idle"] = _idle_redis(redis_port, tp_window)
