@@ -11,8 +11,9 @@ throughput (`--in-flight` jobs in flight until `--tp-jobs` are done; a new
 submit is written as soon as one finishes). Prints one JSON line. With
 `--cpu-pids` it also reports the CPU time those processes (the hub, or the
 floor) ran during the throughput phase, per job (`server_cpu_us_per_job`, from
-/proc/PID/schedstat): what a job costs the server, whatever else shares the
-machine.
+/proc/PID/schedstat), and during the RTT phase (`server_cpu_us_per_job_rtt`:
+one job at a time, every frame a loop wakeup of its own): what a job costs the
+server, whatever else shares the machine.
 
 With `--handshakes N` it first opens and closes N client sessions one after the
 other and reports the handshake time of each (connect until the session is
@@ -202,8 +203,10 @@ async def run(args: argparse.Namespace) -> None:
             gc.collect()
             rtts = []
             await window.open()
+            cpu_before = cpu_ns(args.cpu_pids)
             for _ in range(args.rtt_jobs):
                 rtts.append(await asyncio.wait_for(load.one(), args.timeout))
+            rtt_cpu = cpu_ns(args.cpu_pids) - cpu_before
             redis_rtt = await window.close()
             rtts.sort()
             await asyncio.wait_for(load.flood(args.warmup, args.in_flight), args.timeout)
@@ -222,6 +225,7 @@ async def run(args: argparse.Namespace) -> None:
         extra["redis"] = {"rtt": redis_rtt, "tp": redis_tp}
     if args.cpu_pids:
         extra["server_cpu_us_per_job"] = cpu / 1000 / args.tp_jobs
+        extra["server_cpu_us_per_job_rtt"] = rtt_cpu / 1000 / args.rtt_jobs
     if shakes:
         extra["handshake_p50_us"] = _percentile(shakes, 0.50) / 1000
         extra["handshake_mean_us"] = sum(shakes) / len(shakes) / 1000

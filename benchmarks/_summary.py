@@ -37,10 +37,12 @@ def _median(rounds: list[dict[str, Any]], target: str, key: str) -> float:
 
 def _cpu(out: dict[str, Any], rounds: list[dict[str, Any]], target: str, prefix: str) -> None:
     """The server's CPU per job in the throughput phase, and the floor's (when measured)."""
-    if all("server_cpu_us_per_job" in r[target] for r in rounds):
-        out[f"{prefix}cpu_us_per_job"] = _median(rounds, target, "server_cpu_us_per_job")
-    if prefix == "" and all("server_cpu_us_per_job" in r["floor"] for r in rounds):
-        out["floor_cpu_us_per_job"] = _median(rounds, "floor", "server_cpu_us_per_job")
+    for key in ("server_cpu_us_per_job", "server_cpu_us_per_job_rtt"):
+        name = key.removeprefix("server_")
+        if all(key in r[target] for r in rounds):
+            out[f"{prefix}{name}"] = _median(rounds, target, key)
+        if prefix == "" and all(key in r["floor"] for r in rounds):
+            out[f"floor_{name}"] = _median(rounds, "floor", key)
 
 
 def _redis_per_job(rounds: list[dict[str, Any]], phase: str, jobs: int) -> dict[str, Any]:

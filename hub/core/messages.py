@@ -701,7 +701,7 @@ class Codec(Generic[T]):
             self._decode = msgspec.json.Decoder(inbound).decode
             self._encode = msgspec.json.Encoder().encode
 
-    def decode(self, frame: str | bytes) -> T:
+    def decode(self, frame: str | bytes | bytearray | memoryview) -> T:
         """Decode one frame, or raise `ProtocolError` with a wire code."""
         try:
             result: T = self._decode(frame)

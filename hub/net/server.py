@@ -23,7 +23,9 @@ are not counted and keep answering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from time import perf_counter, thread_time
@@ -31,8 +33,14 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
+from websockets.protocol import Event, State
+from websockets.typing import BytesLike, Subprotocol
+from websockets.utils import apply_mask
+
+with contextlib.suppress(ImportError):  # websockets' C unmasking, as its parser uses
+    from websockets.speedups import apply_mask
 
 from hub.core import close_codes, error_codes
 from hub.core.config import HubConfig
@@ -57,15 +65,22 @@ from hub.runtime.loop_turn import LoopTurn
 
 ENDPOINTS = ("/v1/node", "/v1/client")
 
+INBOX_HIGH = 16
+"""Whole messages a connection may have waiting for its session before the hub stops
+reading its socket (websockets' own `max_queue` default); reading resumes at
+`INBOX_LOW`. Past it the peer's frames wait in the socket: TCP backpressure."""
+INBOX_LOW = 4
 
-def _decoder(codec: Codec[Any]) -> Callable[[str | bytes], Any]:
-    """The session's frame decoder; a text frame on a MessagePack session is `bad_message`
-    (msgspec's MessagePack decoder raises TypeError on `str`)."""
+
+def _decoder(codec: Codec[Any]) -> Callable[[bool, BytesLike], Any]:
+    """The session's message decoder, given whether the message came in text frames and
+    its payload; a text message on a MessagePack session is `bad_message`."""
     if not codec.binary:
-        return codec.decode
+        decode_json = codec.decode
+        return lambda _text, frame: decode_json(frame)
 
-    def decode(frame: str | bytes) -> Any:
-        if isinstance(frame, str):
+    def decode(text: bool, frame: BytesLike) -> Any:
+        if text:
             raise ProtocolError(
                 error_codes.BAD_MESSAGE, "a MessagePack session takes binary frames"
             )
@@ -86,12 +101,193 @@ def _select_subprotocol(
 
 
 class _Connection(ServerConnection):
-    """websockets' connection, leaving no reference cycle behind once lost: it is freed
-    by reference counting when its handler returns, not by a full collection (which the
-    GC pacer, hub/runtime/gc_pacer.py, may put off for minutes)."""
+    """websockets' connection, with a cheaper way in for messages, leaving no reference
+    cycle behind once lost.
+
+    Messages go to `inbox` (a deque of (text?, payload) the session's loop pops), not
+    through websockets' `Assembler` and `recv`: a job takes three messages in, and
+    the assembler's locks, futures and per-message decode to `str` cost about as
+    much as the parsing itself. The payload stays bytes: both codecs decode bytes
+    (msgspec's JSON decoder checks the UTF-8 websockets would have).
+
+    Once the connection is open, the frames themselves are read here too
+    (`_read_frames`) as long as they are the ordinary kind: whole, masked,
+    no reserved bits, text or binary within `max_size`, or a ping or pong.
+    websockets' parser is a generator stepping through each header field,
+    several times this one's cost per frame. The first frame of any other kind (a
+    close, a fragment, anything malformed or too big) and everything after it go
+    to websockets' parser for good, which then answers exactly as it would
+    have (closes with 1002 or 1009, the closing handshake). Reading starts here
+    only if websockets' parser waits at a frame boundary with nothing buffered.
+
+    Once lost it is freed by reference counting when its handler returns, not by a
+    full collection (which the GC pacer, hub/runtime/gc_pacer.py, may put off for
+    minutes)."""
+
+    inbox: deque[tuple[bool, BytesLike]] | None = None
+    """Messages not read by the session yet (None until the first arrives)."""
+    _more: asyncio.Future[None] | None = None
+    """Set while the session's loop waits for a message."""
+    _fragments: list[BytesLike] | None = None
+    _fragments_text = False
+    _reading_paused = False
+    _reads: bool | None = None
+    """Whether frames are read here (None: not decided yet, until the first data
+    after the handshake)."""
+    _buffer: bytearray | None = None
+    """Bytes of a frame not complete yet (when frames are read here)."""
+    _needed = 0
+    """Bytes `_buffer` must hold before a frame can be complete."""
+
+    def data_received(self, data: bytes) -> None:
+        reads = self._reads
+        if reads is None:
+            protocol = self.protocol
+            if protocol.state is not State.OPEN:
+                super().data_received(data)  # the handshake
+                return
+            reads = self._reads = (
+                not protocol.reader.buffer
+                and protocol.current_size is None
+                and _waits_at_frame_boundary(protocol.parser)
+            )
+        if reads:
+            self._read_frames(data)
+        else:
+            super().data_received(data)
+
+    def _read_frames(self, data: bytes) -> None:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._needed:
+                return  # the frame's payload is still coming
+            view = memoryview(buffer)
+        else:
+            view = memoryview(data)
+        self._needed = 0
+        size = len(view)
+        max_size = self.protocol.max_message_size
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = deque()
+        queued = len(inbox)
+        pos = 0
+        while size - pos >= 2:
+            first, second = view[pos], view[pos + 1]
+            length = second & 0x7F
+            head = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(view[head:head + 2])
+                head += 2
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(view[head:head + 8])
+                head += 8
+            opcode = first & 0x0F
+            if (
+                first & 0xF0 != 0x80  # FIN, no reserved bits
+                or not second & 0x80  # a client's frames are masked
+                or opcode not in (1, 2, 9, 10)  # text, binary, ping, pong
+                or (max_size is not None and length > max_size)
+                or (opcode > 2 and length > 125)
+            ):
+                self._reads = False  # websockets' from this frame on
+                self._buffer = None
+                unread = bytes(view[pos:])
+                view.release()
+                self._deliver(inbox, queued)
+                super().data_received(unread)
+                return
+            end = head + 4 + length
+            if end > size:
+                self._needed = end - pos
+                break
+            payload = apply_mask(view[head + 4:end], bytes(view[head:head + 4]))
+            if opcode <= 2:
+                inbox.append((opcode == 1, payload))
+            elif opcode == 9:  # ping: pong, as websockets would
+                self.protocol.send_pong(payload)
+                self.send_data()
+            # A pong needs nothing: the hub sends no pings.
+            pos = end
+        if buffer:  # what was parsed goes; the rest stays
+            view.release()
+            del buffer[:pos]
+        else:
+            self._buffer = bytearray(view[pos:]) if pos < size else None
+            view.release()
+        self._deliver(inbox, queued)
+
+    def _deliver(self, inbox: deque[tuple[bool, BytesLike]], queued: int) -> None:
+        """Wake the session's loop for the messages appended past `queued`."""
+        if len(inbox) == queued:
+            return
+        more = self._more
+        if more is not None:
+            self._more = None
+            more.set_result(None)
+        if len(inbox) > INBOX_HIGH and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def process_event(self, event: Event) -> None:
+        if self.request is None or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake's request
+            return
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not event.fin:  # the protocol guarantees its continuations follow
+                self._fragments = [event.data]
+                self._fragments_text = opcode is Opcode.TEXT
+                return
+            message = (opcode is Opcode.TEXT, event.data)
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(event.data)
+            if not event.fin:
+                return
+            message = (self._fragments_text, b"".join(self._fragments))
+            self._fragments = None
+        else:
+            super().process_event(event)  # ping, pong, close: websockets'
+            return
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = deque()
+        inbox.append(message)
+        self._deliver(inbox, len(inbox) - 1)
+
+    def next_message(self) -> tuple[bool, BytesLike] | None:
+        """The next message waiting, if any."""
+        inbox = self.inbox
+        if not inbox:
+            return None
+        message = inbox.popleft()
+        if self._reading_paused and len(inbox) <= INBOX_LOW:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+        return message
+
+    async def more(self) -> bool:
+        """Wait for a message; False once the connection is lost and none is left."""
+        if self.inbox:
+            return True
+        if self.connection_lost_waiter.done():
+            return False
+        more = self._more = self.loop.create_future()
+        await more
+        return bool(self.inbox) or not self.connection_lost_waiter.done()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        more = self._more
+        if more is not None:
+            self._more = None
+            more.set_result(None)
         protocol = self.protocol
         # websockets binds the `select_subprotocol` callback to the protocol as a
         # closure over this connection (connection -> protocol -> closure ->
@@ -108,6 +304,16 @@ class _Connection(ServerConnection):
         # the protocol has seen EOF (`receive_eof` returns at once, `receive_data`
         # raises before stepping it).
         protocol.parser.close()
+
+
+def _waits_at_frame_boundary(parser: object) -> bool:
+    """Whether websockets' parser (a generator delegating to generators) is suspended
+    waiting for the first byte of a frame (its innermost step is the reader's
+    `at_eof`, asked before each frame), not in the middle of one."""
+    innermost = parser
+    while (inner := getattr(innermost, "gi_yieldfrom", None)) is not None:
+        innermost = inner
+    return innermost is not parser and getattr(innermost, "__name__", "") == "at_eof"
 
 
 def _drop_tracebacks(exc: BaseException | None) -> None:
@@ -239,8 +445,17 @@ class WsServer:
         paused = self.metrics.peer_pauses
         worked_s = 0.0
         first: object = party
+        assert isinstance(ws, _Connection)
+        more = ws.more
+        next_message = ws.next_message
         try:
-            async for frame in ws:
+            while True:
+                message_in = next_message()
+                if message_in is None:
+                    if not await more():
+                        break
+                    continue
+                text, frame = message_in
                 if session.closed:
                     break
                 started = perf_counter()
@@ -258,7 +473,7 @@ class WsServer:
                 heavy = len(frame) >= HEAVY_FRAME_BYTES
                 cpu = thread_time() if heavy else 0.0
                 try:
-                    message = decode(frame)
+                    message = decode(text, frame)
                 except ProtocolError as exc:
                     decoded = perf_counter()
                     await session.undecodable(exc)
