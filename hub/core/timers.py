@@ -12,7 +12,7 @@ deadline may be a day away). Pure: the caller passes `now_ms`.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Final, Generic, TypeVar
 
 T = TypeVar("T", bound=Hashable)
@@ -54,6 +54,16 @@ class DeadlineQueue(Generic[T]):
     def discard(self, item: T) -> None:
         """Forget the item's pending deadline, if any."""
         if self._live.pop(item, None) is not None:
+            self._compact()
+
+    def discard_all(self, items: Iterable[T]) -> None:
+        """`discard` each of `items`, with one look at the heap's dead entries."""
+        pop = self._live.pop
+        found = False
+        for item in items:
+            if pop(item, None) is not None:
+                found = True
+        if found:
             self._compact()
 
     def next_due(self) -> int | None:

@@ -134,7 +134,7 @@ class InboundRouter:
                 await self.resubmits.take_handed(envelope.sender, envelope.jobs)
             case Deliver():
                 if self.resubmits.deliverable(envelope.client_id, envelope.message):
-                    await self.delivery.to_client(envelope.client_id, envelope.message)
+                    self.delivery.to_client(envelope.client_id, envelope.message)
             case NodeReplaced():
                 await self.owner.replaced_elsewhere(envelope.node_id, envelope.epoch)
             case AdminRequest() | AdminReply():

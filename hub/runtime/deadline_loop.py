@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 from loguru import logger
@@ -55,6 +55,10 @@ class DeadlineLoop(Generic[T]):
     def discard(self, item: T) -> None:
         """Forget a pending deadline (its job finished, or moved on)."""
         self._queue.discard(item)
+
+    def discard_all(self, items: Iterable[T]) -> None:
+        """`discard` each of `items` (a job's deadlines of every kind, as it ends)."""
+        self._queue.discard_all(items)
 
     @property
     def heap_size(self) -> int:

@@ -263,7 +263,7 @@ class Admission:
                     logger.warning("releasing request {} failed: {}", message.request_id, exc)
             if decision.code == error_codes.NO_NODE and decision.reasons is not None:
                 self.metrics.no_node_answer(decision.reasons)
-            return await reply.rejected(decision.code, decision.message, decision.reasons)
+            return reply.rejected(decision.code, decision.message, decision.reasons)
         job = decision.job
         self.table.add(job, started_ns)
         if message.timeout_ms is not None:

@@ -70,7 +70,7 @@ class SubmitReply:
             self.duplicate = True
             self._metrics.submit("duplicate", self._src, self._tgt)
 
-    async def accepted(
+    def accepted(
         self, job_id: str, node_id: str = "", *, queued: bool = False, started: bool = False
     ) -> None:
         """`started`: the job was made for this submit (a resubmit whose job nobody held
@@ -79,12 +79,12 @@ class SubmitReply:
             return
         if not self.duplicate:
             self._metrics.submit("accepted", self._src, self._tgt)
-        await self.link.send(Accepted(
+        self.link.queue(Accepted(
             request_id=self.request_id, job_id=job_id, node_id=node_id,
             duplicate=self.duplicate and not started, queued=queued,
         ))
 
-    async def rejected(
+    def rejected(
         self, code: str, message: str, reasons: dict[str, int] | None = None
     ) -> Rejected:
         rejected = Rejected(
@@ -96,7 +96,7 @@ class SubmitReply:
             self._metrics.submit(code, self._src, self._tgt)
         self._metrics.recent.rejected(time.monotonic(), code)
         self._log.rejected(self.request_id, code, message)
-        await self.link.send(rejected)
+        self.link.queue(rejected)
         return rejected
 
     def deferred(self) -> None:

@@ -210,7 +210,7 @@ class Attempts:
                 self.peers.send(job.node_hub, self.dispatch(job, assign))
             self.log.assigned(job)
             if reply is not None:
-                await reply.accepted(job.job_id, job.node_id, started=True)
+                reply.accepted(job.job_id, job.node_id, started=True)
             return
         refused = self.slots.reserve(
             job.node_id, job.job_id, job.attempt, self.hub_id, job.request_id, job.tenant
@@ -226,7 +226,7 @@ class Attempts:
         self.slots.deliver(job.node_id, assign)
         self.log.assigned(job)
         if reply is not None:
-            await reply.accepted(job.job_id, job.node_id, started=True)
+            reply.accepted(job.job_id, job.node_id, started=True)
         if job.attempt == 1:
             started = self.table.submitted_ns.get(job.job_id)
             if started is not None:
@@ -310,7 +310,7 @@ class Attempts:
             now < until
         ):
             if reply is not None:
-                await reply.accepted(job.job_id, job.node_id, started=True)
+                reply.accepted(job.job_id, job.node_id, started=True)
             self.deadlines.push(now + TRANSIT_POLL_MS, (job.job_id, job.attempt, TRANSIT))
             return
         self._in_transit.pop(job.job_id, None)
@@ -366,7 +366,7 @@ class Attempts:
         self.waiting.add(job, job.fair_key)
         self.deadlines.push(job.queue_deadline_ms, (job.job_id, 0, QUEUE))
         if reply is not None:
-            await reply.accepted(job.job_id, queued=True, started=True)
+            reply.accepted(job.job_id, queued=True, started=True)
         if recheck:
             # A slot may have freed since the selection that sent it here (a store round
             # trip, a stale view of another hub's node): have the pump look at once.
@@ -432,9 +432,9 @@ class Attempts:
             time.monotonic(), code=None if ok else outcome, seconds=seconds
         )
         if reply is not None:
-            await reply.accepted(job.job_id, job.node_id, started=True)
+            reply.accepted(job.job_id, job.node_id, started=True)
         for watcher in job.watchers:
-            await self.delivery.result(watcher, result)
+            self.delivery.result(watcher, result)
         # Archived in the background, batched: the result is out already, and waiting
         # here for the store would hold up whatever handed us this job's end.
         if archive:
@@ -458,15 +458,19 @@ class Attempts:
     def _forget_deadlines(self, job: Job, *, overall: bool) -> None:
         """The current attempt ended (and with `overall`, the job): its deadlines go, so
         the heap holds only what can still fire."""
-        deadlines = self.deadlines
-        deadlines.discard((job.job_id, job.attempt, ACCEPT))
-        deadlines.discard((job.job_id, job.attempt, ATTEMPT))
-        deadlines.discard((job.job_id, job.attempt, TRANSIT))
-        self.stranded.release(job.job_id)
+        job_id, attempt = job.job_id, job.attempt
         if overall:
-            deadlines.discard((job.job_id, 0, OVERALL))
-            deadlines.discard((job.job_id, 0, QUEUE))
-            self._in_transit.pop(job.job_id, None)
+            self.deadlines.discard_all((
+                (job_id, attempt, ACCEPT), (job_id, attempt, ATTEMPT),
+                (job_id, attempt, TRANSIT), (job_id, 0, OVERALL), (job_id, 0, QUEUE),
+            ))
+            self._in_transit.pop(job_id, None)
+        else:
+            self.deadlines.discard_all((
+                (job_id, attempt, ACCEPT), (job_id, attempt, ATTEMPT),
+                (job_id, attempt, TRANSIT),
+            ))
+        self.stranded.release(job_id)
 
     async def run_deadlines(self) -> None:
         """Fire accept, attempt, overall and stranded attempts' deadlines; runs until

@@ -68,27 +68,27 @@ class ClientDelivery:
         """The watcher of a submit received on `link`."""
         return Watcher(self.hub_id, link.peer_id, request_id)
 
-    async def to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
+    def to_watcher(self, watcher: Watcher, message: ClientOutbound) -> None:
         if watcher.hub_id == self.hub_id:
             link = self.clients.get(watcher.client_id)
             if link is not None:
-                await link.send(message)
+                link.queue(message)
         elif self._peers.is_live(watcher.hub_id):
             self._peers.send(
                 watcher.hub_id, Deliver(self.hub_id, client_id=watcher.client_id, message=message)
             )
 
-    async def to_client(self, client_id: str, message: ClientOutbound) -> None:
+    def to_client(self, client_id: str, message: ClientOutbound) -> None:
         """A message for a client session of this hub (delivered from another hub)."""
         link = self.clients.get(client_id)
         if link is not None:
-            await link.send(message)
+            link.queue(message)
 
-    async def accepted(
+    def accepted(
         self, watcher: Watcher, job_id: str, node_id: str, *, queued: bool = False
     ) -> None:
         """A duplicate submit's `accepted` (`duplicate: true`)."""
-        await self.to_watcher(
+        self.to_watcher(
             watcher,
             Accepted(
                 request_id=watcher.request_id, job_id=job_id, node_id=node_id, duplicate=True,
@@ -96,16 +96,16 @@ class ClientDelivery:
             ),
         )
 
-    async def result(self, watcher: Watcher, result: Result) -> None:
+    def result(self, watcher: Watcher, result: Result) -> None:
         """The job's result, addressed to the watcher's own request id."""
         if watcher.request_id != result.request_id:
             result = msgspec.structs.replace(result, request_id=watcher.request_id)
-        await self.to_watcher(watcher, result)
+        self.to_watcher(watcher, result)
 
-    async def progress(self, job: Job, progress: Progress) -> None:
+    def progress(self, job: Job, progress: Progress) -> None:
         """Progress goes once to each client session watching, not once per submit."""
         told: set[tuple[str, str]] = set()
         for watcher in job.watchers:
             if (watcher.hub_id, watcher.client_id) not in told:
                 told.add((watcher.hub_id, watcher.client_id))
-                await self.to_watcher(watcher, progress)
+                self.to_watcher(watcher, progress)

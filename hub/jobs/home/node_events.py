@@ -125,7 +125,7 @@ class NodeEvents:
                     self.metrics.attempts.inc(ACCEPTED)
             case JobProgress():
                 job.progress()
-                await self.delivery.progress(job, Progress(job_id=job.job_id, data=message.data))
+                self.delivery.progress(job, Progress(job_id=job.job_id, data=message.data))
             case JobResult():
                 if job.accept():  # implied: its owner hub may send a result without it
                     self.metrics.attempts.inc(ACCEPTED)

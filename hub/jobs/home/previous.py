@@ -194,9 +194,9 @@ class PreviousRuns:
         if not any(w == watcher for w, _ in job.watchers):
             job.watchers.append((watcher, submit))
             if reply is not None:
-                await reply.accepted(job_id, job.node_id)
+                reply.accepted(job_id, job.node_id)
             else:
-                await self.delivery.accepted(watcher, job_id, job.node_id)
+                self.delivery.accepted(watcher, job_id, job.node_id)
         return True
 
     # --- node events ------------------------------------------------------------------
@@ -220,7 +220,7 @@ class PreviousRuns:
                 for watcher, _ in job.watchers:
                     if (watcher.hub_id, watcher.client_id) not in told:
                         told.add((watcher.hub_id, watcher.client_id))
-                        await self.delivery.to_watcher(watcher, progress)
+                        self.delivery.to_watcher(watcher, progress)
             case JobReject() if job is not None:
                 return self.attempt_lost(message.job_id, message.attempt)
             case JobAccept() | JobProgress() | JobReject():
@@ -239,7 +239,7 @@ class PreviousRuns:
         if record is None or record.result is None:
             return
         for watcher, _ in job.watchers:
-            await self.delivery.result(watcher, record.result)
+            self.delivery.result(watcher, record.result)
         logger.bind(job_id=job.job_id).debug("inherited job finished")
 
     def attempt_lost(self, job_id: str, attempt: int) -> Stranded:

@@ -118,7 +118,7 @@ class Resubmits:
                 return
             job_id, home_unknown = bound_to, False
         # Bound, but it kept moving: let the client try again later.
-        await reply.rejected(
+        reply.rejected(
             error_codes.DUPLICATE_IN_FLIGHT,
             f"request {request_id} is already being handled; submit it again later",
         )
@@ -157,13 +157,13 @@ class Resubmits:
             rejected = await self.admission.create(link, message, new_job_id, reply, principal)
         except BaseException:
             for waiting in pending.watchers:  # a duplicate that arrived meanwhile
-                await self.delivery.to_watcher(waiting, _failed(waiting.request_id))
+                self.delivery.to_watcher(waiting, _failed(waiting.request_id))
             raise
         finally:
             del self.table.pending[new_job_id]
         for waiting in pending.watchers:
             if rejected is not None:
-                await self.delivery.to_watcher(waiting, rejected)
+                self.delivery.to_watcher(waiting, rejected)
             else:
                 await self.add_watcher(new_job_id, waiting)
         return None
@@ -193,9 +193,9 @@ class Resubmits:
             if not (again and watcher in job.watchers):
                 job.watchers.append(watcher)
                 if reply is not None:
-                    await reply.accepted(job_id, job.node_id, queued=job.queued)
+                    reply.accepted(job_id, job.node_id, queued=job.queued)
                 else:
-                    await self.delivery.accepted(watcher, job_id, job.node_id, queued=job.queued)
+                    self.delivery.accepted(watcher, job_id, job.node_id, queued=job.queued)
             return True
         stored = await self.archive.load(job_id)
         if stored is None or stored.result is None:
@@ -203,10 +203,10 @@ class Resubmits:
             # by a hub that never saw the job's dispatch has none; the binding that named
             # `job_id` is the tenant's own)
         if reply is not None:
-            await reply.accepted(job_id, stored.result.node_id)
+            reply.accepted(job_id, stored.result.node_id)
         else:
-            await self.delivery.accepted(watcher, job_id, stored.result.node_id)
-        await self.delivery.result(watcher, stored.result)
+            self.delivery.accepted(watcher, job_id, stored.result.node_id)
+        self.delivery.result(watcher, stored.result)
         return True
 
     # --- watches at other homes ----------------------------------------------------------
@@ -330,7 +330,7 @@ class Resubmits:
             logger.opt(exception=exc).warning("resolving {} failed", submit.request_id)
             failed = _failed(submit.request_id, exc)
             if not reply.answered:
-                await reply.rejected(failed.code, failed.message)
+                reply.rejected(failed.code, failed.message)
 
 
 class Unwatched:

@@ -99,7 +99,7 @@ class Submits:
         try:
             refused = self.admission.refuse_early(link, held, principal, size)
             if refused is not None:
-                await reply.rejected(refused.code, refused.message)
+                reply.rejected(refused.code, refused.message)
                 return
             await self._submit(link, message, principal, reply, size)
         except Exception as exc:
@@ -114,7 +114,7 @@ class Submits:
             if reply.answered:
                 await link.send(Error(code=code, message=text, request_id=message.request_id))
             else:
-                await reply.rejected(code, text)
+                reply.rejected(code, text)
         finally:
             left = self.in_flight[peer] - 1
             if left:
@@ -165,7 +165,7 @@ class Submits:
                         )
                     raise  # answered by `submit` (`rejected` `internal_error`)
                 # Fail fast: without the binding the hub cannot promise exactly-once.
-                rejected = await reply.rejected(error_codes.STORE_UNAVAILABLE, str(exc))
+                rejected = reply.rejected(error_codes.STORE_UNAVAILABLE, str(exc))
                 if start is None or binding.send_to is None:
                     # The binding may have been made all the same (a lost reply): a
                     # resubmit then finds it, unknown here, and takes it over
@@ -204,9 +204,9 @@ class Submits:
                 del table.pending[job_id]
             for watcher in pending.watchers:
                 if rejected is not None:
-                    await self.delivery.to_watcher(watcher, rejected)
+                    self.delivery.to_watcher(watcher, rejected)
                 elif not await self.resubmits.add_watcher(job_id, watcher):
-                    await self.delivery.to_watcher(watcher, Rejected(
+                    self.delivery.to_watcher(watcher, Rejected(
                         request_id=watcher.request_id, code=error_codes.INTERNAL_ERROR,
                         message="the hub failed to create the job",
                     ))
