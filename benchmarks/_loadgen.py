@@ -13,7 +13,10 @@ submit is written as soon as one finishes). Prints one JSON line. With
 floor) ran during the throughput phase, per job (`server_cpu_us_per_job`, from
 /proc/PID/schedstat), and during the RTT phase (`server_cpu_us_per_job_rtt`:
 one job at a time, every frame a loop wakeup of its own): what a job costs the
-server, whatever else shares the machine.
+server, whatever else shares the machine. Beside it, what the peers cost
+(`peers_cpu_us_per_job`: this process and `--fleet-pid`'s, the node fleet),
+which shares the same CPUs: on a 2-core machine a benchmark's throughput is
+bounded by 2 s / (server + peers CPU per job) whatever the server does.
 
 With `--handshakes N` it first opens and closes N client sessions one after the
 other and reports the handshake time of each (connect until the session is
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import ssl
 import sys
 import time
@@ -212,17 +216,20 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.wait_for(load.flood(args.warmup, args.in_flight), args.timeout)
             gc.collect()
             await window.open()
-            cpu_before = cpu_ns(args.cpu_pids)
+            peers = [os.getpid(), *([args.fleet_pid] if args.fleet_pid else [])]
+            cpu_before, peers_before = cpu_ns(args.cpu_pids), cpu_ns(peers)
             elapsed = await asyncio.wait_for(
                 load.flood(args.tp_jobs, args.in_flight), args.timeout
             )
             cpu = cpu_ns(args.cpu_pids) - cpu_before
+            peers_cpu = cpu_ns(peers) - peers_before
             redis_tp = await window.close()
         finally:
             reader.cancel()
     extra: dict[str, Any] = {}
     if redis_rtt is not None and redis_tp is not None:
         extra["redis"] = {"rtt": redis_rtt, "tp": redis_tp}
+    extra["peers_cpu_us_per_job"] = peers_cpu / 1000 / args.tp_jobs
     if args.cpu_pids:
         extra["server_cpu_us_per_job"] = cpu / 1000 / args.tp_jobs
         extra["server_cpu_us_per_job_rtt"] = rtt_cpu / 1000 / args.rtt_jobs
@@ -262,6 +269,9 @@ def main() -> int:
     parser.add_argument("--cpu-pids", type=lambda v: [int(p) for p in v.split(",") if p],
                         default=[], help="the server's processes: their CPU time per job "
                         "in the throughput phase (server_cpu_us_per_job)")
+    parser.add_argument("--fleet-pid", type=int, default=0,
+                        help="the node fleet's process: with this one's, their CPU time per "
+                        "job in the throughput phase (peers_cpu_us_per_job)")
     parser.add_argument("--redis-port", type=int, help="count this Redis's commands per phase")
     parser.add_argument("--token", default=None, help="bearer token (auth = jwt hubs)")
     parser.add_argument("--ca-file", default=None, help="CA of a wss:// hub")

@@ -36,6 +36,11 @@ def print_table(out: dict[str, Any]) -> None:
                   f"{out['floor_cpu_us_per_job']:>12.1f}"
                   f"{out['cpu_us_per_job'] / out['floor_cpu_us_per_job']:>12.2f}  "
                   "(the server's, throughput phase)")
+        if "peers_cpu_us_per_job" in out and "floor_peers_cpu_us_per_job" in out:
+            print(f"{'peers CPU us/job':<18}{out['peers_cpu_us_per_job']:>12.1f}"
+                  f"{out['floor_peers_cpu_us_per_job']:>12.1f}"
+                  f"{out['peers_cpu_us_per_job'] / out['floor_peers_cpu_us_per_job']:>12.2f}  "
+                  "(load generator + nodes, same CPUs)")
         if "cpu_us_per_job_rtt" in out and "floor_cpu_us_per_job_rtt" in out:
             print(f"{'CPU us/job, RTT':<18}{out['cpu_us_per_job_rtt']:>12.1f}"
                   f"{out['floor_cpu_us_per_job_rtt']:>12.1f}"

@@ -29,10 +29,12 @@ AUTH_NODE_PREFIX = "auth"
 def _loadgen(procs: ProcGroup, target: str, url: str, args: argparse.Namespace,
              prefix: str, redis_port: int | None = None,
              peer_args: list[str] | None = None, cpu_pids: list[int] | None = None,
-             ) -> dict[str, Any]:
+             fleet_pid: int | None = None) -> dict[str, Any]:
     extra: tuple[str, ...] = ("--redis-port", str(redis_port)) if redis_port is not None else ()
     if cpu_pids:
         extra += ("--cpu-pids", ",".join(map(str, cpu_pids)))
+    if fleet_pid is not None:
+        extra += ("--fleet-pid", str(fleet_pid))
     extra += tuple(peer_args or ())
     if args.auth and target != "floor":
         extra += ("--handshakes", str(args.handshakes))
@@ -111,7 +113,7 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
         relay = procs.spawn("relay", "relay_floor.py", "--port", str(relay_port))
         relay.expect("ready", timeout=30)
         relay_url = f"ws://127.0.0.1:{relay_port}"
-        _fleet(procs, "echo-nodes", relay_url, "echo", args.nodes, args)
+        echo_fleet = _fleet(procs, "echo-nodes", relay_url, "echo", args.nodes, args)
         deadline = time.monotonic() + 30
         while json.loads(http_get(f"http://127.0.0.1:{relay_port}/healthz"))["nodes"] < args.nodes:
             if time.monotonic() > deadline:
@@ -122,6 +124,7 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
         cross = args.mode == "cross_instance"
         topology = TOPOLOGIES[args.mode](procs, env)
         fleets = [_fleet(procs, "hub-nodes", topology.node_url, "hub", args.nodes, args)]
+        node_fleets = {"floor": echo_fleet, "cross" if cross else "hub": fleets[0]}
         urls = {"floor": relay_url}
         hubs: dict[str, Child] = {}
         if cross:
@@ -130,6 +133,7 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
             local = start_local(procs, _hub_env(env, "local"))
             fleets.append(_fleet(procs, "local-nodes", local.node_url, "hub", args.nodes, args,
                                  prefix="local"))
+            node_fleets["local"] = fleets[-1]
             urls |= {"local": local.client_url, "cross": topology.client_url}
             hubs = {**dict(zip(CROSS_HUB_IDS, topology.hubs, strict=True)),
                     "local": local.hubs[0]}
@@ -144,6 +148,7 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
                     procs, f"{auth_hub.name}-nodes", auth_hub.url, "hub", args.nodes, args,
                     prefix=AUTH_NODE_PREFIX, peer_args=auth_hub.peer_args(auth_hub.node_token),
                 ))
+                node_fleets[auth_hub.name] = fleets[-1]
                 urls[auth_hub.name] = auth_hub.url
                 hubs[auth_hub.name] = auth_hub.hub
                 loadgen_args[auth_hub.name] = auth_hub.peer_args(auth_hub.client_token)
@@ -161,7 +166,8 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
                 redis_port = topology.redis_port if target == "cross" else None
                 measured[target] = _loadgen(procs, target, urls[target], args,
                                             f"r{index}{target}.", redis_port,
-                                            loadgen_args.get(target), servers.get(target))
+                                            loadgen_args.get(target), servers.get(target),
+                                            node_fleets[target].pid)
                 if redis_port is not None:
                     tp_window = measured[target]["redis"]["tp"]["seconds"]
                     measured["idle"] = _idle_redis(redis_port, tp_window)

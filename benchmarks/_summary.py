@@ -37,7 +37,7 @@ def _median(rounds: list[dict[str, Any]], target: str, key: str) -> float:
 
 def _cpu(out: dict[str, Any], rounds: list[dict[str, Any]], target: str, prefix: str) -> None:
     """The server's CPU per job in the throughput phase, and the floor's (when measured)."""
-    for key in ("server_cpu_us_per_job", "server_cpu_us_per_job_rtt"):
+    for key in ("server_cpu_us_per_job", "server_cpu_us_per_job_rtt", "peers_cpu_us_per_job"):
         name = key.removeprefix("server_")
         if all(key in r[target] for r in rounds):
             out[f"{prefix}{name}"] = _median(rounds, target, key)
