@@ -57,15 +57,16 @@ PRUNE_AT: Final = 1024
 class FairTime:
     """Which party's frame began last, and how long each party still waits."""
 
-    __slots__ = ("_last_at", "_last_party", "_other_at", "_owed", "frames", "paused_s")
+    __slots__ = ("_last_at", "_last_party", "_other_at", "frames", "owed", "paused_s")
 
     def __init__(self) -> None:
         self._last_party: object = None
         self._last_at = float("-inf")
         self._other_at = float("-inf")
         """When the most recent party other than `_last_party` began a frame."""
-        self._owed: dict[object, float] = {}
-        """Peer or party -> until when its next frame waits."""
+        self.owed: dict[object, float] = {}
+        """Peer or party -> until when its next frame waits (empty nearly always: the
+        frame loop looks at it before asking `wait_s`)."""
         self.frames = 0
         """Frames begun, hub-wide: a frame whose handling saw it move was suspended."""
         self.paused_s = 0.0
@@ -73,12 +74,12 @@ class FairTime:
 
     def __len__(self) -> int:
         """Parties that owe a wait (or did until recently)."""
-        return len(self._owed)
+        return len(self.owed)
 
     def wait_s(self, peer: object, now_s: float, *, party: object = None) -> float:
         """How long `peer`'s next frame must wait from `now_s` (0: go ahead); with
         `party` (a connection's first frame), what that party owes too."""
-        if not self._owed:  # every frame asks: nobody owes anything, nearly always
+        if not self.owed:  # every frame asks: nobody owes anything, nearly always
             return 0.0
         wait = self._owed_by(peer, now_s)
         if party is not None:
@@ -87,14 +88,14 @@ class FairTime:
 
     def forget(self, peer: object) -> None:
         """`peer`'s connection ended: what it owed goes (its party's debt stays)."""
-        self._owed.pop(peer, None)
+        self.owed.pop(peer, None)
 
     def _owed_by(self, key: object, now_s: float) -> float:
-        until = self._owed.get(key)
+        until = self.owed.get(key)
         if until is None:
             return 0.0
         if until <= now_s:
-            del self._owed[key]
+            del self.owed[key]
             return 0.0
         return until - now_s
 
@@ -128,7 +129,7 @@ class FairTime:
             return 0.0
         pause_s = min(MAX_PAUSE_S, cost_s * PAUSE_FACTOR)
         self.paused_s += pause_s
-        owed = self._owed
+        owed = self.owed
         if len(owed) >= PRUNE_AT:
             for key in [key for key, until in owed.items() if until <= now_s]:
                 del owed[key]

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
 from time import perf_counter, thread_time
 from typing import Any
@@ -70,23 +70,6 @@ INBOX_HIGH = 16
 reading its socket (websockets' own `max_queue` default); reading resumes at
 `INBOX_LOW`. Past it the peer's frames wait in the socket: TCP backpressure."""
 INBOX_LOW = 4
-
-
-def _decoder(codec: Codec[Any]) -> Callable[[bool, BytesLike], Any]:
-    """The session's message decoder, given whether the message came in text frames and
-    its payload; a text message on a MessagePack session is `bad_message`."""
-    if not codec.binary:
-        decode_json = codec.decode
-        return lambda _text, frame: decode_json(frame)
-
-    def decode(text: bool, frame: BytesLike) -> Any:
-        if text:
-            raise ProtocolError(
-                error_codes.BAD_MESSAGE, "a MessagePack session takes binary frames"
-            )
-        return codec.decode(frame)
-
-    return decode
 
 
 def _select_subprotocol(
@@ -439,7 +422,8 @@ class WsServer:
         # even while its loop below waits on something else (no ghost session).
         link.on_close = session.end_soon
         ws.connection_lost_waiter.add_done_callback(lambda _: session.end_soon())
-        decode = _decoder(codec)
+        decode = codec.decode
+        binary_session = codec.binary
         fair = self._fair
         party = principal.party(link)
         paused = self.metrics.peer_pauses
@@ -459,7 +443,7 @@ class WsServer:
                 if session.closed:
                     break
                 started = perf_counter()
-                if wait_s := fair.wait_s(link, started, party=first):
+                if fair.owed and (wait_s := fair.wait_s(link, started, party=first)):
                     # Its last expensive frame (on this connection or another of its
                     # token) is not paid for yet.
                     paused.inc(link.endpoint, amount=wait_s)
@@ -473,12 +457,16 @@ class WsServer:
                 heavy = len(frame) >= HEAVY_FRAME_BYTES
                 cpu = thread_time() if heavy else 0.0
                 try:
-                    message = decode(text, frame)
+                    if text and binary_session:
+                        raise ProtocolError(
+                            error_codes.BAD_MESSAGE, "a MessagePack session takes binary frames"
+                        )
+                    message = decode(frame)
                 except ProtocolError as exc:
-                    decoded = perf_counter()
+                    decoded = perf_counter() if heavy else 0.0
                     await session.undecodable(exc)
                 else:
-                    decoded = perf_counter()
+                    decoded = perf_counter() if heavy else 0.0
                     await session.received(message, len(frame))
                 if session.closed:
                     break
