@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections import deque
 from collections.abc import Sequence
 from http import HTTPStatus
 from time import perf_counter, thread_time
@@ -87,7 +86,7 @@ class _Connection(ServerConnection):
     """websockets' connection, with a cheaper way in for messages, leaving no reference
     cycle behind once lost.
 
-    Messages go to `inbox` (a deque of (text?, payload) the session's loop pops), not
+    Messages go to `inbox` (a list of (text?, payload) the session's loop pops), not
     through websockets' `Assembler` and `recv`: a job takes three messages in, and
     the assembler's locks, futures and per-message decode to `str` cost about as
     much as the parsing itself. The payload stays bytes: both codecs decode bytes
@@ -107,8 +106,10 @@ class _Connection(ServerConnection):
     full collection (which the GC pacer, hub/runtime/gc_pacer.py, may put off for
     minutes)."""
 
-    inbox: deque[tuple[bool, BytesLike]] | None = None
-    """Messages not read by the session yet (None until the first arrives)."""
+    inbox: list[tuple[bool, BytesLike]] | None = None
+    """Messages not read by the session yet (None until the first arrives). A list, not
+    a deque: it holds a few messages at most (reading pauses past `INBOX_HIGH`), and an
+    idle connection's empty list is a tenth of an empty deque's size."""
     _more: asyncio.Future[None] | None = None
     """Set while the session's loop waits for a message."""
     _fragments: list[BytesLike] | None = None
@@ -153,7 +154,7 @@ class _Connection(ServerConnection):
         max_size = self.protocol.max_message_size
         inbox = self.inbox
         if inbox is None:
-            inbox = self.inbox = deque()
+            inbox = self.inbox = []
         queued = len(inbox)
         pos = 0
         while size - pos >= 2:
@@ -205,7 +206,7 @@ class _Connection(ServerConnection):
             view.release()
         self._deliver(inbox, queued)
 
-    def _deliver(self, inbox: deque[tuple[bool, BytesLike]], queued: int) -> None:
+    def _deliver(self, inbox: list[tuple[bool, BytesLike]], queued: int) -> None:
         """Wake the session's loop for the messages appended past `queued`."""
         if len(inbox) == queued:
             return
@@ -239,7 +240,7 @@ class _Connection(ServerConnection):
             return
         inbox = self.inbox
         if inbox is None:
-            inbox = self.inbox = deque()
+            inbox = self.inbox = []
         inbox.append(message)
         self._deliver(inbox, len(inbox) - 1)
 
@@ -248,7 +249,7 @@ class _Connection(ServerConnection):
         inbox = self.inbox
         if not inbox:
             return None
-        message = inbox.popleft()
+        message = inbox.pop(0)
         if self._reading_paused and len(inbox) <= INBOX_LOW:
             self._reading_paused = False
             if not self.transport.is_closing():
