@@ -41,7 +41,27 @@ FIGURES = (
     ("jobs_per_s", "jobs/s"),
     ("floor_jobs_per_s", "floor jobs/s"),
     ("throughput_ratio", "throughput x floor"),
+    ("cpu_us_per_job", "hub CPU us/job"),
+    ("floor_cpu_us_per_job", "floor CPU us/job"),
+    ("peers_cpu_us_per_job", "peers CPU us/job"),
+    ("auth.jwt.rtt_p50_us", "jwt RTT p50 us"),
+    ("auth.jwt.rtt_p50_ratio", "jwt RTT p50 x plain"),
+    ("auth.jwt.jobs_per_s", "jwt jobs/s"),
+    ("auth.jwt.throughput_ratio", "jwt jobs/s x plain"),
+    ("auth.tls.rtt_p50_us", "tls RTT p50 us"),
+    ("auth.tls.jobs_per_s", "tls jobs/s"),
 )
+"""Figures of dispatch.py's JSON (a dotted key reaches into a section); one a tree's
+dispatch.py does not report (an older one, or without `--auth`) is left out."""
+
+
+def _figure(result: dict[str, Any], key: str) -> float | None:
+    value: Any = result
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value)
 
 
 def one_round(tree: Path, mode: str, extra: list[str]) -> dict[str, Any]:
@@ -63,7 +83,12 @@ def one_round(tree: Path, mode: str, extra: list[str]) -> dict[str, Any]:
 
 
 def medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
-    return {key: statistics.median(float(r[key]) for r in rounds) for key, _ in FIGURES}
+    out: dict[str, float] = {}
+    for key, _ in FIGURES:
+        values = [v for r in rounds if (v := _figure(r, key)) is not None]
+        if len(values) == len(rounds):
+            out[key] = statistics.median(values)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,8 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dispatch A/B, {args.mode} mode, medians of {args.pairs} rounds each")
     print(f"{'':22s}{'baseline':>12s}{'this':>12s}{'this/base':>11s}")
     for key, label in FIGURES:
-        base, this = summary["baseline"][key], summary["this"][key]
-        print(f"{label:22s}{base:12.2f}{this:12.2f}{this / base:11.2f}")
+        base, this = summary["baseline"].get(key), summary["this"].get(key)
+        if base is None and this is None:
+            continue
+        row = f"{label:22s}"
+        row += f"{base:12.2f}" if base is not None else f"{'-':>12s}"
+        row += f"{this:12.2f}" if this is not None else f"{'-':>12s}"
+        if base and this is not None:
+            row += f"{this / base:11.2f}"
+        print(row)
     if args.json:
         out = {
             "mode": args.mode,
