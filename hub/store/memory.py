@@ -133,11 +133,24 @@ class RecordShelf:
         return key in self._tombstones
 
     def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self.set_many(((key, value),), ttl_ms)
+
+    def set_many(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+        """`set` each of `items` (a batch of the archive's): one sweep of what lapsed and
+        one fit to `max_bytes` for the batch."""
+        if not items:
+            return
         now = self._clock()
         self._sweep(now)
-        self._remove(key)
-        self._records[key] = (now + ttl_ms, value)
-        self.record_bytes += len(value) + ENTRY_OVERHEAD
+        expires = now + ttl_ms
+        records = self._records
+        added = 0
+        for key, value in items:
+            if key in records or key in self._tombstones:
+                self._remove(key)
+            records[key] = (expires, value)
+            added += len(value) + ENTRY_OVERHEAD
+        self.record_bytes += added
         self._fit()
 
     def _remove(self, key: str) -> None:
@@ -295,8 +308,7 @@ class MemoryStore:
         self._plane.jobs.set(job_id, record, ttl_ms)
 
     async def save_jobs(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
-        for job_id, record in items:
-            self._plane.jobs.set(job_id, record, ttl_ms)
+        self._plane.jobs.set_many(items, ttl_ms)
 
     async def load_job(self, job_id: str) -> bytes | None:
         return self._plane.jobs.get(job_id)

@@ -4,6 +4,8 @@ results give way to tombstones (`result_expired`), which give way in turn."""
 from __future__ import annotations
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.core.job_state import JobRecord
 from hub.core.messages import Result
@@ -84,3 +86,32 @@ def test_what_is_not_a_record_is_dropped_when_evicted() -> None:
     shelf = RecordShelf(Clock(), max_bytes=1_000)
     shelf.set("x", b"not a record" * 100, TTL)
     assert shelf.get("x") is None and len(shelf) == 0
+
+
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 12), st.integers(0, 6_000)), max_size=8),
+        max_size=6,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_a_batch_leaves_the_shelf_as_its_records_one_by_one_do(
+    batches: list[list[tuple[int, int]]],
+) -> None:
+    """The archive writes a batch at once (`set_many`: one sweep, one fit): what is
+    kept, evicted to tombstones or dropped is what writing them one by one keeps."""
+    clocks = Clock(), Clock()
+    one_by_one = RecordShelf(clocks[0], max_bytes=40_000)
+    batched = RecordShelf(clocks[1], max_bytes=40_000)
+    for step, batch in enumerate(batches):
+        for clock in clocks:
+            clock.ms = step * 20_000  # later batches outlive the earlier ones' TTL
+        items = [(f"j{key}", _record(f"j{key}", size)) for key, size in batch]
+        for job_id, data in items:
+            one_by_one.set(job_id, data, TTL)
+        batched.set_many(items, TTL)
+        assert (batched.record_bytes, batched.tombstone_bytes, batched.evicted) == (
+            one_by_one.record_bytes, one_by_one.tombstone_bytes, one_by_one.evicted
+        )
+        for key in range(13):
+            assert batched.get(f"j{key}") == one_by_one.get(f"j{key}")
