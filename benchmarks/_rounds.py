@@ -1,6 +1,8 @@
 """The dispatch benchmark's latency and throughput rounds: the relay floor and the
 hub(s) with their node fleets, one load generator process per measurement, and
-the idle Redis baseline after each cross-hub measurement."""
+the idle Redis baseline after each cross-hub measurement. In cross-instance mode
+every round also measures the two Redis Streams hops alone on the run's own Redis
+(`redis_hop.measure`, the `hop` target): the cross-hub round trip's floor."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from _procs import (
     rss_kb,
 )
 from _topology import CROSS_HUB_IDS, TOPOLOGIES, _hub_env, start_local, wait_directory
+from redis_hop import measure as measure_two_hops
 
 AUTH_NODE_PREFIX = "auth"
 
@@ -104,7 +107,10 @@ def _round_line(measured: dict[str, Any]) -> str:
                 f"{m['jobs_per_s']:.0f} jobs/s")
 
     first = "cross" if "cross" in measured else "hub"
-    return " | ".join(fig(t) for t in (first, "local", "jwt", "tls", "floor") if t in measured)
+    line = " | ".join(fig(t) for t in (first, "local", "jwt", "tls", "floor") if t in measured)
+    if "hop" in measured:
+        line += f" | two hops p50 {measured['hop']['p50_us']:.0f} us"
+    return line
 
 
 def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,6 +159,8 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
                 hubs[auth_hub.name] = auth_hub.hub
                 loadgen_args[auth_hub.name] = auth_hub.peer_args(auth_hub.client_token)
         targets = list(urls)
+        if cross:
+            targets.append("hop")  # the two Redis hops alone, in the same rotation
         servers = {"floor": [relay.pid]} | {name: [hub.pid] for name, hub in hubs.items()}
         if cross:
             servers["cross"] = [hub.pid for hub in topology.hubs]
@@ -163,6 +171,12 @@ def run_dispatch(args: argparse.Namespace) -> dict[str, Any]:
             order = targets[shift:] + targets[:shift]
             measured: dict[str, Any] = {}
             for target in order:
+                if target == "hop":
+                    measured[target] = measure_two_hops(
+                        procs, f"redis://127.0.0.1:{topology.redis_port}/0", tag=f"hop-{index}",
+                        trips=args.jobs, warmup=args.warmup,
+                    )
+                    continue
                 redis_port = topology.redis_port if target == "cross" else None
                 measured[target] = _loadgen(procs, target, urls[target], args,
                                             f"r{index}{target}.", redis_port,

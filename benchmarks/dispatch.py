@@ -49,8 +49,14 @@ the idle inbox reads) is measured in every round over an idle period as long
 as that round's throughput window, right after it, and subtracted (per
 command, never below zero); the raw figures are reported too.
 
-Targets (item 12): cross-hub RTT p50 <= local RTT p50 + 500 us,
->= 4,000 jobs/s through the pair of hubs.
+The two-hop floor (cross mode): every round also runs `redis_hop.py`'s
+measurement (`redis_hop.measure`, the `pipe` transport) on the run's own
+Redis, in the same rotation: hub A's XADD to B's stream, B's blocking read and
+XADD back, A's read, one trip at a time: what the two Redis hops of a
+cross-hub job cost with nothing else on them.
+
+Targets (cross mode): cross-hub RTT p50 <= local RTT p50 + 2 x the two-hop
+floor's p50, throughput >= 0.35x the relay floor's (all of the same rounds).
 
 Authentication (`--auth`): the same run also starts a hub with
 `auth = "jwt"` (HS256) and one with JWT and TLS on its port (a self-signed

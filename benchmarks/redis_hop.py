@@ -182,13 +182,23 @@ async def drive(args: argparse.Namespace) -> None:
 
 def one_round(procs: ProcGroup, args: argparse.Namespace, url: str, transport: str,
               tag: str) -> dict[str, float]:
+    return measure(procs, url, transport=transport, tag=tag, trips=args.trips,
+                   warmup=args.warmup, payload_bytes=args.payload_bytes)
+
+
+def measure(procs: ProcGroup, url: str, *, transport: str = "pipe", tag: str = "hop",
+            trips: int = 2000, warmup: int = 200, payload_bytes: int = 300,
+            ) -> dict[str, float]:
+    """One measurement of the two hops (p50_us, p99_us) on the Redis at `url`, by two
+    fresh processes of `procs` (streams named after `tag`). `benchmarks/dispatch.py
+    --mode cross_instance` calls it on its own Redis: the floor in the same run."""
     common = ("--transport", transport, "--url", url, "--tag", tag,
-              "--payload-bytes", str(args.payload_bytes))
+              "--payload-bytes", str(payload_bytes))
     b = procs.spawn("echo", "redis_hop.py", "--role", "echo", *common)
     try:
         b.expect("ready", timeout=20)
         a = procs.spawn("drive", "redis_hop.py", "--role", "drive", *common,
-                        "--trips", str(args.trips), "--warmup", str(args.warmup))
+                        "--trips", str(trips), "--warmup", str(warmup))
         try:
             result: dict[str, float] = a.expect("result", timeout=60)["result"]
             a.wait(10)

@@ -70,25 +70,37 @@ class Inbox:
                     count=READ_COUNT, ack=self._unacked, records=records,
                 )
                 self._unacked = []
-            except StoreUnavailable:
-                self._on_failure()
-                await asyncio.sleep(0.2)
-                continue
-            except Exception:  # e.g. the stream was deleted under a blocked read
-                logger.exception("reading the inbox failed")
-                await asyncio.sleep(0.2)
-                continue
-            finally:
-                if records is not None:
-                    self.archive.settle(records)  # unsaved ones are queued again
+            except BaseException as exc:
+                self._settle(records)  # unsaved ones are queued again
                 records = None
+                if isinstance(exc, StoreUnavailable):
+                    self._on_failure()
+                elif isinstance(exc, Exception):  # e.g. the stream deleted under a read
+                    logger.exception("reading the inbox failed")
+                else:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
             if entries:
-                self._unacked = await self.handle(self.hub_id, entries, reaped_from=None)
-                records = self.archive.take()  # now, before its own writer runs
+                # The entries first (a job's result on its way to its client), then the
+                # bookkeeping of the records the read carried.
+                try:
+                    self._unacked = await self.handle(self.hub_id, entries, reaped_from=None)
+                finally:
+                    self._settle(records)
+                records = self.archive.take()  # now, before its own writer wakes
                 # Let the writes these entries caused (a job to its node, a result to
                 # its client: flushed at the end of the loop turn) leave before the
                 # next read's round trip is started.
                 await asyncio.sleep(0)
+            else:
+                self._settle(records)
+                records = None
+
+    def _settle(self, records: RecordBatch | None) -> None:
+        """The records a read carried: saved, or queued again (`JobArchive.settle`)."""
+        if records is not None:
+            self.archive.settle(records)
 
     async def recover(self) -> int:
         """At start: handle the entries an earlier run of this hub read and never

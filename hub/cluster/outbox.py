@@ -3,7 +3,8 @@
 Everything queued in one turn leaves together (`Store.send_many`), in order;
 the turn's first node result leaves at once, with what was queued before it.
 A node's accept still queued when its result is queued is dropped: the result
-implies it, and the job's home gets one envelope instead of two. While the
+implies it, and the job's home gets one envelope instead of two. An accept
+alone waits up to `ACCEPT_HOLD_S` for company (see there). While the
 store is unreachable, envelopes wait for the next try, oldest first, up to
 `OUTBOX_LIMIT`; past it the oldest are dropped (their attempts time out and
 fail over, as for any lost message).
@@ -31,6 +32,14 @@ RECENT_S = 10.0
 """Attempt outcomes (results, losses, refusals) sent this long ago are kept, to send
 again if the store restarts empty (`replay_recent`)."""
 RECENT_LIMIT = 20_000
+ACCEPT_HOLD_S = 0.002
+"""How long a node's accept waits for something else to leave with. The home learns
+nothing urgent from it (the owner times the node's accept; the home's accept
+deadline is a backstop `hub_timeout_ms` later), while a short job's result often
+follows within this time, and then the accept is dropped: otherwise a node that
+writes both frames at once, but whose hub reads them in two loop turns, costs
+two sends, two inbox reads at the home, and a read's round trip on the result's
+way to its client."""
 
 
 class Outbox:
@@ -47,6 +56,8 @@ class Outbox:
         self._ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self._turn = LoopTurn()
+        self._hold: asyncio.TimerHandle | None = None
+        """While accepts alone are queued: when they leave anyway (`ACCEPT_HOLD_S`)."""
         self._recent: deque[tuple[float, str, bytes]] = deque(maxlen=RECENT_LIMIT)
         """(monotonic s, hub, envelope) of the attempt outcomes sent lately."""
 
@@ -60,11 +71,13 @@ class Outbox:
         leaves at once, with everything queued before it (an accept of the same
         attempt is dropped: the result implies it)."""
         now = False
+        accept = False
         if isinstance(envelope, NodeEvent):
             message = envelope.message
             key = (hub_id, message.job_id, message.attempt)
             if isinstance(message, JobAccept):
                 self._accepts[key] = len(self._queue)
+                accept = True
             elif isinstance(message, JobResult):
                 now = True
                 index = self._accepts.pop(key, None)
@@ -81,8 +94,10 @@ class Outbox:
             task = eager_task(self._send_now())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
-        else:
+        elif not accept:
             self._ready.set()
+        elif self._hold is None and not self._ready.is_set():
+            self._hold = asyncio.get_running_loop().call_later(ACCEPT_HOLD_S, self._ready.set)
 
     async def _send_now(self) -> None:
         try:
@@ -97,6 +112,9 @@ class Outbox:
             self._queue = []
             self._accepts.clear()
             self._ready.clear()  # all of it is on its way: `run` has nothing to do
+            if self._hold is not None:
+                self._hold.cancel()
+                self._hold = None
             try:
                 await self.store.send_many([(hub_id, data) for _, hub_id, data in batch])
                 self._trim_recent()

@@ -2,10 +2,11 @@
 
 A finished record is queued in memory and written in batches (one store
 round trip for everything finished since the last write), so that no handler
-waits on the store after a job's result is out: by `run`, or, for the jobs
-that an inbox batch finished, with the inbox's next read (`Cluster` takes them
-with `take`: the write costs no round trip of its own and is stored before the
-entries that finished those jobs are acknowledged). Until written, `load`
+waits on the store after a job's result is out: by `run` (woken at the end of
+the loop turn that queued it), or, for the jobs that an inbox batch finished,
+with the inbox's next read (`Inbox` takes them with `take` in the step that
+finished them, before `run` wakes: the write costs no round trip of its own and
+is stored before the entries that finished those jobs are acknowledged). Until written, `load`
 answers from memory; while the store is unreachable the queue is kept and
 retried, bounded by `max_bytes` (`max_archive_bytes`: past it the oldest
 records are replaced by their tombstones, see `tombstone`) and by
@@ -25,6 +26,7 @@ from hub.core.errors import StoreUnavailable
 from hub.core.job_state import JobRecord
 from hub.core.messages import JobResult, Result
 from hub.core.principal import DEFAULT_TENANT
+from hub.runtime.loop_turn import LoopTurn
 from hub.store.base import RecordBatch, Store
 
 BACKLOG_LIMIT = 200_000
@@ -60,6 +62,10 @@ class JobArchive:
         self._writing: dict[str, bytes] = {}
         """Records being written (by `flush`, or riding with an inbox read)."""
         self._ready = asyncio.Event()
+        self._turn = LoopTurn(at_end=self._wake)
+        """`put` wakes the writer at the end of the loop turn, not at once: the inbox
+        takes the records an inbox batch finished in the same step (`take`), and a
+        writer woken for each of them would find nothing to write."""
         self._recent: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         """Records written lately (monotonic s), oldest first; within `max_bytes` too
         (past it the oldest are kept as their tombstones)."""
@@ -71,9 +77,14 @@ class JobArchive:
         return f"JobArchive({len(self._queued)} queued, {len(self._writing)} being written)"
 
     def put(self, record: JobRecord) -> None:
-        """Archive a finished job's record (written by `run` shortly after)."""
+        """Archive a finished job's record (written by `run` shortly after, unless
+        whoever finished it takes it first)."""
         self._queued[record.job_id] = _encoder.encode(record)
-        self._ready.set()
+        self._turn.first()
+
+    def _wake(self) -> None:
+        if self._queued:
+            self._ready.set()
 
     async def load(self, job_id: str) -> JobRecord | None:
         """A finished job's record (its `result` is set), from any hub; None if unknown."""
