@@ -59,6 +59,8 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("deadlines", r"DeadlineQueue|DeadlineLoop|timers\.py|deadline_loop|_forget_deadlines|"
                   r"watch_overall|StrandedAttempts"),
     ("log", r"loguru|JobLog|job_log"),
+    ("redis", r"hub/store/(resp|redis|replies|scripts)\.py|RespPipe"),
+    ("cluster", r"hub/cluster/|envelopes\.py|eager_task"),
     ("admission", r"Admission\.|Requirements|admission\.py|Binder|bind_request|ExpiringDict"),
     ("bookkeeping", r"Job\.|job_state\.py|Attempts\.|JobTable|NodeRegistry|NodeOwner|"
                     r"NodeEvents|ClientDelivery|SubmitReply|Submits\.|JobHome|QueuePump|"
