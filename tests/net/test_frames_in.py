@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -117,6 +118,24 @@ def _reads_frames_itself(hub: Hub) -> list[Any]:
     return [link.ws._reads for link in hub.service.home.clients.values()]  # type: ignore[attr-defined]
 
 
+OpenPeer = Callable[..., Awaitable[tuple[Hub, RawPeer]]]
+
+
+@pytest.fixture
+async def open_peer(make_hub: MakeHub) -> AsyncIterator[OpenPeer]:
+    """A hub (with the given settings) and a raw client of it, closed afterwards."""
+    peers: list[RawPeer] = []
+
+    async def factory(**overrides: Any) -> tuple[Hub, RawPeer]:
+        hub = await make_hub(**overrides)
+        peers.append(await RawPeer.open(hub))
+        return hub, peers[-1]
+
+    yield factory
+    for peer in peers:
+        await peer.aclose()
+
+
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70_000])
 @pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 def test_frame_headers_are_the_rfc_s_as_websockets_writes_them(
@@ -129,123 +148,95 @@ def test_frame_headers_are_the_rfc_s_as_websockets_writes_them(
 
 
 async def test_a_frame_split_across_many_segments_and_two_in_one_are_read(
-    make_hub: MakeHub,
+    open_peer: OpenPeer,
 ) -> None:
-    hub = await make_hub()
-    peer = await RawPeer.open(hub)
-    try:
-        # One submit byte by byte: the header itself arrives in pieces.
-        await peer.send(_frame(1, _submit("split")), pieces=40)
-        answer = await peer.message()
-        assert (answer["type"], answer["request_id"]) == ("rejected", "split")
-        assert answer["code"] == "no_node"
-        assert _reads_frames_itself(hub) == [True]
-        # A large one (a 64-bit length) in 1 KiB segments, then two in one segment.
-        big = _submit("big", payload={"text": "y" * 70_000})
-        await peer.send(_frame(1, big), pieces=len(big) // 1024)
-        assert (await peer.message())["request_id"] == "big"
-        await peer.send(_frame(1, _submit("a")) + _frame(1, _submit("b")))
-        assert [(await peer.message())["request_id"] for _ in range(2)] == ["a", "b"]
-        assert _reads_frames_itself(hub) == [True]
-    finally:
-        await peer.aclose()
+    hub, peer = await open_peer()
+    # One submit byte by byte: the header itself arrives in pieces.
+    await peer.send(_frame(1, _submit("split")), pieces=40)
+    answer = await peer.message()
+    assert (answer["type"], answer["request_id"]) == ("rejected", "split")
+    assert answer["code"] == "no_node"
+    assert _reads_frames_itself(hub) == [True]
+    # A large one (a 64-bit length) in 1 KiB segments, then two in one segment.
+    big = _submit("big", payload={"text": "y" * 70_000})
+    await peer.send(_frame(1, big), pieces=len(big) // 1024)
+    assert (await peer.message())["request_id"] == "big"
+    await peer.send(_frame(1, _submit("a")) + _frame(1, _submit("b")))
+    assert [(await peer.message())["request_id"] for _ in range(2)] == ["a", "b"]
+    assert _reads_frames_itself(hub) == [True]
 
 
-async def test_a_ping_between_two_messages_gets_its_pong_in_order(make_hub: MakeHub) -> None:
-    hub = await make_hub()
-    peer = await RawPeer.open(hub)
-    try:
-        await peer.send(
-            _frame(1, _submit("before")) + _frame(9, b"are you there") + _frame(1, _submit("after"))
-        )
-        frames = [await peer.frame() for _ in range(3)]
-        kinds = [
-            ("pong", payload) if opcode == Opcode.PONG.value
-            else ("message", json.loads(payload)["request_id"])
-            for opcode, payload in frames
-        ]
-        # The pong is written as the ping is read: before the answer to "after".
-        assert kinds.index(("pong", b"are you there")) < kinds.index(("message", "after"))
-        assert sorted(k for k in kinds if k[0] == "message") == [
-            ("message", "after"), ("message", "before"),
-        ]
-        # A pong from the client is taken quietly.
-        await peer.send(_frame(10, b"unasked") + _frame(1, _submit("later")))
-        assert (await peer.message())["request_id"] == "later"
-        assert _reads_frames_itself(hub) == [True]
-    finally:
-        await peer.aclose()
+async def test_a_ping_between_two_messages_gets_its_pong_in_order(open_peer: OpenPeer) -> None:
+    hub, peer = await open_peer()
+    await peer.send(
+        _frame(1, _submit("before")) + _frame(9, b"are you there") + _frame(1, _submit("after"))
+    )
+    frames = [await peer.frame() for _ in range(3)]
+    kinds = [
+        ("pong", payload) if opcode == Opcode.PONG.value
+        else ("message", json.loads(payload)["request_id"])
+        for opcode, payload in frames
+    ]
+    # The pong is written as the ping is read: before the answer to "after".
+    assert kinds.index(("pong", b"are you there")) < kinds.index(("message", "after"))
+    assert sorted(k for k in kinds if k[0] == "message") == [
+        ("message", "after"), ("message", "before"),
+    ]
+    # A pong from the client is taken quietly.
+    await peer.send(_frame(10, b"unasked") + _frame(1, _submit("later")))
+    assert (await peer.message())["request_id"] == "later"
+    assert _reads_frames_itself(hub) == [True]
 
 
 async def test_a_fragmented_message_goes_to_websockets_and_the_session_goes_on(
-    make_hub: MakeHub,
+    open_peer: OpenPeer,
 ) -> None:
-    hub = await make_hub()
-    peer = await RawPeer.open(hub)
-    try:
-        data = _submit("fragmented")
-        await peer.send(
-            _frame(1, data[:10], fin=False) + _frame(0, data[10:20], fin=False)
-            + _frame(0, data[20:])
-        )
-        assert (await peer.message())["request_id"] == "fragmented"
-        assert _reads_frames_itself(hub) == [False]  # websockets' parser from there on
-        await peer.send(_frame(1, _submit("next")))
-        assert (await peer.message())["request_id"] == "next"
-    finally:
-        await peer.aclose()
+    hub, peer = await open_peer()
+    data = _submit("fragmented")
+    await peer.send(
+        _frame(1, data[:10], fin=False) + _frame(0, data[10:20], fin=False)
+        + _frame(0, data[20:])
+    )
+    assert (await peer.message())["request_id"] == "fragmented"
+    assert _reads_frames_itself(hub) == [False]  # websockets' parser from there on
+    await peer.send(_frame(1, _submit("next")))
+    assert (await peer.message())["request_id"] == "next"
 
 
 async def test_invalid_utf8_in_a_text_frame_is_bad_message_and_the_session_goes_on(
-    make_hub: MakeHub,
+    open_peer: OpenPeer,
 ) -> None:
-    hub = await make_hub()
-    peer = await RawPeer.open(hub)
-    try:
-        await peer.send(_frame(1, b'{"type": "submit", "request_id": "\xff\xfe"}'))
-        answer = await peer.message()
-        assert (answer["type"], answer["code"]) == ("error", "bad_message")
-        await peer.send(_frame(1, _submit("fine")))
-        assert (await peer.message())["request_id"] == "fine"
-    finally:
-        await peer.aclose()
+    _, peer = await open_peer()
+    await peer.send(_frame(1, b'{"type": "submit", "request_id": "\xff\xfe"}'))
+    answer = await peer.message()
+    assert (answer["type"], answer["code"]) == ("error", "bad_message")
+    await peer.send(_frame(1, _submit("fine")))
+    assert (await peer.message())["request_id"] == "fine"
 
 
-async def test_an_unmasked_frame_is_closed_1002(make_hub: MakeHub) -> None:
-    hub = await make_hub()
-    peer = await RawPeer.open(hub)
-    try:
-        await peer.send(_frame(1, _submit("ok")))
-        assert (await peer.message())["request_id"] == "ok"
-        await peer.send(_frame(1, _submit("unmasked"), mask=False))
-        assert await peer.close_code() == 1002
-    finally:
-        await peer.aclose()
+async def test_an_unmasked_frame_is_closed_1002(open_peer: OpenPeer) -> None:
+    _, peer = await open_peer()
+    await peer.send(_frame(1, _submit("ok")))
+    assert (await peer.message())["request_id"] == "ok"
+    await peer.send(_frame(1, _submit("unmasked"), mask=False))
+    assert await peer.close_code() == 1002
 
 
 async def test_a_frame_past_max_frame_bytes_is_closed_1009_before_it_is_read(
-    make_hub: MakeHub,
+    open_peer: OpenPeer,
 ) -> None:
-    hub = await make_hub(max_frame_bytes=4096)
-    peer = await RawPeer.open(hub)
-    try:
-        await peer.send(_frame(1, _submit("small")))
-        assert (await peer.message())["request_id"] == "small"
-        # Only the header of a 1 MB frame: the hub refuses it without waiting for it.
-        header = _frame(1, _submit("huge", payload={"text": "z" * 1_000_000}))[:14]
-        await peer.send(header)
-        assert await peer.close_code() == 1009
-    finally:
-        await peer.aclose()
+    _, peer = await open_peer(max_frame_bytes=4096)
+    await peer.send(_frame(1, _submit("small")))
+    assert (await peer.message())["request_id"] == "small"
+    # Only the header of a 1 MB frame: the hub refuses it without waiting for it.
+    header = _frame(1, _submit("huge", payload={"text": "z" * 1_000_000}))[:14]
+    await peer.send(header)
+    assert await peer.close_code() == 1009
 
 
-async def test_a_close_frame_gets_the_closing_handshake(make_hub: MakeHub) -> None:
-    hub = await make_hub()
-    peer = await RawPeer.open(hub)
-    try:
-        await peer.send(_frame(1, _submit("first")))
-        assert (await peer.message())["request_id"] == "first"
-        await peer.send(_frame(8, struct.pack("!H", 1000)))
-        assert await peer.close_code() == 1000
-    finally:
-        await peer.aclose()
+async def test_a_close_frame_gets_the_closing_handshake(open_peer: OpenPeer) -> None:
+    _, peer = await open_peer()
+    await peer.send(_frame(1, _submit("first")))
+    assert (await peer.message())["request_id"] == "first"
+    await peer.send(_frame(8, struct.pack("!H", 1000)))
+    assert await peer.close_code() == 1000
