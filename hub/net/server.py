@@ -98,8 +98,9 @@ class _Connection(ServerConnection):
     websockets' parser is a generator stepping through each header field,
     several times this one's cost per frame. The first frame of any other kind (a
     close, a fragment, anything malformed or too big) and everything after it go
-    to websockets' parser for good, which then answers exactly as it would
-    have (closes with 1002 or 1009, the closing handshake). Reading starts here
+    to websockets' parser for good, which then answers exactly as it would have
+    (closes with 1002 or 1009, the closing handshake); so does everything once the
+    hub starts closing. Reading starts here
     only if websockets' parser waits at a frame boundary with nothing buffered.
 
     Once lost it is freed by reference counting when its handler returns, not by a
@@ -135,8 +136,15 @@ class _Connection(ServerConnection):
                 and protocol.current_size is None
                 and _waits_at_frame_boundary(protocol.parser)
             )
-        if reads:
+        if reads and self.protocol.state is State.OPEN:
             self._read_frames(data)
+        elif reads:
+            # The hub started closing: the closing handshake, and whatever the peer
+            # sends meanwhile, are websockets'.
+            self._reads = False
+            unread = bytes(self._buffer or b"") + data
+            self._buffer = None
+            super().data_received(unread)
         else:
             super().data_received(data)
 

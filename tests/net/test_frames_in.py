@@ -240,3 +240,25 @@ async def test_a_close_frame_gets_the_closing_handshake(open_peer: OpenPeer) -> 
     assert (await peer.message())["request_id"] == "first"
     await peer.send(_frame(8, struct.pack("!H", 1000)))
     assert await peer.close_code() == 1000
+
+
+async def test_frames_after_the_hub_starts_closing_go_to_websockets(
+    open_peer: OpenPeer,
+) -> None:
+    """Past `max_protocol_errors` the hub closes with 1008; what the peer sends after
+    that (a ping, a submit, its close) gets no answer but websockets' own (a pong at
+    most), and the connection ends."""
+    hub, peer = await open_peer(max_protocol_errors=2)
+    for _ in range(3):
+        await peer.send(_frame(1, b"not json"))
+    assert await peer.close_code() == 1008
+    await peer.send(
+        _frame(9, b"still there?") + _frame(1, _submit("late"))
+        + _frame(8, struct.pack("!H", 1000))
+    )
+    after: list[int] = []
+    with contextlib.suppress(asyncio.IncompleteReadError):
+        while True:
+            after.append((await peer.frame())[0])
+    assert set(after) <= {Opcode.PONG.value}  # websockets may still answer the ping
+    assert _reads_frames_itself(hub) in ([], [False])
