@@ -44,7 +44,7 @@ from typing import Any
 
 import msgspec
 import uvloop
-from _procs import calls_delta, emit, redis_commandstats
+from _procs import calls_delta, cpu_ns, emit, redis_commandstats
 from websockets.asyncio.client import ClientConnection, connect
 
 REDIS_SETTLE_S = 0.05
@@ -166,15 +166,6 @@ class RedisWindow:
         await asyncio.sleep(REDIS_SETTLE_S)
         calls = calls_delta(redis_commandstats(self.port), self._before)
         return {"seconds": time.perf_counter() - self._started, "calls": calls}
-
-
-def cpu_ns(pids: list[int]) -> int:
-    """CPU time the processes `pids` have run (ns, /proc/PID/schedstat: on-CPU time)."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total
 
 
 async def handshakes(url: str, count: int, options: dict[str, Any]) -> list[int]:

@@ -39,7 +39,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _procs import ProcGroup, free_port, http_get, wait_http
+from _procs import ProcGroup, cpu_ns, free_port, http_get, wait_http
 from _rounds import _fleet
 from _topology import HUB_LOG_FLAGS, HUB_TIMING_FLAGS
 
@@ -94,11 +94,6 @@ def categorize(raw: str) -> tuple[Counter[str], int]:
     return counts, total
 
 
-def _cpu_ns(pid: int) -> int:
-    with open(f"/proc/{pid}/schedstat") as f:
-        return int(f.read().split()[0])
-
-
 def _jobs_done(http_url: str) -> float:
     total = 0.0
     for line in http_get(f"{http_url}/metrics").decode().splitlines():
@@ -128,7 +123,7 @@ def one_round(args: argparse.Namespace, index: int) -> dict[str, Any]:
         )
         time.sleep(args.settle)
         out = Path(tmp) / "hub.raw"
-        jobs_before, cpu_before = _jobs_done(http_url), _cpu_ns(hub.pid)
+        jobs_before, cpu_before = _jobs_done(http_url), cpu_ns([hub.pid])
         started = time.perf_counter()
         subprocess.run(
             [spy, "record", "-p", str(hub.pid), "-d", str(args.seconds), "-r", str(args.rate),
@@ -137,7 +132,7 @@ def one_round(args: argparse.Namespace, index: int) -> dict[str, Any]:
         )
         elapsed = time.perf_counter() - started
         jobs = _jobs_done(http_url) - jobs_before
-        cpu_us = (_cpu_ns(hub.pid) - cpu_before) / 1000
+        cpu_us = (cpu_ns([hub.pid]) - cpu_before) / 1000
         procs.stop(load)
         counts, total = categorize(out.read_text())
     per_job = cpu_us / jobs

@@ -100,8 +100,8 @@ class _Connection(ServerConnection):
     close, a fragment, anything malformed or too big) and everything after it go
     to websockets' parser for good, which then answers exactly as it would have
     (closes with 1002 or 1009, the closing handshake); so does everything once the
-    hub starts closing. Reading starts here
-    only if websockets' parser waits at a frame boundary with nothing buffered.
+    hub starts closing. Reading starts here only if websockets' parser waits at a
+    frame boundary with nothing buffered.
 
     Once lost it is freed by reference counting when its handler returns, not by a
     full collection (which the GC pacer, hub/runtime/gc_pacer.py, may put off for
@@ -160,9 +160,7 @@ class _Connection(ServerConnection):
         self._needed = 0
         size = len(view)
         max_size = self.protocol.max_message_size
-        inbox = self.inbox
-        if inbox is None:
-            inbox = self.inbox = []
+        inbox = self._inbox()
         queued = len(inbox)
         pos = 0
         while size - pos >= 2:
@@ -214,6 +212,12 @@ class _Connection(ServerConnection):
             view.release()
         self._deliver(inbox, queued)
 
+    def _inbox(self) -> list[tuple[bool, BytesLike]]:
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = []
+        return inbox
+
     def _deliver(self, inbox: list[tuple[bool, BytesLike]], queued: int) -> None:
         """Wake the session's loop for the messages appended past `queued`."""
         if len(inbox) == queued:
@@ -246,9 +250,7 @@ class _Connection(ServerConnection):
         else:
             super().process_event(event)  # ping, pong, close: websockets'
             return
-        inbox = self.inbox
-        if inbox is None:
-            inbox = self.inbox = []
+        inbox = self._inbox()
         inbox.append(message)
         self._deliver(inbox, len(inbox) - 1)
 
@@ -480,7 +482,7 @@ class WsServer:
                 if session.closed:
                     break
                 # A peer whose frames keep coming is handled frame after frame without
-                # the loop turning (`recv` returns a queued frame at once): after each
+                # the loop turning (its inbox has the next one already): after each
                 # slice of hub time, or after an expensive frame (FairTime), the others
                 # go first. Its unread frames wait in the connection's queue, then in
                 # the socket (TCP backpressure): a flood costs the flooder latency.

@@ -459,17 +459,11 @@ class Attempts:
         """The current attempt ended (and with `overall`, the job): its deadlines go, so
         the heap holds only what can still fire."""
         job_id, attempt = job.job_id, job.attempt
+        keys = [(job_id, attempt, ACCEPT), (job_id, attempt, ATTEMPT), (job_id, attempt, TRANSIT)]
         if overall:
-            self.deadlines.discard_all((
-                (job_id, attempt, ACCEPT), (job_id, attempt, ATTEMPT),
-                (job_id, attempt, TRANSIT), (job_id, 0, OVERALL), (job_id, 0, QUEUE),
-            ))
+            keys += ((job_id, 0, OVERALL), (job_id, 0, QUEUE))
             self._in_transit.pop(job_id, None)
-        else:
-            self.deadlines.discard_all((
-                (job_id, attempt, ACCEPT), (job_id, attempt, ATTEMPT),
-                (job_id, attempt, TRANSIT),
-            ))
+        self.deadlines.discard_all(keys)
         self.stranded.release(job_id)
 
     async def run_deadlines(self) -> None:

@@ -206,7 +206,8 @@ class NodeOwner:
                 except ProtocolError as exc:  # it had reached the home: nothing to do
                     logger.debug("replayed result for {}: {}", message.job_id, exc.message)
             case JobResult() | JobReject():
-                orphan = self._orphaned.pop(
+                # Empty but after a home hub died: nothing to look up for nearly every result.
+                orphan = None if not self._orphaned else self._orphaned.pop(
                     (node.node_id, message.job_id, message.attempt), None
                 )
                 if orphan is not None:
